@@ -1,0 +1,154 @@
+"""The store's tables, shared by SQLite and PostgreSQL. Migrations live in qualify/migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC times in and out, on SQLite (which keeps no zone) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def JSONDoc() -> Any:
+    return JSON().with_variant(JSONB(), "postgresql")
+
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("domain", String(253), nullable=False, unique=True),
+    Column("name", String(300)),
+    Column("industry", String(120)),
+    Column("employees", Integer),
+    Column("revenue", Float),
+    Column("country", String(64)),
+    Column("attributes", JSONDoc(), nullable=False, default=dict),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+leads = Table(
+    "leads",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(254), unique=True),
+    Column("external_id", String(200), unique=True),
+    Column("first_name", String(200)),
+    Column("last_name", String(200)),
+    Column("title", String(300)),
+    Column("seniority", String(60)),
+    Column("department", String(120)),
+    Column("country", String(64)),
+    Column("source", String(200)),
+    Column("channel", String(200)),
+    Column("do_not_email", Boolean, nullable=False, default=False),
+    Column("do_not_call", Boolean, nullable=False, default=False),
+    Column("attributes", JSONDoc(), nullable=False, default=dict),
+    Column("account_id", Integer, ForeignKey("accounts.id"), index=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    # The lifecycle: current stage and since when.
+    Column("stage", String(20), nullable=False, index=True),
+    Column("stage_entered_at", UTCDateTime(), nullable=False),
+    # Scores as of `scored_at`, and the O(1) state that updates them.
+    Column("persona", String(200)),
+    Column("fit_score", Float, nullable=False, default=0.0),
+    Column("fit_grade", String(1), nullable=False, default="D"),
+    Column("engagement_score", Float, nullable=False, default=0.0),
+    Column("engagement_state", JSONDoc(), nullable=False, default=dict),
+    Column("scored_at", UTCDateTime()),
+    Column("last_event_at", UTCDateTime()),
+    Column("model_version", String(64)),
+)
+Index("ix_leads_stage_engagement", leads.c.stage, leads.c.engagement_score)
+
+events = Table(
+    "events",
+    metadata,
+    # `id` is the order events were applied in: caps count in that order.
+    Column("id", Integer, primary_key=True),
+    Column("event_id", String(200), nullable=False, unique=True),
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("properties", JSONDoc(), nullable=False, default=dict),
+    Column("awards", JSONDoc(), nullable=False, default=list),
+)
+Index("ix_events_lead_id_occurred_at", events.c.lead_id, events.c.occurred_at)
+Index("ix_events_type_occurred_at", events.c.type, events.c.occurred_at)
+
+stage_history = Table(
+    "stage_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("from_stage", String(20)),
+    Column("to_stage", String(20), nullable=False),
+    Column("at", UTCDateTime(), nullable=False, index=True),
+    Column("actor", String(20), nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("reason", String(300)),
+    Column("note", Text),
+    Column("fit_score", Float),
+    Column("fit_grade", String(1)),
+    Column("engagement_score", Float),
+    Column("persona", String(200)),
+    Column("model_version", String(64)),
+)
+
+scoring_models = Table(
+    "scoring_models",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("document", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("activated_at", UTCDateTime()),
+    Column("active", Boolean, nullable=False, default=False),
+)

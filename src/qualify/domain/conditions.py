@@ -1,0 +1,116 @@
+"""Conditions on lead, account and event attributes, shared by fit, disqualify and engagement rules.
+
+String comparisons ignore case and surrounding white space: CRM data is typed by people.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+OPERATORS = ("equals", "not_equals", "in", "not_in", "regex", "range", "exists")
+
+
+def _fold(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip().casefold()
+    return value
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip().replace(",", ""))
+        except ValueError:
+            return None
+    return None
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One test on one value: `field` is where the value comes from, `op` how it is tested."""
+
+    field: str
+    op: str
+    value: Any
+    pattern: re.Pattern[str] | None = None
+
+    def test(self, actual: Any) -> bool:
+        op = self.op
+        if op == "exists":
+            return _present(actual) is bool(self.value)
+        if not _present(actual):
+            # A missing value matches only the negative operators.
+            return op in ("not_equals", "not_in")
+        if op == "equals":
+            return _equal(actual, self.value)
+        if op == "not_equals":
+            return not _equal(actual, self.value)
+        if op == "in":
+            return any(_equal(actual, v) for v in self.value)
+        if op == "not_in":
+            return not any(_equal(actual, v) for v in self.value)
+        if op == "regex":
+            assert self.pattern is not None
+            return self.pattern.search(str(actual)) is not None
+        if op == "range":
+            number = _as_number(actual)
+            if number is None:
+                return False
+            low, high = self.value
+            return (low is None or number >= low) and (high is None or number <= high)
+        raise AssertionError(f"unknown operator {op}")
+
+    def describe(self) -> str:
+        if self.op == "exists":
+            return f"{self.field} {'is set' if self.value else 'is empty'}"
+        if self.op == "range":
+            low, high = self.value
+            if low is not None and high is not None:
+                return f"{self.field} in {_num(low)}–{_num(high)}"
+            return f"{self.field} ≥ {_num(low)}" if low is not None else f"{self.field} ≤ {_num(high)}"
+        if self.op in ("in", "not_in"):
+            shown = ", ".join(str(v) for v in self.value[:4]) + ("…" if len(self.value) > 4 else "")
+            return f"{self.field} {'in' if self.op == 'in' else 'not in'} [{shown}]"
+        symbol = {"equals": "=", "not_equals": "≠", "regex": "~"}[self.op]
+        return f"{self.field} {symbol} {self.value}"
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _equal(actual: Any, expected: Any) -> bool:
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return _as_bool(actual) == _as_bool(expected)
+    if isinstance(expected, (int, float)):
+        number = _as_number(actual)
+        return number is not None and number == float(expected)
+    return bool(_fold(actual) == _fold(expected))
+
+
+def _as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value)
+    if isinstance(value, str):
+        folded = value.strip().casefold()
+        if folded in ("true", "yes", "y", "1"):
+            return True
+        if folded in ("false", "no", "n", "0"):
+            return False
+    return None
+
+
+def all_match(conditions: tuple[Condition, ...], lookup: dict[str, Any]) -> bool:
+    return all(c.test(lookup.get(c.field)) for c in conditions)

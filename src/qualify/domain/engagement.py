@@ -1,0 +1,176 @@
+"""Engagement: points for what the lead does, with caps and exact exponential decay.
+
+The state keeps one accumulator per distinct half-life, so applying an event is O(1):
+S(t) = S(t0)·2^-((t-t0)/h) + a. Caps count undecayed points per rule, in the order events
+were applied (for events of the same instant as for late ones), per UTC day and in total.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from qualify.domain.explain import Contribution, days_phrase
+from qualify.domain.scoring_model import EngagementRule, ScoringModel
+
+DAY = 86_400.0
+NO_DECAY = "none"
+
+# (rule name, UTC day number) -> undecayed points already awarded by that rule that day.
+DayTotalLookup = Callable[[str, int], float]
+
+
+def half_life_key(half_life_days: float | None) -> str:
+    return NO_DECAY if half_life_days is None else repr(float(half_life_days))
+
+
+def decay_factor(elapsed_seconds: float, half_life_days: float | None) -> float:
+    if half_life_days is None:
+        return 1.0
+    return math.pow(2.0, -elapsed_seconds / (half_life_days * DAY))
+
+
+@dataclass(frozen=True, slots=True)
+class Award:
+    """Points a rule gave for one event, before decay."""
+
+    rule: str
+    points: float
+
+
+@dataclass(slots=True)
+class EngagementState:
+    """What a lead's engagement needs to be updated in O(1): accumulators and cap counters."""
+
+    accumulators: dict[str, list[float]] = field(default_factory=dict)  # key -> [value, as_of]
+    rule_totals: dict[str, float] = field(default_factory=dict)
+    rule_day: dict[str, list[float]] = field(default_factory=dict)  # rule -> [day, total]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"acc": self.accumulators, "tot": self.rule_totals, "day": self.rule_day}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> EngagementState:
+        if not data:
+            return cls()
+        return cls(
+            {k: [float(v[0]), float(v[1])] for k, v in data.get("acc", {}).items()},
+            {k: float(v) for k, v in data.get("tot", {}).items()},
+            {k: [float(v[0]), float(v[1])] for k, v in data.get("day", {}).items()},
+        )
+
+    def value_at(self, timestamp: float) -> float:
+        """The engagement score at `timestamp` (seconds since the epoch)."""
+        total = 0.0
+        for key, (value, as_of) in self.accumulators.items():
+            half_life = None if key == NO_DECAY else float(key)
+            total += value * decay_factor(timestamp - as_of, half_life)
+        return total
+
+    def add(self, points: float, half_life_days: float | None, timestamp: float) -> None:
+        key = half_life_key(half_life_days)
+        slot = self.accumulators.get(key)
+        if slot is None:
+            self.accumulators[key] = [points, timestamp]
+        elif timestamp >= slot[1]:
+            slot[0] = slot[0] * decay_factor(timestamp - slot[1], half_life_days) + points
+            slot[1] = timestamp
+        else:  # a late event: decay its points forward to the accumulator's instant
+            slot[0] += points * decay_factor(slot[1] - timestamp, half_life_days)
+
+
+def _capped(rule: EngagementRule, state: EngagementState, day: int, lookup: DayTotalLookup | None) -> float:
+    """The undecayed size of the award, after the per-day and total caps."""
+    size = abs(rule.points)
+    if rule.cap is not None:
+        size = min(size, max(0.0, rule.cap - state.rule_totals.get(rule.name, 0.0)))
+    if rule.cap_per_day is not None and size > 0:
+        current = state.rule_day.get(rule.name)
+        if current is None or day > current[0]:
+            today = 0.0
+        elif day == current[0]:
+            today = current[1]
+        else:  # a late event on an earlier day: ask the store what that day already got
+            today = lookup(rule.name, day) if lookup is not None else 0.0
+        size = min(size, max(0.0, rule.cap_per_day - today))
+    return size
+
+
+def apply_event(
+    model: ScoringModel,
+    state: EngagementState,
+    event_type: str,
+    properties: Mapping[str, Any],
+    timestamp: float,
+    day_total: DayTotalLookup | None = None,
+) -> list[Award]:
+    """Score one event into `state` and return what each matching rule awarded."""
+    awards: list[Award] = []
+    day = int(timestamp // DAY)
+    props = dict(properties)
+    for rule in model.engagement_rules:
+        if not rule.matches(event_type, props):
+            continue
+        size = _capped(rule, state, day, day_total)
+        if size <= 0:
+            continue
+        points = math.copysign(size, rule.points)
+        if rule.cap is not None:
+            state.rule_totals[rule.name] = state.rule_totals.get(rule.name, 0.0) + size
+        if rule.cap_per_day is not None:
+            current = state.rule_day.get(rule.name)
+            if current is None or day > current[0]:
+                state.rule_day[rule.name] = [float(day), size]
+            elif day == current[0]:
+                current[1] += size
+        state.add(points, rule.half_life_days, timestamp)
+        awards.append(Award(rule.name, points))
+    return awards
+
+
+@dataclass(frozen=True, slots=True)
+class AwardedEvent:
+    """An event as the explanation needs it: when, what, and the awards it earned."""
+
+    occurred_at: float
+    event_type: str
+    properties: Mapping[str, Any]
+    awards: tuple[Award, ...]
+
+
+def explain_engagement(model: ScoringModel, events: list[AwardedEvent], at: float) -> list[Contribution]:
+    """One contribution per award, decayed to `at`; they add up to the engagement score."""
+    rules = {r.name: r for r in model.engagement_rules}
+    out: list[Contribution] = []
+    for event in events:
+        for award in event.awards:
+            rule = rules.get(award.rule)
+            half_life = rule.half_life_days if rule else None
+            now = award.points * decay_factor(at - event.occurred_at, half_life)
+            label = (
+                render_label(rule, event) if rule else f"{event.event_type} (rule {award.rule} no longer in the model)"
+            )
+            decay = f", half-life {half_life:g} d" if half_life is not None else ""
+            text = f"{label} {days_phrase((at - event.occurred_at) / DAY)} ({award.points:g}{decay})"
+            out.append(Contribution(award.rule, now, text))
+    return out
+
+
+def render_label(rule: EngagementRule, event: AwardedEvent) -> str:
+    """`label: "downloaded '{title}'"` filled from the event's properties; unknown names show as '?'."""
+    if not rule.label:
+        return f"{rule.name}: {event.event_type}"
+    out, i, text = [], 0, rule.label
+    while i < len(text):
+        start = text.find("{", i)
+        end = text.find("}", start + 1) if start >= 0 else -1
+        if start < 0 or end < 0:
+            out.append(text[i:])
+            break
+        out.append(text[i:start])
+        value = event.properties.get(text[start + 1 : end])
+        out.append("?" if value is None else str(value)[:80])
+        i = end + 1
+    return "".join(out)

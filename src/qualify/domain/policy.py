@@ -1,0 +1,85 @@
+"""The stage policy: when the model moves a lead, and why.
+
+Order of precedence: a disqualify rule, then a fast-track event, then the MQL
+threshold matrix, then decay-out. A lead that came back from nurture must clear
+its threshold plus `requalify_margin`, and decay-out needs the engagement to fall
+below a floor under every threshold: together they keep a lead from flapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qualify.domain.conditions import all_match
+from qualify.domain.engagement import DAY
+from qualify.domain.lifecycle import Actor, Stage
+from qualify.domain.scoring_model import DisqualifyRule, ScoringModel
+
+_OPEN = (Stage.LEAD, Stage.NURTURE)
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A stage change the policy asks for."""
+
+    to_stage: Stage
+    actor: Actor
+    reason: str
+
+
+def decide(
+    model: ScoringModel,
+    stage: Stage,
+    *,
+    grade: str,
+    engagement: float,
+    now: float,
+    stage_entered: float,
+    disqualified_by: DisqualifyRule | None = None,
+    event_type: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+) -> list[Move]:
+    """The moves, in order, that take a lead in `stage` to where the policy wants it."""
+    policy = model.policy
+    if disqualified_by is not None and stage in (Stage.LEAD, Stage.MQL, Stage.NURTURE):
+        return [
+            Move(
+                Stage.DISQUALIFIED,
+                Actor.MODEL,
+                f"disqualify rule {disqualified_by.name}: {disqualified_by.reason}",
+            )
+        ]
+    if event_type is not None and stage in (*_OPEN, Stage.MQL):
+        props = dict(properties or {})
+        for track in policy.fast_track:
+            if event_type in track.events and all_match(track.where, props):
+                reason = f"fast-track: {event_type}"
+                moves = [] if stage is Stage.MQL else [Move(Stage.MQL, Actor.MODEL, reason)]
+                if track.to == "sql":
+                    moves.append(Move(Stage.SQL, Actor.MODEL, f"{reason} (SQL-ready)"))
+                if moves:
+                    return moves
+    if stage in _OPEN:
+        threshold = policy.mql_threshold(grade, returning=stage is Stage.NURTURE)
+        if threshold is not None and engagement >= threshold:
+            margin = " incl. requalify margin" if stage is Stage.NURTURE and policy.requalify_margin else ""
+            return [
+                Move(
+                    Stage.MQL,
+                    Actor.MODEL,
+                    f"fit grade {grade} and engagement {engagement:.1f} ≥ {threshold:g}{margin}",
+                )
+            ]
+    floor = policy.decay_out_floor
+    if stage is Stage.MQL and floor is not None and engagement < floor:  # noqa: SIM102 - two reasons, two tests
+        if (now - stage_entered) >= policy.min_days_in_mql * DAY:
+            return [
+                Move(
+                    Stage.NURTURE,
+                    Actor.SYSTEM,
+                    f"decay-out: engagement {engagement:.1f} fell below {policy.decay_out_floor:g}",
+                )
+            ]
+    return []

@@ -1,0 +1,200 @@
+"""A batch of lead changes inside one unit of work: load once, score in memory, write once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from qualify.adapters import repository as repo
+from qualify.adapters.repository import LeadRecord
+from qualify.domain.evaluator import AppliedMove, LeadState, OnlineEvaluator
+from qualify.domain.fit import disqualifying_rule, profile_values, score_fit
+from qualify.domain.lifecycle import Actor, Stage
+from qualify.domain.records import Account, Lead
+from qualify.domain.scoring_model import DisqualifyRule, ScoringModel
+from qualify.service.unit_of_work import UnitOfWork, from_ts
+
+
+def lead_key(email: str | None, external_id: str | None) -> str:
+    return email if email else f"ext:{external_id}"
+
+
+@dataclass(slots=True)
+class _PendingHistory:
+    record: LeadRecord
+    values: dict[str, Any]
+
+
+class LeadBatch:
+    """Leads loaded for one use case, changed in memory and written back by `flush`."""
+
+    def __init__(self, uow: UnitOfWork, model: ScoringModel, now: datetime) -> None:
+        self.conn = uow.connection
+        self.model = model
+        self.evaluator = OnlineEvaluator(model)
+        self.now = now
+        self.by_email: dict[str, LeadRecord] = {}
+        self.by_external: dict[str, LeadRecord] = {}
+        self.accounts: dict[int, Account] = {}
+        self.account_ids: dict[str, int] = {}
+        self.new: list[LeadRecord] = []
+        self.history: list[_PendingHistory] = []
+
+    # --- loading -------------------------------------------------------------------------
+    def load(self, emails: Iterable[str], external_ids: Iterable[str]) -> None:
+        emails = [e for e in emails if e not in self.by_email]
+        external_ids = [x for x in external_ids if x not in self.by_external]
+        records = repo.find_leads(self.conn, emails, external_ids)
+        for record in records:
+            self.remember(record)
+        missing = {r.account_id for r in records if r.account_id is not None} - self.accounts.keys()
+        self.accounts.update(repo.accounts_by_id(self.conn, missing))
+
+    def remember(self, record: LeadRecord) -> None:
+        if record.lead.email:
+            self.by_email[record.lead.email] = record
+        if record.lead.external_id:
+            self.by_external[record.lead.external_id] = record
+
+    def get(self, email: str | None, external_id: str | None) -> LeadRecord | None:
+        if email and email in self.by_email:
+            return self.by_email[email]
+        if external_id and external_id in self.by_external:
+            return self.by_external[external_id]
+        return None
+
+    def records(self) -> list[LeadRecord]:
+        seen: dict[int, LeadRecord] = {}
+        for record in (*self.by_email.values(), *self.by_external.values()):
+            seen[id(record)] = record
+        return list(seen.values())
+
+    # --- accounts ------------------------------------------------------------------------
+    def ensure_accounts(self, domains: Iterable[str]) -> None:
+        """Make sure an account exists for every domain (free-mail domains never get one)."""
+        wanted = {d for d in domains if d and d not in self.account_ids}
+        if not wanted:
+            return
+        for domain, (account_id, account) in repo.find_accounts(self.conn, wanted).items():
+            self.account_ids[domain] = account_id
+            self.accounts[account_id] = account
+        missing = sorted(wanted - self.account_ids.keys())
+        created = [Account(domain=d) for d in missing]
+        for account, account_id in zip(created, repo.insert_accounts(self.conn, created, self.now), strict=True):
+            self.account_ids[account.domain] = account_id
+            self.accounts[account_id] = account
+
+    def account_of(self, record: LeadRecord) -> Account | None:
+        return self.accounts.get(record.account_id) if record.account_id is not None else None
+
+    # --- scoring -------------------------------------------------------------------------
+    def refit(self, record: LeadRecord) -> DisqualifyRule | None:
+        """Recompute fit from the lead and its account; return a matching disqualify rule."""
+        values = profile_values(record.lead, self.account_of(record))
+        fit = score_fit(self.model, values)
+        state = record.state
+        state.fit, state.grade, state.persona = fit.score, fit.grade, fit.persona
+        record.model_version = self.model.version
+        record.changed = True
+        return disqualifying_rule(self.model, values)
+
+    def create(self, lead: Lead, *, at: datetime, by: str) -> LeadRecord:
+        """A new lead in stage `lead`, linked to its account, with fit scored and the policy applied."""
+        domain = lead.account_domain
+        if domain:
+            self.ensure_accounts([domain])
+        created = lead.created_at or at
+        record = LeadRecord(
+            id=None,
+            lead=lead,
+            account_id=self.account_ids.get(domain) if domain else None,
+            created_at=created,
+            state=LeadState(stage=Stage.LEAD, stage_entered=created.timestamp()),
+        )
+        lead.created_at = created
+        rule = self.refit(record)
+        self.record_history(record, None, Stage.LEAD, created, Actor.SYSTEM, by, "created")
+        self.record_moves(record, self.evaluator.sweep(record.state, created.timestamp(), rule))
+        self.new.append(record)
+        self.remember(record)
+        return record
+
+    def record_moves(self, record: LeadRecord, moves: list[AppliedMove], by: str | None = None) -> None:
+        for move in moves:
+            who = by or (f"model {self.model.version}" if move.actor is Actor.MODEL else "decay-out timer")
+            self.history.append(
+                _PendingHistory(
+                    record,
+                    {
+                        "from_stage": move.from_stage.value,
+                        "to_stage": move.to_stage.value,
+                        "at": from_ts(move.at),
+                        "actor": move.actor.value,
+                        "by": who,
+                        "reason": move.reason[:300],
+                        "note": None,
+                        "fit_score": move.fit,
+                        "fit_grade": move.grade,
+                        "engagement_score": move.engagement,
+                        "persona": move.persona,
+                        "model_version": self.model.version,
+                    },
+                )
+            )
+            record.changed = True
+
+    def record_history(
+        self,
+        record: LeadRecord,
+        from_stage: Stage | None,
+        to_stage: Stage,
+        at: datetime,
+        actor: Actor,
+        by: str,
+        reason: str | None,
+        note: str | None = None,
+    ) -> None:
+        state = record.state
+        self.history.append(
+            _PendingHistory(
+                record,
+                {
+                    "from_stage": from_stage.value if from_stage else None,
+                    "to_stage": to_stage.value,
+                    "at": at,
+                    "actor": actor.value,
+                    "by": by,
+                    "reason": reason,
+                    "note": note,
+                    "fit_score": state.fit,
+                    "fit_grade": state.grade,
+                    "engagement_score": state.engagement_at(at.timestamp()),
+                    "persona": state.persona,
+                    "model_version": self.model.version,
+                },
+            )
+        )
+        record.changed = True
+
+    # --- writing -------------------------------------------------------------------------
+    def flush(self, event_rows: list[tuple[LeadRecord, dict[str, Any]]] = ()) -> None:  # type: ignore[assignment]
+        """Write new and changed leads, then the events and history that point at them."""
+        scored_at = self.now
+        repo.insert_leads(self.conn, self.new, scored_at=scored_at, now=self.now)
+        new_ids = {id(r) for r in self.new}
+        self.new = []
+        changed = [r for r in self.records() if r.changed and id(r) not in new_ids]
+        repo.update_leads(self.conn, changed, scored_at=scored_at, now=self.now)
+        rows = []
+        for record, row in event_rows:
+            row["lead_id"] = record.id
+            rows.append(row)
+        repo.insert_events(self.conn, rows)
+        history = []
+        for pending in self.history:
+            pending.values["lead_id"] = pending.record.id
+            history.append(pending.values)
+        repo.insert_history(self.conn, history)
+        self.history = []

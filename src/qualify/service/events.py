@@ -1,0 +1,124 @@
+"""Ingest events: idempotent by event_id, scored and stage-evaluated one by one, written in bulk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from qualify.adapters import repository as repo
+from qualify.adapters.repository import LeadRecord
+from qualify.domain.engagement import DAY
+from qualify.domain.records import Event, Lead
+from qualify.service.batch import LeadBatch
+from qualify.service.unit_of_work import UnitOfWork, utcnow
+
+ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    event_id: str
+    status: str  # accepted | duplicate | rejected
+    reason: str | None = None
+    lead: str | None = None
+
+
+def ingest_events(
+    uow: UnitOfWork,
+    events: list[Event],
+    *,
+    create_unknown: bool = True,
+    now: datetime | None = None,
+    by: str = "event",
+) -> list[EventOutcome]:
+    """Apply `events` in order; return one outcome per event, in the same order.
+
+    An event whose `event_id` is already stored (or earlier in the batch) is a duplicate
+    and changes nothing. An event for an unknown lead creates it when `create_unknown`.
+    """
+    now = now or utcnow()
+    stored = repo.existing_event_ids(uow.connection, [e.event_id for e in events])
+    batch = LeadBatch(uow, uow.active_model(), now)
+    batch.load({e.email for e in events if e.email}, {e.external_id for e in events if e.external_id})
+    outcomes: list[EventOutcome] = []
+    rows: list[tuple[LeadRecord, dict[str, Any]]] = []
+    seen: set[str] = set()
+    if create_unknown:
+        _create_unknown_leads(batch, events, stored, by)
+    evaluator = batch.evaluator
+    for event in events:
+        if event.event_id in stored or event.event_id in seen:
+            outcomes.append(EventOutcome(event.event_id, DUPLICATE, "event_id already ingested"))
+            continue
+        record = batch.get(event.email, event.external_id)
+        if record is None:
+            who = event.email or event.external_id
+            outcomes.append(
+                EventOutcome(event.event_id, REJECTED, f"no lead {who} (creating leads from events is off)")
+            )
+            continue
+        seen.add(event.event_id)
+        timestamp = event.occurred_at.timestamp()
+        lookup = _DayTotals(batch, record, rows)
+        step = evaluator.apply(record.state, event.type, event.properties, timestamp, lookup)
+        record.changed = True
+        if step.moves:
+            batch.record_moves(record, step.moves)
+        rows.append(
+            (
+                record,
+                {
+                    "event_id": event.event_id,
+                    "type": event.type,
+                    "occurred_at": event.occurred_at,
+                    "received_at": now,
+                    "properties": event.properties,
+                    "awards": [[a.rule, a.points] for a in step.awards],
+                },
+            )
+        )
+        outcomes.append(EventOutcome(event.event_id, ACCEPTED, None, record.lead.key))
+    batch.flush(rows)
+    return outcomes
+
+
+def _create_unknown_leads(batch: LeadBatch, events: list[Event], stored: set[str], by: str) -> None:
+    """Create, at its first event's time, every lead the batch names that the store lacks."""
+    first_seen: dict[str, Event] = {}
+    for event in events:
+        if event.event_id in stored or batch.get(event.email, event.external_id) is not None:
+            continue
+        key = event.email or f"ext:{event.external_id}"
+        if key not in first_seen or event.occurred_at < first_seen[key].occurred_at:
+            first_seen[key] = event
+    batch.ensure_accounts(
+        Lead(email=e.email, external_id=e.external_id).account_domain or "" for e in first_seen.values()
+    )
+    for event in first_seen.values():
+        batch.create(
+            Lead(email=event.email, external_id=event.external_id, created_at=event.occurred_at),
+            at=event.occurred_at,
+            by=by,
+        )
+
+
+class _DayTotals:
+    """Per-day cap lookup for a late event: stored awards of that day plus this batch's."""
+
+    def __init__(self, batch: LeadBatch, record: LeadRecord, rows: list[tuple[LeadRecord, dict[str, Any]]]) -> None:
+        self.batch, self.record, self.rows = batch, record, rows
+
+    def __call__(self, rule: str, day: int) -> float:
+        start = datetime.fromtimestamp(day * DAY, UTC)
+        end = start + timedelta(days=1)
+        awards: list[list[Any]] = []
+        if self.record.id is not None:
+            awards += repo.awards_between(self.batch.conn, self.record.id, start, end)
+        awards += [
+            award
+            for record, row in self.rows
+            if record is self.record and start <= row["occurred_at"] < end
+            for award in row["awards"]
+        ]
+        return float(sum(abs(points) for name, points in awards if name == rule))

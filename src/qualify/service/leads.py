@@ -1,0 +1,176 @@
+"""Upsert leads and accounts: insert new ones, merge what changed, rescore fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+
+from qualify.adapters import repository as repo
+from qualify.adapters.repository import LeadRecord
+from qualify.domain.errors import InvalidInput
+from qualify.domain.records import Account, Lead
+from qualify.service.batch import LeadBatch
+from qualify.service.unit_of_work import UnitOfWork, utcnow
+
+_MERGED_FIELDS = tuple(
+    f.name for f in fields(Lead) if f.name not in ("email", "external_id", "attributes", "created_at")
+)
+
+
+@dataclass
+class UpsertOutcome:
+    """What happened to each input, in input order: created, updated, unchanged or rejected."""
+
+    statuses: list[str] = field(default_factory=list)
+    errors: dict[int, InvalidInput] = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        return self.statuses.count(status)
+
+
+def upsert_accounts(
+    uow: UnitOfWork, accounts: list[Account], *, now: datetime | None = None, by: str = "import"
+) -> UpsertOutcome:
+    """Insert or merge accounts by domain; leads of a changed account get their fit rescored."""
+    now = now or utcnow()
+    outcome = UpsertOutcome()
+    conn = uow.connection
+    existing = repo.find_accounts(conn, [a.domain for a in accounts])
+    to_insert: dict[str, Account] = {}
+    to_update: dict[int, Account] = {}
+    for account in accounts:
+        if account.domain in to_insert:
+            _merge_account(to_insert[account.domain], account)
+            outcome.statuses.append("updated")
+        elif account.domain in existing:
+            account_id, stored = existing[account.domain]
+            if _merge_account(stored, account):
+                to_update[account_id] = stored
+                outcome.statuses.append("updated")
+            else:
+                outcome.statuses.append("unchanged")
+        else:
+            to_insert[account.domain] = account
+            outcome.statuses.append("created")
+    repo.insert_accounts(conn, list(to_insert.values()), now)
+    repo.update_accounts(conn, list(to_update.items()), now)
+    if to_update:
+        _refit_account_leads(uow, list(to_update), now, by)
+    return outcome
+
+
+def _merge_account(stored: Account, incoming: Account) -> bool:
+    changed = False
+    for name in repo.ACCOUNT_FIELDS:
+        value = getattr(incoming, name)
+        if value is not None and value != getattr(stored, name):
+            setattr(stored, name, value)
+            changed = True
+    merged = {**stored.attributes, **incoming.attributes}
+    if merged != stored.attributes:
+        stored.attributes = merged
+        changed = True
+    return changed
+
+
+def _refit_account_leads(uow: UnitOfWork, account_ids: list[int], now: datetime, by: str) -> None:
+    from sqlalchemy import select
+
+    from qualify.adapters import schema
+
+    leads = schema.leads
+    for part in repo.chunks(account_ids):
+        rows = uow.connection.execute(
+            select(leads.c.email, leads.c.external_id).where(leads.c.account_id.in_(part))
+        ).all()
+        batch = LeadBatch(uow, uow.active_model(), now)
+        batch.load(
+            [r.email for r in rows if r.email],
+            [r.external_id for r in rows if r.external_id and not r.email],
+        )
+        for record in batch.records():
+            _rescore_profile(batch, record, by)
+        batch.flush()
+
+
+def _rescore_profile(batch: LeadBatch, record: LeadRecord, by: str) -> None:
+    rule = batch.refit(record)
+    batch.record_moves(record, batch.evaluator.sweep(record.state, batch.now.timestamp(), rule))
+    del by
+
+
+def upsert_leads(
+    uow: UnitOfWork,
+    leads: list[Lead],
+    *,
+    accounts: list[Account] | None = None,
+    now: datetime | None = None,
+    by: str = "import",
+) -> UpsertOutcome:
+    """Insert new leads and merge known ones (by email, then external id), in input order.
+
+    A field left empty keeps the stored value; attributes are merged key by key.
+    A lead whose fit or disqualify rules change is moved by the policy at once.
+    """
+    now = now or utcnow()
+    if accounts:
+        upsert_accounts(uow, accounts, now=now, by=by)
+    batch = LeadBatch(uow, uow.active_model(), now)
+    batch.load(
+        [lead.email for lead in leads if lead.email],
+        [lead.external_id for lead in leads if lead.external_id],
+    )
+    batch.ensure_accounts(lead.account_domain for lead in leads if lead.account_domain)
+    outcome = UpsertOutcome()
+    for index, lead in enumerate(leads):
+        try:
+            outcome.statuses.append(_upsert_one(batch, lead, by))
+        except InvalidInput as error:
+            outcome.statuses.append("rejected")
+            outcome.errors[index] = error
+    batch.flush()
+    return outcome
+
+
+def _upsert_one(batch: LeadBatch, lead: Lead, by: str) -> str:
+    by_email = batch.by_email.get(lead.email) if lead.email else None
+    by_external = batch.by_external.get(lead.external_id) if lead.external_id else None
+    if by_email is not None and by_external is not None and by_email is not by_external:
+        raise InvalidInput(
+            f"email {lead.email} and external id {lead.external_id} belong to two different leads; merge them first",
+            field="external_id",
+        )
+    record = by_email or by_external
+    if record is None:
+        batch.create(lead, at=lead.created_at or batch.now, by=by)
+        return "created"
+    stored = record.lead
+    for key in ("email", "external_id"):
+        incoming, current = getattr(lead, key), getattr(stored, key)
+        if incoming and current and incoming != current:
+            raise InvalidInput(
+                f"{key} {incoming!r} differs from the stored {current!r} of the same lead",
+                field=key,
+            )
+    changed = False
+    for key in ("email", "external_id"):
+        if getattr(lead, key) and not getattr(stored, key):
+            setattr(stored, key, getattr(lead, key))
+            changed = True
+    if lead.email and record.account_id is None and stored.account_domain:
+        batch.ensure_accounts([stored.account_domain])
+        record.account_id = batch.account_ids[stored.account_domain]
+    for name in _MERGED_FIELDS:
+        value = getattr(lead, name)
+        if value is not None and value != getattr(stored, name):
+            setattr(stored, name, value)
+            changed = True
+    merged = {**stored.attributes, **lead.attributes}
+    if merged != stored.attributes:
+        stored.attributes = merged
+        changed = True
+    if not changed:
+        return "unchanged"
+    batch.remember(record)
+    _rescore_profile(batch, record, by)
+    return "updated"

@@ -1,0 +1,312 @@
+"""Read side for one workspace: lead profiles with explanations, lead lists, the funnel."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from qualify.adapters import repository as repo
+from qualify.adapters import schema
+from qualify.domain.engagement import Award, AwardedEvent, explain_engagement
+from qualify.domain.errors import InvalidInput, NotFound
+from qualify.domain.explain import Contribution
+from qualify.domain.fit import profile_values, score_fit
+from qualify.domain.lifecycle import FUNNEL, Stage
+from qualify.service.unit_of_work import UnitOfWork, utcnow
+
+EXPLANATION_LINES = 12  # beyond these, smaller contributions are summed per rule
+
+
+@dataclass
+class LeadProfile:
+    lead: dict[str, Any]
+    account: dict[str, Any] | None
+    stage: str
+    stage_entered_at: datetime
+    scores: dict[str, Any]
+    fit_explanation: list[Contribution]
+    engagement_explanation: list[Contribution]
+    timeline: list[dict[str, Any]]
+    events_total: int
+    history: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["fit_explanation"] = [c.as_dict() for c in self.fit_explanation]
+        out["engagement_explanation"] = [c.as_dict() for c in self.engagement_explanation]
+        return out
+
+
+def lead_profile(
+    uow: UnitOfWork,
+    key: str,
+    *,
+    now: datetime | None = None,
+    timeline_limit: int = 20,
+    timeline_offset: int = 0,
+) -> LeadProfile:
+    """Everything about one lead, with scores explained as of `now`."""
+    now = now or utcnow()
+    conn = uow.connection
+    record = repo.find_lead(conn, key)
+    if record is None:
+        raise NotFound(f"no lead {key!r} (give an email, an external id, or #id)")
+    assert record.id is not None
+    model = uow.active_model()
+    account = repo.accounts_by_id(conn, [record.account_id]).get(record.account_id) if record.account_id else None
+    fit = score_fit(model, profile_values(record.lead, account))
+    at = now.timestamp()
+    awarded = [
+        AwardedEvent(
+            r.occurred_at.timestamp(),
+            r.type,
+            r.properties,
+            tuple(Award(a[0], a[1]) for a in r.awards),
+        )
+        for r in repo.lead_events(conn, record.id, newest_first=False)
+        if r.awards
+    ]
+    engagement_parts = _condense(explain_engagement(model, awarded, at))
+    lead = record.lead
+    lead_dict = {
+        "id": record.id,
+        **{name: getattr(lead, name) for name in repo.LEAD_FIELDS},
+        "attributes": lead.attributes,
+        "created_at": record.created_at,
+    }
+    account_dict = None
+    if account is not None:
+        account_dict = {
+            "domain": account.domain,
+            **{n: getattr(account, n) for n in repo.ACCOUNT_FIELDS},
+            "attributes": account.attributes,
+        }
+    timeline = [
+        {
+            "event_id": r.event_id,
+            "type": r.type,
+            "occurred_at": r.occurred_at,
+            "properties": r.properties,
+            "points": round(sum(a[1] for a in r.awards), 4),
+        }
+        for r in repo.lead_events(conn, record.id, limit=timeline_limit, offset=timeline_offset)
+    ]
+    history = [
+        {
+            "from": h.from_stage,
+            "to": h.to_stage,
+            "at": h.at,
+            "actor": h.actor,
+            "by": h.by,
+            "reason": h.reason,
+            "note": h.note,
+            "fit": h.fit_score,
+            "grade": h.fit_grade,
+            "engagement": h.engagement_score,
+        }
+        for h in repo.lead_history(conn, record.id)
+    ]
+    scores = {
+        "fit": round(fit.score, 2),
+        "grade": fit.grade,
+        "persona": fit.persona,
+        "engagement": round(record.state.engagement_at(at), 2),
+        "as_of": now,
+        "model_version": model.version,
+    }
+    return LeadProfile(
+        lead_dict,
+        account_dict,
+        record.state.stage.value,
+        datetime.fromtimestamp(record.state.stage_entered, now.tzinfo),
+        scores,
+        list(fit.contributions),
+        engagement_parts,
+        timeline,
+        repo.count_events(conn, record.id),
+        history,
+    )
+
+
+def _condense(parts: list[Contribution]) -> list[Contribution]:
+    """The largest contributions one by one, the rest summed per rule: still adds up."""
+    ordered = sorted(parts, key=lambda c: abs(c.points), reverse=True)
+    head, tail = ordered[:EXPLANATION_LINES], ordered[EXPLANATION_LINES:]
+    grouped: dict[str, list[Contribution]] = defaultdict(list)
+    for part in tail:
+        grouped[part.rule].append(part)
+    for rule, items in grouped.items():
+        total = sum(c.points for c in items)
+        head.append(Contribution(rule, total, f"{rule}: {len(items)} older or smaller award(s)"))
+    return head
+
+
+SORTS = {
+    "score": (schema.leads.c.fit_score + schema.leads.c.engagement_score).desc(),
+    "fit": schema.leads.c.fit_score.desc(),
+    "engagement": schema.leads.c.engagement_score.desc(),
+    "created": schema.leads.c.created_at.desc(),
+    "updated": schema.leads.c.updated_at.desc(),
+}
+
+
+@dataclass
+class LeadFilter:
+    stage: str | None = None
+    grade: str | None = None
+    persona: str | None = None
+    sort: str = "score"
+    limit: int = 50
+    offset: int = 0
+
+
+def list_leads(uow: UnitOfWork, wanted: LeadFilter) -> list[dict[str, Any]]:
+    """Leads matching the filter, best first; `score` is fit + engagement (as last scored)."""
+    leads, accounts = schema.leads, schema.accounts
+    if wanted.sort not in SORTS:
+        raise InvalidInput(f"unknown sort {wanted.sort!r}; expected one of: {', '.join(SORTS)}", field="sort")
+    statement = (
+        select(
+            leads.c.id,
+            leads.c.email,
+            leads.c.external_id,
+            leads.c.first_name,
+            leads.c.last_name,
+            leads.c.title,
+            accounts.c.name.label("account"),
+            leads.c.stage,
+            leads.c.fit_score,
+            leads.c.fit_grade,
+            leads.c.persona,
+            leads.c.engagement_score,
+            leads.c.scored_at,
+            leads.c.stage_entered_at,
+        )
+        .select_from(leads.outerjoin(accounts, leads.c.account_id == accounts.c.id))
+        .order_by(SORTS[wanted.sort], leads.c.id)
+        .limit(wanted.limit)
+        .offset(wanted.offset)
+    )
+    if wanted.stage:
+        if wanted.stage not in {s.value for s in Stage}:
+            raise InvalidInput(
+                f"unknown stage {wanted.stage!r}; expected one of: {', '.join(s.value for s in Stage)}",
+                field="stage",
+            )
+        statement = statement.where(leads.c.stage == wanted.stage)
+    if wanted.grade:
+        statement = statement.where(leads.c.fit_grade == wanted.grade.upper())
+    if wanted.persona:
+        statement = statement.where(leads.c.persona == wanted.persona)
+    out = []
+    for row in uow.connection.execute(statement):
+        item = dict(row._mapping)
+        item["score"] = round(item["fit_score"] + item["engagement_score"], 2)
+        out.append(item)
+    return out
+
+
+@dataclass
+class FunnelReport:
+    """Counts per stage now, and from the stage history: how many reached each stage,
+    the conversion from each funnel stage to the next, and days spent in each stage."""
+
+    total_leads: int
+    current: dict[str, int]
+    reached: dict[str, int]
+    conversion: list[dict[str, Any]]
+    days_in_stage: dict[str, dict[str, float | int | None]]
+    recycled: dict[str, int]
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def funnel(
+    uow: UnitOfWork, *, created_from: datetime | None = None, created_to: datetime | None = None
+) -> FunnelReport:
+    """The funnel of leads created in [created_from, created_to) (all leads by default)."""
+    conn = uow.connection
+    leads, history = schema.leads, schema.stage_history
+    lead_query = select(leads.c.id, leads.c.stage)
+    if created_from:
+        lead_query = lead_query.where(leads.c.created_at >= created_from)
+    if created_to:
+        lead_query = lead_query.where(leads.c.created_at < created_to)
+    stage_of = {row.id: row.stage for row in conn.execute(lead_query)}
+    current = Counter(stage_of.values())
+    entries: dict[int, list[tuple[str, datetime, str | None, str]]] = defaultdict(list)
+    rows = conn.execute(
+        select(
+            history.c.lead_id,
+            history.c.to_stage,
+            history.c.at,
+            history.c.reason,
+            history.c.from_stage,
+        ).order_by(history.c.lead_id, history.c.at, history.c.id)
+    )
+    reasons: dict[str, Counter[str]] = defaultdict(Counter)
+    for lead_id, to_stage, at, reason, from_stage in rows:
+        if lead_id in stage_of:
+            entries[lead_id].append((to_stage, at, reason, from_stage or ""))
+            if to_stage in (Stage.NURTURE, Stage.DISQUALIFIED) and reason:
+                reasons[f"{from_stage}->{to_stage}"][reason] += 1
+    reached: Counter[str] = Counter()
+    durations: dict[str, list[float]] = defaultdict(list)
+    recycled: Counter[str] = Counter()
+    for lead_id, stays in entries.items():
+        for stage in {s for s, *_ in stays}:
+            reached[stage] += 1
+        for (stage, start, *_), (_next, end, *_rest) in itertools.pairwise(stays):
+            durations[stage].append((end - start).total_seconds() / 86_400)
+        nurtured = False
+        for stage, _at, _reason, from_stage in stays:
+            if stage == Stage.NURTURE:
+                nurtured = True
+            if nurtured and stage == Stage.MQL and from_stage == Stage.NURTURE:
+                recycled["requalified"] += 1
+        if nurtured:
+            recycled["nurtured"] += 1
+        del lead_id
+    reached[Stage.LEAD] = max(reached[Stage.LEAD], len(stage_of))
+    conversion = []
+    for here, there in itertools.pairwise(FUNNEL):
+        base = reached[here]
+        conversion.append(
+            {
+                "from": here.value,
+                "to": there.value,
+                "from_count": base,
+                "to_count": reached[there],
+                "rate": round(reached[there] / base, 4) if base else None,
+            }
+        )
+    days = {stage.value: _summary(durations.get(stage.value, [])) for stage in Stage}
+    return FunnelReport(
+        total_leads=len(stage_of),
+        current={s.value: current.get(s.value, 0) for s in Stage},
+        reached={s.value: reached.get(s.value, 0) for s in Stage},
+        conversion=conversion,
+        days_in_stage=days,
+        recycled=dict(recycled),
+        reasons={k: dict(v.most_common()) for k, v in reasons.items()},
+    )
+
+
+def _summary(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"count": 0, "median": None, "p90": None}
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+    return {
+        "count": len(values),
+        "median": round(statistics.median(ordered), 2),
+        "p90": round(p90, 2),
+    }

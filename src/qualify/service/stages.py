@@ -1,0 +1,72 @@
+"""Stage actions by people: accept, reject, disqualify, open-opportunity, win, lose, advocate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from qualify.adapters import repository as repo
+from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound
+from qualify.domain.lifecycle import Actor, Stage, check_action
+from qualify.service.batch import LeadBatch
+from qualify.service.unit_of_work import UnitOfWork, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class StageChange:
+    lead: str
+    from_stage: Stage
+    to_stage: Stage
+    at: datetime
+    timer_moves: tuple[tuple[Stage, Stage, str], ...]  # moves the policy made before the action
+
+
+def apply_stage_action(
+    uow: UnitOfWork,
+    lead_key: str,
+    action: str,
+    *,
+    by: str,
+    reason: str | None = None,
+    note: str | None = None,
+    at: datetime | None = None,
+) -> StageChange:
+    """Apply a person's stage action to a lead, recording who, when and why.
+
+    The lead is first brought up to `at` (a decay-out timer may have fired), so the
+    action is checked against the stage the lead really is in at that moment.
+    """
+    if not by or not by.strip():
+        raise InvalidInput("say who acts: --by NAME", field="by")
+    now = utcnow()
+    at = at or now
+    record = repo.find_lead(uow.connection, lead_key)
+    if record is None:
+        raise NotFound(f"no lead {lead_key!r}")
+    if at.timestamp() < record.state.stage_entered:
+        raise IllegalTransition(
+            f"{lead_key} entered {record.state.stage.value} at "
+            f"{datetime.fromtimestamp(record.state.stage_entered, at.tzinfo).isoformat()}; "
+            f"an action cannot be dated before that ({at.isoformat()})"
+        )
+    batch = LeadBatch(uow, uow.active_model(), now)
+    batch.remember(record)
+    batch.accounts.update(repo.accounts_by_id(uow.connection, [record.account_id] if record.account_id else []))
+    timer_moves = batch.evaluator.run_timers(record.state, at.timestamp())
+    if timer_moves:
+        batch.record_moves(record, timer_moves)
+    state = record.state
+    checked = check_action(action, state.stage, reason, note)
+    before = state.stage
+    batch.record_history(record, before, checked.target, at, Actor.USER, by.strip(), reason, note)
+    state.stage = checked.target
+    state.stage_entered = at.timestamp()
+    record.changed = True
+    batch.flush()
+    return StageChange(
+        record.lead.key,
+        before,
+        checked.target,
+        at,
+        tuple((m.from_stage, m.to_stage, m.reason) for m in timer_moves),
+    )

@@ -1,0 +1,124 @@
+"""The workspace (engine + settings + active model) and its units of work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+
+from sqlalchemy import Connection, Engine, select
+
+from qualify.adapters import schema
+from qualify.adapters.store import create_store_engine, head_revision, migrate, schema_revision
+from qualify.domain.errors import NotFound, QualifyError
+from qualify.domain.model_loader import load_model
+from qualify.domain.scoring_model import ScoringModel
+from qualify.settings import Settings
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def from_ts(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+class UnitOfWork:
+    """One transaction: committed when the block ends cleanly, rolled back otherwise."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self._connection: Connection | None = None
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("unit of work used outside its `with` block")
+        return self._connection
+
+    def __enter__(self) -> UnitOfWork:
+        self._connection = self.workspace.engine.connect()
+        self._connection.begin()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._connection is not None
+        try:
+            if kind is None:
+                self._connection.commit()
+            else:
+                self._connection.rollback()
+        finally:
+            self._connection.close()
+            self._connection = None
+
+    def active_model(self) -> ScoringModel:
+        return self.workspace.active_model(self.connection)
+
+
+@dataclass
+class Workspace:
+    """Everything a use case needs, built once by `open_workspace` (no globals)."""
+
+    settings: Settings
+    engine: Engine
+    _models: dict[str, ScoringModel] = field(default_factory=dict)
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self)
+
+    def active_model(self, connection: Connection) -> ScoringModel:
+        row = connection.execute(
+            select(schema.scoring_models.c.version, schema.scoring_models.c.document).where(
+                schema.scoring_models.c.active
+            )
+        ).first()
+        if row is None:
+            raise NotFound("no active scoring model: run `qualify init` or `qualify model activate FILE`")
+        return self.model_by_version(row.version, row.document)
+
+    def model_by_version(self, version: str, document: str) -> ScoringModel:
+        if version not in self._models:
+            self._models[version] = load_model(document, f"model {version}")
+        return self._models[version]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class WorkspaceNotReady(QualifyError):
+    pass
+
+
+def open_workspace(settings: Settings | None = None, *, create: bool = False) -> Workspace:
+    """Open the workspace at `settings.database_url`; with `create`, migrate it to the newest schema."""
+    settings = settings or Settings()
+    engine = create_store_engine(settings.database_url)
+    if create:
+        migrate(engine)
+    else:
+        current, head = schema_revision(engine), head_revision()
+        if current is None:
+            engine.dispose()
+            raise WorkspaceNotReady(
+                f"no Qualify workspace at {_safe_url(settings.database_url)}: run `qualify init` first"
+            )
+        if current != head:
+            migrate(engine)  # migrations are additive; an older workspace is brought up to date
+    return Workspace(settings, engine)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
