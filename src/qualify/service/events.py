@@ -84,14 +84,16 @@ def ingest_events(
 
 
 def _create_unknown_leads(batch: LeadBatch, events: list[Event], stored: set[str], by: str) -> None:
-    """Create, at its first event's time, every lead the batch names that the store lacks."""
+    """Create every lead the batch names that the store lacks, at the time of its first event.
+
+    "First" is in arrival order, not the earliest time in the batch, so that how events are
+    cut into batches never changes when a lead was created.
+    """
     first_seen: dict[str, Event] = {}
     for event in events:
         if event.event_id in stored or batch.get(event.email, event.external_id) is not None:
             continue
-        key = event.email or f"ext:{event.external_id}"
-        if key not in first_seen or event.occurred_at < first_seen[key].occurred_at:
-            first_seen[key] = event
+        first_seen.setdefault(event.email or f"ext:{event.external_id}", event)
     batch.ensure_accounts(
         Lead(email=e.email, external_id=e.external_id).account_domain or "" for e in first_seen.values()
     )

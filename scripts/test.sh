@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install Qualify with its test tools into .venv and run the whole suite:
+# lint, types, and pytest on SQLite and PostgreSQL. CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet -e ".[test]"
+
+# PostgreSQL: the tests use QUALIFY_TEST_POSTGRES_URL (default: postgres@127.0.0.1:5432/test).
+# Where a local cluster is installed but stopped, start it; CI must not skip the PostgreSQL half.
+if [ -z "${QUALIFY_TEST_POSTGRES_URL:-}" ] && command -v pg_ctlcluster >/dev/null 2>&1; then
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+    version=$(ls /etc/postgresql 2>/dev/null | head -n 1)
+    [ -n "$version" ] && pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  fi
+fi
+if [ "${CI:-}" = "true" ]; then
+  export QUALIFY_REQUIRE_POSTGRES=1
+fi
+
+echo "== ruff"
+ruff check src tests benchmarks
+ruff format --check src tests benchmarks
+echo "== mypy (strict)"
+mypy
+echo "== pytest"
+python -m pytest "$@"
