@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
@@ -50,27 +51,13 @@ class LeadRecord:
     created_at: datetime
     state: LeadState
     model_version: str | None = None
-    changed: bool = False
+    changed: bool = False  # scores or stage changed: write the score columns
+    profile_changed: bool = False  # the person's fields changed too: write the whole row
 
 
 def lead_from_row(row: Row[Any]) -> LeadRecord:
     m = row._mapping
-    lead = Lead(
-        email=m["email"],
-        external_id=m["external_id"],
-        first_name=m["first_name"],
-        last_name=m["last_name"],
-        title=m["title"],
-        seniority=m["seniority"],
-        department=m["department"],
-        country=m["country"],
-        source=m["source"],
-        channel=m["channel"],
-        created_at=m["created_at"],
-        do_not_email=m["do_not_email"],
-        do_not_call=m["do_not_call"],
-        attributes=dict(m["attributes"] or {}),
-    )
+    lead = Lead.stored(**{name: m[name] for name in PROFILE_COLUMNS if name in m}, created_at=m["created_at"])
     state = LeadState(
         stage=Stage(m["stage"]),
         stage_entered=m["stage_entered_at"].timestamp(),
@@ -81,6 +68,22 @@ def lead_from_row(row: Row[Any]) -> LeadRecord:
         last_event=m["last_event_at"].timestamp() if m["last_event_at"] else None,
     )
     return LeadRecord(m["id"], lead, m["account_id"], m["created_at"], state, m["model_version"])
+
+
+PROFILE_COLUMNS = (*LEAD_FIELDS, "attributes")
+SCORE_COLUMNS = (
+    "stage",
+    "stage_entered_at",
+    "persona",
+    "fit_score",
+    "fit_grade",
+    "engagement_score",
+    "engagement_state",
+    "scored_at",
+    "last_event_at",
+    "model_version",
+    "updated_at",
+)
 
 
 def lead_values(record: LeadRecord, *, scored_at: datetime, now: datetime) -> dict[str, Any]:
@@ -110,15 +113,87 @@ def lead_values(record: LeadRecord, *, scored_at: datetime, now: datetime) -> di
     return values
 
 
-def find_leads(conn: Connection, emails: Iterable[str], external_ids: Iterable[str]) -> list[LeadRecord]:
+def find_leads(
+    conn: Connection, emails: Iterable[str], external_ids: Iterable[str], *, profile: bool = True
+) -> list[LeadRecord]:
+    """Leads by email or external id; without `profile`, only what scoring events needs."""
     out: list[LeadRecord] = []
     for column, keys in (
         (schema.leads.c.email, sorted(set(emails))),
         (schema.leads.c.external_id, sorted(set(external_ids))),
     ):
         for part in chunks(keys):
-            out += [lead_from_row(r) for r in conn.execute(select(schema.leads).where(column.in_(part)))]
+            if profile:
+                out += [lead_from_row(r) for r in conn.execute(select(schema.leads).where(column.in_(part)))]
+            else:
+                out += _scoring_states(conn, column.name, part)
     return out
+
+
+def _scoring_states(conn: Connection, key: str, values: Sequence[str]) -> list[LeadRecord]:
+    """The scoring state of leads, read through the driver: on the ingestion path, per-row
+    result processing by SQLAlchemy cost more than the query itself."""
+    quote, mark = conn.dialect.identifier_preparer.quote, _placeholder(conn)
+    names = (
+        "id",
+        "email",
+        "external_id",
+        "account_id",
+        "created_at",
+        "stage",
+        "stage_entered_at",
+        "persona",
+        "fit_score",
+        "fit_grade",
+        "engagement_state",
+        "last_event_at",
+        "model_version",
+    )
+    sql = f"SELECT {', '.join(quote(n) for n in names)} FROM leads WHERE {quote(key)} IN ({', '.join([mark] * len(values))})"
+    time, doc = _driver_readers(conn)
+    out = []
+    for (
+        lead_id,
+        email,
+        external_id,
+        account_id,
+        created,
+        stage,
+        entered,
+        persona,
+        fit,
+        grade,
+        state,
+        last,
+        version,
+    ) in conn.exec_driver_sql(sql, tuple(values)):
+        created_at = time(created)
+        last_event = time(last)
+        out.append(
+            LeadRecord(
+                lead_id,
+                Lead.stored(email=email, external_id=external_id, created_at=created_at),
+                account_id,
+                created_at,
+                LeadState(
+                    Stage(stage),
+                    time(entered).timestamp(),
+                    fit,
+                    grade,
+                    persona,
+                    EngagementState.from_json(doc(state)),
+                    last_event.timestamp() if last_event else None,
+                ),
+                version,
+            )
+        )
+    return out
+
+
+def _driver_readers(conn: Connection) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    if conn.dialect.name == "sqlite":
+        return (lambda t: None if t is None else datetime.fromisoformat(t).replace(tzinfo=UTC)), json.loads
+    return (lambda t: t), (lambda d: d)
 
 
 def find_lead(conn: Connection, key: str) -> LeadRecord | None:
@@ -147,16 +222,43 @@ def insert_leads(conn: Connection, records: list[LeadRecord], *, scored_at: date
 
 
 def update_leads(conn: Connection, records: list[LeadRecord], *, scored_at: datetime, now: datetime) -> None:
-    if not records:
-        return
-    rows = []
+    """Write changed leads: the whole row where the profile changed, else only the score columns."""
+    whole, scores = [], []
     for record in records:
         values = lead_values(record, scored_at=scored_at, now=now)
-        values["b_id"] = record.id
-        rows.append(values)
-        record.changed = False
-    statement = update(schema.leads).where(schema.leads.c.id == bindparam("b_id"))
-    conn.execute(statement, rows)
+        if record.profile_changed:
+            whole.append({**values, "b_id": record.id})
+        else:
+            scores.append({name: values[name] for name in SCORE_COLUMNS} | {"b_id": record.id})
+        record.changed = record.profile_changed = False
+    if whole:
+        conn.execute(update(schema.leads).where(schema.leads.c.id == bindparam("b_id")), whole)
+    if scores:
+        _update_scores(conn, scores)
+
+
+def _update_scores(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    time, doc = _driver_converters(conn)
+    quote, mark = conn.dialect.identifier_preparer.quote, _placeholder(conn)
+    sql = f"UPDATE leads SET {', '.join(f'{quote(c)} = {mark}' for c in SCORE_COLUMNS)} WHERE id = {mark}"
+    values = [
+        (
+            r["stage"],
+            time(r["stage_entered_at"]),
+            r["persona"],
+            r["fit_score"],
+            r["fit_grade"],
+            r["engagement_score"],
+            doc(r["engagement_state"]),
+            time(r["scored_at"]),
+            time(r["last_event_at"]),
+            r["model_version"],
+            time(r["updated_at"]),
+            r["b_id"],
+        )
+        for r in rows
+    ]
+    _driver_executemany(conn, sql, values)
 
 
 def account_from_row(row: Row[Any]) -> Account:
@@ -218,9 +320,58 @@ def existing_event_ids(conn: Connection, event_ids: Sequence[str]) -> set[str]:
     return found
 
 
+_EVENT_COLUMNS = ("event_id", "lead_id", "type", "occurred_at", "received_at", "properties", "awards")
+
+
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(schema.events.insert(), rows)
+    """Insert event rows; the hottest write of ingestion, so it goes to the driver directly."""
+    if not rows:
+        return
+    time, doc = _driver_converters(conn)
+    received = {id(r["received_at"]): time(r["received_at"]) for r in rows[:1]}  # one instant per batch
+    values = [
+        (
+            r["event_id"],
+            r["lead_id"],
+            r["type"],
+            time(r["occurred_at"]),
+            received.get(id(r["received_at"])) or time(r["received_at"]),
+            doc(r["properties"]),
+            doc(r["awards"]),
+        )
+        for r in rows
+    ]
+    _driver_executemany(conn, _insert_sql(conn, "events", _EVENT_COLUMNS), values)
+
+
+def _driver_converters(conn: Connection) -> tuple[Callable[[datetime | None], Any], Callable[[Any], str]]:
+    """Python values as the columns' types would bind them, done once per value, in C where possible."""
+    if conn.dialect.name == "sqlite":
+        return (lambda t: None if t is None else schema.sqlite_time(t)), _json_text
+    return (lambda t: t), _json_text
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _json_text(value: Any) -> str:
+    return _encode(value)
+
+
+def _placeholder(conn: Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _insert_sql(conn: Connection, table: str, columns: Sequence[str]) -> str:
+    quote = conn.dialect.identifier_preparer.quote
+    marks = ", ".join([_placeholder(conn)] * len(columns))
+    return f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) VALUES ({marks})"
+
+
+def _driver_executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    # SQLAlchemy would rebuild and type-process every parameter set in Python; the values are
+    # already converted above, so the DBAPI cursor takes them as they are.
+    conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
 
 
 def insert_history(conn: Connection, rows: list[dict[str, Any]]) -> None:

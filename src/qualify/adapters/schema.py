@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeEngine
 
 metadata = MetaData(
     naming_convention={
@@ -34,23 +35,45 @@ metadata = MetaData(
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC times in and out, on SQLite (which keeps no zone) as on PostgreSQL."""
+    """Aware UTC times in and out, on SQLite (which keeps no zone) as on PostgreSQL.
+
+    On SQLite the value is stored as ISO 8601 text in UTC without the zone, written and read
+    with the C `isoformat`/`fromisoformat`: text that sorts as time does, and several times
+    faster than the generic DATETIME processing on the ingestion path.
+    """
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(32))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
+        if dialect.name == "sqlite":
+            return sqlite_time(value)
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sqlite_time(value: datetime) -> str:
+    """How SQLite columns hold a time: UTC, no zone, always with microseconds (so text order is time order)."""
+    if value.tzinfo is not UTC:
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store")
         value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.isoformat(sep=" ", timespec="microseconds")[:26]  # drop the "+00:00"
 
 
 def JSONDoc() -> Any:

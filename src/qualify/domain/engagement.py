@@ -109,9 +109,8 @@ def apply_event(
     """Score one event into `state` and return what each matching rule awarded."""
     awards: list[Award] = []
     day = int(timestamp // DAY)
-    props = dict(properties)
-    for rule in model.engagement_rules:
-        if not rule.matches(event_type, props):
+    for rule in model.rules_for(event_type):
+        if rule.where and not all(c.test(properties.get(c.field)) for c in rule.where):
             continue
         size = _capped(rule, state, day, day_total)
         if size <= 0:

@@ -107,6 +107,21 @@ class ScoringModel:
     disqualify: tuple[DisqualifyRule, ...]
     policy: Policy
     source: str = field(default="", repr=False, compare=False)
+    _rules_by_type: dict[str, tuple[EngagementRule, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def rules_for(self, event_type: str) -> tuple[EngagementRule, ...]:
+        """The engagement rules that may match an event type, in model order (computed once)."""
+        index = self._rules_by_type
+        if index is None:
+            built: dict[str, list[EngagementRule]] = {}
+            for rule in self.engagement_rules:
+                for kind in rule.events:
+                    built.setdefault(kind, []).append(rule)
+            index = {kind: tuple(rules) for kind, rules in built.items()}
+            object.__setattr__(self, "_rules_by_type", index)
+        return index.get(event_type, ())
 
     @property
     def half_lives(self) -> tuple[float | None, ...]:

@@ -43,12 +43,15 @@ class LeadBatch:
         self.history: list[_PendingHistory] = []
 
     # --- loading -------------------------------------------------------------------------
-    def load(self, emails: Iterable[str], external_ids: Iterable[str]) -> None:
+    def load(self, emails: Iterable[str], external_ids: Iterable[str], *, profile: bool = True) -> None:
+        """Load leads by key; without `profile`, only their scoring state (for events)."""
         emails = [e for e in emails if e not in self.by_email]
         external_ids = [x for x in external_ids if x not in self.by_external]
-        records = repo.find_leads(self.conn, emails, external_ids)
+        records = repo.find_leads(self.conn, emails, external_ids, profile=profile)
         for record in records:
             self.remember(record)
+        if not profile:
+            return
         missing = {r.account_id for r in records if r.account_id is not None} - self.accounts.keys()
         self.accounts.update(repo.accounts_by_id(self.conn, missing))
 

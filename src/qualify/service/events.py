@@ -40,7 +40,7 @@ def ingest_events(
     now = now or utcnow()
     stored = repo.existing_event_ids(uow.connection, [e.event_id for e in events])
     batch = LeadBatch(uow, uow.active_model(), now)
-    batch.load({e.email for e in events if e.email}, {e.external_id for e in events if e.external_id})
+    batch.load({e.email for e in events if e.email}, {e.external_id for e in events if e.external_id}, profile=False)
     outcomes: list[EventOutcome] = []
     rows: list[tuple[LeadRecord, dict[str, Any]]] = []
     seen: set[str] = set()

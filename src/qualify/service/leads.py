@@ -171,6 +171,7 @@ def _upsert_one(batch: LeadBatch, lead: Lead, by: str) -> str:
         changed = True
     if not changed:
         return "unchanged"
+    record.profile_changed = True
     batch.remember(record)
     _rescore_profile(batch, record, by)
     return "updated"

@@ -1,0 +1,135 @@
+"""Events per second through the service layer into SQLite, against raw sqlite3 executemany.
+
+Both sides write the same event rows in batches of --batch, one transaction per batch, into
+the same table layout (unique event_id, the same indexes). The service side also finds each
+event's lead, checks idempotency, scores the event, runs the stage policy and updates the lead.
+
+    python benchmarks/ingest.py --events 100000 --leads 2000 --batch 1000
+
+Prints both rates and their ratio; not part of the test suite's pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from qualify.domain.model_loader import default_model_text
+from qualify.domain.records import Event, Lead, make_event
+from qualify.service.events import ingest_events
+from qualify.service.leads import upsert_leads
+from qualify.service.models import activate_model
+from qualify.service.unit_of_work import open_workspace
+from qualify.settings import Settings
+
+KINDS = [
+    ("email_open", lambda r: {"campaign": f"c{r.randint(1, 20)}"}),
+    ("email_click", lambda r: {"campaign": f"c{r.randint(1, 20)}"}),
+    ("page_view", lambda r: {"url": r.choice(["/", "/pricing", "/blog/a", "/product", "/careers"])}),
+    ("content_download", lambda r: {"content_id": f"k{r.randint(1, 30)}", "title": "Guide"}),
+    ("webinar_attended", lambda r: {"title": "Live"}),
+    ("form_submit", lambda r: {"form": "contact"}),
+]
+WEIGHTS = [30, 8, 45, 8, 2, 2]
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def make_world(n_leads: int, n_events: int, seed: int) -> tuple[list[Lead], list[Event]]:
+    rng = random.Random(seed)
+    leads = [
+        Lead(
+            email=f"lead{i}@company{i % 400}.com", seniority=rng.choice(["vp", "manager", "individual"]), created_at=T0
+        )
+        for i in range(n_leads)
+    ]
+    events = []
+    for i in range(n_events):
+        kind, props = rng.choices(KINDS, WEIGHTS)[0]
+        when = T0 + timedelta(seconds=i * 60 + rng.randint(0, 59))
+        events.append(
+            make_event(f"ev-{i}", kind, when, email=leads[rng.randrange(n_leads)].email, properties=props(rng))
+        )
+    return leads, events
+
+
+def raw_sqlite(path: Path, events: list[Event], batch: int) -> float:
+    """The reference: the same rows, written with sqlite3 executemany and nothing else."""
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, event_id VARCHAR(200) NOT NULL UNIQUE, lead_id INTEGER NOT NULL,"
+        " type VARCHAR(64) NOT NULL, occurred_at DATETIME NOT NULL, received_at DATETIME NOT NULL,"
+        " properties JSON NOT NULL, awards JSON NOT NULL)"
+    )
+    connection.execute("CREATE INDEX ix_events_lead_id_occurred_at ON events (lead_id, occurred_at)")
+    connection.execute("CREATE INDEX ix_events_type_occurred_at ON events (type, occurred_at)")
+    lead_ids: dict[str, int] = {}
+    received = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    started = time.perf_counter()
+    for start in range(0, len(events), batch):
+        rows = [
+            (
+                e.event_id,
+                lead_ids.setdefault(e.email or "", len(lead_ids) + 1),
+                e.type,
+                e.occurred_at.replace(tzinfo=None).isoformat(sep=" "),
+                received,
+                json.dumps(e.properties),
+                "[]",
+            )
+            for e in events[start : start + batch]
+        ]
+        connection.executemany(
+            "INSERT INTO events (event_id, lead_id, type, occurred_at, received_at, properties, awards) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        connection.commit()
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed
+
+
+def through_service(path: Path, leads: list[Lead], events: list[Event], batch: int) -> float:
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{path}"), create=True)
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, default_model_text())
+    with workspace.unit_of_work() as uow:
+        upsert_leads(uow, leads)
+    now = T0 + timedelta(days=120)
+    started = time.perf_counter()
+    for start in range(0, len(events), batch):
+        with workspace.unit_of_work() as uow:
+            outcomes = ingest_events(uow, events[start : start + batch], now=now)
+        assert all(o.status == "accepted" for o in outcomes)
+    elapsed = time.perf_counter() - started
+    workspace.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--leads", type=int, default=2_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    leads, events = make_world(args.leads, args.events, args.seed)
+    with tempfile.TemporaryDirectory() as directory:
+        raw = raw_sqlite(Path(directory) / "raw.db", events, args.batch)
+        service = through_service(Path(directory) / "service.db", leads, events, args.batch)
+    n = len(events)
+    print(f"events: {n:,}  leads: {args.leads:,}  batch: {args.batch:,}")
+    print(f"raw sqlite3 executemany : {n / raw:>10,.0f} events/s ({raw:.2f} s)")
+    print(f"qualify service layer   : {n / service:>10,.0f} events/s ({service:.2f} s)")
+    print(f"ratio service / raw     : {raw / service:.3f}  (aim: >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
