@@ -371,7 +371,7 @@ def _insert_sql(conn: Connection, table: str, columns: Sequence[str]) -> str:
 def _driver_executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
     # SQLAlchemy would rebuild and type-process every parameter set in Python; the values are
     # already converted above, so the DBAPI cursor takes them as they are.
-    conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
+    conn.exec_driver_sql(sql, rows)
 
 
 def insert_history(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -137,7 +137,7 @@ class Lead:
         """A lead read back from the store: already normalised, so not validated again."""
         lead = object.__new__(cls)
         for name in cls.__dataclass_fields__:
-            default = {} if name == "attributes" else None
+            default: dict[str, Any] | None = {} if name == "attributes" else None
             object.__setattr__(lead, name, values.get(name, default))
         return lead
 
