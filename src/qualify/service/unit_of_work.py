@@ -103,6 +103,8 @@ class WorkspaceNotReady(QualifyError):
 def open_workspace(settings: Settings | None = None, *, create: bool = False) -> Workspace:
     """Open the workspace at `settings.database_url`; with `create`, migrate it to the newest schema."""
     settings = settings or Settings()
+    if not create:
+        _refuse_missing_sqlite_file(settings.database_url)
     engine = create_store_engine(settings.database_url)
     if create:
         migrate(engine)
@@ -116,6 +118,18 @@ def open_workspace(settings: Settings | None = None, *, create: bool = False) ->
         if current != head:
             migrate(engine)  # migrations are additive; an older workspace is brought up to date
     return Workspace(settings, engine)
+
+
+def _refuse_missing_sqlite_file(url: str) -> None:
+    """Opening a SQLite file that is not there would create an empty one: say what to do instead."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).expanduser().exists():
+            raise WorkspaceNotReady(f"no Qualify workspace at {url}: run `qualify init --db {url}` first")
 
 
 def _safe_url(url: str) -> str:

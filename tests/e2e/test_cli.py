@@ -1,0 +1,181 @@
+"""The `qualify` command as a user runs it: real console script, real files, real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from qualify.entrypoints.cli import app
+
+runner = CliRunner()
+
+
+def qualify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script, as a user would."""
+    script = Path(sys.executable).with_name("qualify")
+    return subprocess.run(
+        [str(script), *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120
+    )
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def db(database_url: str) -> str:
+    code, out, err = invoke("init", "--db", database_url)
+    assert code == 0, err
+    return database_url
+
+
+MODEL_WITH_TYPOS = """name: broken
+fit:
+  personas:
+    - name: buyer
+      rules:
+        - name: seniority
+          when: {field: senority, equals: vp}
+          points: 20
+engagement:
+  rules:
+    - name: demo
+      event: demo_request
+      points: 30
+      half_lif_days: 10
+policy:
+  mql: {thresholds: {A: 20}}
+"""
+
+
+def test_every_command_has_help() -> None:
+    for args in (
+        ["--help"],
+        ["init", "--help"],
+        ["demo", "--help"],
+        ["import", "--help"],
+        ["score", "--help"],
+        ["leads", "--help"],
+        ["lead", "--help"],
+        ["funnel", "--help"],
+        ["stage", "--help"],
+        ["stage", "accept", "--help"],
+        ["model", "--help"],
+        ["model", "validate", "--help"],
+    ):
+        code, out, _ = invoke(*args)
+        assert code == 0 and "Usage" in out, args
+
+
+def test_the_console_script_reads_the_database_url_from_the_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    assert qualify("init", env={"QUALIFY_DATABASE_URL": url}).returncode == 0
+    shown = qualify("model", "show", "--json", env={"QUALIFY_DATABASE_URL": url})
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["document"].startswith("# The default scoring model")
+
+
+def test_a_missing_workspace_is_a_clear_error_not_a_new_file(tmp_path: Path) -> None:
+    result = qualify("funnel", "--db", f"sqlite:///{tmp_path / 'nowhere.db'}")
+    assert result.returncode == 2
+    assert "run `qualify init" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "nowhere.db").exists()
+
+
+def test_model_validate_names_line_and_field_of_every_problem(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(MODEL_WITH_TYPOS)
+    code, _, err = invoke("model", "validate", str(path))
+    assert code == 1
+    assert "line 7, fit.personas[0].rules[0].when.field: unknown field 'senority'" in err
+    assert "line 14, engagement.rules[0].half_lif_days: unknown key (did you mean 'half_life_days'?)" in err
+    code, out, _ = invoke("model", "validate", str(path), "--json")
+    assert code == 1 and {p["line"] for p in json.loads(out)["problems"]} == {7, 14}
+
+
+def test_model_activate_versions_and_show_lists_history(db: str, tmp_path: Path) -> None:
+    from qualify.domain.model_loader import default_model_text
+
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(
+        default_model_text().replace("thresholds: {A: 25, B: 40, C: 70}", "thresholds: {A: 20, B: 35, C: 60}")
+    )
+    code, out, err = invoke("model", "activate", str(candidate), "--db", db)
+    assert code == 0, err
+    assert "Activated default" in out
+    code, out, _ = invoke("model", "show", "--history", "--json", "--db", db)
+    data = json.loads(out)
+    assert len(data["versions"]) == 2 and "thresholds: {A: 20, B: 35, C: 60}" in data["document"]
+    code, out, _ = invoke("model", "activate", str(candidate), "--db", db)
+    assert "already the active model" in out
+
+
+def test_lead_journey_through_the_cli(db: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from qualify.domain.records import Account, Lead, make_event
+    from qualify.service.events import ingest_events
+    from qualify.service.leads import upsert_leads
+    from qualify.service.unit_of_work import open_workspace
+    from qualify.settings import Settings
+
+    now = datetime.now(UTC)
+    ws = open_workspace(Settings(database_url=db))
+    with ws.unit_of_work() as uow:
+        upsert_leads(
+            uow,
+            [
+                Lead(
+                    email="jane@acme.com",
+                    first_name="Jane",
+                    title="VP Sales",
+                    seniority="vp",
+                    created_at=now - timedelta(days=3),
+                )
+            ],
+            accounts=[Account(domain="acme.com", name="Acme", industry="software", employees=900, country="US")],
+        )
+    with ws.unit_of_work() as uow:
+        ingest_events(
+            uow,
+            [
+                make_event(
+                    "d1",
+                    "content_download",
+                    now - timedelta(days=2),
+                    email="jane@acme.com",
+                    properties={"title": "Pricing guide"},
+                ),
+                make_event("d2", "demo_request", now - timedelta(days=1), email="jane@acme.com"),
+            ],
+        )
+    ws.close()
+
+    code, out, _ = invoke("leads", "--stage", "mql", "--json", "--db", db)
+    assert code == 0 and [r["email"] for r in json.loads(out)] == ["jane@acme.com"]
+    code, out, _ = invoke("lead", "jane@acme.com", "--db", db)
+    assert code == 0
+    assert "Fit 85 (grade A, persona economic buyer)" in out
+    assert "downloaded 'Pricing guide' 2 days ago (10, half-life 30 d)" in out
+    code, _, err = invoke("stage", "reject", "jane@acme.com", "--by", "sam", "--db", db)
+    assert code == 2 and "needs a reason code" in err
+    code, _, err = invoke("stage", "win", "jane@acme.com", "--by", "sam", "--db", db)
+    assert code == 2 and "cannot win a lead in stage mql" in err
+    code, out, err = invoke("stage", "accept", "jane@acme.com", "--by", "sam", "--json", "--db", db)
+    assert code == 0, err
+    assert (json.loads(out)["from"], json.loads(out)["to"]) == ("mql", "sql")
+    code, out, _ = invoke("funnel", "--json", "--db", db)
+    funnel = json.loads(out)
+    assert funnel["current"]["sql"] == 1 and funnel["conversion"][1]["rate"] == 1.0
+    code, out, _ = invoke("score", "--json", "--db", db)
+    assert code == 0 and json.loads(out)["leads"] == 1
+    code, out, _ = invoke("lead", "jane@acme.com", "--json", "--db", db)
+    history = [h["to"] for h in json.loads(out)["history"]]
+    assert history == ["lead", "mql", "sql"]
