@@ -31,7 +31,7 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def db(database_url: str) -> str:
-    code, out, err = invoke("init", "--db", database_url)
+    code, _out, err = invoke("init", "--db", database_url)
     assert code == 0, err
     return database_url
 

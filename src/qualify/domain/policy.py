@@ -73,7 +73,7 @@ def decide(
                 )
             ]
     floor = policy.decay_out_floor
-    if stage is Stage.MQL and floor is not None and engagement < floor:  # noqa: SIM102 - two reasons, two tests
+    if stage is Stage.MQL and floor is not None and engagement < floor:
         if (now - stage_entered) >= policy.min_days_in_mql * DAY:
             return [
                 Move(
