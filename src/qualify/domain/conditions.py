@@ -92,9 +92,10 @@ def _num(value: float) -> str:
 def _equal(actual: Any, expected: Any) -> bool:
     if isinstance(expected, bool) or isinstance(actual, bool):
         return _as_bool(actual) == _as_bool(expected)
-    if isinstance(expected, (int, float)):
-        number = _as_number(actual)
-        return number is not None and number == float(expected)
+    if isinstance(expected, (int, float)) or isinstance(actual, (int, float)):
+        # "200" in the model equals 200 from the CRM and the other way round.
+        left, right = _as_number(actual), _as_number(expected)
+        return left is not None and left == right
     return bool(_fold(actual) == _fold(expected))
 
 

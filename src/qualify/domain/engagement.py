@@ -49,7 +49,11 @@ class EngagementState:
     rule_day: dict[str, list[float]] = field(default_factory=dict)  # rule -> [day, total]
 
     def to_json(self) -> dict[str, Any]:
-        return {"acc": self.accumulators, "tot": self.rule_totals, "day": self.rule_day}
+        return {
+            "acc": {k: list(v) for k, v in self.accumulators.items()},
+            "tot": dict(self.rule_totals),
+            "day": {k: list(v) for k, v in self.rule_day.items()},
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> EngagementState:

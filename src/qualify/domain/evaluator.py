@@ -76,11 +76,12 @@ class OnlineEvaluator:
         """Score one event into `lead` and make the moves the policy asks for."""
         moves = self._decay_out_before(lead, timestamp)
         awards = apply_event(self.model, lead.engagement, event_type, properties, timestamp, day_total)
-        if lead.last_event is None or timestamp > lead.last_event:
-            lead.last_event = timestamp
-        moves += self._follow_policy(
-            lead, max(timestamp, lead.stage_entered), event_type=event_type, properties=properties
-        )
+        newest = timestamp if lead.last_event is None else max(timestamp, lead.last_event)
+        lead.last_event = newest
+        # A late event is judged at the newest known instant: judged at its own time, the state
+        # would count later events decayed backwards, i.e. inflated.
+        at = max(newest, lead.stage_entered)
+        moves += self._follow_policy(lead, at, event_type=event_type, properties=properties)
         return Step(awards, moves)
 
     def sweep(self, lead: LeadState, now: float, disqualified_by: DisqualifyRule | None = None) -> list[AppliedMove]:

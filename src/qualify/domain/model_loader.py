@@ -42,12 +42,12 @@ LEAD_FIELDS = (
     "do_not_call",
 )
 ACCOUNT_FIELDS = ("domain", "name", "industry", "employees", "revenue", "country")
-_ATTRIBUTE_FIELD = re.compile(r"^(account\.)?attributes\.[A-Za-z0-9_][A-Za-z0-9_ .-]*$")
-_EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_ATTRIBUTE_FIELD = re.compile(r"(account\.)?attributes\.[A-Za-z0-9_][A-Za-z0-9_ .-]*")
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def known_field(name: str) -> bool:
-    if name in LEAD_FIELDS or _ATTRIBUTE_FIELD.match(name):
+    if name in LEAD_FIELDS or _ATTRIBUTE_FIELD.fullmatch(name):
         return True
     return name.startswith("account.") and name.removeprefix("account.") in ACCOUNT_FIELDS
 
@@ -173,14 +173,15 @@ class _Validator:
 
     def _event_types(self, value: Any, path: str) -> tuple[str, ...]:
         types = [value] if isinstance(value, str) else self._list(value, path)
+        before = len(self.doc.problems)
         out = []
         for i, item in enumerate(types):
             where = path if isinstance(value, str) else f"{path}[{i}]"
-            if not isinstance(item, str) or not _EVENT_TYPE.match(item):
+            if not isinstance(item, str) or not _EVENT_TYPE.fullmatch(item):
                 self.doc.problem(where, f"event type must be lower_snake_case, got {item!r}")
             else:
                 out.append(item)
-        if not out and not self.doc.problems:
+        if not out and len(self.doc.problems) == before:
             self.doc.problem(path, "needs at least one event type")
         return tuple(out)
 
@@ -352,6 +353,7 @@ class _Validator:
             else None
         )
         rules = []
+        names: list[tuple[str, str]] = []
         for i, item in enumerate(self._list(spec.get("rules"), "engagement.rules")):
             path = f"engagement.rules[{i}]"
             r = self._mapping(
@@ -408,11 +410,14 @@ class _Validator:
                 if points == 0:
                     self.doc.problem(f"{path}.points", "0 points does nothing; remove the rule")
                 rules.append(EngagementRule(name, events, where, points, half_life, cap_day, cap, label))
-        self._unique([(r.name, "engagement.rules") for r in rules], "rule")
+            if name:
+                names.append((name, f"{path}.name"))
+        self._unique(names, "rule")
         return tuple(rules), default_half_life
 
     def disqualify(self, value: Any) -> tuple[DisqualifyRule, ...]:
         rules = []
+        names: list[tuple[str, str]] = []
         for i, item in enumerate(self._list(value, "disqualify")):
             path = f"disqualify[{i}]"
             r = self._mapping(item, path, {"name", "when", "reason"}, {"name", "when", "reason"})
@@ -424,6 +429,8 @@ class _Validator:
                         self._text(r.get("reason"), f"{path}.reason"),
                     )
                 )
+                names.append((rules[-1].name, f"{path}.name"))
+        self._unique(names, "rule")
         return tuple(rules)
 
     def policy(self, value: Any) -> Policy:
@@ -484,10 +491,11 @@ class _Validator:
             return None
         name = self._text(top.get("name"), "name")
         description = self._text(top.get("description"), "description", required=False)
-        fit = self.fit(top.get("fit", {}))
-        rules, half_life = self.engagement(top.get("engagement", {}))
+        # A missing section is reported once, as a missing key above, not again inside.
+        fit = self.fit(top["fit"]) if "fit" in top else FitSpec({"A": 75, "B": 50, "C": 25}, (), ())
+        rules, half_life = self.engagement(top["engagement"]) if "engagement" in top else ((), None)
         disqualify = self.disqualify(top.get("disqualify"))
-        policy = self.policy(top.get("policy", {}))
+        policy = self.policy(top["policy"]) if "policy" in top else Policy({}, 0.0, (), None, 0.0)
         return ScoringModel(
             name,
             description,
@@ -504,9 +512,14 @@ class _Validator:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a text", bool: "true/false"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a text",
+        bool: "true/false",
+        int: "a whole number",
+        float: "a number",
+    }.get(type(value), f"a value of type {type(value).__name__}")
 
 
 def _closest(key: str, allowed: set[str]) -> str:

@@ -80,7 +80,7 @@ def normalise_domain(raw: str) -> str:
     domain = raw.strip().lower()
     domain = re.sub(r"^https?://", "", domain).split("/", 1)[0]
     domain = domain.removeprefix("www.")
-    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9-]{1,63})+", domain):
+    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+", domain):
         raise InvalidInput(f"not a web domain: {raw!r}", field="domain")
     return domain
 
@@ -162,7 +162,7 @@ class Event:
     properties: dict[str, Any] = field(default_factory=dict)
 
 
-_EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def make_event(
@@ -178,7 +178,7 @@ def make_event(
     event_id = str(event_id).strip()
     if not event_id or len(event_id) > 200:
         raise InvalidInput("event_id must be 1 to 200 characters", field="event_id")
-    if not _EVENT_TYPE.match(type):
+    if not _EVENT_TYPE.fullmatch(type):
         raise InvalidInput(f"event type {type!r} must be lower_snake_case (a-z, 0-9, _)", field="type")
     if email is not None:
         email = normalise_email(email)

@@ -117,7 +117,7 @@ class ScoringModel:
         if index is None:
             built: dict[str, list[EngagementRule]] = {}
             for rule in self.engagement_rules:
-                for kind in rule.events:
+                for kind in dict.fromkeys(rule.events):  # a type listed twice still awards once
                     built.setdefault(kind, []).append(rule)
             index = {kind: tuple(rules) for kind, rules in built.items()}
             object.__setattr__(self, "_rules_by_type", index)

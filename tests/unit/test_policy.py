@@ -1,0 +1,128 @@
+"""The stage policy: disqualify, then fast-track, then the MQL threshold matrix, then decay-out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from qualify.domain.engagement import DAY
+from qualify.domain.lifecycle import Actor, Stage, check_automatic
+from qualify.domain.model_loader import load_default_model
+from qualify.domain.policy import Move, decide
+
+MODEL = load_default_model()  # thresholds A 25, B 40, C 70; margin 10; floor 10 after 14 days
+STUDENT = next(r for r in MODEL.disqualify if r.name == "student")
+T0 = 1_700_006_400.0
+
+
+def moves(stage: Stage, *, grade: str = "A", engagement: float = 0.0, **context: Any) -> list[Move]:
+    context.setdefault("now", T0)
+    context.setdefault("stage_entered", T0)
+    return decide(MODEL, stage, grade=grade, engagement=engagement, **context)
+
+
+def targets(planned: list[Move]) -> list[Stage]:
+    return [m.to_stage for m in planned]
+
+
+@pytest.mark.parametrize(("grade", "threshold"), [("A", 25.0), ("B", 40.0), ("C", 70.0)])
+def test_each_grade_qualifies_at_its_threshold(grade: str, threshold: float) -> None:
+    assert moves(Stage.LEAD, grade=grade, engagement=threshold - 0.01) == []
+    [move] = moves(Stage.LEAD, grade=grade, engagement=threshold)
+    assert move.to_stage is Stage.MQL
+    assert move.actor is Actor.MODEL
+    assert move.reason == f"fit grade {grade} and engagement {threshold:.1f} ≥ {threshold:g}"
+
+
+@pytest.mark.parametrize("stage", [Stage.LEAD, Stage.NURTURE])
+def test_grade_d_never_qualifies_on_engagement(stage: Stage) -> None:
+    assert moves(stage, grade="D", engagement=10_000.0) == []
+
+
+@pytest.mark.parametrize("stage", [Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER, Stage.EVANGELIST, Stage.DISQUALIFIED])
+def test_leads_past_mql_or_out_of_the_funnel_are_left_alone(stage: Stage) -> None:
+    assert moves(stage, engagement=1_000.0, event_type="quote_request", disqualified_by=STUDENT) == []
+
+
+def test_an_mql_is_not_qualified_again() -> None:
+    assert moves(Stage.MQL, engagement=1_000.0) == []
+
+
+def test_a_nurtured_lead_must_clear_the_threshold_plus_the_requalify_margin() -> None:
+    assert MODEL.policy.mql_threshold("A", returning=True) == 35.0
+    assert moves(Stage.NURTURE, grade="A", engagement=34.9) == []
+    [move] = moves(Stage.NURTURE, grade="A", engagement=35.0)
+    assert move.to_stage is Stage.MQL
+    assert move.reason == "fit grade A and engagement 35.0 ≥ 35 incl. requalify margin"
+
+
+def test_fast_track_to_mql_ignores_grade_and_engagement() -> None:
+    [move] = moves(Stage.LEAD, grade="D", engagement=0.0, event_type="demo_request")
+    assert (move.to_stage, move.actor, move.reason) == (Stage.MQL, Actor.MODEL, "fast-track: demo_request")
+
+
+@pytest.mark.parametrize("stage", [Stage.LEAD, Stage.NURTURE])
+def test_fast_track_to_sql_is_two_moves_through_mql(stage: Stage) -> None:
+    planned = moves(stage, grade="C", engagement=0.0, event_type="quote_request")
+    assert targets(planned) == [Stage.MQL, Stage.SQL]
+    assert [m.reason for m in planned] == ["fast-track: quote_request", "fast-track: quote_request (SQL-ready)"]
+    check_automatic(stage, Stage.MQL)
+    check_automatic(Stage.MQL, Stage.SQL)
+
+
+def test_fast_track_to_sql_from_mql_is_one_move() -> None:
+    assert targets(moves(Stage.MQL, event_type="quote_request")) == [Stage.SQL]
+
+
+def test_fast_track_to_mql_does_nothing_to_an_mql() -> None:
+    assert moves(Stage.MQL, engagement=50.0, event_type="demo_request") == []
+
+
+def test_an_event_that_is_not_a_fast_track_follows_the_threshold() -> None:
+    assert moves(Stage.LEAD, grade="B", engagement=20.0, event_type="email_open") == []
+    assert targets(moves(Stage.LEAD, grade="B", engagement=40.0, event_type="email_open")) == [Stage.MQL]
+
+
+@pytest.mark.parametrize("stage", [Stage.LEAD, Stage.MQL, Stage.NURTURE])
+def test_a_disqualify_rule_wins_over_everything(stage: Stage) -> None:
+    [move] = moves(stage, engagement=500.0, event_type="quote_request", disqualified_by=STUDENT)
+    assert move.to_stage is Stage.DISQUALIFIED
+    assert move.actor is Actor.MODEL
+    assert move.reason == "disqualify rule student: students and interns do not buy"
+
+
+def test_decay_out_waits_for_min_days_in_mql() -> None:
+    entered = T0
+    assert moves(Stage.MQL, engagement=2.0, stage_entered=entered, now=entered + 14 * DAY - 1) == []
+    [move] = moves(Stage.MQL, engagement=2.0, stage_entered=entered, now=entered + 14 * DAY)
+    assert (move.to_stage, move.actor) == (Stage.NURTURE, Actor.SYSTEM)
+    assert move.reason == "decay-out: engagement 2.0 fell below 10"
+
+
+def test_decay_out_needs_engagement_below_the_floor() -> None:
+    assert moves(Stage.MQL, engagement=10.0, now=T0 + 100 * DAY) == []
+    assert targets(moves(Stage.MQL, engagement=9.99, now=T0 + 100 * DAY)) == [Stage.NURTURE]
+
+
+def test_decay_out_only_moves_mqls() -> None:
+    for stage in (Stage.LEAD, Stage.SQL, Stage.NURTURE):
+        assert moves(stage, grade="D", engagement=0.0, now=T0 + 100 * DAY) == []
+
+
+def test_floor_is_below_every_threshold_so_a_lead_cannot_flap() -> None:
+    floor = MODEL.policy.decay_out_floor
+    assert floor is not None
+    for grade in MODEL.policy.mql_thresholds:
+        for returning in (False, True):
+            threshold = MODEL.policy.mql_threshold(grade, returning=returning)
+            assert threshold is not None
+            # Just qualified: not decayed out at once; just decayed out: not qualified at once.
+            assert moves(Stage.MQL, grade=grade, engagement=threshold, now=T0 + 100 * DAY) == []
+            assert moves(Stage.NURTURE, grade=grade, engagement=floor - 0.01) == []
+
+
+def test_mql_threshold_for_an_absent_grade_is_none() -> None:
+    assert MODEL.policy.mql_threshold("D", returning=False) is None
+    assert MODEL.policy.mql_threshold("D", returning=True) is None
+    assert MODEL.policy.mql_threshold("B", returning=False) == 40.0
