@@ -64,7 +64,11 @@ def open_table(path: Path, *, delimiter: str | None = None) -> Iterator[Table]:
         raise InvalidInput(
             f"{path}: cannot tell the format from {suffix or 'no extension'!r}; use one of {', '.join(supported_suffixes())}"
         )
-    with path.open("rb") as handle:
+    try:
+        handle = path.open("rb")
+    except OSError as error:
+        raise InvalidInput(f"{path}: cannot open the file: {error.strerror}") from error
+    with handle:
         if suffix in JSONL_SUFFIXES:
             yield Table(path, None, _count_lines(path), _jsonl_rows(handle))
         else:
