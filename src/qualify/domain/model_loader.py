@@ -7,12 +7,9 @@ import json
 import re
 from typing import Any
 
-import yaml
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
 from qualify.domain.conditions import OPERATORS, Condition
 from qualify.domain.errors import ModelError, ModelProblem
+from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, closest, kind_of
 from qualify.domain.scoring_model import (
     GRADES,
     DisqualifyRule,
@@ -52,54 +49,12 @@ def known_field(name: str) -> bool:
     return name.startswith("account.") and name.removeprefix("account.") in ACCOUNT_FIELDS
 
 
-class _Document:
-    """The parsed YAML plus the line of every path in it."""
-
-    def __init__(self, text: str, source: str) -> None:
-        self.source = source
-        self.lines: dict[str, int] = {}
-        self.problems: list[ModelProblem] = []
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ModelError([ModelProblem("(document)", f"not valid YAML: {problem}", line)], source) from exc
-        self._constructor = SafeConstructor()
-        self.data: Any = self._convert(node, "") if node is not None else None
-
-    def _convert(self, node: Node, path: str) -> Any:
-        self.lines.setdefault(path or "(document)", node.start_mark.line + 1)
-        if isinstance(node, MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = str(self._constructor.construct_object(key_node, deep=True))
-                child = f"{path}.{key}" if path else key
-                self.lines[child] = key_node.start_mark.line + 1
-                if key in out:
-                    self.problem(child, "appears twice")
-                out[key] = self._convert(value_node, child)
-            return out
-        if isinstance(node, SequenceNode):
-            return [self._convert(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
-        assert isinstance(node, ScalarNode)
-        return self._constructor.construct_object(node, deep=True)
-
-    def line(self, path: str) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path) if re.search(r"(\.[^.\[]+|\[\d+\])$", path) else ""
-        return self.lines.get("(document)")
-
-    def problem(self, path: str, message: str) -> None:
-        self.problems.append(ModelProblem(path or "(document)", message, self.line(path)))
-
-
 def load_model(text: str, source: str = "<model>") -> ScoringModel:
     """Parse and validate a scoring model; raise `ModelError` listing every problem found."""
-    doc = _Document(text, source)
+    try:
+        doc = LocatedYaml(text, source)
+    except YamlSyntaxError as error:
+        raise ModelError([error.problem], source) from error
     model = _Validator(doc).model()
     if doc.problems or model is None:
         raise ModelError(doc.problems or [ModelProblem("(document)", "empty model")], source)
@@ -113,17 +68,17 @@ def model_version(data: Any) -> str:
 
 
 class _Validator:
-    def __init__(self, doc: _Document) -> None:
+    def __init__(self, doc: LocatedYaml) -> None:
         self.doc = doc
 
     # --- helpers -------------------------------------------------------------------------
     def _mapping(self, value: Any, path: str, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
         if not isinstance(value, dict):
-            self.doc.problem(path, f"must be a mapping, got {_kind(value)}")
+            self.doc.problem(path, f"must be a mapping, got {kind_of(value)}")
             return {}
         for key in value:
             if key not in allowed:
-                hint = _closest(key, allowed)
+                hint = closest(key, allowed)
                 self.doc.problem(
                     f"{path}.{key}" if path else key,
                     f"unknown key{hint}; expected one of: {', '.join(sorted(allowed))}",
@@ -136,7 +91,7 @@ class _Validator:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.doc.problem(path, f"must be a list, got {_kind(value)}")
+            self.doc.problem(path, f"must be a list, got {kind_of(value)}")
             return []
         return value
 
@@ -152,7 +107,7 @@ class _Validator:
         if value is None and allow_none:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.doc.problem(path, f"must be a number, got {_kind(value)}")
+            self.doc.problem(path, f"must be a number, got {kind_of(value)}")
             return None
         number = float(value)
         if number != number or number in (float("inf"), float("-inf")):
@@ -167,7 +122,7 @@ class _Validator:
         if value is None and not required:
             return ""
         if not isinstance(value, str) or not value.strip():
-            self.doc.problem(path, f"must be a non-empty text, got {_kind(value)}")
+            self.doc.problem(path, f"must be a non-empty text, got {kind_of(value)}")
             return ""
         return value.strip()
 
@@ -260,7 +215,7 @@ class _Validator:
                 return None
             return Condition(name, op, arg)
         if isinstance(arg, (dict, list)) or arg is None:
-            self.doc.problem(at, f"must be a single value, got {_kind(arg)}")
+            self.doc.problem(at, f"must be a single value, got {kind_of(arg)}")
             return None
         return Condition(name, op, arg)
 
@@ -507,26 +462,6 @@ class _Validator:
             policy,
             self.doc.source,
         )
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {
-        dict: "a mapping",
-        list: "a list",
-        str: "a text",
-        bool: "true/false",
-        int: "a whole number",
-        float: "a number",
-    }.get(type(value), f"a value of type {type(value).__name__}")
-
-
-def _closest(key: str, allowed: set[str]) -> str:
-    import difflib
-
-    match = difflib.get_close_matches(key, sorted(allowed), n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
 
 
 def default_model_text() -> str:
