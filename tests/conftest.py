@@ -76,9 +76,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_schema_url"))
 
 
-@pytest.fixture
-def workspace(database_url: str) -> Iterator[Workspace]:
-    """A migrated workspace with the default scoring model active."""
+def _ready_workspace(database_url: str) -> Iterator[Workspace]:
     ws = open_workspace(Settings(database_url=database_url), create=True)
     with ws.unit_of_work() as uow:
         activate_model(uow, default_model_text(), "default_model.yaml")
@@ -89,15 +87,15 @@ def workspace(database_url: str) -> Iterator[Workspace]:
 
 
 @pytest.fixture
+def workspace(database_url: str) -> Iterator[Workspace]:
+    """A migrated workspace with the default scoring model active."""
+    yield from _ready_workspace(database_url)
+
+
+@pytest.fixture
 def sqlite_workspace(tmp_path: Path) -> Iterator[Workspace]:
     """Only SQLite: for tests about behaviour that does not depend on the engine."""
-    ws = open_workspace(Settings(database_url=f"sqlite:///{tmp_path / 'workspace.db'}"), create=True)
-    with ws.unit_of_work() as uow:
-        activate_model(uow, default_model_text(), "default_model.yaml")
-    try:
-        yield ws
-    finally:
-        ws.close()
+    yield from _ready_workspace(f"sqlite:///{tmp_path / 'workspace.db'}")
 
 
 @pytest.fixture

@@ -14,26 +14,10 @@ from qualify.adapters import schema
 from qualify.domain.engagement import EngagementState
 from qualify.domain.evaluator import LeadState
 from qualify.domain.lifecycle import Stage
-from qualify.domain.records import Account, Lead
+from qualify.domain.records import ACCOUNT_FIELDS, LEAD_FIELDS, Account, Lead
 
 # Stay below every engine's limit on bound parameters in one statement.
 CHUNK = 500
-
-LEAD_FIELDS = (
-    "email",
-    "external_id",
-    "first_name",
-    "last_name",
-    "title",
-    "seniority",
-    "department",
-    "country",
-    "source",
-    "channel",
-    "do_not_email",
-    "do_not_call",
-)
-ACCOUNT_FIELDS = ("name", "industry", "employees", "revenue", "country")
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:

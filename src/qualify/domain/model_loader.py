@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+from qualify.domain import records
 from qualify.domain.conditions import OPERATORS, Condition
 from qualify.domain.errors import ModelError, ModelProblem
 from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, closest, kind_of
@@ -22,23 +23,9 @@ from qualify.domain.scoring_model import (
     ScoringModel,
 )
 
-LEAD_FIELDS = (
-    "email",
-    "email_domain",
-    "is_free_mail",
-    "external_id",
-    "first_name",
-    "last_name",
-    "title",
-    "seniority",
-    "department",
-    "country",
-    "source",
-    "channel",
-    "do_not_email",
-    "do_not_call",
-)
-ACCOUNT_FIELDS = ("domain", "name", "industry", "employees", "revenue", "country")
+# What fit and disqualify rules may test: the stored fields plus two computed from the email.
+LEAD_FIELDS = (*records.LEAD_FIELDS[:1], "email_domain", "is_free_mail", *records.LEAD_FIELDS[1:])
+ACCOUNT_FIELDS = ("domain", *records.ACCOUNT_FIELDS)
 _ATTRIBUTE_FIELD = re.compile(r"(account\.)?attributes\.[A-Za-z0-9_][A-Za-z0-9_ .-]*")
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 

@@ -47,6 +47,23 @@ FREE_MAIL_DOMAINS = frozenset(
     }
 )
 
+# The person's and the company's own fields, in the order the store and the docs list them.
+LEAD_FIELDS = (
+    "email",
+    "external_id",
+    "first_name",
+    "last_name",
+    "title",
+    "seniority",
+    "department",
+    "country",
+    "source",
+    "channel",
+    "do_not_email",
+    "do_not_call",
+)
+ACCOUNT_FIELDS = ("name", "industry", "employees", "revenue", "country")
+
 _EMAIL = re.compile(
     r"^[^@\s<>(),;:\"\[\]]+@([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+)$"
 )
@@ -83,6 +100,22 @@ def normalise_domain(raw: str) -> str:
     if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+", domain):
         raise InvalidInput(f"not a web domain: {raw!r}", field="domain")
     return domain
+
+
+def merge_into(stored: Lead | Account, incoming: Lead | Account, names: tuple[str, ...]) -> bool:
+    """Copy what `incoming` says onto `stored`: an empty field keeps the stored value and
+    attributes merge key by key. Returns whether anything changed."""
+    changed = False
+    for name in names:
+        value = getattr(incoming, name)
+        if value is not None and value != getattr(stored, name):
+            setattr(stored, name, value)
+            changed = True
+    merged = {**stored.attributes, **incoming.attributes}
+    if merged != stored.attributes:
+        stored.attributes = merged
+        changed = True
+    return changed
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -8,7 +8,7 @@ from datetime import datetime
 from qualify.adapters import repository as repo
 from qualify.adapters.repository import LeadRecord
 from qualify.domain.errors import InvalidInput
-from qualify.domain.records import Account, Lead
+from qualify.domain.records import ACCOUNT_FIELDS, Account, Lead, merge_into
 from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
@@ -60,17 +60,7 @@ def upsert_accounts(
 
 
 def _merge_account(stored: Account, incoming: Account) -> bool:
-    changed = False
-    for name in repo.ACCOUNT_FIELDS:
-        value = getattr(incoming, name)
-        if value is not None and value != getattr(stored, name):
-            setattr(stored, name, value)
-            changed = True
-    merged = {**stored.attributes, **incoming.attributes}
-    if merged != stored.attributes:
-        stored.attributes = merged
-        changed = True
-    return changed
+    return merge_into(stored, incoming, ACCOUNT_FIELDS)
 
 
 def _refit_account_leads(uow: UnitOfWork, account_ids: list[int], now: datetime, by: str) -> None:
@@ -160,15 +150,7 @@ def _upsert_one(batch: LeadBatch, lead: Lead, by: str) -> str:
     if lead.email and record.account_id is None and stored.account_domain:
         batch.ensure_accounts([stored.account_domain])
         record.account_id = batch.account_ids[stored.account_domain]
-    for name in _MERGED_FIELDS:
-        value = getattr(lead, name)
-        if value is not None and value != getattr(stored, name):
-            setattr(stored, name, value)
-            changed = True
-    merged = {**stored.attributes, **lead.attributes}
-    if merged != stored.attributes:
-        stored.attributes = merged
-        changed = True
+    changed = merge_into(stored, lead, _MERGED_FIELDS) or changed
     if not changed:
         return "unchanged"
     record.profile_changed = True

@@ -18,6 +18,7 @@ from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.explain import Contribution
 from qualify.domain.fit import profile_values, score_fit
 from qualify.domain.lifecycle import FUNNEL, Stage
+from qualify.domain.records import ACCOUNT_FIELDS, LEAD_FIELDS
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 EXPLANATION_LINES = 12  # beyond these, smaller contributions are summed per rule
@@ -76,7 +77,7 @@ def lead_profile(
     lead = record.lead
     lead_dict = {
         "id": record.id,
-        **{name: getattr(lead, name) for name in repo.LEAD_FIELDS},
+        **{name: getattr(lead, name) for name in LEAD_FIELDS},
         "attributes": lead.attributes,
         "created_at": record.created_at,
     }
@@ -84,7 +85,7 @@ def lead_profile(
     if account is not None:
         account_dict = {
             "domain": account.domain,
-            **{n: getattr(account, n) for n in repo.ACCOUNT_FIELDS},
+            **{n: getattr(account, n) for n in ACCOUNT_FIELDS},
             "attributes": account.attributes,
         }
     timeline = [
