@@ -51,8 +51,9 @@ def test_an_mql_is_not_qualified_again() -> None:
 
 def test_a_nurtured_lead_must_clear_the_threshold_plus_the_requalify_margin() -> None:
     assert MODEL.policy.mql_threshold("A", returning=True) == 35.0
-    assert moves(Stage.NURTURE, grade="A", engagement=34.9) == []
-    [move] = moves(Stage.NURTURE, grade="A", engagement=35.0)
+    after_cooldown = T0 + 31 * 86_400
+    assert moves(Stage.NURTURE, grade="A", engagement=34.9, now=after_cooldown) == []
+    [move] = moves(Stage.NURTURE, grade="A", engagement=35.0, now=after_cooldown)
     assert move.to_stage is Stage.MQL
     assert move.reason == "fit grade A and engagement 35.0 ≥ 35 incl. requalify margin"
 
@@ -126,3 +127,28 @@ def test_mql_threshold_for_an_absent_grade_is_none() -> None:
     assert MODEL.policy.mql_threshold("D", returning=False) is None
     assert MODEL.policy.mql_threshold("D", returning=True) is None
     assert MODEL.policy.mql_threshold("B", returning=False) == 40.0
+
+
+def test_a_nurtured_lead_waits_out_requalify_after_days_before_points_count_again() -> None:
+    from qualify.domain.engagement import DAY
+    from qualify.domain.lifecycle import Stage
+    from qualify.domain.model_loader import load_default_model
+    from qualify.domain.policy import decide
+
+    model = load_default_model()
+    assert model.policy.requalify_after_days == 30
+    entered = 0.0
+    early = decide(model, Stage.NURTURE, grade="A", engagement=200.0, now=entered + 10 * DAY, stage_entered=entered)
+    assert early == []
+    later = decide(model, Stage.NURTURE, grade="A", engagement=200.0, now=entered + 31 * DAY, stage_entered=entered)
+    assert [m.to_stage for m in later] == [Stage.MQL]
+    fast = decide(
+        model,
+        Stage.NURTURE,
+        grade="A",
+        engagement=0.0,
+        now=entered + DAY,
+        stage_entered=entered,
+        event_type="demo_request",
+    )
+    assert [m.to_stage for m in fast] == [Stage.MQL]

@@ -377,7 +377,12 @@ class _Validator:
 
     def policy(self, value: Any) -> Policy:
         spec = self._mapping(value, "policy", {"mql", "fast_track", "decay_out"}, {"mql"})
-        mql = self._mapping(spec.get("mql", {}), "policy.mql", {"thresholds", "requalify_margin"}, {"thresholds"})
+        mql = self._mapping(
+            spec.get("mql", {}),
+            "policy.mql",
+            {"thresholds", "requalify_margin", "requalify_after_days"},
+            {"thresholds"},
+        )
         thresholds: dict[str, float] = {}
         raw = self._mapping(mql.get("thresholds", {}), "policy.mql.thresholds", set(GRADES))
         for grade, number in raw.items():
@@ -391,6 +396,7 @@ class _Validator:
                 "no grade can become MQL: give at least one grade a threshold",
             )
         margin = self._number(mql.get("requalify_margin", 0), "policy.mql.requalify_margin", minimum=0) or 0.0
+        cooldown = self._number(mql.get("requalify_after_days", 0), "policy.mql.requalify_after_days", minimum=0) or 0.0
         fast = []
         for i, item in enumerate(self._list(spec.get("fast_track"), "policy.fast_track")):
             path = f"policy.fast_track[{i}]"
@@ -419,7 +425,7 @@ class _Validator:
                     "policy.decay_out.floor",
                     f"must be below the lowest MQL threshold ({lowest:g}), or leads would flap between MQL and nurture",
                 )
-        return Policy(thresholds, margin, tuple(fast), floor, min_days)
+        return Policy(thresholds, margin, tuple(fast), floor, min_days, cooldown)
 
     def model(self) -> ScoringModel | None:
         data = self.doc.data

@@ -2,7 +2,9 @@
 
 Order of precedence: a disqualify rule, then a fast-track event, then the MQL
 threshold matrix, then decay-out. A lead that came back from nurture must clear
-its threshold plus `requalify_margin`, and decay-out needs the engagement to fall
+its threshold plus `requalify_margin`, and not before `requalify_after_days` (points it
+earned before sales sent it back do not count again at once; a fast-track event still
+does). Decay-out needs the engagement to fall
 below a floor under every threshold: together they keep a lead from flapping.
 """
 
@@ -61,7 +63,8 @@ def decide(
                     moves.append(Move(Stage.SQL, Actor.MODEL, f"{reason} (SQL-ready)"))
                 if moves:
                     return moves
-    if stage in _OPEN:
+    cooling = stage is Stage.NURTURE and (now - stage_entered) < policy.requalify_after_days * DAY
+    if stage in _OPEN and not cooling:
         threshold = policy.mql_threshold(grade, returning=stage is Stage.NURTURE)
         if threshold is not None and engagement >= threshold:
             margin = " incl. requalify margin" if stage is Stage.NURTURE and policy.requalify_margin else ""

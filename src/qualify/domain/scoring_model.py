@@ -88,6 +88,7 @@ class Policy:
     fast_track: tuple[FastTrack, ...]
     decay_out_floor: float | None
     min_days_in_mql: float
+    requalify_after_days: float = 0.0  # a nurtured lead cannot requalify on points before this many days
 
     def mql_threshold(self, grade: str, *, returning: bool) -> float | None:
         threshold = self.mql_thresholds.get(grade)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -54,7 +55,7 @@ def _settings(db: str | None) -> Settings:
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -215,7 +216,8 @@ def import_(
     Re-importing the same file changes nothing: leads are upserted by email or external id,
     accounts by domain, events are idempotent by event_id.
     """
-    from qualify.service.importing import import_file, load_mapping
+    from qualify.service.import_mapping import load_mapping
+    from qualify.service.importing import import_file
 
     with _workspace(db) as workspace:
         if not path.is_file():
@@ -350,14 +352,16 @@ def _show_profile(profile: Any, page: int, per_page: int) -> None:
     for title, parts in (("fit", profile.fit_explanation), ("engagement", profile.engagement_explanation)):
         out.print(f"  why this {title}:")
         for part in parts or []:
-            out.print(f"    {part.render()}", highlight=False)
+            out.print(f"    {part.render()}", highlight=False, markup=False)
         if not parts:
             out.print("    (nothing yet)")
     out.print(f"\n[bold]Timeline[/] (page {page}, {per_page} per page, {profile.events_total} events in all)")
     for e in profile.timeline:
         detail = ", ".join(f"{k}={v}" for k, v in list(e["properties"].items())[:3])
         out.print(
-            f"  {e['occurred_at']:%Y-%m-%d %H:%M}  {e['type']:<18} {e['points']:+6.1f}  {detail}", highlight=False
+            f"  {e['occurred_at']:%Y-%m-%d %H:%M}  {e['type']:<18} {e['points']:+6.1f}  {detail}",
+            highlight=False,
+            markup=False,
         )
     out.print("\n[bold]Stage history[/]")
     for h in profile.history:
@@ -366,6 +370,7 @@ def _show_profile(profile: Any, page: int, per_page: int) -> None:
         out.print(
             f"  {h['at']:%Y-%m-%d %H:%M}  {h['from'] or '·'} → {h['to']}  by {h['actor']} {h['by']}{why}{note}",
             highlight=False,
+            markup=False,
         )
 
 

@@ -126,7 +126,7 @@ class LeadBatch:
 
     def record_moves(self, record: LeadRecord, moves: list[AppliedMove], by: str | None = None) -> None:
         for move in moves:
-            who = by or (f"model {self.model.version}" if move.actor is Actor.MODEL else "decay-out timer")
+            who = by or (self.model.version if move.actor is Actor.MODEL else "decay-out timer")
             self.history.append(
                 _PendingHistory(
                     record,

@@ -30,6 +30,7 @@ def apply_stage_action(
     reason: str | None = None,
     note: str | None = None,
     at: datetime | None = None,
+    now: datetime | None = None,
 ) -> StageChange:
     """Apply a person's stage action to a lead, recording who, when and why.
 
@@ -38,7 +39,7 @@ def apply_stage_action(
     """
     if not by or not by.strip():
         raise InvalidInput("say who acts: --by NAME", field="by")
-    now = utcnow()
+    now = now or utcnow()
     at = at or now
     record = repo.find_lead(uow.connection, lead_key)
     if record is None:
