@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import Any
 
-import click
 import pytest
 import typer.main
 
@@ -26,18 +26,20 @@ def _read(name: str) -> str:
     return (ROOT / name).read_text(encoding="utf-8")
 
 
-def _commands(group: click.Group, prefix: str = "qualify") -> list[tuple[str, click.Command]]:
+# Commands are walked by duck typing: Typer builds them on click, which recent Typer releases
+# vendor under a private name, so the test must not import click itself.
+def _commands(group: Any, prefix: str = "qualify") -> list[tuple[str, Any]]:
     """Every command under `group`, as its full name ("qualify stage accept"), depth first."""
-    found: list[tuple[str, click.Command]] = []
+    found: list[tuple[str, Any]] = []
     for name, command in sorted(group.commands.items()):
         full = f"{prefix} {name}"
         found.append((full, command))
-        if isinstance(command, click.Group):
+        if hasattr(command, "commands"):
             found += _commands(command, full)
     return found
 
 
-COMMANDS = _commands(typer.main.get_command(app))  # type: ignore[arg-type]
+COMMANDS = _commands(typer.main.get_command(app))
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -51,11 +53,11 @@ def _sections(text: str) -> dict[str, str]:
     return out
 
 
-def _long_flags(command: click.Command) -> list[str]:
-    flags = []
+def _long_flags(command: Any) -> list[str]:
+    """The long flags of a command's options (arguments have no leading dashes)."""
+    flags: list[str] = []
     for param in command.params:
-        if isinstance(param, click.Option):
-            flags += [o for o in (*param.opts, *param.secondary_opts) if o.startswith("--") and o != "--help"]
+        flags += [o for o in (*param.opts, *param.secondary_opts) if o.startswith("--") and o != "--help"]
     return flags
 
 
@@ -118,7 +120,7 @@ MODEL_KEYS = {
     "name", "description", "fit", "engagement", "disqualify", "policy",
     "grades", "rules", "personas", "A", "B", "C", "when", "points",
     "half_life_days", "event", "where", "cap_per_day", "cap", "once", "label", "reason",
-    "mql", "fast_track", "decay_out", "thresholds", "requalify_margin", "to", "floor", "min_days_in_mql",
+    "mql", "fast_track", "decay_out", "thresholds", "requalify_margin", "requalify_after_days", "to", "floor", "min_days_in_mql",
     "min", "max",
 }  # fmt: skip
 

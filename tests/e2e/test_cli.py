@@ -179,3 +179,21 @@ def test_lead_journey_through_the_cli(db: str) -> None:
     code, out, _ = invoke("lead", "jane@acme.com", "--json", "--db", db)
     history = [h["to"] for h in json.loads(out)["history"]]
     assert history == ["lead", "mql", "sql"]
+
+
+def test_init_keeps_the_active_model_of_an_existing_workspace(db: str, tmp_path: Path) -> None:
+    from qualify.domain.model_loader import default_model_text
+
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(default_model_text().replace("requalify_margin: 10", "requalify_margin: 12"))
+    assert invoke("model", "activate", str(candidate), "--db", db)[0] == 0
+    code, out, _ = invoke("init", "--db", db)
+    assert code == 0 and "active scoring model kept" in out
+    _, shown, _ = invoke("model", "show", "--json", "--db", db)
+    assert "requalify_margin: 12" in json.loads(shown)["document"]
+
+
+def test_a_bad_setting_in_the_environment_is_one_clear_line(tmp_path: Path) -> None:
+    result = qualify("init", "--db", f"sqlite:///{tmp_path / 'x.db'}", env={"QUALIFY_BATCH_SIZE": "many"})
+    assert result.returncode == 2
+    assert "QUALIFY_BATCH_SIZE" in result.stderr and "Traceback" not in result.stderr

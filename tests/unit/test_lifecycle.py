@@ -129,3 +129,12 @@ def test_moves_only_a_person_or_nobody_may_make(source: Stage, target: Stage) ->
     with pytest.raises(IllegalTransition) as caught:
         check_automatic(source, target)
     assert str(caught.value) == f"the model cannot move a lead from {source.value} to {target.value}"
+
+
+def test_an_action_without_reason_codes_refuses_one_and_points_to_the_note() -> None:
+    from qualify.domain.errors import InvalidInput
+    from qualify.domain.lifecycle import Stage, check_action
+
+    with pytest.raises(InvalidInput, match="accept takes no reason code; say why with a note"):
+        check_action("accept", Stage.MQL, "no_budget", None)
+    assert check_action("accept", Stage.MQL, None, "called back, keen").target is Stage.SQL

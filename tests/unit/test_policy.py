@@ -98,7 +98,7 @@ def test_decay_out_waits_for_min_days_in_mql() -> None:
     assert moves(Stage.MQL, engagement=2.0, stage_entered=entered, now=entered + 14 * DAY - 1) == []
     [move] = moves(Stage.MQL, engagement=2.0, stage_entered=entered, now=entered + 14 * DAY)
     assert (move.to_stage, move.actor) == (Stage.NURTURE, Actor.SYSTEM)
-    assert move.reason == "decay-out: engagement 2.0 fell below 10"
+    assert move.reason == "decay-out: engagement fell below the floor of 10"
 
 
 def test_decay_out_needs_engagement_below_the_floor() -> None:

@@ -134,6 +134,10 @@ def _scoring_states(conn: Connection, key: str, values: Sequence[str]) -> list[L
         "model_version",
     )
     sql = f"SELECT {', '.join(quote(n) for n in names)} FROM leads WHERE {quote(key)} IN ({', '.join([mark] * len(values))})"
+    if conn.dialect.name == "postgresql":
+        # Two processes scoring events of the same lead must not both read the old state and
+        # write over each other; locking in id order keeps concurrent batches from deadlocking.
+        sql += " ORDER BY id FOR UPDATE"
     time, doc = _driver_readers(conn)
     out = []
     for (
@@ -180,14 +184,17 @@ def _driver_readers(conn: Connection) -> tuple[Callable[[Any], Any], Callable[[A
     return (lambda t: t), (lambda d: d)
 
 
-def find_lead(conn: Connection, key: str) -> LeadRecord | None:
-    """A lead by email, external id, or `#<id>`."""
+def find_lead(conn: Connection, key: str, *, for_update: bool = False) -> LeadRecord | None:
+    """A lead by email, external id, or `#<id>`; `for_update` locks its row until commit."""
     leads = schema.leads
     if key.startswith("#") and key[1:].isdigit():
         condition = leads.c.id == int(key[1:])
     else:
         condition = or_(leads.c.email == key.strip().lower(), leads.c.external_id == key.strip())
-    row = conn.execute(select(leads).where(condition)).first()
+    statement = select(leads).where(condition)
+    if for_update:
+        statement = statement.with_for_update()  # ignored by SQLite, whose writers are serialised anyway
+    row = conn.execute(statement).first()
     return lead_from_row(row) if row else None
 
 

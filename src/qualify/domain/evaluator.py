@@ -119,7 +119,7 @@ class OnlineEvaluator:
         if crossing is None:
             return []
         engagement = lead.engagement_at(crossing)
-        reason = f"decay-out: engagement {engagement:.1f} fell below {floor:g}"
+        reason = f"decay-out: engagement fell below the floor of {floor:g}"
         return [self._move(lead, Stage.NURTURE, crossing, Actor.SYSTEM, reason, engagement)]
 
     @staticmethod

@@ -160,6 +160,8 @@ def check_action(action_name: str, current: Stage, reason: str | None, note: str
         raise IllegalTransition(
             f"cannot {action_name} a lead in stage {current.value}: {action_name} applies to {allowed}"
         )
+    if reason and not action.needs_reason:
+        raise InvalidInput(f"{action_name} takes no reason code; say why with a note instead", field="reason")
     if action.needs_reason:
         if not reason:
             raise InvalidInput(

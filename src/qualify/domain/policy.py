@@ -82,7 +82,7 @@ def decide(
                 Move(
                     Stage.NURTURE,
                     Actor.SYSTEM,
-                    f"decay-out: engagement {engagement:.1f} fell below {policy.decay_out_floor:g}",
+                    f"decay-out: engagement fell below the floor of {floor:g}",
                 )
             ]
     return []

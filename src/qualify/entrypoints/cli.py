@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -51,7 +52,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 
 def _settings(db: str | None) -> Settings:
-    return Settings(database_url=db) if db else Settings()
+    try:
+        return Settings(database_url=db) if db else Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"QUALIFY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+        )
+        _fail(f"bad setting in the environment: {problems} (see docs/configuration.md)")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -123,10 +130,24 @@ def init(
         Path | None, typer.Option("--model", help="Scoring model YAML to activate instead of the default.")
     ] = None,
 ) -> None:
-    """Create (or upgrade) a workspace and activate the default scoring model."""
-    from qualify.service.models import activate_model
+    """Create (or upgrade) a workspace; activate the default scoring model if none is active yet.
 
-    with _workspace(db, create=True) as workspace, workspace.unit_of_work() as uow:
+    On an existing workspace the active model is kept unless --model names another one.
+    """
+    from qualify.service.models import activate_model, active_document
+
+    with _workspace(db, create=True) as workspace, workspace.unit_of_work() as uow, _errors():
+        if model is None:
+            try:
+                version, _ = active_document(uow)
+            except QualifyError:
+                version = None
+            if version is not None:
+                current = uow.active_model()
+                out.print(
+                    f"Workspace ready at {workspace.settings.database_url}; active scoring model kept: {current.name} ({version})."
+                )
+                return
         document = model.read_text(encoding="utf-8") if model else default_model_text()
         scoring, changed = activate_model(uow, document, str(model) if model else "default_model.yaml")
     verb = "activated" if changed else "already active:"

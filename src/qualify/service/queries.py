@@ -17,7 +17,7 @@ from qualify.domain.engagement import Award, AwardedEvent, explain_engagement
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.explain import Contribution
 from qualify.domain.fit import profile_values, score_fit
-from qualify.domain.lifecycle import FUNNEL, Stage
+from qualify.domain.lifecycle import FUNNEL, Actor, Stage
 from qualify.domain.records import ACCOUNT_FIELDS, LEAD_FIELDS
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
@@ -251,14 +251,21 @@ def funnel(
             history.c.at,
             history.c.reason,
             history.c.from_stage,
+            history.c.actor,
         ).order_by(history.c.lead_id, history.c.at, history.c.id)
     )
+    # People's reason codes, counted per move (e.g. mql->nurture: bad_timing); the model's and
+    # the timers' reasons are sentences with numbers in them, counted by kind instead.
     reasons: dict[str, Counter[str]] = defaultdict(Counter)
-    for lead_id, to_stage, at, reason, from_stage in rows:
+    automatic: Counter[str] = Counter()
+    for lead_id, to_stage, at, reason, from_stage, actor in rows:
         if lead_id in stage_of:
             entries[lead_id].append((to_stage, at, reason, from_stage or ""))
             if to_stage in (Stage.NURTURE, Stage.DISQUALIFIED) and reason:
-                reasons[f"{from_stage}->{to_stage}"][reason] += 1
+                if actor == Actor.USER:
+                    reasons[f"{from_stage}->{to_stage}"][reason] += 1
+                elif to_stage == Stage.NURTURE:
+                    automatic["decayed_out"] += 1
     reached: Counter[str] = Counter()
     durations: dict[str, list[float]] = defaultdict(list)
     recycled: Counter[str] = Counter()
@@ -296,7 +303,7 @@ def funnel(
         reached={s.value: reached.get(s.value, 0) for s in Stage},
         conversion=conversion,
         days_in_stage=days,
-        recycled=dict(recycled),
+        recycled=dict(recycled) | dict(automatic),
         reasons={k: dict(v.most_common()) for k, v in reasons.items()},
     )
 

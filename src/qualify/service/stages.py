@@ -41,7 +41,7 @@ def apply_stage_action(
         raise InvalidInput("say who acts: --by NAME", field="by")
     now = now or utcnow()
     at = at or now
-    record = repo.find_lead(uow.connection, lead_key)
+    record = repo.find_lead(uow.connection, lead_key, for_update=True)
     if record is None:
         raise NotFound(f"no lead {lead_key!r}")
     if at.timestamp() < record.state.stage_entered:
