@@ -214,41 +214,42 @@ def insert_leads(conn: Connection, records: list[LeadRecord], *, scored_at: date
 
 def update_leads(conn: Connection, records: list[LeadRecord], *, scored_at: datetime, now: datetime) -> None:
     """Write changed leads: the whole row where the profile changed, else only the score columns."""
-    whole, scores = [], []
-    for record in records:
-        values = lead_values(record, scored_at=scored_at, now=now)
-        if record.profile_changed:
-            whole.append({**values, "b_id": record.id})
-        else:
-            scores.append({name: values[name] for name in SCORE_COLUMNS} | {"b_id": record.id})
-        record.changed = record.profile_changed = False
+    whole = [{**lead_values(r, scored_at=scored_at, now=now), "b_id": r.id} for r in records if r.profile_changed]
     if whole:
         conn.execute(update(schema.leads).where(schema.leads.c.id == bindparam("b_id")), whole)
-    if scores:
-        _update_scores(conn, scores)
+    _update_scores(conn, [r for r in records if not r.profile_changed], scored_at, now)
+    for record in records:
+        record.changed = record.profile_changed = False
 
 
-def _update_scores(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def _update_scores(conn: Connection, records: list[LeadRecord], scored_at: datetime, now: datetime) -> None:
+    """The score columns of many leads, converted straight to driver values (the ingestion path)."""
+    if not records:
+        return
     time, doc = _driver_converters(conn)
     quote, mark = conn.dialect.identifier_preparer.quote, _placeholder(conn)
     sql = f"UPDATE leads SET {', '.join(f'{quote(c)} = {mark}' for c in SCORE_COLUMNS)} WHERE id = {mark}"
-    values = [
-        (
-            r["stage"],
-            time(r["stage_entered_at"]),
-            r["persona"],
-            r["fit_score"],
-            r["fit_grade"],
-            r["engagement_score"],
-            doc(r["engagement_state"]),
-            time(r["scored_at"]),
-            time(r["last_event_at"]),
-            r["model_version"],
-            time(r["updated_at"]),
-            r["b_id"],
+    at, scored, updated, zone = scored_at.timestamp(), time(scored_at), time(now), scored_at.tzinfo
+    values = []
+    for r in records:
+        state = r.state
+        last = None if state.last_event is None else time(datetime.fromtimestamp(state.last_event, zone))
+        values.append(
+            (
+                state.stage.value,
+                time(datetime.fromtimestamp(state.stage_entered, zone)),
+                state.persona,
+                state.fit,
+                state.grade,
+                state.engagement.value_at(at),
+                doc(state.engagement.json_view()),
+                scored,
+                last,
+                r.model_version,
+                updated,
+                r.id,
+            )
         )
-        for r in rows
-    ]
     _driver_executemany(conn, sql, values)
 
 

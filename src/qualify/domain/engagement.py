@@ -49,21 +49,23 @@ class EngagementState:
     rule_day: dict[str, list[float]] = field(default_factory=dict)  # rule -> [day, total]
 
     def to_json(self) -> dict[str, Any]:
+        """A copy, safe to keep while the state goes on changing."""
         return {
             "acc": {k: list(v) for k, v in self.accumulators.items()},
             "tot": dict(self.rule_totals),
             "day": {k: list(v) for k, v in self.rule_day.items()},
         }
 
+    def json_view(self) -> dict[str, Any]:
+        """The same shape as `to_json`, without copying: only for encoding at once."""
+        return {"acc": self.accumulators, "tot": self.rule_totals, "day": self.rule_day}
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> EngagementState:
+        """Adopt freshly decoded JSON: its lists become the state's own (numbers as written)."""
         if not data:
             return cls()
-        return cls(
-            {k: [float(v[0]), float(v[1])] for k, v in data.get("acc", {}).items()},
-            {k: float(v) for k, v in data.get("tot", {}).items()},
-            {k: [float(v[0]), float(v[1])] for k, v in data.get("day", {}).items()},
-        )
+        return cls(dict(data.get("acc", {})), dict(data.get("tot", {})), dict(data.get("day", {})))
 
     def value_at(self, timestamp: float) -> float:
         """The engagement score at `timestamp` (seconds since the epoch)."""

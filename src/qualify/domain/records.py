@@ -169,9 +169,9 @@ class Lead:
     def stored(cls, **values: Any) -> Lead:
         """A lead read back from the store: already normalised, so not validated again."""
         lead = object.__new__(cls)
-        for name in cls.__dataclass_fields__:
-            default: dict[str, Any] | None = {} if name == "attributes" else None
+        for name, default in _STORED_DEFAULTS:
             object.__setattr__(lead, name, values.get(name, default))
+        object.__setattr__(lead, "attributes", values.get("attributes") or {})
         return lead
 
     @property
@@ -181,6 +181,9 @@ class Lead:
     @property
     def key(self) -> str:
         return self.email or f"ext:{self.external_id}"
+
+
+_STORED_DEFAULTS = tuple((name, None) for name in Lead.__dataclass_fields__ if name != "attributes")
 
 
 @dataclass(frozen=True, slots=True)
