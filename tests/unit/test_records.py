@@ -189,3 +189,12 @@ def test_make_event_refuses_a_type_with_a_trailing_newline() -> None:
     with pytest.raises(InvalidInput) as caught:
         make_event("ev-1", "page_view\n", NOON, email="jane@acme.com")
     assert caught.value.field == "type"
+
+
+def test_a_lead_read_back_from_the_store_keeps_every_field() -> None:
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(Lead)]
+    lead = Lead.stored(**{name: f"value of {name}" for name in names})
+    assert {name: getattr(lead, name) for name in names} == {name: f"value of {name}" for name in names}
+    assert Lead.stored(email="a@acme.com").attributes == {}

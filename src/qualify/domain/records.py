@@ -168,10 +168,14 @@ class Lead:
     @classmethod
     def stored(cls, **values: Any) -> Lead:
         """A lead read back from the store: already normalised, so not validated again."""
-        lead = object.__new__(cls)
-        for name, default in _STORED_DEFAULTS:
-            object.__setattr__(lead, name, values.get(name, default))
-        object.__setattr__(lead, "attributes", values.get("attributes") or {})
+        lead = cls.__new__(cls)
+        get = values.get
+        lead.email, lead.external_id = get("email"), get("external_id")
+        lead.first_name, lead.last_name, lead.title = get("first_name"), get("last_name"), get("title")
+        lead.seniority, lead.department, lead.country = get("seniority"), get("department"), get("country")
+        lead.source, lead.channel, lead.created_at = get("source"), get("channel"), get("created_at")
+        lead.do_not_email, lead.do_not_call = get("do_not_email"), get("do_not_call")
+        lead.attributes = get("attributes") or {}
         return lead
 
     @property
@@ -181,9 +185,6 @@ class Lead:
     @property
     def key(self) -> str:
         return self.email or f"ext:{self.external_id}"
-
-
-_STORED_DEFAULTS = tuple((name, None) for name in Lead.__dataclass_fields__ if name != "attributes")
 
 
 @dataclass(frozen=True, slots=True)
