@@ -11,9 +11,10 @@ from qualify.adapters import schema
 from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound
 from qualify.domain.records import Account, Lead, make_event
 from qualify.service.events import ingest_events
+from qualify.service.lead_list import LeadFilter, list_leads
 from qualify.service.leads import upsert_leads
 from qualify.service.models import activate_model, model_history
-from qualify.service.queries import LeadFilter, funnel, lead_profile, list_leads
+from qualify.service.queries import funnel, lead_profile
 from qualify.service.scoring import rescore_all
 from qualify.service.stages import apply_stage_action
 from qualify.service.unit_of_work import Workspace

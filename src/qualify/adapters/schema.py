@@ -128,6 +128,10 @@ leads = Table(
     Column("scored_at", UTCDateTime()),
     Column("last_event_at", UTCDateTime()),
     Column("model_version", String(64)),
+    # Handoff: who owns the lead in sales, and which routing rule chose them.
+    Column("owner", String(200), index=True),
+    Column("owner_rule", String(200)),
+    Column("owner_assigned_at", UTCDateTime()),
 )
 Index("ix_leads_stage_engagement", leads.c.stage, leads.c.engagement_score)
 
@@ -175,4 +179,31 @@ scoring_models = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("activated_at", UTCDateTime()),
     Column("active", Boolean, nullable=False, default=False),
+)
+
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # The public half of a key ("qk_<key_id>_<secret>"): finds the row without a scan.
+    Column("key_id", String(32), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),  # sha256 of the secret, hex
+    Column("name", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+    Column("last_used_at", UTCDateTime()),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime(), nullable=False, index=True),
+    Column("actor", String(200), nullable=False),  # a person (--by) or a key's name
+    Column("key_id", String(32)),  # the API key used, if any
+    Column("action", String(60), nullable=False),
+    Column("target", String(300)),
+    Column("details", JSONDoc(), nullable=False, default=dict),
 )

@@ -308,7 +308,7 @@ def leads(
     as_json: JsonOption = False,
 ) -> None:
     """List leads, best first, with their stage, grade, persona and scores (as last scored)."""
-    from qualify.service.queries import LeadFilter, list_leads
+    from qualify.service.lead_list import LeadFilter, list_leads
 
     with _workspace(db) as workspace, workspace.unit_of_work() as uow, _errors():
         rows = list_leads(
@@ -498,6 +498,91 @@ def _stage_command(action: str) -> None:
 
 for _action in STAGE_ACTIONS:
     _stage_command(_action)
+
+
+# --- the service -----------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes (each its own connection pool).")] = 1,
+    db: DbOption = None,
+) -> None:
+    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs) on the workspace."""
+    import os
+
+    import uvicorn
+
+    settings = _settings(db)
+    with _workspace(settings.database_url):
+        pass  # refuse to start on a missing workspace, with the usual message
+    # Worker processes build their own app from the environment, so the URL travels there.
+    os.environ["QUALIFY_DATABASE_URL"] = settings.database_url
+    uvicorn.run(
+        "qualify.entrypoints.api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info"
+    )
+
+
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what uses the key, e.g. 'website-tracker' or 'ana.ruiz'.")],
+    role: Annotated[
+        str, typer.Option("--role", help="admin, marketing, sales or ingest (docs/api.md lists what each may do).")
+    ],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an API key; the key is printed once and only its hash is stored."""
+    from qualify.service.keys import create_key
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        token, info = create_key(uow, name, role)
+    if as_json:
+        _print_json({"key": token, "key_id": info.key_id, "name": info.name, "role": info.role})
+        return
+    out.print(f"Created {info.role} key {info.key_id} for {info.name}. Keep it now, it is not shown again:")
+    sys.stdout.write(token + "\n")
+
+
+@keys_app.command("list")
+def keys_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List keys: id, name, role, created, last used, revoked (never the secret)."""
+    from qualify.service.keys import list_keys
+
+    with _workspace(db) as workspace, workspace.unit_of_work() as uow:
+        keys = list_keys(uow)
+    if as_json:
+        _print_json([{s: getattr(k, s) for s in k.__slots__} for k in keys])
+        return
+    table = Table("key id", "name", "role", "created", "last used", "revoked")
+    for k in keys:
+        table.add_row(
+            k.key_id,
+            k.name,
+            k.role,
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id shown by `qualify keys list`.")], db: DbOption = None
+) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    from qualify.service.keys import revoke_key
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        revoke_key(uow, key_id)
+    out.print(f"Revoked {key_id}.")
 
 
 # --- models --------------------------------------------------------------------------------------

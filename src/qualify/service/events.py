@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from qualify.adapters import repository as repo
 from qualify.adapters.repository import LeadRecord
@@ -13,13 +13,16 @@ from qualify.domain.records import Event, Lead
 from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
-ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+EventStatus = Literal["accepted", "duplicate", "rejected"]
+ACCEPTED: EventStatus = "accepted"
+DUPLICATE: EventStatus = "duplicate"
+REJECTED: EventStatus = "rejected"
 
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
     event_id: str
-    status: str  # accepted | duplicate | rejected
+    status: EventStatus
     reason: str | None = None
     lead: str | None = None
 

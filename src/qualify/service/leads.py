@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Literal
 
 from qualify.adapters import repository as repo
 from qualify.adapters.repository import LeadRecord
@@ -17,14 +18,17 @@ _MERGED_FIELDS = tuple(
 )
 
 
+UpsertStatus = Literal["created", "updated", "unchanged", "rejected"]
+
+
 @dataclass
 class UpsertOutcome:
     """What happened to each input, in input order: created, updated, unchanged or rejected."""
 
-    statuses: list[str] = field(default_factory=list)
+    statuses: list[UpsertStatus] = field(default_factory=list)
     errors: dict[int, InvalidInput] = field(default_factory=dict)
 
-    def count(self, status: str) -> int:
+    def count(self, status: UpsertStatus) -> int:
         return self.statuses.count(status)
 
 
@@ -122,7 +126,7 @@ def upsert_leads(
     return outcome
 
 
-def _upsert_one(batch: LeadBatch, lead: Lead, by: str) -> str:
+def _upsert_one(batch: LeadBatch, lead: Lead, by: str) -> UpsertStatus:
     by_email = batch.by_email.get(lead.email) if lead.email else None
     by_external = batch.by_external.get(lead.external_id) if lead.external_id else None
     if by_email is not None and by_external is not None and by_email is not by_external:

@@ -11,6 +11,7 @@ from qualify.adapters import schema
 from qualify.domain.errors import NotFound
 from qualify.domain.model_loader import load_model
 from qualify.domain.scoring_model import ScoringModel
+from qualify.service.audit import record_audit
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 
@@ -23,7 +24,9 @@ class ModelVersion:
     active: bool
 
 
-def activate_model(uow: UnitOfWork, document: str, source: str = "<model>") -> tuple[ScoringModel, bool]:
+def activate_model(
+    uow: UnitOfWork, document: str, source: str = "<model>", *, by: str = "cli", key_id: str | None = None
+) -> tuple[ScoringModel, bool]:
     """Validate `document`, store it as a version and make it the active one.
 
     Returns the model and whether the active version changed. Scores are not
@@ -49,6 +52,14 @@ def activate_model(uow: UnitOfWork, document: str, source: str = "<model>") -> t
         )
     conn.execute(update(table).where(table.c.active).values(active=False))
     conn.execute(update(table).where(table.c.version == model.version).values(active=True, activated_at=now))
+    record_audit(
+        uow,
+        actor=by,
+        key_id=key_id,
+        action="model.activate",
+        target=model.version,
+        details={"name": model.name, "previous": current, "source": source},
+    )
     return model, True
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.engagement import Award, AwardedEvent, explain_engagement
-from qualify.domain.errors import InvalidInput, NotFound
+from qualify.domain.errors import NotFound
 from qualify.domain.explain import Contribution
 from qualify.domain.fit import profile_values, score_fit
 from qualify.domain.lifecycle import FUNNEL, Actor, Stage
@@ -146,71 +146,6 @@ def _condense(parts: list[Contribution]) -> list[Contribution]:
         total = sum(c.points for c in items)
         head.append(Contribution(rule, total, f"{rule}: {len(items)} older or smaller award(s)"))
     return head
-
-
-SORTS = {
-    "score": (schema.leads.c.fit_score + schema.leads.c.engagement_score).desc(),
-    "fit": schema.leads.c.fit_score.desc(),
-    "engagement": schema.leads.c.engagement_score.desc(),
-    "created": schema.leads.c.created_at.desc(),
-    "updated": schema.leads.c.updated_at.desc(),
-}
-
-
-@dataclass
-class LeadFilter:
-    stage: str | None = None
-    grade: str | None = None
-    persona: str | None = None
-    sort: str = "score"
-    limit: int = 50
-    offset: int = 0
-
-
-def list_leads(uow: UnitOfWork, wanted: LeadFilter) -> list[dict[str, Any]]:
-    """Leads matching the filter, best first; `score` is fit + engagement (as last scored)."""
-    leads, accounts = schema.leads, schema.accounts
-    if wanted.sort not in SORTS:
-        raise InvalidInput(f"unknown sort {wanted.sort!r}; expected one of: {', '.join(SORTS)}", field="sort")
-    statement = (
-        select(
-            leads.c.id,
-            leads.c.email,
-            leads.c.external_id,
-            leads.c.first_name,
-            leads.c.last_name,
-            leads.c.title,
-            accounts.c.name.label("account"),
-            leads.c.stage,
-            leads.c.fit_score,
-            leads.c.fit_grade,
-            leads.c.persona,
-            leads.c.engagement_score,
-            leads.c.scored_at,
-            leads.c.stage_entered_at,
-        )
-        .select_from(leads.outerjoin(accounts, leads.c.account_id == accounts.c.id))
-        .order_by(SORTS[wanted.sort], leads.c.id)
-        .limit(wanted.limit)
-        .offset(wanted.offset)
-    )
-    if wanted.stage:
-        if wanted.stage not in {s.value for s in Stage}:
-            raise InvalidInput(
-                f"unknown stage {wanted.stage!r}; expected one of: {', '.join(s.value for s in Stage)}",
-                field="stage",
-            )
-        statement = statement.where(leads.c.stage == wanted.stage)
-    if wanted.grade:
-        statement = statement.where(leads.c.fit_grade == wanted.grade.upper())
-    if wanted.persona:
-        statement = statement.where(leads.c.persona == wanted.persona)
-    out = []
-    for row in uow.connection.execute(statement):
-        item = dict(row._mapping)
-        item["score"] = round(item["fit_score"] + item["engagement_score"], 2)
-        out.append(item)
-    return out
 
 
 @dataclass

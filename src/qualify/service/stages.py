@@ -8,6 +8,7 @@ from datetime import datetime
 from qualify.adapters import repository as repo
 from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound
 from qualify.domain.lifecycle import Actor, Stage, check_action
+from qualify.service.audit import record_audit
 from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
@@ -31,6 +32,7 @@ def apply_stage_action(
     note: str | None = None,
     at: datetime | None = None,
     now: datetime | None = None,
+    key_id: str | None = None,
 ) -> StageChange:
     """Apply a person's stage action to a lead, recording who, when and why.
 
@@ -64,6 +66,15 @@ def apply_stage_action(
     state.stage_entered = at.timestamp()
     record.changed = True
     batch.flush()
+    record_audit(
+        uow,
+        actor=by.strip(),
+        key_id=key_id,
+        action=f"stage.{action}",
+        target=record.lead.key,
+        at=now,
+        details={"from": before.value, "to": checked.target.value, "reason": reason, "at": at.isoformat()},
+    )
     return StageChange(
         record.lead.key,
         before,

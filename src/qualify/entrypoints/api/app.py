@@ -1,0 +1,70 @@
+"""The application factory: no module-level app, so tests and `qualify serve` build their own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from qualify import __version__
+from qualify.entrypoints.api.problems import install_problem_handlers
+from qualify.entrypoints.api.routes import admin, events, leads, models
+from qualify.entrypoints.api.schemas import Problem
+from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.settings import Settings
+
+DESCRIPTION = """
+Lead qualification that explains itself: ingest events, upsert leads and accounts, read scores
+with their explanations, and apply sales' stage actions.
+
+Authenticate with an API key made by `qualify keys create --role ROLE NAME`, sent as
+`Authorization: Bearer qk_…` (or `X-API-Key`). Each route says the permission it needs
+(`x-permission`) and the roles that have it (`x-roles`). Errors are problem details (RFC 9457).
+"""
+
+
+def create_app(settings: Settings | None = None, *, workspace: Workspace | None = None) -> FastAPI:
+    """Build the API on the workspace at `settings.database_url` (or on `workspace`, for tests)."""
+    settings = settings or (workspace.settings if workspace else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = workspace is None
+        app.state.workspace = workspace or open_workspace(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.workspace.close()
+
+    app = FastAPI(title="Qualify", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    if workspace is not None:
+        app.state.workspace = workspace
+    install_problem_handlers(app)
+    for router in (events.router, leads.router, models.router, admin.router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: no key needed")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    _add_problem_schema(app)
+    return app
+
+
+def _add_problem_schema(app: FastAPI) -> None:
+    """Name the Problem schema in the OpenAPI document that the error responses refer to."""
+    base = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            schema = base()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+            from qualify.entrypoints.api.schemas import EventIn
+
+            schema["components"]["schemas"].setdefault("EventIn", EventIn.model_json_schema())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

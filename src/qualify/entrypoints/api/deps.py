@@ -1,0 +1,62 @@
+"""Dependencies of the routes: the workspace, and the caller's identity checked against a permission."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from qualify.domain.access import Permission, allows, roles_with
+from qualify.entrypoints.api.problems import Forbidden
+from qualify.service.keys import AuthenticationFailed, Identity, authenticate
+from qualify.service.unit_of_work import Workspace
+
+_bearer = HTTPBearer(auto_error=False, description="An API key made with `qualify keys create`: `Bearer qk_…`")
+
+
+def get_workspace(request: Request) -> Workspace:
+    workspace: Workspace = request.app.state.workspace
+    return workspace
+
+
+WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]
+
+
+def require(permission: Permission) -> Callable[..., Identity]:
+    """A dependency that admits a key whose role has `permission` (401 without a key, 403 without the right)."""
+
+    def check(
+        workspace: WorkspaceDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        x_api_key: Annotated[str | None, Header(description="The API key, if not given as a bearer token.")] = None,
+    ) -> Identity:
+        token = credentials.credentials if credentials is not None else x_api_key
+        if not token:
+            raise AuthenticationFailed("send an API key: Authorization: Bearer qk_…")
+        with workspace.unit_of_work() as uow:
+            identity = authenticate(uow, token)
+        if not allows(identity.role, permission):
+            allowed = ", ".join(r.value for r in roles_with(permission))
+            raise Forbidden(f"role {identity.role.value} may not {permission.value}; this needs one of: {allowed}")
+        return identity
+
+    return check
+
+
+def permission_doc(permission: Permission) -> dict[str, Any]:
+    """OpenAPI extension naming the permission a route needs (and the roles that have it)."""
+    return {"x-permission": permission.value, "x-roles": [r.value for r in roles_with(permission)]}
+
+
+# The caller, admitted for one permission: one alias per permission, used as the type of a parameter.
+Ingester = Annotated[Identity, Depends(require(Permission.INGEST))]
+LeadReader = Annotated[Identity, Depends(require(Permission.READ_LEADS))]
+LeadWriter = Annotated[Identity, Depends(require(Permission.WRITE_LEADS))]
+StageActor = Annotated[Identity, Depends(require(Permission.STAGE_ACTIONS))]
+ModelReader = Annotated[Identity, Depends(require(Permission.READ_MODELS))]
+ModelWriter = Annotated[Identity, Depends(require(Permission.WRITE_MODELS))]
+KeyManager = Annotated[Identity, Depends(require(Permission.MANAGE_KEYS))]
+AuditReader = Annotated[Identity, Depends(require(Permission.READ_AUDIT))]
+Eraser = Annotated[Identity, Depends(require(Permission.ERASE))]

@@ -1,0 +1,91 @@
+"""Errors as problem details (RFC 9457): a type, a title, a status and what exactly was wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from qualify.domain.errors import IllegalTransition, InvalidInput, ModelError, NotFound, QualifyError
+from qualify.service.keys import AuthenticationFailed
+
+PROBLEM = "application/problem+json"
+BASE = "https://qualify.dev/problems/"  # a stable identifier, not a page the API fetches
+
+
+class Forbidden(QualifyError):
+    """The key is valid but its role lacks the permission."""
+
+
+class TooLarge(QualifyError):
+    """A batch or field over the documented limits."""
+
+
+_STATUS: list[tuple[type[Exception], int, str, str]] = [
+    (AuthenticationFailed, 401, "unauthenticated", "Missing or invalid API key"),
+    (Forbidden, 403, "forbidden", "The key's role does not allow this"),
+    (NotFound, 404, "not-found", "Not found"),
+    (IllegalTransition, 409, "illegal-transition", "The lifecycle does not allow this stage change"),
+    (TooLarge, 413, "too-large", "Request too large"),
+    (ModelError, 422, "invalid-model", "The scoring model does not validate"),
+    (InvalidInput, 422, "invalid-input", "Invalid input"),
+    (QualifyError, 400, "bad-request", "Bad request"),
+]
+
+
+def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": BASE + kind, "title": title, "status": status, "detail": detail, **extra}
+    headers = {"WWW-Authenticate": 'Bearer realm="qualify"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _from_error(error: Exception) -> JSONResponse:
+    for kind, status, slug, title in _STATUS:
+        if isinstance(error, kind):
+            extra: dict[str, Any] = {}
+            if isinstance(error, ModelError):
+                extra["problems"] = [p.as_dict() for p in error.problems]
+                return problem(status, slug, title, f"{len(error.problems)} problem(s) in the scoring model", **extra)
+            if isinstance(error, InvalidInput) and error.field:
+                extra["field"] = error.field
+                return problem(status, slug, title, error.message, **extra)
+            return problem(status, slug, title, str(error), **extra)
+    raise error
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_qualify_error(_: Request, error: Exception) -> JSONResponse:
+        return _from_error(error)
+
+    async def on_validation(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "message": e.get("msg", "")}
+            for e in error.errors()
+        ]
+        detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors[:5])
+        return problem(422, "invalid-input", "Invalid input", detail, errors=errors)
+
+    async def on_http(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        return problem(error.status_code, f"http-{error.status_code}", str(error.detail), str(error.detail))
+
+    app.add_exception_handler(QualifyError, on_qualify_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": title,
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    for status, title in (
+        (401, "Missing or invalid API key"),
+        (403, "The key's role does not allow this"),
+        (422, "Invalid input"),
+    )
+}

@@ -1,0 +1,52 @@
+"""Administration: API keys (created with the CLI) and the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from qualify.domain.access import Permission
+from qualify.entrypoints.api.deps import AuditReader, KeyManager, WorkspaceDep, permission_doc
+from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
+from qualify.entrypoints.api.schemas import KeyOut
+from qualify.service.audit import audit_entries
+from qualify.service.keys import list_keys, revoke_key
+
+router = APIRouter(prefix="/v1", tags=["admin"])
+
+
+@router.get(
+    "/keys",
+    response_model=list[KeyOut],
+    responses=PROBLEM_RESPONSES,
+    openapi_extra=permission_doc(Permission.MANAGE_KEYS),
+)
+def get_keys(workspace: WorkspaceDep, caller: KeyManager) -> list[KeyOut]:
+    """Every key with its role and when it was last used (never the secret)."""
+    with workspace.unit_of_work() as uow:
+        return [
+            KeyOut(**vars(k)) if not hasattr(k, "__slots__") else KeyOut(**{s: getattr(k, s) for s in k.__slots__})
+            for k in list_keys(uow)
+        ]
+
+
+@router.delete(
+    "/keys/{key_id}", status_code=204, responses=PROBLEM_RESPONSES, openapi_extra=permission_doc(Permission.MANAGE_KEYS)
+)
+def delete_key(key_id: str, workspace: WorkspaceDep, caller: KeyManager) -> None:
+    """Revoke a key: it stops working at once."""
+    with workspace.unit_of_work() as uow:
+        revoke_key(uow, key_id, by=caller.name)
+
+
+@router.get("/audit", responses=PROBLEM_RESPONSES, openapi_extra=permission_doc(Permission.READ_AUDIT))
+def get_audit(
+    workspace: WorkspaceDep,
+    caller: AuditReader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Who did what, when, through which key: newest first."""
+    with workspace.unit_of_work() as uow:
+        return audit_entries(uow, limit=limit, before_id=before_id)

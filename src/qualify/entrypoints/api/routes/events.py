@@ -1,0 +1,133 @@
+"""POST /v1/events: one event or a batch, validated one by one, answered one by one."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from qualify.domain.access import Permission
+from qualify.domain.errors import InvalidInput
+from qualify.domain.records import Event, make_event
+from qualify.entrypoints.api.deps import Ingester, WorkspaceDep, permission_doc
+from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge
+from qualify.entrypoints.api.schemas import MAX_BATCH, EventIn, EventResult, IngestResponse
+from qualify.service.events import ingest_events
+from qualify.service.keys import Identity
+from qualify.service.unit_of_work import Workspace
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+_BODY_SCHEMA = {
+    "oneOf": [
+        {"$ref": "#/components/schemas/EventIn"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/EventIn"}, "maxItems": MAX_BATCH},
+        {
+            "type": "object",
+            "properties": {
+                "events": {"type": "array", "items": {"$ref": "#/components/schemas/EventIn"}, "maxItems": MAX_BATCH}
+            },
+            "required": ["events"],
+        },
+    ]
+}
+
+
+@router.post(
+    "/events",
+    response_model=IngestResponse,
+    summary="Ingest one event or a batch",
+    responses=PROBLEM_RESPONSES,
+    openapi_extra={
+        **permission_doc(Permission.INGEST),
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}},
+    },
+)
+async def post_events(request: Request, workspace: WorkspaceDep, caller: Ingester) -> IngestResponse:
+    """Apply events through the same use case as `qualify import events`.
+
+    Each event is validated on its own: a bad one is answered `rejected` with the field and the
+    reason, the good rest is applied. Replaying a batch answers `duplicate` and changes nothing.
+    The answer comes after the commit: an acknowledged event survives a crash.
+    """
+    items = _items(await request.body())
+    # The store is synchronous: keep the event loop free while it works.
+    return await run_in_threadpool(_ingest, workspace, items, caller)
+
+
+def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestResponse:
+    results: list[EventResult | None] = [None] * len(items)
+    valid: list[tuple[int, Event]] = []
+    for index, item in enumerate(items):
+        checked = _check(index, item)
+        if isinstance(checked, EventResult):
+            results[index] = checked
+        else:
+            valid.append((index, checked))
+    if valid:
+        with workspace.unit_of_work() as uow:
+            outcomes = ingest_events(
+                uow,
+                [e for _, e in valid],
+                create_unknown=workspace.settings.create_unknown_leads,
+                by=f"api:{caller.name}",
+            )
+        for (index, event), outcome in zip(valid, outcomes, strict=True):
+            results[index] = EventResult(
+                index=index,
+                event_id=event.event_id,
+                status=outcome.status,
+                reason=outcome.reason,
+                lead=outcome.lead,
+            )
+    done = [r for r in results if r is not None]
+    return IngestResponse(
+        accepted=sum(r.status == "accepted" for r in done),
+        duplicate=sum(r.status == "duplicate" for r in done),
+        rejected=sum(r.status == "rejected" for r in done),
+        results=done,
+    )
+
+
+def _items(body: bytes) -> list[Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise InvalidInput(f"the body is not JSON: {error}", field="body") from None
+    if isinstance(data, dict) and "events" in data and set(data) == {"events"}:
+        data = data["events"]
+    items = data if isinstance(data, list) else [data]
+    if len(items) > MAX_BATCH:
+        raise TooLarge(f"{len(items):,} events in one request; the limit is {MAX_BATCH:,}: split the batch")
+    if not items:
+        raise InvalidInput("no events in the request", field="body")
+    return items
+
+
+def _check(index: int, item: Any) -> Event | EventResult:
+    event_id = str(item.get("event_id"))[:200] if isinstance(item, dict) and item.get("event_id") is not None else None
+    if not isinstance(item, dict):
+        return EventResult(
+            index=index, event_id=None, status="rejected", reason="an event must be a JSON object", field=""
+        )
+    try:
+        parsed = EventIn.model_validate(item)
+        return make_event(
+            parsed.event_id,
+            parsed.type,
+            parsed.occurred_at,
+            email=parsed.email,
+            external_id=parsed.external_id,
+            properties=parsed.properties,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return EventResult(
+            index=index, event_id=event_id, status="rejected", reason=f"{where}: {first['msg']}", field=where
+        )
+    except InvalidInput as error:
+        return EventResult(index=index, event_id=event_id, status="rejected", reason=str(error), field=error.field)

@@ -1,0 +1,200 @@
+"""Leads and accounts: upsert, list with filters and cursors, one lead with its explanation, stage actions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+
+from qualify.domain.access import Permission
+from qualify.domain.errors import InvalidInput
+from qualify.domain.lifecycle import STAGE_ACTIONS
+from qualify.domain.records import Account, Lead, normalise_domain
+from qualify.entrypoints.api.deps import LeadReader, LeadWriter, StageActor, WorkspaceDep, permission_doc
+from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge
+from qualify.entrypoints.api.schemas import (
+    MAX_BATCH,
+    AccountIn,
+    LeadIn,
+    LeadPage,
+    LeadProfileOut,
+    LeadSummary,
+    StageActionIn,
+    StageChangeOut,
+    UpsertResponse,
+    UpsertResult,
+)
+from qualify.service.lead_list import LeadFilter, list_page
+from qualify.service.leads import upsert_accounts, upsert_leads
+from qualify.service.queries import lead_profile
+from qualify.service.stages import apply_stage_action
+
+router = APIRouter(prefix="/v1", tags=["leads"])
+KeyPath = Annotated[str, Path(description="the lead's email, external id, or #id", max_length=254)]
+Action = Literal["accept", "reject", "disqualify", "open-opportunity", "win", "lose", "advocate"]
+assert set(Action.__args__) == set(STAGE_ACTIONS)  # type: ignore[attr-defined]
+
+
+@router.get(
+    "/leads", response_model=LeadPage, responses=PROBLEM_RESPONSES, openapi_extra=permission_doc(Permission.READ_LEADS)
+)
+def get_leads(
+    workspace: WorkspaceDep,
+    caller: LeadReader,
+    stage: str | None = None,
+    grade: str | None = None,
+    persona: str | None = None,
+    owner: str | None = None,
+    min_score: float | None = None,
+    max_score: float | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    updated_from: datetime | None = None,
+    updated_to: datetime | None = None,
+    sort: Literal["score", "fit", "engagement", "created", "updated"] = "score",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=400, description="`next_cursor` of the previous page")] = None,
+) -> LeadPage:
+    """Leads matching every filter given, best first; page with `cursor`."""
+    wanted = LeadFilter(
+        stage=stage,
+        grade=grade,
+        persona=persona,
+        owner=owner,
+        min_score=min_score,
+        max_score=max_score,
+        created_from=created_from,
+        created_to=created_to,
+        updated_from=updated_from,
+        updated_to=updated_to,
+        sort=sort,
+        limit=limit,
+        cursor=cursor,
+    )
+    with workspace.unit_of_work() as uow:
+        rows, following = list_page(uow, wanted)
+    return LeadPage(items=[LeadSummary(**row) for row in rows], next_cursor=following)
+
+
+@router.get(
+    "/leads/{key}",
+    response_model=LeadProfileOut,
+    responses=PROBLEM_RESPONSES,
+    openapi_extra=permission_doc(Permission.READ_LEADS),
+)
+def get_lead(
+    key: KeyPath,
+    workspace: WorkspaceDep,
+    caller: LeadReader,
+    timeline_limit: Annotated[int, Query(ge=0, le=1000)] = 20,
+    timeline_offset: Annotated[int, Query(ge=0)] = 0,
+) -> LeadProfileOut:
+    """Profile, account, scores with their explanations, owner, stage history and a page of the timeline."""
+    with workspace.unit_of_work() as uow:
+        profile = lead_profile(uow, key, timeline_limit=timeline_limit, timeline_offset=timeline_offset)
+    return LeadProfileOut.model_validate(profile.as_dict())
+
+
+@router.put(
+    "/leads",
+    response_model=UpsertResponse,
+    responses=PROBLEM_RESPONSES,
+    openapi_extra=permission_doc(Permission.WRITE_LEADS),
+)
+def put_leads(body: LeadIn | list[LeadIn], workspace: WorkspaceDep, caller: LeadWriter) -> UpsertResponse:
+    """Create or update leads (by email, then external id) and their accounts (by domain)."""
+    items = body if isinstance(body, list) else [body]
+    if len(items) > MAX_BATCH:
+        raise TooLarge(f"{len(items):,} leads in one request; the limit is {MAX_BATCH:,}")
+    results: dict[int, UpsertResult] = {}
+    leads: list[tuple[int, Lead]] = []
+    accounts: list[Account] = []
+    for index, item in enumerate(items):
+        try:
+            fields = item.model_dump(exclude={"account"})
+            leads.append((index, Lead(**fields)))
+            if item.account is not None:
+                accounts.append(_account(item.account))
+        except InvalidInput as error:
+            results[index] = UpsertResult(index=index, status="rejected", reason=error.message, field=error.field)
+    with workspace.unit_of_work() as uow:
+        outcome = upsert_leads(uow, [lead for _, lead in leads], accounts=accounts, by=f"api:{caller.name}")
+    for position, (index, _) in enumerate(leads):
+        refused = outcome.errors.get(position)
+        results[index] = UpsertResult(
+            index=index,
+            status=outcome.statuses[position],
+            reason=refused.message if refused else None,
+            field=refused.field if refused else None,
+        )
+    ordered = [results[i] for i in range(len(items))]
+    return UpsertResponse(
+        created=sum(r.status == "created" for r in ordered),
+        updated=sum(r.status == "updated" for r in ordered),
+        unchanged=sum(r.status == "unchanged" for r in ordered),
+        rejected=sum(r.status == "rejected" for r in ordered),
+        results=ordered,
+    )
+
+
+@router.put(
+    "/accounts",
+    response_model=UpsertResponse,
+    responses=PROBLEM_RESPONSES,
+    openapi_extra=permission_doc(Permission.WRITE_LEADS),
+)
+def put_accounts(body: AccountIn | list[AccountIn], workspace: WorkspaceDep, caller: LeadWriter) -> UpsertResponse:
+    """Create or update accounts by domain; the fit of their leads is rescored."""
+    items = body if isinstance(body, list) else [body]
+    if len(items) > MAX_BATCH:
+        raise TooLarge(f"{len(items):,} accounts in one request; the limit is {MAX_BATCH:,}")
+    accounts = [_account(item) for item in items]
+    with workspace.unit_of_work() as uow:
+        outcome = upsert_accounts(uow, accounts, by=f"api:{caller.name}")
+    results = [UpsertResult(index=i, status=s) for i, s in enumerate(outcome.statuses)]
+    return UpsertResponse(
+        created=outcome.count("created"),
+        updated=outcome.count("updated"),
+        unchanged=outcome.count("unchanged"),
+        rejected=0,
+        results=results,
+    )
+
+
+def _account(item: AccountIn) -> Account:
+    data = item.model_dump()
+    data["domain"] = normalise_domain(data["domain"])
+    return Account(**data)
+
+
+@router.post(
+    "/leads/{key}/actions/{action}",
+    response_model=StageChangeOut,
+    response_model_by_alias=True,
+    responses={
+        **PROBLEM_RESPONSES,
+        404: {"description": "No such lead"},
+        409: {"description": "The lead's stage does not allow it"},
+    },
+    openapi_extra=permission_doc(Permission.STAGE_ACTIONS),
+)
+def post_stage_action(
+    key: KeyPath, action: Action, body: StageActionIn, workspace: WorkspaceDep, caller: StageActor
+) -> StageChangeOut:
+    """A person's stage action, with the same rules and errors as `qualify stage ACTION`."""
+    by = body.by or caller.name
+    with workspace.unit_of_work() as uow:
+        change = apply_stage_action(
+            uow, key, action, by=by, reason=body.reason, note=body.note, at=body.at, key_id=caller.key_id
+        )
+    return StageChangeOut.model_validate(
+        {
+            "lead": change.lead,
+            "action": action,
+            "from": change.from_stage.value,
+            "to": change.to_stage.value,
+            "at": change.at,
+            "timer_moves": [{"from": f.value, "to": t.value, "reason": r} for f, t, r in change.timer_moves],
+        }
+    )

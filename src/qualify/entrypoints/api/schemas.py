@@ -1,0 +1,214 @@
+"""Request and response bodies of the HTTP API (a schema family per thing, as the OpenAPI shows)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+MAX_BATCH = 10_000
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+
+
+class EventIn(BaseModel):
+    """One event. The lead is named by `email` or `external_id`; `event_id` makes it idempotent."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "web-7f3a9c",
+                    "type": "content_download",
+                    "occurred_at": "2026-11-20T14:27:00Z",
+                    "email": "jane.doe@acme.com",
+                    "properties": {"content_id": "pricing-guide", "title": "Pricing guide"},
+                }
+            ]
+        },
+    )
+
+    event_id: str = Field(min_length=1, max_length=200)
+    type: str = Field(min_length=1, max_length=64, description="lower_snake_case, e.g. page_view, demo_request")
+    occurred_at: AwareDatetime = Field(description="ISO 8601 with a time zone")
+    email: str | None = Field(default=None, max_length=254)
+    external_id: str | None = Field(default=None, max_length=200)
+    properties: dict[str, Any] = Field(default_factory=dict, description="url, content_id, title, campaign, channel, …")
+
+
+class EventResult(BaseModel):
+    index: int = Field(description="position of the event in the request")
+    event_id: str | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    reason: str | None = None
+    field: str | None = None
+    lead: str | None = None
+
+
+class IngestResponse(BaseModel):
+    accepted: int
+    duplicate: int
+    rejected: int
+    results: list[EventResult]
+
+
+class AccountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    domain: str = Field(max_length=253)
+    name: str | None = Field(default=None, max_length=300)
+    industry: str | None = Field(default=None, max_length=120)
+    employees: int | None = Field(default=None, ge=0)
+    revenue: float | None = Field(default=None, ge=0)
+    country: str | None = Field(default=None, max_length=64)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class LeadIn(BaseModel):
+    """A lead to create or update; empty fields keep what is stored, attributes merge key by key."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "jane.doe@acme.com",
+                    "first_name": "Jane",
+                    "title": "VP Marketing",
+                    "seniority": "vp",
+                    "account": {"domain": "acme.com", "name": "Acme", "industry": "software", "employees": 800},
+                }
+            ]
+        },
+    )
+
+    email: str | None = Field(default=None, max_length=254)
+    external_id: str | None = Field(default=None, max_length=200)
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    title: str | None = Field(default=None, max_length=300)
+    seniority: str | None = Field(default=None, max_length=60)
+    department: str | None = Field(default=None, max_length=120)
+    country: str | None = Field(default=None, max_length=64)
+    source: str | None = Field(default=None, max_length=200)
+    channel: str | None = Field(default=None, max_length=200)
+    created_at: AwareDatetime | None = None
+    do_not_email: bool | None = None
+    do_not_call: bool | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    account: AccountIn | None = Field(default=None, description="the company, upserted by domain first")
+
+
+class UpsertResult(BaseModel):
+    index: int
+    status: Literal["created", "updated", "unchanged", "rejected"]
+    reason: str | None = None
+    field: str | None = None
+
+
+class UpsertResponse(BaseModel):
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+    results: list[UpsertResult]
+
+
+class Contribution(BaseModel):
+    rule: str
+    points: float
+    text: str
+
+
+class LeadSummary(BaseModel):
+    id: int
+    email: str | None
+    external_id: str | None
+    first_name: str | None
+    last_name: str | None
+    title: str | None
+    account: str | None
+    stage: str
+    stage_entered_at: datetime
+    owner: str | None
+    fit_score: float
+    fit_grade: str
+    persona: str | None
+    engagement_score: float
+    score: float
+    scored_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class LeadPage(BaseModel):
+    items: list[LeadSummary]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class LeadProfileOut(BaseModel):
+    lead: dict[str, Any]
+    account: dict[str, Any] | None
+    stage: str
+    stage_entered_at: datetime
+    owner: str | None = None
+    scores: dict[str, Any]
+    fit_explanation: list[Contribution]
+    engagement_explanation: list[Contribution]
+    timeline: list[dict[str, Any]]
+    events_total: int
+    history: list[dict[str, Any]]
+
+
+class StageActionIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "bad_timing", "note": "call in Q3"}]}
+    )
+
+    reason: str | None = Field(default=None, description="reason code; required by reject, disqualify and lose")
+    note: str | None = Field(default=None, max_length=2000)
+    by: str | None = Field(default=None, max_length=200, description="who acts; default: the API key's name")
+    at: AwareDatetime | None = Field(default=None, description="when it happened; default: now")
+
+
+class StageChangeOut(BaseModel):
+    lead: str
+    action: str
+    from_stage: str = Field(alias="from")
+    to_stage: str = Field(alias="to")
+    at: datetime
+    timer_moves: list[dict[str, str]]
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ModelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    document: str = Field(description="the scoring model as YAML text", max_length=1_000_000)
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+    document: str | None = None
+    changed: bool | None = None
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    name: str
+    role: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None

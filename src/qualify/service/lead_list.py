@@ -1,0 +1,148 @@
+"""Lists of leads: filters, sorting and keyset (cursor) pagination that stays stable under writes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select
+
+from qualify.adapters import schema
+from qualify.domain.errors import InvalidInput
+from qualify.domain.lifecycle import Stage
+from qualify.domain.scoring_model import GRADES
+
+_leads = schema.leads
+# Every sort is descending, then by id ascending so that ties have a fixed order.
+SORTS: dict[str, ColumnElement[Any]] = {
+    "score": (_leads.c.fit_score + _leads.c.engagement_score),
+    "fit": _leads.c.fit_score,
+    "engagement": _leads.c.engagement_score,
+    "created": _leads.c.created_at,
+    "updated": _leads.c.updated_at,
+}
+_TIME_SORTS = ("created", "updated")
+
+
+@dataclass
+class LeadFilter:
+    """What to list. Scores are as last scored (`qualify score` or the latest event)."""
+
+    stage: str | None = None
+    grade: str | None = None
+    persona: str | None = None
+    owner: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    updated_from: datetime | None = None
+    updated_to: datetime | None = None
+    sort: str = "score"
+    limit: int = 50
+    offset: int = 0
+    cursor: str | None = None
+
+
+def list_leads(uow: Any, wanted: LeadFilter) -> list[dict[str, Any]]:
+    """Leads matching the filter, best first; `score` is fit + engagement."""
+    return list_page(uow, wanted)[0]
+
+
+def list_page(uow: Any, wanted: LeadFilter) -> tuple[list[dict[str, Any]], str | None]:
+    """One page and the cursor of the next one (None when this is the last)."""
+    if wanted.sort not in SORTS:
+        raise InvalidInput(f"unknown sort {wanted.sort!r}; expected one of: {', '.join(SORTS)}", field="sort")
+    key = SORTS[wanted.sort]
+    accounts = schema.accounts
+    statement = (
+        select(
+            _leads.c.id,
+            _leads.c.email,
+            _leads.c.external_id,
+            _leads.c.first_name,
+            _leads.c.last_name,
+            _leads.c.title,
+            accounts.c.name.label("account"),
+            _leads.c.stage,
+            _leads.c.stage_entered_at,
+            _leads.c.owner,
+            _leads.c.fit_score,
+            _leads.c.fit_grade,
+            _leads.c.persona,
+            _leads.c.engagement_score,
+            _leads.c.scored_at,
+            _leads.c.created_at,
+            _leads.c.updated_at,
+            key.label("sort_value"),
+        )
+        .select_from(_leads.outerjoin(accounts, _leads.c.account_id == accounts.c.id))
+        .where(*_conditions(wanted))
+        .order_by(key.desc(), _leads.c.id)
+        .limit(wanted.limit + 1)
+    )
+    if wanted.cursor:
+        value, last_id = _decode(wanted.cursor, wanted.sort)
+        statement = statement.where(or_(key < value, and_(key == value, _leads.c.id > last_id)))
+    elif wanted.offset:
+        statement = statement.offset(wanted.offset)
+    rows = [dict(r._mapping) for r in uow.connection.execute(statement)]
+    more = len(rows) > wanted.limit
+    rows = rows[: wanted.limit]
+    for row in rows:
+        row["score"] = round(row["fit_score"] + row["engagement_score"], 2)
+    following = _encode(rows[-1]["sort_value"], rows[-1]["id"], wanted.sort) if more and rows else None
+    for row in rows:
+        del row["sort_value"]
+    return rows, following
+
+
+def _conditions(wanted: LeadFilter) -> list[ColumnElement[bool]]:
+    out: list[ColumnElement[bool]] = []
+    if wanted.stage:
+        if wanted.stage not in {s.value for s in Stage}:
+            raise InvalidInput(
+                f"unknown stage {wanted.stage!r}; expected one of: {', '.join(s.value for s in Stage)}", field="stage"
+            )
+        out.append(_leads.c.stage == wanted.stage)
+    if wanted.grade:
+        if wanted.grade.upper() not in GRADES:
+            raise InvalidInput(f"unknown grade {wanted.grade!r}; expected one of: {', '.join(GRADES)}", field="grade")
+        out.append(_leads.c.fit_grade == wanted.grade.upper())
+    score = SORTS["score"]
+    for column, value, above in (
+        (_leads.c.persona, wanted.persona, None),
+        (_leads.c.owner, wanted.owner, None),
+        (score, wanted.min_score, True),
+        (score, wanted.max_score, False),
+        (_leads.c.created_at, wanted.created_from, True),
+        (_leads.c.created_at, wanted.created_to, False),
+        (_leads.c.updated_at, wanted.updated_from, True),
+        (_leads.c.updated_at, wanted.updated_to, False),
+    ):
+        if value is None:
+            continue
+        out.append(column == value if above is None else (column >= value if above else column < value))
+    return out
+
+
+def _encode(value: Any, lead_id: int, sort: str) -> str:
+    shown = value.isoformat() if isinstance(value, datetime) else value
+    raw = json.dumps([sort, shown, lead_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str, sort: str) -> tuple[Any, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        made_for, value, lead_id = json.loads(base64.urlsafe_b64decode(padded))
+        if made_for != sort or not isinstance(lead_id, int):
+            raise ValueError("cursor of another sort")
+        return (datetime.fromisoformat(value) if sort in _TIME_SORTS else float(value)), lead_id
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise InvalidInput(
+            "not a cursor this list gave out (or one for another sort): start again without it", field="cursor"
+        ) from None

@@ -1,0 +1,203 @@
+"""The HTTP API as another system sees it: keys, roles, per-event answers, problem details."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from qualify.domain.access import Permission, Role, allows
+from qualify.entrypoints.api import create_app
+from qualify.service.keys import create_key
+from qualify.service.unit_of_work import Workspace
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def api(workspace: Workspace) -> Iterator[tuple[TestClient, dict[str, dict[str, str]]]]:
+    """A client and one key per role, as request headers."""
+    headers = {}
+    with workspace.unit_of_work() as uow:
+        for role in Role:
+            token, _ = create_key(uow, f"{role.value}-key", role.value)
+            headers[role.value] = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(workspace=workspace)) as client:
+        yield client, headers
+
+
+def event(
+    n: int, kind: str = "content_download", email: str = "jane@acme.com", days: float = 0, **props: Any
+) -> dict[str, Any]:
+    return {
+        "event_id": f"e{n}",
+        "type": kind,
+        "occurred_at": (T0 + timedelta(days=days)).isoformat(),
+        "email": email,
+        "properties": props,
+    }
+
+
+def test_a_batch_is_answered_event_by_event_and_a_replay_changes_nothing(api: Any) -> None:
+    client, keys = api
+    batch = [
+        event(1, title="Pricing guide"),
+        event(2, "page_view", url="/pricing"),
+        {"event_id": "bad", "type": "Page View", "occurred_at": T0.isoformat(), "email": "jane@acme.com"},
+        {"event_id": "naive", "type": "page_view", "occurred_at": "2026-03-02T09:00:00", "email": "jane@acme.com"},
+        "not an object",
+    ]
+    answer = client.post("/v1/events", json=batch, headers=keys["ingest"])
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["accepted"], body["duplicate"], body["rejected"]) == (2, 0, 3)
+    statuses = [(r["index"], r["status"], r["field"]) for r in body["results"]]
+    assert statuses == [
+        (0, "accepted", None),
+        (1, "accepted", None),
+        (2, "rejected", "type"),
+        (3, "rejected", "occurred_at"),
+        (4, "rejected", ""),
+    ]
+    again = client.post("/v1/events", json={"events": batch[:2]}, headers=keys["ingest"]).json()
+    assert (again["accepted"], again["duplicate"]) == (0, 2)
+    lead = client.get("/v1/leads/jane@acme.com", headers=keys["sales"]).json()
+    assert lead["events_total"] == 2
+
+
+def test_one_event_alone_is_a_batch_of_one(api: Any) -> None:
+    client, keys = api
+    body = client.post("/v1/events", json=event(1), headers=keys["marketing"]).json()
+    assert body["accepted"] == 1 and body["results"][0]["lead"] == "jane@acme.com"
+
+
+def test_oversized_batches_and_non_json_are_refused_with_problem_details(api: Any) -> None:
+    client, keys = api
+    too_many = client.post("/v1/events", json=[event(i) for i in range(10_001)], headers=keys["ingest"])
+    assert too_many.status_code == 413
+    assert too_many.headers["content-type"] == "application/problem+json"
+    assert "10,000" in too_many.json()["detail"]
+    broken = client.post(
+        "/v1/events", content=b"{not json", headers={**keys["ingest"], "Content-Type": "application/json"}
+    )
+    assert broken.status_code == 422 and broken.json()["field"] == "body"
+
+
+def test_keys_are_required_checked_and_revocable(api: Any, workspace: Workspace) -> None:
+    client, keys = api
+    missing = client.get("/v1/leads")
+    assert missing.status_code == 401 and missing.json()["type"].endswith("/unauthenticated")
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    wrong = keys["admin"]["Authorization"][:-2] + "xx"
+    assert client.get("/v1/leads", headers={"Authorization": wrong}).status_code == 401
+    assert client.get("/v1/leads", headers={"X-API-Key": keys["sales"]["Authorization"][7:]}).status_code == 200
+    key_id = keys["sales"]["Authorization"].split("_")[1]
+    assert client.delete(f"/v1/keys/{key_id}", headers=keys["admin"]).status_code == 204
+    assert client.get("/v1/leads", headers=keys["sales"]).status_code == 401
+
+
+def _operations(client: TestClient) -> list[tuple[str, str, str]]:
+    spec = client.get("/openapi.json").json()
+    return [
+        (method.upper(), path, operation["x-permission"])
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if "x-permission" in operation
+    ]
+
+
+def test_every_route_but_health_declares_its_permission(api: Any) -> None:
+    client, _ = api
+    spec = client.get("/openapi.json").json()
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            assert "x-permission" in operation or path == "/healthz", f"{method.upper()} {path} declares no permission"
+
+
+def test_every_route_with_every_role(api: Any) -> None:
+    """A role without the permission gets 403 before anything happens; a role with it gets past the check."""
+    client, keys = api
+    operations = _operations(client)
+    assert len(operations) >= 10
+    for method, path, permission in operations:
+        concrete = path.replace("{key}", "nobody@acme.com").replace("{action}", "accept").replace("{key_id}", "0000")
+        for role in Role:
+            answer = client.request(method, concrete, headers=keys[role.value], json={})
+            if allows(role, Permission(permission)):
+                assert answer.status_code not in (401, 403), f"{role} refused on {method} {path}: {answer.text}"
+            else:
+                assert answer.status_code == 403, f"{role} got {answer.status_code} on {method} {path}"
+                assert role.value in answer.json()["detail"]
+
+
+def test_stage_actions_answer_with_the_right_problem(api: Any) -> None:
+    client, keys = api
+    client.post("/v1/events", json=event(1, "demo_request", days=0), headers=keys["ingest"])
+    url = "/v1/leads/jane@acme.com/actions"
+    at = (T0 + timedelta(hours=2)).isoformat()
+    assert client.post(f"{url}/win", json={"at": at}, headers=keys["sales"]).status_code == 409
+    missing_reason = client.post(f"{url}/reject", json={"at": at}, headers=keys["sales"])
+    assert missing_reason.status_code == 422 and missing_reason.json()["field"] == "reason"
+    assert client.post("/v1/leads/ghost@acme.com/actions/accept", json={}, headers=keys["sales"]).status_code == 404
+    assert client.post(f"{url}/promote", json={}, headers=keys["sales"]).status_code == 422
+    done = client.post(f"{url}/accept", json={"at": at, "note": "keen"}, headers=keys["sales"])
+    assert done.status_code == 200, done.text
+    assert (done.json()["from"], done.json()["to"]) == ("mql", "sql")
+    history = client.get("/v1/leads/jane@acme.com", headers=keys["sales"]).json()["history"]
+    assert history[-1]["by"] == "sales-key" and history[-1]["note"] == "keen"
+    audit = client.get("/v1/audit", headers=keys["admin"]).json()
+    assert audit[0]["action"] == "stage.accept" and audit[0]["key_id"] == keys["sales"]["Authorization"].split("_")[1]
+
+
+def test_leads_are_upserted_listed_with_filters_and_paged_by_cursor(api: Any) -> None:
+    client, keys = api
+    leads = [
+        {
+            "email": f"p{i}@acme.com",
+            "seniority": "vp" if i % 2 else "individual",
+            "account": {"domain": "acme.com", "industry": "software", "employees": 500},
+        }
+        for i in range(7)
+    ] + [{"email": "not-an-email"}]
+    answer = client.put("/v1/leads", json=leads, headers=keys["marketing"]).json()
+    assert (answer["created"], answer["rejected"]) == (7, 1) and answer["results"][7]["field"] == "email"
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 3, "sort": "fit", **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/leads", params=params, headers=keys["sales"]).json()
+        seen += [item["email"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(f"p{i}@acme.com" for i in range(7)) and len(seen) == 7
+    grade_a = client.get("/v1/leads", params={"grade": "A"}, headers=keys["sales"]).json()["items"]
+    assert {item["email"] for item in grade_a} == {"p1@acme.com", "p3@acme.com", "p5@acme.com"}
+    bad = client.get("/v1/leads", params={"cursor": "garbage"}, headers=keys["sales"])
+    assert bad.status_code == 422 and bad.json()["field"] == "cursor"
+
+
+def test_models_are_validated_with_lines_and_activated_with_an_audit_entry(api: Any) -> None:
+    from qualify.domain.model_loader import default_model_text
+
+    client, keys = api
+    broken = client.post(
+        "/v1/models/validate", json={"document": "name: x\nfit: {personas: []}\n"}, headers=keys["marketing"]
+    )
+    assert broken.status_code == 422 and all("line" in p for p in broken.json()["problems"])
+    document = default_model_text().replace("requalify_margin: 10", "requalify_margin: 15")
+    activated = client.post("/v1/models/active", json={"document": document}, headers=keys["admin"]).json()
+    assert activated["changed"] is True
+    assert client.get("/v1/models/active", headers=keys["marketing"]).json()["version"] == activated["version"]
+    entry = client.get("/v1/audit", headers=keys["admin"]).json()[0]
+    assert (entry["action"], entry["target"], entry["actor"]) == ("model.activate", activated["version"], "admin-key")
+
+
+def test_the_openapi_document_describes_bodies_with_examples(api: Any) -> None:
+    client, _ = api
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["schemas"]["EventIn"]["examples"]
+    assert spec["components"]["schemas"]["Problem"]
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,114 @@
+"""`qualify serve` as a real process: what it acknowledged survives being killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+SCRIPT = str(Path(sys.executable).with_name("qualify"))
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run(*args: str) -> str:
+    done = subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+class Server:
+    def __init__(self, db: str) -> None:
+        self.db, self.port = db, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [SCRIPT, "serve", "--port", str(self.port), "--db", self.db],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=os.environ.copy(),
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("qualify serve did not answer within 30 s")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def server(database_url: str) -> Iterator[Server]:
+    run("init", "--db", database_url)
+    running = Server(database_url)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def batch(start: int, size: int) -> list[dict[str, object]]:
+    return [
+        {
+            "event_id": f"ev-{n}",
+            "type": "page_view",
+            "occurred_at": (T0 + timedelta(minutes=n)).isoformat(),
+            "email": f"visitor{n % 25}@acme.com",
+            "properties": {"url": "/pricing" if n % 3 else "/"},
+        }
+        for n in range(start, start + size)
+    ]
+
+
+def test_events_acknowledged_before_a_kill_are_all_there_after_a_restart(server: Server) -> None:
+    key = json.loads(run("keys", "create", "tracker", "--role", "ingest", "--json", "--db", server.db))["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    acknowledged: set[str] = set()
+    for round_ in range(3):
+        answer = httpx.post(f"{server.url}/v1/events", json=batch(round_ * 200, 200), headers=headers, timeout=60)
+        assert answer.status_code == 200
+        acknowledged |= {r["event_id"] for r in answer.json()["results"] if r["status"] == "accepted"}
+    server.kill()  # no shutdown, no flush: only what was committed can survive
+    server.start()
+    replay = httpx.post(f"{server.url}/v1/events", json=batch(0, 600), headers=headers, timeout=60).json()
+    assert len(acknowledged) == 600
+    assert (replay["accepted"], replay["duplicate"]) == (0, 600)
+
+
+def test_serve_refuses_a_missing_workspace(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [SCRIPT, "serve", "--db", f"sqlite:///{tmp_path / 'none.db'}"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "qualify init" in done.stderr
