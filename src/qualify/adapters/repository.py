@@ -37,6 +37,7 @@ class LeadRecord:
     model_version: str | None = None
     changed: bool = False  # scores or stage changed: write the score columns
     profile_changed: bool = False  # the person's fields changed too: write the whole row
+    score_before: float | None = None  # fit + engagement when the use case began (score crossings)
 
 
 def lead_from_row(row: Row[Any]) -> LeadRecord:

@@ -132,6 +132,11 @@ leads = Table(
     Column("owner", String(200), index=True),
     Column("owner_rule", String(200)),
     Column("owner_assigned_at", UTCDateTime()),
+    # The SLA clock of an MQL: accept or reject before `sla_due_at`; a breach is recorded once.
+    Column("sla_due_at", UTCDateTime(), index=True),
+    Column("sla_breached_at", UTCDateTime()),
+    # GDPR erasure: personal data and events gone, the row kept for the funnel's counts.
+    Column("erased_at", UTCDateTime()),
 )
 Index("ix_leads_stage_engagement", leads.c.stage, leads.c.engagement_score)
 
@@ -206,4 +211,68 @@ audit_log = Table(
     Column("action", String(60), nullable=False),
     Column("target", String(300)),
     Column("details", JSONDoc(), nullable=False, default=dict),
+)
+
+
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("secret", String(200), nullable=False),  # signs deliveries (HMAC-SHA256): kept, not hashed
+    Column("kinds", JSONDoc(), nullable=False, default=list),  # announcement kinds it wants
+    Column("description", String(300)),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# The outbox: one row per announcement and subscription, written in the transaction of the
+# change it announces; the worker delivers it, retries it, or gives it up as dead.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subscription_id", Integer, ForeignKey("webhook_subscriptions.id"), nullable=False, index=True),
+    Column("kind", String(40), nullable=False),
+    Column("payload", JSONDoc(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("status", String(12), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_error", Text),
+    Column("last_status", Integer),
+    Column("delivered_at", UTCDateTime()),
+)
+Index("ix_webhook_deliveries_status_next", webhook_deliveries.c.status, webhook_deliveries.c.next_attempt_at)
+
+# Handoff: every assignment of an owner, for capacity per rep per week and for the record.
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("owner", String(200), nullable=False),
+    Column("team", String(200)),
+    Column("rule", String(200), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+)
+Index("ix_assignments_owner_at", assignments.c.owner, assignments.c.at)
+
+# Round robin: the next position in each team's rotation.
+routing_state = Table(
+    "routing_state",
+    metadata,
+    Column("team", String(200), primary_key=True),
+    Column("position", Integer, nullable=False, default=0),
+)
+
+# After a merge, the merged lead's keys still find the surviving lead.
+lead_aliases = Table(
+    "lead_aliases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(254), unique=True),
+    Column("external_id", String(200), unique=True),
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("merged_at", UTCDateTime(), nullable=False),
 )

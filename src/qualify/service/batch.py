@@ -14,7 +14,31 @@ from qualify.domain.fit import disqualifying_rule, profile_values, score_fit
 from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.records import Account, Lead
 from qualify.domain.scoring_model import DisqualifyRule, ScoringModel
+from qualify.service import handoff, outbox
 from qualify.service.unit_of_work import UnitOfWork, from_ts
+
+
+def _lead_ref(record: LeadRecord) -> dict[str, Any]:
+    return {"id": record.id, "email": record.lead.email, "external_id": record.lead.external_id}
+
+
+def _history_payload(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "from": values["from_stage"],
+        "to": values["to_stage"],
+        "at": values["at"].isoformat(),
+        "actor": values["actor"],
+        "by": values["by"],
+        "reason": values["reason"],
+        "note": values["note"],
+        "scores": {
+            "fit": values["fit_score"],
+            "grade": values["fit_grade"],
+            "engagement": values["engagement_score"],
+            "persona": values["persona"],
+        },
+        "model_version": values["model_version"],
+    }
 
 
 def lead_key(email: str | None, external_id: str | None) -> str:
@@ -56,6 +80,8 @@ class LeadBatch:
         self.accounts.update(repo.accounts_by_id(self.conn, missing))
 
     def remember(self, record: LeadRecord) -> None:
+        if record.score_before is None and record.id is not None:
+            record.score_before = record.state.fit + record.state.engagement_at(self.now.timestamp())
         if record.lead.email:
             self.by_email[record.lead.email] = record
         if record.lead.external_id:
@@ -200,4 +226,28 @@ class LeadBatch:
             pending.values["lead_id"] = pending.record.id
             history.append(pending.values)
         repo.insert_history(self.conn, history)
+        self._hand_off_and_announce(changed_or_new=[*changed, *(r for r in self.records() if id(r) in new_ids)])
         self.history = []
+
+    def _hand_off_and_announce(self, changed_or_new: list[LeadRecord]) -> None:
+        """New MQLs go to sales; stage changes and score crossings go to the outbox, in this transaction."""
+        subscriptions = outbox.active_subscriptions(self.conn)
+        announcements: list[outbox.Announcement] = []
+        for pending in self.history:
+            values = pending.values
+            if values["to_stage"] == Stage.MQL.value:
+                handoff.on_qualified(self.conn, self.model, pending.record, values["at"])
+            if values["from_stage"] is None or not subscriptions:
+                continue
+            payload = {"lead": _lead_ref(pending.record), **_history_payload(values)}
+            announcements.append(outbox.Announcement("stage.changed", payload))
+            if values["to_stage"] == Stage.MQL.value:
+                announcements.append(outbox.Announcement("lead.mql", payload))
+        if any(sub.thresholds for sub in subscriptions):
+            at = self.now.timestamp()
+            for record in changed_or_new:
+                after = record.state.fit + record.state.engagement_at(at)
+                announcements += outbox.score_crossings(
+                    subscriptions, _lead_ref(record), record.score_before, after, self.now
+                )
+        outbox.enqueue(self.conn, announcements, self.now, subscriptions)

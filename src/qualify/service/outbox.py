@@ -1,0 +1,91 @@
+"""The outbox: announcements written in the same transaction as the change they announce.
+
+Each announcement becomes one row in `webhook_deliveries` per active subscription that wants
+its kind; the worker delivers them (qualify.service.webhooks). Kinds:
+
+- `stage.changed`: any stage change;
+- `lead.mql`: a lead became MQL (also announced as stage.changed);
+- `sla.breached`: an MQL was neither accepted nor rejected in time;
+- `score.crossed:<N>`: the lead's score (fit + engagement) rose from below N to N or more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from qualify.adapters import schema
+
+KINDS = ("stage.changed", "lead.mql", "sla.breached", "score.crossed:<N>")
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    kind: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: int
+    kinds: frozenset[str]
+    thresholds: tuple[float, ...]  # from kinds score.crossed:<N>
+
+
+def active_subscriptions(conn: Connection) -> list[Subscription]:
+    subs = schema.webhook_subscriptions
+    out = []
+    for row in conn.execute(select(subs.c.id, subs.c.kinds).where(subs.c.active)):
+        kinds = frozenset(str(k) for k in row.kinds)
+        thresholds = tuple(float(k.split(":", 1)[1]) for k in kinds if k.startswith("score.crossed:"))
+        out.append(Subscription(row.id, kinds, thresholds))
+    return out
+
+
+def enqueue(
+    conn: Connection,
+    announcements: Sequence[Announcement],
+    now: datetime,
+    subscriptions: list[Subscription] | None = None,
+) -> int:
+    """Write a pending delivery for every subscription that wants each announcement; return how many."""
+    if not announcements:
+        return 0
+    subscriptions = active_subscriptions(conn) if subscriptions is None else subscriptions
+    rows = [
+        {
+            "subscription_id": sub.id,
+            "kind": a.kind,
+            "payload": a.payload,
+            "created_at": now,
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        for a in announcements
+        for sub in subscriptions
+        if a.kind in sub.kinds
+    ]
+    if rows:
+        conn.execute(schema.webhook_deliveries.insert(), rows)
+    return len(rows)
+
+
+def score_crossings(
+    subscriptions: list[Subscription], lead: dict[str, Any], before: float | None, after: float, at: datetime
+) -> list[Announcement]:
+    """`score.crossed:<N>` for each threshold the score rose through (from below to at or above)."""
+    start = before if before is not None else float("-inf")
+    crossed = sorted({t for sub in subscriptions for t in sub.thresholds if start < t <= after})
+    return [
+        Announcement(
+            f"score.crossed:{t:g}",
+            {"lead": lead, "threshold": t, "before": before, "after": round(after, 4), "at": at.isoformat()},
+        )
+        for t in crossed
+    ]
