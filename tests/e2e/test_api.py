@@ -201,3 +201,26 @@ def test_the_openapi_document_describes_bodies_with_examples(api: Any) -> None:
     assert spec["components"]["schemas"]["EventIn"]["examples"]
     assert spec["components"]["schemas"]["Problem"]
     assert client.get("/docs").status_code == 200
+
+
+def test_merge_export_and_erase_over_http(api: Any) -> None:
+    client, keys = api
+    client.put(
+        "/v1/leads",
+        json=[{"email": "jane@acme.com"}, {"email": "j.doe@acme.com", "title": "CMO"}],
+        headers=keys["marketing"],
+    )
+    client.post("/v1/events", json=[event(1), event(2, email="j.doe@acme.com")], headers=keys["ingest"])
+    merged = client.post(
+        "/v1/leads/jane@acme.com/merge", json={"duplicate": "j.doe@acme.com"}, headers=keys["marketing"]
+    )
+    assert merged.status_code == 200 and merged.json() == {
+        "kept": "jane@acme.com",
+        "merged": "j.doe@acme.com",
+        "events_moved": 1,
+    }
+    exported = client.get("/v1/leads/j.doe@acme.com/export", headers=keys["sales"]).json()
+    assert exported["lead"]["title"] == "CMO" and len(exported["events"]) == 2
+    assert client.delete("/v1/leads/jane@acme.com", headers=keys["marketing"]).status_code == 403
+    assert client.delete("/v1/leads/jane@acme.com", headers=keys["admin"]).status_code == 204
+    assert client.get("/v1/leads/jane@acme.com", headers=keys["sales"]).status_code == 404

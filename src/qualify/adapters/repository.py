@@ -115,7 +115,31 @@ def find_leads(
     return out
 
 
-def _scoring_states(conn: Connection, key: str, values: Sequence[str]) -> list[LeadRecord]:
+def find_leads_by_id(conn: Connection, ids: Iterable[int], *, profile: bool = True) -> list[LeadRecord]:
+    out: list[LeadRecord] = []
+    for part in chunks(sorted(set(ids))):
+        if profile:
+            out += [lead_from_row(r) for r in conn.execute(select(schema.leads).where(schema.leads.c.id.in_(part)))]
+        else:
+            out += _scoring_states(conn, "id", part)
+    return out
+
+
+def alias_targets(conn: Connection, emails: Iterable[str], external_ids: Iterable[str]) -> dict[str, int]:
+    """Keys of merged leads → the lead they were merged into, as `email` or `ext:<id>` keys."""
+    aliases = schema.lead_aliases
+    out: dict[str, int] = {}
+    for column, keys, prefix in (
+        (aliases.c.email, sorted(set(emails)), ""),
+        (aliases.c.external_id, sorted(set(external_ids)), "ext:"),
+    ):
+        for part in chunks(keys):
+            for key, lead_id in conn.execute(select(column, aliases.c.lead_id).where(column.in_(part))):
+                out[f"{prefix}{key}"] = lead_id
+    return out
+
+
+def _scoring_states(conn: Connection, key: str, values: Sequence[Any]) -> list[LeadRecord]:
     """The scoring state of leads, read through the driver: on the ingestion path, per-row
     result processing by SQLAlchemy cost more than the query itself."""
     quote, mark = conn.dialect.identifier_preparer.quote, _placeholder(conn)
@@ -196,6 +220,15 @@ def find_lead(conn: Connection, key: str, *, for_update: bool = False) -> LeadRe
     if for_update:
         statement = statement.with_for_update()  # ignored by SQLite, whose writers are serialised anyway
     row = conn.execute(statement).first()
+    if row is None and not key.startswith("#"):
+        aliases = schema.lead_aliases
+        merged_into = conn.execute(
+            select(aliases.c.lead_id).where(
+                or_(aliases.c.email == key.strip().lower(), aliases.c.external_id == key.strip())
+            )
+        ).scalar()
+        if merged_into is not None:
+            return find_lead(conn, f"#{merged_into}", for_update=for_update)
     return lead_from_row(row) if row else None
 
 

@@ -74,10 +74,34 @@ class LeadBatch:
         records = repo.find_leads(self.conn, emails, external_ids, profile=profile)
         for record in records:
             self.remember(record)
+        records += self._load_aliases(
+            [e for e in emails if e not in self.by_email],
+            [x for x in external_ids if x not in self.by_external],
+            profile,
+        )
         if not profile:
             return
         missing = {r.account_id for r in records if r.account_id is not None} - self.accounts.keys()
         self.accounts.update(repo.accounts_by_id(self.conn, missing))
+
+    def _load_aliases(self, emails: list[str], external_ids: list[str], profile: bool) -> list[LeadRecord]:
+        """Keys of merged leads find the lead they were merged into."""
+        targets = repo.alias_targets(self.conn, emails, external_ids) if emails or external_ids else {}
+        if not targets:
+            return []
+        known = {r.id: r for r in self.records()}
+        loaded = {
+            r.id: r for r in repo.find_leads_by_id(self.conn, set(targets.values()) - known.keys(), profile=profile)
+        }
+        for record in loaded.values():
+            self.remember(record)
+        known.update(loaded)
+        for key, lead_id in targets.items():
+            if key.startswith("ext:"):
+                self.by_external[key[4:]] = known[lead_id]
+            else:
+                self.by_email[key] = known[lead_id]
+        return list(loaded.values())
 
     def remember(self, record: LeadRecord) -> None:
         if record.score_before is None and record.id is not None:

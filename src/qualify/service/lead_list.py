@@ -101,7 +101,7 @@ def list_page(uow: Any, wanted: LeadFilter) -> tuple[list[dict[str, Any]], str |
 
 
 def _conditions(wanted: LeadFilter) -> list[ColumnElement[bool]]:
-    out: list[ColumnElement[bool]] = []
+    out: list[ColumnElement[bool]] = [_leads.c.erased_at.is_(None)]
     if wanted.stage:
         if wanted.stage not in {s.value for s in Stage}:
             raise InvalidInput(

@@ -139,16 +139,22 @@ def _upsert_one(batch: LeadBatch, lead: Lead, by: str) -> UpsertStatus:
         batch.create(lead, at=lead.created_at or batch.now, by=by)
         return "created"
     stored = record.lead
+    # A key of a lead merged into this one names this lead: it neither conflicts nor replaces.
+    aliased = {
+        key
+        for key, found in (("email", by_email), ("external_id", by_external))
+        if found is record and getattr(lead, key) != getattr(stored, key)
+    }
     for key in ("email", "external_id"):
         incoming, current = getattr(lead, key), getattr(stored, key)
-        if incoming and current and incoming != current:
+        if key not in aliased and incoming and current and incoming != current:
             raise InvalidInput(
                 f"{key} {incoming!r} differs from the stored {current!r} of the same lead",
                 field=key,
             )
     changed = False
     for key in ("email", "external_id"):
-        if getattr(lead, key) and not getattr(stored, key):
+        if key not in aliased and getattr(lead, key) and not getattr(stored, key):
             setattr(stored, key, getattr(lead, key))
             changed = True
     if lead.email and record.account_id is None and stored.account_domain:

@@ -41,7 +41,7 @@ def rescore_all(
         ids = list(uow.connection.execute(select(schema.leads.c.id).order_by(schema.leads.c.id)).scalars())
     for part in repo.chunks(ids, chunk):
         with workspace.unit_of_work() as uow:
-            moved, events = _rescore_chunk(uow, list(part), now)
+            moved, events = rescore_leads(uow, list(part), now)
             summary.model_version = uow.active_model().version
         summary.leads += len(part)
         summary.events += events
@@ -51,7 +51,8 @@ def rescore_all(
     return summary
 
 
-def _rescore_chunk(uow: UnitOfWork, ids: list[int], now: datetime) -> tuple[int, int]:
+def rescore_leads(uow: UnitOfWork, ids: list[int], now: datetime) -> tuple[int, int]:
+    """Rescore these leads from their profiles and events; returns (stage moves, events replayed)."""
     conn = uow.connection
     model = uow.active_model()
     batch = LeadBatch(uow, model, now)

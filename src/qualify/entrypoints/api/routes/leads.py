@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
+from fastapi.encoders import jsonable_encoder
+from pydantic import BaseModel, ConfigDict, Field
 
 from qualify.domain.access import Permission
 from qualify.domain.errors import InvalidInput
 from qualify.domain.lifecycle import STAGE_ACTIONS
 from qualify.domain.records import Account, Lead, normalise_domain
-from qualify.entrypoints.api.deps import LeadReader, LeadWriter, StageActor, WorkspaceDep, permission_doc
+from qualify.entrypoints.api.deps import Eraser, LeadReader, LeadWriter, StageActor, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge
 from qualify.entrypoints.api.schemas import (
     MAX_BATCH,
@@ -25,12 +27,28 @@ from qualify.entrypoints.api.schemas import (
     UpsertResponse,
     UpsertResult,
 )
+from qualify.service.lead_admin import erase_lead, export_lead, merge_leads
 from qualify.service.lead_list import LeadFilter, list_page
 from qualify.service.leads import upsert_accounts, upsert_leads
 from qualify.service.queries import lead_profile
 from qualify.service.stages import apply_stage_action
 
 router = APIRouter(prefix="/v1", tags=["leads"])
+
+
+class MergeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"duplicate": "j.doe@acme.com"}]})
+
+    duplicate: str = Field(max_length=254, description="the lead to fold into this one: email, external id or #id")
+    by: str | None = Field(default=None, max_length=200, description="who merges; default: the API key's name")
+
+
+class MergeOut(BaseModel):
+    kept: str
+    merged: str
+    events_moved: int
+
+
 KeyPath = Annotated[str, Path(description="the lead's email, external id, or #id", max_length=254)]
 Action = Literal["accept", "reject", "disqualify", "open-opportunity", "win", "lose", "advocate"]
 assert set(Action.__args__) == set(STAGE_ACTIONS)  # type: ignore[attr-defined]
@@ -198,3 +216,43 @@ def post_stage_action(
             "timer_moves": [{"from": f.value, "to": t.value, "reason": r} for f, t, r in change.timer_moves],
         }
     )
+
+
+@router.post(
+    "/leads/{key}/merge",
+    response_model=MergeOut,
+    responses={**PROBLEM_RESPONSES, 404: {"description": "No such lead"}},
+    openapi_extra=permission_doc(Permission.WRITE_LEADS),
+)
+def post_merge(key: KeyPath, body: MergeIn, workspace: WorkspaceDep, caller: LeadWriter) -> MergeOut:
+    """Fold the duplicate into this lead: all events kept, the duplicate's keys redirected here."""
+    with workspace.unit_of_work() as uow:
+        result = merge_leads(uow, key, body.duplicate, by=body.by or caller.name, key_id=caller.key_id)
+    return MergeOut(kept=result.kept, merged=result.merged, events_moved=result.events_moved)
+
+
+@router.get(
+    "/leads/{key}/export",
+    responses={**PROBLEM_RESPONSES, 404: {"description": "No such lead"}},
+    openapi_extra=permission_doc(Permission.READ_LEADS),
+)
+def get_export(key: KeyPath, workspace: WorkspaceDep, caller: LeadReader) -> dict[str, Any]:
+    """Everything held about the person (GDPR access and portability): profile, account, every
+    event, stage history, assignments, aliases and the audit entries about them."""
+    with workspace.unit_of_work() as uow:
+        document = export_lead(uow, key)
+    encoded: dict[str, Any] = jsonable_encoder(document)
+    return encoded
+
+
+@router.delete(
+    "/leads/{key}",
+    status_code=204,
+    responses={**PROBLEM_RESPONSES, 404: {"description": "No such lead"}},
+    openapi_extra=permission_doc(Permission.ERASE),
+)
+def delete_lead(key: KeyPath, workspace: WorkspaceDep, caller: Eraser) -> None:
+    """Erase the person (GDPR): events and personal data deleted; the nameless row stays so the
+    funnel's counts do not change. The audit log names the lead by id only."""
+    with workspace.unit_of_work() as uow:
+        erase_lead(uow, key, by=caller.name, key_id=caller.key_id)

@@ -1,0 +1,169 @@
+"""Merging duplicate leads, and the data subject's rights: export everything, erase a lead."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from qualify.adapters import repository as repo
+from qualify.adapters import schema
+from qualify.adapters.repository import LeadRecord
+from qualify.domain.engagement import EngagementState
+from qualify.domain.errors import InvalidInput, NotFound
+from qualify.domain.records import LEAD_FIELDS, merge_into
+from qualify.service.audit import record_audit
+from qualify.service.scoring import rescore_leads
+from qualify.service.unit_of_work import UnitOfWork, utcnow
+
+_PERSONAL = (*LEAD_FIELDS,)
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    kept: str
+    merged: str
+    events_moved: int
+
+
+def _existing(uow: UnitOfWork, key: str) -> LeadRecord:
+    record = repo.find_lead(uow.connection, key, for_update=True)
+    if record is None or record.id is None:
+        raise NotFound(f"no lead {key!r}")
+    return record
+
+
+def merge_leads(
+    uow: UnitOfWork, keep: str, duplicate: str, *, by: str, key_id: str | None = None, now: datetime | None = None
+) -> MergeResult:
+    """Fold `duplicate` into `keep`: its events move over, its empty-in-`keep` fields fill in, its
+    keys become aliases of `keep` (later events for them land on `keep`), and it is deleted.
+
+    `keep` keeps its stage and history; its scores are recomputed from all the events. The
+    duplicate's own stage history is dropped with it, and summarised in the audit log.
+    """
+    now = now or utcnow()
+    kept, gone = _existing(uow, keep), _existing(uow, duplicate)
+    if kept.id == gone.id:
+        raise InvalidInput("a lead cannot be merged into itself", field="duplicate")
+    assert kept.id is not None and gone.id is not None
+    conn = uow.connection
+    moved = conn.execute(
+        update(schema.events).where(schema.events.c.lead_id == gone.id).values(lead_id=kept.id)
+    ).rowcount
+    history = conn.execute(delete(schema.stage_history).where(schema.stage_history.c.lead_id == gone.id)).rowcount
+    conn.execute(update(schema.assignments).where(schema.assignments.c.lead_id == gone.id).values(lead_id=kept.id))
+    conn.execute(update(schema.lead_aliases).where(schema.lead_aliases.c.lead_id == gone.id).values(lead_id=kept.id))
+    profile_before = {name: getattr(kept.lead, name) for name in _PERSONAL}
+    fill = {name: getattr(gone.lead, name) for name in _PERSONAL if getattr(kept.lead, name) in (None, "")}
+    conn.execute(delete(schema.leads).where(schema.leads.c.id == gone.id))
+    conn.execute(
+        schema.lead_aliases.insert().values(
+            email=gone.lead.email, external_id=gone.lead.external_id, lead_id=kept.id, merged_at=now
+        )
+    )
+    if fill or gone.lead.attributes:
+        incoming = type(kept.lead).stored(**fill, attributes={**gone.lead.attributes, **kept.lead.attributes})
+        merge_into(kept.lead, incoming, _PERSONAL)
+        values = {name: getattr(kept.lead, name) for name in _PERSONAL} | {
+            "attributes": kept.lead.attributes,
+            "updated_at": now,
+        }
+        conn.execute(update(schema.leads).where(schema.leads.c.id == kept.id).values(**values))
+    rescore_leads(uow, [kept.id], now)
+    record_audit(
+        uow,
+        actor=by,
+        key_id=key_id,
+        action="lead.merge",
+        target=kept.lead.key,
+        at=now,
+        details={
+            "merged": gone.lead.key,
+            "merged_stage": gone.state.stage.value,
+            "events_moved": moved,
+            "history_dropped": history,
+            "filled": sorted(fill),
+            "kept_before": {k: v for k, v in profile_before.items() if v is not None},
+        },
+    )
+    return MergeResult(kept.lead.key, gone.lead.key, moved)
+
+
+def export_lead(uow: UnitOfWork, key: str) -> dict[str, Any]:
+    """Everything the workspace holds about one person, as one JSON-ready document."""
+    record = _existing(uow, key)
+    conn = uow.connection
+    lead_id = record.id
+    row = conn.execute(select(schema.leads).where(schema.leads.c.id == lead_id)).one()._mapping
+    lead = {k: v for k, v in row.items() if k != "engagement_state"}
+    account = None
+    if record.account_id is not None:
+        account = dict(
+            conn.execute(select(schema.accounts).where(schema.accounts.c.id == record.account_id)).one()._mapping
+        )
+    e, h, a, al = schema.events, schema.stage_history, schema.assignments, schema.lead_aliases
+    return {
+        "lead": lead,
+        "account": account,
+        "events": [dict(r._mapping) for r in conn.execute(select(e).where(e.c.lead_id == lead_id).order_by(e.c.id))],
+        "stage_history": [
+            dict(r._mapping) for r in conn.execute(select(h).where(h.c.lead_id == lead_id).order_by(h.c.id))
+        ],
+        "assignments": [
+            dict(r._mapping) for r in conn.execute(select(a).where(a.c.lead_id == lead_id).order_by(a.c.id))
+        ],
+        "aliases": [dict(r._mapping) for r in conn.execute(select(al).where(al.c.lead_id == lead_id))],
+        "audit": [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(schema.audit_log)
+                .where(schema.audit_log.c.target == record.lead.key)
+                .order_by(schema.audit_log.c.id)
+            )
+        ],
+    }
+
+
+def erase_lead(uow: UnitOfWork, key: str, *, by: str, key_id: str | None = None, now: datetime | None = None) -> int:
+    """Erase a person: their events, personal fields, notes and aliases go; the row stays,
+    nameless, so the funnel's counts and conversion rates do not change. Returns the lead id."""
+    now = now or utcnow()
+    record = _existing(uow, key)
+    lead_id = record.id
+    assert lead_id is not None
+    conn = uow.connection
+    events = conn.execute(delete(schema.events).where(schema.events.c.lead_id == lead_id)).rowcount
+    conn.execute(delete(schema.lead_aliases).where(schema.lead_aliases.c.lead_id == lead_id))
+    conn.execute(update(schema.stage_history).where(schema.stage_history.c.lead_id == lead_id).values(note=None))
+    conn.execute(
+        update(schema.leads)
+        .where(schema.leads.c.id == lead_id)
+        .values(
+            **dict.fromkeys(n for n in _PERSONAL if not n.startswith("do_not_")),
+            do_not_email=True,
+            do_not_call=True,
+            attributes={},
+            engagement_state=EngagementState().to_json(),
+            engagement_score=0.0,
+            last_event_at=None,
+            erased_at=now,
+            updated_at=now,
+        )
+    )
+    # The audit log names the lead by id only: the erased key would itself be personal data.
+    conn.execute(
+        update(schema.audit_log).where(schema.audit_log.c.target == record.lead.key).values(target=f"#{lead_id}")
+    )
+    record_audit(
+        uow,
+        actor=by,
+        key_id=key_id,
+        action="lead.erase",
+        target=f"#{lead_id}",
+        at=now,
+        details={"events_deleted": events},
+    )
+    return lead_id
