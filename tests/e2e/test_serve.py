@@ -33,8 +33,8 @@ def run(*args: str) -> str:
 
 
 class Server:
-    def __init__(self, db: str) -> None:
-        self.db, self.port = db, free_port()
+    def __init__(self, db: str, workers: int = 1) -> None:
+        self.db, self.port, self.workers = db, free_port(), workers
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -43,7 +43,7 @@ class Server:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [SCRIPT, "serve", "--port", str(self.port), "--db", self.db],
+            [SCRIPT, "serve", "--port", str(self.port), "--db", self.db, "--workers", str(self.workers)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=os.environ.copy(),

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from qualify.adapters import schema
 from qualify.adapters.store import create_store_engine, head_revision, migrate, schema_revision
@@ -98,6 +103,27 @@ class Workspace:
 
 class WorkspaceNotReady(QualifyError):
     pass
+
+
+T = TypeVar("T")
+
+# Failures another attempt can get past: a unique key another process inserted first (e.g. the
+# same new lead created by two requests), a deadlock or serialisation failure (PostgreSQL 40P01,
+# 40001), or a locked SQLite file. Only for use cases that are idempotent, like ingestion.
+_TRANSIENT = (IntegrityError, OperationalError)
+
+
+def retrying(workspace: Workspace, use_case: Callable[[UnitOfWork], T], *, attempts: int = 5) -> T:
+    """Run `use_case` in a unit of work, again in a fresh one after a transient conflict."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with workspace.unit_of_work() as uow:
+                return use_case(uow)
+        except _TRANSIENT:
+            if attempt == attempts:
+                raise
+            time.sleep(random.uniform(0, 0.02 * 2**attempt))  # jitter: two retrying peers part ways
+    raise AssertionError("unreachable")
 
 
 def open_workspace(settings: Settings | None = None, *, create: bool = False) -> Workspace:

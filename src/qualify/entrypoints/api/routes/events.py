@@ -17,7 +17,7 @@ from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge
 from qualify.entrypoints.api.schemas import MAX_BATCH, EventIn, EventResult, IngestResponse
 from qualify.service.events import ingest_events
 from qualify.service.keys import Identity
-from qualify.service.unit_of_work import Workspace
+from qualify.service.unit_of_work import Workspace, retrying
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -68,13 +68,17 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
         else:
             valid.append((index, checked))
     if valid:
-        with workspace.unit_of_work() as uow:
-            outcomes = ingest_events(
+        # Idempotent by event_id, so a batch that lost a race (two requests creating the same
+        # new lead, a deadlock) is simply applied again.
+        outcomes = retrying(
+            workspace,
+            lambda uow: ingest_events(
                 uow,
                 [e for _, e in valid],
                 create_unknown=workspace.settings.create_unknown_leads,
                 by=f"api:{caller.name}",
-            )
+            ),
+        )
         for (index, event), outcome in zip(valid, outcomes, strict=True):
             results[index] = EventResult(
                 index=index,
