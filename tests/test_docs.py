@@ -122,6 +122,8 @@ MODEL_KEYS = {
     "half_life_days", "event", "where", "cap_per_day", "cap", "once", "label", "reason",
     "mql", "fast_track", "decay_out", "thresholds", "requalify_margin", "requalify_after_days", "to", "floor", "min_days_in_mql",
     "min", "max",
+    "handoff", "teams", "account_owner_first", "default_team", "sla", "capacity_per_week", "team", "owner",
+    "hours", "business_hours", "days", "start", "end", "timezone",
 }  # fmt: skip
 
 

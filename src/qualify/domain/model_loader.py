@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import time
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from qualify.domain import records
 from qualify.domain.conditions import OPERATORS, Condition
@@ -13,14 +15,20 @@ from qualify.domain.errors import ModelError, ModelProblem
 from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, closest, kind_of
 from qualify.domain.scoring_model import (
     GRADES,
+    BusinessHours,
     DisqualifyRule,
     EngagementRule,
     FastTrack,
     FitRule,
     FitSpec,
+    HandoffSpec,
     Persona,
     Policy,
+    Rep,
+    RoutingRule,
     ScoringModel,
+    SlaSpec,
+    Team,
 )
 
 # What fit and disqualify rules may test: the stored fields plus two computed from the email.
@@ -28,6 +36,12 @@ LEAD_FIELDS = (*records.LEAD_FIELDS[:1], "email_domain", "is_free_mail", *record
 ACCOUNT_FIELDS = ("domain", *records.ACCOUNT_FIELDS)
 _ATTRIBUTE_FIELD = re.compile(r"(account\.)?attributes\.[A-Za-z0-9_][A-Za-z0-9_ .-]*")
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# What routing itself writes as the rule that chose an owner: a routing rule may not take these names.
+ROUTING_NAMES = ("account owner", "previous owner", "default team")
+_MIDNIGHT = 24 * 60  # "24:00" in minutes
+MAX_SLA_HOURS = 8760  # a year: anything longer is a typo, and the business-hours walk stays short
 
 
 def known_field(name: str) -> bool:
@@ -427,12 +441,169 @@ class _Validator:
                 )
         return Policy(thresholds, margin, tuple(fast), floor, min_days, cooldown)
 
+    # --- handoff -------------------------------------------------------------------------
+    def handoff(self, value: Any) -> HandoffSpec | None:
+        spec = self._mapping(value, "handoff", {"teams", "rules", "account_owner_first", "default_team", "sla"})
+        if isinstance(value, dict) and not value:
+            self.doc.problem("handoff", "is empty: give teams and rules, an sla, or remove the section")
+        if not spec:
+            return None
+        teams = self.teams(spec.get("teams"))
+        names = {team.name for team in teams}
+        rules = self.routing_rules(spec.get("rules"), names)
+        first = spec.get("account_owner_first", False)
+        if not isinstance(first, bool):
+            self.doc.problem("handoff.account_owner_first", f"must be true or false, got {kind_of(first)}")
+        default = None
+        if spec.get("default_team") is not None:
+            default = self._team_name(spec["default_team"], "handoff.default_team", names)
+        sla = self.sla(spec["sla"]) if "sla" in spec else None
+        return HandoffSpec(teams, rules, first is True, default, sla)
+
+    def teams(self, value: Any) -> tuple[Team, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self.doc.problem("handoff.teams", f"must map team names to lists of reps, got {kind_of(value)}")
+            return ()
+        teams: list[Team] = []
+        team_of: dict[str, str] = {}
+        for name, reps in value.items():
+            path = f"handoff.teams.{name}"
+            items = self._list(reps, path)
+            if not items and (reps is None or isinstance(reps, list)):
+                self.doc.problem(path, "needs at least one rep")
+            team = Team(str(name), tuple(r for i, item in enumerate(items) if (r := self.rep(item, f"{path}[{i}]"))))
+            for i, rep in enumerate(team.reps):
+                # One team per rep: capacity is counted per rep, and an account owner's team must be clear.
+                if rep.name in team_of:
+                    self.doc.problem(f"{path}[{i}]", f"rep {rep.name!r} is already in team {team_of[rep.name]!r}")
+                team_of[rep.name] = team.name
+            teams.append(team)
+        return tuple(teams)
+
+    def rep(self, value: Any, path: str) -> Rep | None:
+        if isinstance(value, str):
+            bare = self._text(value, path)
+            return Rep(bare) if bare else None
+        spec = self._mapping(value, path, {"name", "capacity_per_week"}, {"name"})
+        if not spec:
+            return None
+        name = self._text(spec.get("name"), f"{path}.name")
+        capacity = spec.get("capacity_per_week")
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
+            self.doc.problem(f"{path}.capacity_per_week", f"must be a whole number ≥ 1, got {capacity!r}")
+            capacity = None
+        return Rep(name, capacity) if name else None
+
+    def _team_name(self, value: Any, path: str, known: set[str]) -> str | None:
+        name = self._text(value, path)
+        if name and name not in known:
+            listed = ", ".join(sorted(known)) or "none: add handoff.teams"
+            self.doc.problem(path, f"unknown team {name!r}{closest(name, known)}; teams: {listed}")
+            return None
+        return name or None
+
+    def routing_rules(self, value: Any, teams: set[str]) -> tuple[RoutingRule, ...]:
+        rules: list[RoutingRule] = []
+        names: list[tuple[str, str]] = []
+        for i, item in enumerate(self._list(value, "handoff.rules")):
+            path = f"handoff.rules[{i}]"
+            r = self._mapping(item, path, {"name", "when", "team", "owner"}, {"name", "when"})
+            if not r:
+                continue
+            name = self._text(r.get("name"), f"{path}.name")
+            if name in ROUTING_NAMES:
+                self.doc.problem(f"{path}.name", f"{name!r} is what routing itself records; choose another name")
+            conditions = self.conditions(r["when"], f"{path}.when") if "when" in r else ()
+            if ("team" in r) == ("owner" in r):
+                self.doc.problem(path, "needs exactly one of team (round robin) or owner (a rep by name)")
+                continue
+            team = self._team_name(r["team"], f"{path}.team", teams) if "team" in r else None
+            owner = self._text(r["owner"], f"{path}.owner") if "owner" in r else None
+            if name and conditions and (team or owner):
+                rules.append(RoutingRule(name, conditions, team, owner))
+            if name:
+                names.append((name, f"{path}.name"))
+        self._unique(names, "rule")
+        return tuple(rules)
+
+    def sla(self, value: Any) -> SlaSpec | None:
+        spec = self._mapping(value, "handoff.sla", {"hours", "business_hours"}, {"hours"})
+        if not spec or "hours" not in spec:
+            return None
+        hours = self._number(spec["hours"], "handoff.sla.hours", minimum=0, exclusive=True)
+        if hours is not None and hours > MAX_SLA_HOURS:
+            self.doc.problem("handoff.sla.hours", f"must be at most {MAX_SLA_HOURS} (a year), got {hours:g}")
+            hours = None
+        business = self.business_hours(spec["business_hours"]) if spec.get("business_hours") is not None else None
+        return SlaSpec(hours, business) if hours is not None else None
+
+    def business_hours(self, value: Any) -> BusinessHours | None:
+        path = "handoff.sla.business_hours"
+        spec = self._mapping(value, path, {"days", "start", "end", "timezone"}, {"days", "start", "end", "timezone"})
+        days = self._weekdays(spec["days"], f"{path}.days") if "days" in spec else None
+        start = self._clock(spec["start"], f"{path}.start") if "start" in spec else None
+        end = self._clock(spec["end"], f"{path}.end") if "end" in spec else None
+        zone = self._timezone(spec["timezone"], f"{path}.timezone") if "timezone" in spec else None
+        if start == _MIDNIGHT:
+            self.doc.problem(f"{path}.start", '"24:00" may only end the day')
+            return None
+        if start is not None and end is not None and end <= start:
+            self.doc.problem(f"{path}.end", "must be after start (business hours may not run past midnight)")
+            return None
+        if not days or start is None or end is None or zone is None:
+            return None
+        return BusinessHours(days, _time_of(start), None if end == _MIDNIGHT else _time_of(end), zone)
+
+    def _weekdays(self, value: Any, path: str) -> frozenset[int] | None:
+        items = self._list(value, path)
+        days: set[int] = set()
+        for i, item in enumerate(items):
+            if item not in WEEKDAYS:
+                self.doc.problem(f"{path}[{i}]", f"must be one of {', '.join(WEEKDAYS)}, got {item!r}")
+            elif WEEKDAYS.index(item) + 1 in days:
+                self.doc.problem(f"{path}[{i}]", f"{item} is listed twice")
+            else:
+                days.add(WEEKDAYS.index(item) + 1)
+        if not items and (value is None or isinstance(value, list)):
+            self.doc.problem(path, "needs at least one day")
+        return frozenset(days) if days else None
+
+    def _clock(self, value: Any, path: str) -> int | None:
+        """A time of day "HH:MM" as minutes since midnight ("24:00" is 1440, the end of the day)."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MIDNIGHT:
+            # YAML 1.1 reads an unquoted 17:00 as the base-60 number 1020: say so, it is a common slip.
+            written = f"{value // 60:02d}:{value % 60:02d}"
+            self.doc.problem(
+                path,
+                f'must be a time of day in quotes: unquoted {written} reads as the number {value}; write "{written}"',
+            )
+            return None
+        match = _CLOCK.fullmatch(value.strip()) if isinstance(value, str) else None
+        if match is None:
+            self.doc.problem(path, f'must be a time of day "HH:MM" from "00:00" to "24:00", got {value!r}')
+            return None
+        hours, minutes = value.strip().split(":")
+        return int(hours) * 60 + int(minutes)
+
+    def _timezone(self, value: Any, path: str) -> str | None:
+        if not isinstance(value, str) or not value.strip():
+            self.doc.problem(path, f"must be a time zone name such as Europe/Berlin or UTC, got {kind_of(value)}")
+            return None
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            self.doc.problem(path, f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin or UTC")
+            return None
+        return value.strip()
+
     def model(self) -> ScoringModel | None:
         data = self.doc.data
         top = self._mapping(
             data,
             "",
-            {"name", "description", "fit", "engagement", "disqualify", "policy"},
+            {"name", "description", "fit", "engagement", "disqualify", "policy", "handoff"},
             {"name", "fit", "engagement", "policy"},
         )
         if not top:
@@ -444,6 +615,7 @@ class _Validator:
         rules, half_life = self.engagement(top["engagement"]) if "engagement" in top else ((), None)
         disqualify = self.disqualify(top.get("disqualify"))
         policy = self.policy(top["policy"]) if "policy" in top else Policy({}, 0.0, (), None, 0.0)
+        handoff = self.handoff(top["handoff"]) if top.get("handoff") is not None else None
         return ScoringModel(
             name,
             description,
@@ -454,7 +626,12 @@ class _Validator:
             disqualify,
             policy,
             self.doc.source,
+            handoff,
         )
+
+
+def _time_of(minutes: int) -> time:
+    return time(minutes // 60, minutes % 60)
 
 
 def default_model_text() -> str:

@@ -2,11 +2,13 @@
 
 A model is written in YAML (see `docs/scoring-model.md`) and loaded by
 `qualify.domain.model_loader.load_model`; this module holds the validated result.
+The optional `handoff` section (routing to owners, the SLA) is read by `qualify.domain.routing`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import time
 
 from qualify.domain.conditions import Condition
 
@@ -98,6 +100,76 @@ class Policy:
 
 
 @dataclass(frozen=True, slots=True)
+class Rep:
+    """A sales rep who receives MQLs; `capacity_per_week` bounds round robin (None: no bound)."""
+
+    name: str
+    capacity_per_week: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    """Reps who share MQLs by round robin, in the order listed."""
+
+    name: str
+    reps: tuple[Rep, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRule:
+    """When all `conditions` hold, the lead goes to `team` (round robin) or to `owner` by name."""
+
+    name: str
+    conditions: tuple[Condition, ...]
+    team: str | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessHours:
+    """When the SLA clock runs: `days` are ISO weekdays (1 = Monday), local to `timezone`.
+
+    `end` None means midnight at the end of the day (written `"24:00"`).
+    """
+
+    days: frozenset[int]
+    start: time
+    end: time | None
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlaSpec:
+    """An MQL must be accepted or rejected within `hours` (of business time when given)."""
+
+    hours: float
+    business_hours: BusinessHours | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffSpec:
+    """Who gets a new MQL, and by when it must be worked."""
+
+    teams: tuple[Team, ...]
+    rules: tuple[RoutingRule, ...] = ()
+    account_owner_first: bool = False
+    default_team: str | None = None
+    sla: SlaSpec | None = None
+
+    def team(self, name: str) -> Team:
+        """The team called `name` (the loader refuses references to unknown teams)."""
+        return next(team for team in self.teams if team.name == name)
+
+    def team_of(self, rep: str) -> Team | None:
+        """The team `rep` belongs to (a rep belongs to at most one), or None."""
+        return next((team for team in self.teams if any(r.name == rep for r in team.reps)), None)
+
+    def knows_owner(self, name: str) -> bool:
+        """Whether `name` can own leads under this model: a team's rep or a rule's named owner."""
+        return self.team_of(name) is not None or any(rule.owner == name for rule in self.rules)
+
+
+@dataclass(frozen=True, slots=True)
 class ScoringModel:
     name: str
     description: str
@@ -108,6 +180,7 @@ class ScoringModel:
     disqualify: tuple[DisqualifyRule, ...]
     policy: Policy
     source: str = field(default="", repr=False, compare=False)
+    handoff: HandoffSpec | None = None  # None: MQLs get no owner and no SLA clock
     _rules_by_type: dict[str, tuple[EngagementRule, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )

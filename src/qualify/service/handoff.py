@@ -1,21 +1,166 @@
 """Handoff to sales: when a lead becomes MQL it gets an owner and an SLA clock.
 
-The routing rules and the SLA live in the scoring model (see docs/scoring-model.md).
+The routing rules and the SLA live in the scoring model's `handoff` section (see
+docs/scoring-model.md); the decisions are made by `qualify.domain.routing`, and this module
+reads what they need from the store and writes what they decide, in the unit of work that
+made the lead an MQL:
+
+- `leads.owner`, `owner_rule` (the rule that chose the owner, or why there is none),
+  `owner_assigned_at`, `sla_due_at` (cleared `sla_breached_at`);
+- one `assignments` row per owner given (capacity per rep per week counts them);
+- `routing_state`: each team's next position in its rotation.
+
+Round robin must not hand the same position out twice when several processes route at once:
+the rotation rows are locked (`SELECT … FOR UPDATE`) until the unit of work commits, all of the
+model's teams in name order, so two units of work routing to two teams cannot deadlock on them.
+On SQLite, writers are serialised anyway.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
+from qualify.adapters import repository as repo
+from qualify.adapters import schema
 from qualify.adapters.repository import LeadRecord
-from qualify.domain.scoring_model import ScoringModel
+from qualify.domain.fit import profile_values
+from qualify.domain.lifecycle import Stage
+from qualify.domain.routing import (
+    DEFAULT_TEAM,
+    PREVIOUS_OWNER,
+    Route,
+    TeamPick,
+    choose_route,
+    iso_week,
+    pick_in_team,
+    sla_due,
+)
+from qualify.domain.scoring_model import HandoffSpec, ScoringModel, Team
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Who owns the lead after routing (None: nobody), from which team, and the rule that says why."""
+
+    owner: str | None
+    team: str | None
+    rule: str
 
 
 def on_qualified(conn: Connection, model: ScoringModel, record: LeadRecord, at: datetime) -> None:
-    """Called once for each lead that became MQL in a unit of work, after its row is written.
+    """Route a lead that became MQL at `at` and start its SLA clock; called after its row is written.
 
-    Routing and the SLA clock are not in the scoring model yet, so there is nothing to do.
+    Every qualification routes afresh (a lead that comes back from nurture included); the
+    lead's previous owner keeps it when routing lands on their team and they have room. The
+    SLA clock starts only for a lead still in MQL at the end of the unit of work: one the
+    policy sent straight on to SQL has nothing left to accept. Without a `handoff` section in
+    the model, nothing happens.
     """
-    del conn, model, record, at
+    spec = model.handoff
+    if spec is None or record.id is None:
+        return
+    row = conn.execute(select(schema.leads).where(schema.leads.c.id == record.id)).one()
+    stored = repo.lead_from_row(row)  # the whole profile: an event batch loads only scoring state
+    account = repo.accounts_by_id(conn, [row.account_id]).get(row.account_id) if row.account_id else None
+    account_owner = _account_owner(conn, spec, row.account_id, record.id) if spec.account_owner_first else None
+    route = choose_route(spec, profile_values(stored.lead, account), account_owner=account_owner)
+    assignment = _assign(conn, spec, route, row.owner, at)
+    due = sla_due(at, spec.sla) if spec.sla is not None and record.state.stage is Stage.MQL else None
+    _write(conn, record.id, assignment, at, due)
+
+
+def _account_owner(conn: Connection, spec: HandoffSpec, account_id: int | None, lead_id: int) -> str | None:
+    """The owner of the account's most recently assigned other lead who can still own leads."""
+    if account_id is None:
+        return None
+    leads = schema.leads
+    owners = conn.execute(
+        select(leads.c.owner)
+        .where(leads.c.account_id == account_id, leads.c.id != lead_id, leads.c.owner.is_not(None))
+        .order_by(leads.c.owner_assigned_at.desc().nulls_last(), leads.c.id.desc())
+    ).scalars()
+    return next((owner for owner in owners if spec.knows_owner(owner)), None)
+
+
+def _assign(conn: Connection, spec: HandoffSpec, route: Route | None, previous: str | None, at: datetime) -> Assignment:
+    if route is None:
+        return Assignment(None, None, "no owner: no routing rule matched and no default team")
+    if route.owner is not None:
+        return Assignment(route.owner, route.team, route.rule)  # account and named owners: no capacity bound
+    assert route.team is not None
+    team = spec.team(route.team)
+    positions = _lock_rotations(conn, spec)
+    pick = _pick(conn, team, positions, previous, at)
+    if pick.owner is not None:
+        return Assignment(pick.owner, team.name, PREVIOUS_OWNER if pick.kept else route.rule)
+    if spec.default_team is None or spec.default_team == team.name:
+        return Assignment(None, team.name, f"no owner: every rep of {team.name} is at capacity this week")
+    overflow = spec.team(spec.default_team)
+    pick = _pick(conn, overflow, positions, previous, at)
+    if pick.owner is None:
+        return Assignment(None, overflow.name, f"no owner: {team.name} and {overflow.name} are at capacity this week")
+    return Assignment(pick.owner, overflow.name, f"{DEFAULT_TEAM} ({team.name} at capacity)")
+
+
+def _pick(conn: Connection, team: Team, positions: dict[str, int], previous: str | None, at: datetime) -> TeamPick:
+    pick = pick_in_team(team, positions[team.name], _load_this_week(conn, team, at), previous)
+    if pick.owner is not None and pick.position != positions[team.name]:
+        positions[team.name] = pick.position
+        state = schema.routing_state
+        conn.execute(update(state).where(state.c.team == team.name).values(position=pick.position))
+    return pick
+
+
+def _lock_rotations(conn: Connection, spec: HandoffSpec) -> dict[str, int]:
+    """Every team's rotation position, locked until commit (rows created at 0 where missing)."""
+    names = sorted(team.name for team in spec.teams)
+    state = schema.routing_state
+    query = select(state.c.team, state.c.position).where(state.c.team.in_(names)).order_by(state.c.team)
+    positions = dict(conn.execute(query.with_for_update()).all())
+    missing = [name for name in names if name not in positions]
+    if missing:
+        insert = postgresql.insert(state) if conn.dialect.name == "postgresql" else sqlite.insert(state)
+        # Two units of work may both see a team missing: the second insert does nothing, then waits on the lock.
+        conn.execute(
+            insert.on_conflict_do_nothing(index_elements=["team"]), [{"team": n, "position": 0} for n in missing]
+        )
+        positions = dict(conn.execute(query.with_for_update()).all())
+    return positions
+
+
+def _load_this_week(conn: Connection, team: Team, at: datetime) -> dict[str, int]:
+    """Leads assigned to each of the team's capped reps in the ISO week (UTC) of `at`."""
+    capped = [rep.name for rep in team.reps if rep.capacity_per_week is not None]
+    if not capped:
+        return {}
+    start, end = iso_week(at)
+    a = schema.assignments
+    query = (
+        select(a.c.owner, func.count()).where(a.c.owner.in_(capped), a.c.at >= start, a.c.at < end).group_by(a.c.owner)
+    )
+    return dict(conn.execute(query).all())
+
+
+def _write(conn: Connection, lead_id: int, assignment: Assignment, at: datetime, due: datetime | None) -> None:
+    leads = schema.leads
+    conn.execute(
+        update(leads)
+        .where(leads.c.id == lead_id)
+        .values(
+            owner=assignment.owner,
+            owner_rule=assignment.rule[:200],
+            owner_assigned_at=at if assignment.owner is not None else None,
+            sla_due_at=due,
+            sla_breached_at=None,
+        )
+    )
+    if assignment.owner is not None:
+        conn.execute(
+            schema.assignments.insert().values(
+                lead_id=lead_id, owner=assignment.owner, team=assignment.team, rule=assignment.rule[:200], at=at
+            )
+        )
