@@ -27,3 +27,39 @@ class Settings(BaseSettings):
         le=100_000,
         description="Rows per transaction when importing files.",
     )
+    worker_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds `qualify worker` waits between passes; `--interval` overrides it.",
+    )
+    webhook_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Delivery attempts before a webhook delivery is given up as dead.",
+    )
+    webhook_backoff_base: float = Field(
+        default=10.0,
+        gt=0,
+        le=86_400,
+        description="Seconds: the ceiling of the wait after the first failed attempt; it doubles after each failure.",
+    )
+    webhook_backoff_cap: float = Field(
+        default=3600.0,
+        gt=0,
+        le=7 * 86_400,
+        description="Seconds: the largest ceiling of the wait between two attempts.",
+    )
+    webhook_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a receiver has to answer one delivery (connect and response).",
+    )
+    webhook_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Deliveries one worker sends at the same time.",
+    )

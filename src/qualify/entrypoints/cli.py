@@ -366,6 +366,12 @@ def _show_profile(profile: Any, page: int, per_page: int) -> None:
             f"  {a['name'] or a['domain']} · {a['industry'] or 'industry ?'} · {a['employees'] or '?'} employees · {a['country'] or '?'}"
         )
     out.print(f"  stage [bold]{profile.stage}[/] since {profile.stage_entered_at:%Y-%m-%d %H:%M} UTC")
+    if profile.owner or profile.owner_rule:
+        since = f" since {profile.owner_assigned_at:%Y-%m-%d %H:%M} UTC" if profile.owner_assigned_at else ""
+        due = f", SLA due {profile.sla_due_at:%Y-%m-%d %H:%M} UTC" if profile.sla_due_at else ""
+        out.print(
+            f"  owner {profile.owner or '(none)'} ({profile.owner_rule}){since}{due}", highlight=False, markup=False
+        )
     out.print(
         f"\n[bold]Fit {scores['fit']:.0f} (grade {scores['grade']}, persona {scores['persona']})[/]"
         f"   [bold]Engagement {scores['engagement']:.1f}[/] as of {scores['as_of']:%Y-%m-%d %H:%M} UTC, model {scores['model_version']}"
@@ -451,6 +457,16 @@ def _show_funnel(report: Any) -> None:
     if report.recycled:
         out.print(
             f"Nurture loop: {report.recycled.get('nurtured', 0):,} leads nurtured, {report.recycled.get('requalified', 0):,} requalifications to MQL."
+        )
+    sla = report.sla
+    if sla.get("clocks"):
+        compliance = (
+            "" if sla["compliance"] is None else f"; compliance {sla['compliance']:.1%} (met / (met + breached))"
+        )
+        out.print(
+            f"SLA clocks of MQLs: {sla['clocks']:,} ({sla['met']:,} met, {sla['breached']:,} breached, "
+            f"{sla['open']:,} open, {sla['stopped']:,} stopped){compliance}.",
+            soft_wrap=True,
         )
 
 
@@ -583,6 +599,190 @@ def keys_revoke(
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         revoke_key(uow, key_id)
     out.print(f"Revoked {key_id}.")
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Run one pass and exit, instead of looping.")] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            "--interval", min=0.1, max=3600, help="Seconds between passes (default: QUALIFY_WORKER_INTERVAL or 5)."
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Run the background work: decay-out sweeps, SLA timers and webhook delivery (docs/webhooks.md).
+
+    Loops until SIGTERM or Ctrl-C, which stop it after the pass in progress.
+    """
+    import logging
+    import threading
+
+    from sqlalchemy.engine import make_url
+
+    from qualify.service.worker import PassSummary, Worker, stop_on_signals
+
+    def show(summary: PassSummary) -> None:
+        if summary.busy or once:
+            out.print(
+                f"{summary.at:%Y-%m-%d %H:%M:%S} decayed out {summary.decayed}, SLA breaches {summary.sla_breaches}, "
+                f"delivered {summary.delivered}, retrying {summary.retrying}, dead {summary.dead}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("qualify").setLevel(logging.INFO)
+    with _workspace(db) as workspace, Worker(workspace) as running:
+        if once:
+            with _errors():
+                show(running.run_once())
+            return
+        every = interval or workspace.settings.worker_interval
+        stop = threading.Event()
+        with stop_on_signals(stop):  # before saying so, so a signal right after the message is handled
+            err.print(
+                f"Worker on {make_url(workspace.settings.database_url).render_as_string(hide_password=True)}: "
+                f"a pass every {every:g} s; Ctrl-C or SIGTERM stops it.",
+                soft_wrap=True,
+                highlight=False,
+            )
+            passes = running.run(stop, interval=every, on_pass=show)
+        err.print(f"Worker stopped after {passes:,} passes.", highlight=False)
+
+
+webhooks_app = typer.Typer(
+    help="Webhook subscriptions and their deliveries: add, list, remove, deliveries, retry.", no_args_is_help=True
+)
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    url: Annotated[str, typer.Argument(help="Where deliveries are POSTed: an http:// or https:// URL.")],
+    kind: Annotated[
+        list[str],
+        typer.Option(
+            "--kind", help="An announcement kind: stage.changed, lead.mql, sla.breached, score.crossed:<N>. Repeatable."
+        ),
+    ],
+    secret: Annotated[
+        str | None, typer.Option("--secret", help="Signing secret, 16 to 200 characters (default: a random one).")
+    ] = None,
+    description: Annotated[str | None, typer.Option("--description", help="What the receiver is.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Subscribe a URL to kinds of announcement; the signing secret is printed once."""
+    from qualify.service.webhooks import add_subscription
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        subscription, signing = add_subscription(uow, url, kind, secret=secret, description=description)
+    if as_json:
+        _print_json({**_webhook_dict(subscription), "secret": signing})
+        return
+    out.print(
+        f"Subscription {subscription.id}: {', '.join(subscription.kinds)} → {subscription.url}. "
+        "Signing secret (keep it with the receiver; it is not shown again):",
+        highlight=False,
+    )
+    sys.stdout.write(signing + "\n")
+
+
+def _webhook_dict(subscription: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {**asdict(subscription), "kinds": list(subscription.kinds)}
+
+
+@webhooks_app.command("list")
+def webhooks_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List the active subscriptions: id, URL, kinds, description, created (never the secret)."""
+    from qualify.service.webhooks import list_subscriptions
+
+    with _workspace(db) as workspace, workspace.unit_of_work() as uow:
+        subscriptions = list_subscriptions(uow)
+    if as_json:
+        _print_json([_webhook_dict(s) for s in subscriptions])
+        return
+    table = Table("id", "url", "kinds", "description", "created")
+    for s in subscriptions:
+        table.add_row(str(s.id), s.url, ", ".join(s.kinds), s.description or "", f"{s.created_at:%Y-%m-%d %H:%M}")
+    out.print(table)
+    if not subscriptions:
+        out.print("No subscriptions: add one with `qualify webhooks add URL --kind KIND`.")
+
+
+@webhooks_app.command("remove")
+def webhooks_remove(
+    subscription_id: Annotated[
+        int, typer.Argument(metavar="ID", help="The subscription's id (`qualify webhooks list`).")
+    ],
+    db: DbOption = None,
+) -> None:
+    """Remove a subscription: nothing more is sent to it; its pending deliveries become dead."""
+    from qualify.service.webhooks import remove_subscription
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        given_up = remove_subscription(uow, subscription_id)
+    out.print(f"Removed subscription {subscription_id}; {given_up:,} pending deliveries given up.")
+
+
+class DeliveryStatus(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    dead = "dead"
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    status: Annotated[
+        DeliveryStatus | None, typer.Option("--status", help="Only pending, delivered or dead deliveries.")
+    ] = None,
+    subscription: Annotated[int | None, typer.Option("--subscription", help="Only this subscription's.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many, newest first.")] = 20,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List deliveries, newest first, with attempts, the next attempt and the last error."""
+    from dataclasses import asdict
+
+    from qualify.service.webhooks import list_deliveries
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        found = list_deliveries(uow, status=status.value if status else None, subscription_id=subscription, limit=limit)
+    if as_json:
+        _print_json([asdict(d) for d in found])
+        return
+    table = Table("id", "sub", "kind", "created", "status", "attempts", "next attempt", "last error")
+    for d in found:
+        table.add_row(
+            str(d.id),
+            str(d.subscription_id),
+            d.kind,
+            f"{d.created_at:%Y-%m-%d %H:%M:%S}",
+            d.status,
+            str(d.attempts),
+            f"{d.next_attempt_at:%Y-%m-%d %H:%M:%S}" if d.status == "pending" else "",
+            escape(d.last_error or ""),
+        )
+    out.print(table)
+
+
+@webhooks_app.command("retry")
+def webhooks_retry(
+    delivery_id: Annotated[
+        int, typer.Argument(metavar="ID", help="The delivery's id (`qualify webhooks deliveries`).")
+    ],
+    db: DbOption = None,
+) -> None:
+    """Queue a dead delivery again, due now, with a fresh set of attempts."""
+    from qualify.service.webhooks import retry_delivery
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        delivery = retry_delivery(uow, delivery_id)
+    out.print(f"Delivery {delivery.id} ({delivery.kind} → {delivery.url}) queued again; the worker sends it.")
 
 
 # --- models --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ its kind; the worker delivers them (qualify.service.webhooks). Kinds:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,9 +20,32 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from qualify.adapters import schema
+from qualify.domain.errors import InvalidInput
 
-KINDS = ("stage.changed", "lead.mql", "sla.breached", "score.crossed:<N>")
+STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, SCORE_CROSSED = "stage.changed", "lead.mql", "sla.breached", "score.crossed"
+KINDS = (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, f"{SCORE_CROSSED}:<N>")
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+STATUSES = (PENDING, DELIVERED, DEAD)
+
+
+def normalise_kind(kind: str) -> str:
+    """The kind as announcements spell it, or `InvalidInput` naming the kinds there are.
+
+    `score.crossed:50.0` becomes `score.crossed:50`: crossings are announced with the
+    threshold written by `format(t, "g")`, and a subscription must match that text exactly.
+    """
+    kind = kind.strip()
+    if kind in (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED):
+        return kind
+    name, _, threshold = kind.partition(":")
+    if name == SCORE_CROSSED and threshold:
+        try:
+            value = float(threshold)
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return f"{SCORE_CROSSED}:{value:g}"
+    raise InvalidInput(f"unknown kind {kind!r}; expected one of: {', '.join(KINDS)}", field="kinds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +108,7 @@ def score_crossings(
     crossed = sorted({t for sub in subscriptions for t in sub.thresholds if start < t <= after})
     return [
         Announcement(
-            f"score.crossed:{t:g}",
+            f"{SCORE_CROSSED}:{t:g}",
             {"lead": lead, "threshold": t, "before": before, "after": round(after, 4), "at": at.isoformat()},
         )
         for t in crossed

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
@@ -36,6 +36,11 @@ class LeadProfile:
     timeline: list[dict[str, Any]]
     events_total: int
     history: list[dict[str, Any]]
+    # Handoff: the owner sales gave the lead, the routing rule that chose them, and the SLA clock.
+    owner: str | None = None
+    owner_rule: str | None = None
+    owner_assigned_at: datetime | None = None
+    sla_due_at: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -121,6 +126,12 @@ def lead_profile(
         "as_of": now,
         "model_version": model.version,
     }
+    leads = schema.leads
+    handoff = conn.execute(
+        select(leads.c.owner, leads.c.owner_rule, leads.c.owner_assigned_at, leads.c.sla_due_at).where(
+            leads.c.id == record.id
+        )
+    ).one()
     return LeadProfile(
         lead_dict,
         account_dict,
@@ -132,6 +143,10 @@ def lead_profile(
         timeline,
         repo.count_events(conn, record.id),
         history,
+        owner=handoff.owner,
+        owner_rule=handoff.owner_rule,
+        owner_assigned_at=handoff.owner_assigned_at,
+        sla_due_at=handoff.sla_due_at,
     )
 
 
@@ -151,7 +166,8 @@ def _condense(parts: list[Contribution]) -> list[Contribution]:
 @dataclass
 class FunnelReport:
     """Counts per stage now, and from the stage history: how many reached each stage,
-    the conversion from each funnel stage to the next, and days spent in each stage."""
+    the conversion from each funnel stage to the next, days spent in each stage, and how
+    the MQLs' SLA clocks ended (`sla_compliance`)."""
 
     total_leads: int
     current: dict[str, int]
@@ -160,15 +176,20 @@ class FunnelReport:
     days_in_stage: dict[str, dict[str, float | int | None]]
     recycled: dict[str, int]
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    sla: dict[str, int | float | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def funnel(
-    uow: UnitOfWork, *, created_from: datetime | None = None, created_to: datetime | None = None
+    uow: UnitOfWork,
+    *,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    now: datetime | None = None,
 ) -> FunnelReport:
-    """The funnel of leads created in [created_from, created_to) (all leads by default)."""
+    """The funnel of leads created in [created_from, created_to) (all leads by default), as of `now`."""
     conn = uow.connection
     leads, history = schema.leads, schema.stage_history
     lead_query = select(leads.c.id, leads.c.stage)
@@ -240,6 +261,7 @@ def funnel(
         days_in_stage=days,
         recycled=dict(recycled) | dict(automatic),
         reasons={k: dict(v.most_common()) for k, v in reasons.items()},
+        sla=sla_compliance(uow, created_from=created_from, created_to=created_to, now=now or utcnow()),
     )
 
 
@@ -253,3 +275,66 @@ def _summary(values: list[float]) -> dict[str, float | int | None]:
         "median": round(statistics.median(ordered), 2),
         "p90": round(p90, 2),
     }
+
+
+SLA_OUTCOMES = ("met", "breached", "open", "stopped")
+
+
+def sla_compliance(
+    uow: UnitOfWork, *, now: datetime, created_from: datetime | None = None, created_to: datetime | None = None
+) -> dict[str, int | float | None]:
+    """How the SLA clocks of the leads created in [created_from, created_to) ended, as of `now`.
+
+    A clock is a lead's `sla_due_at` (the handoff sets one when a lead becomes MQL; a lead
+    that requalifies gets a new one), so each lead counts once, for its latest clock. Its MQL
+    stay is the last entry into `mql` at or before the due time; how the stay ended decides:
+
+    - `met`: a person moved the lead out of MQL (accept, reject, disqualify) by the due time;
+    - `breached`: the lead was still MQL at the due time (whatever happened after);
+    - `open`: still MQL, and the due time is still ahead;
+    - `stopped`: the lead left MQL before the due time without a person (decay-out, a
+      disqualify rule, a fast track to SQL): nobody had to answer.
+
+    `compliance` is met / (met + breached), or None when no clock has ended either way.
+    """
+    leads, history = schema.leads, schema.stage_history
+    clocked: list[ColumnElement[bool]] = [leads.c.sla_due_at.is_not(None)]
+    if created_from:
+        clocked.append(leads.c.created_at >= created_from)
+    if created_to:
+        clocked.append(leads.c.created_at < created_to)
+    clocks = {row.id: (row.stage, row.sla_due_at) for row in uow.connection.execute(
+        select(leads.c.id, leads.c.stage, leads.c.sla_due_at).where(*clocked)
+    )}  # fmt: skip
+    moves: dict[int, list[tuple[str, datetime, str]]] = defaultdict(list)
+    rows = uow.connection.execute(
+        select(history.c.lead_id, history.c.to_stage, history.c.at, history.c.actor)
+        .join(leads, leads.c.id == history.c.lead_id)
+        .where(*clocked)
+        .order_by(history.c.lead_id, history.c.at, history.c.id)
+    )
+    for lead_id, to_stage, at, actor in rows:
+        moves[lead_id].append((to_stage, at, actor))
+    outcomes = Counter(_sla_outcome(stage, due, moves[lead_id], now) for lead_id, (stage, due) in clocks.items())
+    decided = outcomes["met"] + outcomes["breached"]
+    return {
+        "clocks": len(clocks),
+        **{name: outcomes[name] for name in SLA_OUTCOMES},
+        "compliance": round(outcomes["met"] / decided, 4) if decided else None,
+    }
+
+
+def _sla_outcome(stage_now: str, due: datetime, moves: list[tuple[str, datetime, str]], now: datetime) -> str:
+    entries = [i for i, (to_stage, at, _) in enumerate(moves) if to_stage == Stage.MQL and at <= due]
+    entries = entries or [i for i, (to_stage, *_) in enumerate(moves) if to_stage == Stage.MQL]
+    if not entries:  # a clock without an MQL entry in the history: judge by the stage it is in
+        exit_move = None if stage_now == Stage.MQL else ("", due, "")
+    else:
+        following = moves[entries[-1] + 1 : entries[-1] + 2]
+        exit_move = following[0] if following else None
+    if exit_move is None:
+        return "open" if now < due else "breached"
+    _, left_at, actor = exit_move
+    if left_at > due:
+        return "breached"
+    return "met" if actor == Actor.USER else "stopped"

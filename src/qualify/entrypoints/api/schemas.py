@@ -168,6 +168,9 @@ class LeadProfileOut(BaseModel):
     timeline: list[dict[str, Any]]
     events_total: int
     history: list[dict[str, Any]]
+    owner_rule: str | None = Field(default=None, description="the routing rule that chose the owner, or why none")
+    owner_assigned_at: datetime | None = None
+    sla_due_at: datetime | None = Field(default=None, description="accept or reject the MQL by then")
 
 
 class StageActionIn(BaseModel):
@@ -212,3 +215,65 @@ class KeyOut(BaseModel):
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+
+
+# --- webhooks ----------------------------------------------------------------------------------------
+
+
+class WebhookIn(BaseModel):
+    """A subscription: where to POST which kinds of announcement (docs/webhooks.md)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://crm.example.com/hooks/qualify",
+                    "kinds": ["lead.mql", "sla.breached", "score.crossed:80"],
+                    "description": "CRM sync",
+                }
+            ]
+        },
+    )
+
+    url: str = Field(max_length=2000, description="http:// or https:// URL the deliveries are POSTed to")
+    kinds: list[str] = Field(
+        min_length=1,
+        max_length=50,
+        description="stage.changed, lead.mql, sla.breached, score.crossed:<N>",
+    )
+    secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=200,
+        description="signs deliveries; default: a random one, returned once",
+    )
+    description: str | None = Field(default=None, max_length=300)
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str
+    kinds: list[str]
+    description: str | None
+    active: bool
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="the signing secret: shown this once, keep it with the receiver")
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    subscription_id: int
+    url: str
+    kind: str
+    payload: dict[str, Any] = Field(description="the `data` of the delivered document")
+    created_at: datetime
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int = Field(description="attempts made since it was (re)queued")
+    next_attempt_at: datetime
+    last_status: int | None = Field(description="HTTP status of the last attempt; null without an answer")
+    last_error: str | None
+    delivered_at: datetime | None

@@ -1,0 +1,450 @@
+"""Webhooks: subscriptions, and delivery of the outbox with signatures, retries and dead letters.
+
+A delivery is a POST of JSON to the subscription's URL (docs/webhooks.md):
+
+    {"id": 42, "kind": "stage.changed", "created_at": "2026-03-02T09:00:00+00:00", "data": {...}}
+
+signed with the subscription's secret:
+
+    Qualify-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+    Qualify-Delivery: 42
+    Qualify-Kind: stage.changed
+
+>>> header = signature("s3cret-s3cret-s3cret", b'{"id":1}', 1767225600)
+>>> verify_signature("s3cret-s3cret-s3cret", b'{"id":1}', header, now=1767225630)
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import random
+import secrets
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import Connection, Row, select, update
+
+from qualify import __version__
+from qualify.adapters import schema
+from qualify.domain.errors import InvalidInput, NotFound
+from qualify.service.audit import record_audit
+from qualify.service.outbox import DEAD, DELIVERED, PENDING, STATUSES, normalise_kind
+from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
+from qualify.settings import Settings
+
+SIGNATURE_HEADER, DELIVERY_HEADER, KIND_HEADER = "Qualify-Signature", "Qualify-Delivery", "Qualify-Kind"
+SECRET_PREFIX = "whsec_"
+CLAIM_BATCH = 50  # deliveries claimed per short transaction
+MIN_RETRY_DELAY = 1.0  # seconds: full jitter may draw 0, and a retry must not come back in the same pass
+ERROR_TEXT = 300  # characters of a failure kept in `last_error`
+
+
+# --- subscriptions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSubscription:
+    """Where announcements of some kinds are sent (never shows the secret)."""
+
+    id: int
+    url: str
+    kinds: tuple[str, ...]
+    description: str | None
+    active: bool
+    created_at: datetime
+
+
+def _subscription(row: Row[Any]) -> WebhookSubscription:
+    return WebhookSubscription(row.id, row.url, tuple(row.kinds), row.description, row.active, row.created_at)
+
+
+def check_url(url: str) -> str:
+    """An absolute http(s) URL with a host, or `InvalidInput`."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+        raise InvalidInput(
+            f"{url!r} is not an http:// or https:// URL with a host (at most 2,000 characters)", field="url"
+        )
+    return url
+
+
+def check_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """The kinds, normalised, without repeats, in the order given; at least one."""
+    checked = tuple(dict.fromkeys(normalise_kind(k) for k in kinds))
+    if not checked:
+        raise InvalidInput("name at least one kind to subscribe to", field="kinds")
+    return checked
+
+
+def add_subscription(
+    uow: UnitOfWork,
+    url: str,
+    kinds: Iterable[str],
+    *,
+    secret: str | None = None,
+    description: str | None = None,
+    by: str = "cli",
+    key_id: str | None = None,
+    now: datetime | None = None,
+) -> tuple[WebhookSubscription, str]:
+    """Subscribe `url` to `kinds`; returns the subscription and its signing secret (made up if not given)."""
+    url, checked = check_url(url), check_kinds(kinds)
+    if secret is not None and not 16 <= len(secret) <= 200:
+        raise InvalidInput(
+            "a secret must be 16 to 200 characters long (leave it out to get a random one)", field="secret"
+        )
+    secret = secret if secret is not None else SECRET_PREFIX + secrets.token_urlsafe(32)
+    if description is not None and len(description) > 300:
+        raise InvalidInput("at most 300 characters", field="description")
+    now = now or utcnow()
+    subs = schema.webhook_subscriptions
+    new_id = uow.connection.execute(
+        subs.insert()
+        .values(url=url, secret=secret, kinds=list(checked), description=description, active=True, created_at=now)
+        .returning(subs.c.id)
+    ).scalar_one()
+    record_audit(
+        uow,
+        actor=by,
+        key_id=key_id,
+        action="webhook.add",
+        target=str(new_id),
+        at=now,
+        details={"url": url, "kinds": list(checked)},
+    )
+    return WebhookSubscription(new_id, url, checked, description, True, now), secret
+
+
+def list_subscriptions(uow: UnitOfWork) -> list[WebhookSubscription]:
+    """The active subscriptions, oldest first."""
+    subs = schema.webhook_subscriptions
+    rows = uow.connection.execute(select(subs).where(subs.c.active).order_by(subs.c.id))
+    return [_subscription(row) for row in rows]
+
+
+def remove_subscription(
+    uow: UnitOfWork, subscription_id: int, *, by: str = "cli", key_id: str | None = None, now: datetime | None = None
+) -> int:
+    """Stop a subscription; its pending deliveries become dead. Returns how many were pending.
+
+    The row stays (inactive) because its deliveries point at it and stay listed.
+    """
+    subs, deliveries = schema.webhook_subscriptions, schema.webhook_deliveries
+    now = now or utcnow()
+    done = uow.connection.execute(update(subs).where(subs.c.id == subscription_id, subs.c.active).values(active=False))
+    if done.rowcount == 0:
+        raise NotFound(f"no active webhook subscription {subscription_id}")
+    given_up = uow.connection.execute(
+        update(deliveries)
+        .where(deliveries.c.subscription_id == subscription_id, deliveries.c.status == PENDING)
+        .values(status=DEAD, last_error="subscription removed")
+    ).rowcount
+    record_audit(
+        uow, actor=by, key_id=key_id, action="webhook.remove", target=str(subscription_id), at=now,
+        details={"pending_given_up": given_up},
+    )  # fmt: skip
+    return int(given_up)
+
+
+# --- deliveries: reading and re-queueing ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryInfo:
+    """One row of the outbox as an operator sees it."""
+
+    id: int
+    subscription_id: int
+    url: str
+    kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+def _delivery_query() -> Any:
+    d, s = schema.webhook_deliveries, schema.webhook_subscriptions
+    return select(
+        d.c.id, d.c.subscription_id, s.c.url, d.c.kind, d.c.payload, d.c.created_at, d.c.status, d.c.attempts,
+        d.c.next_attempt_at, d.c.last_status, d.c.last_error, d.c.delivered_at,
+    ).join(s, s.c.id == d.c.subscription_id)  # fmt: skip
+
+
+def list_deliveries(
+    uow: UnitOfWork,
+    *,
+    status: str | None = None,
+    subscription_id: int | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[DeliveryInfo]:
+    """Deliveries, newest first; page with `before_id` (the smallest id of the previous page)."""
+    d = schema.webhook_deliveries
+    statement = _delivery_query().order_by(d.c.id.desc()).limit(limit)
+    if status is not None:
+        if status not in STATUSES:
+            raise InvalidInput(f"unknown status {status!r}; expected one of: {', '.join(STATUSES)}", field="status")
+        statement = statement.where(d.c.status == status)
+    if subscription_id is not None:
+        statement = statement.where(d.c.subscription_id == subscription_id)
+    if before_id is not None:
+        statement = statement.where(d.c.id < before_id)
+    return [DeliveryInfo(*row) for row in uow.connection.execute(statement)]
+
+
+def retry_delivery(
+    uow: UnitOfWork, delivery_id: int, *, by: str = "cli", key_id: str | None = None, now: datetime | None = None
+) -> DeliveryInfo:
+    """Queue a dead (or pending) delivery again, due now, with a fresh set of attempts."""
+    d, s = schema.webhook_deliveries, schema.webhook_subscriptions
+    now = now or utcnow()
+    row = uow.connection.execute(
+        select(d.c.status, s.c.active).join(s, s.c.id == d.c.subscription_id).where(d.c.id == delivery_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"no webhook delivery {delivery_id}")
+    if row.status == DELIVERED:
+        raise InvalidInput(
+            f"delivery {delivery_id} was delivered already; only dead or pending ones can be retried", field="id"
+        )
+    if not row.active:
+        raise InvalidInput(f"the subscription of delivery {delivery_id} was removed; add it again first", field="id")
+    uow.connection.execute(
+        update(d).where(d.c.id == delivery_id).values(status=PENDING, attempts=0, next_attempt_at=now)
+    )
+    record_audit(uow, actor=by, key_id=key_id, action="webhook.retry", target=str(delivery_id), at=now)
+    return DeliveryInfo(*uow.connection.execute(_delivery_query().where(d.c.id == delivery_id)).one())
+
+
+# --- signatures ------------------------------------------------------------------------------------
+
+
+def signature(secret: str, body: bytes, timestamp: int) -> str:
+    """The `Qualify-Signature` header value for `body` sent at `timestamp` (unix seconds)."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify_signature(
+    secret: str, body: bytes, header: str, *, now: float | None = None, tolerance: float = 300
+) -> bool:
+    """Whether `header` signs `body` with `secret`, made within `tolerance` seconds of `now`."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = signature(secret, body, timestamp).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+# --- the retry schedule ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: after failure n, wait uniform(0, min(cap, base·2^(n-1)))."""
+
+    max_attempts: int = 8
+    base: float = 10.0
+    cap: float = 3600.0
+    timeout: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """The policy of `QUALIFY_WEBHOOK_*` (docs/configuration.md)."""
+        return cls(
+            settings.webhook_max_attempts,
+            settings.webhook_backoff_base,
+            settings.webhook_backoff_cap,
+            settings.webhook_timeout,
+        )
+
+    def ceiling(self, failures: int) -> float:
+        """The longest wait after the `failures`-th failed attempt."""
+        return min(self.cap, self.base * 2.0 ** min(failures - 1, 60))
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        # Full jitter spreads the retries of many deliveries that failed together (a receiver
+        # that was down) over the whole window instead of sending them back as one wave.
+        return max(MIN_RETRY_DELAY, rng.uniform(0, self.ceiling(failures)))
+
+
+# --- delivery --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """A due delivery this worker holds a lease on, with what it needs to send it."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int
+    url: str
+    secret: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt came to: delivered or not, the HTTP status if any, and why it failed."""
+
+    delivered: bool
+    status: int | None
+    error: str | None
+
+
+@dataclass(slots=True)
+class DeliverySummary:
+    """What one round of delivery did."""
+
+    delivered: int = 0
+    failed: int = 0  # failed, to be retried
+    dead: int = 0  # failed for the last time
+
+
+def claim_due(conn: Connection, now: datetime, *, limit: int, lease: float) -> list[ClaimedDelivery]:
+    """Take up to `limit` due deliveries by moving their next attempt `lease` seconds ahead.
+
+    Until the lease runs out no other worker sees them as due; a worker killed mid-send loses
+    its lease and the delivery is sent again (at least once). On PostgreSQL rows another worker
+    is claiming are skipped, not waited for; SQLite serialises writers, and the claim is a single
+    UPDATE, so it takes the write lock before it reads.
+    """
+    d, s = schema.webhook_deliveries, schema.webhook_subscriptions
+    due = (
+        select(d.c.id)
+        .where(d.c.status == PENDING, d.c.next_attempt_at <= now)
+        .order_by(d.c.next_attempt_at, d.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    until = now + timedelta(seconds=lease)
+    ids = conn.execute(update(d).where(d.c.id.in_(due)).values(next_attempt_at=until).returning(d.c.id)).scalars().all()
+    if not ids:
+        return []
+    rows = conn.execute(
+        select(d.c.id, d.c.kind, d.c.payload, d.c.created_at, d.c.attempts, s.c.url, s.c.secret, s.c.active)
+        .join(s, s.c.id == d.c.subscription_id)
+        .where(d.c.id.in_(ids))
+        .order_by(d.c.id)
+    )
+    return [ClaimedDelivery(*row) for row in rows]
+
+
+def delivery_body(claim: ClaimedDelivery) -> bytes:
+    """The JSON document sent: what the signature covers, byte for byte."""
+    document = {"id": claim.id, "kind": claim.kind, "created_at": claim.created_at.isoformat(), "data": claim.payload}
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def send(client: httpx.Client, claim: ClaimedDelivery) -> Outcome:
+    """POST one delivery; any 2xx is delivered, anything else (3xx included) a failure with its reason."""
+    if not claim.active:
+        return Outcome(False, None, "subscription removed")
+    body = delivery_body(claim)
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: signature(claim.secret, body, int(time.time())),
+        DELIVERY_HEADER: str(claim.id),
+        KIND_HEADER: claim.kind,
+    }
+    try:
+        with client.stream("POST", claim.url, content=body, headers=headers) as response:
+            if 200 <= response.status_code < 300:
+                return Outcome(True, response.status_code, None)
+            return Outcome(False, response.status_code, _http_error(response))
+    except httpx.TimeoutException as error:
+        return Outcome(False, None, f"timeout ({type(error).__name__})")
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as error:
+        return Outcome(False, None, f"{type(error).__name__}: {error}"[:ERROR_TEXT])
+
+
+def _http_error(response: httpx.Response) -> str:
+    """`HTTP 500 Internal Server Error: <start of the body>`, reading no more than needed."""
+    start = b""
+    for chunk in response.iter_bytes():
+        start += chunk
+        if len(start) >= ERROR_TEXT:
+            break
+    text = start.decode("utf-8", "replace").strip()
+    return f"HTTP {response.status_code} {response.reason_phrase}{': ' + text if text else ''}"[:ERROR_TEXT]
+
+
+def record_outcome(
+    conn: Connection, claim: ClaimedDelivery, outcome: Outcome, now: datetime, policy: RetryPolicy, rng: random.Random
+) -> str:
+    """Write the attempt's result; returns the delivery's new status."""
+    attempts = claim.attempts + 1
+    values: dict[str, Any] = {"attempts": attempts, "last_status": outcome.status, "last_error": outcome.error}
+    if outcome.delivered:
+        values.update(status=DELIVERED, delivered_at=now)
+    elif attempts >= policy.max_attempts or not claim.active:
+        values.update(status=DEAD)
+    else:
+        values.update(next_attempt_at=now + timedelta(seconds=policy.delay(attempts, rng)))
+    d = schema.webhook_deliveries
+    conn.execute(update(d).where(d.c.id == claim.id, d.c.status == PENDING).values(**values))
+    return str(values.get("status", PENDING))
+
+
+def deliver_due(
+    workspace: Workspace,
+    now: datetime,
+    *,
+    client: httpx.Client,
+    policy: RetryPolicy,
+    rng: random.Random,
+    concurrency: int = 4,
+) -> DeliverySummary:
+    """Send every delivery due at `now`, `concurrency` at a time, each result in its own transaction."""
+    summary = DeliverySummary()
+    # A lease outlasts the slowest batch: every send of it timing out, one wave after another.
+    lease = policy.timeout * 2 * math.ceil(CLAIM_BATCH / concurrency) + 60
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="qualify-webhook") as pool:
+        while True:
+            with workspace.unit_of_work() as uow:
+                claims = claim_due(uow.connection, now, limit=CLAIM_BATCH, lease=lease)
+            sending = {pool.submit(send, client, claim): claim for claim in claims}
+            for future in as_completed(sending):
+                with workspace.unit_of_work() as uow:
+                    status = record_outcome(uow.connection, sending[future], future.result(), now, policy, rng)
+                _count(summary, status)
+            if len(claims) < CLAIM_BATCH:
+                return summary
+
+
+def _count(summary: DeliverySummary, status: str) -> None:
+    if status == DELIVERED:
+        summary.delivered += 1
+    elif status == DEAD:
+        summary.dead += 1
+    else:
+        summary.failed += 1
+
+
+def new_client(policy: RetryPolicy) -> httpx.Client:
+    """The HTTP client deliveries go out with: no redirects followed, a timeout on every phase."""
+    return httpx.Client(
+        timeout=policy.timeout, follow_redirects=False, headers={"User-Agent": f"Qualify-Webhooks/{__version__}"}
+    )

@@ -1,0 +1,269 @@
+"""The background worker: decay-out sweeps, SLA timers and webhook delivery, in passes.
+
+One pass, in this order:
+
+1. **decay-out**: every MQL whose engagement fell below the floor is moved to nurture at the
+   instant it crossed it, with history and announcements, as if a timer had run all along;
+2. **SLA**: every MQL still in `mql` past its `sla_due_at` gets its breach recorded once
+   (`leads.sla_breached_at`, an audit entry `sla.breached`) and announced (`sla.breached`);
+3. **webhooks**: every delivery due is sent, retried later, or given up as dead.
+
+Decay-out comes first so that an MQL that had decayed out before its due time is not counted
+as a breach; delivery comes last so announcements written by this pass leave in it.
+`Worker.run` repeats passes until told to stop; `stop_on_signals` makes SIGTERM and SIGINT do
+that after the pass in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from types import FrameType, TracebackType
+from typing import Any
+
+import httpx
+from sqlalchemy import Connection, Row, select, update
+
+from qualify.adapters import repository as repo
+from qualify.adapters import schema
+from qualify.adapters.repository import LeadRecord
+from qualify.domain.engagement import DAY
+from qualify.domain.lifecycle import Stage
+from qualify.service import outbox, webhooks
+from qualify.service.audit import record_audit
+from qualify.service.batch import LeadBatch, lead_key
+from qualify.service.unit_of_work import Workspace, utcnow
+
+log = logging.getLogger(__name__)
+
+CHUNK = 500  # leads per transaction in the sweeps: short transactions, bounded memory
+SLA_ACTOR = "sla timer"
+
+
+@dataclass(slots=True)
+class PassSummary:
+    """What one pass did."""
+
+    at: datetime
+    decayed: int = 0
+    sla_breaches: int = 0
+    delivered: int = 0
+    retrying: int = 0
+    dead: int = 0
+
+    @property
+    def busy(self) -> bool:
+        return any((self.decayed, self.sla_breaches, self.delivered, self.retrying, self.dead))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- decay-out ---------------------------------------------------------------------------------------
+
+
+def sweep_decay(workspace: Workspace, now: datetime, *, chunk: int = CHUNK) -> int:
+    """Run the decay-out timer of every MQL up to `now`; return how many were moved to nurture.
+
+    Only MQLs that have been MQL for `min_days_in_mql` can decay out, so only those are read,
+    `chunk` at a time, each chunk in its own unit of work.
+    """
+    moved, after_id = 0, 0
+    while True:
+        with workspace.unit_of_work() as uow:
+            model = uow.active_model()
+            if model.policy.decay_out_floor is None:
+                return moved
+            entered_before = now - timedelta(seconds=model.policy.min_days_in_mql * DAY)
+            records = _mqls_entered_before(uow.connection, entered_before, after_id, chunk)
+            batch = LeadBatch(uow, model, now)
+            for record in records:
+                batch.remember(record)
+                moves = batch.evaluator.run_timers(record.state, now.timestamp())
+                if moves:
+                    batch.record_moves(record, moves)
+                    moved += 1
+            if batch.history:
+                batch.flush()
+        if len(records) < chunk:
+            return moved
+        after_id = records[-1].id or after_id
+
+
+def _mqls_entered_before(conn: Connection, entered_before: datetime, after_id: int, limit: int) -> list[LeadRecord]:
+    leads = schema.leads
+    statement = (
+        select(leads)
+        .where(
+            leads.c.stage == Stage.MQL.value,
+            leads.c.stage_entered_at <= entered_before,
+            leads.c.erased_at.is_(None),
+            leads.c.id > after_id,
+        )
+        .order_by(leads.c.id)
+        .limit(limit)
+        # A lead another transaction is scoring is skipped, not waited for: that use case runs
+        # the same timer itself before applying its event.
+        .with_for_update(skip_locked=True)
+    )
+    return [repo.lead_from_row(row) for row in conn.execute(statement)]
+
+
+# --- the SLA timer -----------------------------------------------------------------------------------
+
+
+def record_sla_breaches(workspace: Workspace, now: datetime, *, chunk: int = CHUNK) -> int:
+    """Record and announce, once each, the MQLs whose SLA ran out by `now`; return how many."""
+    recorded = 0
+    while True:
+        with workspace.unit_of_work() as uow:
+            overdue = _overdue_mqls(uow.connection, now, chunk)
+            announcements = []
+            for row in overdue:
+                announcements.append(_record_breach(uow.connection, row, now))
+                record_audit(
+                    uow,
+                    actor=SLA_ACTOR,
+                    action="sla.breached",
+                    target=lead_key(row.email, row.external_id),
+                    at=now,
+                    details={"lead_id": row.id, "due_at": row.sla_due_at.isoformat(), "owner": row.owner},
+                )
+            outbox.enqueue(uow.connection, announcements, now)
+        recorded += len(overdue)
+        if len(overdue) < chunk:
+            return recorded
+
+
+def _overdue_mqls(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
+    leads = schema.leads
+    statement = (
+        select(
+            leads.c.id,
+            leads.c.email,
+            leads.c.external_id,
+            leads.c.owner,
+            leads.c.stage_entered_at,
+            leads.c.sla_due_at,
+        )
+        .where(
+            leads.c.stage == Stage.MQL.value,
+            leads.c.sla_due_at <= now,
+            leads.c.sla_breached_at.is_(None),
+            leads.c.erased_at.is_(None),
+        )
+        .order_by(leads.c.sla_due_at, leads.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # two workers never record the same breach
+    )
+    return list(conn.execute(statement))
+
+
+def _record_breach(conn: Connection, row: Row[Any], now: datetime) -> outbox.Announcement:
+    leads = schema.leads
+    conn.execute(update(leads).where(leads.c.id == row.id).values(sla_breached_at=now))
+    return outbox.Announcement(
+        outbox.SLA_BREACHED,
+        {
+            "lead": {"id": row.id, "email": row.email, "external_id": row.external_id},
+            "owner": row.owner,
+            "mql_at": row.stage_entered_at.isoformat(),
+            "due_at": row.sla_due_at.isoformat(),
+            "recorded_at": now.isoformat(),
+        },
+    )
+
+
+# --- the worker --------------------------------------------------------------------------------------
+
+
+class Worker:
+    """Runs passes over one workspace; `clock`, `rng` and `client` are seams for tests.
+
+    >>> with Worker(workspace) as worker:  # doctest: +SKIP
+    ...     worker.run_once()
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        client: httpx.Client | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.workspace = workspace
+        self.policy = webhooks.RetryPolicy.from_settings(workspace.settings)
+        self.client = client or webhooks.new_client(self.policy)
+        self._owns_client = client is None
+        self.rng = rng or random.Random()
+        self.clock = clock
+
+    def run_once(self, now: datetime | None = None) -> PassSummary:
+        """One pass at `now` (default: the clock): decay-out, SLA, then webhook delivery."""
+        now = now or self.clock()
+        summary = PassSummary(now)
+        summary.decayed = sweep_decay(self.workspace, now)
+        summary.sla_breaches = record_sla_breaches(self.workspace, now)
+        sent = webhooks.deliver_due(
+            self.workspace,
+            now,
+            client=self.client,
+            policy=self.policy,
+            rng=self.rng,
+            concurrency=self.workspace.settings.webhook_concurrency,
+        )
+        summary.delivered, summary.retrying, summary.dead = sent.delivered, sent.failed, sent.dead
+        return summary
+
+    def run(
+        self, stop: threading.Event, *, interval: float, on_pass: Callable[[PassSummary], None] | None = None
+    ) -> int:
+        """Pass after pass, `interval` seconds apart, until `stop` is set; return how many passes ran."""
+        passes = 0
+        while not stop.is_set():
+            try:
+                summary = self.run_once()
+            except Exception:
+                # A daemon outlives a database restart or a bad model: say so, and try again next pass.
+                log.exception("worker pass failed; trying again in %g s", interval)
+            else:
+                if on_pass is not None:
+                    on_pass(summary)
+            passes += 1
+            stop.wait(interval)
+        return passes
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set `stop`, so the loop ends after the pass in progress; a second one interrupts."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("signal %d: stopping after this pass", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
