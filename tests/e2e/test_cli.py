@@ -197,3 +197,34 @@ def test_a_bad_setting_in_the_environment_is_one_clear_line(tmp_path: Path) -> N
     result = qualify("init", "--db", f"sqlite:///{tmp_path / 'x.db'}", env={"QUALIFY_BATCH_SIZE": "many"})
     assert result.returncode == 2
     assert "QUALIFY_BATCH_SIZE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_merge_export_and_erase_from_the_command_line(db: str) -> None:
+    from qualify.domain.records import Lead, make_event
+    from qualify.service.events import ingest_events
+    from qualify.service.leads import upsert_leads
+    from qualify.service.unit_of_work import open_workspace
+    from qualify.settings import Settings
+
+    ws = open_workspace(Settings(database_url=db))
+    with ws.unit_of_work() as uow:
+        upsert_leads(uow, [Lead(email="jane@acme.com"), Lead(email="jd@acme.com", title="CMO")])
+        ingest_events(uow, [make_event("x1", "email_open", datetime_now(), email="jd@acme.com")])
+    ws.close()
+    code, out, err = invoke("merge", "jane@acme.com", "jd@acme.com", "--by", "ana", "--json", "--db", db)
+    assert code == 0, err
+    assert json.loads(out) == {"kept": "jane@acme.com", "merged": "jd@acme.com", "events_moved": 1}
+    code, out, _ = invoke("export", "jd@acme.com", "--db", db)
+    exported = json.loads(out)
+    assert exported["lead"]["title"] == "CMO" and [e["event_id"] for e in exported["events"]] == ["x1"]
+    code, _, err = invoke("erase", "jane@acme.com", "--by", "dpo", "--db", db)
+    assert code == 2 and "--yes" in err
+    code, out, _ = invoke("erase", "jane@acme.com", "--by", "dpo", "--yes", "--db", db)
+    assert code == 0 and "Erased lead #" in out
+    assert invoke("lead", "jane@acme.com", "--db", db)[0] == 2
+
+
+def datetime_now():  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,22 @@
+"""The `qualify` command line. Every command calls one use case; output is a table or `--json`.
+
+The commands live in modules by subject; importing them registers them on `app`, in the
+order `qualify --help` lists them.
+"""
+
+# isort: off
+from qualify.entrypoints.cli import workspace  # noqa: F401 - registers init, demo
+from qualify.entrypoints.cli import reading  # noqa: F401 - import, score, leads, lead, funnel, stage
+from qualify.entrypoints.cli import lead_admin  # noqa: F401 - merge, export, erase
+from qualify.entrypoints.cli import service  # noqa: F401 - serve, keys, worker, webhooks
+from qualify.entrypoints.cli import models  # noqa: F401 - model validate, activate, show
+
+# isort: on
+from qualify.entrypoints.cli.base import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

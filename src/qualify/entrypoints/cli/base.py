@@ -1,0 +1,159 @@
+"""What every command shares: the Typer apps, consoles, options, error handling and output."""
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from qualify.domain.errors import ModelError, QualifyError
+from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.settings import Settings
+
+app = typer.Typer(
+    name="qualify",
+    help="Qualify: lead qualification that explains itself. Fit, engagement and the funnel, from a scoring model in YAML.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Validate, activate and show scoring models.", no_args_is_help=True)
+stage_app = typer.Typer(
+    help="Stage actions by people: accept, reject, disqualify, open-opportunity, win, lose, advocate.",
+    no_args_is_help=True,
+)
+app.add_typer(model_app, name="model")
+app.add_typer(stage_app, name="stage")
+
+out = Console()
+err = Console(stderr=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="QUALIFY_DATABASE_URL",
+        help="Database URL (sqlite:///path.db or postgresql+psycopg://…). Default: sqlite:///qualify.db.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (see docs/json-output.md).")]
+
+
+def _settings(db: str | None) -> Settings:
+    try:
+        return Settings(database_url=db) if db else Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"QUALIFY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+        )
+        _fail(f"bad setting in the environment: {problems} (see docs/configuration.md)")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Errors a user can act on become one clear message and exit code 2, never a traceback."""
+    try:
+        yield
+    except ModelError as error:
+        _fail(error.render())
+    except QualifyError as error:
+        _fail(str(error))
+    except FileNotFoundError as error:
+        _fail(f"no such file: {error.filename}")
+
+
+@contextmanager
+def _workspace(db: str | None, *, create: bool = False) -> Iterator[Workspace]:
+    with _errors():
+        workspace = open_workspace(_settings(db), create=create)
+        try:
+            yield workspace
+        finally:
+            workspace.close()
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@contextmanager
+def _progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar on the terminal; silent when stderr is not one or output is JSON."""
+    if not enabled or not err.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _show_funnel(report: Any) -> None:
+    table = Table(
+        "stage",
+        "now",
+        "ever reached",
+        "conversion to next",
+        "median days",
+        "p90 days",
+        title=f"Funnel of {report.total_leads:,} leads",
+    )
+    rates = {c["from"]: c for c in report.conversion}
+    for stage, count in report.current.items():
+        days = report.days_in_stage.get(stage, {})
+        rate = rates.get(stage)
+        shown = f"{rate['rate']:.1%} → {rate['to']}" if rate and rate["rate"] is not None else ""
+        median, p90 = days.get("median"), days.get("p90")
+        table.add_row(
+            stage,
+            f"{count:,}",
+            f"{report.reached.get(stage, 0):,}",
+            shown,
+            "" if median is None else f"{median:.1f}",
+            "" if p90 is None else f"{p90:.1f}",
+        )
+    out.print(table)
+    if report.recycled:
+        out.print(
+            f"Nurture loop: {report.recycled.get('nurtured', 0):,} leads nurtured, {report.recycled.get('requalified', 0):,} requalifications to MQL."
+        )
+    sla = report.sla
+    if sla.get("clocks"):
+        compliance = (
+            "" if sla["compliance"] is None else f"; compliance {sla['compliance']:.1%} (met / (met + breached))"
+        )
+        out.print(
+            f"SLA clocks of MQLs: {sla['clocks']:,} ({sla['met']:,} met, {sla['breached']:,} breached, "
+            f"{sla['open']:,} open, {sla['stopped']:,} stopped){compliance}.",
+            soft_wrap=True,
+        )

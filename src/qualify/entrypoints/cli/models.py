@@ -1,0 +1,123 @@
+"""Commands on scoring models: validate, activate, show."""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from qualify.domain.errors import ModelError
+from qualify.domain.model_loader import load_model
+from qualify.entrypoints.cli.base import (
+    DbOption,
+    JsonOption,
+    _errors,
+    _fail,
+    _print_json,
+    _progress,
+    _workspace,
+    model_app,
+    out,
+)
+
+# --- models --------------------------------------------------------------------------------------
+
+
+@model_app.command("validate")
+def model_validate(
+    path: Annotated[Path, typer.Argument(help="The scoring model YAML file.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Check a scoring model; every problem is printed with its line and field."""
+    try:
+        scoring = load_model(path.read_text(encoding="utf-8"), str(path))
+    except FileNotFoundError:
+        _fail(f"no such file: {path}")
+    except ModelError as error:
+        if as_json:
+            _print_json({"valid": False, "problems": [p.as_dict() for p in error.problems]})
+            raise typer.Exit(1) from None
+        _fail(error.render(), 1)
+    summary = {
+        "valid": True,
+        "name": scoring.name,
+        "version": scoring.version,
+        "personas": [p.name for p in scoring.fit.personas],
+        "engagement_rules": len(scoring.engagement_rules),
+        "disqualify_rules": len(scoring.disqualify),
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    out.print(
+        f"{path}: valid. {scoring.name} ({scoring.version}): {len(scoring.fit.personas)} personas, {len(scoring.engagement_rules)} engagement rules, {len(scoring.disqualify)} disqualify rules."
+    )
+
+
+@model_app.command("activate")
+def model_activate(
+    path: Annotated[Path, typer.Argument(help="The scoring model YAML file.")],
+    db: DbOption = None,
+    rescore: Annotated[
+        bool, typer.Option("--rescore/--no-rescore", help="Rescore every lead with the new model right away.")
+    ] = True,
+) -> None:
+    """Validate a scoring model, store it as a version and make it the active one."""
+    from qualify.service.models import activate_model
+    from qualify.service.scoring import rescore_all
+
+    with _workspace(db) as workspace:
+        with _errors():
+            document = path.read_text(encoding="utf-8")
+        with workspace.unit_of_work() as uow:
+            scoring, changed = activate_model(uow, document, str(path))
+        if not changed:
+            out.print(f"{scoring.name} ({scoring.version}) is already the active model.")
+            return
+        out.print(f"Activated {scoring.name} ({scoring.version}).")
+        if rescore:
+            with _progress("Rescoring leads") as progress:
+                summary = rescore_all(workspace, progress=progress)
+            out.print(f"Rescored {summary.leads:,} leads; {summary.moves:,} stage changes.")
+
+
+@model_app.command("show")
+def model_show(
+    history: Annotated[
+        bool, typer.Option("--history", help="List every stored version instead of the active document.")
+    ] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the active scoring model's YAML (or, with --history, every version)."""
+    from qualify.service.models import active_document, model_history
+
+    with _workspace(db) as workspace, workspace.unit_of_work() as uow, _errors():
+        versions = model_history(uow)
+        version, document = active_document(uow)
+    if as_json:
+        _print_json(
+            {
+                "active": version,
+                "document": document,
+                "versions": [
+                    vars(v) if not hasattr(v, "__slots__") else {s: getattr(v, s) for s in v.__slots__}
+                    for v in versions
+                ],
+            }
+        )
+        return
+    if history:
+        table = Table("version", "name", "created", "activated", "active")
+        for v in versions:
+            table.add_row(
+                v.version,
+                v.name,
+                f"{v.created_at:%Y-%m-%d %H:%M}",
+                f"{v.activated_at:%Y-%m-%d %H:%M}" if v.activated_at else "",
+                "yes" if v.active else "",
+            )
+        out.print(table)
+        return
+    sys.stdout.write(f"# active model version {version}\n{document}")

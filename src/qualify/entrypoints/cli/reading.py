@@ -1,0 +1,296 @@
+"""Commands on leads: import, score, leads, lead, funnel, and people's stage actions."""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from qualify.domain.lifecycle import REASON_CODES, STAGE_ACTIONS
+from qualify.entrypoints.cli.base import (
+    DbOption,
+    JsonOption,
+    _errors,
+    _fail,
+    _print_json,
+    _progress,
+    _show_funnel,
+    _workspace,
+    app,
+    out,
+    stage_app,
+)
+
+# --- import & scoring -----------------------------------------------------------------------------
+
+
+class ImportKind(StrEnum):
+    leads = "leads"
+    accounts = "accounts"
+    events = "events"
+
+
+@app.command("import")
+def import_(
+    kind: Annotated[ImportKind, typer.Argument(help="What the file holds: leads, accounts or events.")],
+    path: Annotated[Path, typer.Argument(help="A .csv, .tsv, .jsonl/.ndjson or .parquet file.")],
+    mapping: Annotated[
+        Path | None,
+        typer.Option("--mapping", help="Mapping YAML: columns to fields, value maps, types (docs/import.md)."),
+    ] = None,
+    rejects: Annotated[
+        Path | None,
+        typer.Option("--rejects", help="Where to write rejected rows. Default: FILE.rejects.csv beside the input."),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size", min=1, max=100_000, help="Rows per transaction (default: QUALIFY_BATCH_SIZE or 1000)."
+        ),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import leads, accounts or events; bad rows go to a rejects file, good ones are kept.
+
+    Re-importing the same file changes nothing: leads are upserted by email or external id,
+    accounts by domain, events are idempotent by event_id.
+    """
+    from qualify.service.import_mapping import load_mapping
+    from qualify.service.importing import import_file
+
+    with _workspace(db) as workspace:
+        if not path.is_file():
+            _fail(f"no such file: {path}")
+        spec = load_mapping(mapping) if mapping else None
+        size = batch_size or workspace.settings.batch_size
+        with _progress(f"Importing {kind.value}", not as_json) as progress:
+            summary = import_file(
+                workspace, kind.value, path, mapping=spec, rejects_path=rejects, progress=progress, batch_size=size
+            )
+    if as_json:
+        _print_json(summary.as_dict())
+        return
+    data = summary.as_dict()
+    counts = ", ".join(
+        f"{k} {data[k]:,}"
+        for k in ("created", "updated", "unchanged", "accepted", "duplicate", "rejected")
+        if data.get(k)
+    )
+    out.print(f"{path}: {data['rows_read']:,} rows read; {counts or 'nothing to do'}.")
+    if data.get("rejects_path"):
+        out.print(f"[yellow]Rejected rows, with line, field and reason:[/] {data['rejects_path']}")
+
+
+@app.command()
+def score(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Rescore every lead with the active model (fit, engagement from its events, then the stage policy)."""
+    from qualify.service.scoring import rescore_all
+
+    with _workspace(db) as workspace, _progress("Scoring leads", not as_json) as progress:
+        summary = rescore_all(workspace, progress=progress)
+    if as_json:
+        _print_json(vars(summary))
+        return
+    out.print(
+        f"Scored {summary.leads:,} leads from {summary.events:,} events with model {summary.model_version}; {summary.moves:,} stage changes."
+    )
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+class SortKey(StrEnum):
+    score = "score"
+    fit = "fit"
+    engagement = "engagement"
+    created = "created"
+    updated = "updated"
+
+
+@app.command()
+def leads(
+    stage: Annotated[
+        str | None,
+        typer.Option(
+            help="Only leads in this stage (lead, mql, sql, opportunity, customer, evangelist, nurture, disqualified)."
+        ),
+    ] = None,
+    grade: Annotated[str | None, typer.Option(help="Only this fit grade (A–D).")] = None,
+    persona: Annotated[str | None, typer.Option(help="Only leads whose best persona is this one.")] = None,
+    sort: Annotated[
+        SortKey, typer.Option(help="score (fit + engagement), fit, engagement, created, updated.")
+    ] = SortKey.score,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List leads, best first, with their stage, grade, persona and scores (as last scored)."""
+    from qualify.service.lead_list import LeadFilter, list_leads
+
+    with _workspace(db) as workspace, workspace.unit_of_work() as uow, _errors():
+        rows = list_leads(
+            uow, LeadFilter(stage=stage, grade=grade, persona=persona, sort=sort.value, limit=limit, offset=offset)
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("lead", "name", "title", "account", "stage", "grade", "fit", "engagement", "score", "persona")
+    for r in rows:
+        name = " ".join(p for p in (r["first_name"], r["last_name"]) if p)
+        table.add_row(
+            r["email"] or f"ext:{r['external_id']}",
+            name,
+            r["title"] or "",
+            r["account"] or "",
+            r["stage"],
+            r["fit_grade"],
+            f"{r['fit_score']:.0f}",
+            f"{r['engagement_score']:.1f}",
+            f"{r['score']:.1f}",
+            r["persona"] or "",
+        )
+    out.print(table)
+    if not rows:
+        out.print("No leads match.")
+
+
+@app.command()
+def lead(
+    key: Annotated[str, typer.Argument(help="The lead's email, external id, or #id.")],
+    events: Annotated[int, typer.Option("--events", min=0, max=1000, help="Timeline events per page.")] = 20,
+    page: Annotated[int, typer.Option("--page", min=1, help="Timeline page, newest first.")] = 1,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One lead: profile, scores with their explanation, timeline and stage history."""
+    from qualify.service.queries import lead_profile
+
+    with _workspace(db) as workspace, workspace.unit_of_work() as uow, _errors():
+        profile = lead_profile(uow, key, timeline_limit=events, timeline_offset=(page - 1) * events)
+    if as_json:
+        _print_json(profile.as_dict())
+        return
+    _show_profile(profile, page, events)
+
+
+def _show_profile(profile: Any, page: int, per_page: int) -> None:
+    lead, scores = profile.lead, profile.scores
+    name = " ".join(p for p in (lead["first_name"], lead["last_name"]) if p) or (lead["email"] or lead["external_id"])
+    out.print(f"[bold]{name}[/] <{lead['email'] or 'no email'}> {lead['title'] or ''}".rstrip())
+    if profile.account:
+        a = profile.account
+        out.print(
+            f"  {a['name'] or a['domain']} · {a['industry'] or 'industry ?'} · {a['employees'] or '?'} employees · {a['country'] or '?'}"
+        )
+    out.print(f"  stage [bold]{profile.stage}[/] since {profile.stage_entered_at:%Y-%m-%d %H:%M} UTC")
+    if profile.owner or profile.owner_rule:
+        since = f" since {profile.owner_assigned_at:%Y-%m-%d %H:%M} UTC" if profile.owner_assigned_at else ""
+        due = f", SLA due {profile.sla_due_at:%Y-%m-%d %H:%M} UTC" if profile.sla_due_at else ""
+        out.print(
+            f"  owner {profile.owner or '(none)'} ({profile.owner_rule}){since}{due}", highlight=False, markup=False
+        )
+    out.print(
+        f"\n[bold]Fit {scores['fit']:.0f} (grade {scores['grade']}, persona {scores['persona']})[/]"
+        f"   [bold]Engagement {scores['engagement']:.1f}[/] as of {scores['as_of']:%Y-%m-%d %H:%M} UTC, model {scores['model_version']}"
+    )
+    for title, parts in (("fit", profile.fit_explanation), ("engagement", profile.engagement_explanation)):
+        out.print(f"  why this {title}:")
+        for part in parts or []:
+            out.print(f"    {part.render()}", highlight=False, markup=False)
+        if not parts:
+            out.print("    (nothing yet)")
+    out.print(f"\n[bold]Timeline[/] (page {page}, {per_page} per page, {profile.events_total} events in all)")
+    for e in profile.timeline:
+        detail = ", ".join(f"{k}={v}" for k, v in list(e["properties"].items())[:3])
+        out.print(
+            f"  {e['occurred_at']:%Y-%m-%d %H:%M}  {e['type']:<18} {e['points']:+6.1f}  {detail}",
+            highlight=False,
+            markup=False,
+        )
+    out.print("\n[bold]Stage history[/]")
+    for h in profile.history:
+        why = f" — {h['reason']}" if h["reason"] else ""
+        note = f" ({h['note']})" if h["note"] else ""
+        out.print(
+            f"  {h['at']:%Y-%m-%d %H:%M}  {h['from'] or '·'} → {h['to']}  by {h['actor']} {h['by']}{why}{note}",
+            highlight=False,
+            markup=False,
+        )
+
+
+@app.command("funnel")
+def funnel_(
+    created_from: Annotated[
+        datetime | None, typer.Option("--from", help="Only leads created on or after this date (UTC).")
+    ] = None,
+    created_to: Annotated[
+        datetime | None, typer.Option("--to", help="Only leads created before this date (UTC).")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Counts per stage, stage-to-stage conversion and days spent per stage, from the stage history."""
+    from qualify.service.queries import funnel
+
+    with _workspace(db) as workspace, workspace.unit_of_work() as uow:
+        report = funnel(uow, created_from=_utc(created_from), created_to=_utc(created_to))
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    _show_funnel(report)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# --- stage actions ---------------------------------------------------------------------------------
+
+
+def _stage_command(action: str) -> None:
+    spec = STAGE_ACTIONS[action]
+    reason_help = f"Reason code{' (required)' if spec.needs_reason else ''}: {', '.join(REASON_CODES)}."
+
+    def command(
+        lead_key: Annotated[str, typer.Argument(metavar="LEAD", help="The lead's email, external id, or #id.")],
+        by: Annotated[str, typer.Option("--by", help="Who acts (a person's name or user id).")],
+        reason: Annotated[str | None, typer.Option("--reason", help=reason_help)] = None,
+        note: Annotated[str | None, typer.Option("--note", help="Free text kept with the stage change.")] = None,
+        at: Annotated[
+            datetime | None, typer.Option("--at", help="When it happened (default: now). UTC unless a zone is given.")
+        ] = None,
+        db: DbOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        from qualify.service.stages import apply_stage_action
+
+        with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+            change = apply_stage_action(uow, lead_key, action, by=by, reason=reason, note=note, at=_utc(at))
+        if as_json:
+            _print_json(
+                {
+                    "lead": change.lead,
+                    "action": action,
+                    "from": change.from_stage,
+                    "to": change.to_stage,
+                    "at": change.at,
+                    "timer_moves": [{"from": f, "to": t, "reason": r} for f, t, r in change.timer_moves],
+                }
+            )
+            return
+        for f, t, r in change.timer_moves:
+            out.print(f"[yellow]first, {f.value} → {t.value}: {r}[/]")
+        out.print(f"{change.lead}: {change.from_stage.value} → [bold]{change.to_stage.value}[/] ({action} by {by}).")
+
+    command.__doc__ = f"{spec.summary[0].upper()}{spec.summary[1:]}."
+    stage_app.command(action)(command)
+
+
+for _action in STAGE_ACTIONS:
+    _stage_command(_action)

@@ -1,0 +1,289 @@
+"""Commands of the service: serve, keys, worker, webhooks."""
+
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from qualify.entrypoints.cli.base import (
+    DbOption,
+    JsonOption,
+    _errors,
+    _print_json,
+    _settings,
+    _workspace,
+    app,
+    err,
+    out,
+)
+
+# --- the service -----------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes (each its own connection pool).")] = 1,
+    db: DbOption = None,
+) -> None:
+    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs) on the workspace."""
+    import os
+
+    import uvicorn
+
+    settings = _settings(db)
+    with _workspace(settings.database_url):
+        pass  # refuse to start on a missing workspace, with the usual message
+    # Worker processes build their own app from the environment, so the URL travels there.
+    os.environ["QUALIFY_DATABASE_URL"] = settings.database_url
+    uvicorn.run(
+        "qualify.entrypoints.api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info"
+    )
+
+
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what uses the key, e.g. 'website-tracker' or 'ana.ruiz'.")],
+    role: Annotated[
+        str, typer.Option("--role", help="admin, marketing, sales or ingest (docs/api.md lists what each may do).")
+    ],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an API key; the key is printed once and only its hash is stored."""
+    from qualify.service.keys import create_key
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        token, info = create_key(uow, name, role)
+    if as_json:
+        _print_json({"key": token, "key_id": info.key_id, "name": info.name, "role": info.role})
+        return
+    out.print(f"Created {info.role} key {info.key_id} for {info.name}. Keep it now, it is not shown again:")
+    sys.stdout.write(token + "\n")
+
+
+@keys_app.command("list")
+def keys_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List keys: id, name, role, created, last used, revoked (never the secret)."""
+    from qualify.service.keys import list_keys
+
+    with _workspace(db) as workspace, workspace.unit_of_work() as uow:
+        keys = list_keys(uow)
+    if as_json:
+        _print_json([{s: getattr(k, s) for s in k.__slots__} for k in keys])
+        return
+    table = Table("key id", "name", "role", "created", "last used", "revoked")
+    for k in keys:
+        table.add_row(
+            k.key_id,
+            k.name,
+            k.role,
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id shown by `qualify keys list`.")], db: DbOption = None
+) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    from qualify.service.keys import revoke_key
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        revoke_key(uow, key_id)
+    out.print(f"Revoked {key_id}.")
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Run one pass and exit, instead of looping.")] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            "--interval", min=0.1, max=3600, help="Seconds between passes (default: QUALIFY_WORKER_INTERVAL or 5)."
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Run the background work: decay-out sweeps, SLA timers and webhook delivery (docs/webhooks.md).
+
+    Loops until SIGTERM or Ctrl-C, which stop it after the pass in progress.
+    """
+    import logging
+    import threading
+
+    from sqlalchemy.engine import make_url
+
+    from qualify.service.worker import PassSummary, Worker, stop_on_signals
+
+    def show(summary: PassSummary) -> None:
+        if summary.busy or once:
+            out.print(
+                f"{summary.at:%Y-%m-%d %H:%M:%S} decayed out {summary.decayed}, SLA breaches {summary.sla_breaches}, "
+                f"delivered {summary.delivered}, retrying {summary.retrying}, dead {summary.dead}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("qualify").setLevel(logging.INFO)
+    with _workspace(db) as workspace, Worker(workspace) as running:
+        if once:
+            with _errors():
+                show(running.run_once())
+            return
+        every = interval or workspace.settings.worker_interval
+        stop = threading.Event()
+        with stop_on_signals(stop):  # before saying so, so a signal right after the message is handled
+            err.print(
+                f"Worker on {make_url(workspace.settings.database_url).render_as_string(hide_password=True)}: "
+                f"a pass every {every:g} s; Ctrl-C or SIGTERM stops it.",
+                soft_wrap=True,
+                highlight=False,
+            )
+            passes = running.run(stop, interval=every, on_pass=show)
+        err.print(f"Worker stopped after {passes:,} passes.", highlight=False)
+
+
+webhooks_app = typer.Typer(
+    help="Webhook subscriptions and their deliveries: add, list, remove, deliveries, retry.", no_args_is_help=True
+)
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    url: Annotated[str, typer.Argument(help="Where deliveries are POSTed: an http:// or https:// URL.")],
+    kind: Annotated[
+        list[str],
+        typer.Option(
+            "--kind", help="An announcement kind: stage.changed, lead.mql, sla.breached, score.crossed:<N>. Repeatable."
+        ),
+    ],
+    secret: Annotated[
+        str | None, typer.Option("--secret", help="Signing secret, 16 to 200 characters (default: a random one).")
+    ] = None,
+    description: Annotated[str | None, typer.Option("--description", help="What the receiver is.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Subscribe a URL to kinds of announcement; the signing secret is printed once."""
+    from qualify.service.webhooks import add_subscription
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        subscription, signing = add_subscription(uow, url, kind, secret=secret, description=description)
+    if as_json:
+        _print_json({**_webhook_dict(subscription), "secret": signing})
+        return
+    out.print(
+        f"Subscription {subscription.id}: {', '.join(subscription.kinds)} → {subscription.url}. "
+        "Signing secret (keep it with the receiver; it is not shown again):",
+        highlight=False,
+    )
+    sys.stdout.write(signing + "\n")
+
+
+def _webhook_dict(subscription: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {**asdict(subscription), "kinds": list(subscription.kinds)}
+
+
+@webhooks_app.command("list")
+def webhooks_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List the active subscriptions: id, URL, kinds, description, created (never the secret)."""
+    from qualify.service.webhooks import list_subscriptions
+
+    with _workspace(db) as workspace, workspace.unit_of_work() as uow:
+        subscriptions = list_subscriptions(uow)
+    if as_json:
+        _print_json([_webhook_dict(s) for s in subscriptions])
+        return
+    table = Table("id", "url", "kinds", "description", "created")
+    for s in subscriptions:
+        table.add_row(str(s.id), s.url, ", ".join(s.kinds), s.description or "", f"{s.created_at:%Y-%m-%d %H:%M}")
+    out.print(table)
+    if not subscriptions:
+        out.print("No subscriptions: add one with `qualify webhooks add URL --kind KIND`.")
+
+
+@webhooks_app.command("remove")
+def webhooks_remove(
+    subscription_id: Annotated[
+        int, typer.Argument(metavar="ID", help="The subscription's id (`qualify webhooks list`).")
+    ],
+    db: DbOption = None,
+) -> None:
+    """Remove a subscription: nothing more is sent to it; its pending deliveries become dead."""
+    from qualify.service.webhooks import remove_subscription
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        given_up = remove_subscription(uow, subscription_id)
+    out.print(f"Removed subscription {subscription_id}; {given_up:,} pending deliveries given up.")
+
+
+class DeliveryStatus(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    dead = "dead"
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    status: Annotated[
+        DeliveryStatus | None, typer.Option("--status", help="Only pending, delivered or dead deliveries.")
+    ] = None,
+    subscription: Annotated[int | None, typer.Option("--subscription", help="Only this subscription's.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many, newest first.")] = 20,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List deliveries, newest first, with attempts, the next attempt and the last error."""
+    from dataclasses import asdict
+
+    from qualify.service.webhooks import list_deliveries
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        found = list_deliveries(uow, status=status.value if status else None, subscription_id=subscription, limit=limit)
+    if as_json:
+        _print_json([asdict(d) for d in found])
+        return
+    table = Table("id", "sub", "kind", "created", "status", "attempts", "next attempt", "last error")
+    for d in found:
+        table.add_row(
+            str(d.id),
+            str(d.subscription_id),
+            d.kind,
+            f"{d.created_at:%Y-%m-%d %H:%M:%S}",
+            d.status,
+            str(d.attempts),
+            f"{d.next_attempt_at:%Y-%m-%d %H:%M:%S}" if d.status == "pending" else "",
+            escape(d.last_error or ""),
+        )
+    out.print(table)
+
+
+@webhooks_app.command("retry")
+def webhooks_retry(
+    delivery_id: Annotated[
+        int, typer.Argument(metavar="ID", help="The delivery's id (`qualify webhooks deliveries`).")
+    ],
+    db: DbOption = None,
+) -> None:
+    """Queue a dead delivery again, due now, with a fresh set of attempts."""
+    from qualify.service.webhooks import retry_delivery
+
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        delivery = retry_delivery(uow, delivery_id)
+    out.print(f"Delivery {delivery.id} ({delivery.kind} → {delivery.url}) queued again; the worker sends it.")

@@ -1,0 +1,101 @@
+"""Commands that make a workspace: init, and demo (a workspace with a synthetic world in it)."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qualify.domain.errors import QualifyError
+from qualify.domain.model_loader import default_model_text
+from qualify.entrypoints.cli.base import (
+    DbOption,
+    JsonOption,
+    _errors,
+    _print_json,
+    _progress,
+    _show_funnel,
+    _workspace,
+    app,
+    out,
+)
+
+# --- workspace ----------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    db: DbOption = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Scoring model YAML to activate instead of the default.")
+    ] = None,
+) -> None:
+    """Create (or upgrade) a workspace; activate the default scoring model if none is active yet.
+
+    On an existing workspace the active model is kept unless --model names another one.
+    """
+    from qualify.service.models import activate_model, active_document
+
+    with _workspace(db, create=True) as workspace, workspace.unit_of_work() as uow, _errors():
+        if model is None:
+            try:
+                version, _ = active_document(uow)
+            except QualifyError:
+                version = None
+            if version is not None:
+                current = uow.active_model()
+                out.print(
+                    f"Workspace ready at {workspace.settings.database_url}; active scoring model kept: {current.name} ({version})."
+                )
+                return
+        document = model.read_text(encoding="utf-8") if model else default_model_text()
+        scoring, changed = activate_model(uow, document, str(model) if model else "default_model.yaml")
+    verb = "activated" if changed else "already active:"
+    out.print(
+        f"Workspace ready at {workspace.settings.database_url}; scoring model {verb} {scoring.name} ({scoring.version})."
+    )
+
+
+@app.command()
+def demo(
+    db: Annotated[
+        str, typer.Option("--db", help="Where to build the demo world (replaced if it exists).")
+    ] = "sqlite:///qualify-demo.db",
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed builds the same world.")] = 7,
+    leads: Annotated[int, typer.Option(min=10, max=1_000_000, help="How many leads.")] = 2000,
+    days: Annotated[int, typer.Option(min=7, max=3650, help="How many days of history, ending today.")] = 180,
+    as_json: JsonOption = False,
+) -> None:
+    """Build a realistic synthetic B2B world, score it, and print its funnel."""
+    from qualify.demo.world import build_demo
+    from qualify.service.models import activate_model
+    from qualify.service.queries import funnel
+
+    _reset_sqlite(db)
+    with _workspace(db, create=True) as workspace:
+        with workspace.unit_of_work() as uow:
+            activate_model(uow, default_model_text(), "default_model.yaml")
+        with _progress("Building the demo world", not as_json) as progress:
+            summary = build_demo(workspace, seed=seed, leads=leads, days=days, progress=progress)
+        with workspace.unit_of_work() as uow:
+            report = funnel(uow)
+    if as_json:
+        _print_json({"demo": summary.as_dict(), "funnel": report.as_dict(), "database_url": db})
+        return
+    out.print(
+        f"Demo world in {db}: {summary.accounts:,} accounts, {summary.leads:,} leads, {summary.events:,} events, "
+        f"{summary.stage_actions:,} sales decisions ({summary.seconds:.1f} s)."
+    )
+    _show_funnel(report)
+    out.print(
+        "Next: [bold]qualify leads --db " + db + " --stage mql[/] or [bold]qualify lead --db " + db + " <email>[/]"
+    )
+
+
+def _reset_sqlite(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    with _errors():
+        parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        for suffix in ("", "-wal", "-shm"):
+            Path(parsed.database + suffix).unlink(missing_ok=True)
