@@ -224,3 +224,20 @@ def test_merge_export_and_erase_over_http(api: Any) -> None:
     assert client.delete("/v1/leads/jane@acme.com", headers=keys["marketing"]).status_code == 403
     assert client.delete("/v1/leads/jane@acme.com", headers=keys["admin"]).status_code == 204
     assert client.get("/v1/leads/jane@acme.com", headers=keys["sales"]).status_code == 404
+
+
+def test_every_request_body_in_the_openapi_document_has_an_example(api: Any) -> None:
+    client, _ = api
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            body = operation.get("requestBody")
+            if body is None:
+                continue
+            media = body["content"]["application/json"]
+            ref = media["schema"].get("$ref") or next(
+                (s.get("$ref") for s in media["schema"].get("anyOf", []) if "$ref" in s), None
+            )
+            has = "examples" in media or (ref is not None and "examples" in schemas[ref.rsplit("/", 1)[1]])
+            assert has, f"{method.upper()} {path} has no request example"

@@ -20,22 +20,21 @@ class Problem(BaseModel):
     field: str | None = None
 
 
+EVENT_EXAMPLE: dict[str, Any] = {
+    "event_id": "web-7f3a9c",
+    "type": "content_download",
+    "occurred_at": "2026-11-20T14:27:00Z",
+    "email": "jane.doe@acme.com",
+    "properties": {"content_id": "pricing-guide", "title": "Pricing guide"},
+}
+
+
 class EventIn(BaseModel):
     """One event. The lead is named by `email` or `external_id`; `event_id` makes it idempotent."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "event_id": "web-7f3a9c",
-                    "type": "content_download",
-                    "occurred_at": "2026-11-20T14:27:00Z",
-                    "email": "jane.doe@acme.com",
-                    "properties": {"content_id": "pricing-guide", "title": "Pricing guide"},
-                }
-            ]
-        },
+        json_schema_extra={"examples": [EVENT_EXAMPLE]},
     )
 
     event_id: str = Field(min_length=1, max_length=200)
@@ -63,7 +62,14 @@ class IngestResponse(BaseModel):
 
 
 class AccountIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"domain": "acme.com", "name": "Acme", "industry": "software", "employees": 800, "country": "US"}
+            ]
+        },
+    )
 
     domain: str = Field(max_length=253)
     name: str | None = Field(default=None, max_length=300)
@@ -196,7 +202,12 @@ class StageChangeOut(BaseModel):
 
 
 class ModelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"document": "name: my-model\nfit:\n  personas: …  # the whole YAML, as text\n"}]
+        },
+    )
 
     document: str = Field(description="the scoring model as YAML text", max_length=1_000_000)
 

@@ -14,7 +14,7 @@ from qualify.domain.errors import InvalidInput
 from qualify.domain.records import Event, make_event
 from qualify.entrypoints.api.deps import Ingester, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge
-from qualify.entrypoints.api.schemas import MAX_BATCH, EventIn, EventResult, IngestResponse
+from qualify.entrypoints.api.schemas import EVENT_EXAMPLE, MAX_BATCH, EventIn, EventResult, IngestResponse
 from qualify.service.events import ingest_events
 from qualify.service.keys import Identity
 from qualify.service.unit_of_work import Workspace, retrying
@@ -36,6 +36,16 @@ _BODY_SCHEMA = {
 }
 
 
+_ONE = EVENT_EXAMPLE
+_BODY_EXAMPLES = {
+    "one": {"summary": "one event", "value": _ONE},
+    "batch": {
+        "summary": "a batch (up to 10,000)",
+        "value": [_ONE, {**_ONE, "event_id": "web-7f3aa0", "type": "page_view", "properties": {"url": "/pricing"}}],
+    },
+}
+
+
 @router.post(
     "/events",
     response_model=IngestResponse,
@@ -43,7 +53,10 @@ _BODY_SCHEMA = {
     responses=PROBLEM_RESPONSES,
     openapi_extra={
         **permission_doc(Permission.INGEST),
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}},
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _BODY_SCHEMA, "examples": _BODY_EXAMPLES}},
+        },
     },
 )
 async def post_events(request: Request, workspace: WorkspaceDep, caller: Ingester) -> IngestResponse:
