@@ -214,7 +214,7 @@ def test_merge_export_and_erase_from_the_command_line(db: str) -> None:
     code, out, err = invoke("merge", "jane@acme.com", "jd@acme.com", "--by", "ana", "--json", "--db", db)
     assert code == 0, err
     assert json.loads(out) == {"kept": "jane@acme.com", "merged": "jd@acme.com", "events_moved": 1}
-    code, out, _ = invoke("export", "jd@acme.com", "--db", db)
+    code, out, _ = invoke("export", "lead", "jd@acme.com", "--db", db)
     exported = json.loads(out)
     assert exported["lead"]["title"] == "CMO" and [e["event_id"] for e in exported["events"]] == ["x1"]
     code, _, err = invoke("erase", "jane@acme.com", "--by", "dpo", "--db", db)
@@ -228,3 +228,46 @@ def datetime_now():  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def test_export_parquet_writes_every_table_and_events_by_day(db: str, tmp_path: Path) -> None:
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from qualify.domain.records import Lead, make_event
+    from qualify.service.events import ingest_events
+    from qualify.service.leads import upsert_leads
+    from qualify.service.unit_of_work import open_workspace
+    from qualify.settings import Settings
+
+    ws = open_workspace(Settings(database_url=db))
+    start = datetime_now()
+    with ws.unit_of_work() as uow:
+        upsert_leads(uow, [Lead(email="jane@acme.com", attributes={"budget": 50000, "vip": True})])
+        ingest_events(
+            uow,
+            [
+                make_event(
+                    f"x{i}",
+                    "page_view",
+                    start.replace(day=1, month=1).replace(day=1 + i),
+                    email="jane@acme.com",
+                    properties={"url": "/pricing", "n": i},
+                )
+                for i in range(3)
+            ],
+        )
+    ws.close()
+    code, out, err = invoke("export", "parquet", str(tmp_path / "out"), "--json", "--db", db)
+    assert code == 0, err
+    manifest = json.loads(out)
+    assert manifest["counts"]["events"] == 3 and manifest["counts"]["leads"] == 1
+    events = ds.dataset(tmp_path / "out" / "events", partitioning="hive").to_table()
+    assert sorted(set(events.column("date").to_pylist())) == sorted({f"{start.year}-01-0{1 + i}" for i in range(3)})
+    assert dict(events.column("properties").to_pylist()[0])["url"] == "/pricing"
+    leads = pq.read_table(tmp_path / "out" / "leads.parquet").to_pylist()
+    assert dict(leads[0]["attributes"]) == {"budget": "50000", "vip": "true"}
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("mine")
+    code, _, err = invoke("export", "parquet", str(tmp_path / "other"), "--db", db)
+    assert code == 2 and "holds no Qualify export" in err and (tmp_path / "other" / "keep.txt").exists()

@@ -1,10 +1,21 @@
-"""Commands for duplicates and personal data: merge, export, erase."""
+"""Commands for duplicates, personal data and exports: merge, export lead|parquet, erase."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from qualify.entrypoints.cli.base import DbOption, JsonOption, _errors, _fail, _print_json, _workspace, app, out
+from qualify.entrypoints.cli.base import (
+    DbOption,
+    JsonOption,
+    _errors,
+    _fail,
+    _print_json,
+    _progress,
+    _workspace,
+    app,
+    out,
+)
 
 
 @app.command()
@@ -26,8 +37,14 @@ def merge(
     out.print(f"Merged {result.merged} into {result.kept}: {result.events_moved:,} events moved.")
 
 
-@app.command()
-def export(
+export_app = typer.Typer(
+    help="Export: one person's data as JSON, or the whole workspace as Parquet.", no_args_is_help=True
+)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("lead")
+def export_lead_command(
     key: Annotated[str, typer.Argument(help="The lead: email, external id or #id.")],
     db: DbOption = None,
 ) -> None:
@@ -37,6 +54,30 @@ def export(
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         document = export_lead(uow, key)
     _print_json(document)
+
+
+@export_app.command("parquet")
+def export_parquet_command(
+    directory: Annotated[Path, typer.Argument(help="Where to write the export (replaced if it holds an earlier one).")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write accounts, leads, stage history and events (partitioned by day) as Parquet files."""
+    from qualify.service.export import export_workspace
+
+    with _workspace(db) as workspace, _errors(), _progress("Exporting events", not as_json) as progress:
+        try:
+            manifest = export_workspace(workspace, directory, progress=progress)
+        except FileExistsError as error:
+            _fail(str(error))
+    if as_json:
+        _print_json(manifest)
+        return
+    counts = manifest["counts"]
+    out.print(
+        f"Exported to {directory}: {counts['accounts']:,} accounts, {counts['leads']:,} leads, "
+        f"{counts['events']:,} events, {counts['stage_history']:,} stage changes."
+    )
 
 
 @app.command()

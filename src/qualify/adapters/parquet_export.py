@@ -1,0 +1,153 @@
+"""Export the store to Parquet, so the batch side can run where the data is.
+
+Layout of an export directory:
+
+    manifest.json                      counts, time of export, active model version
+    accounts.parquet
+    leads.parquet
+    stage_history.parquet
+    events/date=YYYY-MM-DD/part-N.parquet    partitioned by the UTC day the event occurred
+
+Times are UTC timestamps (microseconds). `attributes` and `properties` are maps of text to text
+(numbers as written, booleans as true/false, nested values as JSON), which every engine reads;
+`awards` is a list of (rule, points).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import Connection, Table, func, select
+
+from qualify.adapters import schema
+
+CHUNK = 50_000
+TEXT_MAP = pa.map_(pa.string(), pa.string())
+TIME = pa.timestamp("us", tz="UTC")
+AWARDS = pa.list_(pa.struct([("rule", pa.string()), ("points", pa.float64())]))
+
+
+def as_text(value: Any) -> str | None:
+    """How one attribute or property value is written in a text map."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+def text_map(values: dict[str, Any] | None) -> list[tuple[str, str]]:
+    return [(str(k), text) for k, v in sorted((values or {}).items()) if (text := as_text(v)) is not None]
+
+
+def _arrow_type(column: Any) -> pa.DataType:
+    name = column.name
+    if name in ("attributes", "properties"):
+        return TEXT_MAP
+    if name == "awards":
+        return AWARDS
+    python = column.type.python_type if not isinstance(column.type, schema.UTCDateTime) else datetime
+    return {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string(), datetime: TIME}.get(
+        python, pa.string()
+    )
+
+
+def _convert(name: str, value: Any) -> Any:
+    if name in ("attributes", "properties"):
+        return text_map(value)
+    if name == "awards":
+        return [{"rule": rule, "points": float(points)} for rule, points in (value or [])]
+    return value
+
+
+def _batches(conn: Connection, table: Table, order: Any) -> Iterator[list[dict[str, Any]]]:
+    last = None
+    key = table.c.id if "id" in table.c else order
+    while True:
+        statement = select(table).order_by(key).limit(CHUNK)
+        if last is not None:
+            statement = statement.where(key > last)
+        rows = [dict(r._mapping) for r in conn.execute(statement)]
+        if not rows:
+            return
+        last = rows[-1][key.name]
+        yield rows
+
+
+def _arrow_schema(table: Table, extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
+    fields = [pa.field(c.name, _arrow_type(c)) for c in table.columns if c.name != "engagement_state"]
+    return pa.schema(fields + [pa.field(k, v) for k, v in (extra or {}).items()])
+
+
+def _to_arrow(rows: list[dict[str, Any]], arrow_schema: pa.Schema) -> pa.Table:
+    columns = {f.name: [_convert(f.name, r.get(f.name)) for r in rows] for f in arrow_schema}
+    return pa.table(columns, schema=arrow_schema)
+
+
+def _write_table(conn: Connection, table: Table, path: Path) -> int:
+    arrow_schema = _arrow_schema(table)
+    count = 0
+    with pq.ParquetWriter(path, arrow_schema) as writer:
+        for rows in _batches(conn, table, table.c.id):
+            writer.write_table(_to_arrow(rows, arrow_schema))
+            count += len(rows)
+    if count == 0:
+        pq.write_table(arrow_schema.empty_table(), path)
+    return count
+
+
+def _write_events(conn: Connection, root: Path, progress: Callable[[int, int], None] | None, total: int) -> int:
+    arrow_schema = _arrow_schema(schema.events)
+    count = 0
+    for part, rows in enumerate(_batches(conn, schema.events, schema.events.c.id)):
+        table = _to_arrow(rows, arrow_schema)
+        days = pa.array([r["occurred_at"].strftime("%Y-%m-%d") for r in rows], pa.string())
+        pq.write_to_dataset(
+            table.append_column("date", days),
+            root,
+            partition_cols=["date"],
+            basename_template=f"part-{part}-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+        )
+        count += len(rows)
+        if progress:
+            progress(count, total)
+    root.mkdir(parents=True, exist_ok=True)
+    return count
+
+
+def export_parquet(
+    conn: Connection,
+    directory: Path,
+    *,
+    model_version: str | None,
+    now: datetime,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write the store's accounts, leads, stage history and events under `directory` (replaced)."""
+    if directory.exists():
+        if not (directory / "manifest.json").exists() and any(directory.iterdir()):
+            raise FileExistsError(
+                f"{directory} exists, is not empty and holds no Qualify export: choose another directory"
+            )
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    total_events = int(conn.execute(select(func.count()).select_from(schema.events)).scalar_one())
+    counts = {
+        "accounts": _write_table(conn, schema.accounts, directory / "accounts.parquet"),
+        "leads": _write_table(conn, schema.leads, directory / "leads.parquet"),
+        "stage_history": _write_table(conn, schema.stage_history, directory / "stage_history.parquet"),
+        "events": _write_events(conn, directory / "events", progress, total_events),
+    }
+    manifest = {"exported_at": now.isoformat(), "model_version": model_version, "counts": counts, "format": 1}
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
