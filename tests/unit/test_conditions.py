@@ -153,3 +153,14 @@ def test_all_match_needs_every_condition_and_reads_missing_fields_as_missing() -
 )
 def test_conditions_describe_themselves_for_explanations(condition: Condition, text: str) -> None:
     assert condition.describe() == text
+
+
+def test_not_regex_holds_for_values_without_a_match_and_for_missing_ones() -> None:
+    import re
+
+    from qualify.domain.conditions import Condition
+
+    condition = Condition("url", "not_regex", "/(pricing|careers)", re.compile("/(pricing|careers)", re.IGNORECASE))
+    assert condition.test("/blog/post") and condition.test(None) and condition.test("  ")
+    assert not condition.test("/PRICING") and not condition.test("/careers/engineer")
+    assert condition.describe() == "url !~ /(pricing|careers)"

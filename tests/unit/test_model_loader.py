@@ -447,3 +447,15 @@ def test_problems_serialise_for_the_api() -> None:
         "field": "engagement.rules[0].points",
         "message": "must be a number, got a text",
     }
+
+
+@pytest.mark.parametrize("pattern", ["^(?!.*pricing)", "(?<=x)y", "(a)\\\\1", "(?P<n>x)"])
+def test_regexes_every_batch_engine_cannot_run_are_refused_with_a_way_out(pattern: str) -> None:
+    from qualify.domain.errors import ModelError
+    from qualify.domain.model_loader import default_model_text, load_model
+
+    text = default_model_text().replace('not_regex: "/(pricing|careers|jobs)"', f"regex: '{pattern}'")
+    with pytest.raises(ModelError) as caught:
+        load_model(text)
+    [problem] = caught.value.problems
+    assert problem.path.endswith("where.url.regex") and "not_regex" in problem.message

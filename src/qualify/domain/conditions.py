@@ -9,7 +9,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-OPERATORS = ("equals", "not_equals", "in", "not_in", "regex", "range", "exists")
+OPERATORS = ("equals", "not_equals", "in", "not_in", "regex", "not_regex", "range", "exists")
+# Operators that a missing value satisfies: "is not X" holds for nothing.
+NEGATIVE = ("not_equals", "not_in", "not_regex")
 
 
 def _fold(value: Any) -> Any:
@@ -50,7 +52,7 @@ class Condition:
             return _present(actual) is bool(self.value)
         if not _present(actual):
             # A missing value matches only the negative operators.
-            return op in ("not_equals", "not_in")
+            return op in NEGATIVE
         if op == "equals":
             return _equal(actual, self.value)
         if op == "not_equals":
@@ -59,9 +61,9 @@ class Condition:
             return any(_equal(actual, v) for v in self.value)
         if op == "not_in":
             return not any(_equal(actual, v) for v in self.value)
-        if op == "regex":
+        if op in ("regex", "not_regex"):
             assert self.pattern is not None
-            return self.pattern.search(str(actual)) is not None
+            return (self.pattern.search(str(actual)) is not None) is (op == "regex")
         if op == "range":
             number = _as_number(actual)
             if number is None:
@@ -81,7 +83,7 @@ class Condition:
         if self.op in ("in", "not_in"):
             shown = ", ".join(str(v) for v in self.value[:4]) + ("…" if len(self.value) > 4 else "")
             return f"{self.field} {'in' if self.op == 'in' else 'not in'} [{shown}]"
-        symbol = {"equals": "=", "not_equals": "≠", "regex": "~"}[self.op]
+        symbol = {"equals": "=", "not_equals": "≠", "regex": "~", "not_regex": "!~"}[self.op]
         return f"{self.field} {symbol} {self.value}"
 
 

@@ -36,6 +36,9 @@ LEAD_FIELDS = (*records.LEAD_FIELDS[:1], "email_domain", "is_free_mail", *record
 ACCOUNT_FIELDS = ("domain", *records.ACCOUNT_FIELDS)
 _ATTRIBUTE_FIELD = re.compile(r"(account\.)?attributes\.[A-Za-z0-9_][A-Za-z0-9_ .-]*")
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# The regular expressions of a model run in Python, DuckDB (RE2), PostgreSQL and Spark (Java):
+# their common ground has no look-around, no back-references and no Python-only group syntax.
+_UNPORTABLE_REGEX = re.compile(r"\(\?(?:=|!|<=|<!|P)|\\[1-9]|\(\?#")
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # What routing itself writes as the rule that chose an owner: a routing rule may not take these names.
@@ -180,7 +183,7 @@ class _Validator:
                 self.doc.problem(at, "must be a non-empty list")
                 return None
             return Condition(name, op, tuple(arg))
-        if op == "regex":
+        if op in ("regex", "not_regex"):
             if not isinstance(arg, str):
                 self.doc.problem(at, "must be a text")
                 return None
@@ -188,6 +191,14 @@ class _Validator:
                 pattern = re.compile(arg, re.IGNORECASE)
             except re.error as exc:
                 self.doc.problem(at, f"not a valid regular expression: {exc}")
+                return None
+            unportable = _UNPORTABLE_REGEX.search(arg)
+            if unportable:
+                self.doc.problem(
+                    at,
+                    f"{unportable.group(0)!r} (look-around, back-reference or Python-only syntax) is not understood by "
+                    "every engine the batch side runs on; rewrite it, e.g. with not_regex instead of (?!…)",
+                )
                 return None
             return Condition(name, op, arg, pattern)
         if op == "range":
