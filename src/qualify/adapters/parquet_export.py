@@ -121,7 +121,10 @@ def _write_events(conn: Connection, root: Path, progress: Callable[[int, int], N
         count += len(rows)
         if progress:
             progress(count, total)
-    root.mkdir(parents=True, exist_ok=True)
+    if count == 0:  # readers expect at least one file with the schema
+        empty = root / "date=1970-01-01"
+        empty.mkdir(parents=True, exist_ok=True)
+        pq.write_table(arrow_schema.empty_table(), empty / "part-empty.parquet")
     return count
 
 

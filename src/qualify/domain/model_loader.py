@@ -38,7 +38,27 @@ _ATTRIBUTE_FIELD = re.compile(r"(account\.)?attributes\.[A-Za-z0-9_][A-Za-z0-9_ 
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # The regular expressions of a model run in Python, DuckDB (RE2), PostgreSQL and Spark (Java):
 # their common ground has no look-around, no back-references and no Python-only group syntax.
+# Stored models keep loading whatever they hold; the batch side refuses what it cannot run.
 _UNPORTABLE_REGEX = re.compile(r"\(\?(?:=|!|<=|<!|P)|\\[1-9]|\(\?#")
+
+
+def batch_problems(model: ScoringModel) -> list[str]:
+    """What in `model` the batch engines cannot run the way Python does (empty: all of it runs)."""
+    conditions: list[tuple[str, Condition]] = [(f"fit rule {r.name}", c) for r in model.fit.rules for c in r.conditions]
+    conditions += [(f"fit rule {r.name}", c) for p in model.fit.personas for r in p.rules for c in r.conditions]
+    conditions += [(f"engagement rule {r.name}", c) for r in model.engagement_rules for c in r.where]
+    conditions += [(f"disqualify rule {r.name}", c) for r in model.disqualify for c in r.conditions]
+    out = []
+    for where, condition in conditions:
+        found = _UNPORTABLE_REGEX.search(str(condition.value)) if condition.op in ("regex", "not_regex") else None
+        if found:
+            out.append(
+                f"{where}: {condition.field} {condition.op} {condition.value!r} uses {found.group(0)!r} (look-around, "
+                "back-reference or Python-only syntax), which not every batch engine runs; e.g. write not_regex instead of (?!…)"
+            )
+    return out
+
+
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # What routing itself writes as the rule that chose an owner: a routing rule may not take these names.
@@ -191,14 +211,6 @@ class _Validator:
                 pattern = re.compile(arg, re.IGNORECASE)
             except re.error as exc:
                 self.doc.problem(at, f"not a valid regular expression: {exc}")
-                return None
-            unportable = _UNPORTABLE_REGEX.search(arg)
-            if unportable:
-                self.doc.problem(
-                    at,
-                    f"{unportable.group(0)!r} (look-around, back-reference or Python-only syntax) is not understood by "
-                    "every engine the batch side runs on; rewrite it, e.g. with not_regex instead of (?!…)",
-                )
                 return None
             return Condition(name, op, arg, pattern)
         if op == "range":

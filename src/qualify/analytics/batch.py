@@ -1,0 +1,199 @@
+"""The batch evaluator: every lead's fit and engagement as of any instant, as one query.
+
+It reproduces the online evaluator (domain/evaluator.py) for events that occurred up to the
+instant: awards with the per-day and total caps counted in application order (event id), each
+decayed to the instant with its rule's half-life. Fit is the best persona's bounded sum.
+Inputs are Ibis tables shaped like the Parquet export (adapters/parquet_export.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import ibis
+import ibis.expr.types as ir
+
+from qualify.analytics.conditions import condition_expr
+from qualify.domain.conditions import Condition
+from qualify.domain.errors import QualifyError
+from qualify.domain.fit import FIT_MAX
+from qualify.domain.model_loader import batch_problems
+from qualify.domain.records import FREE_MAIL_DOMAINS
+from qualify.domain.scoring_model import EngagementRule, ScoringModel
+
+DAY_SECONDS = 86_400.0
+_LEAD_COLUMNS = (
+    "email",
+    "external_id",
+    "first_name",
+    "last_name",
+    "title",
+    "seniority",
+    "department",
+    "country",
+    "source",
+    "channel",
+    "do_not_email",
+    "do_not_call",
+)
+_ACCOUNT_COLUMNS = ("domain", "name", "industry", "employees", "revenue", "country")
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The tables the batch side reads: leads, accounts and events of one workspace."""
+
+    leads: ir.Table
+    accounts: ir.Table
+    events: ir.Table
+
+
+def _as_text(value: ir.Value) -> ir.StringValue:
+    if value.type().is_boolean():
+        return value.ifelse("true", "false")
+    if value.type().is_floating():
+        # 200.0 reads as "200", as Python's str() of an int column would.
+        return ibis.ifelse(value == value.round(), value.cast("int64").cast("string"), value.cast("string"))
+    return value.cast("string")
+
+
+def _profile_text(profile: ir.Table, field: str) -> ir.StringValue:
+    """The text of one field of a lead's profile (lead and account columns, attribute maps)."""
+    if field.startswith("account.attributes."):
+        return profile.account_attributes[field.removeprefix("account.attributes.")]
+    if field.startswith("attributes."):
+        return profile.attributes[field.removeprefix("attributes.")]
+    if field.startswith("account."):
+        return _as_text(profile[f"account_{field.removeprefix('account.')}"])
+    if field == "email_domain":
+        return profile.email.re_extract("@(.*)$", 1).nullif("")
+    if field == "is_free_mail":
+        domain = profile.email.re_extract("@(.*)$", 1)
+        return ibis.ifelse(
+            profile.email.isnull(), ibis.null("string"), domain.isin(sorted(FREE_MAIL_DOMAINS)).ifelse("true", "false")
+        )
+    return _as_text(profile[field])
+
+
+def profiles(sources: Sources) -> ir.Table:
+    """Leads joined to their accounts, with account columns prefixed `account_`."""
+    leads, accounts = sources.leads, sources.accounts
+    renamed = accounts.select(
+        account_key=accounts.id,
+        **{f"account_{c}": accounts[c] for c in _ACCOUNT_COLUMNS},
+        account_attributes=accounts.attributes,
+    )
+    joined = leads.left_join(renamed, leads.account_id == renamed.account_key)
+    return joined.select(
+        "id", *_LEAD_COLUMNS, "attributes", *(f"account_{c}" for c in _ACCOUNT_COLUMNS), "account_attributes"
+    )
+
+
+def _all(profile: ir.Table, conditions: tuple[Condition, ...]) -> ir.BooleanValue:
+    return ibis.and_(*(condition_expr(c, _profile_text(profile, c.field)) for c in conditions))
+
+
+def fit_scores(model: ScoringModel, sources: Sources) -> ir.Table:
+    """lead_id, fit (0–100), grade (A–D) and persona: the best persona, the first on a tie.
+
+    Built in steps (rule points, then persona scores, then the best) so that each condition is
+    evaluated once per lead, not once for every place it is used.
+    """
+    profile = profiles(sources)
+    rules = [("shared", i, r) for i, r in enumerate(model.fit.rules)]
+    rules += [(f"p{p}", i, r) for p, persona in enumerate(model.fit.personas) for i, r in enumerate(persona.rules)]
+    points = profile.select(
+        "id", **{f"{group}_{i}": _all(profile, r.conditions).ifelse(r.points, 0.0) for group, i, r in rules}
+    )
+    shared = _sum([points[f"shared_{i}"] for i in range(len(model.fit.rules))])
+    persona_scores = {
+        f"score_{p}": (shared + _sum([points[f"p{p}_{i}"] for i in range(len(persona.rules))])).clip(
+            lower=0.0, upper=FIT_MAX
+        )
+        for p, persona in enumerate(model.fit.personas)
+    }
+    scored = points.select("id", **persona_scores)
+    columns = [scored[name] for name in persona_scores]
+    scored = scored.mutate(best=ibis.greatest(*columns) if len(columns) > 1 else columns[0])
+    persona = ibis.cases(
+        *((scored[f"score_{p}"] == scored.best, persona.name) for p, persona in enumerate(model.fit.personas)),
+        else_=ibis.null("string"),
+    )
+    bands = model.fit.grades
+    grade = ibis.cases(
+        (scored.best >= bands["A"], "A"), (scored.best >= bands["B"], "B"), (scored.best >= bands["C"], "C"), else_="D"
+    )
+    return scored.select(lead_id=scored.id, fit=scored.best, grade=grade, persona=persona)
+
+
+def _sum(values: list[ir.Value]) -> ir.FloatingValue:
+    total: ir.FloatingValue = ibis.literal(0.0)
+    for value in values:
+        total = total + value
+    return total
+
+
+def _rule_awards(rule: EngagementRule, events: ir.Table, as_of: datetime) -> ir.Table:
+    """This rule's award for each matching event up to `as_of`, after its caps, decayed to `as_of`."""
+    matches = events.filter(events.type.isin(list(rule.events)), events.occurred_at <= as_of)
+    for condition in rule.where:
+        matches = matches.filter(condition_expr(condition, matches.properties[condition.field]))
+    size = abs(rule.points)
+    matches = matches.mutate(award=ibis.literal(size, type="float64"), day=matches.occurred_at.date())
+    if rule.cap_per_day is not None:
+        upto = ibis.window(group_by=[matches.lead_id, matches.day], order_by=matches.id, preceding=None, following=0)
+        # Points this rule already gave this lead on this UTC day, in application order.
+        taken = matches.award.sum().over(upto) - matches.award
+        matches = matches.mutate(award=(rule.cap_per_day - taken).clip(lower=0.0, upper=size))
+    if rule.cap is not None:
+        upto_all = ibis.window(group_by=matches.lead_id, order_by=matches.id, preceding=None, following=0)
+        given = matches.award.sum().over(upto_all) - matches.award
+        matches = matches.mutate(award=(rule.cap - given).clip(lower=0.0, upper=matches.award))
+    sign = 1.0 if rule.points > 0 else -1.0
+    age_days = (ibis.literal(as_of).epoch_seconds() - matches.occurred_at.epoch_seconds()) / DAY_SECONDS
+    decay = 1.0 if rule.half_life_days is None else ibis.literal(2.0).pow(-age_days / rule.half_life_days)
+    return matches.filter(matches.award > 0).select(
+        lead_id=matches.lead_id,
+        event_id=matches.id,
+        occurred_at=matches.occurred_at,
+        rule=ibis.literal(rule.name),
+        points=matches.award * sign,
+        now=matches.award * sign * decay,
+    )
+
+
+def engagement_awards(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.Table | None:
+    """One row per award: lead_id, event_id, occurred_at, rule, points (undecayed), now (decayed)."""
+    parts = [_rule_awards(rule, sources.events, as_of) for rule in model.engagement_rules]
+    return ibis.union(*parts) if len(parts) > 1 else (parts[0] if parts else None)
+
+
+def engagement_scores(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.Table:
+    """lead_id and engagement as of `as_of`, for every lead (0 without awards)."""
+    leads = sources.leads.select(lead_id=sources.leads.id)
+    awards = engagement_awards(model, sources, as_of)
+    if awards is None:
+        return leads.mutate(engagement=ibis.literal(0.0))
+    totals = awards.group_by("lead_id").aggregate(engagement=awards.now.sum())
+    joined = leads.left_join(totals, leads.lead_id == totals.lead_id)
+    return joined.select(lead_id=leads.lead_id, engagement=totals.engagement.fill_null(0.0))
+
+
+class UnsupportedModel(QualifyError):
+    """A model the batch engines cannot run the way the online evaluator does."""
+
+
+def require_portable(model: ScoringModel) -> None:
+    problems = batch_problems(model)
+    if problems:
+        raise UnsupportedModel(f"model {model.version} cannot run on the batch engines:\n  " + "\n  ".join(problems))
+
+
+def scores_as_of(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.Table:
+    """Every lead's fit, grade, persona and engagement as of `as_of`: the batch evaluator."""
+    require_portable(model)
+    fit = fit_scores(model, sources)
+    engagement = engagement_scores(model, sources, as_of)
+    joined = fit.join(engagement, fit.lead_id == engagement.lead_id)
+    return joined.select(fit.lead_id, fit.fit, fit.grade, fit.persona, engagement.engagement)

@@ -1,0 +1,77 @@
+"""Conditions of a scoring model as Ibis expressions, with the semantics of domain/conditions.py.
+
+A value is given as text (as the Parquet export writes attributes and properties: numbers as
+written, booleans as true/false); numbers are read from that text. What the Python evaluator
+does with typed values, these expressions do with their text, so that both agree on the values
+a CRM sends. Known gap: a number written two ways ("200" vs "200.0") compares as a number here
+and as text in Python when neither side of the model is a number.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from qualify.domain.conditions import NEGATIVE, Condition
+
+TRUE_TEXTS = ("true", "yes", "y", "1")
+FALSE_TEXTS = ("false", "no", "n", "0")
+
+
+def _folded(text: ir.StringValue) -> ir.StringValue:
+    return text.strip().lower()
+
+
+def _number(text: ir.StringValue) -> ir.FloatingValue:
+    return text.strip().replace(",", "").try_cast("float64")
+
+
+def _literal_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(str(value).strip().replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _equals(text: ir.StringValue, expected: Any) -> ir.BooleanValue:
+    if isinstance(expected, bool):
+        return _folded(text).isin(TRUE_TEXTS if expected else FALSE_TEXTS)
+    number = _literal_number(expected)
+    textual = _folded(text) == str(expected).strip().lower()
+    if isinstance(expected, (int, float)):
+        return (_number(text) == number).fill_null(False)
+    # A text that reads as a number also matches the number written another way ("10,000").
+    return textual | (_number(text) == number).fill_null(False) if number is not None else textual
+
+
+def condition_expr(condition: Condition, text: ir.StringValue) -> ir.BooleanValue:
+    """True where `text` (null for a missing value) satisfies `condition`."""
+    present = text.notnull() & (text.strip() != "")
+    op, value = condition.op, condition.value
+    if op == "exists":
+        return present if value else ~present
+    if op in ("equals", "not_equals"):
+        test = _equals(text, value)
+    elif op in ("in", "not_in"):
+        test = ibis.or_(*(_equals(text, v) for v in value))
+    elif op in ("regex", "not_regex"):
+        test = text.re_search(f"(?i){value}")
+    elif op == "range":
+        low, high = value
+        number = _number(text)
+        test = ibis.literal(True)
+        if low is not None:
+            test = test & (number >= low)
+        test = test & (number <= high) if high is not None else test
+        test = test.fill_null(False)
+    else:  # pragma: no cover - the loader admits no other operator
+        raise AssertionError(op)
+    if op in NEGATIVE:
+        return (~present | ~test.fill_null(False)).fill_null(True)
+    return (present & test.fill_null(False)).fill_null(False)

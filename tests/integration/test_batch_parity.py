@@ -1,0 +1,164 @@
+"""The batch evaluator equals the online evaluator: same fit, grade, persona and engagement."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from qualify.adapters import schema
+from qualify.adapters.repository import lead_from_row
+from qualify.analytics.batch import UnsupportedModel, scores_as_of
+from qualify.analytics.engines import duckdb_sources
+from qualify.domain.model_loader import default_model_text, load_model
+from qualify.domain.records import Account, Lead, make_event
+from qualify.service.events import ingest_events
+from qualify.service.export import export_workspace
+from qualify.service.leads import upsert_leads
+from qualify.service.models import activate_model
+from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.settings import Settings
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+PROPERTIES = {
+    "page_view": [{"url": "/pricing"}, {"url": "/blog/a"}, {"url": "/careers/x"}, {}, {"url": "/PRICING/plans"}],
+    "email_open": [{"campaign": "spring"}],
+    "email_click": [{"campaign": "spring"}],
+    "content_download": [{"title": "Guide"}],
+    "webinar_attended": [{"title": "Live"}],
+    "form_submit": [{}],
+    "demo_request": [{}],
+    "unsubscribe": [{}],
+    "bounce": [{}],
+    "meeting": [{}],
+}
+profiles = st.fixed_dictionaries(
+    {
+        "seniority": st.sampled_from([None, "vp", "c_level", "director", "manager", "individual", " VP "]),
+        "department": st.sampled_from([None, "marketing", "engineering", "sales", "finance"]),
+        "title": st.sampled_from([None, "Marketing Ops Specialist", "CTO", "Data Analyst", "Student"]),
+        "country": st.sampled_from([None, "US", "DE", "KP", "IN"]),
+        "budget": st.sampled_from([None, 5000, 20000, "15,000", "n/a"]),
+        "domain": st.sampled_from(["acme.com", "globex.io", "gmail.com", "initech.de"]),
+    }
+)
+event_streams = st.lists(
+    st.tuples(st.integers(0, 4), st.sampled_from(sorted(PROPERTIES)), st.integers(0, 4), st.integers(0, 24 * 30)),
+    min_size=1,
+    max_size=60,
+)
+ACCOUNTS = [
+    Account(domain="acme.com", industry="software", employees=800, country="US"),
+    Account(domain="globex.io", industry="retail", employees=45, country="GB", attributes={"tier": "gold"}),
+    Account(domain="initech.de", industry="Manufacturing", employees=12000, country="DE"),
+]
+_TEMPLATE: dict[str, Path] = {}
+
+
+def fresh(directory: Path) -> Workspace:
+    """A copy of one migrated workspace: migrating for every example would dominate the run."""
+    if "path" not in _TEMPLATE:
+        template = Path(tempfile.mkdtemp()) / "template.db"
+        ws = open_workspace(Settings(database_url=f"sqlite:///{template}"), create=True)
+        with ws.unit_of_work() as uow:
+            activate_model(uow, default_model_text())
+        with ws.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        ws.close()
+        _TEMPLATE["path"] = template
+    shutil.copyfile(_TEMPLATE["path"], directory / "ws.db")
+    return open_workspace(Settings(database_url=f"sqlite:///{directory / 'ws.db'}"))
+
+
+def compare(workspace: Workspace, export: Path, as_of: datetime) -> list[str]:
+    """Every difference between the stored online scores and the batch scores at `as_of`."""
+    with workspace.unit_of_work() as uow:
+        model = uow.active_model()
+        online = {r.id: lead_from_row(r).state for r in uow.connection.execute(select(schema.leads))}
+    batch = scores_as_of(model, duckdb_sources(export), as_of).to_pyarrow().to_pylist()
+    problems = []
+    assert len(batch) == len(online)
+    for row in batch:
+        state = online[row["lead_id"]]
+        engagement = state.engagement_at(as_of.timestamp())
+        if abs(engagement - row["engagement"]) > 1e-9 * max(1.0, abs(engagement)):
+            problems.append(f"lead {row['lead_id']}: engagement online {engagement!r} batch {row['engagement']!r}")
+        if (state.fit, state.grade, state.persona) != (row["fit"], row["grade"], row["persona"]):
+            problems.append(f"lead {row['lead_id']}: fit online {(state.fit, state.grade, state.persona)} batch {row}")
+    return problems
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(people=st.lists(profiles, min_size=5, max_size=5), stream=event_streams)
+def test_batch_equals_online_on_random_leads_and_event_streams(people: list[dict[str, Any]], stream: list[Any]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        directory = Path(folder)
+        workspace = fresh(directory)
+        leads = [
+            Lead(
+                email=f"p{i}@{p['domain']}",
+                seniority=p["seniority"],
+                department=p["department"],
+                title=p["title"],
+                country=p["country"],
+                attributes={} if p["budget"] is None else {"budget": p["budget"]},
+                created_at=T0,
+            )
+            for i, p in enumerate(people)
+        ]
+        events = [
+            make_event(
+                f"e{n}",
+                kind,
+                T0 + timedelta(hours=hours),
+                email=leads[who].email,
+                properties=PROPERTIES[kind][variant % len(PROPERTIES[kind])],
+            )
+            for n, (who, kind, variant, hours) in enumerate(stream)
+        ]
+        as_of = T0 + timedelta(days=40)
+        with workspace.unit_of_work() as uow:
+            upsert_leads(uow, leads, accounts=ACCOUNTS, now=T0)
+        for start in range(0, len(events), 7):  # several batches: late events meet stored state
+            with workspace.unit_of_work() as uow:
+                ingest_events(uow, events[start : start + 7], now=as_of)
+        export_workspace(workspace, directory / "export")
+        try:
+            assert compare(workspace, directory / "export", as_of) == []
+        finally:
+            workspace.close()
+
+
+def test_batch_equals_online_on_the_demo_world(tmp_path: Path) -> None:
+    from qualify.demo.world import build_demo
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{tmp_path / 'demo.db'}"), create=True)
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, default_model_text())
+    build_demo(workspace, seed=3, leads=300, days=60, now=now)
+    export_workspace(workspace, tmp_path / "export")
+    try:
+        assert compare(workspace, tmp_path / "export", now) == []
+    finally:
+        workspace.close()
+
+
+def test_a_model_the_batch_engines_cannot_run_is_refused_by_name(tmp_path: Path) -> None:
+    text = default_model_text().replace('not_regex: "/(pricing|careers|jobs)"', "regex: '^(?!.*/pricing)'")
+    model = load_model(text)
+    workspace = fresh(tmp_path)
+    export_workspace(workspace, tmp_path / "export")
+    workspace.close()
+    sources = duckdb_sources(tmp_path / "export")
+    with pytest.raises(UnsupportedModel, match="engagement rule page view"):
+        scores_as_of(model, sources, T0)
