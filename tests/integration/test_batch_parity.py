@@ -162,3 +162,27 @@ def test_a_model_the_batch_engines_cannot_run_is_refused_by_name(tmp_path: Path)
     sources = duckdb_sources(tmp_path / "export")
     with pytest.raises(UnsupportedModel, match="engagement rule page view"):
         scores_as_of(model, sources, T0)
+
+
+def test_batch_on_postgresql_equals_online(postgres_schema_url: str) -> None:
+    from qualify.analytics.engines import postgres_sources
+    from qualify.demo.world import build_demo
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    workspace = open_workspace(Settings(database_url=postgres_schema_url), create=True)
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, default_model_text())
+    build_demo(workspace, seed=4, leads=150, days=40, now=now - timedelta(days=1))
+    odd = Lead(email="odd@acme.com", attributes={"budget": 15000, "vip": True}, created_at=now - timedelta(days=5))
+    with workspace.unit_of_work() as uow:  # attributes typed as JSON numbers and booleans, not text
+        upsert_leads(uow, [odd], accounts=ACCOUNTS)
+    with workspace.unit_of_work() as uow:
+        model = uow.active_model()
+        online = {r.id: lead_from_row(r).state for r in uow.connection.execute(select(schema.leads))}
+    batch = scores_as_of(model, postgres_sources(postgres_schema_url), now).to_pyarrow().to_pylist()
+    workspace.close()
+    assert len(batch) == len(online) > 150
+    for row in batch:
+        state = online[row["lead_id"]]
+        assert abs(state.engagement_at(now.timestamp()) - row["engagement"]) <= 1e-9 * max(1.0, row["engagement"]), row
+        assert (state.fit, state.grade, state.persona) == (row["fit"], row["grade"], row["persona"]), row

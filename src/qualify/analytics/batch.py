@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
 from qualify.analytics.conditions import condition_expr
@@ -49,6 +50,18 @@ class Sources:
     events: ir.Table
 
 
+@ibis.udf.scalar.builtin(name="jsonb_extract_path_text")  # type: ignore[untyped-decorator]
+def _jsonb_text(doc: dt.JSON, key: str) -> str:  # type: ignore[empty-body]
+    """PostgreSQL's text of one key of a JSONB document: numbers as written, true/false."""
+
+
+def value_text(document: ir.Value, key: str) -> ir.StringValue:
+    """The text of one attribute or property: from a text map (Parquet) or a JSON document (the store)."""
+    if document.type().is_json():
+        return _jsonb_text(document, key)
+    return document[key]
+
+
 def _as_text(value: ir.Value) -> ir.StringValue:
     if value.type().is_boolean():
         return value.ifelse("true", "false")
@@ -61,9 +74,9 @@ def _as_text(value: ir.Value) -> ir.StringValue:
 def _profile_text(profile: ir.Table, field: str) -> ir.StringValue:
     """The text of one field of a lead's profile (lead and account columns, attribute maps)."""
     if field.startswith("account.attributes."):
-        return profile.account_attributes[field.removeprefix("account.attributes.")]
+        return value_text(profile.account_attributes, field.removeprefix("account.attributes."))
     if field.startswith("attributes."):
-        return profile.attributes[field.removeprefix("attributes.")]
+        return value_text(profile.attributes, field.removeprefix("attributes."))
     if field.startswith("account."):
         return _as_text(profile[f"account_{field.removeprefix('account.')}"])
     if field == "email_domain":
@@ -104,9 +117,10 @@ def fit_scores(model: ScoringModel, sources: Sources) -> ir.Table:
     rules = [("shared", i, r) for i, r in enumerate(model.fit.rules)]
     rules += [(f"p{p}", i, r) for p, persona in enumerate(model.fit.personas) for i, r in enumerate(persona.rules)]
     points = profile.select(
-        "id", **{f"{group}_{i}": _all(profile, r.conditions).ifelse(r.points, 0.0) for group, i, r in rules}
+        "id",
+        **{f"{group}_{i}": _all(profile, r.conditions).ifelse(_float(r.points), _float(0.0)) for group, i, r in rules},
     )
-    shared = _sum([points[f"shared_{i}"] for i in range(len(model.fit.rules))])
+    shared = _sum([_zero(points.id), *(points[f"shared_{i}"] for i in range(len(model.fit.rules)))])
     persona_scores = {
         f"score_{p}": (shared + _sum([points[f"p{p}_{i}"] for i in range(len(persona.rules))])).clip(
             lower=0.0, upper=FIT_MAX
@@ -124,11 +138,21 @@ def fit_scores(model: ScoringModel, sources: Sources) -> ir.Table:
     grade = ibis.cases(
         (scored.best >= bands["A"], "A"), (scored.best >= bands["B"], "B"), (scored.best >= bands["C"], "C"), else_="D"
     )
-    return scored.select(lead_id=scored.id, fit=scored.best, grade=grade, persona=persona)
+    return scored.select(lead_id=scored.id, fit=scored.best.cast("float64"), grade=grade, persona=persona)
+
+
+def _float(value: float) -> ir.FloatingValue:
+    return ibis.literal(float(value), type="float64")
+
+
+def _zero(column: ir.IntegerValue) -> ir.FloatingValue:
+    """A double precision 0 from a column: PostgreSQL reads a bare 0.0 literal as NUMERIC, and a
+    sum of literals would stay NUMERIC; one double in the sum makes all of it double."""
+    return column.cast("float64") * 0
 
 
 def _sum(values: list[ir.Value]) -> ir.FloatingValue:
-    total: ir.FloatingValue = ibis.literal(0.0)
+    total: ir.FloatingValue = _float(0.0)
     for value in values:
         total = total + value
     return total
@@ -138,9 +162,9 @@ def _rule_awards(rule: EngagementRule, events: ir.Table, as_of: datetime) -> ir.
     """This rule's award for each matching event up to `as_of`, after its caps, decayed to `as_of`."""
     matches = events.filter(events.type.isin(list(rule.events)), events.occurred_at <= as_of)
     for condition in rule.where:
-        matches = matches.filter(condition_expr(condition, matches.properties[condition.field]))
+        matches = matches.filter(condition_expr(condition, value_text(matches.properties, condition.field)))
     size = abs(rule.points)
-    matches = matches.mutate(award=ibis.literal(size, type="float64"), day=matches.occurred_at.date())
+    matches = matches.mutate(award=_zero(matches.id) + size, day=matches.occurred_at.date())
     if rule.cap_per_day is not None:
         upto = ibis.window(group_by=[matches.lead_id, matches.day], order_by=matches.id, preceding=None, following=0)
         # Points this rule already gave this lead on this UTC day, in application order.
@@ -152,7 +176,7 @@ def _rule_awards(rule: EngagementRule, events: ir.Table, as_of: datetime) -> ir.
         matches = matches.mutate(award=(rule.cap - given).clip(lower=0.0, upper=matches.award))
     sign = 1.0 if rule.points > 0 else -1.0
     age_days = (ibis.literal(as_of).epoch_seconds() - matches.occurred_at.epoch_seconds()) / DAY_SECONDS
-    decay = 1.0 if rule.half_life_days is None else ibis.literal(2.0).pow(-age_days / rule.half_life_days)
+    decay = _float(1.0) if rule.half_life_days is None else _float(2.0).pow(-age_days / rule.half_life_days)
     return matches.filter(matches.award > 0).select(
         lead_id=matches.lead_id,
         event_id=matches.id,
@@ -174,10 +198,10 @@ def engagement_scores(model: ScoringModel, sources: Sources, as_of: datetime) ->
     leads = sources.leads.select(lead_id=sources.leads.id)
     awards = engagement_awards(model, sources, as_of)
     if awards is None:
-        return leads.mutate(engagement=ibis.literal(0.0))
+        return leads.mutate(engagement=_float(0.0))
     totals = awards.group_by("lead_id").aggregate(engagement=awards.now.sum())
     joined = leads.left_join(totals, leads.lead_id == totals.lead_id)
-    return joined.select(lead_id=leads.lead_id, engagement=totals.engagement.fill_null(0.0))
+    return joined.select(lead_id=leads.lead_id, engagement=totals.engagement.fill_null(0.0).cast("float64"))
 
 
 class UnsupportedModel(QualifyError):

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import ibis
+from sqlalchemy.engine import make_url
 
 from qualify.analytics.batch import Sources
+from qualify.domain.errors import InvalidInput
 
 
 def duckdb_sources(export: Path, connection: Any | None = None) -> Sources:
@@ -19,3 +21,25 @@ def duckdb_sources(export: Path, connection: Any | None = None) -> Sources:
         accounts=con.read_parquet(str(export / "accounts.parquet")),
         events=events.drop("date"),
     )
+
+
+def postgres_sources(database_url: str) -> Sources:
+    """The store's own tables on PostgreSQL: the query runs where the data is.
+
+    The session runs in UTC, so that the per-day caps count UTC days as the online side does.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        raise InvalidInput(
+            f"the postgres engine needs a postgresql+psycopg:// workspace, not {url.get_backend_name()}", field="engine"
+        )
+    options = " ".join(filter(None, ["-c TimeZone=UTC", str(url.query.get("options", ""))]))
+    con = ibis.postgres.connect(
+        host=url.host or "localhost",
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+        options=options,
+    )
+    return Sources(leads=con.table("leads"), accounts=con.table("accounts"), events=con.table("events"))
