@@ -271,3 +271,16 @@ def test_export_parquet_writes_every_table_and_events_by_day(db: str, tmp_path: 
     (tmp_path / "other" / "keep.txt").write_text("mine")
     code, _, err = invoke("export", "parquet", str(tmp_path / "other"), "--db", db)
     assert code == 2 and "holds no Qualify export" in err and (tmp_path / "other" / "keep.txt").exists()
+
+
+def test_rescore_scores_every_lead_as_of_an_instant_on_duckdb(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    code, _, err = invoke("demo", "--db", db, "--leads", "60", "--days", "30", "--json")
+    assert code == 0, err
+    code, out, err = invoke("rescore", "--db", db, "--json", "--out", str(tmp_path / "scores.csv"))
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["engine"] == "duckdb" and summary["leads"] == 60 and sum(summary["grades"].values()) == 60
+    assert (tmp_path / "scores.csv").read_text().splitlines()[0] == '"lead_id","fit","grade","persona","engagement"'
+    code, out, _ = invoke("rescore", "--db", db, "--json", "--as-of", "2000-01-01")
+    assert json.loads(out)["engagement_mean"] == 0.0

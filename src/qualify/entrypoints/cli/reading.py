@@ -102,6 +102,57 @@ def score(db: DbOption = None, as_json: JsonOption = False) -> None:
 # --- reading ---------------------------------------------------------------------------------------
 
 
+class BatchEngine(StrEnum):
+    duckdb = "duckdb"
+    postgres = "postgres"
+
+
+@app.command()
+def rescore(
+    engine: Annotated[
+        BatchEngine, typer.Option(help="duckdb (over a Parquet export) or postgres (the workspace's tables).")
+    ] = BatchEngine.duckdb,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option("--as-of", help="Score as of this instant (UTC unless a zone is given); default now."),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", help="Read this Parquet export (qualify export parquet) instead of making one."),
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write every lead's scores to this .parquet or .csv file.")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score every lead as of any instant with the batch evaluator (the same model, as one query)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from qualify.service.batch_scoring import batch_scores
+    from qualify.service.unit_of_work import utcnow
+
+    with _workspace(db) as workspace, _errors():
+        result = batch_scores(workspace, engine=engine.value, as_of=_utc(as_of) or utcnow(), export=export)
+    if out_file is not None:
+        if out_file.suffix == ".csv":
+            pacsv.write_csv(result.table, out_file)
+        else:
+            pq.write_table(result.table, out_file)
+    summary = result.summary() | ({"out": str(out_file)} if out_file else {})
+    if as_json:
+        _print_json(summary)
+        return
+    grades = ", ".join(f"{g} {n:,}" for g, n in summary["grades"].items())
+    out.print(
+        f"Scored {summary['leads']:,} leads as of {result.as_of:%Y-%m-%d %H:%M} UTC on {result.engine} with model "
+        f"{result.model_version}: grades {grades or '—'}; mean engagement {summary['engagement_mean']}."
+    )
+    if out_file:
+        out.print(f"Scores written to {out_file}.")
+
+
 class SortKey(StrEnum):
     score = "score"
     fit = "fit"

@@ -1,0 +1,62 @@
+"""Batch scoring use case: every lead's scores as of an instant, on the engine chosen."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from qualify.analytics.batch import scores_as_of
+from qualify.analytics.engines import duckdb_sources, postgres_sources
+from qualify.domain.errors import InvalidInput
+from qualify.service.export import export_workspace
+from qualify.service.unit_of_work import Workspace
+
+Engine = Literal["duckdb", "postgres"]
+ENGINES: tuple[Engine, ...] = ("duckdb", "postgres")
+
+
+@dataclass(frozen=True)
+class BatchScores:
+    engine: str
+    as_of: datetime
+    model_version: str
+    table: pa.Table  # lead_id, fit, grade, persona, engagement
+
+    def summary(self) -> dict[str, Any]:
+        rows = self.table.to_pylist()
+        grades: dict[str, int] = {}
+        for row in rows:
+            grades[row["grade"]] = grades.get(row["grade"], 0) + 1
+        engagement = [row["engagement"] for row in rows]
+        return {
+            "engine": self.engine,
+            "as_of": self.as_of.isoformat(),
+            "model_version": self.model_version,
+            "leads": len(rows),
+            "grades": dict(sorted(grades.items())),
+            "engagement_mean": round(sum(engagement) / len(engagement), 4) if engagement else None,
+        }
+
+
+def batch_scores(workspace: Workspace, *, engine: str, as_of: datetime, export: Path | None = None) -> BatchScores:
+    """Score every lead as of `as_of` with the active model, on DuckDB (over a Parquet export,
+    made now unless `export` names one) or on PostgreSQL (the workspace's own tables)."""
+    with workspace.unit_of_work() as uow:
+        model = uow.active_model()
+    if engine == "postgres":
+        table = scores_as_of(model, postgres_sources(workspace.settings.database_url), as_of).to_pyarrow()
+    elif engine == "duckdb":
+        if export is not None:
+            table = scores_as_of(model, duckdb_sources(export), as_of).to_pyarrow()
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                export_workspace(workspace, Path(folder) / "export")
+                table = scores_as_of(model, duckdb_sources(Path(folder) / "export"), as_of).to_pyarrow()
+    else:
+        raise InvalidInput(f"unknown engine {engine!r}; expected one of: {', '.join(ENGINES)}", field="engine")
+    return BatchScores(engine, as_of, model.version, table.sort_by("lead_id"))
