@@ -103,8 +103,21 @@ def profiles(sources: Sources) -> ir.Table:
     )
 
 
+def _profile_number(profile: ir.Table, field: str) -> ir.FloatingValue | None:
+    """A numeric column's value as a number, or None where the value is text."""
+    if field.startswith("account.") and not field.startswith("account.attributes."):
+        column = profile[f"account_{field.removeprefix('account.')}"]
+    elif field in _LEAD_COLUMNS:
+        column = profile[field]
+    else:
+        return None
+    return column.cast("float64") if column.type().is_numeric() else None
+
+
 def _all(profile: ir.Table, conditions: tuple[Condition, ...]) -> ir.BooleanValue:
-    return ibis.and_(*(condition_expr(c, _profile_text(profile, c.field)) for c in conditions))
+    return ibis.and_(
+        *(condition_expr(c, _profile_text(profile, c.field), _profile_number(profile, c.field)) for c in conditions)
+    )
 
 
 def fit_scores(model: ScoringModel, sources: Sources) -> ir.Table:
@@ -158,22 +171,30 @@ def _sum(values: list[ir.Value]) -> ir.FloatingValue:
     return total
 
 
+def _bounded(value: ir.FloatingValue, upper: ir.FloatingValue | float) -> ir.FloatingValue:
+    """max(0, min(value, upper)) for values that are never null (clip adds null handling that
+    repeats its argument, window sums included, several times over)."""
+    return ibis.greatest(ibis.least(value, upper), 0.0)
+
+
 def _rule_awards(rule: EngagementRule, events: ir.Table, as_of: datetime) -> ir.Table:
     """This rule's award for each matching event up to `as_of`, after its caps, decayed to `as_of`."""
     matches = events.filter(events.type.isin(list(rule.events)), events.occurred_at <= as_of)
     for condition in rule.where:
         matches = matches.filter(condition_expr(condition, value_text(matches.properties, condition.field)))
     size = abs(rule.points)
-    matches = matches.mutate(award=_zero(matches.id) + size, day=matches.occurred_at.date())
+    # Only what the caps and the decay need travels through the windows.
+    matches = matches.select("id", "lead_id", "occurred_at", award=_zero(matches.id) + size)
     if rule.cap_per_day is not None:
+        matches = matches.mutate(day=matches.occurred_at.date())
         upto = ibis.window(group_by=[matches.lead_id, matches.day], order_by=matches.id, preceding=None, following=0)
         # Points this rule already gave this lead on this UTC day, in application order.
-        taken = matches.award.sum().over(upto) - matches.award
-        matches = matches.mutate(award=(rule.cap_per_day - taken).clip(lower=0.0, upper=size))
+        matches = matches.mutate(taken=matches.award.sum().over(upto) - matches.award)
+        matches = matches.mutate(award=_bounded(rule.cap_per_day - matches.taken, size))
     if rule.cap is not None:
         upto_all = ibis.window(group_by=matches.lead_id, order_by=matches.id, preceding=None, following=0)
-        given = matches.award.sum().over(upto_all) - matches.award
-        matches = matches.mutate(award=(rule.cap - given).clip(lower=0.0, upper=matches.award))
+        matches = matches.mutate(given=matches.award.sum().over(upto_all) - matches.award)
+        matches = matches.mutate(award=_bounded(rule.cap - matches.given, matches.award))
     sign = 1.0 if rule.points > 0 else -1.0
     age_days = (ibis.literal(as_of).epoch_seconds() - matches.occurred_at.epoch_seconds()) / DAY_SECONDS
     decay = _float(1.0) if rule.half_life_days is None else _float(2.0).pow(-age_days / rule.half_life_days)

@@ -39,32 +39,36 @@ def _literal_number(value: Any) -> float | None:
         return None
 
 
-def _equals(text: ir.StringValue, expected: Any) -> ir.BooleanValue:
+def _equals(text: ir.StringValue, expected: Any, number: ir.FloatingValue | None = None) -> ir.BooleanValue:
     if isinstance(expected, bool):
         return _folded(text).isin(TRUE_TEXTS if expected else FALSE_TEXTS)
-    number = _literal_number(expected)
+    wanted = _literal_number(expected)
+    read = _number(text) if number is None else number
     textual = _folded(text) == str(expected).strip().lower()
     if isinstance(expected, (int, float)):
-        return (_number(text) == number).fill_null(False)
+        return (read == wanted).fill_null(False)
     # A text that reads as a number also matches the number written another way ("10,000").
-    return textual | (_number(text) == number).fill_null(False) if number is not None else textual
+    return textual | (read == wanted).fill_null(False) if wanted is not None else textual
 
 
-def condition_expr(condition: Condition, text: ir.StringValue) -> ir.BooleanValue:
-    """True where `text` (null for a missing value) satisfies `condition`."""
+def condition_expr(
+    condition: Condition, text: ir.StringValue, number: ir.FloatingValue | None = None
+) -> ir.BooleanValue:
+    """True where `text` (null for a missing value) satisfies `condition`; `number`, when given,
+    is the same value as a number (a numeric column), spared from being read back from text."""
     present = text.notnull() & (text.strip() != "")
     op, value = condition.op, condition.value
     if op == "exists":
         return present if value else ~present
     if op in ("equals", "not_equals"):
-        test = _equals(text, value)
+        test = _equals(text, value, number)
     elif op in ("in", "not_in"):
-        test = ibis.or_(*(_equals(text, v) for v in value))
+        test = ibis.or_(*(_equals(text, v, number) for v in value))
     elif op in ("regex", "not_regex"):
         test = text.re_search(f"(?i){value}")
     elif op == "range":
         low, high = value
-        number = _number(text)
+        number = _number(text) if number is None else number
         test = ibis.literal(True)
         if low is not None:
             test = test & (number >= low)
