@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,9 +70,9 @@ def fresh(directory: Path) -> Workspace:
         ws = open_workspace(Settings(database_url=f"sqlite:///{template}"), create=True)
         with ws.unit_of_work() as uow:
             activate_model(uow, default_model_text())
-        with ws.engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         ws.close()
+        with sqlite3.connect(template) as raw:  # fold the WAL in, so one file is the whole workspace
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         _TEMPLATE["path"] = template
     shutil.copyfile(_TEMPLATE["path"], directory / "ws.db")
     return open_workspace(Settings(database_url=f"sqlite:///{directory / 'ws.db'}"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import sqlite3
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,9 +60,9 @@ def fresh(directory: str, name: str) -> Workspace:
         ws = open_workspace(Settings(database_url=f"sqlite:///{template}"), create=True)
         with ws.unit_of_work() as uow:
             activate_model(uow, default_model_text())
-        with ws.engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         ws.close()
+        with sqlite3.connect(template) as raw:  # fold the WAL in, so one file is the whole workspace
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         _TEMPLATE["path"] = template
     target = Path(directory) / name
     shutil.copyfile(_TEMPLATE["path"], target)

@@ -109,17 +109,24 @@ def find_leads(
     ):
         for part in chunks(keys):
             if profile:
-                out += [lead_from_row(r) for r in conn.execute(select(schema.leads).where(column.in_(part)))]
+                out += [lead_from_row(r) for r in conn.execute(locked_leads().where(column.in_(part)))]
             else:
                 out += _scoring_states(conn, column.name, part)
     return out
+
+
+def locked_leads() -> Any:
+    """SELECT leads … FOR UPDATE in id order: every read of a lead that a use case writes back
+    holds its row until commit on PostgreSQL, so a concurrent writer cannot slip in between
+    (SQLite ignores it: its writers take turns already)."""
+    return select(schema.leads).order_by(schema.leads.c.id).with_for_update()
 
 
 def find_leads_by_id(conn: Connection, ids: Iterable[int], *, profile: bool = True) -> list[LeadRecord]:
     out: list[LeadRecord] = []
     for part in chunks(sorted(set(ids))):
         if profile:
-            out += [lead_from_row(r) for r in conn.execute(select(schema.leads).where(schema.leads.c.id.in_(part)))]
+            out += [lead_from_row(r) for r in conn.execute(locked_leads().where(schema.leads.c.id.in_(part)))]
         else:
             out += _scoring_states(conn, "id", part)
     return out

@@ -22,11 +22,18 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
+READ_ONLY = "qualify_read_only"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver would open transactions itself, lazily at the first write, after the reads a use
+    # case bases its writes on; Qualify opens them instead (below), so reads are inside them.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     # NORMAL is durable in WAL mode across a process crash; only an OS crash can lose the last commit.
@@ -34,6 +41,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """A unit of work that writes takes SQLite's write lock before its first read (BEGIN
+    IMMEDIATE): two writers then take turns over read-and-write, and neither overwrites what
+    the other read. Read-only units (marked READ_ONLY) begin deferred and never wait."""
+    read_only = connection.get_execution_options().get(READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _alembic_config() -> Config:

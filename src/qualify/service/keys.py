@@ -30,6 +30,7 @@ class Identity:
     key_id: str
     name: str
     role: Role
+    stale: bool = False  # its last use was noted over a minute ago: note this one (touch_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ def create_key(uow: UnitOfWork, name: str, role: str, *, by: str = "cli") -> tup
     return f"{PREFIX}_{key_id}_{secret}", KeyInfo(key_id, name.strip(), checked.value, now, None, None)
 
 
-def authenticate(uow: UnitOfWork, token: str, *, touch: bool = True) -> Identity:
+def authenticate(uow: UnitOfWork, token: str) -> Identity:
     """The identity behind a bearer token, or `AuthenticationFailed` (never saying which part was wrong)."""
     parts = token.strip().split("_", 2)
     if len(parts) != 3 or parts[0] != PREFIX:
@@ -86,11 +87,15 @@ def authenticate(uow: UnitOfWork, token: str, *, touch: bool = True) -> Identity
     stored = row.secret_hash if row is not None else _hash("")
     if not hmac.compare_digest(stored, _hash(secret)) or row is None or row.revoked_at is not None:
         raise AuthenticationFailed("unknown, wrong or revoked API key")
-    now = utcnow()
-    # Note use at most once a minute: a write on every request would serialise SQLite readers.
-    if touch and (row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60):
-        uow.connection.execute(update(keys).where(keys.c.key_id == key_id).values(last_used_at=now))
-    return Identity(key_id, row.name, Role(row.role))
+    # Use is noted at most once a minute: a write on every request would serialise SQLite.
+    stale = row.last_used_at is None or (utcnow() - row.last_used_at).total_seconds() > 60
+    return Identity(key_id, row.name, Role(row.role), stale)
+
+
+def touch_key(uow: UnitOfWork, key_id: str) -> None:
+    """Note that the key was used now."""
+    keys = schema.api_keys
+    uow.connection.execute(update(keys).where(keys.c.key_id == key_id).values(last_used_at=utcnow()))
 
 
 def list_keys(uow: UnitOfWork) -> list[KeyInfo]:

@@ -56,7 +56,7 @@ def rescore_leads(uow: UnitOfWork, ids: list[int], now: datetime) -> tuple[int, 
     conn = uow.connection
     model = uow.active_model()
     batch = LeadBatch(uow, model, now)
-    rows = conn.execute(select(schema.leads).where(schema.leads.c.id.in_(ids))).all()
+    rows = conn.execute(repo.locked_leads().where(schema.leads.c.id.in_(ids))).all()
     records = {r.id: repo.lead_from_row(r) for r in rows}
     for record in records.values():
         batch.remember(record)

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from qualify.adapters import schema
-from qualify.adapters.store import create_store_engine, head_revision, migrate, schema_revision
+from qualify.adapters.store import READ_ONLY, create_store_engine, head_revision, migrate, schema_revision
 from qualify.domain.errors import NotFound, QualifyError
 from qualify.domain.model_loader import load_model
 from qualify.domain.scoring_model import ScoringModel
@@ -36,8 +36,9 @@ def from_ts(timestamp: float) -> datetime:
 class UnitOfWork:
     """One transaction: committed when the block ends cleanly, rolled back otherwise."""
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, *, read_only: bool = False) -> None:
         self.workspace = workspace
+        self.read_only = read_only
         self._connection: Connection | None = None
 
     @property
@@ -48,6 +49,8 @@ class UnitOfWork:
 
     def __enter__(self) -> UnitOfWork:
         self._connection = self.workspace.engine.connect()
+        if self.read_only:
+            self._connection.execution_options(**{READ_ONLY: True})
         self._connection.begin()
         return self
 
@@ -79,8 +82,9 @@ class Workspace:
     engine: Engine
     _models: dict[str, ScoringModel] = field(default_factory=dict)
 
-    def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self)
+    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
+        """A transaction; `read_only` ones do not take SQLite's write lock (they must not write)."""
+        return UnitOfWork(self, read_only=read_only)
 
     def active_model(self, connection: Connection) -> ScoringModel:
         row = connection.execute(

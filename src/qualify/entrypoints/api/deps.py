@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qualify.domain.access import Permission, allows, roles_with
 from qualify.entrypoints.api.problems import Forbidden
-from qualify.service.keys import AuthenticationFailed, Identity, authenticate
+from qualify.service.keys import AuthenticationFailed, Identity, authenticate, touch_key
 from qualify.service.unit_of_work import Workspace
 
 _bearer = HTTPBearer(auto_error=False, description="An API key made with `qualify keys create`: `Bearer qk_…`")
@@ -35,8 +35,11 @@ def require(permission: Permission) -> Callable[..., Identity]:
         token = credentials.credentials if credentials is not None else x_api_key
         if not token:
             raise AuthenticationFailed("send an API key: Authorization: Bearer qk_…")
-        with workspace.unit_of_work() as uow:
+        with workspace.unit_of_work(read_only=True) as uow:
             identity = authenticate(uow, token)
+        if identity.stale:
+            with workspace.unit_of_work() as uow:
+                touch_key(uow, identity.key_id)
         if not allows(identity.role, permission):
             allowed = ", ".join(r.value for r in roles_with(permission))
             raise Forbidden(f"role {identity.role.value} may not {permission.value}; this needs one of: {allowed}")

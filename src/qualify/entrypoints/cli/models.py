@@ -93,7 +93,7 @@ def model_show(
     """Print the active scoring model's YAML (or, with --history, every version)."""
     from qualify.service.models import active_document, model_history
 
-    with _workspace(db) as workspace, workspace.unit_of_work() as uow, _errors():
+    with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
         versions = model_history(uow)
         version, document = active_document(uow)
     if as_json:

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1", tags=["admin"])
 )
 def get_keys(workspace: WorkspaceDep, caller: KeyManager) -> list[KeyOut]:
     """Every key with its role and when it was last used (never the secret)."""
-    with workspace.unit_of_work() as uow:
+    with workspace.unit_of_work(read_only=True) as uow:
         return [
             KeyOut(**vars(k)) if not hasattr(k, "__slots__") else KeyOut(**{s: getattr(k, s) for s in k.__slots__})
             for k in list_keys(uow)
@@ -48,5 +48,5 @@ def get_audit(
     before_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """Who did what, when, through which key: newest first."""
-    with workspace.unit_of_work() as uow:
+    with workspace.unit_of_work(read_only=True) as uow:
         return audit_entries(uow, limit=limit, before_id=before_id)

@@ -90,7 +90,7 @@ def get_leads(
         limit=limit,
         cursor=cursor,
     )
-    with workspace.unit_of_work() as uow:
+    with workspace.unit_of_work(read_only=True) as uow:
         rows, following = list_page(uow, wanted)
     return LeadPage(items=[LeadSummary(**row) for row in rows], next_cursor=following)
 
@@ -109,7 +109,7 @@ def get_lead(
     timeline_offset: Annotated[int, Query(ge=0)] = 0,
 ) -> LeadProfileOut:
     """Profile, account, scores with their explanations, owner, stage history and a page of the timeline."""
-    with workspace.unit_of_work() as uow:
+    with workspace.unit_of_work(read_only=True) as uow:
         profile = lead_profile(uow, key, timeline_limit=timeline_limit, timeline_offset=timeline_offset)
     return LeadProfileOut.model_validate(profile.as_dict())
 
@@ -239,7 +239,7 @@ def post_merge(key: KeyPath, body: MergeIn, workspace: WorkspaceDep, caller: Lea
 def get_export(key: KeyPath, workspace: WorkspaceDep, caller: LeadReader) -> dict[str, Any]:
     """Everything held about the person (GDPR access and portability): profile, account, every
     event, stage history, assignments, aliases and the audit entries about them."""
-    with workspace.unit_of_work() as uow:
+    with workspace.unit_of_work(read_only=True) as uow:
         document = export_lead(uow, key)
     encoded: dict[str, Any] = jsonable_encoder(document)
     return encoded

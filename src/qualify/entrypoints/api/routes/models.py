@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 )
 def get_active_model(workspace: WorkspaceDep, caller: ModelReader) -> ModelOut:
     """The active scoring model's YAML exactly as activated."""
-    with workspace.unit_of_work() as uow:
+    with workspace.unit_of_work(read_only=True) as uow:
         version, document = active_document(uow)
         model = uow.active_model()
     return ModelOut(name=model.name, version=version, document=document)
