@@ -241,3 +241,63 @@ def test_every_request_body_in_the_openapi_document_has_an_example(api: Any) -> 
             )
             has = "examples" in media or (ref is not None and "examples" in schemas[ref.rsplit("/", 1)[1]])
             assert has, f"{method.upper()} {path} has no request example"
+
+
+def test_events_and_actions_dated_in_the_future_are_refused_and_times_need_a_zone(api: Any) -> None:
+    from datetime import UTC, datetime
+
+    client, keys = api
+    future = {
+        "event_id": "f1",
+        "type": "content_download",
+        "occurred_at": "2099-01-01T00:00:00Z",
+        "email": "jane@acme.com",
+    }
+    answer = client.post("/v1/events", json=[future, event(2)], headers=keys["ingest"]).json()
+    assert [r["status"] for r in answer["results"]] == ["rejected", "accepted"]
+    assert "in the future" in answer["results"][0]["reason"]
+    client.post("/v1/events", json=event(3, "demo_request", email="joe@acme.com", days=-1), headers=keys["ingest"])
+    late = client.post(
+        "/v1/leads/joe@acme.com/actions/accept", json={"at": "2099-01-01T00:00:00Z"}, headers=keys["sales"]
+    )
+    assert late.status_code == 422 and late.json()["field"] == "at"
+    naive = client.get("/v1/leads", params={"created_from": "2026-01-01T00:00:00"}, headers=keys["sales"])
+    assert naive.status_code == 422 and naive.headers["content-type"] == "application/problem+json"
+    assert (
+        client.get(
+            "/v1/leads", params={"created_from": datetime(2026, 1, 1, tzinfo=UTC).isoformat()}, headers=keys["sales"]
+        ).status_code
+        == 200
+    )
+
+
+def test_a_batch_naming_one_new_lead_by_two_keys_creates_it_once(api: Any) -> None:
+    client, keys = api
+    batch = [
+        {"event_id": "k1", "type": "email_open", "occurred_at": T0.isoformat(), "external_id": "crm-7"},
+        {
+            "event_id": "k2",
+            "type": "email_open",
+            "occurred_at": T0.isoformat(),
+            "external_id": "crm-7",
+            "email": "jane@acme.com",
+        },
+        {"event_id": "k3", "type": "email_open", "occurred_at": T0.isoformat(), "email": "ok@acme.com"},
+    ]
+    answer = client.post("/v1/events", json=batch, headers=keys["ingest"])
+    assert answer.status_code == 200 and answer.json()["accepted"] == 3
+    assert client.get("/v1/leads/crm-7", headers=keys["sales"]).json()["events_total"] == 2
+
+
+def test_a_lead_whose_account_is_invalid_is_refused_whole_and_accounts_are_answered_one_by_one(api: Any) -> None:
+    client, keys = api
+    leads = client.put(
+        "/v1/leads",
+        json=[{"email": "jane@acme.com", "account": {"domain": "not a domain!"}}],
+        headers=keys["marketing"],
+    ).json()
+    assert leads["results"][0]["status"] == "rejected" and leads["results"][0]["field"] == "account.domain"
+    accounts = client.put(
+        "/v1/accounts", json=[{"domain": "ok.com"}, {"domain": "bad domain"}], headers=keys["marketing"]
+    ).json()
+    assert (accounts["created"], accounts["rejected"]) == (1, 1) and accounts["results"][1]["field"] == "domain"

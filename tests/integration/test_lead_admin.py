@@ -79,7 +79,8 @@ def test_merging_keeps_every_event_fills_gaps_and_redirects_the_old_key(workspac
         assert upsert_leads(uow, [Lead(email="j.doe@acme.com", department="marketing")]).statuses == ["updated"]
         assert lead_profile(uow, "j.doe@acme.com", now=NOW).lead["department"] == "marketing"
         entry = uow.connection.execute(select(schema.audit_log).where(schema.audit_log.c.action == "lead.merge")).one()
-    assert entry.details["merged"] == "j.doe@acme.com" and entry.actor == "ana"
+    assert entry.details["merged_lead_id"] == 2 and entry.actor == "ana"
+    assert "j.doe@acme.com" not in str(entry.details)  # ids only: nothing personal outlives an erasure
 
 
 def test_a_lead_cannot_be_merged_into_itself_or_into_nobody(workspace: Workspace) -> None:
@@ -122,3 +123,36 @@ def test_erasure_removes_personal_data_and_events_but_keeps_the_funnel(workspace
         assert [r["email"] for r in list_leads(uow, LeadFilter())] == ["j.doe@acme.com"]
         targets = list(uow.connection.execute(select(schema.audit_log.c.target)).scalars())
     assert "jane@acme.com" not in targets and f"#{lead_id}" in targets
+
+
+def test_a_merge_keeps_an_opt_out_given_under_either_address(workspace: Workspace) -> None:
+    with workspace.unit_of_work() as uow:
+        upsert_leads(
+            uow,
+            [
+                Lead(email="jane@acme.com", created_at=T0),
+                Lead(email="jd@acme.com", do_not_email=True, do_not_call=True, created_at=T0),
+            ],
+        )
+        merge_leads(uow, "jane@acme.com", "jd@acme.com", by="ana", now=NOW)
+        document = export_lead(uow, "jane@acme.com")
+    assert (document["lead"]["do_not_email"], document["lead"]["do_not_call"]) == (True, True)
+
+
+def test_erasure_leaves_no_personal_data_in_the_audit_log_or_the_outbox(workspace: Workspace) -> None:
+    with workspace.unit_of_work() as uow:
+        uow.connection.execute(
+            schema.webhook_subscriptions.insert().values(
+                url="http://127.0.0.1:9/h", secret="s", kinds=["stage.changed"], active=True, created_at=T0
+            )
+        )
+    seed(workspace)
+    with workspace.unit_of_work() as uow:
+        ingest_events(uow, [make_event("q1", "quote_request", T0 + timedelta(days=3), email="jane@acme.com")], now=NOW)
+        merge_leads(uow, "jane@acme.com", "j.doe@acme.com", by="ana", now=NOW)
+        erase_lead(uow, "jane@acme.com", by="dpo", now=NOW)
+        audit = str(list(uow.connection.execute(select(schema.audit_log.c.target, schema.audit_log.c.details))))
+        outbox = str(list(uow.connection.execute(select(schema.webhook_deliveries.c.payload))))
+    for personal in ("jane@acme.com", "j.doe@acme.com", "Jane", "Doe"):
+        assert personal not in audit and personal not in outbox
+    assert "stage.changed" not in outbox or '"id"' in outbox or "'id'" in outbox

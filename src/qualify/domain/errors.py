@@ -55,3 +55,7 @@ class IllegalTransition(QualifyError):
 
 class NotFound(QualifyError):
     """A lead, account or model that does not exist."""
+
+
+class Conflict(QualifyError):
+    """A change that lost to concurrent writes every time it was tried."""

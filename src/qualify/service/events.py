@@ -14,6 +14,8 @@ from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 EventStatus = Literal["accepted", "duplicate", "rejected"]
+# How far ahead of the server's clock an event may be dated: senders' clocks drift a little.
+CLOCK_SKEW = timedelta(minutes=5)
 ACCEPTED: EventStatus = "accepted"
 DUPLICATE: EventStatus = "duplicate"
 REJECTED: EventStatus = "rejected"
@@ -45,10 +47,11 @@ def ingest_events(
     batch = LeadBatch(uow, uow.active_model(), now)
     batch.load({e.email for e in events if e.email}, {e.external_id for e in events if e.external_id}, profile=False)
     outcomes: list[EventOutcome] = []
+    latest = now + CLOCK_SKEW
     rows: list[tuple[LeadRecord, dict[str, Any]]] = []
     seen: set[str] = set()
     if create_unknown:
-        _create_unknown_leads(batch, events, stored, by)
+        _create_unknown_leads(batch, [e for e in events if e.occurred_at <= now + CLOCK_SKEW], stored, by)
     evaluator = batch.evaluator
     for event in events:
         if event.event_id in stored or event.event_id in seen:
@@ -59,6 +62,12 @@ def ingest_events(
             who = event.email or event.external_id
             outcomes.append(
                 EventOutcome(event.event_id, REJECTED, f"no lead {who} (creating leads from events is off)")
+            )
+            continue
+        if event.occurred_at > latest:
+            # Decay run backwards would inflate it beyond reason (a date typo, a skewed clock).
+            outcomes.append(
+                EventOutcome(event.event_id, REJECTED, f"occurred_at {event.occurred_at.isoformat()} is in the future")
             )
             continue
         seen.add(event.event_id)
@@ -92,20 +101,17 @@ def _create_unknown_leads(batch: LeadBatch, events: list[Event], stored: set[str
     "First" is in arrival order, not the earliest time in the batch, so that how events are
     cut into batches never changes when a lead was created.
     """
-    first_seen: dict[str, Event] = {}
-    for event in events:
-        if event.event_id in stored or batch.get(event.email, event.external_id) is not None:
-            continue
-        first_seen.setdefault(event.email or f"ext:{event.external_id}", event)
-    batch.ensure_accounts(
-        Lead(email=e.email, external_id=e.external_id).account_domain or "" for e in first_seen.values()
-    )
-    for event in first_seen.values():
-        batch.create(
-            Lead(email=event.email, external_id=event.external_id, created_at=event.occurred_at),
-            at=event.occurred_at,
-            by=by,
-        )
+    unknown = [e for e in events if e.event_id not in stored and batch.get(e.email, e.external_id) is None]
+    batch.ensure_accounts(Lead(email=e.email, external_id=e.external_id).account_domain or "" for e in unknown)
+    for event in unknown:
+        # One at a time: a lead created for {external_id: X} is the lead of a later
+        # {email: e, external_id: X} too, instead of a second lead with the same key.
+        if batch.get(event.email, event.external_id) is None:
+            batch.create(
+                Lead(email=event.email, external_id=event.external_id, created_at=event.occurred_at),
+                at=event.occurred_at,
+                by=by,
+            )
 
 
 class _DayTotals:

@@ -43,7 +43,7 @@ from qualify.service.import_mapping import (  # noqa: F401 - load_mapping and pa
     parse_mapping,
 )
 from qualify.service.leads import upsert_accounts, upsert_leads
-from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
+from qualify.service.unit_of_work import UnitOfWork, Workspace, retrying, utcnow
 
 # --- from a row to a record -----------------------------------------------------------------------
 
@@ -285,8 +285,8 @@ def _import_chunk(
         except InvalidInput as error:
             rejects.add(row, error.field, error.message)
     if good:
-        with workspace.unit_of_work() as uow:
-            results = _write(uow, converter.kind, [record for _, record in good], now)
+        # Upserts and events are idempotent: a chunk that lost a race is simply applied again.
+        results = retrying(workspace, lambda uow: _write(uow, converter.kind, [record for _, record in good], now))
         for (row, _), (status, problem) in zip(good, results, strict=True):
             if problem is None:
                 setattr(summary, status, getattr(summary, status) + 1)

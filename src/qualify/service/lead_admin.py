@@ -56,8 +56,15 @@ def merge_leads(
     history = conn.execute(delete(schema.stage_history).where(schema.stage_history.c.lead_id == gone.id)).rowcount
     conn.execute(update(schema.assignments).where(schema.assignments.c.lead_id == gone.id).values(lead_id=kept.id))
     conn.execute(update(schema.lead_aliases).where(schema.lead_aliases.c.lead_id == gone.id).values(lead_id=kept.id))
-    profile_before = {name: getattr(kept.lead, name) for name in _PERSONAL}
-    fill = {name: getattr(gone.lead, name) for name in _PERSONAL if getattr(kept.lead, name) in (None, "")}
+    fill = {
+        name: getattr(gone.lead, name)
+        for name in _PERSONAL
+        if getattr(kept.lead, name) in (None, "") and getattr(gone.lead, name) not in (None, "")
+    }
+    # An opt-out given under either address holds for the person: never lost in a merge.
+    for flag in ("do_not_email", "do_not_call"):
+        if getattr(gone.lead, flag) and not getattr(kept.lead, flag):
+            fill[flag] = True
     conn.execute(delete(schema.leads).where(schema.leads.c.id == gone.id))
     conn.execute(
         schema.lead_aliases.insert().values(
@@ -66,6 +73,8 @@ def merge_leads(
     )
     if fill or gone.lead.attributes:
         incoming = type(kept.lead).stored(**fill, attributes={**gone.lead.attributes, **kept.lead.attributes})
+        for flag in ("do_not_email", "do_not_call"):
+            setattr(incoming, flag, fill.get(flag))
         merge_into(kept.lead, incoming, _PERSONAL)
         values = {name: getattr(kept.lead, name) for name in _PERSONAL} | {
             "attributes": kept.lead.attributes,
@@ -80,13 +89,14 @@ def merge_leads(
         action="lead.merge",
         target=kept.lead.key,
         at=now,
+        # Ids and field names only: an audit entry must not outlive an erasure with personal data in it.
         details={
-            "merged": gone.lead.key,
+            "lead_id": kept.id,
+            "merged_lead_id": gone.id,
             "merged_stage": gone.state.stage.value,
             "events_moved": moved,
             "history_dropped": history,
             "filled": sorted(fill),
-            "kept_before": {k: v for k, v in profile_before.items() if v is not None},
         },
     )
     return MergeResult(kept.lead.key, gone.lead.key, moved)
@@ -136,7 +146,14 @@ def erase_lead(uow: UnitOfWork, key: str, *, by: str, key_id: str | None = None,
     assert lead_id is not None
     conn = uow.connection
     events = conn.execute(delete(schema.events).where(schema.events.c.lead_id == lead_id)).rowcount
-    conn.execute(delete(schema.lead_aliases).where(schema.lead_aliases.c.lead_id == lead_id))
+    aliases = schema.lead_aliases
+    alias_keys = [
+        key
+        for row in conn.execute(select(aliases.c.email, aliases.c.external_id).where(aliases.c.lead_id == lead_id))
+        for key in (row.email, row.external_id)
+        if key
+    ]
+    conn.execute(delete(aliases).where(aliases.c.lead_id == lead_id))
     conn.execute(update(schema.stage_history).where(schema.stage_history.c.lead_id == lead_id).values(note=None))
     conn.execute(
         update(schema.leads)
@@ -153,10 +170,7 @@ def erase_lead(uow: UnitOfWork, key: str, *, by: str, key_id: str | None = None,
             updated_at=now,
         )
     )
-    # The audit log names the lead by id only: the erased key would itself be personal data.
-    conn.execute(
-        update(schema.audit_log).where(schema.audit_log.c.target == record.lead.key).values(target=f"#{lead_id}")
-    )
+    _scrub_traces(conn, lead_id, [record.lead.key, *alias_keys])
     record_audit(
         uow,
         actor=by,
@@ -167,3 +181,16 @@ def erase_lead(uow: UnitOfWork, key: str, *, by: str, key_id: str | None = None,
         details={"events_deleted": events},
     )
     return lead_id
+
+
+def _scrub_traces(conn: Any, lead_id: int, keys: list[str]) -> None:
+    """Personal data elsewhere than the lead row: the audit log names the lead by id only (the
+    erased key would itself be personal data), and queued webhook payloads keep only the id."""
+    log = schema.audit_log
+    conn.execute(update(log).where(log.c.target.in_(keys)).values(target=f"#{lead_id}", details={"redacted": True}))
+    deliveries = schema.webhook_deliveries
+    for row in conn.execute(select(deliveries.c.id, deliveries.c.payload)).all():
+        lead = row.payload.get("lead") if isinstance(row.payload, dict) else None
+        if isinstance(lead, dict) and lead.get("id") == lead_id:
+            redacted = {**row.payload, "lead": {"id": lead_id, "email": None, "external_id": None}}
+            conn.execute(update(deliveries).where(deliveries.c.id == row.id).values(payload=redacted))

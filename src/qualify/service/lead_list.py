@@ -141,7 +141,12 @@ def _decode(cursor: str, sort: str) -> tuple[Any, int]:
         made_for, value, lead_id = json.loads(base64.urlsafe_b64decode(padded))
         if made_for != sort or not isinstance(lead_id, int):
             raise ValueError("cursor of another sort")
-        return (datetime.fromisoformat(value) if sort in _TIME_SORTS else float(value)), lead_id
+        if sort in _TIME_SORTS:
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is None:
+                raise ValueError("a time without a zone")
+            return moment, lead_id
+        return float(value), lead_id
     except (ValueError, TypeError, json.JSONDecodeError):
         raise InvalidInput(
             "not a cursor this list gave out (or one for another sort): start again without it", field="cursor"

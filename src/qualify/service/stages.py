@@ -10,6 +10,7 @@ from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound
 from qualify.domain.lifecycle import Actor, Stage, check_action
 from qualify.service.audit import record_audit
 from qualify.service.batch import LeadBatch
+from qualify.service.events import CLOCK_SKEW
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 
@@ -46,6 +47,8 @@ def apply_stage_action(
     record = repo.find_lead(uow.connection, lead_key, for_update=True)
     if record is None:
         raise NotFound(f"no lead {lead_key!r}")
+    if at > now + CLOCK_SKEW:
+        raise InvalidInput(f"an action cannot be dated in the future ({at.isoformat()})", field="at")
     if at.timestamp() < record.state.stage_entered:
         raise IllegalTransition(
             f"{lead_key} entered {record.state.stage.value} at "

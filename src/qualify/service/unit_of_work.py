@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from qualify.adapters import schema
 from qualify.adapters.store import READ_ONLY, create_store_engine, head_revision, migrate, schema_revision
-from qualify.domain.errors import NotFound, QualifyError
+from qualify.domain.errors import Conflict, NotFound, QualifyError
 from qualify.domain.model_loader import load_model
 from qualify.domain.scoring_model import ScoringModel
 from qualify.settings import Settings
@@ -123,9 +123,11 @@ def retrying(workspace: Workspace, use_case: Callable[[UnitOfWork], T], *, attem
         try:
             with workspace.unit_of_work() as uow:
                 return use_case(uow)
-        except _TRANSIENT:
+        except _TRANSIENT as error:
             if attempt == attempts:
-                raise
+                raise Conflict(
+                    f"the change kept conflicting with concurrent writes ({type(error.orig).__name__}); try again"
+                ) from error
             time.sleep(random.uniform(0, 0.02 * 2**attempt))  # jitter: two retrying peers part ways
     raise AssertionError("unreachable")
 

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from qualify.domain.errors import IllegalTransition, InvalidInput, ModelError, NotFound, QualifyError
+from qualify.domain.errors import Conflict, IllegalTransition, InvalidInput, ModelError, NotFound, QualifyError
 from qualify.service.keys import AuthenticationFailed
 
 PROBLEM = "application/problem+json"
@@ -29,6 +29,7 @@ _STATUS: list[tuple[type[Exception], int, str, str]] = [
     (Forbidden, 403, "forbidden", "The key's role does not allow this"),
     (NotFound, 404, "not-found", "Not found"),
     (IllegalTransition, 409, "illegal-transition", "The lifecycle does not allow this stage change"),
+    (Conflict, 409, "conflict", "Concurrent changes: try again"),
     (TooLarge, 413, "too-large", "Request too large"),
     (ModelError, 422, "invalid-model", "The scoring model does not validate"),
     (InvalidInput, 422, "invalid-input", "Invalid input"),
@@ -73,7 +74,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(error, StarletteHTTPException)
         return problem(error.status_code, f"http-{error.status_code}", str(error.detail), str(error.detail))
 
+    async def on_unexpected(_: Request, error: Exception) -> JSONResponse:
+        # A bug, not bad input: say so in the same shape, without internals in the answer.
+        return problem(500, "internal-error", "Internal error", "something went wrong on the server; it is logged")
+
     app.add_exception_handler(QualifyError, on_qualify_error)
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from qualify.domain.access import Permission
 from qualify.domain.errors import InvalidInput
@@ -32,6 +31,7 @@ from qualify.service.lead_list import LeadFilter, list_page
 from qualify.service.leads import upsert_accounts, upsert_leads
 from qualify.service.queries import lead_profile
 from qualify.service.stages import apply_stage_action
+from qualify.service.unit_of_work import retrying
 
 router = APIRouter(prefix="/v1", tags=["leads"])
 
@@ -66,10 +66,10 @@ def get_leads(
     owner: str | None = None,
     min_score: float | None = None,
     max_score: float | None = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
-    updated_from: datetime | None = None,
-    updated_to: datetime | None = None,
+    created_from: AwareDatetime | None = None,
+    created_to: AwareDatetime | None = None,
+    updated_from: AwareDatetime | None = None,
+    updated_to: AwareDatetime | None = None,
     sort: Literal["score", "fit", "engagement", "created", "updated"] = "score",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=400, description="`next_cursor` of the previous page")] = None,
@@ -130,14 +130,23 @@ def put_leads(body: LeadIn | list[LeadIn], workspace: WorkspaceDep, caller: Lead
     accounts: list[Account] = []
     for index, item in enumerate(items):
         try:
-            fields = item.model_dump(exclude={"account"})
-            leads.append((index, Lead(**fields)))
-            if item.account is not None:
-                accounts.append(_account(item.account))
+            account = _account(item.account) if item.account is not None else None
+        except InvalidInput as error:  # the lead is refused with its account: half a lead is not kept
+            results[index] = UpsertResult(
+                index=index, status="rejected", reason=error.message, field=f"account.{error.field}"
+            )
+            continue
+        try:
+            leads.append((index, Lead(**item.model_dump(exclude={"account"}))))
         except InvalidInput as error:
             results[index] = UpsertResult(index=index, status="rejected", reason=error.message, field=error.field)
-    with workspace.unit_of_work() as uow:
-        outcome = upsert_leads(uow, [lead for _, lead in leads], accounts=accounts, by=f"api:{caller.name}")
+            continue
+        if account is not None:
+            accounts.append(account)
+    outcome = retrying(
+        workspace,
+        lambda uow: upsert_leads(uow, [lead for _, lead in leads], accounts=accounts, by=f"api:{caller.name}"),
+    )
     for position, (index, _) in enumerate(leads):
         refused = outcome.errors.get(position)
         results[index] = UpsertResult(
@@ -167,16 +176,23 @@ def put_accounts(body: AccountIn | list[AccountIn], workspace: WorkspaceDep, cal
     items = body if isinstance(body, list) else [body]
     if len(items) > MAX_BATCH:
         raise TooLarge(f"{len(items):,} accounts in one request; the limit is {MAX_BATCH:,}")
-    accounts = [_account(item) for item in items]
-    with workspace.unit_of_work() as uow:
-        outcome = upsert_accounts(uow, accounts, by=f"api:{caller.name}")
-    results = [UpsertResult(index=i, status=s) for i, s in enumerate(outcome.statuses)]
+    results: dict[int, UpsertResult] = {}
+    accepted: list[tuple[int, Account]] = []
+    for index, item in enumerate(items):
+        try:
+            accepted.append((index, _account(item)))
+        except InvalidInput as error:
+            results[index] = UpsertResult(index=index, status="rejected", reason=error.message, field=error.field)
+    outcome = retrying(workspace, lambda uow: upsert_accounts(uow, [a for _, a in accepted], by=f"api:{caller.name}"))
+    for (index, _), status in zip(accepted, outcome.statuses, strict=True):
+        results[index] = UpsertResult(index=index, status=status)
+    ordered = [results[i] for i in range(len(items))]
     return UpsertResponse(
         created=outcome.count("created"),
         updated=outcome.count("updated"),
         unchanged=outcome.count("unchanged"),
-        rejected=0,
-        results=results,
+        rejected=len(items) - len(accepted),
+        results=ordered,
     )
 
 
