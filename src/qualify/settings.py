@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         description="Seconds `qualify worker` waits between passes; `--interval` overrides it.",
     )
     webhook_max_attempts: int = Field(
-        default=8,
+        default=15,
         ge=1,
         le=100,
         description="Delivery attempts before a webhook delivery is given up as dead.",

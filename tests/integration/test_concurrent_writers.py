@@ -45,3 +45,22 @@ def test_concurrent_ingestion_and_upserts_of_one_lead_keep_every_point(workspace
     )
     assert profile.events_total == 48
     assert math.isclose(profile.scores["engagement"], round(expected, 2), abs_tol=0.01)
+
+
+def test_concurrent_model_activations_leave_exactly_one_active_model(workspace: Workspace) -> None:
+    from sqlalchemy import func, select
+
+    from qualify.adapters import schema
+    from qualify.domain.model_loader import default_model_text
+    from qualify.service.models import activate_model
+
+    documents = [
+        default_model_text().replace("requalify_margin: 10", f"requalify_margin: {m}") for m in (11, 12, 13, 14)
+    ]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda d: retrying(workspace, lambda uow: activate_model(uow, d)), documents))
+    with workspace.unit_of_work(read_only=True) as uow:
+        active = uow.connection.execute(
+            select(func.count()).select_from(schema.scoring_models).where(schema.scoring_models.c.active)
+        ).scalar()
+    assert active == 1

@@ -185,6 +185,14 @@ scoring_models = Table(
     Column("activated_at", UTCDateTime()),
     Column("active", Boolean, nullable=False, default=False),
 )
+# At most one active model, whatever two concurrent activations do.
+Index(
+    "uq_scoring_models_active",
+    scoring_models.c.active,
+    unique=True,
+    sqlite_where=scoring_models.c.active,
+    postgresql_where=scoring_models.c.active,
+)
 
 
 api_keys = Table(

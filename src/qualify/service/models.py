@@ -35,7 +35,9 @@ def activate_model(
     model = load_model(document, source)
     table = schema.scoring_models
     conn = uow.connection
-    current = conn.execute(select(table.c.version).where(table.c.active)).scalar()
+    # The active row is locked, so a concurrent activation waits for this one (PostgreSQL); the
+    # unique index on `active` stops two active models in any case (the loser retries).
+    current = conn.execute(select(table.c.version).where(table.c.active).with_for_update()).scalar()
     if current == model.version:
         return model, False
     now = utcnow()

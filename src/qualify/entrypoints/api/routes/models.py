@@ -10,6 +10,7 @@ from qualify.entrypoints.api.deps import ModelReader, ModelWriter, WorkspaceDep,
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
 from qualify.entrypoints.api.schemas import ModelIn, ModelOut
 from qualify.service.models import activate_model, active_document
+from qualify.service.unit_of_work import retrying
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -47,7 +48,8 @@ def post_validate(body: ModelIn, caller: ModelReader) -> ModelOut:
     openapi_extra=permission_doc(Permission.WRITE_MODELS),
 )
 def post_activate(body: ModelIn, workspace: WorkspaceDep, caller: ModelWriter) -> ModelOut:
-    """Store a model version and make it active (leads are rescored by `qualify score` or the worker)."""
-    with workspace.unit_of_work() as uow:
-        model, changed = activate_model(uow, body.document, "request body", by=caller.name, key_id=caller.key_id)
+    """Store a model version and make it active (leads are rescored by `qualify score`)."""
+    model, changed = retrying(
+        workspace, lambda uow: activate_model(uow, body.document, "request body", by=caller.name, key_id=caller.key_id)
+    )
     return ModelOut(name=model.name, version=model.version, changed=changed)
