@@ -118,6 +118,11 @@ def merge_into(stored: Lead | Account, incoming: Lead | Account, names: tuple[st
     return changed
 
 
+def lead_key(email: str | None, external_id: str | None) -> str:
+    """How a lead is named to people: its email, else `ext:<external id>`."""
+    return email if email else f"ext:{external_id}"
+
+
 def as_utc(moment: datetime) -> datetime:
     """Refuse naive times: a time without a zone is ambiguous by hours."""
     if moment.tzinfo is None or moment.utcoffset() is None:
@@ -184,7 +189,7 @@ class Lead:
 
     @property
     def key(self) -> str:
-        return self.email or f"ext:{self.external_id}"
+        return lead_key(self.email, self.external_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,10 +41,6 @@ def _history_payload(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def lead_key(email: str | None, external_id: str | None) -> str:
-    return email if email else f"ext:{external_id}"
-
-
 @dataclass(slots=True)
 class _PendingHistory:
     record: LeadRecord

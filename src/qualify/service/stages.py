@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from qualify.adapters import repository as repo
 from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound
@@ -21,6 +22,17 @@ class StageChange:
     to_stage: Stage
     at: datetime
     timer_moves: tuple[tuple[Stage, Stage, str], ...]  # moves the policy made before the action
+
+    def as_dict(self, action: str) -> dict[str, Any]:
+        """The answer of the CLI (`--json`) and the API alike."""
+        return {
+            "lead": self.lead,
+            "action": action,
+            "from": self.from_stage.value,
+            "to": self.to_stage.value,
+            "at": self.at,
+            "timer_moves": [{"from": f.value, "to": t.value, "reason": r} for f, t, r in self.timer_moves],
+        }
 
 
 def apply_stage_action(

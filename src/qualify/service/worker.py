@@ -35,9 +35,10 @@ from qualify.adapters import schema
 from qualify.adapters.repository import LeadRecord
 from qualify.domain.engagement import DAY
 from qualify.domain.lifecycle import Stage
+from qualify.domain.records import lead_key
 from qualify.service import outbox, webhooks
 from qualify.service.audit import record_audit
-from qualify.service.batch import LeadBatch, lead_key
+from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import Workspace, utcnow
 
 log = logging.getLogger(__name__)

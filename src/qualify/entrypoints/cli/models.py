@@ -1,6 +1,7 @@
 """Commands on scoring models: validate, activate, show."""
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -101,10 +102,7 @@ def model_show(
             {
                 "active": version,
                 "document": document,
-                "versions": [
-                    vars(v) if not hasattr(v, "__slots__") else {s: getattr(v, s) for s in v.__slots__}
-                    for v in versions
-                ],
+                "versions": [asdict(v) for v in versions],
             }
         )
         return

@@ -324,16 +324,7 @@ def _stage_command(action: str) -> None:
         with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
             change = apply_stage_action(uow, lead_key, action, by=by, reason=reason, note=note, at=_utc(at))
         if as_json:
-            _print_json(
-                {
-                    "lead": change.lead,
-                    "action": action,
-                    "from": change.from_stage,
-                    "to": change.to_stage,
-                    "at": change.at,
-                    "timer_moves": [{"from": f, "to": t, "reason": r} for f, t, r in change.timer_moves],
-                }
-            )
+            _print_json(change.as_dict(action))
             return
         for f, t, r in change.timer_moves:
             out.print(f"[yellow]first, {f.value} → {t.value}: {r}[/]")

@@ -1,6 +1,7 @@
 """Commands of the service: serve, keys, worker, webhooks."""
 
 import sys
+from dataclasses import asdict
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -78,7 +79,7 @@ def keys_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     with _workspace(db) as workspace, workspace.unit_of_work() as uow:
         keys = list_keys(uow)
     if as_json:
-        _print_json([{s: getattr(k, s) for s in k.__slots__} for k in keys])
+        _print_json([asdict(k) for k in keys])
         return
     table = Table("key id", "name", "role", "created", "last used", "revoked")
     for k in keys:

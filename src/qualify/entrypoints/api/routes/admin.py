@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -25,10 +26,7 @@ router = APIRouter(prefix="/v1", tags=["admin"])
 def get_keys(workspace: WorkspaceDep, caller: KeyManager) -> list[KeyOut]:
     """Every key with its role and when it was last used (never the secret)."""
     with workspace.unit_of_work(read_only=True) as uow:
-        return [
-            KeyOut(**vars(k)) if not hasattr(k, "__slots__") else KeyOut(**{s: getattr(k, s) for s in k.__slots__})
-            for k in list_keys(uow)
-        ]
+        return [KeyOut(**asdict(k)) for k in list_keys(uow)]
 
 
 @router.delete(

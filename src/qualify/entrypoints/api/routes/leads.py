@@ -222,16 +222,7 @@ def post_stage_action(
         change = apply_stage_action(
             uow, key, action, by=by, reason=body.reason, note=body.note, at=body.at, key_id=caller.key_id
         )
-    return StageChangeOut.model_validate(
-        {
-            "lead": change.lead,
-            "action": action,
-            "from": change.from_stage.value,
-            "to": change.to_stage.value,
-            "at": change.at,
-            "timer_moves": [{"from": f.value, "to": t.value, "reason": r} for f, t, r in change.timer_moves],
-        }
-    )
+    return StageChangeOut.model_validate(change.as_dict(action))
 
 
 @router.post(
