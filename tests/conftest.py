@@ -104,3 +104,26 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the shared data folder is absent ({SHARED_DATA}); real-data tests need it")
     return SHARED_DATA
+
+
+_TEMPLATES: dict[str, Path] = {}
+
+
+def copy_of_fresh_workspace(directory: Path, name: str = "workspace.db") -> Workspace:
+    """A copy of one migrated SQLite workspace with the default model: for property tests, where
+    migrating anew for every example would dominate the run."""
+    import shutil
+    import sqlite3
+    import tempfile
+
+    if "default" not in _TEMPLATES:
+        template = Path(tempfile.mkdtemp()) / "template.db"
+        ws = open_workspace(Settings(database_url=f"sqlite:///{template}"), create=True)
+        with ws.unit_of_work() as uow:
+            activate_model(uow, default_model_text())
+        ws.close()
+        with sqlite3.connect(template) as raw:  # fold the WAL in, so one file is the whole workspace
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _TEMPLATES["default"] = template
+    shutil.copyfile(_TEMPLATES["default"], directory / name)
+    return open_workspace(Settings(database_url=f"sqlite:///{directory / name}"))

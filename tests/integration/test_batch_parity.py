@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from tests.conftest import copy_of_fresh_workspace
 
 from qualify.adapters import schema
 from qualify.adapters.repository import lead_from_row
@@ -60,22 +59,6 @@ ACCOUNTS = [
     Account(domain="globex.io", industry="retail", employees=45, country="GB", attributes={"tier": "gold"}),
     Account(domain="initech.de", industry="Manufacturing", employees=12000, country="DE"),
 ]
-_TEMPLATE: dict[str, Path] = {}
-
-
-def fresh(directory: Path) -> Workspace:
-    """A copy of one migrated workspace: migrating for every example would dominate the run."""
-    if "path" not in _TEMPLATE:
-        template = Path(tempfile.mkdtemp()) / "template.db"
-        ws = open_workspace(Settings(database_url=f"sqlite:///{template}"), create=True)
-        with ws.unit_of_work() as uow:
-            activate_model(uow, default_model_text())
-        ws.close()
-        with sqlite3.connect(template) as raw:  # fold the WAL in, so one file is the whole workspace
-            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        _TEMPLATE["path"] = template
-    shutil.copyfile(_TEMPLATE["path"], directory / "ws.db")
-    return open_workspace(Settings(database_url=f"sqlite:///{directory / 'ws.db'}"))
 
 
 def compare(workspace: Workspace, export: Path, as_of: datetime) -> list[str]:
@@ -103,7 +86,7 @@ def compare(workspace: Workspace, export: Path, as_of: datetime) -> list[str]:
 def test_batch_equals_online_on_random_leads_and_event_streams(people: list[dict[str, Any]], stream: list[Any]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         directory = Path(folder)
-        workspace = fresh(directory)
+        workspace = copy_of_fresh_workspace(directory)
         leads = [
             Lead(
                 email=f"p{i}@{p['domain']}",
@@ -157,7 +140,7 @@ def test_batch_equals_online_on_the_demo_world(tmp_path: Path) -> None:
 def test_a_model_the_batch_engines_cannot_run_is_refused_by_name(tmp_path: Path) -> None:
     text = default_model_text().replace('not_regex: "/(pricing|careers|jobs)"', "regex: '^(?!.*/pricing)'")
     model = load_model(text)
-    workspace = fresh(tmp_path)
+    workspace = copy_of_fresh_workspace(tmp_path)
     export_workspace(workspace, tmp_path / "export")
     workspace.close()
     sources = duckdb_sources(tmp_path / "export")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import shutil
-import sqlite3
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,14 +11,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from tests.conftest import copy_of_fresh_workspace
 
 from qualify.adapters import schema
-from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import Event, make_event
 from qualify.service.events import ingest_events
-from qualify.service.models import activate_model
-from qualify.service.unit_of_work import Workspace, open_workspace
-from qualify.settings import Settings
+from qualify.service.unit_of_work import Workspace
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEADS = ("ann@acme.com", "bob@acme.com", "cy@gmail.com")
@@ -50,25 +46,6 @@ def build(specs: list[tuple[str, tuple[str, dict[str, Any]], int]]) -> list[Even
     ]
 
 
-_TEMPLATE: dict[str, Path] = {}
-
-
-def fresh(directory: str, name: str) -> Workspace:
-    """A copy of one migrated workspace: migrating anew for every example would dominate the run."""
-    if "path" not in _TEMPLATE:
-        template = Path(tempfile.mkdtemp()) / "template.db"
-        ws = open_workspace(Settings(database_url=f"sqlite:///{template}"), create=True)
-        with ws.unit_of_work() as uow:
-            activate_model(uow, default_model_text())
-        ws.close()
-        with sqlite3.connect(template) as raw:  # fold the WAL in, so one file is the whole workspace
-            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        _TEMPLATE["path"] = template
-    target = Path(directory) / name
-    shutil.copyfile(_TEMPLATE["path"], target)
-    return open_workspace(Settings(database_url=f"sqlite:///{target}"))
-
-
 def snapshot(ws: Workspace) -> tuple[list[Any], list[Any], list[Any]]:
     leads, history, events = schema.leads, schema.stage_history, schema.events
     at = T0 + timedelta(days=45)
@@ -93,7 +70,10 @@ def snapshot(ws: Workspace) -> tuple[list[Any], list[Any], list[Any]]:
 def test_any_chunking_gives_the_same_scores_as_one_by_one(specs: list[Any], cuts: list[int]) -> None:
     evs = build(specs)
     with tempfile.TemporaryDirectory() as directory:
-        single, chunked = fresh(directory, "single.db"), fresh(directory, "chunked.db")
+        single, chunked = (
+            copy_of_fresh_workspace(Path(directory), "single.db"),
+            copy_of_fresh_workspace(Path(directory), "chunked.db"),
+        )
         now = T0 + timedelta(days=41)
         for event in evs:
             with single.unit_of_work() as uow:

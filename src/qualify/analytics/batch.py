@@ -20,25 +20,12 @@ from qualify.domain.conditions import Condition
 from qualify.domain.errors import QualifyError
 from qualify.domain.fit import FIT_MAX
 from qualify.domain.model_loader import batch_problems
-from qualify.domain.records import FREE_MAIL_DOMAINS
+from qualify.domain.records import ACCOUNT_FIELDS, FREE_MAIL_DOMAINS, LEAD_FIELDS
 from qualify.domain.scoring_model import EngagementRule, ScoringModel
 
 DAY_SECONDS = 86_400.0
-_LEAD_COLUMNS = (
-    "email",
-    "external_id",
-    "first_name",
-    "last_name",
-    "title",
-    "seniority",
-    "department",
-    "country",
-    "source",
-    "channel",
-    "do_not_email",
-    "do_not_call",
-)
-_ACCOUNT_COLUMNS = ("domain", "name", "industry", "employees", "revenue", "country")
+_LEAD_COLUMNS = LEAD_FIELDS
+_ACCOUNT_COLUMNS = ("domain", *ACCOUNT_FIELDS)
 
 
 @dataclass(frozen=True)
