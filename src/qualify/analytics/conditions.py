@@ -1,5 +1,8 @@
 """Conditions of a scoring model as Ibis expressions, with the semantics of domain/conditions.py.
 
+Texts are trimmed of spaces (SQL TRIM) where Python strips every kind of white space: a value
+that ends in a tab or a newline compares differently here.
+
 A value is given as text (as the Parquet export writes attributes and properties: numbers as
 written, booleans as true/false); numbers are read from that text. What the Python evaluator
 does with typed values, these expressions do with their text, so that both agree on the values
@@ -20,12 +23,18 @@ TRUE_TEXTS = ("true", "yes", "y", "1")
 FALSE_TEXTS = ("false", "no", "n", "0")
 
 
+@ibis.udf.scalar.builtin(name="trim")  # type: ignore[untyped-decorator]
+def _trim(text: str) -> str:  # type: ignore[empty-body]
+    """SQL's one-argument TRIM, the same on every engine. (Ibis's own strip() lists the white
+    space characters in a literal that Spark reads differently: it trims the letter v.)"""
+
+
 def _folded(text: ir.StringValue) -> ir.StringValue:
-    return text.strip().lower()
+    return _trim(text).lower()
 
 
 def _number(text: ir.StringValue) -> ir.FloatingValue:
-    return text.strip().replace(",", "").try_cast("float64")
+    return _trim(text).replace(",", "").try_cast("float64")
 
 
 def _literal_number(value: Any) -> float | None:
@@ -56,7 +65,7 @@ def condition_expr(
 ) -> ir.BooleanValue:
     """True where `text` (null for a missing value) satisfies `condition`; `number`, when given,
     is the same value as a number (a numeric column), spared from being read back from text."""
-    present = text.notnull() & (text.strip() != "")
+    present = text.notnull() & (_trim(text) != "")
     op, value = condition.op, condition.value
     if op == "exists":
         return present if value else ~present

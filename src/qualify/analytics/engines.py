@@ -43,3 +43,32 @@ def postgres_sources(database_url: str) -> Sources:
         options=options,
     )
     return Sources(leads=con.table("leads"), accounts=con.table("accounts"), events=con.table("events"))
+
+
+def spark_session() -> Any:
+    """A local Spark session for one machine (Spark on a cluster: pass your own to spark_sources).
+
+    The session time zone is UTC, so that the per-day caps count UTC days as the online side does.
+    """
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[*]")
+        .appName("qualify")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def spark_sources(export: Path, session: Any | None = None) -> Sources:
+    """Tables over the Parquet files of `qualify export parquet`, read by Spark (PySpark)."""
+    con = ibis.pyspark.connect(session or spark_session())
+    return Sources(
+        leads=con.read_parquet(str(export / "leads.parquet")),
+        accounts=con.read_parquet(str(export / "accounts.parquet")),
+        events=con.read_parquet(str(export / "events")).drop("date"),
+    )

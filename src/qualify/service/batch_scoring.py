@@ -11,13 +11,13 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from qualify.analytics.batch import scores_as_of
-from qualify.analytics.engines import duckdb_sources, postgres_sources
+from qualify.analytics.engines import duckdb_sources, postgres_sources, spark_sources
 from qualify.domain.errors import InvalidInput
 from qualify.service.export import export_workspace
 from qualify.service.unit_of_work import Workspace
 
-Engine = Literal["duckdb", "postgres"]
-ENGINES: tuple[Engine, ...] = ("duckdb", "postgres")
+Engine = Literal["duckdb", "postgres", "spark"]
+ENGINES: tuple[Engine, ...] = ("duckdb", "postgres", "spark")
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,14 @@ def batch_scores(workspace: Workspace, *, engine: str, as_of: datetime, export: 
         model = uow.active_model()
     if engine == "postgres":
         table = scores_as_of(model, postgres_sources(workspace.settings.database_url), as_of).to_pyarrow()
-    elif engine == "duckdb":
+    elif engine in ("duckdb", "spark"):
+        read = duckdb_sources if engine == "duckdb" else spark_sources
         if export is not None:
-            table = scores_as_of(model, duckdb_sources(export), as_of).to_pyarrow()
+            table = scores_as_of(model, read(export), as_of).to_pyarrow()
         else:
             with tempfile.TemporaryDirectory() as folder:
                 export_workspace(workspace, Path(folder) / "export")
-                table = scores_as_of(model, duckdb_sources(Path(folder) / "export"), as_of).to_pyarrow()
+                table = scores_as_of(model, read(Path(folder) / "export"), as_of).to_pyarrow()
     else:
         raise InvalidInput(f"unknown engine {engine!r}; expected one of: {', '.join(ENGINES)}", field="engine")
     return BatchScores(engine, as_of, model.version, table.sort_by("lead_id"))

@@ -105,12 +105,13 @@ def score(db: DbOption = None, as_json: JsonOption = False) -> None:
 class BatchEngine(StrEnum):
     duckdb = "duckdb"
     postgres = "postgres"
+    spark = "spark"
 
 
 @app.command()
 def rescore(
     engine: Annotated[
-        BatchEngine, typer.Option(help="duckdb (over a Parquet export) or postgres (the workspace's tables).")
+        BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres (the workspace's tables).")
     ] = BatchEngine.duckdb,
     as_of: Annotated[
         datetime | None,
