@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -250,6 +251,7 @@ def funnel(
                 "from_count": base,
                 "to_count": reached[there],
                 "rate": round(reached[there] / base, 4) if base else None,
+                "interval_95": wilson_interval(reached[there], base),
             }
         )
     days = {stage.value: _summary(durations.get(stage.value, [])) for stage in Stage}
@@ -263,6 +265,17 @@ def funnel(
         reasons={k: dict(v.most_common()) for k, v in reasons.items()},
         sla=sla_compliance(uow, created_from=created_from, created_to=created_to, now=now or utcnow()),
     )
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> list[float] | None:
+    """The 95 % Wilson score interval of a rate: honest for small counts and for rates near 0 or
+    1, where the normal approximation gives bounds outside [0, 1]."""
+    if trials == 0:
+        return None
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
 def _summary(values: list[float]) -> dict[str, float | int | None]:

@@ -132,7 +132,10 @@ def _show_funnel(report: Any) -> None:
     for stage, count in report.current.items():
         days = report.days_in_stage.get(stage, {})
         rate = rates.get(stage)
-        shown = f"{rate['rate']:.1%} → {rate['to']}" if rate and rate["rate"] is not None else ""
+        shown = ""
+        if rate and rate["rate"] is not None:
+            low, high = rate["interval_95"]
+            shown = f"{rate['rate']:.1%} ({low:.0%}–{high:.0%}) → {rate['to']}"
         median, p90 = days.get("median"), days.get("p90")
         table.add_row(
             stage,
