@@ -155,14 +155,7 @@ def put_leads(body: LeadIn | list[LeadIn], workspace: WorkspaceDep, caller: Lead
             reason=refused.message if refused else None,
             field=refused.field if refused else None,
         )
-    ordered = [results[i] for i in range(len(items))]
-    return UpsertResponse(
-        created=sum(r.status == "created" for r in ordered),
-        updated=sum(r.status == "updated" for r in ordered),
-        unchanged=sum(r.status == "unchanged" for r in ordered),
-        rejected=sum(r.status == "rejected" for r in ordered),
-        results=ordered,
-    )
+    return _answer([results[i] for i in range(len(items))])
 
 
 @router.put(
@@ -186,12 +179,16 @@ def put_accounts(body: AccountIn | list[AccountIn], workspace: WorkspaceDep, cal
     outcome = retrying(workspace, lambda uow: upsert_accounts(uow, [a for _, a in accepted], by=f"api:{caller.name}"))
     for (index, _), status in zip(accepted, outcome.statuses, strict=True):
         results[index] = UpsertResult(index=index, status=status)
-    ordered = [results[i] for i in range(len(items))]
+    return _answer([results[i] for i in range(len(items))])
+
+
+def _answer(ordered: list[UpsertResult]) -> UpsertResponse:
+    """The counts and the per-item results of an upsert, in request order."""
     return UpsertResponse(
-        created=outcome.count("created"),
-        updated=outcome.count("updated"),
-        unchanged=outcome.count("unchanged"),
-        rejected=len(items) - len(accepted),
+        created=sum(r.status == "created" for r in ordered),
+        updated=sum(r.status == "updated" for r in ordered),
+        unchanged=sum(r.status == "unchanged" for r in ordered),
+        rejected=sum(r.status == "rejected" for r in ordered),
         results=ordered,
     )
 
