@@ -30,11 +30,12 @@ _ACCOUNT_COLUMNS = ("domain", *ACCOUNT_FIELDS)
 
 @dataclass(frozen=True)
 class Sources:
-    """The tables the batch side reads: leads, accounts and events of one workspace."""
+    """The tables the batch side reads: leads, accounts, events and stage history of one workspace."""
 
     leads: ir.Table
     accounts: ir.Table
     events: ir.Table
+    history: ir.Table | None = None
 
 
 @ibis.udf.scalar.builtin(name="jsonb_extract_path_text")  # type: ignore[untyped-decorator]

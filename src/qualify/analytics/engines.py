@@ -20,6 +20,7 @@ def duckdb_sources(export: Path, connection: Any | None = None) -> Sources:
         leads=con.read_parquet(str(export / "leads.parquet")),
         accounts=con.read_parquet(str(export / "accounts.parquet")),
         events=events.drop("date"),
+        history=con.read_parquet(str(export / "stage_history.parquet")),
     )
 
 
@@ -42,7 +43,12 @@ def postgres_sources(database_url: str) -> Sources:
         database=url.database,
         options=options,
     )
-    return Sources(leads=con.table("leads"), accounts=con.table("accounts"), events=con.table("events"))
+    return Sources(
+        leads=con.table("leads"),
+        accounts=con.table("accounts"),
+        events=con.table("events"),
+        history=con.table("stage_history"),
+    )
 
 
 def spark_session() -> Any:
@@ -71,4 +77,5 @@ def spark_sources(export: Path, session: Any | None = None) -> Sources:
         leads=con.read_parquet(str(export / "leads.parquet")),
         accounts=con.read_parquet(str(export / "accounts.parquet")),
         events=con.read_parquet(str(export / "events")).drop("date"),
+        history=con.read_parquet(str(export / "stage_history.parquet")),
     )

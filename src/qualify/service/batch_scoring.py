@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from qualify.analytics.batch import scores_as_of
+from qualify.analytics.batch import Sources, scores_as_of
 from qualify.analytics.engines import duckdb_sources, postgres_sources, spark_sources
+from qualify.analytics.reports import cohorts
 from qualify.domain.errors import InvalidInput
 from qualify.service.export import export_workspace
 from qualify.service.unit_of_work import Workspace
@@ -61,3 +62,25 @@ def batch_scores(workspace: Workspace, *, engine: str, as_of: datetime, export: 
     else:
         raise InvalidInput(f"unknown engine {engine!r}; expected one of: {', '.join(ENGINES)}", field="engine")
     return BatchScores(engine, as_of, model.version, table.sort_by("lead_id"))
+
+
+def batch_sources(workspace: Workspace, engine: str, export: Path, *, make_export: bool) -> Sources:
+    """The tables for `engine`: the workspace's own on postgres, a Parquet export otherwise
+    (written to `export` first when `make_export`)."""
+    if engine == "postgres":
+        return postgres_sources(workspace.settings.database_url)
+    if engine not in ENGINES:
+        raise InvalidInput(f"unknown engine {engine!r}; expected one of: {', '.join(ENGINES)}", field="engine")
+    if make_export:
+        export_workspace(workspace, export)
+    return duckdb_sources(export) if engine == "duckdb" else spark_sources(export)
+
+
+def cohort_report(
+    workspace: Workspace, *, by: str, engine: str = "duckdb", export: Path | None = None
+) -> list[dict[str, Any]]:
+    """Leads per cohort (month of creation, source, channel) and how far each got (analytics.reports)."""
+    if export is not None or engine == "postgres":
+        return cohorts(batch_sources(workspace, engine, export or Path("."), make_export=False), by)
+    with tempfile.TemporaryDirectory() as folder:
+        return cohorts(batch_sources(workspace, engine, Path(folder) / "export", make_export=True), by)

@@ -154,6 +154,46 @@ def rescore(
         out.print(f"Scores written to {out_file}.")
 
 
+report_app = typer.Typer(help="Funnel analytics on the batch side (DuckDB, PostgreSQL or Spark).", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+class CohortKey(StrEnum):
+    month = "month"
+    source = "source"
+    channel = "channel"
+
+
+@report_app.command("cohorts")
+def report_cohorts(
+    by: Annotated[CohortKey, typer.Option("--by", help="month (of creation), source or channel.")] = CohortKey.month,
+    engine: Annotated[
+        BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres.")
+    ] = BatchEngine.duckdb,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Read this Parquet export instead of making one.")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Leads per cohort and the share that reached MQL, SQL, opportunity and customer, with 95% intervals."""
+    from qualify.service.batch_scoring import cohort_report
+
+    with _workspace(db) as workspace, _errors():
+        rows = cohort_report(workspace, by=by.value, engine=engine.value, export=export)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(by.value, "leads", "→ mql", "→ sql", "→ opportunity", "→ customer", title=f"Cohorts by {by.value}")
+    for row in rows:
+        cells = [
+            f"{row[s]['count']:,} ({row[s]['rate']:.0%})" if row[s]["rate"] is not None else ""
+            for s in ("mql", "sql", "opportunity", "customer")
+        ]
+        table.add_row(str(row["cohort"]), f"{row['leads']:,}", *cells)
+    out.print(table)
+
+
 class SortKey(StrEnum):
     score = "score"
     fit = "fit"
