@@ -87,6 +87,25 @@ class EngagementState:
             slot[0] += points * decay_factor(slot[1] - timestamp, half_life_days)
 
 
+class DayTotals:
+    """Points each rule gave one lead per UTC day, undecayed: the per-day cap lookup for late
+    events when a lead's whole history is replayed in memory (rescore, backtest)."""
+
+    __slots__ = ("_totals",)
+
+    def __init__(self) -> None:
+        self._totals: dict[tuple[str, int], float] = {}
+
+    def __call__(self, rule: str, day: int) -> float:
+        return self._totals.get((rule, day), 0.0)
+
+    def add(self, awards: list[Award], timestamp: float) -> None:
+        day = int(timestamp // DAY)
+        for award in awards:
+            key = (award.rule, day)
+            self._totals[key] = self._totals.get(key, 0.0) + abs(award.points)
+
+
 def _capped(rule: EngagementRule, state: EngagementState, day: int, lookup: DayTotalLookup | None) -> float:
     """The undecayed size of the award, after the per-day and total caps."""
     size = abs(rule.points)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,7 +11,7 @@ from sqlalchemy import bindparam, func, select, update
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
-from qualify.domain.engagement import DAY, EngagementState, apply_event
+from qualify.domain.engagement import DayTotals, EngagementState, apply_event
 from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
@@ -67,7 +68,7 @@ def rescore_leads(uow: UnitOfWork, ids: list[int], now: datetime) -> tuple[int, 
     e = schema.events
     changed_awards = []
     count = 0
-    day_totals: dict[tuple[int, str, int], float] = {}
+    day_totals: dict[int, DayTotals] = defaultdict(DayTotals)
     event_rows = conn.execute(
         select(e.c.id, e.c.lead_id, e.c.type, e.c.occurred_at, e.c.properties, e.c.awards)
         .where(e.c.lead_id.in_(ids))
@@ -77,19 +78,9 @@ def rescore_leads(uow: UnitOfWork, ids: list[int], now: datetime) -> tuple[int, 
         count += 1
         state = records[row.lead_id].state
         ts = row.occurred_at.timestamp()
-        day = int(ts // DAY)
-        lead_id = row.lead_id
-        awards = apply_event(
-            model,
-            state.engagement,
-            row.type,
-            row.properties,
-            ts,
-            lambda rule, d, lead_id=lead_id: day_totals.get((lead_id, rule, d), 0.0),  # type: ignore[misc]
-        )
-        for award in awards:
-            key = (lead_id, award.rule, day)
-            day_totals[key] = day_totals.get(key, 0.0) + abs(award.points)
+        totals = day_totals[row.lead_id]
+        awards = apply_event(model, state.engagement, row.type, row.properties, ts, totals)
+        totals.add(awards, ts)
         if state.last_event is None or ts > state.last_event:
             state.last_event = ts
         new = [[a.rule, a.points] for a in awards]
