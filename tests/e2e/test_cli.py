@@ -284,3 +284,30 @@ def test_rescore_scores_every_lead_as_of_an_instant_on_duckdb(tmp_path: Path) ->
     assert (tmp_path / "scores.csv").read_text().splitlines()[0] == '"lead_id","fit","grade","persona","engagement"'
     code, out, _ = invoke("rescore", "--db", db, "--json", "--as-of", "2000-01-01")
     assert json.loads(out)["engagement_mean"] == 0.0
+
+
+def test_every_report_runs_from_the_command_line(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    code, _, err = invoke("demo", "--db", db, "--leads", "150", "--days", "90", "--json")
+    assert code == 0, err
+    export = tmp_path / "export"
+    assert invoke("export", "parquet", str(export), "--db", db)[0] == 0
+    reports = {
+        "funnel": ([], "acceptance"),
+        "velocity": (["--export", str(export)], "days_in_stage"),
+        "cohorts": (["--export", str(export), "--by", "campaign"], None),
+        "sources": (["--export", str(export), "--by", "channel"], None),
+        "content": (["--export", str(export), "--target", "sql", "--min-support", "5"], "paths"),
+        "lookalikes": (["--export", str(export), "--target", "sql", "--min-support", "5", "--limit", "3"], "leads"),
+    }
+    for name, (options, key) in reports.items():
+        code, out, err = invoke("report", name, "--db", db, *options, "--json")
+        assert code == 0, (name, err)
+        data = json.loads(out)
+        assert data and (key is None or key in data), name
+        code, out, err = invoke("report", name, "--db", db, *options)
+        assert code == 0 and out.strip(), (name, err)
+    code, out, _ = invoke("report", "content", "--db", db, "--export", str(export), "--min-support", "5")
+    assert "Paths of converters" in out
+    code, _, err = invoke("report", "velocity", "--db", db, "--engine", "postgres")
+    assert code == 2 and "postgres" in err.lower()

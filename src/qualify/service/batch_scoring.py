@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 
@@ -17,6 +18,7 @@ from qualify.domain.errors import InvalidInput
 from qualify.service.export import export_workspace
 from qualify.service.unit_of_work import Workspace
 
+T = TypeVar("T")
 Engine = Literal["duckdb", "postgres", "spark"]
 ENGINES: tuple[Engine, ...] = ("duckdb", "postgres", "spark")
 
@@ -76,11 +78,17 @@ def batch_sources(workspace: Workspace, engine: str, export: Path, *, make_expor
     return duckdb_sources(export) if engine == "duckdb" else spark_sources(export)
 
 
+def on_engine(workspace: Workspace, engine: str, export: Path | None, use: Callable[[Sources], T]) -> T:
+    """Run `use` (an analytics.reports function) on the chosen engine's tables: the workspace's own on
+    postgres, else `export` or, without one, an export made for the run and removed after it."""
+    if export is not None or engine == "postgres":
+        return use(batch_sources(workspace, engine, export or Path("."), make_export=False))
+    with tempfile.TemporaryDirectory() as folder:
+        return use(batch_sources(workspace, engine, Path(folder) / "export", make_export=True))
+
+
 def cohort_report(
     workspace: Workspace, *, by: str, engine: str = "duckdb", export: Path | None = None
 ) -> list[dict[str, Any]]:
-    """Leads per cohort (month of creation, source, channel) and how far each got (analytics.reports)."""
-    if export is not None or engine == "postgres":
-        return cohorts(batch_sources(workspace, engine, export or Path("."), make_export=False), by)
-    with tempfile.TemporaryDirectory() as folder:
-        return cohorts(batch_sources(workspace, engine, Path(folder) / "export", make_export=True), by)
+    """Leads per cohort (month of creation, source, channel, campaign) and how far each got (analytics.reports)."""
+    return on_engine(workspace, engine, export, lambda sources: cohorts(sources, by))

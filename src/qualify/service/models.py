@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import select, update
 
@@ -82,3 +83,17 @@ def active_document(uow: UnitOfWork) -> tuple[str, str]:
     if row is None:
         raise NotFound("no active scoring model: run `qualify init` or `qualify model activate FILE`")
     return row.version, row.document
+
+
+def resolve_model(uow: UnitOfWork, ref: str) -> ScoringModel:
+    """A model named on the command line: `active`, a stored version, or a YAML file."""
+    if ref == "active":
+        return uow.active_model()
+    path = Path(ref)
+    if path.is_file():
+        return load_model(path.read_text(encoding="utf-8"), str(path))
+    table = schema.scoring_models
+    row = uow.connection.execute(select(table.c.document).where(table.c.version == ref)).first()
+    if row is None:
+        raise NotFound(f"{ref!r} is neither `active`, a stored model version (qualify model show) nor a YAML file")
+    return uow.workspace.model_by_version(ref, row.document)

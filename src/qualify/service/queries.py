@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -178,6 +177,7 @@ class FunnelReport:
     recycled: dict[str, int]
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
     sla: dict[str, int | float | None] = field(default_factory=dict)
+    acceptance: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -215,9 +215,18 @@ def funnel(
     # the timers' reasons are sentences with numbers in them, counted by kind instead.
     reasons: dict[str, Counter[str]] = defaultdict(Counter)
     automatic: Counter[str] = Counter()
+    decisions: Counter[str] = Counter()
+    decision_hours: list[float] = []
+    mql_since: dict[int, datetime] = {}
     for lead_id, to_stage, at, reason, from_stage, actor in rows:
         if lead_id in stage_of:
             entries[lead_id].append((to_stage, at, reason, from_stage or ""))
+            if to_stage == Stage.MQL:
+                mql_since[lead_id] = at
+            elif from_stage == Stage.MQL and actor == Actor.USER:
+                decisions[to_stage] += 1
+                if lead_id in mql_since:
+                    decision_hours.append((at - mql_since[lead_id]).total_seconds() / 3600)
             if to_stage in (Stage.NURTURE, Stage.DISQUALIFIED) and reason:
                 if actor == Actor.USER:
                     reasons[f"{from_stage}->{to_stage}"][reason] += 1
@@ -263,8 +272,31 @@ def funnel(
         days_in_stage=days,
         recycled=dict(recycled) | dict(automatic),
         reasons={k: dict(v.most_common()) for k, v in reasons.items()},
+        acceptance=_acceptance(decisions, decision_hours),
         sla=sla_compliance(uow, created_from=created_from, created_to=created_to, now=now or utcnow()),
     )
+
+
+def _acceptance(decisions: Counter[str], hours: list[float]) -> dict[str, Any]:
+    """What sales decided about the MQLs they were handed: accepted (SQL), rejected (nurture) or
+    disqualified, as shares of the decisions, and the hours from MQL to the decision."""
+    decided = sum(decisions.values())
+
+    def share(stage: Stage) -> dict[str, Any]:
+        count = decisions.get(stage.value, 0)
+        return {
+            "count": count,
+            "rate": round(count / decided, 4) if decided else None,
+            "interval_95": wilson_interval(count, decided),
+        }
+
+    return {
+        "decided": decided,
+        "accepted": share(Stage.SQL),
+        "rejected": share(Stage.NURTURE),
+        "disqualified": share(Stage.DISQUALIFIED),
+        "hours_to_decision": _summary(hours),
+    }
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> list[float] | None:
@@ -281,13 +313,17 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> list[fl
 def _summary(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"count": 0, "median": None, "p90": None}
+    return {"count": len(values), "median": round(percentile(values, 0.5), 2), "p90": round(percentile(values, 0.9), 2)}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile, interpolated between the closest ranks: what SQL's `percentile_cont` gives,
+    so the store-side reports and the batch engines agree."""
     ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return {
-        "count": len(values),
-        "median": round(statistics.median(ordered), 2),
-        "p90": round(p90, 2),
-    }
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 SLA_OUTCOMES = ("met", "breached", "open", "stopped")

@@ -8,6 +8,7 @@ order `qualify --help` lists them.
 from qualify.entrypoints.cli import workspace  # noqa: F401 - registers init, demo
 from qualify.entrypoints.cli import reading  # noqa: F401 - import, score, leads, lead, funnel, stage
 from qualify.entrypoints.cli import lead_admin  # noqa: F401 - merge, export, erase
+from qualify.entrypoints.cli import analytics  # noqa: F401 - rescore, backtest, report
 from qualify.entrypoints.cli import service  # noqa: F401 - serve, keys, worker, webhooks
 from qualify.entrypoints.cli import models  # noqa: F401 - model validate, activate, show
 

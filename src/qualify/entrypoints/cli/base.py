@@ -32,8 +32,12 @@ stage_app = typer.Typer(
     help="Stage actions by people: accept, reject, disqualify, open-opportunity, win, lose, advocate.",
     no_args_is_help=True,
 )
+report_app = typer.Typer(
+    help="Funnel analytics: funnel, velocity, cohorts, sources, content influence, lookalikes.", no_args_is_help=True
+)
 app.add_typer(model_app, name="model")
 app.add_typer(stage_app, name="stage")
+app.add_typer(report_app, name="report")
 
 out = Console()
 err = Console(stderr=True)
@@ -149,6 +153,17 @@ def _show_funnel(report: Any) -> None:
     if report.recycled:
         out.print(
             f"Nurture loop: {report.recycled.get('nurtured', 0):,} leads nurtured, {report.recycled.get('requalified', 0):,} requalifications to MQL."
+        )
+    acceptance = report.acceptance
+    if acceptance.get("decided"):
+        hours = acceptance["hours_to_decision"]
+        rejected = report.reasons.get("mql->nurture", {})
+        reasons = ", ".join(f"{code} {n:,}" for code, n in list(rejected.items())[:3])
+        out.print(
+            f"Sales decided on {acceptance['decided']:,} MQLs: {acceptance['accepted']['rate']:.1%} accepted, "
+            f"{acceptance['rejected']['rate']:.1%} rejected{f' ({reasons})' if reasons else ''}, "
+            f"{acceptance['disqualified']['rate']:.1%} disqualified; median {hours['median']:.1f} h to decide.",
+            soft_wrap=True,
         )
     sla = report.sla
     if sla.get("clocks"):

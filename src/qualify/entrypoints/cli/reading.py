@@ -20,6 +20,7 @@ from qualify.entrypoints.cli.base import (
     _workspace,
     app,
     out,
+    report_app,
     stage_app,
 )
 
@@ -100,98 +101,6 @@ def score(db: DbOption = None, as_json: JsonOption = False) -> None:
 
 
 # --- reading ---------------------------------------------------------------------------------------
-
-
-class BatchEngine(StrEnum):
-    duckdb = "duckdb"
-    postgres = "postgres"
-    spark = "spark"
-
-
-@app.command()
-def rescore(
-    engine: Annotated[
-        BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres (the workspace's tables).")
-    ] = BatchEngine.duckdb,
-    as_of: Annotated[
-        datetime | None,
-        typer.Option("--as-of", help="Score as of this instant (UTC unless a zone is given); default now."),
-    ] = None,
-    export: Annotated[
-        Path | None,
-        typer.Option("--export", help="Read this Parquet export (qualify export parquet) instead of making one."),
-    ] = None,
-    out_file: Annotated[
-        Path | None, typer.Option("--out", help="Write every lead's scores to this .parquet or .csv file.")
-    ] = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Score every lead as of any instant with the batch evaluator (the same model, as one query)."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    from qualify.service.batch_scoring import batch_scores
-    from qualify.service.unit_of_work import utcnow
-
-    with _workspace(db) as workspace, _errors():
-        result = batch_scores(workspace, engine=engine.value, as_of=_utc(as_of) or utcnow(), export=export)
-    if out_file is not None:
-        if out_file.suffix == ".csv":
-            pacsv.write_csv(result.table, out_file)
-        else:
-            pq.write_table(result.table, out_file)
-    summary = result.summary() | ({"out": str(out_file)} if out_file else {})
-    if as_json:
-        _print_json(summary)
-        return
-    grades = ", ".join(f"{g} {n:,}" for g, n in summary["grades"].items())
-    out.print(
-        f"Scored {summary['leads']:,} leads as of {result.as_of:%Y-%m-%d %H:%M} UTC on {result.engine} with model "
-        f"{result.model_version}: grades {grades or '—'}; mean engagement {summary['engagement_mean']}."
-    )
-    if out_file:
-        out.print(f"Scores written to {out_file}.")
-
-
-report_app = typer.Typer(help="Funnel analytics on the batch side (DuckDB, PostgreSQL or Spark).", no_args_is_help=True)
-app.add_typer(report_app, name="report")
-
-
-class CohortKey(StrEnum):
-    month = "month"
-    source = "source"
-    channel = "channel"
-
-
-@report_app.command("cohorts")
-def report_cohorts(
-    by: Annotated[CohortKey, typer.Option("--by", help="month (of creation), source or channel.")] = CohortKey.month,
-    engine: Annotated[
-        BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres.")
-    ] = BatchEngine.duckdb,
-    export: Annotated[
-        Path | None, typer.Option("--export", help="Read this Parquet export instead of making one.")
-    ] = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Leads per cohort and the share that reached MQL, SQL, opportunity and customer, with 95% intervals."""
-    from qualify.service.batch_scoring import cohort_report
-
-    with _workspace(db) as workspace, _errors():
-        rows = cohort_report(workspace, by=by.value, engine=engine.value, export=export)
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table(by.value, "leads", "→ mql", "→ sql", "→ opportunity", "→ customer", title=f"Cohorts by {by.value}")
-    for row in rows:
-        cells = [
-            f"{row[s]['count']:,} ({row[s]['rate']:.0%})" if row[s]["rate"] is not None else ""
-            for s in ("mql", "sql", "opportunity", "customer")
-        ]
-        table.add_row(str(row["cohort"]), f"{row['leads']:,}", *cells)
-    out.print(table)
 
 
 class SortKey(StrEnum):
@@ -334,6 +243,12 @@ def funnel_(
         _print_json(report.as_dict())
         return
     _show_funnel(report)
+
+
+report_app.command(
+    "funnel",
+    help="The funnel (as `qualify funnel`): counts, conversion with 95% intervals, days per stage, MQL acceptance by sales, SLA.",
+)(funnel_)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

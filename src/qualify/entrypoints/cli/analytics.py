@@ -1,0 +1,490 @@
+"""The batch side: rescore on an engine, backtest a candidate model, funnel analytics reports."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from qualify.entrypoints.cli.base import (
+    DbOption,
+    JsonOption,
+    _errors,
+    _print_json,
+    _progress,
+    _workspace,
+    app,
+    out,
+    report_app,
+)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class BatchEngine(StrEnum):
+    duckdb = "duckdb"
+    postgres = "postgres"
+    spark = "spark"
+
+
+@app.command()
+def rescore(
+    engine: Annotated[
+        BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres (the workspace's tables).")
+    ] = BatchEngine.duckdb,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option("--as-of", help="Score as of this instant (UTC unless a zone is given); default now."),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", help="Read this Parquet export (qualify export parquet) instead of making one."),
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write every lead's scores to this .parquet or .csv file.")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score every lead as of any instant with the batch evaluator (the same model, as one query)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from qualify.service.batch_scoring import batch_scores
+    from qualify.service.unit_of_work import utcnow
+
+    with _workspace(db) as workspace, _errors():
+        result = batch_scores(workspace, engine=engine.value, as_of=_utc(as_of) or utcnow(), export=export)
+    if out_file is not None:
+        if out_file.suffix == ".csv":
+            pacsv.write_csv(result.table, out_file)
+        else:
+            pq.write_table(result.table, out_file)
+    summary = result.summary() | ({"out": str(out_file)} if out_file else {})
+    if as_json:
+        _print_json(summary)
+        return
+    grades = ", ".join(f"{g} {n:,}" for g, n in summary["grades"].items())
+    out.print(
+        f"Scored {summary['leads']:,} leads as of {result.as_of:%Y-%m-%d %H:%M} UTC on {result.engine} with model "
+        f"{result.model_version}: grades {grades or '—'}; mean engagement {summary['engagement_mean']}."
+    )
+    if out_file:
+        out.print(f"Scores written to {out_file}.")
+
+
+@app.command()
+def backtest(
+    candidate: Annotated[str, typer.Argument(help="The candidate model: a YAML file, or a stored model version.")],
+    against: Annotated[
+        str, typer.Option("--against", help="The model to compare with: `active`, a stored version or a YAML file.")
+    ] = "active",
+    start: Annotated[
+        datetime | None,
+        typer.Option(
+            "--from", help="Start of the period reported (UTC unless a zone is given); default the first lead."
+        ),
+    ] = None,
+    end: Annotated[
+        datetime | None, typer.Option("--to", help="End of the period; nothing after it is used. Default now.")
+    ] = None,
+    changes: Annotated[
+        int, typer.Option("--changes", min=0, help="List at most this many leads whose stage would change.")
+    ] = 20,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay the history under a candidate model and another, week by week: MQLs, precision, recall, lead time.
+
+    Each lead's events are applied in the order they arrived and people's actions when they were
+    taken; nothing after --to is used. Outcomes (SQL, opportunity, customer) are what really
+    happened after each MQL (docs/batch.md#backtest).
+    """
+    from qualify.service.backtest import backtest as run_backtest
+    from qualify.service.models import resolve_model
+
+    with _workspace(db) as workspace, _errors():
+        with workspace.unit_of_work(read_only=True) as uow:
+            new, old = resolve_model(uow, candidate), resolve_model(uow, against)
+        with _progress("Replaying leads", not as_json) as progress:
+            report = run_backtest(
+                workspace, new, old, start=_utc(start), end=_utc(end), changes=changes, progress=progress
+            )
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    _show_backtest(report.as_dict())
+
+
+def _pct(rate: dict[str, Any]) -> str:
+    if rate["rate"] is None:
+        return "—"
+    low, high = rate["interval_95"]
+    return f"{rate['rate']:.1%} [{low:.0%}–{high:.0%}]"
+
+
+def _days(spread: dict[str, Any]) -> str:
+    return "—" if spread["median"] is None else f"{spread['median']:.1f} / {spread['p90']:.1f}"
+
+
+def _signed(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 100:+.1f} pts" if percent else f"{value:+,.1f}" if isinstance(value, float) else f"{value:+,}"
+
+
+def _show_backtest(report: dict[str, Any]) -> None:
+    a, c, d = report["models"]["against"], report["models"]["candidate"], report["differences"]
+    out.print(
+        f"Backtest {report['start'][:10]} → {report['end'][:10]}: {report['leads']:,} leads, {report['events']:,} events."
+    )
+    table = Table("", f"against {a['version']}", f"candidate {c['version']}", "difference", title="In total")
+    table.add_row("MQLs", f"{a['mqls']:,}", f"{c['mqls']:,}", _signed(d["mqls"]))
+    for stage in ("sql", "opportunity", "customer"):
+        table.add_row(
+            f"MQL → {stage} (precision)", _pct(a["precision"][stage]), _pct(c["precision"][stage]),
+            _signed(d["precision"][stage], percent=True),
+        )  # fmt: skip
+    table.add_row(
+        f"customers flagged before converting (recall, of {a['customers']:,})",
+        _pct(a["recall"]), _pct(c["recall"]), _signed(d["recall"], percent=True),
+    )  # fmt: skip
+    table.add_row(
+        "lead time, days (median / p90)", _days(a["lead_time_days"]), _days(c["lead_time_days"]),
+        _signed(d["lead_time_median_days"]),
+    )  # fmt: skip
+    out.print(table)
+    weeks = Table(
+        "week", "MQLs", "→ sql", "→ customer", "customers", "recall", title="Week by week (against / candidate)"
+    )
+    for week in report["weeks"]:
+        wa, wc = week["against"], week["candidate"]
+        weeks.add_row(
+            week["week"],
+            f"{wa['mqls']} / {wc['mqls']}",
+            f"{wa['precision']['sql']['count']} / {wc['precision']['sql']['count']}",
+            f"{wa['precision']['customer']['count']} / {wc['precision']['customer']['count']}",
+            str(wa["customers"]),
+            f"{wa['recall']['count']} / {wc['recall']['count']}",
+        )
+    out.print(weeks)
+    moves = ", ".join(f"{move} {n:,}" for move, n in d["stage_changes_by_move"].items()) or "none"
+    out.print(
+        f"MQL in the period under the candidate only: {d['mql_only_candidate']:,}; under {a['version']} only: "
+        f"{d['mql_only_against']:,}. Stage at the end differs for {d['stage_changes']:,} leads ({moves})."
+    )
+    if report["changes"]:
+        listed = Table("lead", "stage now → candidate", "fit", "engagement", title="Leads whose stage would change")
+        for row in report["changes"]:
+            old, new = row["against"], row["candidate"]
+            listed.add_row(
+                f"#{row['lead_id']}",
+                f"{old['stage']} → {new['stage']}",
+                f"{old['fit']:.0f} → {new['fit']:.0f}",
+                f"{old['engagement']:.1f} → {new['engagement']:.1f}",
+            )
+        out.print(listed)
+    check = report["history_check"]
+    if check["agreement"] is not None:
+        out.print(
+            f"Replay check: {a['version']} replayed gives {check['replayed_mqls']:,} MQL entries in the period, the "
+            f"history records {check['recorded_mqls']:,}; {check['agreement']:.1%} agree to the minute."
+        )
+
+
+class CohortKey(StrEnum):
+    month = "month"
+    source = "source"
+    channel = "channel"
+    campaign = "campaign"
+
+
+EngineOption = Annotated[
+    BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres (the workspace's tables).")
+]
+ExportOption = Annotated[
+    Path | None,
+    typer.Option("--export", help="Read this Parquet export (qualify export parquet) instead of making one."),
+]
+
+
+class Target(StrEnum):
+    sql = "sql"
+    opportunity = "opportunity"
+    customer = "customer"
+
+
+class ItemKind(StrEnum):
+    kind = "kind"
+    content = "content"
+
+
+class Among(StrEnum):
+    leads = "leads"
+    mql = "mql"
+
+
+TargetOption = Annotated[
+    Target, typer.Option("--target", help="The conversion: reaching sql, opportunity or customer.")
+]
+AmongOption = Annotated[
+    Among, typer.Option("--among", help="Compare among all leads, or among the leads that reached MQL.")
+]
+SupportOption = Annotated[
+    int, typer.Option("--min-support", min=1, help="Leave out items fewer leads than this engaged with.")
+]
+
+
+def _report(db: str | None, engine: BatchEngine, export: Path | None, use: Callable[[Any], Any], as_json: bool) -> Any:
+    """Run one analytics report on the engine chosen; print it as JSON and return None with
+    --json, else return it for the table."""
+    from qualify.service.batch_scoring import on_engine
+
+    with _workspace(db) as workspace, _errors():
+        data = on_engine(workspace, engine.value, export, use)
+    if as_json:
+        _print_json(data)
+        return None
+    return data
+
+
+def _share(rate: dict[str, Any]) -> str:
+    return "" if rate["rate"] is None else f"{rate['count']:,} ({rate['rate']:.0%})"
+
+
+@report_app.command("cohorts")
+def report_cohorts(
+    by: Annotated[
+        CohortKey, typer.Option("--by", help="month (of creation), source, channel or campaign (first touch).")
+    ] = CohortKey.month,
+    engine: EngineOption = BatchEngine.duckdb,
+    export: ExportOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Leads per cohort and the share that reached MQL, SQL, opportunity and customer, with 95% intervals."""
+    from qualify.analytics.reports import cohorts
+
+    rows = _report(db, engine, export, lambda sources: cohorts(sources, by.value), as_json)
+    if rows is None:
+        return
+    table = Table(by.value, "leads", "→ mql", "→ sql", "→ opportunity", "→ customer", title=f"Cohorts by {by.value}")
+    for row in rows:
+        table.add_row(
+            str(row["cohort"]),
+            f"{row['leads']:,}",
+            *(_share(row[s]) for s in ("mql", "sql", "opportunity", "customer")),
+        )
+    out.print(table)
+
+
+@report_app.command("velocity")
+def report_velocity(
+    engine: EngineOption = BatchEngine.duckdb,
+    export: ExportOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Days spent in each stage (median, p90) and days from a lead's creation to each funnel stage."""
+    from qualify.analytics.reports import velocity
+
+    data = _report(db, engine, export, velocity, as_json)
+    if data is None:
+        return
+    table = Table(
+        "stage",
+        "stays ended",
+        "still there",
+        "median days",
+        "p90 days",
+        "reached",
+        "days from creation (median / p90)",
+        title="Velocity",
+    )
+    for stage, stay in data["days_in_stage"].items():
+        reach = data["days_to_reach"].get(stage)
+        table.add_row(
+            stage,
+            f"{stay['completed']:,}",
+            f"{stay['open']:,}",
+            _num(stay["median"]),
+            _num(stay["p90"]),
+            f"{reach['leads']:,}" if reach else "",
+            f"{_num(reach['median'])} / {_num(reach['p90'])}" if reach and reach["leads"] else "",
+        )
+    out.print(table)
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+class SourceKey(StrEnum):
+    source = "source"
+    channel = "channel"
+    campaign = "campaign"
+
+
+@report_app.command("sources")
+def report_sources(
+    by: Annotated[
+        SourceKey, typer.Option("--by", help="source, channel or campaign (first touch).")
+    ] = SourceKey.source,
+    engine: EngineOption = BatchEngine.duckdb,
+    export: ExportOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per source: leads, MQLs, what sales decided about them (acceptance, top rejection reason), customers."""
+    from qualify.analytics.reports import sources_report
+
+    rows = _report(db, engine, export, lambda sources: sources_report(sources, by.value), as_json)
+    if rows is None:
+        return
+    table = Table(
+        by.value,
+        "leads",
+        "→ mql",
+        "sales decisions",
+        "accepted",
+        "top rejection",
+        "→ customer",
+        title=f"Leads by {by.value}, as sales judged them",
+    )
+    for row in rows:
+        accepted = row["accepted"]
+        top = row["top_rejection_reason"]
+        table.add_row(
+            str(row["cohort"]),
+            f"{row['leads']:,}",
+            _share(row["mql"]),
+            f"{row['decisions']:,}",
+            ""
+            if accepted["rate"] is None
+            else f"{accepted['rate']:.0%} ({accepted['interval_95'][0]:.0%}–{accepted['interval_95'][1]:.0%})",
+            f"{top['reason']} ({top['count']})" if top else "",
+            _share(row["customer"]),
+        )
+    out.print(table)
+
+
+@report_app.command("content")
+def report_content(
+    by: Annotated[
+        ItemKind, typer.Option("--by", help="content (kind and what it was about) or kind (event type).")
+    ] = ItemKind.content,
+    target: TargetOption = Target.customer,
+    among: AmongOption = Among.leads,
+    min_support: SupportOption = 20,
+    steps: Annotated[int, typer.Option("--steps", min=1, max=12, help="Steps per path in the path comparison.")] = 4,
+    top: Annotated[int, typer.Option("--top", min=1, help="Show this many items and paths.")] = 15,
+    engine: EngineOption = BatchEngine.duckdb,
+    export: ExportOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Which content and behaviour converters engaged with before converting: lift with 95% intervals,
+    and the paths of converters beside those of leads who dropped off."""
+    from qualify.analytics.reports import content_influence, paths
+
+    def both(sources: Any) -> dict[str, Any]:
+        influence = content_influence(
+            sources, by=by.value, target=target.value, among=among.value, min_support=min_support
+        )
+        return influence | {"paths": paths(sources, target=target.value, steps=steps, top=top)}
+
+    data = _report(db, engine, export, both, as_json)
+    if data is None:
+        return
+    converted = data["converted"]
+    out.print(
+        f"{converted['count']:,} of {data['leads']:,} leads ({'all' if among is Among.leads else 'that reached MQL'}) "
+        f"reached {target.value}. Items engaged by fewer than {min_support} leads left out: {data['items_below_support']:,}."
+    )
+    table = Table(
+        "item", "engaged", f"→ {target.value} if engaged", "if not", "lift (95%)", title=f"Influence by {by.value}"
+    )
+    for row in data["items"][:top]:
+        interval = row["interval_95"]
+        lift = "—" if row["lift"] is None else f"{row['lift']:.2f}"
+        table.add_row(
+            row["item"],
+            f"{row['engaged']:,}",
+            _share(row["engaged_converted"]),
+            _share(row["others_converted"]),
+            lift + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else ""),
+        )
+    out.print(table)
+    journeys = data["paths"]
+    groups = journeys["groups"]
+    out.print(
+        f"Paths (first {steps} steps by kind): {groups['converted']['leads']:,} converted (median "
+        f"{_num(groups['converted']['events_median'])} events, {_num(groups['converted']['days_median'])} days), "
+        f"{groups['dropped_off']['leads']:,} dropped off after MQL (median {_num(groups['dropped_off']['events_median'])} "
+        f"events, {_num(groups['dropped_off']['days_median'])} days)."
+    )
+    path_table = Table("path", "converted", "dropped off", title="Paths of converters and of leads who dropped off")
+    for row in journeys["paths"]:
+        path_table.add_row(
+            row["path"],
+            f"{row['converted']:,} ({row['converted_share'] or 0:.0%})",
+            f"{row['dropped_off']:,} ({row['dropped_off_share'] or 0:.0%})",
+        )
+    out.print(path_table)
+
+
+@report_app.command("lookalikes")
+def report_lookalikes(
+    target: TargetOption = Target.customer,
+    by: Annotated[
+        ItemKind, typer.Option("--by", help="content (kind and what it was about) or kind (event type).")
+    ] = ItemKind.content,
+    among: AmongOption = Among.leads,
+    min_support: SupportOption = 20,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="How many leads to list.")] = 25,
+    engine: EngineOption = BatchEngine.duckdb,
+    export: ExportOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Leads not yet with sales who engaged with what converters engaged with, ranked."""
+    from qualify.analytics.reports import lookalikes
+
+    def ranked(sources: Any) -> dict[str, Any]:
+        return lookalikes(
+            sources, target=target.value, by=by.value, among=among.value, min_support=min_support, limit=limit
+        )
+
+    data = _report(db, engine, export, ranked, as_json)
+    if data is None:
+        return
+    table = Table(
+        "lead",
+        "stage",
+        "fit",
+        "engagement",
+        "score",
+        "items",
+        "because",
+        title=f"Lookalikes of leads that reached {target.value}",
+    )
+    for row in data["leads"]:
+        table.add_row(
+            f"#{row['lead_id']} {row['email'] or ''}",
+            row["stage"],
+            f"{row['fit']:.0f}",
+            f"{row['engagement']:.1f}",
+            f"{row['score']:.2f}",
+            f"{row['matched_items']:,}",
+            ", ".join(f"{b['item']} ×{b['lift']:.1f}" for b in row["because"]),
+        )
+    out.print(table)
+    if not data["leads"]:
+        out.print(f"No lookalikes: {data['items_used']} items with a lift above 1 and enough support.")
