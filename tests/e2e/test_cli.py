@@ -311,3 +311,15 @@ def test_every_report_runs_from_the_command_line(tmp_path: Path) -> None:
     assert "Paths of converters" in out
     code, _, err = invoke("report", "velocity", "--db", db, "--engine", "postgres")
     assert code == 2 and "postgres" in err.lower()
+
+
+def test_rescore_explains_every_score(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    assert invoke("demo", "--db", db, "--leads", "40", "--days", "20", "--json")[0] == 0
+    why = tmp_path / "why.csv"
+    code, out, err = invoke("rescore", "--db", db, "--json", "--out", str(tmp_path / "s.csv"), "--explain", str(why))
+    assert code == 0, err
+    summary = json.loads(out)
+    lines = why.read_text().splitlines()
+    assert lines[0] == '"lead_id","kind","rule","points","event_id","occurred_at"'
+    assert summary["contributions"] == len(lines) - 1 > 40

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from tests.conftest import copy_of_fresh_workspace
 
+from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.adapters.repository import lead_from_row
 from qualify.analytics.batch import UnsupportedModel, scores_as_of
@@ -165,8 +166,18 @@ def test_batch_on_postgresql_equals_online(postgres_schema_url: str) -> None:
         model = uow.active_model()
         online = {r.id: lead_from_row(r).state for r in uow.connection.execute(select(schema.leads))}
     batch = scores_as_of(model, postgres_sources(postgres_schema_url), now).to_pyarrow().to_pylist()
+    from qualify.analytics.batch import explanations
+
+    why = explanations(model, postgres_sources(postgres_schema_url), now).to_pyarrow().to_pylist()
     workspace.close()
     assert len(batch) == len(online) > 150
+    sums: dict[tuple[int, str], float] = {}
+    for part in why:  # the contributions add up to the scores, on PostgreSQL too
+        key = (part["lead_id"], part["kind"])
+        sums[key] = sums.get(key, 0.0) + part["points"]
+    for row in batch:
+        assert sums.get((row["lead_id"], "fit"), 0.0) == pytest.approx(row["fit"], abs=1e-9)
+        assert sums.get((row["lead_id"], "engagement"), 0.0) == pytest.approx(row["engagement"], rel=1e-9, abs=1e-9)
     for row in batch:
         state = online[row["lead_id"]]
         assert abs(state.engagement_at(now.timestamp()) - row["engagement"]) <= 1e-9 * max(1.0, row["engagement"]), row
@@ -201,3 +212,63 @@ def test_batch_on_spark_equals_online(tmp_path: Path) -> None:
         # The JVM's pow and Python's differ in the last bits: equal within 1e-7 points.
         assert math.isclose(state.engagement_at(now.timestamp()), row["engagement"], rel_tol=1e-9, abs_tol=1e-7), row
         assert (state.fit, state.grade, state.persona) == (row["fit"], row["grade"], row["persona"]), row
+
+
+def test_batch_explanations_equal_the_online_ones(tmp_path: Path) -> None:
+    """Per lead, the batch explanation's fit rules are the online explanation's, and its engagement
+    awards (decayed to the instant) are the online ones, event by event."""
+    from collections import defaultdict
+
+    from qualify.analytics.batch import explanations
+    from qualify.demo.world import build_demo
+    from qualify.domain.engagement import Award, AwardedEvent, explain_engagement
+    from qualify.domain.fit import profile_values, score_fit
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{tmp_path / 'demo.db'}"), create=True)
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, default_model_text())
+    build_demo(workspace, seed=6, leads=150, days=60, now=now)
+    export_workspace(workspace, tmp_path / "export")
+    with workspace.unit_of_work(read_only=True) as uow:
+        model = uow.active_model()
+        records = repo.find_leads_by_id(
+            uow.connection, list(uow.connection.execute(select(schema.leads.c.id)).scalars())
+        )
+        accounts = repo.accounts_by_id(uow.connection, [r.account_id for r in records if r.account_id])
+        online_fit = {
+            r.id: sorted(
+                (c.rule, c.points)
+                for c in score_fit(model, profile_values(r.lead, accounts.get(r.account_id or -1))).contributions
+            )
+            for r in records
+        }
+        online_engagement: dict[int, list[tuple[str, float]]] = {}
+        for r in records:
+            assert r.id is not None
+            awarded = [
+                AwardedEvent(
+                    e.occurred_at.timestamp(), e.type, e.properties, tuple(Award(a[0], a[1]) for a in e.awards)
+                )
+                for e in repo.lead_events(uow.connection, r.id, newest_first=False)
+                if e.awards
+            ]
+            online_engagement[r.id] = sorted(
+                (c.rule, c.points) for c in explain_engagement(model, awarded, now.timestamp())
+            )
+    workspace.close()
+    rows = explanations(model, duckdb_sources(tmp_path / "export"), now).to_pyarrow().to_pylist()
+    batch_fit: dict[int, list[tuple[str, float]]] = defaultdict(list)
+    batch_engagement: dict[int, list[tuple[str, float]]] = defaultdict(list)
+    for row in rows:
+        (batch_fit if row["kind"] == "fit" else batch_engagement)[row["lead_id"]].append((row["rule"], row["points"]))
+        assert (row["event_id"] is None) == (row["kind"] == "fit")
+    assert sum(len(v) for v in online_engagement.values()) > 1000
+    for lead_id, parts in online_fit.items():
+        assert sorted(batch_fit[lead_id]) == parts, lead_id
+        mine = sorted(batch_engagement[lead_id])
+        theirs = online_engagement[lead_id]
+        assert [rule for rule, _ in mine] == [rule for rule, _ in theirs], lead_id
+        assert math.fsum(p for _, p in mine) == pytest.approx(math.fsum(p for _, p in theirs), rel=1e-9, abs=1e-9)
+        for (_, a), (_, b) in zip(mine, theirs, strict=True):
+            assert a == pytest.approx(b, rel=1e-9, abs=1e-12)

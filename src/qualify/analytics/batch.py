@@ -21,7 +21,7 @@ from qualify.domain.errors import QualifyError
 from qualify.domain.fit import FIT_MAX
 from qualify.domain.model_loader import batch_problems
 from qualify.domain.records import ACCOUNT_FIELDS, FREE_MAIL_DOMAINS, LEAD_FIELDS
-from qualify.domain.scoring_model import EngagementRule, ScoringModel
+from qualify.domain.scoring_model import EngagementRule, FitRule, ScoringModel
 
 DAY_SECONDS = 86_400.0
 _LEAD_COLUMNS = LEAD_FIELDS
@@ -108,12 +108,9 @@ def _all(profile: ir.Table, conditions: tuple[Condition, ...]) -> ir.BooleanValu
     )
 
 
-def fit_scores(model: ScoringModel, sources: Sources) -> ir.Table:
-    """lead_id, fit (0–100), grade (A–D) and persona: the best persona, the first on a tie.
-
-    Built in steps (rule points, then persona scores, then the best) so that each condition is
-    evaluated once per lead, not once for every place it is used.
-    """
+def _fit_points(model: ScoringModel, sources: Sources) -> tuple[ir.Table, list[tuple[str, int, FitRule]]]:
+    """One column per fit rule (`shared_i`, `p{persona}_i`): its points where its conditions hold,
+    else 0; and the (group, index, rule) of each column. Each condition is evaluated once per lead."""
     profile = profiles(sources)
     rules = [("shared", i, r) for i, r in enumerate(model.fit.rules)]
     rules += [(f"p{p}", i, r) for p, persona in enumerate(model.fit.personas) for i, r in enumerate(persona.rules)]
@@ -121,18 +118,44 @@ def fit_scores(model: ScoringModel, sources: Sources) -> ir.Table:
         "id",
         **{f"{group}_{i}": _all(profile, r.conditions).ifelse(_float(r.points), _float(0.0)) for group, i, r in rules},
     )
+    return points, rules
+
+
+def _raw_scores(model: ScoringModel, points: ir.Table) -> dict[str, ir.FloatingValue]:
+    """Each persona's unbounded sum of points, shared rules included."""
     shared = _sum([_zero(points.id), *(points[f"shared_{i}"] for i in range(len(model.fit.rules)))])
-    persona_scores = {
-        f"score_{p}": (shared + _sum([points[f"p{p}_{i}"] for i in range(len(persona.rules))])).clip(
-            lower=0.0, upper=FIT_MAX
-        )
+    return {
+        f"raw_{p}": shared + _sum([points[f"p{p}_{i}"] for i in range(len(persona.rules))])
         for p, persona in enumerate(model.fit.personas)
     }
-    scored = points.select("id", **persona_scores)
-    columns = [scored[name] for name in persona_scores]
+
+
+def _best_persona(model: ScoringModel, points: ir.Table) -> ir.Table:
+    """points + raw_p, score_p (held in 0–100) per persona, best, and `chosen`: the index of the
+    best persona, the first on a tie."""
+    raw = _raw_scores(model, points)
+    scored = points.mutate(**raw)
+    scored = scored.mutate(
+        **{f"score_{p}": scored[f"raw_{p}"].clip(lower=0.0, upper=FIT_MAX) for p in range(len(model.fit.personas))}
+    )
+    columns = [scored[f"score_{p}"] for p in range(len(model.fit.personas))]
     scored = scored.mutate(best=ibis.greatest(*columns) if len(columns) > 1 else columns[0])
+    chosen = ibis.cases(
+        *((scored[f"score_{p}"] == scored.best, p) for p in range(len(model.fit.personas))), else_=ibis.null("int64")
+    )
+    return scored.mutate(chosen=chosen)
+
+
+def fit_scores(model: ScoringModel, sources: Sources) -> ir.Table:
+    """lead_id, fit (0–100), grade (A–D) and persona: the best persona, the first on a tie.
+
+    Built in steps (rule points, then persona scores, then the best) so that each condition is
+    evaluated once per lead, not once for every place it is used.
+    """
+    points, _ = _fit_points(model, sources)
+    scored = _best_persona(model, points)
     persona = ibis.cases(
-        *((scored[f"score_{p}"] == scored.best, persona.name) for p, persona in enumerate(model.fit.personas)),
+        *((scored.chosen == p, persona.name) for p, persona in enumerate(model.fit.personas)),
         else_=ibis.null("string"),
     )
     bands = model.fit.grades
@@ -140,6 +163,31 @@ def fit_scores(model: ScoringModel, sources: Sources) -> ir.Table:
         (scored.best >= bands["A"], "A"), (scored.best >= bands["B"], "B"), (scored.best >= bands["C"], "C"), else_="D"
     )
     return scored.select(lead_id=scored.id, fit=scored.best.cast("float64"), grade=grade, persona=persona)
+
+
+def fit_explanations(model: ScoringModel, sources: Sources) -> ir.Table:
+    """lead_id, rule, points: the fit rules that count for each lead's best persona (shared ones
+    included), and a `(bounds)` row where the 0–100 bounds changed the sum, as the online
+    explanation gives them: they add up to the fit score."""
+    points, rules = _fit_points(model, sources)
+    scored = _best_persona(model, points)
+    parts = []
+    for group, i, rule in rules:
+        column = scored[f"{group}_{i}"]
+        counts = column != 0
+        if group != "shared":
+            counts = counts & (scored.chosen == int(group[1:]))
+        parts.append(scored.filter(counts).select(lead_id=scored.id, rule=ibis.literal(rule.name), points=column))
+    raw = ibis.cases(
+        *((scored.chosen == p, scored[f"raw_{p}"]) for p in range(len(model.fit.personas))), else_=_float(0.0)
+    )
+    bounded = scored.mutate(adjust=scored.best - raw)
+    parts.append(
+        bounded.filter(bounded.adjust != 0).select(
+            lead_id=bounded.id, rule=ibis.literal("(bounds)"), points=bounded.adjust.cast("float64")
+        )
+    )
+    return ibis.union(*parts)
 
 
 def _float(value: float) -> ir.FloatingValue:
@@ -230,3 +278,38 @@ def scores_as_of(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.T
     engagement = engagement_scores(model, sources, as_of)
     joined = fit.join(engagement, fit.lead_id == engagement.lead_id)
     return joined.select(fit.lead_id, fit.fit, fit.grade, fit.persona, engagement.engagement)
+
+
+def explanations(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.Table:
+    """Every lead's score explained as of `as_of`, one row per contribution: lead_id, kind (`fit`
+    or `engagement`), rule, points (engagement awards decayed to `as_of`), and for engagement the
+    event_id (as sent) and occurred_at of the event that earned it. Per lead and kind the points add up to
+    the score, as the online explanation's contributions do."""
+    require_portable(model)
+    fit = fit_explanations(model, sources)
+    parts = [
+        fit.select(
+            "lead_id",
+            kind=ibis.literal("fit"),
+            rule=fit.rule,
+            points=fit.points,
+            event_id=ibis.null("string"),
+            occurred_at=ibis.null("timestamp('UTC')"),
+        )
+    ]
+    awards = engagement_awards(model, sources, as_of)
+    if awards is not None:
+        # The public event_id (the sender's), not the store's row id the awards carry.
+        public = sources.events.select(row_id=sources.events.id, public_id=sources.events.event_id)
+        named = awards.join(public, awards.event_id == public.row_id)
+        parts.append(
+            named.select(
+                "lead_id",
+                kind=ibis.literal("engagement"),
+                rule=named.rule,
+                points=named.now,
+                event_id=named.public_id.cast("string"),
+                occurred_at=named.occurred_at.cast("timestamp('UTC')"),
+            )
+        )
+    return ibis.union(*parts) if len(parts) > 1 else parts[0]

@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 
-from qualify.analytics.batch import Sources, scores_as_of
+from qualify.analytics.batch import Sources, explanations, scores_as_of
 from qualify.analytics.engines import duckdb_sources, postgres_sources, spark_sources
 from qualify.analytics.reports import cohorts
 from qualify.domain.errors import InvalidInput
@@ -29,6 +29,7 @@ class BatchScores:
     as_of: datetime
     model_version: str
     table: pa.Table  # lead_id, fit, grade, persona, engagement
+    explanations: pa.Table | None = None  # lead_id, kind, rule, points, event_id, occurred_at
 
     def summary(self) -> dict[str, Any]:
         rows = self.table.to_pylist()
@@ -46,24 +47,26 @@ class BatchScores:
         }
 
 
-def batch_scores(workspace: Workspace, *, engine: str, as_of: datetime, export: Path | None = None) -> BatchScores:
-    """Score every lead as of `as_of` with the active model, on DuckDB (over a Parquet export,
-    made now unless `export` names one) or on PostgreSQL (the workspace's own tables)."""
+def batch_scores(
+    workspace: Workspace, *, engine: str, as_of: datetime, export: Path | None = None, explain: bool = False
+) -> BatchScores:
+    """Score every lead as of `as_of` with the active model, on DuckDB or Spark (over a Parquet
+    export, made now unless `export` names one) or on PostgreSQL (the workspace's own tables);
+    with `explain`, every score's contributions too (analytics.batch.explanations)."""
     with workspace.unit_of_work() as uow:
         model = uow.active_model()
-    if engine == "postgres":
-        table = scores_as_of(model, postgres_sources(workspace.settings.database_url), as_of).to_pyarrow()
-    elif engine in ("duckdb", "spark"):
-        read = duckdb_sources if engine == "duckdb" else spark_sources
-        if export is not None:
-            table = scores_as_of(model, read(export), as_of).to_pyarrow()
-        else:
-            with tempfile.TemporaryDirectory() as folder:
-                export_workspace(workspace, Path(folder) / "export")
-                table = scores_as_of(model, read(Path(folder) / "export"), as_of).to_pyarrow()
-    else:
-        raise InvalidInput(f"unknown engine {engine!r}; expected one of: {', '.join(ENGINES)}", field="engine")
-    return BatchScores(engine, as_of, model.version, table.sort_by("lead_id"))
+
+    def run(sources: Sources) -> tuple[pa.Table, pa.Table | None]:
+        table = scores_as_of(model, sources, as_of).to_pyarrow()
+        why = explanations(model, sources, as_of).to_pyarrow() if explain else None
+        return table, why
+
+    table, why = on_engine(workspace, engine, export, run)
+    if why is not None:
+        why = why.sort_by(
+            [("lead_id", "ascending"), ("kind", "descending"), ("event_id", "ascending"), ("rule", "ascending")]
+        )
+    return BatchScores(engine, as_of, model.version, table.sort_by("lead_id"), why)
 
 
 def batch_sources(workspace: Workspace, engine: str, export: Path, *, make_export: bool) -> Sources:

@@ -50,6 +50,12 @@ def rescore(
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write every lead's scores to this .parquet or .csv file.")
     ] = None,
+    explain_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--explain", help="Write every score's contributions (rule by rule) to this .parquet or .csv file."
+        ),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -61,13 +67,25 @@ def rescore(
     from qualify.service.unit_of_work import utcnow
 
     with _workspace(db) as workspace, _errors():
-        result = batch_scores(workspace, engine=engine.value, as_of=_utc(as_of) or utcnow(), export=export)
-    if out_file is not None:
-        if out_file.suffix == ".csv":
-            pacsv.write_csv(result.table, out_file)
+        result = batch_scores(
+            workspace,
+            engine=engine.value,
+            as_of=_utc(as_of) or utcnow(),
+            export=export,
+            explain=explain_file is not None,
+        )
+    for path, table in ((out_file, result.table), (explain_file, result.explanations)):
+        if path is None or table is None:
+            continue
+        if path.suffix == ".csv":
+            pacsv.write_csv(table, path)
         else:
-            pq.write_table(result.table, out_file)
-    summary = result.summary() | ({"out": str(out_file)} if out_file else {})
+            pq.write_table(table, path)
+    summary = (
+        result.summary()
+        | ({"out": str(out_file)} if out_file else {})
+        | ({"explain": str(explain_file), "contributions": result.explanations.num_rows} if result.explanations else {})
+    )
     if as_json:
         _print_json(summary)
         return
@@ -78,6 +96,8 @@ def rescore(
     )
     if out_file:
         out.print(f"Scores written to {out_file}.")
+    if explain_file:
+        out.print(f"{summary['contributions']:,} contributions written to {explain_file}.")
 
 
 @app.command()
