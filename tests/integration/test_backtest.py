@@ -129,3 +129,5 @@ def test_backtest_on_the_command_line(world: Workspace, tmp_path: Path) -> None:
         app, ["backtest", "active", "--db", db, "--from", "2026-06-01", "--to", "2026-05-01"]
     )
     assert reversed_period.exit_code == 2 and "must be before" in reversed_period.stderr
+    too_early = runner.invoke(app, ["backtest", "active", "--db", db, "--to", "2020-01-01"])
+    assert too_early.exit_code == 2 and "nothing to replay" in too_early.stderr

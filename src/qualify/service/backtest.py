@@ -122,6 +122,8 @@ def backtest(
         if start is None:
             first = uow.connection.execute(select(func.min(schema.leads.c.created_at))).scalar()
             start = first.replace(hour=0, minute=0, second=0, microsecond=0) if first else end
+    if not ids:
+        raise InvalidInput(f"no lead was created by {end.isoformat()}: nothing to replay", field="to")
     if start >= end:
         raise InvalidInput(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})", field="from")
     runs: dict[str, dict[int, LeadOutcome]] = {"against": {}, "candidate": {}}
