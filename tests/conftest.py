@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,13 @@ def require_postgres() -> None:
 @pytest.fixture
 def postgres_schema_url() -> Iterator[str]:
     """A URL whose connections use a fresh, private PostgreSQL schema, dropped afterwards."""
+    with fresh_postgres_schema() as url:
+        yield url
+
+
+@contextmanager
+def fresh_postgres_schema() -> Iterator[str]:
+    """`postgres_schema_url` as a context manager: for property tests, one schema per example."""
     require_postgres()
     name = f"qualify_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_url(), isolation_level="AUTOCOMMIT")

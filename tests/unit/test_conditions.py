@@ -164,3 +164,22 @@ def test_not_regex_holds_for_values_without_a_match_and_for_missing_ones() -> No
     assert condition.test("/blog/post") and condition.test(None) and condition.test("  ")
     assert not condition.test("/PRICING") and not condition.test("/careers/engineer")
     assert condition.describe() == "url !~ /(pricing|careers)"
+
+
+@pytest.mark.parametrize(
+    ("text", "reads"),
+    [
+        ("12,500", True),
+        (" -3.5e2 ", True),
+        (".5", True),
+        ("n/a", False),
+        ("inf", False),
+        ("nan", False),
+        ("1_000", False),
+        ("١٢", False),  # Arabic-Indic digits: Python's float() reads them, SQL engines do not
+        ("0x10", False),
+    ],
+)
+def test_a_text_reads_as_a_number_only_in_plain_decimal_notation(text: str, reads: bool) -> None:
+    """The same notation as the batch engines read (analytics/conditions.py), so both sides agree."""
+    assert Condition("attributes.budget", "range", (-1e9, 1e9)).test(text) is reads

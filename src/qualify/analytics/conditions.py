@@ -17,7 +17,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
-from qualify.domain.conditions import NEGATIVE, Condition
+from qualify.domain.conditions import NEGATIVE, NUMBER_PATTERN, Condition
 
 TRUE_TEXTS = ("true", "yes", "y", "1")
 FALSE_TEXTS = ("false", "no", "n", "0")
@@ -34,7 +34,11 @@ def _folded(text: ir.StringValue) -> ir.StringValue:
 
 
 def _number(text: ir.StringValue) -> ir.FloatingValue:
-    return _trim(text).replace(",", "").try_cast("float64")
+    """The text as a number where it reads as one (the domain's NUMBER_PATTERN), else null. The
+    pattern guards the cast: PostgreSQL has no TRY_CAST, and Ibis compiles it to a CAST that
+    fails on the first text that is not a number."""
+    cleaned = _trim(text).replace(",", "")
+    return ibis.cases((cleaned.re_search(NUMBER_PATTERN), cleaned.try_cast("float64")), else_=ibis.null("float64"))
 
 
 def _literal_number(value: Any) -> float | None:

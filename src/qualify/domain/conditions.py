@@ -20,16 +20,21 @@ def _fold(value: Any) -> Any:
     return value
 
 
+# A text reads as a number when it is plain decimal notation, commas aside ("12,500", "-3.5e2"):
+# not "inf", "nan", "1_000" or other digits than 0-9, which Python's float() would take and SQL
+# engines would not. The batch side (analytics/conditions.py) uses the same pattern.
+NUMBER_PATTERN = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+_NUMBER = re.compile(NUMBER_PATTERN)
+
+
 def _as_number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
-        try:
-            return float(value.strip().replace(",", ""))
-        except ValueError:
-            return None
+        text = value.strip().replace(",", "")
+        return float(text) if _NUMBER.match(text) else None
     return None
 
 
