@@ -24,3 +24,12 @@ def test_the_benchmark_runs_at_a_tiny_size(args: list[str]) -> None:
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ratio" in result.stdout.lower(), result.stdout[-2000:]
+
+
+def test_the_predictive_benchmark_runs_on_the_real_data(shared_data: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/predictive.py", "--data", str(shared_data)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ratio to best baseline" in result.stdout and "Olist" in result.stdout

@@ -1,0 +1,182 @@
+"""Training: candidates fitted on the past, chosen and calibrated on the recent past, judged on the most recent.
+
+The rows are ordered by their cutoff instant and cut in three: the oldest 60 % train the
+candidates (a logistic regression and a gradient-boosted model), the next 20 % choose between
+them (ROC AUC) and fit the calibration, and the newest 20 % — which neither saw — give the
+metrics, beside the baselines on the same leads (the naive Bayes frequency model, and the rule
+score when there is one). A model validated this way was judged the way it will be used: on
+leads that came after the ones it learnt from.
+
+Before that, `leakage` looks for features that almost determine the label on their own (a field
+sales fills in after the first call, say) and names them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from qualify.domain.errors import InvalidInput
+from qualify.predictive.metrics import evaluate
+from qualify.predictive.models import (
+    BoostedModel,
+    Calibrator,
+    FeatureSpec,
+    LogisticModel,
+    NaiveBayesModel,
+    categories_of,
+    model_from_dict,
+)
+
+SPLIT = (0.6, 0.2, 0.2)
+LEAKAGE_AUC = 0.95  # a single feature that ranks this well is suspicious
+MIN_ROWS = 200
+
+
+@dataclass
+class Trained:
+    """A calibrated model ready to score, with how it was chosen and how it did."""
+
+    model: LogisticModel | BoostedModel
+    calibrator: Calibrator
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.model.spec
+
+    def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.calibrator(self.model.raw(frame))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "calibrator": self.calibrator.to_dict(), "report": self.report}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trained:
+        model = model_from_dict(data["model"])
+        assert not isinstance(model, NaiveBayesModel)
+        return cls(model, Calibrator.from_dict(data["calibrator"]), data.get("report", {}))
+
+
+def time_split(times: np.ndarray, shares: tuple[float, float, float] = SPLIT) -> tuple[np.ndarray, ...]:
+    """Row indices of the oldest, middle and newest parts, by time (ties in input order)."""
+    order = np.argsort(times, kind="stable")
+    first = round(shares[0] * len(order))
+    second = first + round(shares[1] * len(order))
+    return order[:first], order[first:second], order[second:]
+
+
+def single_feature_auc(column: pd.Series, labels: np.ndarray, numeric: bool) -> float | None:
+    """How well one feature alone ranks the labels: its values (numbers; missing lowest) or each
+    category's share of positives. Symmetric: 0.1 counts as 0.9."""
+    if labels.min() == labels.max():
+        return None
+    if numeric:
+        numbers = pd.to_numeric(column, errors="coerce").astype(float)
+        lowest = numbers.min() if numbers.notna().any() else 0.0
+        values = numbers.fillna(lowest - 1.0).to_numpy()
+    else:
+        text = categories_of(column)
+        values = text.map(pd.Series(labels, index=text.index).groupby(text).mean()).to_numpy(dtype=float)
+    if np.all(values == values[0]):
+        return 0.5
+    auc = float(roc_auc_score(labels, values))
+    return max(auc, 1.0 - auc)
+
+
+def leakage(
+    frame: pd.DataFrame, labels: np.ndarray, spec: FeatureSpec, threshold: float = LEAKAGE_AUC
+) -> list[dict[str, Any]]:
+    """Features that on their own rank the labels with an AUC of `threshold` or more: likely filled
+    in after the outcome was known. Sorted, strongest first."""
+    found = []
+    for name in spec.columns:
+        auc = single_feature_auc(frame[name], labels, name in spec.numeric)
+        if auc is not None and auc >= threshold:
+            found.append({"feature": name, "auc": round(auc, 4)})
+    return sorted(found, key=lambda f: -f["auc"])
+
+
+def train(
+    frame: pd.DataFrame,
+    labels: np.ndarray,
+    times: np.ndarray,
+    spec: FeatureSpec,
+    *,
+    rule_scores: np.ndarray | None = None,
+    exclude_leaks: bool = False,
+) -> Trained:
+    """Fit, choose, calibrate and judge (module doc). `rule_scores` (the active model's score of
+    the same leads) is judged beside it; `exclude_leaks` drops the features `leakage` names."""
+    labels = np.asarray(labels, dtype=int)
+    if len(labels) < MIN_ROWS:
+        raise InvalidInput(f"{len(labels)} rows is too few to train on: at least {MIN_ROWS}", field="rows")
+    if labels.sum() < 10 or (len(labels) - labels.sum()) < 10:
+        raise InvalidInput(
+            f"{int(labels.sum())} positive rows of {len(labels)}: need at least 10 of each outcome", field="labels"
+        )
+    leaks = leakage(frame, labels, spec)
+    if exclude_leaks and leaks:
+        named = {f["feature"] for f in leaks}
+        spec = FeatureSpec(
+            tuple(c for c in spec.numeric if c not in named), tuple(c for c in spec.categorical if c not in named)
+        )
+    old, middle, new = time_split(np.asarray(times))
+    part = {name: frame.iloc[rows] for name, rows in (("train", old), ("choose", middle), ("test", new))}
+    y = {"train": labels[old], "choose": labels[middle], "test": labels[new]}
+    candidates: dict[str, LogisticModel | BoostedModel] = {
+        "logistic": LogisticModel(spec).fit(part["train"], y["train"]),
+        "boosted": BoostedModel(spec).fit(part["train"], y["train"]),
+    }
+    choice_auc = {
+        name: round(float(roc_auc_score(y["choose"], model.raw(part["choose"]))), 4)
+        for name, model in candidates.items()
+    }
+    chosen = max(choice_auc, key=lambda name: choice_auc[name])
+    model = candidates[chosen]
+    calibrator = Calibrator.fit(model.raw(part["choose"]), y["choose"])
+    trained = Trained(model, calibrator)
+    test = {
+        "model": evaluate(y["test"], trained.probabilities(part["test"])),
+        **{
+            f"{name} (uncalibrated)": evaluate(y["test"], other.raw(part["test"]), probabilities=False)
+            for name, other in candidates.items()
+        },
+        "naive_bayes": evaluate(
+            y["test"], NaiveBayesModel(spec).fit(part["train"], y["train"]).raw(part["test"]), probabilities=False
+        ),
+    }
+    if rule_scores is not None:
+        test["rule_score"] = evaluate(y["test"], np.asarray(rule_scores)[new], probabilities=False)
+    trained.report = {
+        "rows": len(labels),
+        "positives": int(labels.sum()),
+        "split": {name: len(rows) for name, rows in (("train", old), ("choose", middle), ("test", new))},
+        "periods": {
+            name: [_instant(times, rows, min), _instant(times, rows, max)]
+            for name, rows in (("train", old), ("choose", middle), ("test", new))
+        },
+        "features": spec.to_dict(),
+        "leakage": leaks,
+        "leaks_excluded": bool(exclude_leaks and leaks),
+        "choice": {"by": "roc_auc on the choose part", "auc": choice_auc, "chosen": chosen},
+        "calibration": calibrator.method,
+        "test": test,
+    }
+    return trained
+
+
+def _instant(times: np.ndarray, rows: np.ndarray, pick: Any) -> Any:
+    """The earliest or latest time of a part, as JSON: ISO text for instants, numbers as numbers."""
+    if not len(rows):
+        return None
+    value = pick(np.asarray(times)[rows])
+    if isinstance(value, np.datetime64):
+        return str(np.datetime_as_string(value, unit="s")) + "Z"
+    if isinstance(value, np.generic):
+        return value.item()
+    return value.isoformat() if hasattr(value, "isoformat") else value
