@@ -213,14 +213,17 @@ def _bounded(value: ir.FloatingValue, upper: ir.FloatingValue | float) -> ir.Flo
     return ibis.greatest(ibis.least(value, upper), 0.0)
 
 
-def _rule_awards(rule: EngagementRule, events: ir.Table, as_of: datetime) -> ir.Table:
-    """This rule's award for each matching event up to `as_of`, after its caps, decayed to `as_of`."""
-    matches = events.filter(events.type.isin(list(rule.events)), events.occurred_at <= as_of)
+def _rule_awards(rule: EngagementRule, events: ir.Table, as_of: datetime | str) -> ir.Table:
+    """This rule's award for each matching event up to `as_of`, after its caps, decayed to `as_of`:
+    one instant, or the name of a column of `events` with each lead's own instant (a cutoff)."""
+    limit = ibis.literal(as_of) if isinstance(as_of, datetime) else events[as_of]
+    matches = events.filter(events.type.isin(list(rule.events)), events.occurred_at <= limit)
     for condition in rule.where:
         matches = matches.filter(condition_expr(condition, value_text(matches.properties, condition.field)))
     size = abs(rule.points)
     # Only what the caps and the decay need travels through the windows.
-    matches = matches.select("id", "lead_id", "occurred_at", award=_zero(matches.id) + size)
+    carried = [] if isinstance(as_of, datetime) else [as_of]
+    matches = matches.select("id", "lead_id", "occurred_at", *carried, award=_zero(matches.id) + size)
     if rule.cap_per_day is not None:
         matches = matches.mutate(day=matches.occurred_at.date())
         upto = ibis.window(group_by=[matches.lead_id, matches.day], order_by=matches.id, preceding=None, following=0)
@@ -232,7 +235,8 @@ def _rule_awards(rule: EngagementRule, events: ir.Table, as_of: datetime) -> ir.
         matches = matches.mutate(given=matches.award.sum().over(upto_all) - matches.award)
         matches = matches.mutate(award=_bounded(rule.cap - matches.given, matches.award))
     sign = 1.0 if rule.points > 0 else -1.0
-    age_days = (ibis.literal(as_of).epoch_seconds() - matches.occurred_at.epoch_seconds()) / DAY_SECONDS
+    instant = ibis.literal(as_of) if isinstance(as_of, datetime) else matches[as_of]
+    age_days = (instant.epoch_seconds() - matches.occurred_at.epoch_seconds()) / DAY_SECONDS
     decay = _float(1.0) if rule.half_life_days is None else _float(2.0).pow(-age_days / rule.half_life_days)
     return matches.filter(matches.award > 0).select(
         lead_id=matches.lead_id,
@@ -244,10 +248,25 @@ def _rule_awards(rule: EngagementRule, events: ir.Table, as_of: datetime) -> ir.
     )
 
 
-def engagement_awards(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.Table | None:
+def engagement_awards(model: ScoringModel, sources: Sources, as_of: datetime | str) -> ir.Table | None:
     """One row per award: lead_id, event_id, occurred_at, rule, points (undecayed), now (decayed)."""
     parts = [_rule_awards(rule, sources.events, as_of) for rule in model.engagement_rules]
     return ibis.union(*parts) if len(parts) > 1 else (parts[0] if parts else None)
+
+
+def engagement_at_cutoffs(model: ScoringModel, sources: Sources, cutoffs: ir.Table) -> ir.Table:
+    """lead_id and engagement as of each lead's own instant (`cutoffs`: lead_id, cutoff), for the
+    leads of `cutoffs` (0 without awards): what the online score was at that moment."""
+    events = sources.events.join(cutoffs, sources.events.lead_id == cutoffs.lead_id).select(
+        *sources.events.columns, "cutoff"
+    )
+    awards = engagement_awards(model, Sources(sources.leads, sources.accounts, events), "cutoff")
+    leads = cutoffs.select(lead_id=cutoffs.lead_id)
+    if awards is None:
+        return leads.mutate(engagement=_float(0.0))
+    totals = awards.group_by("lead_id").aggregate(engagement=awards.now.sum())
+    joined = leads.left_join(totals, leads.lead_id == totals.lead_id)
+    return joined.select(lead_id=leads.lead_id, engagement=totals.engagement.fill_null(0.0).cast("float64"))
 
 
 def engagement_scores(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.Table:

@@ -143,6 +143,98 @@ def backtest(
     _show_backtest(report.as_dict())
 
 
+@app.command()
+def train(
+    target: Annotated[
+        str, typer.Option("--target", help="What converting means: reaching sql, opportunity or customer.")
+    ] = "customer",
+    within: Annotated[int, typer.Option("--within", min=1, help="...within this many days after the cutoff.")] = 90,
+    cutoff: Annotated[
+        str, typer.Option("--cutoff", help="When the prediction is made: created+DAYS (e.g. created+14) or mql.")
+    ] = "created+14",
+    end: Annotated[
+        datetime | None, typer.Option("--end", help="End of the data (UTC); default the latest event or stage change.")
+    ] = None,
+    exclude_leaks: Annotated[
+        bool, typer.Option("--exclude-leaks", help="Drop the features the leakage check names before training.")
+    ] = False,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the trained model (JSON: model, calibration, report) here.")
+    ] = None,
+    engine: Annotated[
+        BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres.")
+    ] = BatchEngine.duckdb,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Read this Parquet export instead of making one.")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Learn the probability of converting from the history: a point-in-time training set, two
+    candidate models chosen and calibrated on later leads, judged on the latest, beside the rule score."""
+    import json
+
+    from qualify.predictive.features import default_end, training_set
+    from qualify.predictive.training import train as fit
+    from qualify.service.batch_scoring import on_engine
+
+    with _workspace(db) as workspace, _errors():
+        with workspace.unit_of_work(read_only=True) as uow:
+            model = uow.active_model()
+
+        def build(sources: Any) -> Any:
+            rows = training_set(
+                model, sources, target=target, within_days=within, cutoff=cutoff,
+                end=_utc(end) or default_end(sources),
+            )  # fmt: skip
+            return rows, fit(
+                rows.frame, rows.labels, rows.times, rows.spec,
+                rule_scores=rows.frame["rule_score"].to_numpy(), exclude_leaks=exclude_leaks,
+            )  # fmt: skip
+
+        rows, trained = on_engine(workspace, engine.value, export, build)
+    report = {"training_set": rows.summary(), "scoring_model": model.version, **trained.report}
+    if out_file is not None:
+        out_file.write_text(json.dumps(trained.to_dict() | {"report": report}, default=str) + "\n", encoding="utf-8")
+    if as_json:
+        _print_json(report | ({"out": str(out_file)} if out_file else {}))
+        return
+    summary = rows.summary()
+    out.print(
+        f"Training set: {summary['rows']:,} leads (cutoff {cutoff}; reached {target} within {within} days: "
+        f"{summary['positives']:,}); left out {summary['left_out']['censored']:,} not yet judged and "
+        f"{summary['left_out']['reached_before_cutoff']:,} converted before the cutoff."
+    )
+    for leak in trained.report["leakage"]:
+        out.print(
+            f"[yellow]leakage:[/] {leak['feature']} alone ranks the outcome with AUC {leak['auc']}: filled in after it?"
+        )
+    choice = trained.report["choice"]
+    out.print(
+        f"Chosen: {choice['chosen']} (AUC on the choice part {choice['auc']}), calibrated with {trained.report['calibration']}."
+    )
+    table = Table(
+        "on the newest leads", "ROC AUC", "PR AUC", "Brier", "ECE", "top 10%: lift / capture", title="Metrics"
+    )
+    for name, metrics in trained.report["test"].items():
+        top = metrics["top"][0]
+        table.add_row(
+            name,
+            _num2(metrics["roc_auc"]),
+            _num2(metrics["pr_auc"]),
+            _num2(metrics.get("brier")),
+            _num2(metrics.get("ece")),
+            f"{top['lift'] or 0:.2f} / {top['capture'] or 0:.0%}",
+        )
+    out.print(table)
+    if out_file:
+        out.print(f"Model written to {out_file}.")
+
+
+def _num2(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def _pct(rate: dict[str, Any]) -> str:
     if rate["rate"] is None:
         return "—"

@@ -1,0 +1,219 @@
+"""Point-in-time training sets: one row per lead, built only from what was known at its cutoff.
+
+A lead's **cutoff** is the instant a prediction would have been made: `created+K` (K days after
+the lead was created) or `mql` (when it first became MQL). Its **label** is whether it reached
+the target stage (sql, opportunity, customer) within N days after the cutoff. Leaves out, and
+counts, the leads that cannot be judged: those whose cutoff lies in the future or whose N days
+are not over by the end of the data (censored), and those that had reached the target already.
+
+Features (all at the cutoff): the lead's and its account's fields; per event kind, how many
+events and how many in the last 7 days, and days since the last one; whether it engaged with
+each of the most common content items; its engagement score at that instant and its fit score
+and grade under the scoring model (the rule scores); days from creation to the cutoff. Built with
+Ibis over the batch side's tables, so it runs on DuckDB, PostgreSQL or Spark.
+
+Profiles are read as they are now (the store keeps no history of them): `leakage` in
+training.py names fields that look filled in after the outcome.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
+
+from qualify.analytics.batch import DAY_SECONDS, Sources, engagement_at_cutoffs, fit_scores, value_text
+from qualify.analytics.reports import CONTENT_KEYS, TARGETS
+from qualify.domain.errors import InvalidInput
+from qualify.domain.scoring_model import ScoringModel
+from qualify.predictive.models import FeatureSpec
+
+LEAD_CATEGORIES = ("seniority", "department", "country", "source", "channel")
+ACCOUNT_CATEGORIES = ("industry", "country")
+ACCOUNT_NUMBERS = ("employees", "revenue")
+RECENT_DAYS = 7
+CONTENT_ITEMS = 15
+_CUTOFF = re.compile(r"^(created\+(\d+)|mql)$")
+
+
+@dataclass
+class TrainingSet:
+    frame: pd.DataFrame  # features, plus lead_id, cutoff, label, rule_score
+    spec: FeatureSpec
+    target: str
+    within_days: int
+    cutoff: str
+    end: datetime
+    left_out: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.frame["label"].to_numpy(dtype=int))
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.asarray(self.frame["cutoff"].to_numpy())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "within_days": self.within_days,
+            "cutoff": self.cutoff,
+            "end": self.end.isoformat(),
+            "rows": len(self.frame),
+            "positives": int(self.labels.sum()),
+            "left_out": self.left_out,
+            "features": len(self.spec.columns),
+        }
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60]
+
+
+def _cutoffs(sources: Sources, cutoff: str) -> ir.Table:
+    match = _CUTOFF.match(cutoff)
+    if match is None:
+        raise InvalidInput(f"cutoff {cutoff!r}: expected created+DAYS (e.g. created+14) or mql", field="cutoff")
+    leads = sources.leads
+    if match.group(2) is not None:
+        return leads.select(lead_id=leads.id, cutoff=leads.created_at + ibis.interval(days=int(match.group(2))))
+    assert sources.history is not None
+    history = sources.history
+    entries = history.filter(history.to_stage == "mql")
+    return entries.group_by(lead_id=entries.lead_id).aggregate(cutoff=entries.at.min())
+
+
+def training_set(
+    model: ScoringModel,
+    sources: Sources,
+    *,
+    target: str = "customer",
+    within_days: int = 90,
+    cutoff: str = "created+14",
+    end: datetime,
+) -> TrainingSet:
+    """The rows to learn from (module doc); `end` is the end of the data (nothing after it exists)."""
+    if target not in TARGETS:
+        raise InvalidInput(f"unknown target {target!r}; expected one of: {', '.join(TARGETS)}", field="target")
+    if sources.history is None:
+        raise InvalidInput("a training set needs the stage history", field="history")
+    history, events, leads = sources.history, sources.events, sources.leads
+    cuts = _cutoffs(sources, cutoff)
+    reach = history.filter(history.to_stage == target)
+    first = reach.group_by(reached_lead=reach.lead_id).aggregate(reached=reach.at.min())
+    framed = cuts.left_join(first, cuts.lead_id == first.reached_lead)
+    horizon = framed.cutoff + ibis.interval(days=within_days)
+    framed = framed.select(
+        "lead_id",
+        "cutoff",
+        reached=framed.reached,
+        censored=(horizon > ibis.literal(end)),
+        before=framed.reached.notnull() & (framed.reached <= framed.cutoff),
+        label=(framed.reached.notnull() & (framed.reached > framed.cutoff) & (framed.reached <= horizon)).ifelse(1, 0),
+    )
+    counts = (
+        framed.aggregate(
+            all=framed.count(),
+            censored=framed.censored.ifelse(1, 0).sum(),
+            before=(framed.before & ~framed.censored).ifelse(1, 0).sum(),
+        )
+        .to_pyarrow()
+        .to_pylist()[0]
+    )
+    rows = framed.filter(~framed.censored & ~framed.before).select("lead_id", "cutoff", "label")
+
+    # Events before each lead's cutoff.
+    seen = events.join(rows, events.lead_id == rows.lead_id).select(
+        events.lead_id, events.type, events.occurred_at, events.properties, rows.cutoff
+    )
+    seen = seen.filter(seen.occurred_at <= seen.cutoff)
+    kinds = sorted(row["type"] for row in events.select("type").distinct().to_pyarrow().to_pylist() if row["type"])
+    age = (seen.cutoff.epoch_seconds() - seen.occurred_at.epoch_seconds()).cast("float64") / DAY_SECONDS
+    per_kind: dict[str, Any] = {}
+    for kind in kinds:
+        slug = _slug(kind)
+        is_kind = seen.type == kind
+        per_kind[f"events_{slug}"] = is_kind.ifelse(1, 0).sum()
+        per_kind[f"recent_{slug}"] = (is_kind & (age <= RECENT_DAYS)).ifelse(1, 0).sum()
+        per_kind[f"days_since_{slug}"] = is_kind.ifelse(age, ibis.null("float64")).min()
+    behaviour = seen.group_by(behaviour_lead=seen.lead_id).aggregate(**per_kind) if per_kind else None
+
+    about = ibis.coalesce(*(value_text(seen.properties, key) for key in CONTENT_KEYS))
+    items = seen.select(lead_id=seen.lead_id, item=seen.type.concat(":", about)).filter(lambda t: t.item.notnull())
+    popular = (
+        items.distinct()
+        .group_by("item")
+        .aggregate(n=lambda t: t.count())
+        .order_by([ibis.desc("n"), "item"])
+        .limit(CONTENT_ITEMS)
+    )
+    top_items = [row["item"] for row in popular.to_pyarrow().to_pylist()]
+    content_columns = {f"engaged_{_slug(item)}": item for item in top_items}
+    engaged = (
+        items.filter(items.item.isin(top_items))
+        .group_by(content_lead=items.lead_id)
+        .aggregate(**{name: (items.item == item).any().ifelse(1, 0) for name, item in content_columns.items()})
+        if top_items
+        else None
+    )
+
+    accounts = sources.accounts
+    profile = leads.left_join(accounts, leads.account_id == accounts.id).select(
+        profile_lead=leads.id,
+        created_at=leads.created_at,
+        **{c: leads[c] for c in LEAD_CATEGORIES},
+        **{f"account_{c}": accounts[c] for c in ACCOUNT_CATEGORIES},
+        **{f"account_{c}": accounts[c].cast("float64") for c in ACCOUNT_NUMBERS},
+    )
+    fit = fit_scores(model, sources)
+    engagement = engagement_at_cutoffs(model, sources, rows.select("lead_id", "cutoff"))
+
+    table = rows.left_join(profile, rows.lead_id == profile.profile_lead)
+    table = table.left_join(fit, table.lead_id == fit.lead_id).drop("lead_id_right")
+    table = table.left_join(engagement, table.lead_id == engagement.lead_id).drop("lead_id_right")
+    if behaviour is not None:
+        table = table.left_join(behaviour, table.lead_id == behaviour.behaviour_lead)
+    if engaged is not None:
+        table = table.left_join(engaged, table.lead_id == engaged.content_lead)
+    frame = table.order_by(["cutoff", "lead_id"]).to_pandas()
+
+    frame["days_since_created"] = (frame["cutoff"] - frame["created_at"]).dt.total_seconds() / DAY_SECONDS
+    frame = frame.rename(columns={"fit": "fit_score", "grade": "fit_grade", "engagement": "engagement_score"})
+    counted = [c for c in per_kind if not c.startswith("days_since_")] + list(content_columns)
+    frame[counted] = frame[counted].fillna(0)
+    frame["engagement_score"] = frame["engagement_score"].fillna(0.0)
+    frame["rule_score"] = frame["fit_score"] + frame["engagement_score"]
+    numeric = (
+        *(f"account_{c}" for c in ACCOUNT_NUMBERS),
+        "fit_score",
+        "engagement_score",
+        "days_since_created",
+        *per_kind,
+        *content_columns,
+    )
+    categorical = (*LEAD_CATEGORIES, *(f"account_{c}" for c in ACCOUNT_CATEGORIES), "fit_grade", "persona")
+    left_out = {
+        "censored": int(counts["censored"] or 0),
+        "reached_before_cutoff": int(counts["before"] or 0),
+    }
+    return TrainingSet(frame, FeatureSpec(numeric, categorical), target, within_days, cutoff, end, left_out)
+
+
+def default_end(sources: Sources) -> datetime:
+    """The end of the data: the latest event or stage change."""
+    assert sources.history is not None
+    latest = [
+        sources.events.occurred_at.max().to_pyarrow().as_py(),
+        sources.history.at.max().to_pyarrow().as_py(),
+    ]
+    known: list[datetime] = [t for t in latest if t is not None]
+    if not known:
+        raise InvalidInput("the workspace has no events or stage history to learn from", field="end")
+    return max(known)
