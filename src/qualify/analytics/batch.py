@@ -261,7 +261,11 @@ def engagement_at_cutoffs(model: ScoringModel, sources: Sources, cutoffs: ir.Tab
         *sources.events.columns, "cutoff"
     )
     awards = engagement_awards(model, Sources(sources.leads, sources.accounts, events), "cutoff")
-    leads = cutoffs.select(lead_id=cutoffs.lead_id)
+    return _engagement_per_lead(cutoffs.select(lead_id=cutoffs.lead_id), awards)
+
+
+def _engagement_per_lead(leads: ir.Table, awards: ir.Table | None) -> ir.Table:
+    """lead_id and the sum of its decayed awards, for every lead of `leads` (0 without awards)."""
     if awards is None:
         return leads.mutate(engagement=_float(0.0))
     totals = awards.group_by("lead_id").aggregate(engagement=awards.now.sum())
@@ -272,12 +276,7 @@ def engagement_at_cutoffs(model: ScoringModel, sources: Sources, cutoffs: ir.Tab
 def engagement_scores(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.Table:
     """lead_id and engagement as of `as_of`, for every lead (0 without awards)."""
     leads = sources.leads.select(lead_id=sources.leads.id)
-    awards = engagement_awards(model, sources, as_of)
-    if awards is None:
-        return leads.mutate(engagement=_float(0.0))
-    totals = awards.group_by("lead_id").aggregate(engagement=awards.now.sum())
-    joined = leads.left_join(totals, leads.lead_id == totals.lead_id)
-    return joined.select(lead_id=leads.lead_id, engagement=totals.engagement.fill_null(0.0).cast("float64"))
+    return _engagement_per_lead(leads, engagement_awards(model, sources, as_of))
 
 
 class UnsupportedModel(QualifyError):

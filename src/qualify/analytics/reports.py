@@ -109,10 +109,10 @@ def stays(sources: Sources) -> ir.Table:
         next_actor=history.actor.lead().over(order),
         next_reason=history.reason.lead().over(order),
     )
-    return out.mutate(days=_days_between(out.left, out.entered))
+    return out.mutate(days=days_between(out.left, out.entered))
 
 
-def _days_between(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.FloatingValue:
+def days_between(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.FloatingValue:
     """Days from `earlier` to `later` as a double (PostgreSQL's epoch is NUMERIC otherwise)."""
     return (later.epoch_seconds() - earlier.epoch_seconds()).cast("float64") / DAY_SECONDS
 
@@ -146,7 +146,7 @@ def velocity(sources: Sources) -> dict[str, Any]:
     leads = sources.leads
     firsts = stay.group_by([stay.lead_id, stay.stage]).aggregate(first=stay.entered.min())
     joined = firsts.join(leads, firsts.lead_id == leads.id)
-    since = joined.select(stage=joined.stage, days=_days_between(joined.first, joined.created_at))
+    since = joined.select(stage=joined.stage, days=days_between(joined.first, joined.created_at))
     to_reach = {
         row["stage"]: row
         for row in since.group_by("stage")
@@ -235,12 +235,22 @@ def sources_report(sources: Sources, by: str = "source") -> list[dict[str, Any]]
 # --- content and behaviour influence ----------------------------------------------------------
 
 
+def first_entries(history: ir.Table, stage: str, lead: str = "lead_id", at: str = "at") -> ir.Table:
+    """Each lead's first entry into `stage`, as columns named `lead` and `at`."""
+    entered = history.filter(history.to_stage == stage)
+    return entered.group_by(**{lead: entered.lead_id}).aggregate(**{at: entered.at.min()})
+
+
 def _first_reach(sources: Sources, target: str) -> ir.Table:
-    history = _history(sources)
     if target not in TARGETS:
         raise InvalidInput(f"unknown target {target!r}; expected one of: {', '.join(TARGETS)}", field="target")
-    reached = history.filter(history.to_stage == target)
-    return reached.group_by(converted_lead=reached.lead_id).aggregate(converted_at=reached.at.min())
+    return first_entries(_history(sources), target, "converted_lead", "converted_at")
+
+
+def content_item(events: ir.Table) -> ir.StringValue:
+    """What an event was about, with its kind: `content_download:roi-guide`; null when no
+    property in CONTENT_KEYS names it."""
+    return events.type.concat(":", ibis.coalesce(*(value_text(events.properties, key) for key in CONTENT_KEYS)))
 
 
 def _items(sources: Sources, by: str) -> ir.Table:
@@ -250,8 +260,7 @@ def _items(sources: Sources, by: str) -> ir.Table:
         return events.select("id", "lead_id", "occurred_at", "type", item=events.type)
     if by != "content":
         raise InvalidInput(f"unknown item kind {by!r}; expected one of: {', '.join(ITEM_KINDS)}", field="by")
-    about = ibis.coalesce(*(value_text(events.properties, key) for key in CONTENT_KEYS))
-    items = events.select("id", "lead_id", "occurred_at", "type", item=events.type.concat(":", about))
+    items = events.select("id", "lead_id", "occurred_at", "type", item=content_item(events))
     return items.filter(items.item.notnull())
 
 
@@ -288,7 +297,7 @@ def _population(sources: Sources, among: str) -> ir.Table:
     if among != "mql":
         raise InvalidInput(f"unknown population {among!r}; expected one of: {', '.join(POPULATIONS)}", field="among")
     history = _history(sources)
-    handed = history.filter(history.to_stage == "mql").select(mql_lead=history.lead_id).distinct()
+    handed = first_entries(history, "mql", "mql_lead").select("mql_lead")
     return leads.join(handed, leads.id == handed.mql_lead).select(*leads.columns)
 
 
@@ -384,7 +393,7 @@ def paths(
         last=tagged.occurred_at.max(),
         converted_at=tagged.converted_at.max(),
     )
-    spans = spans.mutate(days=_days_between(ibis.coalesce(spans.converted_at, spans.last), spans.first))
+    spans = spans.mutate(days=days_between(ibis.coalesce(spans.converted_at, spans.last), spans.first))
     groups = {
         row["group"]: row
         for row in spans.group_by("group")

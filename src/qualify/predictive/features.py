@@ -28,8 +28,8 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from qualify.analytics.batch import DAY_SECONDS, Sources, engagement_at_cutoffs, fit_scores, value_text
-from qualify.analytics.reports import CONTENT_KEYS, TARGETS
+from qualify.analytics.batch import DAY_SECONDS, Sources, engagement_at_cutoffs, fit_scores
+from qualify.analytics.reports import TARGETS, content_item, days_between, first_entries
 from qualify.domain.errors import InvalidInput
 from qualify.domain.scoring_model import ScoringModel
 from qualify.predictive.models import FeatureSpec
@@ -85,9 +85,7 @@ def _cutoffs(sources: Sources, cutoff: str) -> ir.Table:
     if match.group(2) is not None:
         return leads.select(lead_id=leads.id, cutoff=leads.created_at + ibis.interval(days=int(match.group(2))))
     assert sources.history is not None
-    history = sources.history
-    entries = history.filter(history.to_stage == "mql")
-    return entries.group_by(lead_id=entries.lead_id).aggregate(cutoff=entries.at.min())
+    return first_entries(sources.history, "mql", "lead_id", "cutoff")
 
 
 def training_set(
@@ -106,21 +104,18 @@ def training_set(
         raise InvalidInput("a training set needs the stage history", field="history")
     history, events, leads = sources.history, sources.events, sources.leads
     cuts = _cutoffs(sources, cutoff)
-    reach = history.filter(history.to_stage == target)
-    first = reach.group_by(reached_lead=reach.lead_id).aggregate(reached=reach.at.min())
+    first = first_entries(history, target, "reached_lead", "reached")
     framed = cuts.left_join(first, cuts.lead_id == first.reached_lead)
     horizon = framed.cutoff + ibis.interval(days=within_days)
     framed = framed.select(
         "lead_id",
         "cutoff",
-        reached=framed.reached,
         censored=(horizon > ibis.literal(end)),
         before=framed.reached.notnull() & (framed.reached <= framed.cutoff),
         label=(framed.reached.notnull() & (framed.reached > framed.cutoff) & (framed.reached <= horizon)).ifelse(1, 0),
     )
     counts = (
         framed.aggregate(
-            all=framed.count(),
             censored=framed.censored.ifelse(1, 0).sum(),
             before=(framed.before & ~framed.censored).ifelse(1, 0).sum(),
         )
@@ -135,7 +130,7 @@ def training_set(
     )
     seen = seen.filter(seen.occurred_at <= seen.cutoff)
     kinds = sorted(row["type"] for row in events.select("type").distinct().to_pyarrow().to_pylist() if row["type"])
-    age = (seen.cutoff.epoch_seconds() - seen.occurred_at.epoch_seconds()).cast("float64") / DAY_SECONDS
+    age = days_between(seen.cutoff, seen.occurred_at)
     per_kind: dict[str, Any] = {}
     for kind in kinds:
         slug = _slug(kind)
@@ -145,8 +140,7 @@ def training_set(
         per_kind[f"days_since_{slug}"] = is_kind.ifelse(age, ibis.null("float64")).min()
     behaviour = seen.group_by(behaviour_lead=seen.lead_id).aggregate(**per_kind) if per_kind else None
 
-    about = ibis.coalesce(*(value_text(seen.properties, key) for key in CONTENT_KEYS))
-    items = seen.select(lead_id=seen.lead_id, item=seen.type.concat(":", about)).filter(lambda t: t.item.notnull())
+    items = seen.select(lead_id=seen.lead_id, item=content_item(seen)).filter(lambda t: t.item.notnull())
     popular = (
         items.distinct()
         .group_by("item")

@@ -145,11 +145,12 @@ def backtest(
         if progress:
             progress(len(truths), len(ids))
     window = (start.timestamp(), end.timestamp())
+    conversions = {i: at for i, t in truths.items() if (at := t.first(Stage.CUSTOMER)) is not None}
     models = {
         side: {
             "version": model.version,
             "name": model.name,
-            **_totals(runs[side], truths, window),
+            **_totals(runs[side], truths, conversions, window),
             "actions": {
                 "skipped": sum(o.skipped_actions for o in runs[side].values()),
                 "from_another_stage": sum(o.forced_actions for o in runs[side].values()),
@@ -165,7 +166,10 @@ def backtest(
         events=events,
         models=models,
         weeks=[
-            {"week": week_start.date().isoformat(), **{side: _totals(runs[side], truths, span) for side in runs}}
+            {
+                "week": week_start.date().isoformat(),
+                **{side: _totals(runs[side], truths, conversions, span) for side in runs},
+            }
             for week_start, span in _weeks(start, end)
         ],
         differences=_differences(models, runs, window, stage_changes),
@@ -257,9 +261,11 @@ def _rate(count: int, total: int) -> dict[str, Any]:
     }
 
 
-def _totals(outcomes: dict[int, LeadOutcome], truths: dict[int, Truth], span: tuple[float, float]) -> dict[str, Any]:
-    """MQLs produced in `span` and how they turned out; customers converted in `span` and whether
-    the model had flagged them before."""
+def _totals(
+    outcomes: dict[int, LeadOutcome], truths: dict[int, Truth], conversions: dict[int, float], span: tuple[float, float]
+) -> dict[str, Any]:
+    """MQLs produced in `span` and how they turned out; customers converted in `span` (`conversions`:
+    each customer's first entry into `customer`) and whether the model had flagged them before."""
     low, high = span
     flagged: dict[int, float] = {}  # lead -> its first MQL entry in the span
     for lead_id, outcome in outcomes.items():
@@ -271,11 +277,10 @@ def _totals(outcomes: dict[int, LeadOutcome], truths: dict[int, Truth], span: tu
         stage.value: _rate(sum(truths[i].reached_after(stage, at) for i, at in flagged.items()), len(flagged))
         for stage in OUTCOMES
     }
-    converted = {i: t.first(Stage.CUSTOMER) for i, t in truths.items()}
-    customers = {i: at for i, at in converted.items() if at is not None and low <= at < high}
+    customers = {i: at for i, at in conversions.items() if low <= at < high}
     lead_days = []
     for lead_id, converted_at in customers.items():
-        entries = outcomes[lead_id].mql_entries if lead_id in outcomes else []
+        entries = outcomes[lead_id].mql_entries
         if entries and entries[0] < converted_at:
             lead_days.append((converted_at - entries[0]) / DAY)
     return {

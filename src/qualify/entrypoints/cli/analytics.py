@@ -1,7 +1,7 @@
 """The batch side: rescore on an engine, backtest a candidate model, funnel analytics reports."""
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,17 +15,12 @@ from qualify.entrypoints.cli.base import (
     _errors,
     _print_json,
     _progress,
+    _utc,
     _workspace,
     app,
     out,
     report_app,
 )
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class BatchEngine(StrEnum):
@@ -34,19 +29,23 @@ class BatchEngine(StrEnum):
     spark = "spark"
 
 
+EngineOption = Annotated[
+    BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres (the workspace's tables).")
+]
+ExportOption = Annotated[
+    Path | None,
+    typer.Option("--export", help="Read this Parquet export (qualify export parquet) instead of making one."),
+]
+
+
 @app.command()
 def rescore(
-    engine: Annotated[
-        BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres (the workspace's tables).")
-    ] = BatchEngine.duckdb,
+    engine: EngineOption = BatchEngine.duckdb,
     as_of: Annotated[
         datetime | None,
         typer.Option("--as-of", help="Score as of this instant (UTC unless a zone is given); default now."),
     ] = None,
-    export: Annotated[
-        Path | None,
-        typer.Option("--export", help="Read this Parquet export (qualify export parquet) instead of making one."),
-    ] = None,
+    export: ExportOption = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write every lead's scores to this .parquet or .csv file.")
     ] = None,
@@ -161,12 +160,8 @@ def train(
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write the trained model (JSON: model, calibration, report) here.")
     ] = None,
-    engine: Annotated[
-        BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres.")
-    ] = BatchEngine.duckdb,
-    export: Annotated[
-        Path | None, typer.Option("--export", help="Read this Parquet export instead of making one.")
-    ] = None,
+    engine: EngineOption = BatchEngine.duckdb,
+    export: ExportOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -316,15 +311,6 @@ class CohortKey(StrEnum):
     source = "source"
     channel = "channel"
     campaign = "campaign"
-
-
-EngineOption = Annotated[
-    BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres (the workspace's tables).")
-]
-ExportOption = Annotated[
-    Path | None,
-    typer.Option("--export", help="Read this Parquet export (qualify export parquet) instead of making one."),
-]
 
 
 class Target(StrEnum):

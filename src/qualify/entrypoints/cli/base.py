@@ -4,7 +4,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -89,6 +89,13 @@ def _workspace(db: str | None, *, create: bool = False) -> Iterator[Workspace]:
             yield workspace
         finally:
             workspace.close()
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time from the command line in UTC: UTC when it names no zone."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _print_json(data: Any) -> None:

@@ -1,6 +1,6 @@
 """Commands on leads: import, score, leads, lead, funnel, and people's stage actions."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +17,7 @@ from qualify.entrypoints.cli.base import (
     _print_json,
     _progress,
     _show_funnel,
+    _utc,
     _workspace,
     app,
     out,
@@ -249,12 +250,6 @@ report_app.command(
     "funnel",
     help="The funnel (as `qualify funnel`): counts, conversion with 95% intervals, days per stage, MQL acceptance by sales, SLA.",
 )(funnel_)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # --- stage actions ---------------------------------------------------------------------------------
