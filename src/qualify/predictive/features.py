@@ -42,6 +42,24 @@ CONTENT_ITEMS = 15
 _CUTOFF = re.compile(r"^(created\+(\d+)|mql)$")
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """Which behaviour features a training set (and a model trained on it) has: the event kinds
+    (by column slug) and the content items (by column name). A stored model keeps its recipe, so
+    the same features are built for it later, online or in batch, whatever the data holds then."""
+
+    kinds: dict[str, str]  # slug -> event type: events_<slug>, recent_<slug>, days_since_<slug>
+    items: dict[str, str]  # column -> content item ("page_view:/pricing")
+    recent_days: int = RECENT_DAYS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kinds": self.kinds, "items": self.items, "recent_days": self.recent_days}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        return cls(dict(data["kinds"]), dict(data["items"]), int(data.get("recent_days", RECENT_DAYS)))
+
+
 @dataclass
 class TrainingSet:
     frame: pd.DataFrame  # features, plus lead_id, cutoff, label, rule_score
@@ -50,6 +68,7 @@ class TrainingSet:
     within_days: int
     cutoff: str
     end: datetime
+    recipe: Recipe
     left_out: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -77,6 +96,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60]
 
 
+def _popular_items(items: ir.Table) -> dict[str, str]:
+    """The CONTENT_ITEMS items the most leads engaged with, by column name."""
+    popular = (
+        items.distinct()
+        .group_by("item")
+        .aggregate(n=lambda t: t.count())
+        .order_by([ibis.desc("n"), "item"])
+        .limit(CONTENT_ITEMS)
+    )
+    return {f"engaged_{_slug(row['item'])}": row["item"] for row in popular.to_pyarrow().to_pylist()}
+
+
 def _cutoffs(sources: Sources, cutoff: str) -> ir.Table:
     match = _CUTOFF.match(cutoff)
     if match is None:
@@ -96,8 +127,11 @@ def training_set(
     within_days: int = 90,
     cutoff: str = "created+14",
     end: datetime,
+    recipe: Recipe | None = None,
 ) -> TrainingSet:
-    """The rows to learn from (module doc); `end` is the end of the data (nothing after it exists)."""
+    """The rows to learn from (module doc); `end` is the end of the data (nothing after it exists).
+    With a `recipe` (a stored model's), exactly its behaviour features are built; without, the
+    event kinds in the data and its most common content items."""
     if target not in TARGETS:
         raise InvalidInput(f"unknown target {target!r}; expected one of: {', '.join(TARGETS)}", field="target")
     if sources.history is None:
@@ -129,27 +163,23 @@ def training_set(
         events.lead_id, events.type, events.occurred_at, events.properties, rows.cutoff
     )
     seen = seen.filter(seen.occurred_at <= seen.cutoff)
-    kinds = sorted(row["type"] for row in events.select("type").distinct().to_pyarrow().to_pylist() if row["type"])
+    given = recipe is not None
+    if recipe is None:
+        kinds = sorted(row["type"] for row in events.select("type").distinct().to_pyarrow().to_pylist() if row["type"])
+        recipe = Recipe({_slug(kind): kind for kind in kinds}, {})
     age = days_between(seen.cutoff, seen.occurred_at)
     per_kind: dict[str, Any] = {}
-    for kind in kinds:
-        slug = _slug(kind)
+    for slug, kind in recipe.kinds.items():
         is_kind = seen.type == kind
         per_kind[f"events_{slug}"] = is_kind.ifelse(1, 0).sum()
-        per_kind[f"recent_{slug}"] = (is_kind & (age <= RECENT_DAYS)).ifelse(1, 0).sum()
+        per_kind[f"recent_{slug}"] = (is_kind & (age <= recipe.recent_days)).ifelse(1, 0).sum()
         per_kind[f"days_since_{slug}"] = is_kind.ifelse(age, ibis.null("float64")).min()
     behaviour = seen.group_by(behaviour_lead=seen.lead_id).aggregate(**per_kind) if per_kind else None
 
     items = seen.select(lead_id=seen.lead_id, item=content_item(seen)).filter(lambda t: t.item.notnull())
-    popular = (
-        items.distinct()
-        .group_by("item")
-        .aggregate(n=lambda t: t.count())
-        .order_by([ibis.desc("n"), "item"])
-        .limit(CONTENT_ITEMS)
-    )
-    top_items = [row["item"] for row in popular.to_pyarrow().to_pylist()]
-    content_columns = {f"engaged_{_slug(item)}": item for item in top_items}
+    content_columns = recipe.items if given else _popular_items(items)
+    recipe = Recipe(recipe.kinds, content_columns, recipe.recent_days)
+    top_items = list(content_columns.values())
     engaged = (
         items.filter(items.item.isin(top_items))
         .group_by(content_lead=items.lead_id)
@@ -197,7 +227,7 @@ def training_set(
         "censored": int(counts["censored"] or 0),
         "reached_before_cutoff": int(counts["before"] or 0),
     }
-    return TrainingSet(frame, FeatureSpec(numeric, categorical), target, within_days, cutoff, end, left_out)
+    return TrainingSet(frame, FeatureSpec(numeric, categorical), target, within_days, cutoff, end, recipe, left_out)
 
 
 def default_end(sources: Sources) -> datetime:
