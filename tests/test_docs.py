@@ -120,7 +120,7 @@ MODEL_KEYS = {
     "name", "description", "fit", "engagement", "disqualify", "policy",
     "grades", "rules", "personas", "A", "B", "C", "when", "points",
     "half_life_days", "event", "where", "cap_per_day", "cap", "once", "label", "reason",
-    "mql", "fast_track", "decay_out", "thresholds", "requalify_margin", "requalify_after_days", "to", "floor", "min_days_in_mql",
+    "mql", "fast_track", "decay_out", "thresholds", "requalify_margin", "requalify_after_days", "probability", "combine", "to", "floor", "min_days_in_mql",
     "min", "max",
     "handoff", "teams", "account_owner_first", "default_team", "sla", "capacity_per_week", "team", "owner",
     "hours", "business_hours", "days", "start", "end", "timezone",

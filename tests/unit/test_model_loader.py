@@ -193,7 +193,9 @@ def test_unknown_key_without_a_close_match_lists_the_expected_keys() -> None:
     problem = only_problem(text)
     assert problem.path == "policy.mql.zzz"
     assert "did you mean" not in problem.message
-    assert "expected one of: requalify_after_days, requalify_margin, thresholds" in problem.message
+    assert (
+        "expected one of: combine, probability, requalify_after_days, requalify_margin, thresholds" in problem.message
+    )
 
 
 @pytest.mark.parametrize(

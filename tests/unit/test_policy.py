@@ -152,3 +152,68 @@ def test_a_nurtured_lead_waits_out_requalify_after_days_before_points_count_agai
         event_type="demo_request",
     )
     assert [m.to_stage for m in fast] == [Stage.MQL]
+
+
+def probability_model(combine: str) -> Any:
+    from qualify.domain.model_loader import default_model_text, load_model
+
+    text = default_model_text().replace(
+        "    thresholds: {A: 25, B: 40, C: 70}\n",
+        f"    thresholds: {{A: 25, B: 40, C: 70}}\n    probability: {{A: 0.2, B: 0.3}}\n    combine: {combine}\n",
+    )
+    assert "probability: {A: 0.2" in text
+    return load_model(text)
+
+
+def test_with_combine_any_a_probability_over_the_grade_s_threshold_qualifies_without_engagement() -> None:
+    model = probability_model("any")
+    moves = decide(model, Stage.LEAD, grade="B", engagement=0.0, now=0.0, stage_entered=0.0, probability=0.31)
+    assert moves == [Move(Stage.MQL, Actor.MODEL, "fit grade B and probability 0.31 ≥ 0.3")]
+    # Below it, or no probability known (no active predictive model), or a grade without one: engagement decides.
+    for grade, probability in (("B", 0.29), ("B", None), ("C", 0.99)):
+        assert (
+            decide(model, Stage.LEAD, grade=grade, engagement=0.0, now=0.0, stage_entered=0.0, probability=probability)
+            == []
+        )
+    assert decide(model, Stage.LEAD, grade="B", engagement=40.0, now=0.0, stage_entered=0.0)[0].to_stage is Stage.MQL
+
+
+def test_with_combine_all_each_threshold_the_grade_has_must_hold() -> None:
+    model = probability_model("all")
+    assert decide(model, Stage.LEAD, grade="A", engagement=30.0, now=0.0, stage_entered=0.0, probability=0.1) == []
+    assert decide(model, Stage.LEAD, grade="A", engagement=30.0, now=0.0, stage_entered=0.0) == []
+    assert decide(model, Stage.LEAD, grade="A", engagement=10.0, now=0.0, stage_entered=0.0, probability=0.9) == []
+    [move] = decide(model, Stage.LEAD, grade="A", engagement=30.0, now=0.0, stage_entered=0.0, probability=0.25)
+    assert move.reason == "fit grade A and engagement 30.0 ≥ 25 and probability 0.25 ≥ 0.2"
+    # Grade C has only an engagement threshold: it alone decides.
+    assert decide(model, Stage.LEAD, grade="C", engagement=70.0, now=0.0, stage_entered=0.0)[0].to_stage is Stage.MQL
+
+
+def test_the_requalify_wait_holds_for_probability_too() -> None:
+    model = probability_model("any")
+    early = decide(model, Stage.NURTURE, grade="A", engagement=0.0, now=10 * DAY, stage_entered=0.0, probability=0.9)
+    late = decide(model, Stage.NURTURE, grade="A", engagement=0.0, now=31 * DAY, stage_entered=0.0, probability=0.9)
+    assert early == [] and late[0].to_stage is Stage.MQL
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ("    probability: {A: 1.5}\n", "a probability is at most 1"),
+        ("    probability: {A: -0.1}\n", "must be ≥ 0"),
+        ("    probability: {E: 0.1}\n", "unknown key"),
+        ("    combine: both\n", "must be any or all"),
+    ],
+)
+def test_bad_probability_thresholds_are_named(snippet: str, message: str) -> None:
+    from qualify.domain.errors import ModelError
+    from qualify.domain.model_loader import default_model_text, load_model
+
+    text = default_model_text().replace(
+        "    thresholds: {A: 25, B: 40, C: 70}\n", "    thresholds: {A: 25, B: 40, C: 70}\n" + snippet
+    )
+    with pytest.raises(ModelError) as caught:
+        load_model(text)
+    assert any(message in p.message and p.path.startswith("policy.mql") for p in caught.value.problems), (
+        caught.value.problems
+    )

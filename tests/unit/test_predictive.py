@@ -123,3 +123,31 @@ def test_too_little_data_is_a_clear_error() -> None:
     frame, labels, times = world(100)
     with pytest.raises(InvalidInput, match="too few"):
         train(frame, labels, times, SPEC)
+
+
+def test_advice_for_a_capacity_takes_the_lowest_threshold_that_fits() -> None:
+    from qualify.predictive.advice import advise
+
+    scores = np.linspace(1.0, 0.01, 100)
+    labels = (np.arange(100) % 4 == 0).astype(int)  # every 4th lead converts, at all score levels
+    advice = advise(scores, labels, weeks=10.0, capacity_per_week=3)
+    chosen = advice["chosen"]
+    assert chosen["flagged"] == 30 and chosen["volume_per_week"] == 3.0
+    assert chosen["converted"] == 8 and chosen["recall"] == round(8 / 25, 4)
+    lower, upper = chosen["precision_95"]
+    assert lower < chosen["precision"] < upper
+    assert all(p["volume_per_week"] > 3 for p in advice["around"] if p["threshold"] < chosen["threshold"])
+
+
+def test_advice_for_costs_minimises_the_expected_cost_and_can_flag_no_one() -> None:
+    from qualify.predictive.advice import advise
+
+    scores = np.array([0.9, 0.7, 0.5, 0.3, 0.1])
+    labels = np.array([0, 1, 0, 0, 0])
+    cheap_miss = advise(scores, labels, weeks=1.0, miss_cost=0.5)
+    assert cheap_miss["chosen"]["threshold"] is None  # a miss costs less than a call: call no one
+    dear_miss = advise(scores, labels, weeks=1.0, miss_cost=10.0)
+    assert dear_miss["chosen"]["threshold"] == 0.7 and dear_miss["chosen"]["cost_per_week"] == 1.0
+    assert dear_miss["break_even_probability"] == round(1 / 11, 4)
+    with pytest.raises(ValueError, match="either a capacity"):
+        advise(scores, labels, weeks=1.0)

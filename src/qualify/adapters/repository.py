@@ -51,6 +51,7 @@ def lead_from_row(row: Row[Any]) -> LeadRecord:
         persona=m["persona"],
         engagement=EngagementState.from_json(m["engagement_state"]),
         last_event=m["last_event_at"].timestamp() if m["last_event_at"] else None,
+        probability=m.get("probability"),
     )
     return LeadRecord(m["id"], lead, m["account_id"], m["created_at"], state, m["model_version"])
 
@@ -164,6 +165,7 @@ def _scoring_states(conn: Connection, key: str, values: Sequence[Any]) -> list[L
         "engagement_state",
         "last_event_at",
         "model_version",
+        "probability",
     )
     sql = f"SELECT {', '.join(quote(n) for n in names)} FROM leads WHERE {quote(key)} IN ({', '.join([mark] * len(values))})"
     if conn.dialect.name == "postgresql":
@@ -186,6 +188,7 @@ def _scoring_states(conn: Connection, key: str, values: Sequence[Any]) -> list[L
         state,
         last,
         version,
+        probability,
     ) in conn.exec_driver_sql(sql, tuple(values)):
         created_at = time(created)
         last_event = time(last)
@@ -203,6 +206,7 @@ def _scoring_states(conn: Connection, key: str, values: Sequence[Any]) -> list[L
                     persona,
                     EngagementState.from_json(doc(state)),
                     last_event.timestamp() if last_event else None,
+                    probability,
                 ),
                 version,
             )

@@ -137,6 +137,10 @@ leads = Table(
     Column("sla_breached_at", UTCDateTime()),
     # GDPR erasure: personal data and events gone, the row kept for the funnel's counts.
     Column("erased_at", UTCDateTime()),
+    # The active predictive model's probability of converting, as of the lead's newest activity.
+    Column("probability", Float),
+    Column("probability_at", UTCDateTime()),
+    Column("predictive_version", String(64)),
 )
 Index("ix_leads_stage_engagement", leads.c.stage, leads.c.engagement_score)
 
@@ -192,6 +196,33 @@ Index(
     unique=True,
     sqlite_where=scoring_models.c.active,
     postgresql_where=scoring_models.c.active,
+)
+
+# Trained predictive models: the artefact (JSON: model, calibration, feature recipe, report) with
+# what it learnt from and how it did; at most one active.
+predictive_models = Table(
+    "predictive_models",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("kind", String(20), nullable=False),  # logistic | boosted
+    Column("target", String(20), nullable=False),
+    Column("within_days", Integer, nullable=False),
+    Column("cutoff", String(40), nullable=False),
+    Column("scoring_model", String(64)),  # the rule model whose scores were features
+    Column("data_from", UTCDateTime()),  # earliest and latest cutoff of the rows it learnt from
+    Column("data_to", UTCDateTime()),
+    Column("metrics", JSONDoc(), nullable=False, default=dict),  # on the newest rows, beside the baselines
+    Column("document", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("activated_at", UTCDateTime()),
+    Column("active", Boolean, nullable=False, default=False),
+)
+Index(
+    "uq_predictive_models_active",
+    predictive_models.c.active,
+    unique=True,
+    sqlite_where=predictive_models.c.active,
+    postgresql_where=predictive_models.c.active,
 )
 
 

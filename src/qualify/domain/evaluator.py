@@ -33,6 +33,7 @@ class LeadState:
     persona: str | None = None
     engagement: EngagementState = field(default_factory=EngagementState)
     last_event: float | None = None
+    probability: float | None = None  # the active predictive model's, as last computed
 
     def engagement_at(self, timestamp: float) -> float:
         return self.engagement.value_at(timestamp)
@@ -102,6 +103,7 @@ class OnlineEvaluator:
             engagement=engagement,
             now=at,
             stage_entered=lead.stage_entered,
+            probability=lead.probability,
             **context,
         )
         return [self._move(lead, m.to_stage, at, m.actor, m.reason, engagement) for m in planned]

@@ -417,7 +417,7 @@ class _Validator:
         mql = self._mapping(
             spec.get("mql", {}),
             "policy.mql",
-            {"thresholds", "requalify_margin", "requalify_after_days"},
+            {"thresholds", "requalify_margin", "requalify_after_days", "probability", "combine"},
             {"thresholds"},
         )
         thresholds: dict[str, float] = {}
@@ -427,7 +427,20 @@ class _Validator:
                 checked = self._number(number, f"policy.mql.thresholds.{grade}")
                 if checked is not None:
                     thresholds[grade] = checked
-        if "thresholds" in mql and not thresholds:
+        probability: dict[str, float] = {}
+        raw = self._mapping(mql.get("probability", {}), "policy.mql.probability", set(GRADES))
+        for grade, number in raw.items():
+            if grade in GRADES and number is not None:
+                checked = self._number(number, f"policy.mql.probability.{grade}", minimum=0)
+                if checked is not None and checked > 1:
+                    self.doc.problem(f"policy.mql.probability.{grade}", f"a probability is at most 1, got {checked:g}")
+                elif checked is not None:
+                    probability[grade] = checked
+        combine = mql.get("combine", "any")
+        if combine not in ("any", "all"):
+            self.doc.problem("policy.mql.combine", f"must be any or all, got {combine!r}")
+            combine = "any"
+        if "thresholds" in mql and not thresholds and not probability:
             self.doc.problem(
                 "policy.mql.thresholds",
                 "no grade can become MQL: give at least one grade a threshold",
@@ -462,7 +475,7 @@ class _Validator:
                     "policy.decay_out.floor",
                     f"must be below the lowest MQL threshold ({lowest:g}), or leads would flap between MQL and nurture",
                 )
-        return Policy(thresholds, margin, tuple(fast), floor, min_days, cooldown)
+        return Policy(thresholds, margin, tuple(fast), floor, min_days, cooldown, probability, combine)
 
     # --- handoff -------------------------------------------------------------------------
     def handoff(self, value: Any) -> HandoffSpec | None:

@@ -42,8 +42,12 @@ def decide(
     disqualified_by: DisqualifyRule | None = None,
     event_type: str | None = None,
     properties: Mapping[str, Any] | None = None,
+    probability: float | None = None,
 ) -> list[Move]:
-    """The moves, in order, that take a lead in `stage` to where the policy wants it."""
+    """The moves, in order, that take a lead in `stage` to where the policy wants it.
+
+    `probability` is the active predictive model's (None: no model, or not scored yet), used by
+    the MQL matrix when the policy gives probability thresholds."""
     policy = model.policy
     if disqualified_by is not None and stage in (Stage.LEAD, Stage.MQL, Stage.NURTURE):
         return [
@@ -65,16 +69,9 @@ def decide(
                     return moves
     cooling = stage is Stage.NURTURE and (now - stage_entered) < policy.requalify_after_days * DAY
     if stage in _OPEN and not cooling:
-        threshold = policy.mql_threshold(grade, returning=stage is Stage.NURTURE)
-        if threshold is not None and engagement >= threshold:
-            margin = " incl. requalify margin" if stage is Stage.NURTURE and policy.requalify_margin else ""
-            return [
-                Move(
-                    Stage.MQL,
-                    Actor.MODEL,
-                    f"fit grade {grade} and engagement {engagement:.1f} ≥ {threshold:g}{margin}",
-                )
-            ]
+        why = _qualifies(model, grade, engagement, probability, returning=stage is Stage.NURTURE)
+        if why is not None:
+            return [Move(Stage.MQL, Actor.MODEL, why)]
     floor = policy.decay_out_floor
     if stage is Stage.MQL and floor is not None and engagement < floor:
         if (now - stage_entered) >= policy.min_days_in_mql * DAY:
@@ -86,3 +83,29 @@ def decide(
                 )
             ]
     return []
+
+
+def _qualifies(
+    model: ScoringModel, grade: str, engagement: float, probability: float | None, *, returning: bool
+) -> str | None:
+    """Why a lead of `grade` qualifies as MQL, or None. With `combine: any` either the engagement
+    threshold or the probability threshold of the grade suffices; with `all`, each one the grade has."""
+    policy = model.policy
+    threshold = policy.mql_threshold(grade, returning=returning)
+    lowest = policy.mql_probability.get(grade)
+    engaged = threshold is not None and engagement >= threshold
+    likely = lowest is not None and probability is not None and probability >= lowest
+    if policy.combine == "all":
+        if (threshold is None and lowest is None) or (threshold is not None and not engaged):
+            return None
+        if lowest is not None and not likely:
+            return None
+    elif not (engaged or likely):
+        return None
+    parts = [f"fit grade {grade}"]
+    if engaged:
+        margin = " incl. requalify margin" if returning and policy.requalify_margin else ""
+        parts.append(f"engagement {engagement:.1f} ≥ {threshold:g}{margin}")
+    if likely:
+        parts.append(f"probability {probability:.2f} ≥ {lowest:g}")
+    return " and ".join(parts)

@@ -91,6 +91,9 @@ class Policy:
     decay_out_floor: float | None
     min_days_in_mql: float
     requalify_after_days: float = 0.0  # a nurtured lead cannot requalify on points before this many days
+    # grade -> lowest probability of converting (the active predictive model's) for MQL
+    mql_probability: dict[str, float] = field(default_factory=dict)
+    combine: str = "any"  # any: engagement or probability qualifies; all: every one given for the grade
 
     def mql_threshold(self, grade: str, *, returning: bool) -> float | None:
         threshold = self.mql_thresholds.get(grade)

@@ -33,31 +33,10 @@ from qualify.analytics.reports import TARGETS, content_item, days_between, first
 from qualify.domain.errors import InvalidInput
 from qualify.domain.scoring_model import ScoringModel
 from qualify.predictive.models import FeatureSpec
+from qualify.predictive.recipe import ACCOUNT_CATEGORIES, ACCOUNT_NUMBERS, DIGITS, LEAD_CATEGORIES, Recipe
 
-LEAD_CATEGORIES = ("seniority", "department", "country", "source", "channel")
-ACCOUNT_CATEGORIES = ("industry", "country")
-ACCOUNT_NUMBERS = ("employees", "revenue")
-RECENT_DAYS = 7
 CONTENT_ITEMS = 15
 _CUTOFF = re.compile(r"^(created\+(\d+)|mql)$")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Which behaviour features a training set (and a model trained on it) has: the event kinds
-    (by column slug) and the content items (by column name). A stored model keeps its recipe, so
-    the same features are built for it later, online or in batch, whatever the data holds then."""
-
-    kinds: dict[str, str]  # slug -> event type: events_<slug>, recent_<slug>, days_since_<slug>
-    items: dict[str, str]  # column -> content item ("page_view:/pricing")
-    recent_days: int = RECENT_DAYS
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kinds": self.kinds, "items": self.items, "recent_days": self.recent_days}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        return cls(dict(data["kinds"]), dict(data["items"]), int(data.get("recent_days", RECENT_DAYS)))
 
 
 @dataclass
@@ -223,6 +202,9 @@ def training_set(
         *content_columns,
     )
     categorical = (*LEAD_CATEGORIES, *(f"account_{c}" for c in ACCOUNT_CATEGORIES), "fit_grade", "persona")
+    # Sums in a parallel engine differ in their last bits from run to run: rounded, the same data
+    # trains the same model (and its content-hash version) every time.
+    frame[list(numeric)] = frame[list(numeric)].astype(float).round(DIGITS)
     left_out = {
         "censored": int(counts["censored"] or 0),
         "reached_before_cutoff": int(counts["before"] or 0),

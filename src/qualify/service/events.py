@@ -10,6 +10,7 @@ from qualify.adapters import repository as repo
 from qualify.adapters.repository import LeadRecord
 from qualify.domain.engagement import DAY
 from qualify.domain.records import Event, Lead
+from qualify.service import predictions
 from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
@@ -92,6 +93,7 @@ def ingest_events(
         )
         outcomes.append(EventOutcome(event.event_id, ACCEPTED, None, record.lead.key))
     batch.flush(rows)
+    predictions.after_events(uow, batch, (record for record, _ in rows))
     return outcomes
 
 

@@ -19,6 +19,7 @@ from qualify.domain.explain import Contribution
 from qualify.domain.fit import profile_values, score_fit
 from qualify.domain.lifecycle import FUNNEL, Actor, Stage
 from qualify.domain.records import ACCOUNT_FIELDS, LEAD_FIELDS
+from qualify.service import predictions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 EXPLANATION_LINES = 12  # beyond these, smaller contributions are summed per rule
@@ -41,6 +42,8 @@ class LeadProfile:
     owner_rule: str | None = None
     owner_assigned_at: datetime | None = None
     sla_due_at: datetime | None = None
+    # The active predictive model's probability with its strongest contributions; None without one.
+    prediction: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -147,6 +150,7 @@ def lead_profile(
         owner_rule=handoff.owner_rule,
         owner_assigned_at=handoff.owner_assigned_at,
         sla_due_at=handoff.sla_due_at,
+        prediction=predictions.explain_lead(uow, record.id),
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -81,6 +81,7 @@ class Workspace:
     settings: Settings
     engine: Engine
     _models: dict[str, ScoringModel] = field(default_factory=dict)
+    _predictors: dict[str, Any] = field(default_factory=dict)  # predictive models by version, loaded once
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A transaction; `read_only` ones do not take SQLite's write lock (they must not write)."""

@@ -162,6 +162,23 @@ class LeadPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
 
 
+class PredictionPart(BaseModel):
+    feature: str
+    value: Any
+    words: str = Field(description="the feature and its value in words, e.g. 'page view 3× in the last 7 days'")
+    log_odds: float = Field(description="additive contribution to the model's log-odds")
+    effect: float = Field(description="probability with this contribution minus without it")
+
+
+class Prediction(BaseModel):
+    model_version: str
+    at: datetime = Field(description="the instant the probability is for: the lead's newest activity")
+    probability: float
+    base_probability: float = Field(description="the probability with every contribution at zero")
+    top_positive: list[PredictionPart]
+    top_negative: list[PredictionPart]
+
+
 class LeadProfileOut(BaseModel):
     lead: dict[str, Any]
     account: dict[str, Any] | None
@@ -177,6 +194,9 @@ class LeadProfileOut(BaseModel):
     owner_rule: str | None = Field(default=None, description="the routing rule that chose the owner, or why none")
     owner_assigned_at: datetime | None = None
     sla_due_at: datetime | None = Field(default=None, description="accept or reject the MQL by then")
+    prediction: Prediction | None = Field(
+        default=None, description="the active predictive model's probability and why; null without one"
+    )
 
 
 class StageActionIn(BaseModel):

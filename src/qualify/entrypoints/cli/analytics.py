@@ -13,6 +13,7 @@ from qualify.entrypoints.cli.base import (
     DbOption,
     JsonOption,
     _errors,
+    _fail,
     _print_json,
     _progress,
     _utc,
@@ -158,8 +159,15 @@ def train(
         bool, typer.Option("--exclude-leaks", help="Drop the features the leakage check names before training.")
     ] = False,
     out_file: Annotated[
-        Path | None, typer.Option("--out", help="Write the trained model (JSON: model, calibration, report) here.")
+        Path | None,
+        typer.Option("--out", help="Also write the trained model (JSON: model, calibration, recipe, report) here."),
     ] = None,
+    store: Annotated[
+        bool, typer.Option("--store/--no-store", help="Store the model as a version in the workspace (qualify models).")
+    ] = True,
+    activate: Annotated[
+        bool, typer.Option("--activate", help="Make the stored model the active one and score every lead with it.")
+    ] = False,
     engine: EngineOption = BatchEngine.duckdb,
     export: ExportOption = None,
     db: DbOption = None,
@@ -171,6 +179,7 @@ def train(
 
     from qualify.predictive.features import default_end, training_set
     from qualify.predictive.training import train as fit
+    from qualify.service import predictions
     from qualify.service.batch_scoring import on_engine
 
     with _workspace(db) as workspace, _errors():
@@ -188,11 +197,21 @@ def train(
             )  # fmt: skip
 
         rows, trained = on_engine(workspace, engine.value, export, build)
-    report = {"training_set": rows.summary(), "scoring_model": model.version, **trained.report}
+        report = {"training_set": rows.summary(), "scoring_model": model.version, **trained.report}
+        document = predictions.artefact(trained, rows.recipe, report)
+        version = predictions.version_of(document)
+        if store or activate:
+            with workspace.unit_of_work() as uow:
+                predictions.store_model(uow, document)
+                if activate:
+                    predictions.activate(uow, version)
+            if activate:
+                predictions.refresh_all(workspace)
     if out_file is not None:
-        out_file.write_text(json.dumps(trained.to_dict() | {"report": report}, default=str) + "\n", encoding="utf-8")
+        out_file.write_text(json.dumps(document, default=str) + "\n", encoding="utf-8")
+    stored = {"version": version, "stored": store or activate, "active": activate}
     if as_json:
-        _print_json(report | ({"out": str(out_file)} if out_file else {}))
+        _print_json(report | stored | ({"out": str(out_file)} if out_file else {}))
         return
     summary = rows.summary()
     out.print(
@@ -222,8 +241,133 @@ def train(
             f"{top['lift'] or 0:.2f} / {top['capture'] or 0:.0%}",
         )
     out.print(table)
+    if store or activate:
+        state = "stored and active: every lead scored" if activate else "stored; `qualify models activate` to use it"
+        out.print(f"Model {version} {state}.")
     if out_file:
         out.print(f"Model written to {out_file}.")
+
+
+class AdviceScore(StrEnum):
+    probability = "probability"
+    engagement = "engagement"
+    rule = "rule"
+
+
+@app.command()
+def advise(
+    capacity: Annotated[float | None, typer.Option("--capacity", min=0, help="Leads sales can work per week.")] = None,
+    miss_cost: Annotated[
+        float | None, typer.Option("--miss-cost", min=0, help="Cost of a missed converter, in units of a wasted call.")
+    ] = None,
+    call_cost: Annotated[float, typer.Option("--call-cost", min=0, help="Cost of a wasted call.")] = 1.0,
+    score: Annotated[
+        AdviceScore,
+        typer.Option(
+            "--score",
+            help="The score to put the line on: the active predictive model's probability, the engagement "
+            "score (leads of grades A–C), or fit + engagement.",
+        ),
+    ] = AdviceScore.probability,
+    target: Annotated[
+        str, typer.Option("--target", help="What converting means: sql, opportunity or customer.")
+    ] = "customer",
+    within: Annotated[int, typer.Option("--within", min=1, help="...within this many days after the cutoff.")] = 90,
+    cutoff: Annotated[
+        str, typer.Option("--cutoff", help="When the decision is made: created+DAYS or mql.")
+    ] = "created+14",
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since",
+            help="Judge on leads whose cutoff is at or after this (UTC); default: for the probability, the start "
+            "of the model's test period (leads it did not learn from), else every lead.",
+        ),
+    ] = None,
+    engine: EngineOption = BatchEngine.duckdb,
+    export: ExportOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recommend an MQL threshold from sales capacity (--capacity) or the cost of a miss against a
+    wasted call (--miss-cost), with the precision, recall and weekly volume it implies on past leads."""
+    from qualify.predictive.advice import advise as recommend
+    from qualify.predictive.features import default_end, training_set
+    from qualify.service import predictions
+    from qualify.service.batch_scoring import on_engine
+
+    if (capacity is None) == (miss_cost is None):
+        _fail("give either --capacity or --miss-cost")
+    with _workspace(db) as workspace, _errors():
+        with workspace.unit_of_work(read_only=True) as uow:
+            model = uow.active_model()
+            found = predictions.active_predictor(uow) if score is AdviceScore.probability else None
+        if score is AdviceScore.probability and found is None:
+            _fail("no active predictive model: `qualify train --activate`, or choose --score engagement or rule")
+        start = _utc(since)
+        if start is None and found is not None:
+            test_period = found.trained.report.get("periods", {}).get("test") or [None]
+            start = datetime.fromisoformat(test_period[0].replace("Z", "+00:00")) if test_period[0] else None
+
+        def build(sources: Any) -> Any:
+            return training_set(
+                model, sources, target=target, within_days=within, cutoff=cutoff, end=default_end(sources),
+                recipe=found.recipe if found else None,
+            )  # fmt: skip
+
+        rows = on_engine(workspace, engine.value, export, build)
+    frame = rows.frame
+    if start is not None:
+        frame = frame[frame["cutoff"] >= start]
+    if score is AdviceScore.engagement:
+        frame = frame[frame["fit_grade"].isin(["A", "B", "C"])]
+    if frame.empty:
+        _fail("no judged leads to advise from: widen --since, or wait for outcomes")
+    if found is not None:
+        values = found.trained.probabilities(frame)
+    else:
+        values = frame["engagement_score" if score is AdviceScore.engagement else "rule_score"].to_numpy(dtype=float)
+    span = (frame["cutoff"].max() - frame["cutoff"].min()).total_seconds() / (7 * 86_400)
+    try:
+        advice = recommend(
+            values, frame["label"].to_numpy(dtype=int), weeks=span, capacity_per_week=capacity,
+            miss_cost=miss_cost, call_cost=call_cost,
+        )  # fmt: skip
+    except ValueError as error:
+        _fail(str(error))
+    advice = {"score": score.value, "model_version": found.version if found else model.version, **advice}
+    if as_json:
+        _print_json(advice)
+        return
+    chosen = advice["chosen"]
+    out.print(
+        f"On {advice['leads']:,} past leads over {advice['weeks']:g} weeks ({advice['converted']:,} reached {target} "
+        f"within {within} days), {advice['rule']}:"
+    )
+    if chosen["threshold"] is None:
+        out.print("  flag no one: every threshold costs more than it saves.")
+    else:
+        out.print(
+            f"  MQL when {score.value} ≥ [bold]{chosen['threshold']:.4g}[/]: {chosen['volume_per_week']:g} MQLs a week, "
+            f"precision {_percent(chosen['precision'])}, recall {_percent(chosen['recall'])}."
+        )
+    if "break_even_probability" in advice and score is AdviceScore.probability:
+        out.print(f"  (a calibrated probability breaks even at {advice['break_even_probability']:g})")
+    table = Table("threshold", "MQLs / week", "precision (95%)", "recall", "cost / week", title="Around it")
+    for point in advice["around"]:
+        interval = point["precision_95"]
+        table.add_row(
+            f"{point['threshold']:.4g}",
+            f"{point['volume_per_week']:g}",
+            f"{_percent(point['precision'])} ({_percent(interval[0])}–{_percent(interval[1])})" if interval else "—",
+            _percent(point["recall"]),
+            f"{point['cost_per_week']:g}" if miss_cost is not None else "—",
+        )
+    out.print(table)
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
 
 
 def _num2(value: float | None) -> str:

@@ -35,7 +35,12 @@ stage_app = typer.Typer(
 report_app = typer.Typer(
     help="Funnel analytics: funnel, velocity, cohorts, sources, content influence, lookalikes.", no_args_is_help=True
 )
+predictive_app = typer.Typer(
+    help="Predictive models learnt by `qualify train`: list (no subcommand), show, activate, deactivate.",
+    invoke_without_command=True,
+)
 app.add_typer(model_app, name="model")
+app.add_typer(predictive_app, name="models")
 app.add_typer(stage_app, name="stage")
 app.add_typer(report_app, name="report")
 

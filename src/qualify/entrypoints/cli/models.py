@@ -1,4 +1,5 @@
-"""Commands on scoring models: validate, activate, show."""
+"""Commands on scoring models (validate, activate, show) and on predictive models (list, show,
+activate, deactivate)."""
 
 import sys
 from dataclasses import asdict
@@ -20,6 +21,7 @@ from qualify.entrypoints.cli.base import (
     _workspace,
     model_app,
     out,
+    predictive_app,
 )
 
 # --- models --------------------------------------------------------------------------------------
@@ -119,3 +121,87 @@ def model_show(
         out.print(table)
         return
     sys.stdout.write(f"# active model version {version}\n{document}")
+
+
+# --- predictive models ---------------------------------------------------------------------------
+
+
+def _metric(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "–"
+
+
+@predictive_app.callback()
+def models_list(ctx: typer.Context, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List the stored predictive models: what each learnt from and how it did on the newest leads."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from qualify.service.predictions import list_models
+
+    with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
+        versions = list_models(uow)
+    if as_json:
+        _print_json({"models": [v.as_dict() for v in versions]})
+        return
+    if not versions:
+        out.print("No predictive models yet: `qualify train` learns one.")
+        return
+    table = Table(
+        "version", "predicts", "learnt from", "AUC (rule score)", "Brier", "active",
+        title="Predictive models: metrics on the newest leads, unseen in training",
+    )  # fmt: skip
+    for v in versions:
+        span = f"{v.data_from:%Y-%m-%d}–{v.data_to:%Y-%m-%d}" if v.data_from and v.data_to else "?"
+        table.add_row(
+            f"{v.version} {v.kind}",
+            f"{v.target} in {v.within_days} d of {v.cutoff}",
+            f"{span}, {v.metrics.get('rows') or 0:,} leads",
+            f"{_metric(v.metrics.get('roc_auc'))} ({_metric(v.metrics.get('rule_score_roc_auc'))})",
+            _metric(v.metrics.get("brier")),
+            "yes" if v.active else "",
+        )
+    out.print(table)
+
+
+@predictive_app.command("show")
+def models_show(
+    version: Annotated[str, typer.Argument(help="The model's version (qualify models lists them).")],
+    db: DbOption = None,
+) -> None:
+    """Print a stored model's report (JSON): training set, features, leakage, choice, metrics."""
+    from qualify.service.predictions import model_document
+
+    with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
+        document = model_document(uow, version)
+    _print_json({"version": version, "recipe": document["recipe"], "report": document.get("report", {})})
+
+
+@predictive_app.command("activate")
+def models_activate(
+    version: Annotated[str, typer.Argument(help="The model's version (qualify models lists them).")],
+    db: DbOption = None,
+) -> None:
+    """Make a stored predictive model the active one and compute every lead's probability with it."""
+    _switch(version, db)
+
+
+@predictive_app.command("deactivate")
+def models_deactivate(db: DbOption = None) -> None:
+    """Stop using predictive models: leads keep no probability, probability thresholds never hold."""
+    _switch(None, db)
+
+
+def _switch(version: str | None, db: str | None) -> None:
+    from qualify.service.predictions import activate, refresh_all
+
+    with _workspace(db) as workspace:
+        with workspace.unit_of_work() as uow, _errors():
+            previous, changed = activate(uow, version)
+        if not changed:
+            out.print(f"{version or 'No model'} is already active." if version else "No predictive model is active.")
+            return
+        with _progress("Scoring leads") as progress, _errors():
+            scored = refresh_all(workspace, progress=progress)
+    if version is None:
+        out.print(f"Deactivated {previous}; leads keep no probability.")
+    else:
+        out.print(f"Activated {version}; {scored:,} leads scored.")

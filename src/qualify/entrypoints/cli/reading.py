@@ -179,6 +179,21 @@ def lead(
     _show_profile(profile, page, events)
 
 
+def _show_prediction(prediction: dict[str, Any] | None) -> None:
+    if prediction is None:
+        return
+    out.print(
+        f"\n[bold]Probability {prediction['probability']:.0%}[/] (model {prediction['model_version']}, "
+        f"as of {prediction['at'][:16].replace('T', ' ')} UTC; base {prediction['base_probability']:.0%})"
+    )
+    for title, key in (("raises it", "top_positive"), ("lowers it", "top_negative")):
+        out.print(f"  what {title}:")
+        for part in prediction[key]:
+            out.print(f"    {part['words']}: {part['effect']:+.2f}", highlight=False, markup=False)
+        if not prediction[key]:
+            out.print("    (nothing)")
+
+
 def _show_profile(profile: Any, page: int, per_page: int) -> None:
     lead, scores = profile.lead, profile.scores
     name = " ".join(p for p in (lead["first_name"], lead["last_name"]) if p) or (lead["email"] or lead["external_id"])
@@ -205,6 +220,7 @@ def _show_profile(profile: Any, page: int, per_page: int) -> None:
             out.print(f"    {part.render()}", highlight=False, markup=False)
         if not parts:
             out.print("    (nothing yet)")
+    _show_prediction(profile.prediction)
     out.print(f"\n[bold]Timeline[/] (page {page}, {per_page} per page, {profile.events_total} events in all)")
     for e in profile.timeline:
         detail = ", ".join(f"{k}={v}" for k, v in list(e["properties"].items())[:3])

@@ -1,0 +1,172 @@
+"""A stored predictive model at work on single leads: the same features as its training set,
+built from one lead's profile, scores and events up to an instant, and explanations in words.
+
+The features are those of `qualify.predictive.features.training_set` with the model's own
+`Recipe` (event kinds and content items), so a lead scored here gets the probability the model
+would have given its row in a training set cut at the same instant (tested against each other).
+
+An explanation lists every feature's contribution in log-odds (additive: they add up, with the
+base value, to the model's raw score) and, for reading, its `effect` on the probability: how much
+lower (or higher) the probability would be without that contribution alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qualify.predictive.models import MISSING, categories_of
+from qualify.predictive.recipe import ACCOUNT_CATEGORIES, LEAD_CATEGORIES, Recipe, Subject, feature_row
+from qualify.predictive.training import Trained
+
+
+@dataclass(frozen=True)
+class Contribution:
+    feature: str
+    value: Any
+    words: str  # the feature and its value, in the domain's words
+    log_odds: float
+    effect: float  # probability with it minus probability without it
+
+    def as_dict(self) -> dict[str, Any]:
+        value = None if isinstance(self.value, float) and math.isnan(self.value) else self.value
+        return {
+            "feature": self.feature,
+            "value": value.item() if isinstance(value, np.generic) else value,
+            "words": self.words,
+            "log_odds": round(self.log_odds, 4),
+            "effect": round(self.effect, 4),
+        }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    probability: float
+    base_probability: float  # with every contribution at zero
+    contributions: tuple[Contribution, ...]  # strongest first (by |log-odds|)
+
+    def top(self, n: int = 3) -> tuple[list[Contribution], list[Contribution]]:
+        """The `n` contributions that raise the probability most, and the `n` that lower it most."""
+        up = sorted((c for c in self.contributions if c.log_odds > 0), key=lambda c: -c.log_odds)[:n]
+        down = sorted((c for c in self.contributions if c.log_odds < 0), key=lambda c: c.log_odds)[:n]
+        return up, down
+
+    def as_dict(self, n: int = 3) -> dict[str, Any]:
+        up, down = self.top(n)
+        return {
+            "probability": round(self.probability, 4),
+            "base_probability": round(self.base_probability, 4),
+            "top_positive": [c.as_dict() for c in up],
+            "top_negative": [c.as_dict() for c in down],
+        }
+
+
+@dataclass
+class Predictor:
+    """A stored predictive model, ready to score leads."""
+
+    version: str
+    trained: Trained
+    recipe: Recipe
+
+    def frame(self, subjects: Sequence[Subject]) -> pd.DataFrame:
+        rows = [feature_row(subject, self.recipe) for subject in subjects]
+        return pd.DataFrame(rows, columns=list(self.trained.spec.columns))
+
+    def probabilities(self, subjects: Sequence[Subject]) -> np.ndarray:
+        if not subjects:
+            return np.zeros(0)
+        return self.trained.probabilities(self.frame(subjects))
+
+    def explain(self, subjects: Sequence[Subject]) -> list[Explanation]:
+        if not subjects:
+            return []
+        frame = self.frame(subjects)
+        model, calibrate = self.trained.model, self.trained.calibrator
+        terms, base = model.contributions(frame)
+        bases = np.broadcast_to(np.asarray(base, dtype=float), (len(frame),))
+        raw = terms.sum(axis=1) + bases
+        columns = self.trained.spec.columns
+        out = []
+        for i in range(len(frame)):
+            probability = float(calibrate(raw[i : i + 1])[0])
+            without = calibrate(raw[i] - terms[i])
+            contributions = [
+                Contribution(
+                    name,
+                    frame.iloc[i][name],
+                    describe(name, frame.iloc[i][name], self.recipe),
+                    float(terms[i, j]),
+                    probability - float(without[j]),
+                )
+                for j, name in enumerate(columns)
+                if terms[i, j] != 0.0
+            ]
+            contributions.sort(key=lambda c: -abs(c.log_odds))
+            out.append(Explanation(probability, float(calibrate(bases[i : i + 1])[0]), tuple(contributions)))
+        return out
+
+
+def _kind_words(kind: str) -> str:
+    return kind.replace("_", " ")
+
+
+def _item_words(item: str) -> str:
+    kind, _, about = item.partition(":")
+    return f"{_kind_words(kind)} {about}"
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value == MISSING
+
+
+def _times(count: Any) -> str:
+    return f"{int(count)}×"
+
+
+def describe(name: str, value: Any, recipe: Recipe) -> str:
+    """A feature and its value as a marketer would say it: "page view 3× in the last 7 days"."""
+    if name in LEAD_CATEGORIES or (name.startswith("account_") and name[8:] in ACCOUNT_CATEGORIES):
+        label = name.replace("account_", "account ").replace("_", " ")
+        text = categories_of(pd.Series([value])).iloc[0]
+        return f"no {label} given" if text == MISSING else f"{label}: {text}"
+    if name == "account_employees":
+        return "account size unknown" if _missing(value) else f"account of {float(value):,.0f} employees"
+    if name == "account_revenue":
+        return "account revenue unknown" if _missing(value) else f"account revenue {float(value):,.0f}"
+    if name == "fit_score":
+        return f"fit score {float(value):.0f}"
+    if name == "fit_grade":
+        return f"fit grade {value}"
+    if name == "persona":
+        return "no persona" if _missing(value) else f"persona {value}"
+    if name == "engagement_score":
+        return f"engagement {float(value):.1f}"
+    if name == "days_since_created":
+        return f"lead for {float(value):.0f} days"
+    for prefix in ("events_", "recent_", "days_since_"):
+        slug = name.removeprefix(prefix)
+        if name.startswith(prefix) and slug in recipe.kinds:
+            kind = _kind_words(recipe.kinds[slug])
+            if prefix == "events_":
+                return f"no {kind} yet" if not value else f"{kind} {_times(value)} in all"
+            if prefix == "recent_":
+                return (
+                    f"no {kind} in the last {recipe.recent_days} days"
+                    if not value
+                    else (f"{kind} {_times(value)} in the last {recipe.recent_days} days")
+                )
+            return f"no {kind} yet" if _missing(value) else f"last {kind} {float(value):.0f} days ago"
+    if name in recipe.items:
+        item = _item_words(recipe.items[name])
+        return f"{item}: yes" if value else f"{item}: never"
+    return f"{name} = {value}"

@@ -1,0 +1,116 @@
+"""What a predictive model's features are made of, and how one lead's are built: plain Python,
+light to import (the ingestion path uses it), shared by the training sets and online scoring."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+LEAD_CATEGORIES = ("seniority", "department", "country", "source", "channel")
+ACCOUNT_CATEGORIES = ("industry", "country")
+ACCOUNT_NUMBERS = ("employees", "revenue")
+RECENT_DAYS = 7
+DIGITS = 9  # numeric features are rounded to this many decimals (see training_set)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Which behaviour features a training set (and a model trained on it) has: the event kinds
+    (by column slug) and the content items (by column name). A stored model keeps its recipe, so
+    the same features are built for it later, online or in batch, whatever the data holds then."""
+
+    kinds: dict[str, str]  # slug -> event type: events_<slug>, recent_<slug>, days_since_<slug>
+    items: dict[str, str]  # column -> content item ("page_view:/pricing")
+    recent_days: int = RECENT_DAYS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kinds": self.kinds, "items": self.items, "recent_days": self.recent_days}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        return cls(dict(data["kinds"]), dict(data["items"]), int(data.get("recent_days", RECENT_DAYS)))
+
+
+# The properties that say what an event was about, in order (as the batch side's content_item).
+CONTENT_KEYS = ("content_id", "webinar_id", "campaign", "url")
+DAY_SECONDS = 86_400.0
+
+
+def property_text(value: Any) -> str | None:
+    """A property's value as text, as the batch side reads it: 200.0 as "200", True as "true"."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dict | list):
+        return None
+    return str(value)
+
+
+def content_item(event_type: str, properties: Mapping[str, Any]) -> str | None:
+    """What an event was about, with its kind (`content_download:roi-guide`), or None."""
+    for key in CONTENT_KEYS:
+        text = property_text(properties.get(key))
+        if text is not None:
+            return f"{event_type}:{text}"
+    return None
+
+
+@dataclass
+class Subject:
+    """One lead as known at `at`: what the features are built from."""
+
+    lead_id: int
+    at: datetime
+    created_at: datetime
+    profile: dict[str, Any]  # lead categories, account_<field> values
+    fit_score: float
+    fit_grade: str
+    persona: str | None
+    engagement_score: float
+    events: list[tuple[str, datetime, str | None]] = field(default_factory=list)  # type, occurred_at, item
+
+
+def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
+    """The subject's features at `subject.at` (events after it are ignored)."""
+    row: dict[str, Any] = {name: subject.profile.get(name) for name in LEAD_CATEGORIES}
+    for name in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS):
+        row[f"account_{name}"] = subject.profile.get(f"account_{name}")
+    for name in ACCOUNT_NUMBERS:
+        value = row[f"account_{name}"]
+        row[f"account_{name}"] = float(value) if value is not None else math.nan
+    row.update(
+        fit_score=subject.fit_score,
+        fit_grade=subject.fit_grade,
+        persona=subject.persona,
+        engagement_score=subject.engagement_score,
+        days_since_created=(subject.at - subject.created_at).total_seconds() / DAY_SECONDS,
+    )
+    slugs = {kind: slug for slug, kind in recipe.kinds.items()}
+    for slug in recipe.kinds:
+        row[f"events_{slug}"] = 0
+        row[f"recent_{slug}"] = 0
+        row[f"days_since_{slug}"] = math.nan
+    engaged = set()
+    for kind, occurred, item in subject.events:
+        if occurred > subject.at:
+            continue
+        if item is not None:
+            engaged.add(item)
+        found = slugs.get(kind)
+        if found is None:
+            continue
+        slug = found
+        age = (subject.at - occurred).total_seconds() / DAY_SECONDS
+        row[f"events_{slug}"] += 1
+        row[f"recent_{slug}"] += int(age <= recipe.recent_days)
+        since = row[f"days_since_{slug}"]
+        row[f"days_since_{slug}"] = age if math.isnan(since) else min(since, age)
+    for column, item in recipe.items.items():
+        row[column] = int(item in engaged)
+    return {name: round(value, DIGITS) if isinstance(value, float) else value for name, value in row.items()}

@@ -1,0 +1,337 @@
+"""Predictive models in the store: save what `qualify train` learnt, list, activate; and the
+active model's probability for leads, kept on each lead row as of its newest activity.
+
+A model's version is a content hash (`p` and 11 hex digits of the SHA-256 of its document), so
+training twice on the same data gives the same version. At most one model is active. A lead's
+probability is computed at the instant of its newest event (or its creation): after every batch
+of events, for the leads it touched, and for every lead when a model is activated or the leads
+are rescored. With no active model, leads keep no probability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, func, select, update
+
+from qualify.adapters import schema
+from qualify.adapters.repository import LeadRecord, chunks
+from qualify.domain.engagement import EngagementState
+from qualify.domain.errors import NotFound
+from qualify.predictive.recipe import (
+    ACCOUNT_CATEGORIES,
+    ACCOUNT_NUMBERS,
+    LEAD_CATEGORIES,
+    Recipe,
+    Subject,
+    content_item,
+)
+from qualify.service.audit import record_audit
+from qualify.service.batch import LeadBatch
+from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
+
+if TYPE_CHECKING:  # the models' libraries load only when a model is used
+    from qualify.predictive.online import Explanation, Predictor
+    from qualify.predictive.training import Trained
+
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PredictiveVersion:
+    version: str
+    kind: str
+    target: str
+    within_days: int
+    cutoff: str
+    scoring_model: str | None
+    data_from: datetime | None
+    data_to: datetime | None
+    metrics: dict[str, Any]
+    created_at: datetime
+    activated_at: datetime | None
+    active: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "kind": self.kind,
+            "target": self.target,
+            "within_days": self.within_days,
+            "cutoff": self.cutoff,
+            "scoring_model": self.scoring_model,
+            "data_from": self.data_from.isoformat() if self.data_from else None,
+            "data_to": self.data_to.isoformat() if self.data_to else None,
+            "metrics": self.metrics,
+            "created_at": self.created_at.isoformat(),
+            "activated_at": self.activated_at.isoformat() if self.activated_at else None,
+            "active": self.active,
+        }
+
+
+def artefact(trained: Trained, recipe: Recipe, report: dict[str, Any]) -> dict[str, Any]:
+    """What is stored (and written by `qualify train --out`): model, calibration, recipe, report."""
+    return trained.to_dict() | {"recipe": recipe.to_dict(), "report": report}
+
+
+def version_of(document: dict[str, Any]) -> str:
+    learnt = {key: document[key] for key in ("model", "calibrator", "recipe")}
+    digest = hashlib.sha256(json.dumps(learnt, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return f"p{digest[:11]}"
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures a list shows: the chosen model's and the rule score's on the newest leads."""
+    test = report.get("test", {})
+    keep = ("roc_auc", "pr_auc", "brier", "ece")
+    summary = {key: test.get("model", {}).get(key) for key in keep}
+    summary["rows"] = report.get("rows")
+    summary["positives"] = report.get("positives")
+    if "rule_score" in test:
+        summary["rule_score_roc_auc"] = test["rule_score"].get("roc_auc")
+    return summary
+
+
+def store_model(uow: UnitOfWork, document: dict[str, Any], *, by: str = "cli") -> tuple[str, bool]:
+    """Store a trained model's document as a version; returns it and whether it was new."""
+    version = version_of(document)
+    table = schema.predictive_models
+    conn = uow.connection
+    if conn.execute(select(table.c.version).where(table.c.version == version)).scalar() is not None:
+        return version, False
+    report = document.get("report", {})
+    training = report.get("training_set", {})
+    periods = [moment for part in report.get("periods", {}).values() for moment in (part or []) if moment]
+    instants = sorted(datetime.fromisoformat(str(moment).replace("Z", "+00:00")) for moment in periods)
+    conn.execute(
+        table.insert().values(
+            version=version,
+            kind=document["model"]["kind"],
+            target=training.get("target", "?"),
+            within_days=int(training.get("within_days", 0)),
+            cutoff=training.get("cutoff", "?"),
+            scoring_model=report.get("scoring_model"),
+            data_from=instants[0] if instants else None,
+            data_to=instants[-1] if instants else None,
+            metrics=_summary(report),
+            document=json.dumps(document, separators=(",", ":"), default=str),
+            created_at=utcnow(),
+            active=False,
+        )
+    )
+    record_audit(uow, actor=by, action="predictive.store", target=version, details={"kind": document["model"]["kind"]})
+    return version, True
+
+
+def list_models(uow: UnitOfWork) -> list[PredictiveVersion]:
+    table = schema.predictive_models
+    columns = [table.c[name] for name in PredictiveVersion.__dataclass_fields__]
+    rows = uow.connection.execute(select(*columns).order_by(table.c.created_at, table.c.version))
+    return [PredictiveVersion(*row) for row in rows]
+
+
+def model_document(uow: UnitOfWork, version: str) -> dict[str, Any]:
+    table = schema.predictive_models
+    text = uow.connection.execute(select(table.c.document).where(table.c.version == version)).scalar()
+    if text is None:
+        raise NotFound(f"no predictive model {version!r} (qualify models lists them)")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+def activate(uow: UnitOfWork, version: str | None, *, by: str = "cli") -> tuple[str | None, bool]:
+    """Make `version` the active predictive model (None: none active). Returns the previous
+    active version and whether anything changed. Probabilities are refreshed by `refresh_all`."""
+    table = schema.predictive_models
+    conn = uow.connection
+    current = conn.execute(select(table.c.version).where(table.c.active).with_for_update()).scalar()
+    if version is not None:
+        model_document(uow, version)  # NotFound when unknown
+    if current == version:
+        return current, False
+    conn.execute(update(table).where(table.c.active).values(active=False))
+    if version is not None:
+        conn.execute(update(table).where(table.c.version == version).values(active=True, activated_at=utcnow()))
+    record_audit(
+        uow, actor=by, action="predictive.activate" if version else "predictive.deactivate",
+        target=version or current, details={"previous": current},
+    )  # fmt: skip
+    return current, True
+
+
+def active_predictor(uow: UnitOfWork) -> Predictor | None:
+    """The active predictive model, loaded once per workspace; None when none is active."""
+    table = schema.predictive_models
+    version = uow.connection.execute(select(table.c.version).where(table.c.active)).scalar()
+    if version is None:
+        return None
+    return predictor(uow, version)
+
+
+def predictor(uow: UnitOfWork, version: str) -> Predictor:
+    from qualify.predictive.online import Predictor
+    from qualify.predictive.training import Trained
+
+    cache = uow.workspace._predictors
+    if version not in cache:
+        document = model_document(uow, version)
+        cache[version] = Predictor(version, Trained.from_dict(document), Recipe.from_dict(document["recipe"]))
+    found: Predictor = cache[version]
+    return found
+
+
+# --- leads -----------------------------------------------------------------------------------------
+
+
+def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] | None = None) -> list[Subject]:
+    """Leads as the features need them, each at `at[id]` (default its newest event, or creation)."""
+    leads, accounts, events = schema.leads, schema.accounts, schema.events
+    conn = uow.connection
+    out: list[Subject] = []
+    for part in chunks(sorted(set(lead_ids)), CHUNK):
+        query = (
+            select(
+                leads.c.id,
+                leads.c.created_at,
+                leads.c.last_event_at,
+                leads.c.fit_score,
+                leads.c.fit_grade,
+                leads.c.persona,
+                leads.c.engagement_state,
+                *(leads.c[name] for name in LEAD_CATEGORIES),
+                *(accounts.c[name].label(f"account_{name}") for name in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS)),
+            )
+            .select_from(leads.outerjoin(accounts, leads.c.account_id == accounts.c.id))
+            .where(leads.c.id.in_(part))
+            .order_by(leads.c.id)
+        )
+        happened: dict[int, list[tuple[str, datetime, str | None]]] = defaultdict(list)
+        for lead_id, kind, occurred, properties in conn.execute(
+            select(events.c.lead_id, events.c.type, events.c.occurred_at, events.c.properties).where(
+                events.c.lead_id.in_(part)
+            )
+        ):
+            happened[lead_id].append((kind, occurred, content_item(kind, properties or {})))
+        for row in conn.execute(query):
+            m = row._mapping
+            when = (at or {}).get(m["id"]) or m["last_event_at"] or m["created_at"]
+            state = EngagementState.from_json(m["engagement_state"])
+            out.append(
+                Subject(
+                    lead_id=m["id"],
+                    at=when,
+                    created_at=m["created_at"],
+                    profile={
+                        **{name: m[name] for name in LEAD_CATEGORIES},
+                        **{f"account_{n}": m[f"account_{n}"] for n in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS)},
+                    },
+                    fit_score=m["fit_score"],
+                    fit_grade=m["fit_grade"],
+                    persona=m["persona"],
+                    engagement_score=state.value_at(when.timestamp()),
+                    events=happened.get(m["id"], []),
+                )
+            )
+    return out
+
+
+def refresh(
+    uow: UnitOfWork, lead_ids: Iterable[int], found: Predictor | None = None
+) -> dict[int, tuple[float, datetime]]:
+    """Compute and store the active model's probability of the leads; returns it per lead."""
+    found = found or active_predictor(uow)
+    if found is None:
+        return {}
+    table = schema.leads
+    out: dict[int, tuple[float, datetime]] = {}
+    for part in chunks(sorted(set(lead_ids)), CHUNK):
+        people = subjects(uow, part)
+        values = found.probabilities(people)
+        rows: list[dict[str, Any]] = [
+            {"b_id": s.lead_id, "probability": float(p), "probability_at": s.at, "predictive_version": found.version}
+            for s, p in zip(people, values, strict=True)
+        ]
+        if rows:
+            uow.connection.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values(
+                    probability=bindparam("probability"),
+                    probability_at=bindparam("probability_at"),
+                    predictive_version=bindparam("predictive_version"),
+                ),
+                rows,
+            )
+        out.update({row["b_id"]: (row["probability"], row["probability_at"]) for row in rows})
+    return out
+
+
+def refresh_all(workspace: Workspace, *, chunk: int = 2000, progress: Callable[[int, int], None] | None = None) -> int:
+    """Every lead's probability under the active model (none active: every probability cleared)."""
+    table = schema.leads
+    with workspace.unit_of_work() as uow:
+        if active_predictor(uow) is None:
+            uow.connection.execute(update(table).values(probability=None, probability_at=None, predictive_version=None))
+            return 0
+        ids = list(
+            uow.connection.execute(select(table.c.id).where(table.c.erased_at.is_(None)).order_by(table.c.id)).scalars()
+        )
+    done = 0
+    for part in chunks(ids, chunk):
+        with workspace.unit_of_work() as uow:
+            refresh(uow, part)
+        done += len(part)
+        if progress:
+            progress(done, len(ids))
+    return done
+
+
+def after_events(uow: UnitOfWork, batch: LeadBatch, records: Iterable[LeadRecord]) -> None:
+    """After a batch of events is written: the touched leads' probability at their newest event,
+    and, when the stage policy has probability thresholds, the policy judged again with it."""
+    found = active_predictor(uow)
+    touched = {id(r): r for r in records if r.id is not None}
+    if found is None or not touched:
+        return
+    computed = refresh(uow, [r.id for r in touched.values() if r.id is not None], found)
+    judge = bool(batch.model.policy.mql_probability)
+    for record in touched.values():
+        assert record.id is not None
+        probability, at = computed[record.id]
+        record.state.probability = probability
+        if judge:
+            moves = batch.evaluator.sweep(record.state, at.timestamp())
+            if moves:
+                batch.record_moves(record, moves)
+    if judge:
+        batch.flush()
+
+
+def explain_lead(uow: UnitOfWork, lead_id: int) -> dict[str, Any] | None:
+    """The lead's stored probability with its strongest contributions either way, recomputed at
+    the instant it was computed for (so they explain that very number); None without a model."""
+    row = uow.connection.execute(
+        select(schema.leads.c.probability, schema.leads.c.probability_at, schema.leads.c.predictive_version).where(
+            schema.leads.c.id == lead_id
+        )
+    ).first()
+    if row is None or row.predictive_version is None or row.probability is None:
+        return None
+    found = predictor(uow, row.predictive_version)
+    [explanation] = found.explain(subjects(uow, [lead_id], {lead_id: row.probability_at}))
+    return _explained(found, explanation, row.probability_at)
+
+
+def _explained(found: Predictor, explanation: Explanation, at: datetime) -> dict[str, Any]:
+    return {"model_version": found.version, "at": at.isoformat(), **explanation.as_dict()}
+
+
+def count_scored(uow: UnitOfWork) -> int:
+    table = schema.leads
+    return int(uow.connection.execute(select(func.count()).where(table.c.probability.is_not(None))).scalar() or 0)

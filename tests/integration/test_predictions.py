@@ -1,0 +1,301 @@
+"""Predictive models in the store and at work: versions, activation, each lead's probability
+(online features equal to the training set's), explanations, and probability in the stage policy."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import ibis
+import numpy as np
+import pytest
+from sqlalchemy import select, update
+from typer.testing import CliRunner
+
+from qualify.adapters import schema
+from qualify.analytics.batch import engagement_at_cutoffs
+from qualify.analytics.engines import duckdb_sources
+from qualify.demo.world import build_demo
+from qualify.domain.model_loader import default_model_text
+from qualify.domain.records import Event
+from qualify.entrypoints.cli import app
+from qualify.predictive.features import TrainingSet, default_end, training_set
+from qualify.predictive.training import Trained, train
+from qualify.service import predictions
+from qualify.service.events import ingest_events
+from qualify.service.export import export_workspace
+from qualify.service.models import activate_model
+from qualify.service.queries import lead_profile
+from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.settings import Settings
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def learnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, TrainingSet, dict[str, Any], Path]]:
+    """A demo world, a training set of it, and the document of a model trained on it (stored, active)."""
+    folder = tmp_path_factory.mktemp("predictions")
+    database = folder / "demo.db"
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{database}"), create=True)
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, default_model_text())
+    build_demo(workspace, seed=5, leads=700, days=150, now=NOW)
+    export_workspace(workspace, folder / "export")
+    sources = duckdb_sources(folder / "export")
+    with workspace.unit_of_work(read_only=True) as uow:
+        model = uow.active_model()
+    rows = training_set(model, sources, target="sql", within_days=60, cutoff="created+14", end=default_end(sources))
+    trained = train(rows.frame, rows.labels, rows.times, rows.spec, rule_scores=rows.frame["rule_score"].to_numpy())
+    document = predictions.artefact(trained, rows.recipe, {"training_set": rows.summary(), **trained.report})
+    with workspace.unit_of_work() as uow:
+        predictions.store_model(uow, document)
+        predictions.activate(uow, predictions.version_of(document))
+    predictions.refresh_all(workspace)
+    yield workspace, rows, document, database
+    workspace.close()
+
+
+def last_events(workspace: Workspace) -> dict[int, datetime | None]:
+    with workspace.unit_of_work(read_only=True) as uow:
+        return dict(uow.connection.execute(select(schema.leads.c.id, schema.leads.c.last_event_at)).all())
+
+
+def test_online_features_equal_the_training_set_s_at_the_same_instant(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path],
+) -> None:
+    workspace, rows, document, _ = learnt
+    with workspace.unit_of_work(read_only=True) as uow:
+        found = predictions.predictor(uow, predictions.version_of(document))
+        at = {int(r.lead_id): r.cutoff.to_pydatetime() for r in rows.frame.itertuples()}
+        people = {s.lead_id: s for s in predictions.subjects(uow, at.keys(), at)}
+    online = found.frame([people[i] for i in rows.frame["lead_id"]])
+    for column in rows.spec.columns:
+        if column == "engagement_score":  # the stored state knows the score from the newest event on: below
+            continue
+        expected, got = rows.frame[column].to_numpy(), online[column].to_numpy()
+        if column in rows.spec.numeric:
+            assert np.allclose(expected.astype(float), got.astype(float), equal_nan=True, atol=1e-6), column
+        else:
+            assert [None if a != a else a for a in expected] == [None if b != b else b for b in got], column
+    online["engagement_score"] = rows.frame["engagement_score"].to_numpy()
+    assert np.allclose(found.trained.probabilities(rows.frame), found.trained.probabilities(online), atol=1e-9)
+
+
+def test_online_engagement_equals_the_batch_side_s_at_each_lead_s_newest_event(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    workspace, _, _, _ = learnt
+    export_workspace(workspace, tmp_path / "export")
+    sources = duckdb_sources(tmp_path / "export")
+    latest = {i: t for i, t in last_events(workspace).items() if t is not None}
+    with workspace.unit_of_work(read_only=True) as uow:
+        model = uow.active_model()
+        online = {s.lead_id: s.engagement_score for s in predictions.subjects(uow, latest.keys())}
+    instants = ibis.memtable({"lead_id": list(latest), "cutoff": list(latest.values())})
+    batch = engagement_at_cutoffs(model, sources, instants).to_pyarrow().to_pylist()
+    assert len(batch) == len(latest) > 100
+    assert all(math.isclose(online[r["lead_id"]], r["engagement"] or 0.0, abs_tol=1e-6) for r in batch)
+
+
+def test_every_lead_gets_the_probability_at_its_newest_activity(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path],
+) -> None:
+    workspace, _, document, _ = learnt
+    version = predictions.version_of(document)
+    with workspace.unit_of_work(read_only=True) as uow:
+        stored = uow.connection.execute(
+            select(
+                schema.leads.c.id, schema.leads.c.probability, schema.leads.c.probability_at,
+                schema.leads.c.predictive_version, schema.leads.c.last_event_at, schema.leads.c.created_at,
+            )
+        ).all()  # fmt: skip
+        found = predictions.predictor(uow, version)
+        sample = stored[:40]
+        again = found.probabilities(predictions.subjects(uow, [r.id for r in sample]))
+    assert all(r.predictive_version == version and 0.0 <= r.probability <= 1.0 for r in stored)
+    assert all(r.probability_at == (r.last_event_at or r.created_at) for r in stored)
+    assert np.allclose([r.probability for r in sample], again)
+
+
+def test_an_explanation_adds_up_and_speaks_the_domain_s_words(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path],
+) -> None:
+    workspace, _, document, _ = learnt
+    with workspace.unit_of_work(read_only=True) as uow:
+        lead_id = uow.connection.execute(
+            select(schema.leads.c.id).order_by(schema.leads.c.probability.desc()).limit(1)
+        ).scalar_one()
+        found = predictions.predictor(uow, predictions.version_of(document))
+        [subject] = predictions.subjects(uow, [lead_id])
+        profile = lead_profile(uow, f"#{lead_id}")
+    [explanation] = found.explain([subject])
+    raw = float(found.trained.model.raw(found.frame([subject]))[0])
+    base = float(np.asarray(found.trained.model.contributions(found.frame([subject]))[1]).reshape(-1)[0])
+    assert math.isclose(base + sum(c.log_odds for c in explanation.contributions), raw, abs_tol=1e-6)
+    assert math.isclose(explanation.probability, float(found.probabilities([subject])[0]), abs_tol=1e-9)
+    prediction = profile.prediction
+    assert prediction is not None and math.isclose(prediction["probability"], explanation.probability, abs_tol=1e-4)
+    assert prediction["top_positive"] and prediction["top_negative"]
+    assert all(p["log_odds"] > 0 for p in prediction["top_positive"])
+    assert all(p["log_odds"] < 0 for p in prediction["top_negative"])
+    words = [p["words"] for p in prediction["top_positive"] + prediction["top_negative"]]
+    assert all(w and "_" not in w.split(":")[0] for w in words), words  # no column names
+
+
+def test_ingesting_an_event_updates_the_probability_and_the_policy_can_use_it(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    _, _, document, database = learnt
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(database.read_bytes())
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{copy}"))
+    # Engagement can no longer qualify anyone; a probability of 0 or more does, for grades A–C.
+    text = default_model_text().replace(
+        "    thresholds: {A: 25, B: 40, C: 70}\n",
+        "    thresholds: {A: 900, B: 900, C: 900}\n    probability: {A: 0.0, B: 0.0, C: 0.0}\n",
+    )
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, text)
+        lead = uow.connection.execute(
+            select(schema.leads.c.id, schema.leads.c.email)
+            .where(schema.leads.c.stage == "lead", schema.leads.c.fit_grade != "D", schema.leads.c.email.is_not(None))
+            .limit(1)
+        ).one()
+    at = NOW + timedelta(hours=1)
+    with workspace.unit_of_work() as uow:
+        [outcome] = ingest_events(
+            uow, [Event(event_id="pv-1", type="page_view", occurred_at=at, email=lead.email, properties={})], now=at
+        )
+    assert outcome.status == "accepted"
+    with workspace.unit_of_work(read_only=True) as uow:
+        row = uow.connection.execute(select(schema.leads).where(schema.leads.c.id == lead.id)).one()
+        moved = uow.connection.execute(
+            select(schema.stage_history.c.reason).where(
+                schema.stage_history.c.lead_id == lead.id, schema.stage_history.c.to_stage == "mql"
+            )
+        ).scalars().all()  # fmt: skip
+        expected = predictions.predictor(uow, predictions.version_of(document)).probabilities(
+            predictions.subjects(uow, [lead.id])
+        )
+    assert row.probability_at == at and math.isclose(row.probability, float(expected[0]), abs_tol=1e-9)
+    assert row.stage == "mql" and moved and "probability" in moved[-1]
+    workspace.close()
+
+
+def test_models_are_listed_activated_and_deactivated_on_the_command_line(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    _, _, document, database = learnt
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(database.read_bytes())
+    runner, db = CliRunner(), ["--db", f"sqlite:///{copy}"]
+    version = predictions.version_of(document)
+    listed = runner.invoke(app, ["models", *db, "--json"])
+    assert listed.exit_code == 0, listed.output
+    [entry] = json.loads(listed.output)["models"]
+    assert entry["version"] == version and entry["active"] and entry["target"] == "sql"
+    assert entry["metrics"]["roc_auc"] is not None and entry["data_from"] < entry["data_to"]
+    table = runner.invoke(app, ["models", *db])
+    assert version in table.output and "AUC (rule" in table.output
+    shown = runner.invoke(app, ["models", "show", version, *db])
+    assert json.loads(shown.output)["report"]["choice"]["chosen"] in ("logistic", "boosted")
+    off = runner.invoke(app, ["models", "deactivate", *db])
+    assert off.exit_code == 0 and "Deactivated" in off.output
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{copy}"))
+    with workspace.unit_of_work(read_only=True) as uow:
+        assert predictions.count_scored(uow) == 0
+        assert lead_profile(uow, "#1").prediction is None
+    workspace.close()
+    on = runner.invoke(app, ["models", "activate", version, *db])
+    assert on.exit_code == 0 and "leads scored" in on.output, on.output
+    unknown = runner.invoke(app, ["models", "activate", "pnope", *db])
+    assert unknown.exit_code != 0 and "no predictive model 'pnope'" in unknown.output
+    lead = runner.invoke(app, ["lead", "#1", *db])
+    assert "Probability" in lead.output and "what raises it" in lead.output
+
+
+def test_train_stores_a_version_that_a_second_identical_run_finds_again(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    _, _, _, database = learnt
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(database.read_bytes())
+    runner = CliRunner()
+    args = ["train", "--db", f"sqlite:///{copy}", "--target", "sql", "--within", "60", "--json"]
+    first = json.loads(runner.invoke(app, args).output)
+    second = runner.invoke(app, [*args, "--activate", "--out", str(tmp_path / "model.json")])
+    assert second.exit_code == 0, second.output
+    again = json.loads(second.output)
+    assert first["stored"] and again["version"] == first["version"] and again["active"]
+    written = json.loads((tmp_path / "model.json").read_text())
+    assert predictions.version_of(written) == first["version"] and set(written["recipe"]) == {
+        "kinds", "items", "recent_days"
+    }  # fmt: skip
+
+
+def test_a_stored_model_works_on_postgresql_too(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], postgres_schema_url: str
+) -> None:
+    _, _, document, _ = learnt
+    workspace = open_workspace(Settings(database_url=postgres_schema_url), create=True)
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, default_model_text())
+        version, new = predictions.store_model(uow, document)
+        assert new and predictions.store_model(uow, document) == (version, False)
+        predictions.activate(uow, version)
+    at = NOW
+    events = [
+        Event(event_id=f"e{i}", type=kind, occurred_at=at + timedelta(minutes=i), email=f"p{i % 3}@acme.example")
+        for i, kind in enumerate(["page_view", "email_open", "page_view", "content_download", "page_view"])
+    ]
+    with workspace.unit_of_work() as uow:
+        assert {o.status for o in ingest_events(uow, events, now=at + timedelta(hours=1))} == {"accepted"}
+    with workspace.unit_of_work(read_only=True) as uow:
+        rows = uow.connection.execute(select(schema.leads.c.id, schema.leads.c.probability)).all()
+        expected = predictions.predictor(uow, version).probabilities(predictions.subjects(uow, [r.id for r in rows]))
+        assert lead_profile(uow, "p0@acme.example").prediction is not None
+    assert len(rows) == 3 and np.allclose(sorted(r.probability for r in rows), sorted(expected))
+    with workspace.unit_of_work() as uow:
+        uow.connection.execute(update(schema.predictive_models).values(active=False))
+    workspace.close()
+
+
+def test_trained_documents_round_trip() -> None:
+    spec_doc: dict[str, Any] = {
+        "model": {
+            "kind": "logistic", "spec": {"numeric": ["x"], "categorical": []}, "c": 1.0, "min_count": 10,
+            "medians": {"x": 0.0}, "means": {"x": 0.0}, "scales": {"x": 1.0}, "levels": {},
+            "coefficients": [2.0], "intercept": -1.0,
+        },
+        "calibrator": {"method": "platt", "a": 1.0, "b": 0.0},
+        "recipe": {"kinds": {}, "items": {}, "recent_days": 7},
+        "report": {},
+    }  # fmt: skip
+    trained = Trained.from_dict(spec_doc)
+    assert predictions.version_of(spec_doc) == predictions.version_of(json.loads(json.dumps(spec_doc)))
+    assert math.isclose(float(trained.calibrator(np.array([0.0]))[0]), 0.5)
+
+
+def test_advise_recommends_a_threshold_from_capacity_or_costs(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path],
+) -> None:
+    _, _, _, database = learnt
+    runner, db = CliRunner(), ["--db", f"sqlite:///{database}"]
+    base = ["advise", *db, "--target", "sql", "--within", "60"]
+    by_capacity = runner.invoke(app, [*base, "--capacity", "5", "--json"])
+    assert by_capacity.exit_code == 0, by_capacity.output
+    advice = json.loads(by_capacity.output)
+    assert advice["score"] == "probability" and advice["chosen"]["volume_per_week"] <= 5
+    assert 0 < advice["leads"] < 286  # only the leads of the model's test period by default
+    by_cost = json.loads(runner.invoke(app, [*base, "--miss-cost", "20", "--score", "rule", "--json"]).output)
+    assert by_cost["score"] == "rule" and by_cost["break_even_probability"] == round(1 / 21, 4)
+    assert by_cost["chosen"]["cost_per_week"] == min(p["cost_per_week"] for p in by_cost["around"])
+    shown = runner.invoke(app, [*base, "--capacity", "5"])
+    assert "MQL when probability ≥" in shown.output and "precision" in shown.output
+    neither = runner.invoke(app, base)
+    assert neither.exit_code != 0 and "either --capacity or --miss-cost" in neither.output
