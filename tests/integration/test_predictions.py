@@ -299,3 +299,23 @@ def test_advise_recommends_a_threshold_from_capacity_or_costs(
     assert "MQL when probability ≥" in shown.output and "precision" in shown.output
     neither = runner.invoke(app, base)
     assert neither.exit_code != 0 and "either --capacity or --miss-cost" in neither.output
+
+
+def test_learn_points_writes_a_model_to_edit_judged_beside_the_active_one(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    _, rows, _, database = learnt
+    runner, db, out = CliRunner(), ["--db", f"sqlite:///{database}"], tmp_path / "learned.yaml"
+    learned = runner.invoke(
+        app, ["learn-points", *db, "--target", "sql", "--within", "60", "--out", str(out), "--json"]
+    )
+    assert learned.exit_code == 0, learned.output
+    report = json.loads(learned.output)
+    assert report["held_out"]["rows"] == round(0.2 * len(rows.frame)) and report["held_out"]["positives"] > 0
+    for name in ("learned", "current"):
+        assert 0.0 <= report["test"][name]["roc_auc"] <= 1.0
+    assert report["learned_model"] != report["current_model"]
+    valid = runner.invoke(app, ["model", "validate", str(out), "--json"])
+    assert json.loads(valid.output)["valid"] and json.loads(valid.output)["version"] == report["learned_model"]
+    shown = runner.invoke(app, ["learn-points", *db, "--target", "sql", "--within", "60", "--out", str(out)])
+    assert "learned points" in shown.output and "active model" in shown.output

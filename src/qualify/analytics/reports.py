@@ -16,6 +16,7 @@ import ibis.expr.types as ir
 from qualify.analytics.batch import DAY_SECONDS, Sources, value_text
 from qualify.domain.errors import InvalidInput
 from qualify.domain.lifecycle import FUNNEL, Stage
+from qualify.predictive.recipe import CONTENT_KEYS
 from qualify.service.queries import wilson_interval
 
 LATER_STAGES = ("mql", "sql", "opportunity", "customer")
@@ -24,7 +25,6 @@ TARGETS = ("sql", "opportunity", "customer")
 ITEM_KINDS = ("kind", "content")
 POPULATIONS = ("leads", "mql")
 # The property that names what an event was about, in this order (docs/batch.md#content-influence).
-CONTENT_KEYS = ("content_id", "webinar_id", "campaign", "url")
 NONE = "(none)"
 Z95 = 1.959964
 

@@ -248,6 +248,89 @@ def train(
         out.print(f"Model written to {out_file}.")
 
 
+@app.command("learn-points")
+def learn_points_command(
+    out_file: Annotated[Path, typer.Option("--out", help="Write the learned scoring model (YAML) here.")],
+    target: Annotated[
+        str, typer.Option("--target", help="What converting means: reaching sql, opportunity or customer.")
+    ] = "customer",
+    within: Annotated[int, typer.Option("--within", min=1, help="...within this many days after the cutoff.")] = 90,
+    cutoff: Annotated[
+        str, typer.Option("--cutoff", help="When the points are judged: created+DAYS (e.g. created+14) or mql.")
+    ] = "created+14",
+    end: Annotated[
+        datetime | None, typer.Option("--end", help="End of the data (UTC); default the latest event or stage change.")
+    ] = None,
+    engine: EngineOption = BatchEngine.duckdb,
+    export: ExportOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit a points scorecard from the history and write it as a scoring model YAML to read and edit,
+    judged beside the active model on the newest leads (which it did not learn from)."""
+    import numpy as np
+
+    from qualify.predictive.features import default_end, training_set
+    from qualify.predictive.metrics import evaluate
+    from qualify.predictive.scorecard import learn_points
+    from qualify.service.batch_scoring import on_engine
+    from qualify.service.models import active_document
+
+    with _workspace(db) as workspace, _errors():
+        with workspace.unit_of_work(read_only=True) as uow:
+            model = uow.active_model()
+            _, document = active_document(uow)
+
+        def learn(sources: Any) -> Any:
+            until = _utc(end) or default_end(sources)
+            rows = training_set(model, sources, target=target, within_days=within, cutoff=cutoff, end=until)
+            learned = learn_points(rows, model, sources=sources, current_document=document)
+            again = training_set(
+                learned.model, sources, target=target, within_days=within, cutoff=cutoff, end=until, recipe=rows.recipe
+            )
+            return rows, learned, again
+
+        rows, learned, again = on_engine(workspace, engine.value, export, learn)
+    held = learned.held_out_rows
+    labels = rows.labels[held]
+    # Both training sets hold the same leads in the same order (same cutoffs, same labels).
+    assert list(again.frame["lead_id"]) == list(rows.frame["lead_id"])
+    judged = {
+        "learned": evaluate(labels, again.frame["rule_score"].to_numpy()[held], probabilities=False),
+        "current": evaluate(labels, rows.frame["rule_score"].to_numpy()[held], probabilities=False),
+    }
+    out_file.write_text(learned.document, encoding="utf-8")
+    report = {
+        "out": str(out_file),
+        "training_set": rows.summary(),
+        "current_model": model.version,
+        "learned_model": learned.model.version,
+        "held_out": {"rows": len(held), "positives": int(np.asarray(labels).sum())},
+        "test": judged,
+        "details": learned.details,
+    }
+    if as_json:
+        _print_json(report)
+        return
+    out.print(
+        f"Learned points from {len(learned.fitting_rows):,} leads; written to {out_file} "
+        f"(model {learned.model.version}, {len(learned.model.fit.rules)} fit rules, "
+        f"{len(learned.model.engagement_rules)} engagement rules)."
+    )
+    table = Table(
+        "fit + engagement", "ROC AUC", "PR AUC", "top 10%: lift / capture",
+        title=f"On the newest {len(held):,} leads ({int(np.asarray(labels).sum()):,} reached {target} within {within} days)",
+    )  # fmt: skip
+    for name, metrics in (("learned points", judged["learned"]), (f"active model {model.version}", judged["current"])):
+        top = metrics["top"][0]
+        table.add_row(
+            name, _num2(metrics["roc_auc"]), _num2(metrics["pr_auc"]),
+            f"{top['lift'] or 0:.2f} / {top['capture'] or 0:.0%}",
+        )  # fmt: skip
+    out.print(table)
+    out.print(f"Check it with `qualify model validate {out_file}` and `qualify backtest {out_file}` before activating.")
+
+
 class AdviceScore(StrEnum):
     probability = "probability"
     engagement = "engagement"
