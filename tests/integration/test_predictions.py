@@ -112,7 +112,7 @@ def test_every_lead_gets_the_probability_at_its_newest_activity(
             select(
                 schema.leads.c.id, schema.leads.c.probability, schema.leads.c.probability_at,
                 schema.leads.c.predictive_version, schema.leads.c.last_event_at, schema.leads.c.created_at,
-            )
+            ).order_by(schema.leads.c.id)
         ).all()  # fmt: skip
         found = predictions.predictor(uow, version)
         sample = stored[:40]
@@ -319,3 +319,26 @@ def test_learn_points_writes_a_model_to_edit_judged_beside_the_active_one(
     assert json.loads(valid.output)["valid"] and json.loads(valid.output)["version"] == report["learned_model"]
     shown = runner.invoke(app, ["learn-points", *db, "--target", "sql", "--within", "60", "--out", str(out)])
     assert "learned points" in shown.output and "active model" in shown.output
+
+
+def test_rescoring_refreshes_the_probabilities_with_the_new_scores(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    from qualify.service.scoring import rescore_all
+
+    _, _, document, database = learnt
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(database.read_bytes())
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{copy}"))
+    with workspace.unit_of_work() as uow:  # a stale number everywhere, as after a change of fit rules
+        uow.connection.execute(update(schema.leads).values(probability=0.5))
+    rescore_all(workspace, now=NOW)
+    with workspace.unit_of_work(read_only=True) as uow:
+        rows = uow.connection.execute(
+            select(schema.leads.c.id, schema.leads.c.probability).order_by(schema.leads.c.id).limit(50)
+        ).all()
+        expected = predictions.predictor(uow, predictions.version_of(document)).probabilities(
+            predictions.subjects(uow, [r.id for r in rows])
+        )
+    assert np.allclose([r.probability for r in rows], expected) and not np.allclose(expected, 0.5)
+    workspace.close()

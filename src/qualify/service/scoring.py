@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, func, select, update
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.engagement import DayTotals, EngagementState, apply_event
+from qualify.service import predictions
 from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
@@ -95,4 +96,5 @@ def rescore_leads(uow: UnitOfWork, ids: list[int], now: datetime) -> tuple[int, 
         batch.record_moves(record, moves)
         moved += len(moves)
     batch.flush()
+    predictions.refresh(uow, ids)  # fit and engagement are features: the probability follows them
     return moved, count
