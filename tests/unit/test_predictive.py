@@ -151,3 +151,13 @@ def test_advice_for_costs_minimises_the_expected_cost_and_can_flag_no_one() -> N
     assert dear_miss["break_even_probability"] == round(1 / 11, 4)
     with pytest.raises(ValueError, match="either a capacity"):
         advise(scores, labels, weeks=1.0)
+
+
+def test_platt_calibration_never_turns_a_ranking_round() -> None:
+    from qualify.predictive.models import Calibrator
+
+    raw = np.linspace(-2.0, 2.0, 200)
+    labels = (raw < 0).astype(int)  # the model ranked these backwards
+    calibrator = Calibrator.fit(raw, labels, method="platt")
+    probabilities = calibrator(raw)
+    assert calibrator.a == 0.0 and np.allclose(probabilities, labels.mean())

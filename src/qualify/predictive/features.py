@@ -6,7 +6,8 @@ the target stage (sql, opportunity, customer) within N days after the cutoff. Le
 counts, the leads that cannot be judged: those whose cutoff lies in the future or whose N days
 are not over by the end of the data (censored), and those that had reached the target already.
 
-Features (all at the cutoff): the lead's and its account's fields; per event kind, how many
+Features (all at the cutoff): the lead's and its account's fields; its stage and the days it had
+been in it; per event kind, how many
 events and how many in the last 7 days, and days since the last one; whether it engaged with
 each of the most common content items; its engagement score at that instant and its fit score
 and grade under the scoring model (the rule scores); days from creation to the cutoff. Built with
@@ -85,6 +86,18 @@ def _popular_items(items: ir.Table) -> dict[str, str]:
         .limit(CONTENT_ITEMS)
     )
     return {f"engaged_{_slug(row['item'])}": row["item"] for row in popular.to_pyarrow().to_pylist()}
+
+
+def _stages_at(history: ir.Table, rows: ir.Table) -> ir.Table:
+    """Each row's stage at its cutoff and when it entered it: the last stage change at or before the
+    cutoff (of changes at the same instant, the one recorded last)."""
+    joined = history.join(rows, history.lead_id == rows.lead_id).select(
+        stage_lead=history.lead_id, to_stage=history.to_stage, entered=history.at, order=history.id, cutoff=rows.cutoff
+    )
+    joined = joined.filter(joined.entered <= joined.cutoff)
+    latest = ibis.window(group_by=joined.stage_lead, order_by=[ibis.desc(joined.entered), ibis.desc(joined.order)])
+    ranked = joined.mutate(rank=ibis.row_number().over(latest))
+    return ranked.filter(ranked.rank == 0).select("stage_lead", stage=ranked.to_stage, stage_entered=ranked.entered)
 
 
 def _cutoffs(sources: Sources, cutoff: str) -> ir.Table:
@@ -177,10 +190,12 @@ def training_set(
     )
     fit = fit_scores(model, sources)
     engagement = engagement_at_cutoffs(model, sources, rows.select("lead_id", "cutoff"))
+    stages = _stages_at(history, rows)
 
     table = rows.left_join(profile, rows.lead_id == profile.profile_lead)
     table = table.left_join(fit, table.lead_id == fit.lead_id).drop("lead_id_right")
     table = table.left_join(engagement, table.lead_id == engagement.lead_id).drop("lead_id_right")
+    table = table.left_join(stages, table.lead_id == stages.stage_lead)
     if behaviour is not None:
         table = table.left_join(behaviour, table.lead_id == behaviour.behaviour_lead)
     if engaged is not None:
@@ -188,6 +203,7 @@ def training_set(
     frame = table.order_by(["cutoff", "lead_id"]).to_pandas()
 
     frame["days_since_created"] = (frame["cutoff"] - frame["created_at"]).dt.total_seconds() / DAY_SECONDS
+    frame["days_in_stage"] = (frame["cutoff"] - frame["stage_entered"]).dt.total_seconds() / DAY_SECONDS
     frame = frame.rename(columns={"fit": "fit_score", "grade": "fit_grade", "engagement": "engagement_score"})
     counted = [c for c in per_kind if not c.startswith("days_since_")] + list(content_columns)
     frame[counted] = frame[counted].fillna(0)
@@ -198,10 +214,11 @@ def training_set(
         "fit_score",
         "engagement_score",
         "days_since_created",
+        "days_in_stage",
         *per_kind,
         *content_columns,
     )
-    categorical = (*LEAD_CATEGORIES, *(f"account_{c}" for c in ACCOUNT_CATEGORIES), "fit_grade", "persona")
+    categorical = (*LEAD_CATEGORIES, *(f"account_{c}" for c in ACCOUNT_CATEGORIES), "fit_grade", "persona", "stage")
     # Sums in a parallel engine differ in their last bits from run to run: rounded, the same data
     # trains the same model (and its content-hash version) every time.
     frame[list(numeric)] = frame[list(numeric)].astype(float).round(DIGITS)

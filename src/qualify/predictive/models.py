@@ -317,7 +317,13 @@ class Calibrator:
         from sklearn.linear_model import LogisticRegression
 
         platt = LogisticRegression(C=1e6, max_iter=1000).fit(raw[:, None], labels)
-        return cls("platt", a=float(platt.coef_[0][0]), b=float(platt.intercept_[0]))
+        slope = float(platt.coef_[0][0])
+        if slope <= 0.0:
+            # The model ranked these leads no better than chance (or backwards): a calibration
+            # must not turn its ranking round, so every lead gets the base rate instead.
+            rate = min(max(float(np.mean(labels)), 1e-6), 1 - 1e-6)
+            return cls("platt", a=0.0, b=math.log(rate / (1 - rate)))
+        return cls("platt", a=slope, b=float(platt.intercept_[0]))
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         if self.method == "isotonic":

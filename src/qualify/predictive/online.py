@@ -153,6 +153,10 @@ def describe(name: str, value: Any, recipe: Recipe) -> str:
         return f"engagement {float(value):.1f}"
     if name == "days_since_created":
         return f"lead for {float(value):.0f} days"
+    if name == "stage":
+        return "stage unknown" if _missing(value) else f"stage {value}"
+    if name == "days_in_stage":
+        return "time in stage unknown" if _missing(value) else f"{float(value):.0f} days in its stage"
     for prefix in ("events_", "recent_", "days_since_"):
         slug = name.removeprefix(prefix)
         if name.startswith(prefix) and slug in recipe.kinds:

@@ -74,6 +74,8 @@ class Subject:
     persona: str | None
     engagement_score: float
     events: list[tuple[str, datetime, str | None]] = field(default_factory=list)  # type, occurred_at, item
+    stage: str | None = None  # the stage at `at`, and when the lead entered it
+    stage_entered: datetime | None = None
 
 
 def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
@@ -90,6 +92,10 @@ def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
         persona=subject.persona,
         engagement_score=subject.engagement_score,
         days_since_created=(subject.at - subject.created_at).total_seconds() / DAY_SECONDS,
+        stage=subject.stage,
+        days_in_stage=(subject.at - subject.stage_entered).total_seconds() / DAY_SECONDS
+        if subject.stage_entered is not None
+        else math.nan,
     )
     slugs = {kind: slug for slug, kind in recipe.kinds.items()}
     for slug in recipe.kinds:

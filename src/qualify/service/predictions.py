@@ -211,6 +211,12 @@ def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] |
             .where(leads.c.id.in_(part))
             .order_by(leads.c.id)
         )
+        changes: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
+        h = schema.stage_history
+        for lead_id, at_, to_stage in conn.execute(
+            select(h.c.lead_id, h.c.at, h.c.to_stage).where(h.c.lead_id.in_(part)).order_by(h.c.at, h.c.id)
+        ):
+            changes[lead_id].append((at_, to_stage))
         happened: dict[int, list[tuple[str, datetime, str | None]]] = defaultdict(list)
         for lead_id, kind, occurred, properties in conn.execute(
             select(events.c.lead_id, events.c.type, events.c.occurred_at, events.c.properties).where(
@@ -222,6 +228,9 @@ def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] |
             m = row._mapping
             when = (at or {}).get(m["id"]) or m["last_event_at"] or m["created_at"]
             state = EngagementState.from_json(m["engagement_state"])
+            # The stage at `when`: the last change at or before it (the history is in time order).
+            reached = [change for change in changes.get(m["id"], []) if change[0] <= when]
+            entered, stage = reached[-1] if reached else (None, None)
             out.append(
                 Subject(
                     lead_id=m["id"],
@@ -236,6 +245,8 @@ def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] |
                     persona=m["persona"],
                     engagement_score=state.value_at(when.timestamp()),
                     events=happened.get(m["id"], []),
+                    stage=stage,
+                    stage_entered=entered,
                 )
             )
     return out
