@@ -342,3 +342,57 @@ def test_rescoring_refreshes_the_probabilities_with_the_new_scores(
         )
     assert np.allclose([r.probability for r in rows], expected) and not np.allclose(expected, 0.5)
     workspace.close()
+
+
+def test_one_lead_at_a_time_gives_the_same_probability_as_a_table_for_both_model_kinds(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path],
+) -> None:
+    from qualify.predictive.models import BoostedModel, Calibrator, LogisticModel
+    from qualify.predictive.online import Predictor
+    from qualify.predictive.recipe import feature_row
+
+    workspace, rows, _, _ = learnt
+    with workspace.unit_of_work(read_only=True) as uow:
+        ids = list(uow.connection.execute(select(schema.leads.c.id).order_by(schema.leads.c.id).limit(300)).scalars())
+        people = predictions.subjects(uow, ids)
+    for model in (LogisticModel(rows.spec), BoostedModel(rows.spec, {"n_estimators": 60})):
+        model.fit(rows.frame, rows.labels)
+        trained = Trained(model, Calibrator.fit(model.raw(rows.frame), rows.labels))
+        found = Predictor("test", trained, rows.recipe)
+        one = [found.probability_one(person) for person in people]
+        assert np.allclose(one, found.probabilities(people), atol=1e-9), type(model).__name__
+        assert feature_row(people[0], rows.recipe)["stage"] is not None
+
+
+def test_a_backtest_replays_probability_thresholds_with_the_active_predictive_model(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path],
+) -> None:
+    from qualify.domain.model_loader import load_model
+    from qualify.service.backtest import backtest
+
+    workspace, _, document, _ = learnt
+    base = default_model_text().replace(
+        "    thresholds: {A: 25, B: 40, C: 70}\n", "    thresholds: {A: 900, B: 900, C: 900}\n"
+    )
+    with_floor = base.replace("    floor: 10 ", "    floor: 5 ")  # any floor below the thresholds
+    models = {
+        "none": load_model(with_floor),
+        "impossible": load_model(
+            with_floor.replace("C: 900}\n", "C: 900}\n    probability: {A: 1.0, B: 1.0, C: 1.0}\n", 1)
+        ),
+        "everyone": load_model(
+            with_floor.replace("C: 900}\n", "C: 900}\n    probability: {A: 0.0, B: 0.0, C: 0.0}\n", 1)
+        ),
+    }
+    with workspace.unit_of_work(read_only=True) as uow:
+        default = uow.active_model()
+    mqls = {}
+    for name, candidate in models.items():
+        report = backtest(workspace, candidate, default, end=NOW)
+        side = report.models["candidate"]
+        mqls[name] = side["mqls"]
+        expected = None if name == "none" else predictions.version_of(document)
+        assert side["predictive_model"] == expected and report.models["against"]["predictive_model"] is None
+    # Only fast tracks qualify without probability; a probability of 1 is never reached; a
+    # threshold of 0 qualifies every lead of grades A-C at its first event.
+    assert mqls["impossible"] == mqls["none"] < mqls["everyone"]

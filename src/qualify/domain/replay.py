@@ -22,7 +22,7 @@ says when one still applies under this model; those that do not are counted). No
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from qualify.domain.scoring_model import DisqualifyRule
 
 _DISQUALIFY_FROM = STAGE_ACTIONS["disqualify"].sources
 _LOST_FROM = STAGE_ACTIONS["lose"].sources
+_OPEN = (Stage.LEAD, Stage.NURTURE)
 _RANK = {stage: rank for rank, stage in enumerate(FUNNEL)} | {Stage.NURTURE: 0, Stage.DISQUALIFIED: len(FUNNEL)}
 
 
@@ -91,10 +92,15 @@ def replay_lead(
     actions: Sequence[ReplayAction],
     until: float,
     disqualified_by: DisqualifyRule | None = None,
+    probability: Callable[[LeadState, float, int], float] | None = None,
 ) -> Replay:
     """Replay a new lead (`state`: stage lead, entered at creation, fit scored) up to `until`.
 
     `events` in application order, `actions` in time order; both only up to `until`.
+    `probability(state, instant, n)`: the predictive model's probability of the lead at `instant`
+    knowing its first `n` events; when given and the model's policy has probability thresholds,
+    it is computed after each event of a lead in `lead` or `nurture` and the policy judged again
+    with it (online, that happens after each batch of events).
     """
     run = Replay(state)
     run.moves += evaluator.sweep(state, state.stage_entered, disqualified_by)
@@ -102,7 +108,8 @@ def replay_lead(
     pending = list(actions)
     known = state.stage_entered
     step = 0
-    for event in events:
+    judge = probability if evaluator.model.policy.mql_probability else None
+    for n, event in enumerate(events, start=1):
         if event.occurred_at > until:
             continue
         known = max(known, event.occurred_at)
@@ -112,6 +119,9 @@ def replay_lead(
         applied = evaluator.apply(state, event.type, event.properties, event.occurred_at, totals)
         totals.add(applied.awards, event.occurred_at)
         run.moves += applied.moves
+        if judge is not None and state.stage in _OPEN:
+            state.probability = judge(state, known, n)
+            run.moves += evaluator.sweep(state, known)
     for action in pending[step:]:
         if action.at <= until:
             _act(evaluator, run, action)

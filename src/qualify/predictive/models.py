@@ -46,6 +46,24 @@ class FeatureSpec:
         return cls(tuple(data["numeric"]), tuple(data["categorical"]))
 
 
+def category_text(value: Any) -> str:
+    """One value as `categories_of` reads it."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return str(value)
+
+
+def _number(value: Any) -> float | None:
+    """One value as the models read numbers: None where missing or not a number."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
 def categories_of(column: pd.Series) -> pd.Series:
     """A categorical column as text, missing values as `(missing)`."""
     return column.astype("object").where(column.notna(), MISSING).astype(str)
@@ -61,7 +79,7 @@ class Model(Protocol):
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-values)))
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(values, -500.0, 500.0))))  # no overflow
 
 
 # --- logistic regression -------------------------------------------------------------------------
@@ -119,6 +137,22 @@ class LogisticModel:
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         matrix, _ = self._matrix(frame)
         return np.asarray(matrix @ np.asarray(self.coefficients) + self.intercept)
+
+    def raw_one(self, row: dict[str, Any]) -> float:
+        """`raw` of one lead given as a dict of features, without pandas (the replay's hot path)."""
+        total, at = self.intercept, 0
+        for name in self.spec.numeric:
+            value = _number(row.get(name))
+            value = self.medians[name] if value is None else value
+            total += self.coefficients[at] * (value - self.means[name]) / self.scales[name]
+            at += 1
+        for name in self.spec.categorical:
+            known = self.levels[name]
+            text = category_text(row.get(name))
+            index = known.index(text) if text in known else known.index(OTHER)
+            total += self.coefficients[at + index]
+            at += len(known)
+        return total
 
     def contributions(self, frame: pd.DataFrame) -> tuple[np.ndarray, float]:
         """Per feature, the sum of its terms (coefficient × value), one column per spec column."""
@@ -204,6 +238,15 @@ class BoostedModel:
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(self._booster().predict(self._frame(frame), raw_score=True))
+
+    def raw_one(self, row: dict[str, Any]) -> float:
+        """`raw` of one lead given as a dict of features: categories as their codes, without pandas."""
+        values = [math.nan if (v := _number(row.get(name))) is None else v for name in self.spec.numeric]
+        for name in self.spec.categorical:
+            text = category_text(row.get(name))
+            known = self.levels[name]
+            values.append(float(known.index(text)) if text in known else math.nan)
+        return float(self._booster().predict(np.asarray([values], dtype=float), raw_score=True)[0])
 
     def contributions(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         values = np.asarray(self._booster().predict(self._frame(frame), pred_contrib=True))

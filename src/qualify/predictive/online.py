@@ -83,6 +83,10 @@ class Predictor:
             return np.zeros(0)
         return self.trained.probabilities(self.frame(subjects))
 
+    def probability_one(self, subject: Subject) -> float:
+        """The probability of one subject, without pandas: for replays, event by event."""
+        return self.trained.probability_one(feature_row(subject, self.recipe))
+
     def explain(self, subjects: Sequence[Subject]) -> list[Explanation]:
         if not subjects:
             return []

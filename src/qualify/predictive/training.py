@@ -52,6 +52,10 @@ class Trained:
     def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
         return self.calibrator(self.model.raw(frame))
 
+    def probability_one(self, row: dict[str, Any]) -> float:
+        """One lead's probability from a dict of its features, without pandas."""
+        return float(self.calibrator(np.asarray([self.model.raw_one(row)]))[0])
+
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "calibrator": self.calibrator.to_dict(), "report": self.report}
 

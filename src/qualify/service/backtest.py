@@ -22,8 +22,8 @@ import bisect
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -36,8 +36,13 @@ from qualify.domain.fit import disqualifying_rule, profile_values, score_fit
 from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.replay import Replay, ReplayAction, ReplayEvent, replay_lead
 from qualify.domain.scoring_model import ScoringModel
+from qualify.predictive.recipe import ACCOUNT_CATEGORIES, ACCOUNT_NUMBERS, LEAD_CATEGORIES, Subject, content_item
+from qualify.service import predictions
 from qualify.service.queries import percentile, wilson_interval
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
+
+if TYPE_CHECKING:
+    from qualify.predictive.online import Predictor
 
 OUTCOMES = (Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
 WEEK = timedelta(days=7)
@@ -127,19 +132,23 @@ def backtest(
     if start >= end:
         raise InvalidInput(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})", field="from")
     runs: dict[str, dict[int, LeadOutcome]] = {"against": {}, "candidate": {}}
+    found = None
+    if candidate.policy.mql_probability or against.policy.mql_probability:
+        with workspace.unit_of_work(read_only=True) as uow:
+            found = predictions.active_predictor(uow)
     truths: dict[int, Truth] = {}
     evaluators = {"against": OnlineEvaluator(against), "candidate": OnlineEvaluator(candidate)}
     events = 0
     for part in repo.chunks(ids, chunk):
         with workspace.unit_of_work(read_only=True) as uow:
-            for lead_id, state_of, lead_events, actions, truth in _histories(uow, list(part), end):
+            for lead_id, state_of, lead_events, actions, truth, hook in _histories(uow, list(part), end, found):
                 events += len(lead_events)
                 truths[lead_id] = truth
                 for side, evaluator in evaluators.items():
                     state, rule = state_of(evaluator.model)
                     run = replay_lead(
                         evaluator, state, events=lead_events, actions=actions, until=end.timestamp(),
-                        disqualified_by=rule,
+                        disqualified_by=rule, probability=hook,
                     )  # fmt: skip
                     runs[side][lead_id] = _outcome(run, end.timestamp())
         if progress:
@@ -150,6 +159,8 @@ def backtest(
         side: {
             "version": model.version,
             "name": model.name,
+            # the predictive model whose probability the policy used, if it has probability thresholds
+            "predictive_model": found.version if found and model.policy.mql_probability else None,
             **_totals(runs[side], truths, conversions, window),
             "actions": {
                 "skipped": sum(o.skipped_actions for o in runs[side].values()),
@@ -185,11 +196,38 @@ def _lead_ids(uow: UnitOfWork, end: datetime) -> list[int]:
 
 
 StateFor = Callable[[ScoringModel], tuple[LeadState, Any]]
+ProbabilityHook = Callable[[LeadState, float, int], float]
+
+
+def _probability_hook(
+    found: Predictor, profile: dict[str, Any], created: datetime, events: list[ReplayEvent]
+) -> ProbabilityHook:
+    """The predictive model's probability of one lead as the replay goes: its profile as now, its
+    first `n` events, its replayed scores and stage (what `subjects` reads from the store online)."""
+    seen = [(e.type, datetime.fromtimestamp(e.occurred_at, UTC), content_item(e.type, e.properties)) for e in events]
+
+    def probability(state: LeadState, instant: float, n: int) -> float:
+        subject = Subject(
+            lead_id=0,
+            at=datetime.fromtimestamp(instant, UTC),
+            created_at=created,
+            profile=profile,
+            fit_score=state.fit,
+            fit_grade=state.grade,
+            persona=state.persona,
+            engagement_score=state.engagement_at(instant),
+            events=seen[:n],
+            stage=state.stage.value,
+            stage_entered=datetime.fromtimestamp(state.stage_entered, UTC),
+        )
+        return found.probability_one(subject)
+
+    return probability
 
 
 def _histories(
-    uow: UnitOfWork, ids: list[int], end: datetime
-) -> Iterator[tuple[int, StateFor, list[ReplayEvent], list[ReplayAction], Truth]]:
+    uow: UnitOfWork, ids: list[int], end: datetime, found: Predictor | None = None
+) -> Iterator[tuple[int, StateFor, list[ReplayEvent], list[ReplayAction], Truth, ProbabilityHook | None]]:
     """Each lead of `ids`: a fresh state under any model, its events and people's actions up to `end`
     (events known by then: occurred and received), and what really happened to it."""
     conn = uow.connection
@@ -221,15 +259,23 @@ def _histories(
             truths[lead_id].model_mqls.append(ts)
     for record in records:
         assert record.id is not None
-        values = profile_values(record.lead, accounts.get(record.account_id) if record.account_id else None)
+        account = accounts.get(record.account_id) if record.account_id else None
+        values = profile_values(record.lead, account)
         created = record.created_at.timestamp()
+        hook = None
+        if found is not None:
+            profile = {name: getattr(record.lead, name) for name in LEAD_CATEGORIES} | {
+                f"account_{name}": getattr(account, name) if account else None
+                for name in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS)
+            }
+            hook = _probability_hook(found, profile, record.created_at, events.get(record.id, []))
 
         def state_of(model: ScoringModel, values: dict[str, Any] = values, created: float = created) -> Any:
             fit = score_fit(model, values)
             state = LeadState(Stage.LEAD, created, fit.score, fit.grade, fit.persona)
             return state, disqualifying_rule(model, values)
 
-        yield record.id, state_of, events.get(record.id, []), actions.get(record.id, []), truths[record.id]
+        yield record.id, state_of, events.get(record.id, []), actions.get(record.id, []), truths[record.id], hook
 
 
 def _outcome(run: Replay, end: float) -> LeadOutcome:
