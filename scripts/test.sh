@@ -18,8 +18,15 @@ if [ -z "${QUALIFY_TEST_POSTGRES_URL:-}" ] && command -v pg_ctlcluster >/dev/nul
     [ -n "$version" ] && pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
   fi
 fi
+# The dashboard's browser tests drive Debian's chromium: install it where it is missing (as root).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing chromium for the browser tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "chromium could not be installed: the browser tests will say so"
+fi
 if [ "${CI:-}" = "true" ]; then
   export QUALIFY_REQUIRE_POSTGRES=1
+  export QUALIFY_REQUIRE_BROWSER=1
 fi
 
 echo "== ruff"

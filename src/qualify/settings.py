@@ -13,6 +13,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="QUALIFY_", extra="ignore")
 
+    session_secret: str | None = Field(
+        default=None,
+        description="The key that signs dashboard sessions; unset: one made once and kept in the workspace.",
+    )
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
         description="Where the workspace lives: sqlite:///path.db or postgresql+psycopg://user@host/db.",

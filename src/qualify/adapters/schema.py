@@ -225,6 +225,27 @@ Index(
     postgresql_where=predictive_models.c.active,
 )
 
+# People who sign in to the dashboard, with a role (admin, marketing, sales).
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", String(300), nullable=False),  # scrypt, with its parameters and salt
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("disabled_at", UTCDateTime()),
+)
+
+# Values a workspace keeps for itself, e.g. the key that signs dashboard sessions when the
+# settings give none.
+workspace_settings = Table(
+    "workspace_settings",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 
 api_keys = Table(
     "api_keys",

@@ -11,6 +11,7 @@ from qualify import __version__
 from qualify.entrypoints.api.problems import install_problem_handlers
 from qualify.entrypoints.api.routes import admin, events, leads, models, webhooks
 from qualify.entrypoints.api.schemas import Problem
+from qualify.entrypoints.web import install_dashboard
 from qualify.service.unit_of_work import Workspace, open_workspace
 from qualify.settings import Settings
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    install_dashboard(app)
     _add_problem_schema(app)
     return app
 

@@ -94,6 +94,49 @@ def keys_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     out.print(table)
 
 
+users_app = typer.Typer(help="People who sign in to the dashboard: add, list.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="The name the person signs in with, e.g. 'ana.ruiz'.")],
+    role: Annotated[
+        str, typer.Option("--role", help="admin, marketing or sales (a sales user sees only their own MQLs).")
+    ],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input instead of a prompt.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Add a dashboard user; the password (10 characters or more) is stored as a scrypt hash."""
+    from qualify.service.users import add_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+        user = add_user(uow, name, role, password)
+    out.print(f"Added {user.role} user {user.name}.")
+
+
+@users_app.command("list")
+def users_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List dashboard users: name, role, created (never the password)."""
+    from qualify.service.users import list_users
+
+    with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow:
+        people = list_users(uow)
+    if as_json:
+        _print_json([{"name": u.name, "role": u.role, "created_at": u.created_at.isoformat()} for u in people])
+        return
+    table = Table("name", "role", "created")
+    for u in people:
+        table.add_row(u.name, u.role, f"{u.created_at:%Y-%m-%d %H:%M}")
+    out.print(table)
+
+
 @keys_app.command("revoke")
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key id shown by `qualify keys list`.")], db: DbOption = None

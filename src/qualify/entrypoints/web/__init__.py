@@ -1,0 +1,295 @@
+"""The dashboard: server-rendered pages (Jinja2) under `/app`, served by `qualify serve`.
+
+Sign-in with a user made by `qualify users add`; a signed session cookie; a CSRF token on every
+form. In-place actions (accept, reject, disqualify in the sales queue) post with a few lines of
+our own JavaScript (`static/app.js`) and swap the row the server sends back; without JavaScript
+the same forms post and redirect. Charts are SVG drawn on the server: nothing is fetched from
+elsewhere, so the dashboard works offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import select
+
+from qualify.adapters import schema
+from qualify.domain.errors import QualifyError
+from qualify.domain.lifecycle import FUNNEL, REASON_CODES
+from qualify.entrypoints.web import session as sessions
+from qualify.service import users as accounts
+from qualify.service.unit_of_work import Workspace, utcnow
+
+HERE = Path(__file__).parent
+QUEUE_SIZE = 50
+templates = Environment(loader=PackageLoader("qualify.entrypoints.web", "templates"), autoescape=select_autoescape())
+
+
+class SignInNeeded(Exception):
+    """Raised by the page dependencies; answered with a redirect to the sign-in page."""
+
+
+class Refused(Exception):
+    """The signed-in user's role may not open the page (answered 403)."""
+
+
+def _workspace(request: Request) -> Workspace:
+    workspace: Workspace = request.app.state.workspace
+    return workspace
+
+
+def _key(request: Request) -> bytes:
+    workspace = _workspace(request)
+    cached = getattr(request.app.state, "session_key", None)
+    if cached is None:
+        with workspace.unit_of_work() as uow:
+            cached = accounts.session_secret(uow, workspace.settings.session_secret)
+        request.app.state.session_key = cached
+    key: bytes = cached
+    return key
+
+
+def _session(request: Request) -> sessions.Session | None:
+    return sessions.verify(request.cookies.get(sessions.COOKIE), _key(request))
+
+
+def signed_in(request: Request) -> tuple[accounts.User, sessions.Session]:
+    found = _session(request)
+    if found is None or found.user_id is None:
+        raise SignInNeeded
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        user = accounts.find_user(uow, found.user_id)
+    if user is None:
+        raise SignInNeeded
+    request.state.user, request.state.session = user, found
+    return user, found
+
+
+def manager(
+    who: Annotated[tuple[accounts.User, sessions.Session], Depends(signed_in)],
+) -> tuple[accounts.User, sessions.Session]:
+    if who[0].role == "sales":
+        raise Refused
+    return who
+
+
+SignedIn = Annotated[tuple[accounts.User, sessions.Session], Depends(signed_in)]
+Manager = Annotated[tuple[accounts.User, sessions.Session], Depends(manager)]
+
+
+def _checked(who: tuple[accounts.User, sessions.Session], token: str | None) -> accounts.User:
+    if not sessions.csrf_matches(who[1], token):
+        raise Refused
+    return who[0]
+
+
+def _page(name: str, request: Request, status: int = 200, **context: Any) -> HTMLResponse:
+    user = getattr(request.state, "user", None)
+    session = getattr(request.state, "session", None)
+    html = templates.get_template(name).render(
+        user=user, csrf=session.csrf if session else "", path=request.url.path, **context
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def _set_cookie(request: Request, response: Response, found: sessions.Session) -> None:
+    response.set_cookie(
+        sessions.COOKIE,
+        sessions.sign(found, _key(request)),
+        max_age=int(found.expires - datetime.now(UTC).timestamp()),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/app",
+    )
+
+
+router = APIRouter(prefix="/app", include_in_schema=False)
+
+
+@router.get("")
+def home() -> RedirectResponse:
+    return RedirectResponse("/app/funnel", status_code=303)
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "/app/funnel") -> HTMLResponse:
+    found = _session(request) or sessions.new_session(None)
+    request.state.session = found
+    response = _page("login.html", request, next=_local(next), error=None)
+    _set_cookie(request, response, found)
+    return response
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    name: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    csrf: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/app/funnel",
+) -> Response:
+    found = _session(request)
+    if found is None or not sessions.csrf_matches(found, csrf):
+        return login_form(request, next)
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        user = accounts.authenticate(uow, name, password)
+    if user is None:
+        request.state.session = found
+        return _page("login.html", request, status=401, next=_local(next), error="Wrong name or password.")
+    response = RedirectResponse(_local(next), status_code=303)
+    _set_cookie(request, response, sessions.new_session(user.id))  # a new token: no fixation
+    return response
+
+
+@router.post("/logout")
+def logout(who: SignedIn, csrf: Annotated[str, Form()] = "") -> RedirectResponse:
+    _checked(who, csrf)
+    response = RedirectResponse("/app/login", status_code=303)
+    response.delete_cookie(sessions.COOKIE, path="/app")
+    return response
+
+
+def _local(target: str) -> str:
+    """Only paths of the dashboard: never a redirect to another site."""
+    return target if target.startswith("/app/") and not target.startswith("//") else "/app/funnel"
+
+
+# --- funnel ----------------------------------------------------------------------------------------
+
+
+def _day(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+@router.get("/funnel")
+def funnel_page(request: Request, who: SignedIn, start: str | None = None, end: str | None = None) -> HTMLResponse:
+    from qualify.service.queries import funnel
+
+    created_from, created_to = _day(start), _day(end)
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        report = funnel(
+            uow, created_from=created_from, created_to=created_to + timedelta(days=1) if created_to else None
+        )
+        weekly = _weekly_entries(uow, created_from, created_to)
+    reached = [(stage.value, report.reached.get(stage.value, 0)) for stage in FUNNEL]
+    widest = max((count for _, count in reached), default=0) or 1
+    return _page(
+        "funnel.html",
+        request,
+        report=report,
+        reached=reached,
+        widest=widest,
+        weekly=weekly,
+        start=start or "",
+        end=end or "",
+    )
+
+
+def _weekly_entries(uow: Any, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
+    """New MQLs and SQLs per ISO week (the last 12 weeks of the period)."""
+    h = schema.stage_history
+    query = select(h.c.to_stage, h.c.at).where(h.c.to_stage.in_(("mql", "sql")))
+    if start:
+        query = query.where(h.c.at >= start)
+    if end:
+        query = query.where(h.c.at < end + timedelta(days=1))
+    weeks: dict[str, dict[str, int]] = {}
+    for stage, at in uow.connection.execute(query):
+        monday = (at - timedelta(days=at.weekday())).date().isoformat()
+        weeks.setdefault(monday, {"mql": 0, "sql": 0})[stage] += 1
+    return [{"week": week, **counts} for week, counts in sorted(weeks.items())[-12:]]
+
+
+# --- sales queue -----------------------------------------------------------------------------------
+
+
+@router.get("/queue")
+def queue_page(request: Request, who: SignedIn) -> HTMLResponse:
+    from qualify.service.queue import sales_queue
+
+    user = who[0]
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        rows = sales_queue(uow, owner=None if user.sees_every_lead else user.name, limit=QUEUE_SIZE)
+    return _page("queue.html", request, rows=rows, reasons=REASON_CODES, now=utcnow())
+
+
+@router.post("/queue/{lead_id}/{action}")
+def queue_action(
+    request: Request,
+    lead_id: int,
+    action: str,
+    who: SignedIn,
+    csrf: Annotated[str, Form()] = "",
+    reason: Annotated[str | None, Form()] = None,
+    note: Annotated[str | None, Form()] = None,
+) -> Response:
+    from qualify.service.queue import sales_queue
+    from qualify.service.stages import apply_stage_action
+
+    user = _checked(who, csrf)
+    if action not in ("accept", "reject", "disqualify"):
+        return HTMLResponse("unknown action", status_code=404)
+    inplace = request.headers.get("x-requested-with") == "fetch"
+    error = None
+    with _workspace(request).unit_of_work() as uow:
+        owner = uow.connection.execute(select(schema.leads.c.owner).where(schema.leads.c.id == lead_id)).scalar()
+        if not user.sees_every_lead and owner != user.name:
+            raise Refused
+        try:
+            apply_stage_action(uow, f"#{lead_id}", action, by=user.name, reason=reason or None, note=note or None)
+        except QualifyError as problem:
+            error = str(problem)
+    if not inplace:
+        return RedirectResponse("/app/queue", status_code=303)
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        [row] = sales_queue(uow, ids=[lead_id])
+    html = templates.get_template("_queue_row.html").render(
+        row=row, csrf=who[1].csrf, reasons=REASON_CODES, error=error, done=None if error else action
+    )
+    return HTMLResponse(html, status_code=422 if error else 200)
+
+
+# --- model ------------------------------------------------------------------------------------------
+
+
+@router.get("/model")
+def model_page(request: Request, who: Manager) -> HTMLResponse:
+    from qualify.service.models import active_document, model_history
+
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        version, document = active_document(uow)
+        versions = model_history(uow)
+    return _page("model.html", request, version=version, document=document, versions=versions)
+
+
+def install_dashboard(app: FastAPI) -> None:
+    """Mount the dashboard's pages and static files on `app`."""
+    app.include_router(router)
+    app.mount("/app/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")
+
+    def to_sign_in(request: Request, exc: Exception) -> Response:
+        return RedirectResponse(f"/app/login?next={quote(request.url.path)}", status_code=303)
+
+    def refused(request: Request, exc: Exception) -> Response:
+        return _page("refused.html", request, status=403)
+
+    handlers: dict[type[Exception], Callable[[Request, Exception], Response]] = {
+        SignInNeeded: to_sign_in,
+        Refused: refused,
+    }
+    for kind, handler in handlers.items():
+        app.add_exception_handler(kind, handler)

@@ -1,0 +1,68 @@
+"""Signed session cookies and CSRF tokens for the dashboard.
+
+A session is `base64url(json) . base64url(HMAC-SHA256)` over the user's id, a CSRF token and an
+expiry, signed with the workspace's session key; the cookie is HttpOnly and SameSite=Lax (and
+Secure over HTTPS). Every form posts the session's CSRF token; a request whose token does not
+match is refused. Before sign-in, a short-lived pre-session carries the login form's token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+COOKIE = "qualify_session"
+LIFETIME = 12 * 3600  # seconds a session lasts
+PRE_LIFETIME = 3600  # seconds a login form stays valid
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    user_id: int | None  # None: a pre-session (the login form's)
+    csrf: str
+    expires: float
+
+
+def _encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(session: Session, key: bytes) -> str:
+    body = _encode(json.dumps({"u": session.user_id, "c": session.csrf, "e": session.expires}).encode())
+    mac = hmac.new(key, body.encode(), hashlib.sha256).digest()
+    return f"{body}.{_encode(mac)}"
+
+
+def verify(value: str | None, key: bytes, *, now: float | None = None) -> Session | None:
+    """The session in a cookie, or None when it is missing, tampered with or expired."""
+    if not value or "." not in value:
+        return None
+    body, mac = value.rsplit(".", 1)
+    try:
+        expected = hmac.new(key, body.encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, _decode(mac)):
+            return None
+        data: dict[str, Any] = json.loads(_decode(body))
+        session = Session(data["u"], str(data["c"]), float(data["e"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return session if session.expires > (now or time.time()) else None
+
+
+def new_session(user_id: int | None) -> Session:
+    lifetime = LIFETIME if user_id is not None else PRE_LIFETIME
+    return Session(user_id, secrets.token_urlsafe(24), time.time() + lifetime)
+
+
+def csrf_matches(session: Session, token: str | None) -> bool:
+    return bool(token) and hmac.compare_digest(session.csrf.encode(), (token or "").encode())

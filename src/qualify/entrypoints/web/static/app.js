@@ -1,0 +1,29 @@
+// In-place actions: a form marked data-inplace posts with fetch and the row it sits in is
+// replaced by the HTML the server answers. Without JavaScript the form posts as usual.
+document.addEventListener("submit", async (event) => {
+  const form = event.target;
+  if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-inplace")) return;
+  event.preventDefault();
+  const submitter = event.submitter;
+  const action = (submitter && submitter.getAttribute("formaction")) || form.action;
+  const row = form.closest("[data-row]");
+  const body = new FormData(form);
+  form.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+  try {
+    const answer = await fetch(action, { method: "POST", body, headers: { "X-Requested-With": "fetch" } });
+    const html = await answer.text();
+    if (row && html.trim().startsWith("<tr")) {
+      const holder = document.createElement("tbody");
+      holder.innerHTML = html.trim();
+      const fresh = holder.firstElementChild;
+      row.replaceWith(fresh);
+      const status = fresh.querySelector("[role=status], [role=alert]");
+      if (status) status.setAttribute("tabindex", "-1"), status.focus();
+    } else {
+      window.location.reload();
+    }
+  } catch (problem) {
+    form.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+    alert("The action could not be sent: " + problem);
+  }
+});

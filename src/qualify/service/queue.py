@@ -1,0 +1,143 @@
+"""The sales queue: MQLs waiting for a decision, highest score first, each with three reasons.
+
+Read in a few queries for the whole page (not lead by lead): the leads with their accounts, the
+reason of their MQL move, and either the active predictive model's strongest contributions (one
+batch explanation) or the largest engagement awards (one read of their events).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from qualify.adapters import schema
+from qualify.domain.engagement import Award, AwardedEvent, EngagementState, explain_engagement
+from qualify.domain.lifecycle import Stage
+from qualify.service import predictions
+from qualify.service.unit_of_work import UnitOfWork, utcnow
+
+REASONS = 3
+
+
+@dataclass
+class QueueRow:
+    id: int
+    name: str
+    email: str | None
+    company: str
+    stage: str
+    grade: str
+    fit: float
+    engagement: float
+    probability: float | None
+    owner: str | None
+    sla_due_at: datetime | None
+    reasons: list[str] = field(default_factory=list)
+
+
+def sales_queue(
+    uow: UnitOfWork,
+    *,
+    owner: str | None = None,
+    ids: list[int] | None = None,
+    limit: int = 50,
+    now: datetime | None = None,
+) -> list[QueueRow]:
+    """MQLs (of `owner`, or everyone's), highest fit + engagement first; or the leads `ids`
+    whatever their stage (a row after a decision)."""
+    now = now or utcnow()
+    leads, accounts = schema.leads, schema.accounts
+    query = (
+        select(
+            leads.c.id,
+            leads.c.first_name,
+            leads.c.last_name,
+            leads.c.email,
+            leads.c.external_id,
+            leads.c.stage,
+            leads.c.fit_grade,
+            leads.c.fit_score,
+            leads.c.engagement_state,
+            leads.c.probability,
+            leads.c.probability_at,
+            leads.c.owner,
+            leads.c.sla_due_at,
+            accounts.c.name.label("account_name"),
+            accounts.c.domain,
+        )
+        .select_from(leads.outerjoin(accounts, leads.c.account_id == accounts.c.id))
+        .where(leads.c.erased_at.is_(None))
+    )
+    if ids is not None:
+        query = query.where(leads.c.id.in_(ids))
+    else:
+        query = query.where(leads.c.stage == Stage.MQL.value)
+        if owner is not None:
+            query = query.where(leads.c.owner == owner)
+        query = query.order_by((leads.c.fit_score + leads.c.engagement_score).desc(), leads.c.id).limit(limit)
+    rows = uow.connection.execute(query).all()
+    at = now.timestamp()
+    out = [
+        QueueRow(
+            id=r.id,
+            name=" ".join(p for p in (r.first_name, r.last_name) if p) or r.email or r.external_id or f"#{r.id}",
+            email=r.email,
+            company=r.account_name or r.domain or "",
+            stage=r.stage,
+            grade=r.fit_grade,
+            fit=r.fit_score,
+            engagement=round(EngagementState.from_json(r.engagement_state).value_at(at), 2),
+            probability=r.probability,
+            owner=r.owner,
+            sla_due_at=r.sla_due_at,
+        )
+        for r in rows
+    ]
+    _add_reasons(uow, out, {r.id: r.probability_at for r in rows if r.probability is not None}, at)
+    return out
+
+
+def _add_reasons(uow: UnitOfWork, rows: list[QueueRow], scored: dict[int, datetime], at: float) -> None:
+    if not rows:
+        return
+    ids = [row.id for row in rows]
+    h = schema.stage_history
+    why: dict[int, str] = {}
+    for lead_id, reason in uow.connection.execute(
+        select(h.c.lead_id, h.c.reason)
+        .where(h.c.lead_id.in_(ids), h.c.to_stage == Stage.MQL.value)
+        .order_by(h.c.at, h.c.id)
+    ):
+        if reason:
+            why[lead_id] = reason  # the latest MQL move's
+    more: dict[int, list[str]] = defaultdict(list)
+    found = predictions.active_predictor(uow) if scored else None
+    if found is not None:
+        people = predictions.subjects(uow, scored.keys(), scored)
+        for person, explanation in zip(people, found.explain(people), strict=True):
+            more[person.lead_id] = [part.words for part in explanation.top(REASONS)[0]]
+    else:
+        model = uow.active_model()
+        e = schema.events
+        awarded: dict[int, list[AwardedEvent]] = defaultdict(list)
+        for lead_id, occurred, kind, properties, awards in uow.connection.execute(
+            select(e.c.lead_id, e.c.occurred_at, e.c.type, e.c.properties, e.c.awards).where(e.c.lead_id.in_(ids))
+        ):
+            if awards:
+                awarded[lead_id].append(
+                    AwardedEvent(occurred.timestamp(), kind, properties, tuple(Award(a[0], a[1]) for a in awards))
+                )
+        for lead_id, events in awarded.items():
+            parts = sorted(explain_engagement(model, events, at), key=lambda c: -c.points)
+            more[lead_id] = [part.text for part in parts[:REASONS]]
+    for row in rows:
+        row.reasons = ([why[row.id]] if row.id in why else []) + more.get(row.id, [])
+        row.reasons = row.reasons[:REASONS]
+
+
+def as_dict(row: QueueRow) -> dict[str, Any]:
+    return row.__dict__.copy()

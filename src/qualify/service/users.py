@@ -1,0 +1,134 @@
+"""People who sign in to the dashboard: create, list, authenticate; and the session signing key.
+
+Passwords are hashed with scrypt (a memory-hard KDF: N=2^14, r=8, p=1, a 16-byte random salt),
+stored as `scrypt$N$r$p$salt$hash` (base64), compared in constant time. An unknown name costs a
+hash too, so timing does not tell which names exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from qualify.adapters import schema
+from qualify.domain.errors import Conflict, InvalidInput
+from qualify.service.audit import record_audit
+from qualify.service.unit_of_work import UnitOfWork, utcnow
+
+ROLES = ("admin", "marketing", "sales")
+MIN_PASSWORD = 10
+_N, _R, _P = 2**14, 8, 1
+_SESSION_KEY = "session_secret"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    disabled_at: datetime | None = None
+
+    @property
+    def sees_every_lead(self) -> bool:
+        """Managers (admin, marketing) see every MQL; a sales rep sees their own."""
+        return self.role != "sales"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        kind, n, r, p, salt, digest = stored.split("$")
+        expected = base64.b64decode(digest)
+        got = hashlib.scrypt(
+            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
+        )
+    except (ValueError, TypeError):
+        return False
+    return kind == "scrypt" and hmac.compare_digest(got, expected)
+
+
+_DUMMY = hash_password("not a password of anyone", salt=b"\0" * 16)
+
+
+def add_user(uow: UnitOfWork, name: str, role: str, password: str, *, by: str = "cli") -> User:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("a user name is 1 to 200 characters", field="name")
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}; expected one of: {', '.join(ROLES)}", field="role")
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"a password has at least {MIN_PASSWORD} characters", field="password")
+    now = utcnow()
+    try:
+        with uow.connection.begin_nested():
+            user_id = uow.connection.execute(
+                schema.users.insert()
+                .values(name=name, role=role, password_hash=hash_password(password), created_at=now)
+                .returning(schema.users.c.id)
+            ).scalar_one()
+    except IntegrityError:
+        raise Conflict(f"a user named {name!r} exists already") from None
+    record_audit(uow, actor=by, action="user.add", target=name, details={"role": role})
+    return User(user_id, name, role, now)
+
+
+def list_users(uow: UnitOfWork) -> list[User]:
+    t = schema.users
+    rows = uow.connection.execute(
+        select(t.c.id, t.c.name, t.c.role, t.c.created_at, t.c.disabled_at).order_by(t.c.name)
+    )
+    return [User(*row) for row in rows]
+
+
+def find_user(uow: UnitOfWork, user_id: int) -> User | None:
+    t = schema.users
+    row = uow.connection.execute(
+        select(t.c.id, t.c.name, t.c.role, t.c.created_at, t.c.disabled_at).where(t.c.id == user_id)
+    ).first()
+    return User(*row) if row is not None and row.disabled_at is None else None
+
+
+def authenticate(uow: UnitOfWork, name: str, password: str) -> User | None:
+    """The user whose name and password these are, or None (unknown, wrong or disabled alike)."""
+    t = schema.users
+    row = uow.connection.execute(select(t).where(t.c.name == name.strip())).first()
+    if row is None:
+        verify_password(password, _DUMMY)
+        return None
+    if not verify_password(password, row.password_hash) or row.disabled_at is not None:
+        return None
+    return User(row.id, row.name, row.role, row.created_at, row.disabled_at)
+
+
+def session_secret(uow: UnitOfWork, configured: str | None) -> bytes:
+    """The key that signs dashboard sessions: the configured one, else one made once and kept in
+    the workspace (so sessions survive a restart)."""
+    if configured:
+        return configured.encode()
+    t = schema.workspace_settings
+    value = uow.connection.execute(select(t.c.value).where(t.c.key == _SESSION_KEY)).scalar()
+    if value is None:
+        value = secrets.token_urlsafe(48)
+        try:
+            with uow.connection.begin_nested():
+                uow.connection.execute(t.insert().values(key=_SESSION_KEY, value=value))
+        except IntegrityError:  # another process made it first
+            value = uow.connection.execute(select(t.c.value).where(t.c.key == _SESSION_KEY)).scalar_one()
+    return str(value).encode()

@@ -1,0 +1,159 @@
+"""The dashboard in a real browser (Playwright driving the system's chromium) against `qualify serve`.
+
+Screenshots of each page are saved under `artifacts/screenshots/`. Where chromium is missing the
+tests are skipped, unless QUALIFY_REQUIRE_BROWSER=1 (CI, whose script installs it): then they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qualify.domain.model_loader import default_model_text
+from qualify.service.models import activate_model
+from qualify.service.unit_of_work import open_workspace
+from qualify.settings import Settings
+from tests.dashboard_world import PASSWORD, world
+from tests.e2e.test_serve import Server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+
+
+def _browser_or_skip() -> None:
+    if Path(CHROMIUM).exists():
+        return
+    message = f"no chromium at {CHROMIUM}: the dashboard's browser tests need Debian's chromium"
+    if os.environ.get("QUALIFY_REQUIRE_BROWSER") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    _browser_or_skip()
+    url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'dashboard.db'}"
+    workspace = open_workspace(Settings(database_url=url), create=True)
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, default_model_text(), "default_model.yaml")
+    world(workspace, leads=10)
+    workspace.close()
+    running = Server(url)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def sign_in(page: Any, server: Server, name: str) -> None:
+    page.goto(f"{server.url}/app/funnel")
+    assert "/app/login" in page.url
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/app/funnel"))
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def count_of(page: Any, stage: str) -> int:
+    return int(page.locator(f'text.count[data-stage="{stage}"]').text_content())
+
+
+def test_sign_in_read_the_funnel_accept_and_reject_in_the_queue_and_see_the_funnel_change(
+    page: Any, server: Server
+) -> None:
+    page.goto(f"{server.url}/app/login")
+    shot(page, "sign-in")
+    sign_in(page, server, "ana")
+    sql_before = count_of(page, "sql")
+    assert count_of(page, "mql") == 10
+    shot(page, "funnel")
+
+    page.get_by_role("link", name="Sales queue").click()
+    rows = page.locator("tr[data-row]")
+    assert rows.count() == 10
+    shot(page, "queue")
+    first = rows.nth(0)
+    first_id = first.get_attribute("id")
+    first.get_by_role("button", name="Accept").click()
+    accepted = page.locator(f"#{first_id}")
+    accepted.get_by_role("status").wait_for()
+    assert "Accepted: now sql" in accepted.inner_text()
+    assert page.url.endswith("/app/queue")  # in place: no page load
+
+    second = rows.nth(1)
+    second_id = second.get_attribute("id")
+    second.get_by_label("Reason").select_option("bad_timing")
+    second.get_by_label("Note").fill("budget opens in Q3")
+    second.get_by_role("button", name="Reject").click()
+    page.locator(f"#{second_id}").get_by_role("status").wait_for()
+    assert "Rejected: now nurture" in page.locator(f"#{second_id}").inner_text()
+
+    page.get_by_role("link", name="Funnel").click()
+    page.wait_for_url(re.compile(r"/app/funnel"))
+    assert count_of(page, "sql") == sql_before + 1
+    assert int(page.locator('td[data-current="nurture"]').inner_text()) == 1
+
+
+def test_a_reject_without_a_reason_is_refused_in_place_and_keyboard_alone_works(page: Any, server: Server) -> None:
+    sign_in(page, server, "ana")
+    page.goto(f"{server.url}/app/queue")
+    row = page.locator("tr[data-row]").last
+    row_id = row.get_attribute("id")
+    row.get_by_label("Reason").evaluate("select => select.removeAttribute('required')")  # as a script might post
+    row.get_by_role("button", name="Reject").focus()
+    page.keyboard.press("Enter")
+    alert = page.locator(f"#{row_id}").get_by_role("alert")
+    alert.wait_for()
+    assert "needs a reason code" in alert.inner_text()
+
+
+def test_the_model_page_opens_for_an_admin_and_is_refused_to_a_sales_rep(page: Any, server: Server) -> None:
+    sign_in(page, server, "ana")
+    page.get_by_role("link", name="Model").click()
+    page.wait_for_url(re.compile(r"/app/model"))
+    assert "policy:" in page.locator("pre.yaml").inner_text()
+    shot(page, "model")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/app/login"))
+
+    sign_in(page, server, "sam.rivera")
+    assert page.get_by_role("link", name="Model").count() == 0
+    answer = page.goto(f"{server.url}/app/model")
+    assert answer is not None and answer.status == 403
+    assert page.get_by_role("heading", name="Not allowed").is_visible()
+    assert "Your role (sales) may not open this page" in page.get_by_role("alert").inner_text()
+    shot(page, "refused")

@@ -1,0 +1,201 @@
+"""The dashboard over HTTP: sign-in, sessions, CSRF, roles, the funnel and the sales queue."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from tests.dashboard_world import PASSWORD, world
+
+from qualify.adapters import schema
+from qualify.domain.errors import Conflict, InvalidInput
+from qualify.entrypoints.api.app import create_app
+from qualify.entrypoints.web import session as sessions
+from qualify.service.queries import funnel
+from qualify.service.unit_of_work import Workspace
+from qualify.service.users import add_user, authenticate, hash_password, verify_password
+
+
+def token(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+def sign_in(client: TestClient, name: str, password: str = PASSWORD) -> object:
+    form = client.get("/app/login")
+    return client.post(
+        "/app/login", data={"name": name, "password": password, "csrf": token(form.text)}, follow_redirects=False
+    )
+
+
+@pytest.fixture
+def client(workspace: Workspace) -> Iterator[TestClient]:
+    world(workspace)
+    with TestClient(create_app(workspace=workspace)) as test_client:
+        yield test_client
+
+
+def test_pages_need_a_signed_in_user_and_a_right_password(client: TestClient) -> None:
+    answer = client.get("/app/queue", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/app/login?next=/app/queue"
+    wrong = sign_in(client, "ana", "not the password")
+    assert wrong.status_code == 401 and "Wrong name or password" in wrong.text  # type: ignore[attr-defined]
+    unknown = sign_in(client, "nobody")
+    assert unknown.status_code == 401  # type: ignore[attr-defined]
+    right = sign_in(client, "ana")
+    assert right.status_code == 303 and right.headers["location"] == "/app/funnel"  # type: ignore[attr-defined]
+    cookie = right.headers["set-cookie"].lower()  # type: ignore[attr-defined]
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    assert client.get("/app/queue").status_code == 200
+
+
+def test_a_login_form_without_its_token_and_a_redirect_elsewhere_are_refused(client: TestClient) -> None:
+    client.get("/app/login")
+    forged = client.post(
+        "/app/login", data={"name": "ana", "password": PASSWORD, "csrf": "forged"}, follow_redirects=False
+    )
+    assert forged.status_code == 200 and "Sign in" in forged.text  # the form again, not a session
+    away = client.post(
+        "/app/login",
+        data={
+            "name": "ana",
+            "password": PASSWORD,
+            "csrf": token(client.get("/app/login").text),
+            "next": "//evil.example/",
+        },
+        follow_redirects=False,
+    )
+    assert away.headers["location"] == "/app/funnel"
+
+
+def test_a_tampered_or_expired_session_is_no_session() -> None:
+    key = b"k" * 32
+    session = sessions.new_session(7)
+    signed = sessions.sign(session, key)
+    assert sessions.verify(signed, key) == session
+    _, mac = signed.rsplit(".", 1)
+    other = sessions.sign(sessions.Session(1, session.csrf, session.expires), key).rsplit(".", 1)[0]
+    assert sessions.verify(f"{other}.{mac}", key) is None  # another user's id under this signature
+    assert sessions.verify(signed, b"another key" * 3) is None
+    assert sessions.verify(signed, key, now=session.expires + 1) is None
+
+
+def test_passwords_are_hashed_with_scrypt_and_checked_in_constant_time(workspace: Workspace) -> None:
+    stored = hash_password(PASSWORD)
+    assert stored.startswith("scrypt$16384$8$1$") and PASSWORD not in stored
+    assert verify_password(PASSWORD, stored) and not verify_password(PASSWORD + "!", stored)
+    assert not verify_password(PASSWORD, "garbage")
+    with workspace.unit_of_work() as uow:
+        add_user(uow, "ines", "marketing", PASSWORD)
+        with pytest.raises(Conflict):
+            add_user(uow, "ines", "sales", PASSWORD)
+        with pytest.raises(InvalidInput, match="at least 10"):
+            add_user(uow, "short", "sales", "tiny")
+        with pytest.raises(InvalidInput, match="unknown role"):
+            add_user(uow, "boss", "owner", PASSWORD)
+        assert authenticate(uow, "ines", PASSWORD) is not None
+        assert authenticate(uow, "ines", "wrong password!") is None
+
+
+def test_the_funnel_page_shows_the_funnel_s_counts(client: TestClient, workspace: Workspace) -> None:
+    sign_in(client, "ana")
+    page = client.get("/app/funnel")
+    with workspace.unit_of_work(read_only=True) as uow:
+        report = funnel(uow)
+    for stage in ("lead", "mql", "sql"):
+        assert f'data-stage="{stage}">{report.reached[stage]}<' in page.text
+    assert 'role="img"' in page.text and "SLA compliance" in page.text
+
+
+def test_accepting_and_rejecting_in_the_queue_move_the_lead_and_need_the_form_s_token(
+    client: TestClient, workspace: Workspace
+) -> None:
+    sign_in(client, "ana")
+    queue = client.get("/app/queue")
+    ids = re.findall(r'action="/app/queue/(\d+)/accept"', queue.text)
+    assert len(ids) == 8
+    csrf = token(queue.text)
+    inplace = {"X-Requested-With": "fetch"}
+    refused = client.post(f"/app/queue/{ids[0]}/accept", data={"csrf": "forged"}, headers=inplace)
+    assert refused.status_code == 403
+    accepted = client.post(f"/app/queue/{ids[0]}/accept", data={"csrf": csrf}, headers=inplace)
+    assert accepted.status_code == 200 and accepted.text.startswith("<tr") and "Accepted: now sql" in accepted.text
+    no_reason = client.post(f"/app/queue/{ids[1]}/reject", data={"csrf": csrf}, headers=inplace)
+    assert no_reason.status_code == 422 and "needs a reason code" in no_reason.text
+    rejected = client.post(
+        f"/app/queue/{ids[1]}/reject", data={"csrf": csrf, "reason": "bad_timing", "note": "Q3"}, headers=inplace
+    )
+    assert "Rejected: now nurture" in rejected.text
+    plain = client.post(
+        f"/app/queue/{ids[2]}/disqualify", data={"csrf": csrf, "reason": "competitor"}, follow_redirects=False
+    )
+    assert plain.status_code == 303 and plain.headers["location"] == "/app/queue"
+    with workspace.unit_of_work(read_only=True) as uow:
+        h = schema.stage_history
+        moves = uow.connection.execute(
+            select(h.c.lead_id, h.c.to_stage, h.c.by, h.c.reason, h.c.note).where(h.c.actor == "user")
+        ).all()
+    assert {(str(m.lead_id), m.to_stage, m.by, m.reason, m.note) for m in moves} == {
+        (ids[0], "sql", "ana", None, None),
+        (ids[1], "nurture", "ana", "bad_timing", "Q3"),
+        (ids[2], "disqualified", "ana", "competitor", None),
+    }
+    assert len(re.findall(r'action="/app/queue/(\d+)/accept"', client.get("/app/queue").text)) == 5
+
+
+def test_a_sales_rep_sees_their_own_mqls_and_cannot_open_the_model(client: TestClient, workspace: Workspace) -> None:
+    sign_in(client, "sam.rivera")
+    with workspace.unit_of_work(read_only=True) as uow:
+        own = {
+            str(i)
+            for i in uow.connection.execute(
+                select(schema.leads.c.id).where(schema.leads.c.owner == "sam.rivera", schema.leads.c.stage == "mql")
+            ).scalars()
+        }
+        others = uow.connection.execute(
+            select(schema.leads.c.id).where(schema.leads.c.owner != "sam.rivera", schema.leads.c.stage == "mql")
+        ).scalars().first()  # fmt: skip
+    queue = client.get("/app/queue")
+    assert own and set(re.findall(r'action="/app/queue/(\d+)/accept"', queue.text)) == own
+    model = client.get("/app/model")
+    assert model.status_code == 403 and "Not allowed" in model.text and 'href="/app/model"' not in queue.text
+    assert others is not None
+    theirs = client.post(
+        f"/app/queue/{others}/accept", data={"csrf": token(queue.text)}, headers={"X-Requested-With": "fetch"}
+    )
+    assert theirs.status_code == 403
+
+
+def test_signing_out_ends_the_session(client: TestClient) -> None:
+    sign_in(client, "ana")
+    page = client.get("/app/funnel")
+    out = client.post("/app/logout", data={"csrf": token(page.text)}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/app/login"
+    assert client.get("/app/funnel", follow_redirects=False).status_code == 303
+
+
+def test_users_are_added_and_listed_on_the_command_line(tmp_path: object) -> None:
+    from typer.testing import CliRunner
+
+    from qualify.entrypoints.cli import app
+
+    runner, db = CliRunner(), ["--db", f"sqlite:///{tmp_path}/users.db"]
+    assert runner.invoke(app, ["init", *db]).exit_code == 0
+    added = runner.invoke(
+        app, ["users", "add", "ana.ruiz", "--role", "marketing", "--password-stdin", *db], input=PASSWORD + "\n"
+    )
+    assert added.exit_code == 0 and "Added marketing user ana.ruiz" in added.output
+    again = runner.invoke(
+        app, ["users", "add", "ana.ruiz", "--role", "sales", "--password-stdin", *db], input=PASSWORD + "\n"
+    )
+    assert again.exit_code != 0 and "exists already" in again.output
+    short = runner.invoke(app, ["users", "add", "bo", "--role", "sales", "--password-stdin", *db], input="short\n")
+    assert short.exit_code != 0 and "at least 10" in short.output
+    listed = runner.invoke(app, ["users", "list", "--json", *db])
+    assert [(u["name"], u["role"]) for u in json.loads(listed.output)] == [("ana.ruiz", "marketing")]
+    assert PASSWORD not in listed.output
