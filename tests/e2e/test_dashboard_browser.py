@@ -157,3 +157,16 @@ def test_the_model_page_opens_for_an_admin_and_is_refused_to_a_sales_rep(page: A
     assert page.get_by_role("heading", name="Not allowed").is_visible()
     assert "Your role (sales) may not open this page" in page.get_by_role("alert").inner_text()
     shot(page, "refused")
+
+
+def test_the_lead_page_opens_from_the_queue(page: Any, server: Server) -> None:
+    sign_in(page, server, "ana")
+    page.goto(f"{server.url}/app/queue")
+    link = page.locator("tr[data-row] a").first
+    name = link.inner_text()
+    link.click()
+    page.wait_for_url(re.compile(r"/app/leads/\d+"))
+    assert page.get_by_role("heading", level=1).inner_text() == name
+    assert page.get_by_role("img", name=re.compile("Engagement from")).is_visible()
+    assert "fast-track: demo_request" in page.get_by_role("table").first.inner_text()
+    shot(page, "lead")

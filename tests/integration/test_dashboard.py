@@ -199,3 +199,23 @@ def test_users_are_added_and_listed_on_the_command_line(tmp_path: object) -> Non
     listed = runner.invoke(app, ["users", "list", "--json", *db])
     assert [(u["name"], u["role"]) for u in json.loads(listed.output)] == [("ana.ruiz", "marketing")]
     assert PASSWORD not in listed.output
+
+
+def test_the_lead_page_explains_the_scores_and_draws_them_over_time(client: TestClient, workspace: Workspace) -> None:
+    from qualify.service.queries import engagement_over_time, lead_profile
+
+    sign_in(client, "ana")
+    queue = client.get("/app/queue")
+    lead_id = int(re.findall(r'href="/app/leads/(\d+)"', queue.text)[0])
+    page = client.get(f"/app/leads/{lead_id}")
+    assert page.status_code == 200
+    with workspace.unit_of_work(read_only=True) as uow:
+        profile = lead_profile(uow, f"#{lead_id}")
+        series = engagement_over_time(uow, lead_id, now=profile.scores["as_of"])
+    assert abs(series[-1][1] - profile.scores["engagement"]) < 0.01  # the chart ends at today's score
+    assert series[0][1] <= series[-1][1] and len(series) == 60
+    for contribution in (*profile.fit_explanation, *profile.engagement_explanation):
+        assert contribution.render().replace("'", "&#39;") in page.text
+    assert "fast-track: demo_request" in page.text and "<polyline points=" in page.text
+    assert "page 1 of 1" in page.text and f"Events ({profile.events_total})" in page.text
+    assert client.get("/app/leads/999999").status_code == 404

@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, select
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
-from qualify.domain.engagement import Award, AwardedEvent, explain_engagement
+from qualify.domain.engagement import Award, AwardedEvent, decay_factor, explain_engagement
 from qualify.domain.errors import NotFound
 from qualify.domain.explain import Contribution
 from qualify.domain.fit import profile_values, score_fit
@@ -391,3 +391,31 @@ def _sla_outcome(stage_now: str, due: datetime, moves: list[tuple[str, datetime,
     if left_at > due:
         return "breached"
     return "met" if actor == Actor.USER else "stopped"
+
+
+def engagement_over_time(
+    uow: UnitOfWork, lead_id: int, *, points: int = 60, now: datetime | None = None
+) -> list[tuple[datetime, float]]:
+    """The lead's engagement at `points` instants from its creation to `now`: its stored awards,
+    each decayed with its rule's half-life (the score-over-time chart of the lead page)."""
+    now = now or utcnow()
+    conn = uow.connection
+    leads, events = schema.leads, schema.events
+    created = conn.execute(select(leads.c.created_at).where(leads.c.id == lead_id)).scalar()
+    if created is None:
+        raise NotFound(f"no lead #{lead_id}")
+    half_lives = {rule.name: rule.half_life_days for rule in uow.active_model().engagement_rules}
+    awards = [
+        (occurred.timestamp(), float(points_), half_lives.get(rule))
+        for occurred, stored in conn.execute(
+            select(events.c.occurred_at, events.c.awards).where(events.c.lead_id == lead_id)
+        )
+        for rule, points_ in (stored or [])
+    ]
+    start, end = created.timestamp(), max(now.timestamp(), created.timestamp() + 1)
+    out = []
+    for i in range(points):
+        at = start + (end - start) * i / (points - 1)
+        value = sum(p * decay_factor(at - t, h) for t, p, h in awards if t <= at)
+        out.append((datetime.fromtimestamp(at, now.tzinfo), round(value, 2)))
+    return out

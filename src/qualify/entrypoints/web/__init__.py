@@ -263,6 +263,54 @@ def queue_action(
     return HTMLResponse(html, status_code=422 if error else 200)
 
 
+# --- lead -------------------------------------------------------------------------------------------
+
+TIMELINE_PAGE = 20
+
+
+@router.get("/leads/{lead_id}")
+def lead_page(request: Request, lead_id: int, who: SignedIn, page: int = 1) -> HTMLResponse:
+    from qualify.service.queries import engagement_over_time, lead_profile
+
+    page = max(page, 1)
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        profile = lead_profile(
+            uow, f"#{lead_id}", timeline_limit=TIMELINE_PAGE, timeline_offset=(page - 1) * TIMELINE_PAGE
+        )
+        series = engagement_over_time(uow, lead_id)
+    return _page(
+        "lead.html",
+        request,
+        profile=profile,
+        chart=_line_chart(series, [h for h in profile.history if h["to"] in ("mql", "sql")]),
+        page=page,
+        pages=max(1, -(-profile.events_total // TIMELINE_PAGE)),
+    )
+
+
+def _line_chart(series: list[tuple[datetime, float]], marks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Coordinates of an SVG line (640 × 160) for a score over time, with the MQL/SQL entries marked."""
+    if not series:
+        return {"points": "", "marks": [], "peak": 0, "start": "", "end": ""}
+    start, end = series[0][0].timestamp(), series[-1][0].timestamp()
+    span = max(end - start, 1.0)
+    peak = max(value for _, value in series) or 1.0
+
+    def x(moment: datetime) -> float:
+        return round(40 + 590 * (moment.timestamp() - start) / span, 1)
+
+    def y(value: float) -> float:
+        return round(150 - 130 * value / peak, 1)
+
+    return {
+        "points": " ".join(f"{x(t)},{y(v)}" for t, v in series),
+        "marks": [{"x": x(m["at"]), "label": m["to"], "at": m["at"]} for m in marks if series[0][0] <= m["at"]],
+        "peak": round(peak, 1),
+        "start": series[0][0].date().isoformat(),
+        "end": series[-1][0].date().isoformat(),
+    }
+
+
 # --- model ------------------------------------------------------------------------------------------
 
 
