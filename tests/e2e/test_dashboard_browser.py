@@ -147,6 +147,10 @@ def test_the_model_page_opens_for_an_admin_and_is_refused_to_a_sales_rep(page: A
     page.wait_for_url(re.compile(r"/app/model"))
     assert "policy:" in page.locator("pre.yaml").inner_text()
     shot(page, "model")
+    page.get_by_role("link", name="Insights").click()
+    page.wait_for_url(re.compile(r"/app/insights"))
+    assert page.get_by_role("heading", name="Why sales rejected MQLs").is_visible()
+    shot(page, "insights")
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile(r"/app/login"))
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tests.dashboard_world import PASSWORD, world
 
 from qualify.adapters import schema
@@ -219,3 +219,36 @@ def test_the_lead_page_explains_the_scores_and_draws_them_over_time(client: Test
     assert "fast-track: demo_request" in page.text and "<polyline points=" in page.text
     assert "page 1 of 1" in page.text and f"Events ({profile.events_total})" in page.text
     assert client.get("/app/leads/999999").status_code == 404
+
+
+def test_the_funnel_filters_by_owner_source_channel_and_persona(client: TestClient, workspace: Workspace) -> None:
+    sign_in(client, "ana")
+    with workspace.unit_of_work(read_only=True) as uow:
+        owners = dict(
+            uow.connection.execute(select(schema.leads.c.owner, func.count()).group_by(schema.leads.c.owner)).all()
+        )
+        mine = funnel(uow, where={"owner": "sam.rivera"})
+        with pytest.raises(InvalidInput, match="cannot filter leads by 'title'"):
+            funnel(uow, where={"title": "VP"})
+    assert mine.total_leads == owners["sam.rivera"] < sum(owners.values())
+    page = client.get("/app/funnel", params={"owner": "sam.rivera"})
+    assert f'data-stage="mql">{mine.reached["mql"]}<' in page.text
+    assert '<option value="sam.rivera" selected>' in page.text
+    nobody = client.get("/app/funnel", params={"source": "no such source"})
+    assert 'data-stage="lead">0<' in nobody.text
+
+
+def test_insights_show_sources_and_rejection_reasons_and_are_closed_to_sales(
+    client: TestClient, workspace: Workspace
+) -> None:
+    sign_in(client, "ana")
+    queue = client.get("/app/queue")
+    lead_id = re.findall(r'action="/app/queue/(\d+)/accept"', queue.text)[0]
+    client.post(f"/app/queue/{lead_id}/reject", data={"csrf": token(queue.text), "reason": "no_budget"})
+    page = client.get("/app/insights")
+    assert page.status_code == 200
+    assert 'data-reason="no_budget"' in page.text and "Sources: MQLs" in page.text
+    assert "No item has enough MQLs yet" in page.text  # 8 MQLs, under the support of 20
+    client.post("/app/logout", data={"csrf": token(page.text)})
+    sign_in(client, "sam.rivera")
+    assert client.get("/app/insights").status_code == 403

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,7 @@ from sqlalchemy import ColumnElement, select
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.engagement import Award, AwardedEvent, decay_factor, explain_engagement
-from qualify.domain.errors import NotFound
+from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.explain import Contribution
 from qualify.domain.fit import profile_values, score_fit
 from qualify.domain.lifecycle import FUNNEL, Actor, Stage
@@ -193,15 +194,13 @@ def funnel(
     created_from: datetime | None = None,
     created_to: datetime | None = None,
     now: datetime | None = None,
+    where: Mapping[str, str] | None = None,
 ) -> FunnelReport:
-    """The funnel of leads created in [created_from, created_to) (all leads by default), as of `now`."""
+    """The funnel of leads created in [created_from, created_to) (all leads by default), as of `now`;
+    `where` keeps only the leads whose `source`, `channel`, `persona` or `owner` is the value given."""
     conn = uow.connection
     leads, history = schema.leads, schema.stage_history
-    lead_query = select(leads.c.id, leads.c.stage)
-    if created_from:
-        lead_query = lead_query.where(leads.c.created_at >= created_from)
-    if created_to:
-        lead_query = lead_query.where(leads.c.created_at < created_to)
+    lead_query = select(leads.c.id, leads.c.stage).where(*lead_filters(created_from, created_to, where))
     stage_of = {row.id: row.stage for row in conn.execute(lead_query)}
     current = Counter(stage_of.values())
     entries: dict[int, list[tuple[str, datetime, str | None, str]]] = defaultdict(list)
@@ -277,7 +276,7 @@ def funnel(
         recycled=dict(recycled) | dict(automatic),
         reasons={k: dict(v.most_common()) for k, v in reasons.items()},
         acceptance=_acceptance(decisions, decision_hours),
-        sla=sla_compliance(uow, created_from=created_from, created_to=created_to, now=now or utcnow()),
+        sla=sla_compliance(uow, created_from=created_from, created_to=created_to, now=now or utcnow(), where=where),
     )
 
 
@@ -333,8 +332,33 @@ def percentile(values: list[float], q: float) -> float:
 SLA_OUTCOMES = ("met", "breached", "open", "stopped")
 
 
+FILTERS = ("source", "channel", "persona", "owner")
+
+
+def lead_filters(
+    created_from: datetime | None, created_to: datetime | None, where: Mapping[str, str] | None
+) -> list[ColumnElement[bool]]:
+    """Conditions on leads: created in [created_from, created_to), and equal to `where`'s values."""
+    leads = schema.leads
+    out: list[ColumnElement[bool]] = []
+    if created_from:
+        out.append(leads.c.created_at >= created_from)
+    if created_to:
+        out.append(leads.c.created_at < created_to)
+    for name, value in (where or {}).items():
+        if name not in FILTERS:
+            raise InvalidInput(f"cannot filter leads by {name!r}; expected one of: {', '.join(FILTERS)}", field=name)
+        out.append(leads.c[name] == value)
+    return out
+
+
 def sla_compliance(
-    uow: UnitOfWork, *, now: datetime, created_from: datetime | None = None, created_to: datetime | None = None
+    uow: UnitOfWork,
+    *,
+    now: datetime,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    where: Mapping[str, str] | None = None,
 ) -> dict[str, int | float | None]:
     """How the SLA clocks of the leads created in [created_from, created_to) ended, as of `now`.
 
@@ -351,11 +375,7 @@ def sla_compliance(
     `compliance` is met / (met + breached), or None when no clock has ended either way.
     """
     leads, history = schema.leads, schema.stage_history
-    clocked: list[ColumnElement[bool]] = [leads.c.sla_due_at.is_not(None)]
-    if created_from:
-        clocked.append(leads.c.created_at >= created_from)
-    if created_to:
-        clocked.append(leads.c.created_at < created_to)
+    clocked = [leads.c.sla_due_at.is_not(None), *lead_filters(created_from, created_to, where)]
     clocks = {row.id: (row.stage, row.sla_due_at) for row in uow.connection.execute(
         select(leads.c.id, leads.c.stage, leads.c.sla_due_at).where(*clocked)
     )}  # fmt: skip

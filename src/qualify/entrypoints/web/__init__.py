@@ -176,15 +176,33 @@ def _day(text: str | None) -> datetime | None:
 
 
 @router.get("/funnel")
-def funnel_page(request: Request, who: SignedIn, start: str | None = None, end: str | None = None) -> HTMLResponse:
-    from qualify.service.queries import funnel
+def funnel_page(
+    request: Request,
+    who: SignedIn,
+    start: str | None = None,
+    end: str | None = None,
+    source: str | None = None,
+    channel: str | None = None,
+    persona: str | None = None,
+    owner: str | None = None,
+) -> HTMLResponse:
+    from qualify.service.queries import FILTERS, funnel, lead_filters
 
     created_from, created_to = _day(start), _day(end)
+    until = created_to + timedelta(days=1) if created_to else None
+    chosen = {name: value for name, value in zip(FILTERS, (source, channel, persona, owner), strict=True) if value}
+    leads = schema.leads
     with _workspace(request).unit_of_work(read_only=True) as uow:
-        report = funnel(
-            uow, created_from=created_from, created_to=created_to + timedelta(days=1) if created_to else None
-        )
-        weekly = _weekly_entries(uow, created_from, created_to)
+        report = funnel(uow, created_from=created_from, created_to=until, where=chosen)
+        weekly = _weekly_entries(uow, lead_filters(created_from, until, chosen))
+        choices = {
+            name: [
+                v
+                for v in uow.connection.execute(select(leads.c[name]).distinct().order_by(leads.c[name])).scalars()
+                if v
+            ]
+            for name in FILTERS
+        }
     reached = [(stage.value, report.reached.get(stage.value, 0)) for stage in FUNNEL]
     widest = max((count for _, count in reached), default=0) or 1
     return _page(
@@ -196,17 +214,19 @@ def funnel_page(request: Request, who: SignedIn, start: str | None = None, end: 
         weekly=weekly,
         start=start or "",
         end=end or "",
+        choices=choices,
+        chosen=chosen,
     )
 
 
-def _weekly_entries(uow: Any, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
-    """New MQLs and SQLs per ISO week (the last 12 weeks of the period)."""
-    h = schema.stage_history
-    query = select(h.c.to_stage, h.c.at).where(h.c.to_stage.in_(("mql", "sql")))
-    if start:
-        query = query.where(h.c.at >= start)
-    if end:
-        query = query.where(h.c.at < end + timedelta(days=1))
+def _weekly_entries(uow: Any, conditions: list[Any]) -> list[dict[str, Any]]:
+    """New MQLs and SQLs per ISO week of the leads the conditions keep (the last 12 weeks)."""
+    h, leads = schema.stage_history, schema.leads
+    query = (
+        select(h.c.to_stage, h.c.at)
+        .select_from(h.join(leads, leads.c.id == h.c.lead_id))
+        .where(h.c.to_stage.in_(("mql", "sql")), *conditions)
+    )
     weeks: dict[str, dict[str, int]] = {}
     for stage, at in uow.connection.execute(query):
         monday = (at - timedelta(days=at.weekday())).date().isoformat()
@@ -309,6 +329,49 @@ def _line_chart(series: list[tuple[datetime, float]], marks: list[dict[str, Any]
         "start": series[0][0].date().isoformat(),
         "end": series[-1][0].date().isoformat(),
     }
+
+
+# --- insights ---------------------------------------------------------------------------------------
+
+
+@router.get("/insights")
+def insights_page(request: Request, who: Manager) -> HTMLResponse:
+    """Content influence among MQLs, sources with sales' acceptance, and rejection reasons: one query
+    each on the batch side (the store's tables on PostgreSQL, else a Parquet export made for it)."""
+    from qualify.analytics.reports import content_influence, sources_report
+    from qualify.service.batch_scoring import on_engine
+    from qualify.service.queries import funnel
+
+    workspace = _workspace(request)
+    engine = "postgres" if workspace.settings.database_url.startswith("postgresql") else "duckdb"
+
+    def read(sources: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return content_influence(sources, target="customer", among="mql"), sources_report(sources, "source")
+
+    content, by_source = on_engine(workspace, engine, None, read)
+    with workspace.unit_of_work(read_only=True) as uow:
+        report = funnel(uow)
+    items = content["items"][:12]
+    top = max((item["lift"] or 0 for item in items), default=0) or 1
+    rejections = sorted(
+        (
+            (reason, count)
+            for move, counted in report.reasons.items()
+            if move == "mql->nurture"
+            for reason, count in counted.items()
+        ),
+        key=lambda pair: -pair[1],
+    )
+    return _page(
+        "insights.html",
+        request,
+        content=content,
+        items=items,
+        top=top,
+        sources=by_source,
+        rejections=rejections,
+        acceptance=report.acceptance,
+    )
 
 
 # --- model ------------------------------------------------------------------------------------------
