@@ -252,3 +252,26 @@ def test_insights_show_sources_and_rejection_reasons_and_are_closed_to_sales(
     client.post("/app/logout", data={"csrf": token(page.text)})
     sign_in(client, "sam.rivera")
     assert client.get("/app/insights").status_code == 403
+
+
+def test_the_model_editor_validates_a_candidate_and_backtests_it(client: TestClient, workspace: Workspace) -> None:
+    from qualify.domain.model_loader import default_model_text
+
+    sign_in(client, "ana")
+    page = client.get("/app/model")
+    csrf = token(page.text)
+    assert "Candidate YAML" in page.text and "thresholds: {A: 25, B: 40, C: 70}" in page.text
+    good = default_model_text().replace("thresholds: {A: 25, B: 40, C: 70}", "thresholds: {A: 60, B: 80, C: 95}")
+    valid = client.post("/app/model/validate", data={"csrf": csrf, "document": good})
+    assert valid.status_code == 200 and "Valid: default" in valid.text
+    bad = good.replace("thresholds: {A: 60", "thresholds: {A: lots")
+    invalid = client.post("/app/model/validate", data={"csrf": csrf, "document": bad})
+    assert invalid.status_code == 422 and "policy.mql.thresholds.A" in invalid.text and "line 147" in invalid.text
+    assert client.post("/app/model/validate", data={"csrf": "forged", "document": good}).status_code == 403
+    compared = client.post("/app/model/backtest", data={"csrf": csrf, "document": good})
+    assert compared.status_code == 200
+    mqls = dict(re.findall(r'data-backtest="(\w+)-mqls">(\d+)<', compared.text))
+    assert int(mqls["against"]) == 8 and int(mqls["candidate"]) == 8  # demo requests fast-track whatever the thresholds
+    client.post("/app/logout", data={"csrf": csrf})
+    sign_in(client, "sam.rivera")
+    assert client.post("/app/model/validate", data={"csrf": "x", "document": good}).status_code == 403

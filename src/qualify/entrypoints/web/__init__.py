@@ -387,6 +387,49 @@ def model_page(request: Request, who: Manager) -> HTMLResponse:
     return _page("model.html", request, version=version, document=document, versions=versions)
 
 
+def _checked_model(document: str) -> tuple[Any, list[dict[str, object]]]:
+    from qualify.domain.errors import ModelError
+    from qualify.domain.model_loader import load_model
+
+    try:
+        return load_model(document, "candidate"), []
+    except ModelError as error:
+        return None, [problem.as_dict() for problem in error.problems]
+
+
+@router.post("/model/validate")
+def model_validate(
+    who: Manager, document: Annotated[str, Form()] = "", csrf: Annotated[str, Form()] = ""
+) -> HTMLResponse:
+    """The candidate's problems (line, field, message), or its version: the editor asks as you type."""
+    _checked(who, csrf)
+    model, problems = _checked_model(document)
+    html = templates.get_template("_validation.html").render(model=model, problems=problems)
+    return HTMLResponse(html, status_code=200 if model else 422)
+
+
+@router.post("/model/backtest")
+def model_backtest(
+    request: Request, who: Manager, document: Annotated[str, Form()] = "", csrf: Annotated[str, Form()] = ""
+) -> HTMLResponse:
+    """Replay the history under the candidate and the active model, and compare (qualify backtest)."""
+    from qualify.service.backtest import backtest
+
+    _checked(who, csrf)
+    model, problems = _checked_model(document)
+    if model is None:
+        html = templates.get_template("_validation.html").render(model=None, problems=problems)
+        return HTMLResponse(html, status_code=422)
+    workspace = _workspace(request)
+    with workspace.unit_of_work(read_only=True) as uow:
+        active = uow.active_model()
+    try:
+        report = backtest(workspace, model, active, changes=10).as_dict()
+    except QualifyError as problem:
+        return HTMLResponse(f'<p class="error" role="alert">{problem}</p>', status_code=422)
+    return HTMLResponse(templates.get_template("_backtest.html").render(report=report))
+
+
 def install_dashboard(app: FastAPI) -> None:
     """Mount the dashboard's pages and static files on `app`."""
     app.include_router(router)

@@ -27,3 +27,26 @@ document.addEventListener("submit", async (event) => {
     alert("The action could not be sent: " + problem);
   }
 });
+
+// The model editor: the candidate is checked as you type (after a pause), and the backtest form
+// posts in place.
+const editor = document.getElementById("editor");
+if (editor) {
+  const text = editor.querySelector("textarea");
+  const status = document.getElementById("validation");
+  let timer = null;
+  const check = async () => {
+    const body = new FormData(editor);
+    const answer = await fetch(editor.dataset.validate, { method: "POST", body, headers: { "X-Requested-With": "fetch" } });
+    status.innerHTML = await answer.text();
+  };
+  text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 300); });
+  editor.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const target = document.getElementById("backtest");
+    target.innerHTML = "<p role=\"status\">Replaying the history under both models…</p>";
+    const answer = await fetch(editor.action, { method: "POST", body: new FormData(editor), headers: { "X-Requested-With": "fetch" } });
+    target.innerHTML = await answer.text();
+  });
+  check();
+}
