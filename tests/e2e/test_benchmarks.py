@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
         # The smallest demo world that `train` takes with room to spare: 327 rows, 38 positive
         # (400 leads give exactly the 200 rows it needs at least).
         ["benchmarks/predictive.py", "--only", "demo", "--demo-leads", "600"],
+        ["benchmarks/dashboard.py", "--leads", "400", "--repeat", "1"],
     ],
-    ids=["ingest", "batch_scoring", "predictive_demo"],
+    ids=["ingest", "batch_scoring", "predictive_demo", "dashboard"],
 )
 def test_the_benchmark_runs_at_a_tiny_size(args: list[str]) -> None:
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
