@@ -275,3 +275,24 @@ def test_the_model_editor_validates_a_candidate_and_backtests_it(client: TestCli
     client.post("/app/logout", data={"csrf": csrf})
     sign_in(client, "sam.rivera")
     assert client.post("/app/model/validate", data={"csrf": "x", "document": good}).status_code == 403
+
+
+def test_the_demo_makes_dashboard_users_who_can_sign_in(tmp_path: object) -> None:
+    from typer.testing import CliRunner
+
+    from qualify.entrypoints.cli import app
+    from qualify.service.unit_of_work import open_workspace
+    from qualify.settings import Settings
+
+    db = f"sqlite:///{tmp_path}/demo.db"
+    built = CliRunner().invoke(app, ["demo", "--db", db, "--leads", "40", "--days", "20", "--json"])
+    assert built.exit_code == 0, built.output
+    dashboard = json.loads(built.output)["dashboard"]
+    assert dashboard["url"] == "http://127.0.0.1:8000/app/" and "sam.rivera" in dashboard["sales"]
+    workspace = open_workspace(Settings(database_url=db))
+    try:
+        with TestClient(create_app(workspace=workspace)) as client:
+            assert sign_in(client, "demo", dashboard["password"]).status_code == 303  # type: ignore[attr-defined]
+            assert client.get("/app/model").status_code == 200
+    finally:
+        workspace.close()

@@ -1,7 +1,7 @@
 """Commands that make a workspace: init, and demo (a workspace with a synthetic world in it)."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -63,9 +63,12 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed builds the same world.")] = 7,
     leads: Annotated[int, typer.Option(min=10, max=1_000_000, help="How many leads.")] = 2000,
     days: Annotated[int, typer.Option(min=7, max=3650, help="How many days of history, ending today.")] = 180,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Then serve the dashboard on it (port 8000) until interrupted.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Build a realistic synthetic B2B world, score it, and print its funnel."""
+    """Build a realistic synthetic B2B world, score it, print its funnel and the dashboard's sign-ins."""
     from qualify.demo.world import build_demo
     from qualify.service.models import activate_model
     from qualify.service.queries import funnel
@@ -78,8 +81,12 @@ def demo(
             summary = build_demo(workspace, seed=seed, leads=leads, days=days, progress=progress)
         with workspace.unit_of_work() as uow:
             report = funnel(uow)
+            people = _demo_users(uow)
+    dashboard = {"url": "http://127.0.0.1:8000/app/", **people}
     if as_json:
-        _print_json({"demo": summary.as_dict(), "funnel": report.as_dict(), "database_url": db})
+        _print_json({"demo": summary.as_dict(), "funnel": report.as_dict(), "database_url": db, "dashboard": dashboard})
+        if serve:
+            _serve_demo(db, dashboard["url"])
         return
     out.print(
         f"Demo world in {db}: {summary.accounts:,} accounts, {summary.leads:,} leads, {summary.events:,} events, "
@@ -89,6 +96,49 @@ def demo(
     out.print(
         "Next: [bold]qualify leads --db " + db + " --stage mql[/] or [bold]qualify lead --db " + db + " <email>[/]"
     )
+    out.print(
+        f"Dashboard: [bold]qualify serve --db {db}[/], open {dashboard['url']} and sign in as "
+        f"{people['admin']} (admin) or a sales rep such as {people['sales'][0]}, password {people['password']}",
+        highlight=False,
+    )
+    if serve:
+        _serve_demo(db, dashboard["url"])
+
+
+def _demo_users(uow: Any) -> dict[str, Any]:
+    """An admin and the model's sales reps as dashboard users, all with one fresh password."""
+    import secrets
+
+    from qualify.domain.errors import Conflict
+    from qualify.service.users import add_user
+
+    password = secrets.token_urlsafe(9)
+    handoff = uow.active_model().handoff
+    reps = [rep.name for team in (handoff.teams if handoff else ()) for rep in team.reps]
+    kept = []
+    for name, role in [("demo", "admin"), *((rep, "sales") for rep in reps)]:
+        try:
+            add_user(uow, name, role, password, by="demo")
+        except Conflict:  # a demo added to a PostgreSQL database that had one: its users stay as they were
+            kept.append(name)
+    return {"admin": "demo", "sales": reps, "password": password, "existing_users_kept": kept}
+
+
+def _serve_demo(db: str, url: str) -> None:
+    """Serve the workspace (API and dashboard) until interrupted; open a browser only where there is a display."""
+    import os
+    import threading
+    import webbrowser
+
+    import uvicorn
+
+    from qualify.entrypoints.api.app import create_app
+    from qualify.settings import Settings
+
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        threading.Timer(1.5, webbrowser.open, args=(url,)).start()
+    out.print(f"Serving the dashboard at {url} (Ctrl+C stops it).")
+    uvicorn.run(create_app(Settings(database_url=db)), host="127.0.0.1", port=8000, log_level="warning")
 
 
 def _reset_sqlite(url: str) -> None:
