@@ -171,12 +171,31 @@ def test_a_sales_rep_sees_their_own_mqls_and_cannot_open_the_model(client: TestC
     assert theirs.status_code == 403
 
 
-def test_signing_out_ends_the_session(client: TestClient) -> None:
+def test_signing_out_ends_the_session_even_for_a_copy_of_the_cookie(client: TestClient) -> None:
     sign_in(client, "ana")
+    copied = client.cookies.get(sessions.COOKIE)
     page = client.get("/app/funnel")
     out = client.post("/app/logout", data={"csrf": token(page.text)}, follow_redirects=False)
     assert out.status_code == 303 and out.headers["location"] == "/app/login"
     assert client.get("/app/funnel", follow_redirects=False).status_code == 303
+    client.cookies.set(sessions.COOKIE, copied, path="/app")
+    assert client.get("/app/funnel", follow_redirects=False).status_code == 303  # replayed: no session
+    client.cookies.clear()
+    sign_in(client, "ana")
+    assert client.get("/app/funnel", follow_redirects=False).status_code == 200
+
+
+def test_odd_input_gets_an_answer_not_a_crash(client: TestClient) -> None:
+    sign_in(client, "ana")
+    csrf = token(client.get("/app/queue").text)
+    inplace = {"X-Requested-With": "fetch"}
+    assert client.post("/app/queue/999999/accept", data={"csrf": csrf}, headers=inplace).status_code == 404
+    assert client.post(f"/app/queue/{10**19}/accept", data={"csrf": csrf}, headers=inplace).status_code == 422
+    assert client.get(f"/app/leads/{10**19}").status_code == 422
+    assert client.get("/app/leads/1", params={"page": 10**19}).status_code == 422
+    for end in ("9999-12-31", "garbage", "2024-13-45"):
+        assert client.get("/app/funnel", params={"end": end}).status_code == 200
+    assert client.get("/app/funnel", params={"start": "2024-01-01T00:00+05:00"}).status_code == 200
 
 
 def test_users_are_added_and_listed_on_the_command_line(tmp_path: object) -> None:

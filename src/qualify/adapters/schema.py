@@ -235,6 +235,8 @@ users = Table(
     Column("password_hash", String(300), nullable=False),  # scrypt, with its parameters and salt
     Column("created_at", UTCDateTime(), nullable=False),
     Column("disabled_at", UTCDateTime()),
+    # Sessions carry the epoch they were made in; signing out moves it on, ending them all.
+    Column("session_epoch", Integer, nullable=False, default=0, server_default="0"),
 )
 
 # Values a workspace keeps for itself, e.g. the key that signs dashboard sessions when the

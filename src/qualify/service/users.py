@@ -13,8 +13,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from qualify.adapters import schema
@@ -35,6 +36,7 @@ class User:
     role: str
     created_at: datetime
     disabled_at: datetime | None = None
+    session_epoch: int = 0
 
     @property
     def sees_every_lead(self) -> bool:
@@ -89,20 +91,25 @@ def add_user(uow: UnitOfWork, name: str, role: str, password: str, *, by: str = 
     return User(user_id, name, role, now)
 
 
-def list_users(uow: UnitOfWork) -> list[User]:
+def _columns() -> tuple[Any, ...]:
     t = schema.users
-    rows = uow.connection.execute(
-        select(t.c.id, t.c.name, t.c.role, t.c.created_at, t.c.disabled_at).order_by(t.c.name)
-    )
+    return (t.c.id, t.c.name, t.c.role, t.c.created_at, t.c.disabled_at, t.c.session_epoch)
+
+
+def list_users(uow: UnitOfWork) -> list[User]:
+    rows = uow.connection.execute(select(*_columns()).order_by(schema.users.c.name))
     return [User(*row) for row in rows]
 
 
 def find_user(uow: UnitOfWork, user_id: int) -> User | None:
-    t = schema.users
-    row = uow.connection.execute(
-        select(t.c.id, t.c.name, t.c.role, t.c.created_at, t.c.disabled_at).where(t.c.id == user_id)
-    ).first()
+    row = uow.connection.execute(select(*_columns()).where(schema.users.c.id == user_id)).first()
     return User(*row) if row is not None and row.disabled_at is None else None
+
+
+def end_sessions(uow: UnitOfWork, user_id: int) -> None:
+    """Sign the user out everywhere: every session made before now stops being accepted."""
+    t = schema.users
+    uow.connection.execute(update(t).where(t.c.id == user_id).values(session_epoch=t.c.session_epoch + 1))
 
 
 def authenticate(uow: UnitOfWork, name: str, password: str) -> User | None:
@@ -114,7 +121,7 @@ def authenticate(uow: UnitOfWork, name: str, password: str) -> User | None:
         return None
     if not verify_password(password, row.password_hash) or row.disabled_at is not None:
         return None
-    return User(row.id, row.name, row.role, row.created_at, row.disabled_at)
+    return User(row.id, row.name, row.role, row.created_at, row.disabled_at, row.session_epoch)
 
 
 def session_secret(uow: UnitOfWork, configured: str | None) -> bytes:

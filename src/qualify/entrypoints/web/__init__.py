@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from html import escape
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -28,7 +29,7 @@ from qualify.entrypoints.web import session as sessions
 from qualify.service import users as accounts
 from qualify.service.unit_of_work import Workspace, utcnow
 
-HERE = Path(__file__).parent
+HERE = FilePath(__file__).parent
 QUEUE_SIZE = 50
 templates = Environment(loader=PackageLoader("qualify.entrypoints.web", "templates"), autoescape=select_autoescape())
 
@@ -67,7 +68,7 @@ def signed_in(request: Request) -> tuple[accounts.User, sessions.Session]:
         raise SignInNeeded
     with _workspace(request).unit_of_work(read_only=True) as uow:
         user = accounts.find_user(uow, found.user_id)
-    if user is None:
+    if user is None or user.session_epoch != found.epoch:
         raise SignInNeeded
     request.state.user, request.state.session = user, found
     return user, found
@@ -113,6 +114,7 @@ def _set_cookie(request: Request, response: Response, found: sessions.Session) -
 
 
 router = APIRouter(prefix="/app", include_in_schema=False)
+LeadId = Annotated[int, Path(ge=1, le=2**62)]
 
 
 @router.get("")
@@ -146,13 +148,15 @@ def login(
         request.state.session = found
         return _page("login.html", request, status=401, next=_local(next), error="Wrong name or password.")
     response = RedirectResponse(_local(next), status_code=303)
-    _set_cookie(request, response, sessions.new_session(user.id))  # a new token: no fixation
+    _set_cookie(request, response, sessions.new_session(user.id, user.session_epoch))  # a new token: no fixation
     return response
 
 
 @router.post("/logout")
-def logout(who: SignedIn, csrf: Annotated[str, Form()] = "") -> RedirectResponse:
-    _checked(who, csrf)
+def logout(request: Request, who: SignedIn, csrf: Annotated[str, Form()] = "") -> RedirectResponse:
+    user = _checked(who, csrf)
+    with _workspace(request).unit_of_work() as uow:
+        accounts.end_sessions(uow, user.id)
     response = RedirectResponse("/app/login", status_code=303)
     response.delete_cookie(sessions.COOKIE, path="/app")
     return response
@@ -167,12 +171,14 @@ def _local(target: str) -> str:
 
 
 def _day(text: str | None) -> datetime | None:
+    """A day from a date field (`YYYY-MM-DD`, UTC); None when empty, not a date, or out of range."""
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+        day = datetime.fromisoformat(text[:10]).replace(tzinfo=UTC)
     except ValueError:
         return None
+    return day if day.year < 9999 else None
 
 
 @router.get("/funnel")
@@ -250,7 +256,7 @@ def queue_page(request: Request, who: SignedIn) -> HTMLResponse:
 @router.post("/queue/{lead_id}/{action}")
 def queue_action(
     request: Request,
-    lead_id: int,
+    lead_id: LeadId,
     action: str,
     who: SignedIn,
     csrf: Annotated[str, Form()] = "",
@@ -266,8 +272,12 @@ def queue_action(
     inplace = request.headers.get("x-requested-with") == "fetch"
     error = None
     with _workspace(request).unit_of_work() as uow:
-        owner = uow.connection.execute(select(schema.leads.c.owner).where(schema.leads.c.id == lead_id)).scalar()
-        if not user.sees_every_lead and owner != user.name:
+        found = uow.connection.execute(
+            select(schema.leads.c.owner).where(schema.leads.c.id == lead_id, schema.leads.c.erased_at.is_(None))
+        ).first()
+        if found is None:
+            return HTMLResponse("no such lead", status_code=404)
+        if not user.sees_every_lead and found.owner != user.name:
             raise Refused
         try:
             apply_stage_action(uow, f"#{lead_id}", action, by=user.name, reason=reason or None, note=note or None)
@@ -289,7 +299,9 @@ TIMELINE_PAGE = 20
 
 
 @router.get("/leads/{lead_id}")
-def lead_page(request: Request, lead_id: int, who: SignedIn, page: int = 1) -> HTMLResponse:
+def lead_page(
+    request: Request, lead_id: LeadId, who: SignedIn, page: Annotated[int, Query(le=1_000_000)] = 1
+) -> HTMLResponse:
     from qualify.service.queries import engagement_over_time, lead_profile
 
     page = max(page, 1)
@@ -426,7 +438,7 @@ def model_backtest(
     try:
         report = backtest(workspace, model, active, changes=10).as_dict()
     except QualifyError as problem:
-        return HTMLResponse(f'<p class="error" role="alert">{problem}</p>', status_code=422)
+        return HTMLResponse(f'<p class="error" role="alert">{escape(str(problem))}</p>', status_code=422)
     return HTMLResponse(templates.get_template("_backtest.html").render(report=report))
 
 

@@ -1,7 +1,8 @@
 """Signed session cookies and CSRF tokens for the dashboard.
 
 A session is `base64url(json) . base64url(HMAC-SHA256)` over the user's id, a CSRF token and an
-expiry, signed with the workspace's session key; the cookie is HttpOnly and SameSite=Lax (and
+expiry, signed with the workspace's session key, and the user's session epoch (signing out moves the epoch
+on, so every copy of the cookie stops working, not only the browser's); the cookie is HttpOnly and SameSite=Lax (and
 Secure over HTTPS). Every form posts the session's CSRF token; a request whose token does not
 match is refused. Before sign-in, a short-lived pre-session carries the login form's token.
 """
@@ -27,6 +28,7 @@ class Session:
     user_id: int | None  # None: a pre-session (the login form's)
     csrf: str
     expires: float
+    epoch: int = 0  # the user's session epoch when it was made (signing out moves it on)
 
 
 def _encode(data: bytes) -> str:
@@ -38,7 +40,8 @@ def _decode(text: str) -> bytes:
 
 
 def sign(session: Session, key: bytes) -> str:
-    body = _encode(json.dumps({"u": session.user_id, "c": session.csrf, "e": session.expires}).encode())
+    fields = {"u": session.user_id, "c": session.csrf, "e": session.expires, "g": session.epoch}
+    body = _encode(json.dumps(fields).encode())
     mac = hmac.new(key, body.encode(), hashlib.sha256).digest()
     return f"{body}.{_encode(mac)}"
 
@@ -53,15 +56,15 @@ def verify(value: str | None, key: bytes, *, now: float | None = None) -> Sessio
         if not hmac.compare_digest(expected, _decode(mac)):
             return None
         data: dict[str, Any] = json.loads(_decode(body))
-        session = Session(data["u"], str(data["c"]), float(data["e"]))
+        session = Session(data["u"], str(data["c"]), float(data["e"]), int(data.get("g", 0)))
     except (ValueError, KeyError, TypeError):
         return None
     return session if session.expires > (now or time.time()) else None
 
 
-def new_session(user_id: int | None) -> Session:
+def new_session(user_id: int | None, epoch: int = 0) -> Session:
     lifetime = LIFETIME if user_id is not None else PRE_LIFETIME
-    return Session(user_id, secrets.token_urlsafe(24), time.time() + lifetime)
+    return Session(user_id, secrets.token_urlsafe(24), time.time() + lifetime, epoch)
 
 
 def csrf_matches(session: Session, token: str | None) -> bool:

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(length=300), nullable=False),
         sa.Column("created_at", qualify.adapters.schema.UTCDateTime(timezone=True), nullable=False),
         sa.Column("disabled_at", qualify.adapters.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("session_epoch", sa.Integer(), nullable=False, server_default="0"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("name", name=op.f("uq_users_name")),
     )

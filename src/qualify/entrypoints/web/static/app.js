@@ -36,17 +36,25 @@ if (editor) {
   const status = document.getElementById("validation");
   let timer = null;
   const check = async () => {
-    const body = new FormData(editor);
-    const answer = await fetch(editor.dataset.validate, { method: "POST", body, headers: { "X-Requested-With": "fetch" } });
-    status.innerHTML = await answer.text();
+    try {
+      const body = new FormData(editor);
+      const answer = await fetch(editor.dataset.validate, { method: "POST", body, headers: { "X-Requested-With": "fetch" } });
+      status.innerHTML = await answer.text();
+    } catch (problem) {
+      status.textContent = "Could not check the model: " + problem;
+    }
   };
   text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 300); });
   editor.addEventListener("submit", async (event) => {
     event.preventDefault();
     const target = document.getElementById("backtest");
     target.innerHTML = "<p role=\"status\">Replaying the history under both models…</p>";
-    const answer = await fetch(editor.action, { method: "POST", body: new FormData(editor), headers: { "X-Requested-With": "fetch" } });
-    target.innerHTML = await answer.text();
+    try {
+      const answer = await fetch(editor.action, { method: "POST", body: new FormData(editor), headers: { "X-Requested-With": "fetch" } });
+      target.innerHTML = await answer.text();
+    } catch (problem) {
+      target.textContent = "The backtest could not be run: " + problem;
+    }
   });
   check();
 }
