@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,8 +14,10 @@ from tests.dashboard_world import PASSWORD, world
 
 from qualify.adapters import schema
 from qualify.domain.errors import Conflict, InvalidInput
+from qualify.domain.records import Event
 from qualify.entrypoints.api.app import create_app
 from qualify.entrypoints.web import session as sessions
+from qualify.service.events import ingest_events
 from qualify.service.queries import funnel
 from qualify.service.unit_of_work import Workspace
 from qualify.service.users import add_user, authenticate, hash_password, verify_password
@@ -315,3 +318,50 @@ def test_the_demo_makes_dashboard_users_who_can_sign_in(tmp_path: object) -> Non
             assert client.get("/app/model").status_code == 200
     finally:
         workspace.close()
+
+
+def test_the_funnel_filters_by_first_touch_campaign(client: TestClient, workspace: Workspace) -> None:
+    from tests.dashboard_world import NOW, address
+
+    touches = [(0, "spring", 50), (0, "summer", 40), (1, "summer", 30), (2, "summer", 20), (2, "spring", 10)]
+    with workspace.unit_of_work() as uow:
+        ingest_events(
+            uow,
+            [
+                Event(
+                    event_id=f"t{n}", type="email_open", occurred_at=NOW - timedelta(days=days), email=address(lead),
+                    properties={"campaign": campaign},
+                )
+                for n, (lead, campaign, days) in enumerate(touches)
+            ],
+            now=NOW,
+        )  # fmt: skip
+        spring, summer = (funnel(uow, where={"campaign": name}).total_leads for name in ("spring", "summer"))
+    assert (spring, summer) == (1, 2)  # vp0's first touch was spring; vp2's summer
+    sign_in(client, "ana")
+    page = client.get("/app/funnel", params={"campaign": "summer"})
+    assert '<option value="summer" selected>' in page.text and 'data-stage="lead">2<' in page.text
+
+
+def test_insights_reuse_their_export_until_the_data_changes(client: TestClient, workspace: Workspace) -> None:
+    if workspace.settings.database_url.startswith("postgresql"):
+        pytest.skip("on PostgreSQL the insights read the store's tables: no export")
+    from tests.dashboard_world import NOW, address
+
+    sign_in(client, "ana")
+    assert client.get("/app/insights").status_code == 200
+    first = client.app.state.insights_export[1]  # type: ignore[attr-defined]
+    assert client.get("/app/insights").status_code == 200
+    assert client.app.state.insights_export[1] == first  # type: ignore[attr-defined]
+    with workspace.unit_of_work() as uow:
+        ingest_events(uow, [Event(event_id="new", type="page_view", occurred_at=NOW, email=address(0))], now=NOW)
+    assert client.get("/app/insights").status_code == 200
+    second = client.app.state.insights_export[1]  # type: ignore[attr-defined]
+    assert second != first and not first.exists() and second.exists()
+
+
+def test_a_missing_lead_gets_a_page_that_says_so(client: TestClient) -> None:
+    sign_in(client, "ana")
+    missing = client.get("/app/leads/999999")
+    assert missing.status_code == 404 and "There is no lead #999999" in missing.text
+    assert "p90" in client.get("/app/funnel").text

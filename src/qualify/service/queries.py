@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
@@ -197,7 +197,8 @@ def funnel(
     where: Mapping[str, str] | None = None,
 ) -> FunnelReport:
     """The funnel of leads created in [created_from, created_to) (all leads by default), as of `now`;
-    `where` keeps only the leads whose `source`, `channel`, `persona` or `owner` is the value given."""
+    `where` keeps only the leads whose `source`, `channel`, `persona`, `owner` or first-touch
+    `campaign` is the value given."""
     conn = uow.connection
     leads, history = schema.leads, schema.stage_history
     lead_query = select(leads.c.id, leads.c.stage).where(*lead_filters(created_from, created_to, where))
@@ -332,7 +333,19 @@ def percentile(values: list[float], q: float) -> float:
 SLA_OUTCOMES = ("met", "breached", "open", "stopped")
 
 
-FILTERS = ("source", "channel", "persona", "owner")
+FILTERS = ("source", "channel", "persona", "owner", "campaign")
+
+
+def first_campaigns() -> Any:
+    """A subquery of lead_id, campaign: the `campaign` property of each lead's earliest event that
+    has one (first touch, as the batch side's `first_campaigns`)."""
+    events = schema.events
+    campaign = events.c.properties["campaign"].as_string()
+    order = func.row_number().over(partition_by=events.c.lead_id, order_by=(events.c.occurred_at, events.c.id))
+    ranked = (
+        select(events.c.lead_id, campaign.label("campaign"), order.label("n")).where(campaign.is_not(None)).subquery()
+    )
+    return select(ranked.c.lead_id, ranked.c.campaign).where(ranked.c.n == 1).subquery()
 
 
 def lead_filters(
@@ -348,7 +361,11 @@ def lead_filters(
     for name, value in (where or {}).items():
         if name not in FILTERS:
             raise InvalidInput(f"cannot filter leads by {name!r}; expected one of: {', '.join(FILTERS)}", field=name)
-        out.append(leads.c[name] == value)
+        if name == "campaign":
+            first = first_campaigns()
+            out.append(leads.c.id.in_(select(first.c.lead_id).where(first.c.campaign == value)))
+        else:
+            out.append(leads.c[name] == value)
     return out
 
 

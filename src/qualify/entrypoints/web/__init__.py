@@ -191,23 +191,23 @@ def funnel_page(
     channel: str | None = None,
     persona: str | None = None,
     owner: str | None = None,
+    campaign: str | None = None,
 ) -> HTMLResponse:
-    from qualify.service.queries import FILTERS, funnel, lead_filters
+    from qualify.service.queries import FILTERS, first_campaigns, funnel, lead_filters
 
     created_from, created_to = _day(start), _day(end)
     until = created_to + timedelta(days=1) if created_to else None
-    chosen = {name: value for name, value in zip(FILTERS, (source, channel, persona, owner), strict=True) if value}
+    given = (source, channel, persona, owner, campaign)
+    chosen = {name: value for name, value in zip(FILTERS, given, strict=True) if value}
     leads = schema.leads
     with _workspace(request).unit_of_work(read_only=True) as uow:
         report = funnel(uow, created_from=created_from, created_to=until, where=chosen)
         weekly = _weekly_entries(uow, lead_filters(created_from, until, chosen))
+        columns = {name: leads.c[name] for name in FILTERS if name != "campaign"}
+        columns["campaign"] = first_campaigns().c.campaign
         choices = {
-            name: [
-                v
-                for v in uow.connection.execute(select(leads.c[name]).distinct().order_by(leads.c[name])).scalars()
-                if v
-            ]
-            for name in FILTERS
+            name: [v for v in uow.connection.execute(select(column).distinct().order_by(column)).scalars() if v]
+            for name, column in columns.items()
         }
     reached = [(stage.value, report.reached.get(stage.value, 0)) for stage in FUNNEL]
     widest = max((count for _, count in reached), default=0) or 1
@@ -302,13 +302,17 @@ TIMELINE_PAGE = 20
 def lead_page(
     request: Request, lead_id: LeadId, who: SignedIn, page: Annotated[int, Query(le=1_000_000)] = 1
 ) -> HTMLResponse:
+    from qualify.domain.errors import NotFound
     from qualify.service.queries import engagement_over_time, lead_profile
 
     page = max(page, 1)
     with _workspace(request).unit_of_work(read_only=True) as uow:
-        profile = lead_profile(
-            uow, f"#{lead_id}", timeline_limit=TIMELINE_PAGE, timeline_offset=(page - 1) * TIMELINE_PAGE
-        )
+        try:
+            profile = lead_profile(
+                uow, f"#{lead_id}", timeline_limit=TIMELINE_PAGE, timeline_offset=(page - 1) * TIMELINE_PAGE
+            )
+        except NotFound:
+            return _page("not_found.html", request, status=404, what=f"lead #{lead_id}")
         series = engagement_over_time(uow, lead_id)
     return _page(
         "lead.html",
@@ -355,12 +359,14 @@ def insights_page(request: Request, who: Manager) -> HTMLResponse:
     from qualify.service.queries import funnel
 
     workspace = _workspace(request)
-    engine = "postgres" if workspace.settings.database_url.startswith("postgresql") else "duckdb"
 
     def read(sources: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         return content_influence(sources, target="customer", among="mql"), sources_report(sources, "source")
 
-    content, by_source = on_engine(workspace, engine, None, read)
+    if workspace.settings.database_url.startswith("postgresql"):
+        content, by_source = on_engine(workspace, "postgres", None, read)
+    else:
+        content, by_source = on_engine(workspace, "duckdb", _export_for_insights(request, workspace), read)
     with workspace.unit_of_work(read_only=True) as uow:
         report = funnel(uow)
     items = content["items"][:12]
@@ -384,6 +390,36 @@ def insights_page(request: Request, who: Manager) -> HTMLResponse:
         rejections=rejections,
         acceptance=report.acceptance,
     )
+
+
+def _export_for_insights(request: Request, workspace: Workspace) -> FilePath:
+    """A Parquet export of the workspace for the insights page, made again only when the data
+    changed since the last one (new events, stage changes, leads, or another model)."""
+    import shutil
+    import tempfile
+
+    from sqlalchemy import func
+
+    from qualify.service.export import export_workspace
+
+    with workspace.unit_of_work(read_only=True) as uow:
+        conn = uow.connection
+        key = (
+            conn.execute(select(func.max(schema.events.c.id))).scalar(),
+            conn.execute(select(func.max(schema.stage_history.c.id))).scalar(),
+            conn.execute(select(func.count(), func.max(schema.leads.c.updated_at)).select_from(schema.leads)).one()[:],
+            uow.active_model().version,
+        )
+    kept = getattr(request.app.state, "insights_export", None)
+    if kept is not None and kept[0] == key and kept[1].exists():
+        folder: FilePath = kept[1]
+        return folder
+    folder = FilePath(tempfile.mkdtemp(prefix="qualify-insights-")) / "export"
+    export_workspace(workspace, folder)
+    if kept is not None:
+        shutil.rmtree(kept[1].parent, ignore_errors=True)
+    request.app.state.insights_export = (key, folder)
+    return folder
 
 
 # --- model ------------------------------------------------------------------------------------------
