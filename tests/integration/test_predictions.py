@@ -396,3 +396,36 @@ def test_a_backtest_replays_probability_thresholds_with_the_active_predictive_mo
     # Only fast tracks qualify without probability; a probability of 1 is never reached; a
     # threshold of 0 qualifies every lead of grades A-C at its first event.
     assert mqls["impossible"] == mqls["none"] < mqls["everyone"]
+
+
+def test_a_profile_change_refreshes_the_probability_and_erasure_clears_it(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    from qualify.domain.records import Lead
+    from qualify.service.lead_admin import erase_lead
+    from qualify.service.leads import upsert_leads
+
+    _, _, document, database = learnt
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(database.read_bytes())
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{copy}"))
+    with workspace.unit_of_work() as uow:
+        lead = uow.connection.execute(
+            select(schema.leads.c.id, schema.leads.c.email, schema.leads.c.seniority).where(
+                schema.leads.c.email.is_not(None)
+            )
+        ).first()
+        assert lead is not None
+        upsert_leads(uow, [Lead(email=lead.email, seniority="vp" if lead.seniority != "vp" else "individual")])
+    with workspace.unit_of_work(read_only=True) as uow:
+        stored = uow.connection.execute(select(schema.leads.c.probability).where(schema.leads.c.id == lead.id)).scalar()
+        expected = predictions.predictor(uow, predictions.version_of(document)).probabilities(
+            predictions.subjects(uow, [lead.id])
+        )
+    assert math.isclose(stored, float(expected[0]), abs_tol=1e-9)
+    with workspace.unit_of_work() as uow:
+        erase_lead(uow, lead.email, by="test")
+    with workspace.unit_of_work(read_only=True) as uow:
+        row = uow.connection.execute(select(schema.leads).where(schema.leads.c.id == lead.id)).one()
+    assert row.probability is None and row.predictive_version is None
+    workspace.close()

@@ -161,3 +161,30 @@ def test_platt_calibration_never_turns_a_ranking_round() -> None:
     calibrator = Calibrator.fit(raw, labels, method="platt")
     probabilities = calibrator(raw)
     assert calibrator.a == 0.0 and np.allclose(probabilities, labels.mean())
+
+
+def test_content_items_read_values_as_the_export_writes_them() -> None:
+    from qualify.predictive.recipe import content_item
+
+    assert content_item("content_download", {"content_id": 200.0}) == "content_download:200.0"
+    assert content_item("webinar", {"webinar_id": {"name": "spring"}}) == 'webinar:{"name":"spring"}'
+    assert content_item("page_view", {"url": "/pricing", "campaign": None}) == "page_view:/pricing"
+    assert content_item("page_view", {}) is None
+
+
+def test_capacity_is_compared_before_rounding() -> None:
+    from qualify.predictive.advice import advise
+
+    scores = np.linspace(1.0, 0.0, 3003)
+    labels = np.zeros(3003, dtype=int)
+    labels[::3] = 1
+    advice = advise(scores, labels, weeks=1000.0, capacity_per_week=3)  # 3,003 leads: 3.003 a week in all
+    assert advice["chosen"]["flagged"] <= 3000
+
+
+def test_training_refuses_a_time_split_with_one_outcome() -> None:
+    frame = pd.DataFrame({"x": np.arange(400, dtype=float)})
+    labels = np.zeros(400, dtype=int)
+    labels[:40] = 1  # every positive among the oldest rows
+    with pytest.raises(InvalidInput, match="holds only one outcome"):
+        train(frame, labels, np.arange(400), FeatureSpec(("x",), ()))

@@ -27,22 +27,12 @@ import pyarrow.parquet as pq
 from sqlalchemy import Connection, Table, func, select
 
 from qualify.adapters import schema
+from qualify.domain.values import as_text
 
 CHUNK = 50_000
 TEXT_MAP = pa.map_(pa.string(), pa.string())
 TIME = pa.timestamp("us", tz="UTC")
 AWARDS = pa.list_(pa.struct([("rule", pa.string()), ("points", pa.float64())]))
-
-
-def as_text(value: Any) -> str | None:
-    """How one attribute or property value is written in a text map."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return str(value)
 
 
 def text_map(values: dict[str, Any] | None) -> list[tuple[str, str]]:

@@ -43,6 +43,7 @@ def operating_point(
     flagged = scores >= threshold
     count, hits, positives = int(flagged.sum()), int(labels[flagged].sum()), int(labels.sum())
     return {
+        "_volume": count / weeks,  # unrounded, for the capacity test (dropped from the answer)
         "threshold": round(float(threshold), 6) if math.isfinite(threshold) else None,  # None: flag no one
         "volume_per_week": round(count / weeks, 2),
         "flagged": count,
@@ -70,7 +71,7 @@ def advise(
         raise ValueError("give either a capacity per week or a cost of a missed converter")
     if not len(values):
         raise ValueError("no leads to advise from")
-    weeks = max(weeks, 1.0)
+    weeks = max(weeks, 1 / 7)  # the leads of a single day count as one day's worth
     distinct = np.unique(values)
     if len(distinct) > CANDIDATES:
         distinct = np.unique(np.quantile(values, np.linspace(0.0, 1.0, CANDIDATES)))
@@ -78,8 +79,8 @@ def advise(
     miss = miss_cost if miss_cost is not None else 0.0
     points = [operating_point(values, outcome, t, weeks, miss, call_cost) for t in candidates]
     if capacity_per_week is not None:
-        fitting = [i for i, p in enumerate(points) if p["volume_per_week"] <= capacity_per_week]
-        chosen = fitting[0]
+        fitting = [i for i, p in enumerate(points) if p["_volume"] <= capacity_per_week]
+        chosen = fitting[0]  # the last candidate flags no one, so one always fits
         rule = f"lowest threshold with at most {capacity_per_week:g} MQLs per week"
     else:
         chosen = min(range(len(points)), key=lambda i: (points[i]["cost_per_week"], -candidates[i]))
@@ -88,6 +89,8 @@ def advise(
         min(len(points) - 1, chosen + 2 * step) for step in range(1, 4)
     })  # fmt: skip
     table = [points[i] for i in near if points[i]["threshold"] is not None]
+    for point in points:
+        point.pop("_volume")
     out: dict[str, Any] = {
         "rule": rule,
         "leads": len(values),

@@ -105,10 +105,13 @@ def _cutoffs(sources: Sources, cutoff: str) -> ir.Table:
     if match is None:
         raise InvalidInput(f"cutoff {cutoff!r}: expected created+DAYS (e.g. created+14) or mql", field="cutoff")
     leads = sources.leads
+    if "erased_at" in leads.columns:  # an erased lead's profile and events are gone: nothing to learn from
+        leads = leads.filter(leads.erased_at.isnull())
     if match.group(2) is not None:
         return leads.select(lead_id=leads.id, cutoff=leads.created_at + ibis.interval(days=int(match.group(2))))
     assert sources.history is not None
-    return first_entries(sources.history, "mql", "lead_id", "cutoff")
+    entered = first_entries(sources.history, "mql", "lead_id", "cutoff")
+    return entered.filter(entered.lead_id.isin(leads.id))
 
 
 def training_set(

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from qualify.domain.values import as_text
+
 LEAD_CATEGORIES = ("seniority", "department", "country", "source", "channel")
 ACCOUNT_CATEGORIES = ("industry", "country")
 ACCOUNT_NUMBERS = ("employees", "revenue")
@@ -39,23 +41,10 @@ CONTENT_KEYS = ("content_id", "webinar_id", "campaign", "url")
 DAY_SECONDS = 86_400.0
 
 
-def property_text(value: Any) -> str | None:
-    """A property's value as text, as the batch side reads it: 200.0 as "200", True as "true"."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, dict | list):
-        return None
-    return str(value)
-
-
 def content_item(event_type: str, properties: Mapping[str, Any]) -> str | None:
     """What an event was about, with its kind (`content_download:roi-guide`), or None."""
     for key in CONTENT_KEYS:
-        text = property_text(properties.get(key))
+        text = as_text(properties.get(key))
         if text is not None:
             return f"{event_type}:{text}"
     return None

@@ -130,6 +130,13 @@ def train(
             tuple(c for c in spec.numeric if c not in named), tuple(c for c in spec.categorical if c not in named)
         )
     old, middle, new = time_split(np.asarray(times))
+    for name, rows in (("oldest 60 %", old), ("middle 20 %", middle), ("newest 20 %", new)):
+        if len(np.unique(labels[rows])) < 2:
+            raise InvalidInput(
+                f"the {name} of the rows (by time) holds only one outcome: cannot train, choose and judge on it; "
+                "widen the data (--end, --within) or change the target",
+                field="labels",
+            )
     part = {name: frame.iloc[rows] for name, rows in (("train", old), ("choose", middle), ("test", new))}
     y = {"train": labels[old], "choose": labels[middle], "test": labels[new]}
     candidates: dict[str, LogisticModel | BoostedModel] = {

@@ -270,4 +270,5 @@ class LeadBatch:
                 announcements += outbox.score_crossings(
                     subscriptions, _lead_ref(record), record.score_before, after, self.now
                 )
+                record.score_before = after  # a second flush in the same use case announces only new crossings
         outbox.enqueue(self.conn, announcements, self.now, subscriptions)

@@ -10,6 +10,7 @@ from qualify.adapters import repository as repo
 from qualify.adapters.repository import LeadRecord
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import ACCOUNT_FIELDS, Account, Lead, merge_into
+from qualify.service import predictions
 from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
@@ -123,6 +124,7 @@ def upsert_leads(
             outcome.statuses.append("rejected")
             outcome.errors[index] = error
     batch.flush()
+    predictions.after_events(uow, batch, batch.records())  # a profile is a feature too
     return outcome
 
 

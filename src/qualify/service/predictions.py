@@ -208,7 +208,7 @@ def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] |
                 *(accounts.c[name].label(f"account_{name}") for name in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS)),
             )
             .select_from(leads.outerjoin(accounts, leads.c.account_id == accounts.c.id))
-            .where(leads.c.id.in_(part))
+            .where(leads.c.id.in_(part), leads.c.erased_at.is_(None))
             .order_by(leads.c.id)
         )
         changes: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
@@ -226,7 +226,8 @@ def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] |
             happened[lead_id].append((kind, occurred, content_item(kind, properties or {})))
         for row in conn.execute(query):
             m = row._mapping
-            when = (at or {}).get(m["id"]) or m["last_event_at"] or m["created_at"]
+            newest = max(m["last_event_at"] or m["created_at"], m["created_at"])  # events may predate the lead
+            when = (at or {}).get(m["id"]) or newest
             state = EngagementState.from_json(m["engagement_state"])
             # The stage at `when`: the last change at or before it (the history is in time order).
             reached = [change for change in changes.get(m["id"], []) if change[0] <= when]
@@ -303,24 +304,37 @@ def refresh_all(workspace: Workspace, *, chunk: int = 2000, progress: Callable[[
     return done
 
 
-def after_events(uow: UnitOfWork, batch: LeadBatch, records: Iterable[LeadRecord]) -> None:
-    """After a batch of events is written: the touched leads' probability at their newest event,
-    and, when the stage policy has probability thresholds, the policy judged again with it."""
+def after_events(
+    uow: UnitOfWork,
+    batch: LeadBatch,
+    records: Iterable[LeadRecord],
+    *,
+    judge_at: float | None = None,
+    judge: bool = True,
+) -> None:
+    """After a batch of changes is written (events, profiles, a rescore): the touched leads'
+    probability at their newest activity and, when the stage policy has probability thresholds,
+    the policy judged again with it — at that instant, or at `judge_at` (a rescore's `now`). After
+    a person's stage action it is not judged again (`judge=False`): a lead sent back to nurture must
+    not bounce straight back on the number it was sent back with."""
     found = active_predictor(uow)
     touched = {id(r): r for r in records if r.id is not None}
     if found is None or not touched:
         return
     computed = refresh(uow, [r.id for r in touched.values() if r.id is not None], found)
-    judge = bool(batch.model.policy.mql_probability)
+    judge = judge and bool(batch.model.policy.mql_probability)
+    moved = False
     for record in touched.values():
-        assert record.id is not None
+        if record.id not in computed:  # erased
+            continue
         probability, at = computed[record.id]
         record.state.probability = probability
         if judge:
-            moves = batch.evaluator.sweep(record.state, at.timestamp())
+            moves = batch.evaluator.sweep(record.state, at.timestamp() if judge_at is None else judge_at)
             if moves:
                 batch.record_moves(record, moves)
-    if judge:
+                moved = True
+    if moved:
         batch.flush()
 
 

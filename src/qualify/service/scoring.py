@@ -96,5 +96,6 @@ def rescore_leads(uow: UnitOfWork, ids: list[int], now: datetime) -> tuple[int, 
         batch.record_moves(record, moves)
         moved += len(moves)
     batch.flush()
-    predictions.refresh(uow, ids)  # fit and engagement are features: the probability follows them
+    # Fit and engagement are features: the probability follows them, and the policy is judged again.
+    predictions.after_events(uow, batch, records.values(), judge_at=now.timestamp())
     return moved, count

@@ -9,6 +9,7 @@ from typing import Any
 from qualify.adapters import repository as repo
 from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound
 from qualify.domain.lifecycle import Actor, Stage, check_action
+from qualify.service import predictions
 from qualify.service.audit import record_audit
 from qualify.service.batch import LeadBatch
 from qualify.service.events import CLOCK_SKEW
@@ -81,6 +82,7 @@ def apply_stage_action(
     state.stage_entered = at.timestamp()
     record.changed = True
     batch.flush()
+    predictions.after_events(uow, batch, [record], judge=False)  # the stage is a feature too
     record_audit(
         uow,
         actor=by.strip(),

@@ -19,6 +19,7 @@ from qualify.entrypoints.cli.base import (
     _utc,
     _workspace,
     app,
+    err,
     out,
     report_app,
 )
@@ -353,12 +354,21 @@ def advise(
         ),
     ] = AdviceScore.probability,
     target: Annotated[
-        str, typer.Option("--target", help="What converting means: sql, opportunity or customer.")
-    ] = "customer",
-    within: Annotated[int, typer.Option("--within", min=1, help="...within this many days after the cutoff.")] = 90,
+        str | None,
+        typer.Option(
+            "--target",
+            help="What converting means: sql, opportunity or customer (default: the predictive model's, else customer).",
+        ),
+    ] = None,
+    within: Annotated[
+        int | None, typer.Option("--within", min=1, help="...within this many days (default: the model's, else 90).")
+    ] = None,
     cutoff: Annotated[
-        str, typer.Option("--cutoff", help="When the decision is made: created+DAYS or mql.")
-    ] = "created+14",
+        str | None,
+        typer.Option(
+            "--cutoff", help="When the decision is made: created+DAYS or mql (default: the model's, else created+14)."
+        ),
+    ] = None,
     since: Annotated[
         datetime | None,
         typer.Option(
@@ -387,6 +397,16 @@ def advise(
             found = predictions.active_predictor(uow) if score is AdviceScore.probability else None
         if score is AdviceScore.probability and found is None:
             _fail("no active predictive model: `qualify train --activate`, or choose --score engagement or rule")
+        learnt = found.trained.report.get("training_set", {}) if found is not None else {}
+        target = target or learnt.get("target") or "customer"
+        within = within or learnt.get("within_days") or 90
+        cutoff = cutoff or learnt.get("cutoff") or "created+14"
+        asked = (target, within, cutoff)
+        if learnt and asked != (learnt.get("target"), learnt.get("within_days"), learnt.get("cutoff")):
+            err.print(
+                f"[yellow]note:[/] the model predicts {learnt.get('target')} within {learnt.get('within_days')} days "
+                f"of {learnt.get('cutoff')}; judged here against {target} within {within} days of {cutoff}"
+            )
         start = _utc(since)
         if start is None and found is not None:
             test_period = found.trained.report.get("periods", {}).get("test") or [None]
@@ -428,7 +448,11 @@ def advise(
         f"within {within} days), {advice['rule']}:"
     )
     if chosen["threshold"] is None:
-        out.print("  flag no one: every threshold costs more than it saves.")
+        out.print(
+            "  flag no one: every threshold flags more than the capacity."
+            if capacity is not None
+            else "  flag no one: every threshold costs more than it saves."
+        )
     else:
         out.print(
             f"  MQL when {score.value} ≥ [bold]{chosen['threshold']:.4g}[/]: {chosen['volume_per_week']:g} MQLs a week, "
