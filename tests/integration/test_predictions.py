@@ -60,6 +60,13 @@ def learnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace
     workspace.close()
 
 
+def copy_of(database: Path, folder: Path) -> Path:
+    """A copy of the learnt workspace's file, for a test that changes it."""
+    copy = folder / "copy.db"
+    copy.write_bytes(database.read_bytes())
+    return copy
+
+
 def last_events(workspace: Workspace) -> dict[int, datetime | None]:
     with workspace.unit_of_work(read_only=True) as uow:
         return dict(uow.connection.execute(select(schema.leads.c.id, schema.leads.c.last_event_at)).all())
@@ -151,8 +158,7 @@ def test_ingesting_an_event_updates_the_probability_and_the_policy_can_use_it(
     learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
 ) -> None:
     _, _, document, database = learnt
-    copy = tmp_path / "copy.db"
-    copy.write_bytes(database.read_bytes())
+    copy = copy_of(database, tmp_path)
     workspace = open_workspace(Settings(database_url=f"sqlite:///{copy}"))
     # Engagement can no longer qualify anyone; a probability of 0 or more does, for grades A–C.
     text = default_model_text().replace(
@@ -191,8 +197,7 @@ def test_models_are_listed_activated_and_deactivated_on_the_command_line(
     learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
 ) -> None:
     _, _, document, database = learnt
-    copy = tmp_path / "copy.db"
-    copy.write_bytes(database.read_bytes())
+    copy = copy_of(database, tmp_path)
     runner, db = CliRunner(), ["--db", f"sqlite:///{copy}"]
     version = predictions.version_of(document)
     listed = runner.invoke(app, ["models", *db, "--json"])
@@ -223,8 +228,7 @@ def test_train_stores_a_version_that_a_second_identical_run_finds_again(
     learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
 ) -> None:
     _, _, _, database = learnt
-    copy = tmp_path / "copy.db"
-    copy.write_bytes(database.read_bytes())
+    copy = copy_of(database, tmp_path)
     runner = CliRunner()
     args = ["train", "--db", f"sqlite:///{copy}", "--target", "sql", "--within", "60", "--json"]
     first = json.loads(runner.invoke(app, args).output)
@@ -327,8 +331,7 @@ def test_rescoring_refreshes_the_probabilities_with_the_new_scores(
     from qualify.service.scoring import rescore_all
 
     _, _, document, database = learnt
-    copy = tmp_path / "copy.db"
-    copy.write_bytes(database.read_bytes())
+    copy = copy_of(database, tmp_path)
     workspace = open_workspace(Settings(database_url=f"sqlite:///{copy}"))
     with workspace.unit_of_work() as uow:  # a stale number everywhere, as after a change of fit rules
         uow.connection.execute(update(schema.leads).values(probability=0.5))
@@ -406,8 +409,7 @@ def test_a_profile_change_refreshes_the_probability_and_erasure_clears_it(
     from qualify.service.leads import upsert_leads
 
     _, _, document, database = learnt
-    copy = tmp_path / "copy.db"
-    copy.write_bytes(database.read_bytes())
+    copy = copy_of(database, tmp_path)
     workspace = open_workspace(Settings(database_url=f"sqlite:///{copy}"))
     with workspace.unit_of_work() as uow:
         lead = uow.connection.execute(

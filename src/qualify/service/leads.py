@@ -123,8 +123,9 @@ def upsert_leads(
         except InvalidInput as error:
             outcome.statuses.append("rejected")
             outcome.errors[index] = error
+    changed = [r for r in batch.records() if r.id is None or r.changed or r.profile_changed]
     batch.flush()
-    predictions.after_events(uow, batch, batch.records())  # a profile is a feature too
+    predictions.after_events(uow, batch, changed)  # a profile is a feature too: only leads it changed
     return outcome
 
 

@@ -37,7 +37,7 @@ from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 if TYPE_CHECKING:  # the models' libraries load only when a model is used
-    from qualify.predictive.online import Explanation, Predictor
+    from qualify.predictive.online import Predictor
     from qualify.predictive.training import Trained
 
 CHUNK = 500
@@ -350,11 +350,7 @@ def explain_lead(uow: UnitOfWork, lead_id: int) -> dict[str, Any] | None:
         return None
     found = predictor(uow, row.predictive_version)
     [explanation] = found.explain(subjects(uow, [lead_id], {lead_id: row.probability_at}))
-    return _explained(found, explanation, row.probability_at)
-
-
-def _explained(found: Predictor, explanation: Explanation, at: datetime) -> dict[str, Any]:
-    return {"model_version": found.version, "at": at.isoformat(), **explanation.as_dict()}
+    return {"model_version": found.version, "at": row.probability_at.isoformat(), **explanation.as_dict()}
 
 
 def count_scored(uow: UnitOfWork) -> int:

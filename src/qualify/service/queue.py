@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 
@@ -137,7 +136,3 @@ def _add_reasons(uow: UnitOfWork, rows: list[QueueRow], scored: dict[int, dateti
     for row in rows:
         row.reasons = ([why[row.id]] if row.id in why else []) + more.get(row.id, [])
         row.reasons = row.reasons[:REASONS]
-
-
-def as_dict(row: QueueRow) -> dict[str, Any]:
-    return row.__dict__.copy()

@@ -144,18 +144,25 @@ def backtest(
     _show_backtest(report.as_dict())
 
 
+# The options of a point-in-time training set, shared by `train` and `learn-points`.
+ConversionOption = Annotated[
+    str, typer.Option("--target", help="What converting means: reaching sql, opportunity or customer.")
+]
+WithinOption = Annotated[int, typer.Option("--within", min=1, help="...within this many days after the cutoff.")]
+CutoffOption = Annotated[
+    str, typer.Option("--cutoff", help="When the prediction is made: created+DAYS (e.g. created+14) or mql.")
+]
+EndOption = Annotated[
+    datetime | None, typer.Option("--end", help="End of the data (UTC); default the latest event or stage change.")
+]
+
+
 @app.command()
 def train(
-    target: Annotated[
-        str, typer.Option("--target", help="What converting means: reaching sql, opportunity or customer.")
-    ] = "customer",
-    within: Annotated[int, typer.Option("--within", min=1, help="...within this many days after the cutoff.")] = 90,
-    cutoff: Annotated[
-        str, typer.Option("--cutoff", help="When the prediction is made: created+DAYS (e.g. created+14) or mql.")
-    ] = "created+14",
-    end: Annotated[
-        datetime | None, typer.Option("--end", help="End of the data (UTC); default the latest event or stage change.")
-    ] = None,
+    target: ConversionOption = "customer",
+    within: WithinOption = 90,
+    cutoff: CutoffOption = "created+14",
+    end: EndOption = None,
     exclude_leaks: Annotated[
         bool, typer.Option("--exclude-leaks", help="Drop the features the leakage check names before training.")
     ] = False,
@@ -252,16 +259,10 @@ def train(
 @app.command("learn-points")
 def learn_points_command(
     out_file: Annotated[Path, typer.Option("--out", help="Write the learned scoring model (YAML) here.")],
-    target: Annotated[
-        str, typer.Option("--target", help="What converting means: reaching sql, opportunity or customer.")
-    ] = "customer",
-    within: Annotated[int, typer.Option("--within", min=1, help="...within this many days after the cutoff.")] = 90,
-    cutoff: Annotated[
-        str, typer.Option("--cutoff", help="When the points are judged: created+DAYS (e.g. created+14) or mql.")
-    ] = "created+14",
-    end: Annotated[
-        datetime | None, typer.Option("--end", help="End of the data (UTC); default the latest event or stage change.")
-    ] = None,
+    target: ConversionOption = "customer",
+    within: WithinOption = 90,
+    cutoff: CutoffOption = "created+14",
+    end: EndOption = None,
     engine: EngineOption = BatchEngine.duckdb,
     export: ExportOption = None,
     db: DbOption = None,

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from qualify.adapters import schema
 from qualify.domain.errors import QualifyError
@@ -356,7 +356,6 @@ def insights_page(request: Request, who: Manager) -> HTMLResponse:
     each on the batch side (the store's tables on PostgreSQL, else a Parquet export made for it)."""
     from qualify.analytics.reports import content_influence, sources_report
     from qualify.service.batch_scoring import on_engine
-    from qualify.service.queries import funnel
 
     workspace = _workspace(request)
 
@@ -367,19 +366,16 @@ def insights_page(request: Request, who: Manager) -> HTMLResponse:
         content, by_source = on_engine(workspace, "postgres", None, read)
     else:
         content, by_source = on_engine(workspace, "duckdb", _export_for_insights(request, workspace), read)
+    h = schema.stage_history
     with workspace.unit_of_work(read_only=True) as uow:
-        report = funnel(uow)
+        rejections = uow.connection.execute(
+            select(h.c.reason, func.count())
+            .where(h.c.actor == "user", h.c.from_stage == "mql", h.c.to_stage == "nurture", h.c.reason.is_not(None))
+            .group_by(h.c.reason)
+            .order_by(func.count().desc(), h.c.reason)
+        ).all()
     items = content["items"][:12]
     top = max((item["lift"] or 0 for item in items), default=0) or 1
-    rejections = sorted(
-        (
-            (reason, count)
-            for move, counted in report.reasons.items()
-            if move == "mql->nurture"
-            for reason, count in counted.items()
-        ),
-        key=lambda pair: -pair[1],
-    )
     return _page(
         "insights.html",
         request,
@@ -387,8 +383,7 @@ def insights_page(request: Request, who: Manager) -> HTMLResponse:
         items=items,
         top=top,
         sources=by_source,
-        rejections=rejections,
-        acceptance=report.acceptance,
+        rejections=[tuple(row) for row in rejections],
     )
 
 
@@ -397,8 +392,6 @@ def _export_for_insights(request: Request, workspace: Workspace) -> FilePath:
     changed since the last one (new events, stage changes, leads, or another model)."""
     import shutil
     import tempfile
-
-    from sqlalchemy import func
 
     from qualify.service.export import export_workspace
 
