@@ -338,3 +338,157 @@ lead_aliases = Table(
     Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
     Column("merged_at", UTCDateTime(), nullable=False),
 )
+
+
+# --- automation: segments, workflows, email, web tracking (migration 0007) ----------------------
+
+# Named dynamic filters (one YAML/JSON definition each), and who is in them now.
+segments = Table(
+    "segments",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("description", String(500)),
+    Column("document", Text, nullable=False),  # the definition as JSON
+    Column("version", String(64), nullable=False),  # content hash of the definition
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("refreshed_at", UTCDateTime()),  # the last batch evaluation over every lead
+)
+segment_members = Table(
+    "segment_members",
+    metadata,
+    Column("segment", String(100), primary_key=True),
+    Column("lead_id", Integer, ForeignKey("leads.id"), primary_key=True),
+    Column("entered_at", UTCDateTime(), nullable=False),
+)
+Index("ix_segment_members_lead_id", segment_members.c.lead_id)
+# Every entry and exit, for counts over time and a lead's own record.
+segment_history = Table(
+    "segment_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("segment", String(100), nullable=False),
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("change", String(8), nullable=False),  # entered | left
+    Column("at", UTCDateTime(), nullable=False),
+    Column("by", String(20), nullable=False),  # online | batch
+)
+Index("ix_segment_history_segment_at", segment_history.c.segment, segment_history.c.at)
+
+lead_tags = Table(
+    "lead_tags",
+    metadata,
+    Column("lead_id", Integer, ForeignKey("leads.id"), primary_key=True),
+    Column("tag", String(100), primary_key=True),
+    Column("added_at", UTCDateTime(), nullable=False),
+    Column("by", String(200), nullable=False),
+)
+Index("ix_lead_tags_tag", lead_tags.c.tag)
+
+email_templates = Table(
+    "email_templates",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("subject", String(500), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("html", Text),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("description", String(500)),
+    Column("document", Text, nullable=False),  # the definition as JSON
+    Column("version", String(64), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# A lead's run through a workflow: which step is next and when it is due. The worker claims due
+# rows one at a time (FOR UPDATE SKIP LOCKED) and runs a step and its log in one transaction.
+workflow_enrolments = Table(
+    "workflow_enrolments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("workflow", String(100), nullable=False),
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("status", String(12), nullable=False),  # active | completed | exited | failed | stopped
+    Column("step", Integer, nullable=False, default=0),  # the next step to run
+    Column("next_run_at", UTCDateTime()),  # due time of the next step (null: waiting for an event only)
+    Column("waiting_for", String(64)),  # an event type that ends the current wait early
+    Column("wait_started_at", UTCDateTime()),
+    Column("trigger", String(300), nullable=False),
+    Column("enrolled_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("outcome", String(300)),
+)
+Index("ix_workflow_enrolments_status_next", workflow_enrolments.c.status, workflow_enrolments.c.next_run_at)
+Index("ix_workflow_enrolments_workflow_lead", workflow_enrolments.c.workflow, workflow_enrolments.c.lead_id)
+
+# One row per step an enrolment ran (or enrolled, exited, completed): unique per step, so a
+# step can be recorded, and so run, only once.
+workflow_log = Table(
+    "workflow_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("enrolment_id", Integer, ForeignKey("workflow_enrolments.id"), nullable=False),
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("workflow", String(100), nullable=False),
+    Column("step", Integer, nullable=False),  # -1: enrolled; len(steps): completed or exited
+    Column("action", String(40), nullable=False),
+    Column("outcome", String(20), nullable=False),  # done | skipped | waiting | enrolled | exited | completed | failed
+    Column("detail", Text),
+    Column("at", UTCDateTime(), nullable=False),
+)
+Index("uq_workflow_log_enrolment_step", workflow_log.c.enrolment_id, workflow_log.c.step, unique=True)
+
+# Email outbox: rendered when a workflow step sends it, delivered by the worker through SMTP.
+emails = Table(
+    "emails",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token", String(40), nullable=False, unique=True),  # random, names the email in tracking links
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("enrolment_id", Integer, ForeignKey("workflow_enrolments.id")),
+    Column("step", Integer),
+    Column("template", String(100), nullable=False),
+    Column("to_address", String(254), nullable=False),
+    Column("subject", String(500), nullable=False),
+    Column("body_text", Text, nullable=False),
+    Column("body_html", Text),
+    Column("status", String(12), nullable=False),  # pending | sending | sent | skipped | failed | unknown
+    Column("reason", String(300)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("sent_at", UTCDateTime()),
+    Column("last_error", Text),
+    Column("message_id", String(300)),
+)
+Index("ix_emails_status_next", emails.c.status, emails.c.next_attempt_at)
+
+# Web tracking: an anonymous visitor (a random id the snippet keeps) and what it did before it
+# identified; on identification its events are ingested onto the lead.
+visitors = Table(
+    "visitors",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("lead_id", Integer, ForeignKey("leads.id"), index=True),
+    Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Column("identified_at", UTCDateTime()),
+)
+visitor_events = Table(
+    "visitor_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("visitor_id", String(64), ForeignKey("visitors.id"), nullable=False, index=True),
+    Column("event_id", String(200), nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("properties", JSONDoc(), nullable=False, default=dict),
+    Column("stitched_at", UTCDateTime()),  # when it was ingested onto the visitor's lead
+)

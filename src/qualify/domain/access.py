@@ -16,6 +16,7 @@ class Permission(StrEnum):
     MANAGE_WEBHOOKS = "webhooks:manage"
     READ_AUDIT = "audit:read"
     ERASE = "leads:erase"
+    AUTOMATION = "automation:write"  # segments, workflows, email templates
 
 
 class Role(StrEnum):
@@ -28,7 +29,13 @@ class Role(StrEnum):
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.MARKETING: frozenset(
-        {Permission.INGEST, Permission.READ_LEADS, Permission.WRITE_LEADS, Permission.READ_MODELS}
+        {
+            Permission.INGEST,
+            Permission.READ_LEADS,
+            Permission.WRITE_LEADS,
+            Permission.READ_MODELS,
+            Permission.AUTOMATION,
+        }
     ),
     Role.SALES: frozenset({Permission.READ_LEADS, Permission.STAGE_ACTIONS}),
     Role.INGEST: frozenset({Permission.INGEST}),

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from qualify import __version__
 from qualify.entrypoints.api.problems import install_problem_handlers
-from qualify.entrypoints.api.routes import admin, events, leads, models, webhooks
+from qualify.entrypoints.api.routes import admin, automation, email_tracking, events, leads, models, tracking, webhooks
 from qualify.entrypoints.api.schemas import Problem
 from qualify.entrypoints.web import install_dashboard
 from qualify.service.unit_of_work import Workspace, open_workspace
@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
     if workspace is not None:
         app.state.workspace = workspace
     install_problem_handlers(app)
-    for router in (events.router, leads.router, models.router, admin.router, webhooks.router):
+    routers = (events, leads, models, admin, webhooks, automation, email_tracking, tracking)
+    for router in (module.router for module in routers):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: no key needed")

@@ -64,3 +64,7 @@ KeyManager = Annotated[Identity, Depends(require(Permission.MANAGE_KEYS))]
 AuditReader = Annotated[Identity, Depends(require(Permission.READ_AUDIT))]
 Eraser = Annotated[Identity, Depends(require(Permission.ERASE))]
 WebhookManager = Annotated[Identity, Depends(require(Permission.MANAGE_WEBHOOKS))]
+Automator = Annotated[Identity, Depends(require(Permission.AUTOMATION))]
+
+# Routes anyone may call (tracking pixel, click redirect, unsubscribe, web tracking): documented as such.
+PUBLIC_DOC: dict[str, Any] = {"x-public": True}
