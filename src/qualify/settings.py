@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from email.utils import parseaddr
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///qualify.db"
@@ -67,3 +71,70 @@ class Settings(BaseSettings):
         le=64,
         description="Deliveries one worker sends at the same time.",
     )
+    # --- email (docs/email.md) ---------------------------------------------------------------------
+    smtp_host: str | None = Field(
+        default=None,
+        description="The SMTP server email is sent through; unset: sending is off and emails wait as pending.",
+    )
+    smtp_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65_535,
+        description="The SMTP server's port; unset: 25 (security none), 587 (starttls) or 465 (tls).",
+    )
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        default="starttls",
+        description="How the SMTP connection is protected: none, starttls (upgrade after connecting) or tls.",
+    )
+    smtp_username: str | None = Field(default=None, description="The SMTP login; unset: no authentication.")
+    smtp_password: SecretStr | None = Field(default=None, description="The SMTP password; never logged or shown.")
+    smtp_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds the SMTP server has to answer each command.",
+    )
+    email_from: str | None = Field(
+        default=None,
+        description='The From of every email, e.g. "Acme Marketing <news@acme.com>"; sending needs it.',
+    )
+    email_max_attempts: int = Field(
+        default=12,
+        ge=1,
+        le=100,
+        description="Sending attempts before an email that keeps failing for a transient reason is failed.",
+    )
+    email_backoff_base: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="Seconds to wait after the first failed attempt; the wait doubles after each failure.",
+    )
+    email_backoff_cap: float = Field(
+        default=21_600.0,
+        gt=0,
+        le=7 * 86_400,
+        description="Seconds: the longest wait between two sending attempts.",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The address recipients reach `qualify serve` at: the base of tracking and unsubscribe links.",
+    )
+
+    @field_validator("email_from")
+    @classmethod
+    def _check_email_from(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        _, address = parseaddr(value.strip())
+        if "@" not in address or any(c in value for c in "\r\n"):
+            raise ValueError(f"{value!r} is not an address such as 'Acme <news@acme.com>'")
+        return value.strip()
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL with a host (and no query)")
+        return value.strip().rstrip("/")
