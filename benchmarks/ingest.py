@@ -4,9 +4,11 @@ Both sides write the same event rows in batches of --batch, one transaction per 
 the same table layout (unique event_id, the same indexes). The service side also finds each
 event's lead, checks idempotency, scores the event, runs the stage policy and updates the lead.
 
-    python benchmarks/ingest.py --events 100000 --leads 2000 --batch 1000
+    python benchmarks/ingest.py --events 100000 --leads 2000 --batch 1000 [--automation]
 
-Prints both rates and their ratio; not part of the test suite's pass/fail.
+Prints both rates and their ratio; not part of the test suite's pass/fail. With --automation it
+also ingests the same events into a workspace with three segments and a workflow (which test
+every touched lead online and enrol on an event), and prints that rate against the plain one.
 """
 
 from __future__ import annotations
@@ -96,10 +98,35 @@ def raw_sqlite(path: Path, events: list[Event], batch: int) -> float:
     return elapsed
 
 
-def through_service(path: Path, leads: list[Lead], events: list[Event], batch: int) -> float:
+AUTOMATION = """
+segments:
+  - name: pricing-visitors
+    when: [{event: page_view, where: {url: /pricing}, within_days: 30}, {field: stage, in: [lead, mql]}]
+  - name: readers
+    when: [{event: content_download, min_count: 2}]
+  - name: quiet
+    when: [{no_event: email_click, within_days: 14}, {field: fit_grade, in: [A, B]}]
+workflows:
+  - name: follow-up
+    trigger: {event: form_submit}
+    steps: [{add_tag: form}]
+"""
+
+
+def through_service(
+    path: Path, leads: list[Lead], events: list[Event], batch: int, *, automation: bool = False
+) -> float:
     workspace = open_workspace(Settings(database_url=f"sqlite:///{path}"), create=True)
     with workspace.unit_of_work() as uow:
         activate_model(uow, default_model_text())
+    if automation:
+        from qualify.domain.automation import load_automation
+        from qualify.service.automation import put_segments, put_workflows
+
+        document = load_automation(AUTOMATION)
+        with workspace.unit_of_work() as uow:
+            put_segments(uow, document.segments, by="benchmark")
+            put_workflows(uow, document, by="benchmark")
     with workspace.unit_of_work() as uow:
         upsert_leads(uow, leads)
     now = T0 + timedelta(days=120)
@@ -119,16 +146,25 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=2_000)
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--automation", action="store_true", help="also measure with segments and a workflow")
     args = parser.parse_args()
     leads, events = make_world(args.leads, args.events, args.seed)
     with tempfile.TemporaryDirectory() as directory:
         raw = raw_sqlite(Path(directory) / "raw.db", events, args.batch)
         service = through_service(Path(directory) / "service.db", leads, events, args.batch)
+        automated = (
+            through_service(Path(directory) / "automated.db", leads, events, args.batch, automation=True)
+            if args.automation
+            else None
+        )
     n = len(events)
     print(f"events: {n:,}  leads: {args.leads:,}  batch: {args.batch:,}")
     print(f"raw sqlite3 executemany : {n / raw:>10,.0f} events/s ({raw:.2f} s)")
     print(f"qualify service layer   : {n / service:>10,.0f} events/s ({service:.2f} s)")
     print(f"ratio service / raw     : {raw / service:.3f}  (aim: >= 0.5)")
+    if automated is not None:
+        print(f"with 3 segments, 1 flow : {n / automated:>10,.0f} events/s ({automated:.2f} s)")
+        print(f"ratio automated / plain : {service / automated:.3f}")
 
 
 if __name__ == "__main__":

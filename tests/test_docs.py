@@ -190,3 +190,14 @@ def test_links_between_docs_exist() -> None:
             if f"docs/{link}" in LINKS_WRITTEN_ELSEWHERE and not (DOCS / link).exists():
                 continue
             assert (DOCS / link).is_file(), f"{page.name} links {link}, which does not exist"
+
+
+def test_the_automation_example_in_the_docs_validates() -> None:
+    from qualify.domain.automation import load_automation
+
+    text = _read("docs/automation.md")
+    example = re.search(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    assert example is not None
+    document = load_automation(example.group(1), "docs/automation.md")
+    assert {s.name for s in document.segments} == {"pricing-readers", "engaged-no-demo"}
+    assert [w.name for w in document.workflows] == ["recycle"] and len(document.workflows[0].steps) == 7

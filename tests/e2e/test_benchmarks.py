@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     "args",
     [
-        ["benchmarks/ingest.py", "--events", "600", "--leads", "50", "--batch", "200"],
+        ["benchmarks/ingest.py", "--events", "600", "--leads", "50", "--batch", "200", "--automation"],
         ["benchmarks/batch_scoring.py", "--leads", "300", "--events", "3000"],
         # The smallest demo world that `train` takes with room to spare: 327 rows, 38 positive
         # (400 leads give exactly the 200 rows it needs at least).

@@ -427,6 +427,15 @@ workflow_enrolments = Table(
 )
 Index("ix_workflow_enrolments_status_next", workflow_enrolments.c.status, workflow_enrolments.c.next_run_at)
 Index("ix_workflow_enrolments_workflow_lead", workflow_enrolments.c.workflow, workflow_enrolments.c.lead_id)
+# A lead runs a workflow once at a time, whatever two concurrent triggers do.
+Index(
+    "uq_workflow_enrolments_active",
+    workflow_enrolments.c.workflow,
+    workflow_enrolments.c.lead_id,
+    unique=True,
+    sqlite_where=workflow_enrolments.c.status == "active",
+    postgresql_where=workflow_enrolments.c.status == "active",
+)
 
 # One row per step an enrolment ran (or enrolled, exited, completed): unique per step, so a
 # step can be recorded, and so run, only once.

@@ -14,7 +14,7 @@ from qualify.domain.fit import disqualifying_rule, profile_values, score_fit
 from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.records import Account, Lead
 from qualify.domain.scoring_model import DisqualifyRule, ScoringModel
-from qualify.service import handoff, outbox
+from qualify.service import automation, handoff, outbox
 from qualify.service.unit_of_work import UnitOfWork, from_ts
 
 
@@ -51,6 +51,7 @@ class LeadBatch:
     """Leads loaded for one use case, changed in memory and written back by `flush`."""
 
     def __init__(self, uow: UnitOfWork, model: ScoringModel, now: datetime) -> None:
+        self.uow = uow
         self.conn = uow.connection
         self.model = model
         self.evaluator = OnlineEvaluator(model)
@@ -246,8 +247,24 @@ class LeadBatch:
             pending.values["lead_id"] = pending.record.id
             history.append(pending.values)
         repo.insert_history(self.conn, history)
-        self._hand_off_and_announce(changed_or_new=[*changed, *(r for r in self.records() if id(r) in new_ids)])
+        touched = [*changed, *(r for r in self.records() if id(r) in new_ids)]
+        changes = self._automation_changes(touched, rows)
+        self._hand_off_and_announce(changed_or_new=touched)
         self.history = []
+        automation.after_flush(self.uow, changes)
+
+    def _automation_changes(self, touched: list[LeadRecord], events: list[dict[str, Any]]) -> automation.Changes:
+        """What segments and workflow triggers need to know of this flush (before scores move on)."""
+        at = self.now.timestamp()
+        return automation.Changes(
+            lead_ids=[r.id for r in touched if r.id is not None],
+            now=self.now,
+            stage_entries=[(p.record.id, p.values["to_stage"]) for p in self.history if p.record.id is not None],
+            events=[(row["lead_id"], row["type"], row["properties"]) for row in events],
+            scores=[
+                (r.id, r.score_before, r.state.fit + r.state.engagement_at(at)) for r in touched if r.id is not None
+            ],
+        )
 
     def _hand_off_and_announce(self, changed_or_new: list[LeadRecord]) -> None:
         """New MQLs go to sales; stage changes and score crossings go to the outbox, in this transaction."""

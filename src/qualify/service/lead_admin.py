@@ -14,6 +14,7 @@ from qualify.adapters.repository import LeadRecord
 from qualify.domain.engagement import EngagementState
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.records import LEAD_FIELDS, merge_into
+from qualify.service import automation, email, tracking
 from qualify.service.audit import record_audit
 from qualify.service.scoring import rescore_leads
 from qualify.service.unit_of_work import UnitOfWork, utcnow
@@ -56,6 +57,9 @@ def merge_leads(
     history = conn.execute(delete(schema.stage_history).where(schema.stage_history.c.lead_id == gone.id)).rowcount
     conn.execute(update(schema.assignments).where(schema.assignments.c.lead_id == gone.id).values(lead_id=kept.id))
     conn.execute(update(schema.lead_aliases).where(schema.lead_aliases.c.lead_id == gone.id).values(lead_id=kept.id))
+    automation.move_lead(conn, gone.id, kept.id, now)
+    email.move_lead_emails(conn, gone.id, kept.id)
+    tracking.move_visitors(uow, gone.id, kept.id)
     fill = {
         name: getattr(gone.lead, name)
         for name in _PERSONAL
@@ -154,6 +158,9 @@ def erase_lead(uow: UnitOfWork, key: str, *, by: str, key_id: str | None = None,
         if key
     ]
     conn.execute(delete(aliases).where(aliases.c.lead_id == lead_id))
+    automation.forget_lead(conn, lead_id, now)
+    email.forget_lead_emails(conn, lead_id)
+    tracking.forget_visitors(uow, lead_id)
     conn.execute(update(schema.stage_history).where(schema.stage_history.c.lead_id == lead_id).values(note=None))
     conn.execute(
         update(schema.leads)

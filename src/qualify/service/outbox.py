@@ -6,7 +6,8 @@ its kind; the worker delivers them (qualify.service.webhooks). Kinds:
 - `stage.changed`: any stage change;
 - `lead.mql`: a lead became MQL (also announced as stage.changed);
 - `sla.breached`: an MQL was neither accepted nor rejected in time;
-- `score.crossed:<N>`: the lead's score (fit + engagement) rose from below N to N or more.
+- `score.crossed:<N>`: the lead's score (fit + engagement) rose from below N to N or more;
+- `workflow.notify`: a workflow step asks the lead's owner to look at it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from qualify.adapters import schema
 from qualify.domain.errors import InvalidInput
 
 STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, SCORE_CROSSED = "stage.changed", "lead.mql", "sla.breached", "score.crossed"
-KINDS = (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, f"{SCORE_CROSSED}:<N>")
+WORKFLOW_NOTIFY = "workflow.notify"
+KINDS = (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, f"{SCORE_CROSSED}:<N>", WORKFLOW_NOTIFY)
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATUSES = (PENDING, DELIVERED, DEAD)
 
@@ -35,7 +37,7 @@ def normalise_kind(kind: str) -> str:
     threshold written by `format(t, "g")`, and a subscription must match that text exactly.
     """
     kind = kind.strip()
-    if kind in (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED):
+    if kind in (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, WORKFLOW_NOTIFY):
         return kind
     name, _, threshold = kind.partition(":")
     if name == SCORE_CROSSED and threshold:

@@ -82,6 +82,7 @@ class Workspace:
     engine: Engine
     _models: dict[str, ScoringModel] = field(default_factory=dict)
     _predictors: dict[str, Any] = field(default_factory=dict)  # predictive models by version, loaded once
+    _automation: dict[Any, Any] = field(default_factory=dict)  # segments and workflows, by their versions
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A transaction; `read_only` ones do not take SQLite's write lock (they must not write)."""

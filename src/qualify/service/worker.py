@@ -1,4 +1,5 @@
-"""The background worker: decay-out sweeps, SLA timers and webhook delivery, in passes.
+"""The background worker: decay-out sweeps, SLA timers, segments, workflows, email and webhook
+delivery, in passes.
 
 One pass, in this order:
 
@@ -6,10 +7,14 @@ One pass, in this order:
    instant it crossed it, with history and announcements, as if a timer had run all along;
 2. **SLA**: every MQL still in `mql` past its `sla_due_at` gets its breach recorded once
    (`leads.sla_breached_at`, an audit entry `sla.breached`) and announced (`sla.breached`);
-3. **webhooks**: every delivery due is sent, retried later, or given up as dead.
+3. **segments**: segments that time alone can change (windows, days in a stage, decaying
+   scores) are tested again over every lead when their last refresh is older than an hour;
+4. **workflows**: every due step runs, one transaction each (qualify.service.workflows);
+5. **email**: every email due is sent through SMTP (qualify.service.email);
+6. **webhooks**: every delivery due is sent, retried later, or given up as dead.
 
 Decay-out comes first so that an MQL that had decayed out before its due time is not counted
-as a breach; delivery comes last so announcements written by this pass leave in it.
+as a breach; delivery comes last so announcements and emails written by this pass leave in it.
 `Worker.run` repeats passes until told to stop; `stop_on_signals` makes SIGTERM and SIGINT do
 that after the pass in progress.
 """
@@ -36,7 +41,7 @@ from qualify.adapters.repository import LeadRecord
 from qualify.domain.engagement import DAY
 from qualify.domain.lifecycle import Stage
 from qualify.domain.records import lead_key
-from qualify.service import outbox, webhooks
+from qualify.service import automation, email, outbox, webhooks, workflows
 from qualify.service.audit import record_audit
 from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import Workspace, utcnow
@@ -45,6 +50,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 500  # leads per transaction in the sweeps: short transactions, bounded memory
 SLA_ACTOR = "sla timer"
+SEGMENT_REFRESH = timedelta(hours=1)  # how stale a segment that time can change may get
+STEPS_PER_PASS = 2000  # workflow steps one pass runs at most, so a pass stays short
 
 
 @dataclass(slots=True)
@@ -54,13 +61,27 @@ class PassSummary:
     at: datetime
     decayed: int = 0
     sla_breaches: int = 0
+    segment_changes: int = 0
+    workflow_steps: int = 0
+    emails_sent: int = 0
     delivered: int = 0
     retrying: int = 0
     dead: int = 0
 
     @property
     def busy(self) -> bool:
-        return any((self.decayed, self.sla_breaches, self.delivered, self.retrying, self.dead))
+        return any(
+            (
+                self.decayed,
+                self.sla_breaches,
+                self.segment_changes,
+                self.workflow_steps,
+                self.emails_sent,
+                self.delivered,
+                self.retrying,
+                self.dead,
+            )
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,11 +228,14 @@ class Worker:
         self.clock = clock
 
     def run_once(self, now: datetime | None = None) -> PassSummary:
-        """One pass at `now` (default: the clock): decay-out, SLA, then webhook delivery."""
+        """One pass at `now` (default: the clock): decay-out, SLA, segments, workflows, email, webhooks."""
         now = now or self.clock()
         summary = PassSummary(now)
         summary.decayed = sweep_decay(self.workspace, now)
         summary.sla_breaches = record_sla_breaches(self.workspace, now)
+        summary.segment_changes = automation.refresh_due(self.workspace, now, SEGMENT_REFRESH)
+        summary.workflow_steps = workflows.run_due(self.workspace, now, limit=STEPS_PER_PASS).steps
+        summary.emails_sent = email.deliver_due(self.workspace, now).sent
         sent = webhooks.deliver_due(
             self.workspace,
             now,

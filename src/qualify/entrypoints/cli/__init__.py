@@ -11,6 +11,7 @@ from qualify.entrypoints.cli import lead_admin  # noqa: F401 - merge, export, er
 from qualify.entrypoints.cli import analytics  # noqa: F401 - rescore, backtest, report
 from qualify.entrypoints.cli import service  # noqa: F401 - serve, keys, worker, webhooks
 from qualify.entrypoints.cli import models  # noqa: F401 - model validate, activate, show
+from qualify.entrypoints.cli import automation  # noqa: F401 - segments, workflows
 
 # isort: on
 from qualify.entrypoints.cli.base import app

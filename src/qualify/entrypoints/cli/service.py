@@ -160,7 +160,7 @@ def worker(
     ] = None,
     db: DbOption = None,
 ) -> None:
-    """Run the background work: decay-out sweeps, SLA timers and webhook delivery (docs/webhooks.md).
+    """Run the background work: decay-out, SLA timers, segments, workflow steps, email and webhook delivery.
 
     Loops until SIGTERM or Ctrl-C, which stop it after the pass in progress.
     """
@@ -175,6 +175,8 @@ def worker(
         if summary.busy or once:
             out.print(
                 f"{summary.at:%Y-%m-%d %H:%M:%S} decayed out {summary.decayed}, SLA breaches {summary.sla_breaches}, "
+                f"segment changes {summary.segment_changes}, workflow steps {summary.workflow_steps}, "
+                f"emails sent {summary.emails_sent}, "
                 f"delivered {summary.delivered}, retrying {summary.retrying}, dead {summary.dead}",
                 highlight=False,
                 soft_wrap=True,

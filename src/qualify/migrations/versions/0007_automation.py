@@ -110,6 +110,14 @@ def upgrade() -> None:
     op.create_index(op.f("ix_workflow_enrolments_lead_id"), "workflow_enrolments", ["lead_id"])
     op.create_index("ix_workflow_enrolments_status_next", "workflow_enrolments", ["status", "next_run_at"])
     op.create_index("ix_workflow_enrolments_workflow_lead", "workflow_enrolments", ["workflow", "lead_id"])
+    op.create_index(
+        "uq_workflow_enrolments_active",
+        "workflow_enrolments",
+        ["workflow", "lead_id"],
+        unique=True,
+        sqlite_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active'"),
+    )
     op.create_table(
         "workflow_log",
         sa.Column("id", sa.Integer(), nullable=False),

@@ -1,7 +1,204 @@
-"""Segments and workflows over HTTP."""
+"""Segments and workflows over HTTP: define them, read their members, counts, runs and a lead's log.
+
+Definitions are sent as JSON in the same shape as the YAML of docs/automation.md (one segment or
+one workflow per request); problems come back as 422 with the field of each.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
-router = APIRouter(tags=["automation"])
+from fastapi import APIRouter, Body, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from qualify.adapters import repository as repo
+from qualify.domain.access import Permission
+from qualify.domain.automation import AutomationDocument, Template, load_segment, load_workflow
+from qualify.domain.errors import NotFound
+from qualify.entrypoints.api.deps import Automator, LeadReader, WorkspaceDep, permission_doc
+from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
+from qualify.service import automation
+
+router = APIRouter(prefix="/v1", tags=["automation"])
+READ, WRITE = permission_doc(Permission.READ_LEADS), permission_doc(Permission.AUTOMATION)
+NOT_FOUND = {**PROBLEM_RESPONSES, 404: {"description": "No such segment, workflow or lead"}}
+Name = Annotated[
+    str,
+    Path(max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="lower-case letters, digits, '-', '_', '.'"),
+]
+SegmentBody = Annotated[
+    dict[str, Any],
+    Body(
+        description="The segment, as in the YAML of docs/automation.md (its `name` is the path's).",
+        openapi_examples={
+            "pricing readers": {
+                "value": {
+                    "description": "read the pricing guide lately, not yet a customer",
+                    "when": [
+                        {"event": "content_download", "where": {"title": {"regex": "pricing"}}, "within_days": 30},
+                        {"field": "stage", "not_in": ["customer", "evangelist"]},
+                    ],
+                }
+            }
+        },
+    ),
+]
+WorkflowBody = Annotated[
+    dict[str, Any],
+    Body(
+        description="The workflow, as in the YAML of docs/automation.md (its `name` is the path's).",
+        openapi_examples={
+            "recycle": {
+                "value": {
+                    "trigger": {"entered_stage": "nurture"},
+                    "exit": [{"field": "stage", "in": ["sql", "opportunity", "customer"]}],
+                    "steps": [{"add_tag": "recycled"}, {"wait": {"days": 3}}, {"notify_owner": "back in nurture"}],
+                }
+            }
+        },
+    ),
+]
+
+
+class Counts(BaseModel):
+    at: str
+    members: int
+    entered: int
+    left: int
+
+
+class Refreshed(BaseModel):
+    leads: int = Field(description="leads tested")
+    entered: int
+    left: int
+
+
+class TemplateIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"subject": "{{ first_name or 'Hello' }}, a note", "text": "Hi {{ first_name }}, ..."}]
+        },
+    )
+
+    subject: str = Field(min_length=1, max_length=500)
+    text: str = Field(min_length=1, max_length=100_000)
+    html: str | None = Field(default=None, max_length=200_000)
+
+
+@router.get("/segments", responses=PROBLEM_RESPONSES, openapi_extra=READ)
+def get_segments(workspace: WorkspaceDep, caller: LeadReader) -> list[dict[str, Any]]:
+    """Every segment with its definition, members now and what it tests, in words."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        return [s.as_dict() for s in automation.list_segments(uow)]
+
+
+@router.put("/segments/{name}", responses=PROBLEM_RESPONSES, openapi_extra=WRITE)
+def put_segment(name: Name, definition: SegmentBody, workspace: WorkspaceDep, caller: Automator) -> dict[str, Any]:
+    """Create or replace a segment; every lead is tested against it at once (the answer says how many entered)."""
+    segment = load_segment({**definition, "name": name}, f"segment {name}")
+    with workspace.unit_of_work() as uow:
+        applied = automation.put_segments(uow, [segment], by=caller.name)
+    moved = automation.refresh_segments(workspace, names=[name]) if not applied.unchanged else None
+    with workspace.unit_of_work(read_only=True) as uow:
+        return automation.segment_info(uow, name).as_dict() | {"applied": applied.as_dict(), "refresh": moved}
+
+
+@router.get("/segments/{name}", responses=NOT_FOUND, openapi_extra=READ)
+def get_segment(name: Name, workspace: WorkspaceDep, caller: LeadReader) -> dict[str, Any]:
+    with workspace.unit_of_work(read_only=True) as uow:
+        return automation.segment_info(uow, name).as_dict()
+
+
+@router.delete("/segments/{name}", status_code=204, responses=NOT_FOUND, openapi_extra=WRITE)
+def delete_segment(name: Name, workspace: WorkspaceDep, caller: Automator) -> None:
+    """Delete a segment (refused while a workflow is triggered by it); its members' exits are recorded."""
+    with workspace.unit_of_work() as uow:
+        automation.delete_segment(uow, name, by=caller.name)
+
+
+@router.get("/segments/{name}/members", responses=NOT_FOUND, openapi_extra=READ)
+def get_segment_members(
+    name: Name,
+    workspace: WorkspaceDep,
+    caller: LeadReader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after_id: Annotated[int, Query(ge=0, description="the largest `id` of the previous page")] = 0,
+) -> list[dict[str, Any]]:
+    """Members by lead id, a page at a time, with when they entered and their scores now."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        return automation.segment_members(uow, name, limit=limit, after_id=after_id)
+
+
+@router.get("/segments/{name}/counts", response_model=list[Counts], responses=NOT_FOUND, openapi_extra=READ)
+def get_segment_counts(
+    name: Name,
+    workspace: WorkspaceDep,
+    caller: LeadReader,
+    days: Annotated[int, Query(ge=1, le=3660)] = 84,
+    every_days: Annotated[int, Query(ge=1, le=366)] = 7,
+) -> list[dict[str, Any]]:
+    """Members at the end of every `every_days` over the last `days`, with the entries and exits in between."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        return automation.segment_counts(uow, name, days=max(days, every_days), every_days=every_days)
+
+
+@router.post("/segments/{name}/refresh", response_model=Refreshed, responses=NOT_FOUND, openapi_extra=WRITE)
+def refresh_segment(name: Name, workspace: WorkspaceDep, caller: Automator) -> dict[str, int]:
+    """Test every lead against the segment now (the batch evaluation) and record who entered and left."""
+    return automation.refresh_segments(workspace, names=[name])
+
+
+@router.get("/workflows", responses=PROBLEM_RESPONSES, openapi_extra=READ)
+def get_workflows(workspace: WorkspaceDep, caller: LeadReader) -> list[dict[str, Any]]:
+    """Every workflow: definition, trigger and steps in words, and its runs by status."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        return [w.as_dict() for w in automation.list_workflows(uow)]
+
+
+@router.put("/workflows/{name}", responses=PROBLEM_RESPONSES, openapi_extra=WRITE)
+def put_workflow(name: Name, definition: WorkflowBody, workspace: WorkspaceDep, caller: Automator) -> dict[str, Any]:
+    """Create or replace a workflow (active). The templates it sends and the segment that triggers it must exist."""
+    workflow = load_workflow({**definition, "name": name}, f"workflow {name}")
+    with workspace.unit_of_work() as uow:
+        applied = automation.put_workflows(uow, AutomationDocument(workflows=(workflow,)), by=caller.name)
+        return automation.workflow_info(uow, name).as_dict() | {"applied": applied.as_dict()}
+
+
+@router.get("/workflows/{name}", responses=NOT_FOUND, openapi_extra=READ)
+def get_workflow(name: Name, workspace: WorkspaceDep, caller: LeadReader) -> dict[str, Any]:
+    with workspace.unit_of_work(read_only=True) as uow:
+        return automation.workflow_info(uow, name).as_dict()
+
+
+@router.post("/workflows/{name}/pause", responses=NOT_FOUND, openapi_extra=WRITE)
+def pause_workflow(name: Name, workspace: WorkspaceDep, caller: Automator) -> dict[str, int]:
+    """Pause: nobody new is enrolled and the runs in progress stop (each logged)."""
+    with workspace.unit_of_work() as uow:
+        return {"stopped": automation.set_workflow_active(uow, name, False, by=caller.name)}
+
+
+@router.post("/workflows/{name}/resume", status_code=204, responses=NOT_FOUND, openapi_extra=WRITE)
+def resume_workflow(name: Name, workspace: WorkspaceDep, caller: Automator) -> None:
+    with workspace.unit_of_work() as uow:
+        automation.set_workflow_active(uow, name, True, by=caller.name)
+
+
+@router.put("/templates/{name}", status_code=204, responses=PROBLEM_RESPONSES, openapi_extra=WRITE)
+def put_template(name: Name, body: TemplateIn, workspace: WorkspaceDep, caller: Automator) -> None:
+    """Create or replace an email template (Jinja2; docs/email.md lists what it may use)."""
+    document = AutomationDocument(templates=(Template(name, body.subject, body.text, body.html),))
+    with workspace.unit_of_work() as uow:
+        automation.put_workflows(uow, document, by=caller.name)
+
+
+@router.get("/leads/{key}/automation", responses=NOT_FOUND, openapi_extra=READ)
+def get_lead_automation(
+    key: Annotated[str, Path(max_length=254)], workspace: WorkspaceDep, caller: LeadReader
+) -> dict[str, Any]:
+    """A lead's segments now and their history, its tags, workflow runs and every step they took."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        record = repo.find_lead(uow.connection, key[4:] if key.startswith("ext:") else key)
+        if record is None or record.id is None:
+            raise NotFound(f"no lead {key!r}")
+        return automation.lead_automation(uow, record.id)

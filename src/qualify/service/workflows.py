@@ -1,0 +1,310 @@
+"""Running workflows: the worker claims due runs and does one step per transaction.
+
+A run (`workflow_enrolments` row) says which step is next and when it is due. The worker claims
+one due run at a time (`FOR UPDATE SKIP LOCKED`: two workers never take the same run), and in one
+transaction does the step's work, writes its log line and moves the run on. A crash before the
+commit undoes all three, so the step runs again, once; after the commit it is done. The log's
+unique index on (run, step) holds that line even against a bug: a step cannot be recorded twice.
+
+What leaves the store is written in the same transaction and sent later: an email becomes a
+row of the email outbox (delivered by `qualify.service.email.deliver_due`), an owner
+notification an announcement of the webhook outbox. Waits are rows too (`next_run_at`), so they
+survive a restart of the worker; a wait for an event is cut short when the event arrives.
+
+Before each step the run's exit tests are checked (the goal reached: e.g. the lead became SQL);
+a run whose workflow was paused or removed, or whose lead was erased, stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, exists, select, update
+
+from qualify.adapters import repository as repo
+from qualify.adapters import schema
+from qualify.domain.automation import Step, Workflow
+from qualify.domain.errors import QualifyError
+from qualify.domain.lifecycle import Actor, Stage
+from qualify.domain.records import Event
+from qualify.service import automation, outbox, predictions
+from qualify.service.automation import Changes, finish, log_step
+from qualify.service.batch import LeadBatch
+from qualify.service.events import ingest_events
+from qualify.service.unit_of_work import UnitOfWork, Workspace
+
+NOTIFY = outbox.WORKFLOW_NOTIFY
+NURTURABLE = (Stage.LEAD, Stage.MQL)  # a workflow may park these in nurture; later stages are sales' call
+
+
+@dataclass(slots=True)
+class RunSummary:
+    steps: int = 0
+    completed: int = 0
+    exited: int = 0
+    stopped: int = 0
+    woken: int = 0
+
+
+def run_due(workspace: Workspace, now: datetime, *, limit: int = 1000) -> RunSummary:
+    """Run due steps, one transaction each, until none is due or `limit` steps ran."""
+    summary = RunSummary(woken=wake_waiting(workspace, now))
+    while summary.steps < limit:
+        with workspace.unit_of_work() as uow:
+            run = _claim(uow, now)
+            if run is None:
+                break
+            status = run_step(uow, run, now)
+        summary.steps += 1
+        if status == "completed":
+            summary.completed += 1
+        elif status == "exited":
+            summary.exited += 1
+        elif status in ("stopped", "failed"):
+            summary.stopped += 1
+    return summary
+
+
+def wake_waiting(workspace: Workspace, now: datetime) -> int:
+    """Make due every run waiting for an event that has arrived since its wait began."""
+    e, ev = schema.workflow_enrolments, schema.events
+    arrived = exists().where(
+        ev.c.lead_id == e.c.lead_id, ev.c.type == e.c.waiting_for, ev.c.occurred_at >= e.c.wait_started_at
+    )
+    with workspace.unit_of_work() as uow:
+        result = uow.connection.execute(
+            update(e)
+            .where(e.c.status == "active", e.c.waiting_for.is_not(None), e.c.next_run_at > now, arrived)
+            .values(next_run_at=now)
+        )
+    return int(result.rowcount or 0)
+
+
+def _claim(uow: UnitOfWork, now: datetime) -> Row[Any] | None:
+    e = schema.workflow_enrolments
+    query = (
+        select(e)
+        .where(e.c.status == "active", e.c.next_run_at <= now)
+        .order_by(e.c.next_run_at, e.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return uow.connection.execute(query).first()
+
+
+def run_step(uow: UnitOfWork, run: Row[Any], now: datetime) -> str:
+    """Do the run's next step (or its exit or completion); return the run's status after it."""
+    conn = uow.connection
+    found = automation.definitions(uow)
+    workflow = found.workflow(run.workflow)
+    k = run.step
+    if workflow is None:
+        finish(conn, run.id, run.lead_id, run.workflow, k, "stopped", "stop", "the workflow was paused or removed", now)
+        return "stopped"
+    kinds = workflow.exit.event_types() | workflow.when.event_types()
+    facts = automation.lead_facts(conn, [run.lead_id], now, kinds, None).get(run.lead_id)
+    if facts is None:
+        finish(conn, run.id, run.lead_id, workflow.name, k, "stopped", "stop", "the lead was erased", now)
+        return "stopped"
+    if workflow.exit.items and workflow.exit.holds(facts, now.timestamp()):
+        met = [t.describe() for t in workflow.exit.items if t.holds(facts, now.timestamp())]
+        finish(conn, run.id, run.lead_id, workflow.name, k, "exited", "exit", f"goal reached: {'; '.join(met)}", now)
+        return "exited"
+    if k >= len(workflow.steps):
+        finish(conn, run.id, run.lead_id, workflow.name, k, "completed", "complete", "every step done", now)
+        return "completed"
+    step = workflow.steps[k]
+    if step.kind in ("wait", "wait_for"):
+        return _wait(uow, run, workflow, step, now)
+    outcome, detail = _do(uow, run, workflow, step, now)
+    log_step(conn, run.id, run.lead_id, workflow.name, k, step.kind, outcome, detail, now)
+    return _advance(uow, run, workflow, now)
+
+
+def _advance(uow: UnitOfWork, run: Row[Any], workflow: Workflow, now: datetime) -> str:
+    e = schema.workflow_enrolments
+    following = run.step + 1
+    uow.connection.execute(
+        update(e)
+        .where(e.c.id == run.id)
+        .values(step=following, next_run_at=now, wait_started_at=None, waiting_for=None)
+    )
+    if following >= len(workflow.steps):
+        finish(
+            uow.connection,
+            run.id,
+            run.lead_id,
+            workflow.name,
+            following,
+            "completed",
+            "complete",
+            "every step done",
+            now,
+        )
+        return "completed"
+    return "active"
+
+
+def _wait(uow: UnitOfWork, run: Row[Any], workflow: Workflow, step: Step, now: datetime) -> str:
+    """Start a wait (no log line yet), or end it: its log line says how it ended."""
+    conn = uow.connection
+    e = schema.workflow_enrolments
+    if run.wait_started_at is None:
+        days = step.args["days"] if step.kind == "wait" else step.args["timeout_days"]
+        conn.execute(
+            update(e)
+            .where(e.c.id == run.id)
+            .values(
+                wait_started_at=now,
+                next_run_at=now + timedelta(days=days),
+                waiting_for=step.args["event"] if step.kind == "wait_for" else None,
+            )
+        )
+        return "active"
+    waited = (now - run.wait_started_at).total_seconds() / 86400
+    if step.kind == "wait":
+        log_step(conn, run.id, run.lead_id, workflow.name, run.step, "wait", "done", f"waited {waited:.2f} days", now)
+        return _advance(uow, run, workflow, now)
+    ev = schema.events
+    first = conn.execute(
+        select(ev.c.occurred_at)
+        .where(ev.c.lead_id == run.lead_id, ev.c.type == step.args["event"], ev.c.occurred_at >= run.wait_started_at)
+        .order_by(ev.c.occurred_at)
+        .limit(1)
+    ).scalar()
+    if first is not None:
+        detail = f"{step.args['event']} arrived at {first.isoformat()} after {waited:.2f} days"
+        log_step(conn, run.id, run.lead_id, workflow.name, run.step, "wait_for", "done", detail, now)
+        return _advance(uow, run, workflow, now)
+    if step.args["on_timeout"] == "exit":
+        detail = f"no {step.args['event']} within {step.args['timeout_days']:g} days"
+        finish(conn, run.id, run.lead_id, workflow.name, run.step, "exited", "wait_for", detail, now)
+        return "exited"
+    detail = f"no {step.args['event']} within {step.args['timeout_days']:g} days: going on"
+    log_step(conn, run.id, run.lead_id, workflow.name, run.step, "wait_for", "timed_out", detail, now)
+    return _advance(uow, run, workflow, now)
+
+
+def _do(uow: UnitOfWork, run: Row[Any], workflow: Workflow, step: Step, now: datetime) -> tuple[str, str]:
+    """The step's work, in the run's transaction; returns (outcome, detail) for its log line."""
+    conn = uow.connection
+    args, lead_id = step.args, run.lead_id
+    match step.kind:
+        case "send_email":
+            from qualify.service import email as mail
+
+            try:
+                queued = mail.enqueue(
+                    conn,
+                    uow.workspace.settings,
+                    lead_id=lead_id,
+                    template=args["template"],
+                    now=now,
+                    enrolment_id=run.id,
+                    step=run.step,
+                )
+            except QualifyError as error:  # a template deleted since, or one this lead cannot fill in
+                return "failed", f"email {args['template']!r} not sent: {error}"
+            if queued.status == "skipped":
+                return "skipped", f"email {args['template']!r} not sent: {queued.reason}"
+            return "done", f"email {args['template']!r} queued (email #{queued.id})"
+        case "notify_owner":
+            row = conn.execute(
+                select(schema.leads.c.email, schema.leads.c.external_id, schema.leads.c.owner).where(
+                    schema.leads.c.id == lead_id
+                )
+            ).one()
+            payload = {
+                "lead": {"id": lead_id, "email": row.email, "external_id": row.external_id},
+                "owner": row.owner,
+                "workflow": workflow.name,
+                "step": run.step,
+                "message": args.get("message") or f"{workflow.name}: please look at this lead",
+                "at": now.isoformat(),
+            }
+            sent = outbox.enqueue(conn, [outbox.Announcement(NOTIFY, payload)], now)
+            who = row.owner or "no owner"
+            return "done", f"notified {who} ({sent} webhook subscription(s))"
+        case "set_owner":
+            leads = schema.leads
+            conn.execute(
+                update(leads)
+                .where(leads.c.id == lead_id)
+                .values(owner=args["owner"], owner_rule=f"workflow {workflow.name}"[:200], owner_assigned_at=now)
+            )
+            conn.execute(
+                schema.assignments.insert().values(
+                    lead_id=lead_id, owner=args["owner"], team=None, rule=f"workflow {workflow.name}"[:200], at=now
+                )
+            )
+            _changed(uow, lead_id, now)
+            return "done", f"owner set to {args['owner']}"
+        case "add_tag" | "remove_tag":
+            return _tag(uow, lead_id, args["tag"], step.kind == "add_tag", workflow, now)
+        case "bonus":
+            record = repo.find_leads_by_id(conn, [lead_id], profile=False)[0]
+            reason = args.get("reason") or ""
+            ingest_events(
+                uow,
+                [
+                    Event(
+                        event_id=f"bonus:{run.id}:{run.step}",
+                        type="score_bonus",
+                        occurred_at=now,
+                        email=record.lead.email,
+                        external_id=record.lead.external_id,
+                        properties={"points": args["points"], "reason": reason, "workflow": workflow.name},
+                    )
+                ],
+                create_unknown=False,
+                now=now,
+                by=f"workflow {workflow.name}",
+            )
+            return "done", f"bonus {args['points']:+g} points" + (f": {reason}" if reason else "")
+        case "move_to_nurture":
+            return _nurture(uow, lead_id, workflow, args.get("reason") or "", now)
+    raise AssertionError(f"unknown step {step.kind}")
+
+
+def _changed(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
+    """A step changed the lead outside of an event: test its segments and triggers again."""
+    automation.after_flush(uow, Changes([lead_id], now))
+
+
+def _tag(uow: UnitOfWork, lead_id: int, tag: str, add: bool, workflow: Workflow, now: datetime) -> tuple[str, str]:
+    conn = uow.connection
+    t = schema.lead_tags
+    present = conn.execute(select(t.c.tag).where(t.c.lead_id == lead_id, t.c.tag == tag)).first() is not None
+    if add == present:
+        return "skipped", f"already {'tagged' if add else 'not tagged'} {tag!r}"
+    if add:
+        conn.execute(t.insert().values(lead_id=lead_id, tag=tag, added_at=now, by=f"workflow {workflow.name}"[:200]))
+    else:
+        conn.execute(delete(t).where(and_(t.c.lead_id == lead_id, t.c.tag == tag)))
+    _changed(uow, lead_id, now)
+    return "done", f"{'added' if add else 'removed'} tag {tag!r}"
+
+
+def _nurture(uow: UnitOfWork, lead_id: int, workflow: Workflow, reason: str, now: datetime) -> tuple[str, str]:
+    record = repo.find_lead(uow.connection, f"#{lead_id}", for_update=True)
+    assert record is not None
+    batch = LeadBatch(uow, uow.active_model(), now)
+    batch.remember(record)
+    timer_moves = batch.evaluator.run_timers(record.state, now.timestamp())
+    if timer_moves:
+        batch.record_moves(record, timer_moves)
+    before = record.state.stage
+    if before not in NURTURABLE:
+        if timer_moves:
+            batch.flush()
+        return "skipped", f"the lead is {before.value}: only {', '.join(s.value for s in NURTURABLE)} go to nurture"
+    why = reason or f"workflow {workflow.name}"
+    batch.record_history(record, before, Stage.NURTURE, now, Actor.SYSTEM, f"workflow {workflow.name}"[:200], why[:300])
+    record.state.stage = Stage.NURTURE
+    record.state.stage_entered = now.timestamp()
+    record.changed = True
+    batch.flush()
+    predictions.after_events(uow, batch, [record], judge=False)
+    return "done", f"moved from {before.value} to nurture"

@@ -1,0 +1,313 @@
+"""Segments (online and in batch, with history and counts) and workflows (triggers, enrolment rules,
+steps, waits, exits, the per-lead log) against a real store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from qualify.adapters import schema
+from qualify.domain.automation import AutomationError, load_automation
+from qualify.domain.errors import InvalidInput
+from qualify.domain.records import make_event
+from qualify.service import automation, workflows
+from qualify.service.events import ingest_events
+from qualify.service.stages import apply_stage_action
+from qualify.service.unit_of_work import Workspace, open_workspace
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+SEGMENTS = """
+segments:
+  - name: pricing-readers
+    description: read the pricing guide lately, not yet a customer
+    when:
+      - {event: content_download, where: {title: {regex: pricing}}, within_days: 30}
+      - {field: stage, not_in: [customer, evangelist]}
+  - name: no-demo-yet
+    when:
+      - {field: account.domain, exists: true}
+      - {no_event: demo_request}
+  - name: busy-readers
+    match: any
+    when:
+      - {event: page_view, min_count: 3}
+      - {tag: vip}
+"""
+
+WORKFLOWS = """
+templates:
+  - name: comeback
+    subject: "{{ first_name or 'Hello' }}, what changed since we spoke?"
+    text: "Hi {{ first_name }}, here is what is new: https://example.com/new"
+workflows:
+  - name: recycle
+    description: leads sales sent back get a bonus, a tag, a wait and a nudge
+    trigger: {entered_stage: nurture}
+    exit: [{field: stage, in: [sql, opportunity, customer]}]
+    steps:
+      - add_tag: recycled
+      - bonus: {points: 15, reason: recycled}
+      - notify_owner: "back in nurture"
+      - wait: {days: 3}
+      - send_email: comeback
+      - wait_for: {event: email_click, timeout_days: 7}
+      - set_owner: nurture.team
+  - name: pricing-nudge
+    trigger: {entered_segment: pricing-readers}
+    when: [{field: fit_grade, in: [A, B, C, D]}]
+    reenter_after_days: 10
+    steps:
+      - add_tag: pricing
+"""
+
+
+def apply(workspace: Workspace, text: str) -> None:
+    document = load_automation(text, "test.yaml")
+    with workspace.unit_of_work() as uow:
+        automation.put_segments(uow, document.segments, by="test", now=T0)
+        if document.workflows:
+            automation.put_workflows(uow, document, by="test", now=T0)
+
+
+def ingest(workspace: Workspace, *events: Any, now: datetime) -> None:
+    with workspace.unit_of_work() as uow:
+        ingest_events(uow, list(events), now=now)
+
+
+def lead_id(workspace: Workspace, email: str) -> int:
+    with workspace.unit_of_work() as uow:
+        found = uow.connection.execute(select(schema.leads.c.id).where(schema.leads.c.email == email)).scalar_one()
+        return int(found)
+
+
+def members(workspace: Workspace, segment: str) -> set[str]:
+    with workspace.unit_of_work() as uow:
+        m, leads = schema.segment_members, schema.leads
+        rows = uow.connection.execute(
+            select(leads.c.email).join(m, m.c.lead_id == leads.c.id).where(m.c.segment == segment)
+        )
+        return set(rows.scalars())
+
+
+def test_a_document_names_the_line_and_field_of_every_problem() -> None:
+    text = """
+segments:
+  - name: Bad Name
+    when:
+      - {field: stage, in: [mql, prospect]}
+      - {field: shoe_size, equals: 42}
+      - {event: PageView}
+workflows:
+  - name: w
+    trigger: {entered_stage: nowhere}
+    steps:
+      - wait: {weeks: 2}
+      - bonus: {points: 500}
+      - teleport: somewhere
+"""
+    with pytest.raises(AutomationError) as caught:
+        load_automation(text, "bad.yaml")
+    found = {(p.line, p.path) for p in caught.value.problems}
+    assert (3, "segments[0].name") in found
+    assert (5, "segments[0].when[0].in") in found  # prospect is no stage
+    assert (6, "segments[0].when[1].field") in found
+    assert (7, "segments[0].when[2].event") in found
+    assert (10, "workflows[0].trigger.entered_stage") in found
+    assert (12, "workflows[0].steps[0].wait.weeks") in found
+    assert (13, "workflows[0].steps[1].bonus.points") in found
+    assert (14, "workflows[0].steps[2].teleport") in found
+    assert "bad.yaml" in str(caught.value)
+
+
+def test_segments_follow_events_online_and_keep_their_history(workspace: Workspace) -> None:
+    apply(workspace, SEGMENTS)
+    ingest(
+        workspace,
+        make_event("d1", "content_download", T0, email="ann@acme.com", properties={"title": "Pricing guide"}),
+        make_event("d2", "content_download", T0, email="bob@acme.com", properties={"title": "Culture book"}),
+        now=T0,
+    )
+    assert members(workspace, "pricing-readers") == {"ann@acme.com"}
+    assert members(workspace, "no-demo-yet") == {"ann@acme.com", "bob@acme.com"}
+    ingest(workspace, make_event("d3", "demo_request", T0 + DAY, email="bob@acme.com"), now=T0 + DAY)
+    assert members(workspace, "no-demo-yet") == {"ann@acme.com"}
+    views = [
+        make_event(f"v{i}", "page_view", T0 + DAY, email="cy@acme.com", properties={"url": "/x"}) for i in range(3)
+    ]
+    ingest(workspace, *views[:2], now=T0 + DAY)
+    assert "cy@acme.com" not in members(workspace, "busy-readers")
+    ingest(workspace, views[2], now=T0 + DAY)
+    assert "cy@acme.com" in members(workspace, "busy-readers")
+    bob_id = lead_id(workspace, "bob@acme.com")
+    with workspace.unit_of_work() as uow:
+        bob = automation.lead_automation(uow, bob_id)
+    assert [(h["segment"], h["change"], h["by"]) for h in bob["segment_history"]] == [
+        ("no-demo-yet", "entered", "online"),
+        ("no-demo-yet", "left", "online"),
+    ]
+
+
+def test_batch_refresh_agrees_with_online_and_lets_time_move_leads_out(workspace: Workspace) -> None:
+    apply(workspace, SEGMENTS)
+    events = []
+    for i in range(12):
+        kind = ("content_download", "page_view", "demo_request")[i % 3]
+        props = {"title": "Pricing guide" if i % 2 else "Other"} if kind == "content_download" else {"url": "/p"}
+        for j in range(i % 4 + 1):
+            events.append(make_event(f"e{i}-{j}", kind, T0 + j * DAY, email=f"l{i}@firm{i % 5}.com", properties=props))
+    ingest(workspace, *events, now=T0 + 4 * DAY)
+    online = {s: members(workspace, s) for s in ("pricing-readers", "no-demo-yet", "busy-readers")}
+    assert online["pricing-readers"]  # something to compare
+    # The batch evaluation at the same instant finds the same members: nothing enters or leaves.
+    assert automation.refresh_segments(workspace, T0 + 4 * DAY) == {"leads": 12, "entered": 0, "left": 0}
+    # Thirty days on, the pricing downloads fall out of the window.
+    result = automation.refresh_segments(workspace, T0 + 40 * DAY, names=["pricing-readers"])
+    assert result["left"] == len(online["pricing-readers"]) and members(workspace, "pricing-readers") == set()
+    with workspace.unit_of_work() as uow:
+        counts = automation.segment_counts(uow, "pricing-readers", days=42, every_days=7, now=T0 + 41 * DAY)
+    assert counts[-1]["members"] == 0 and max(c["members"] for c in counts) == len(online["pricing-readers"])
+    assert sum(c["left"] for c in counts) == len(online["pricing-readers"])
+
+
+def run(workspace: Workspace, now: datetime) -> workflows.RunSummary:
+    return workflows.run_due(workspace, now)
+
+
+def log_of(workspace: Workspace, email: str) -> list[tuple[str, int, str, str]]:
+    found_id = lead_id(workspace, email)
+    with workspace.unit_of_work() as uow:
+        found = automation.lead_automation(uow, found_id)
+    return [(line["workflow"], line["step"], line["action"], line["outcome"]) for line in found["log"]]
+
+
+def test_a_workflow_runs_its_steps_waits_across_restarts_and_logs_each_once(workspace: Workspace) -> None:
+    apply(workspace, SEGMENTS + WORKFLOWS.replace("templates:", "templates:", 1))
+    ingest(workspace, make_event("m1", "demo_request", T0, email="ann@acme.com"), now=T0)
+    with workspace.unit_of_work() as uow:
+        apply_stage_action(uow, "ann@acme.com", "reject", by="rep", reason="no_budget", at=T0 + DAY, now=T0 + DAY)
+    assert log_of(workspace, "ann@acme.com") == [("recycle", -1, "enrol", "enrolled")]
+    summary = run(workspace, T0 + DAY)
+    assert summary.steps == 4  # tag, bonus, notify, and the start of the wait
+    with workspace.unit_of_work() as uow:
+        conn = uow.connection
+        tags = list(conn.execute(select(schema.lead_tags.c.tag)).scalars())
+        bonus = conn.execute(
+            select(schema.events.c.properties).where(schema.events.c.type == "score_bonus")
+        ).scalar_one()
+    assert tags == ["recycled"] and bonus["points"] == 15 and bonus["workflow"] == "recycle"
+    assert run(workspace, T0 + 2 * DAY).steps == 0  # still waiting
+    # A fresh workspace object (a restarted worker) finds the wait where it was left.
+    restarted = open_workspace(workspace.settings)
+    try:
+        assert run(restarted, T0 + 4 * DAY + timedelta(seconds=1)).steps == 3  # wait ends, email, wait_for starts
+        ingest(
+            restarted,
+            make_event("c1", "email_click", T0 + 5 * DAY, email="ann@acme.com", properties={"url": "x"}),
+            now=T0 + 5 * DAY,
+        )
+        summary = run(restarted, T0 + 5 * DAY)
+        assert summary.woken == 1 and summary.completed == 1
+    finally:
+        restarted.close()
+    assert log_of(workspace, "ann@acme.com") == [
+        ("recycle", -1, "enrol", "enrolled"),
+        ("recycle", 0, "add_tag", "done"),
+        ("recycle", 1, "bonus", "done"),
+        ("recycle", 2, "notify_owner", "done"),
+        ("recycle", 3, "wait", "done"),
+        ("recycle", 4, "send_email", "done"),
+        ("recycle", 5, "wait_for", "done"),
+        ("recycle", 6, "set_owner", "done"),
+        ("recycle", 7, "complete", "completed"),
+    ]
+    with workspace.unit_of_work() as uow:
+        conn = uow.connection
+        owner = conn.execute(select(schema.leads.c.owner).where(schema.leads.c.email == "ann@acme.com")).scalar()
+        emails = conn.execute(select(func.count()).select_from(schema.emails)).scalar()
+    assert owner == "nurture.team" and emails == 1
+
+
+def test_reaching_the_goal_ends_the_run_and_enrolment_rules_hold(workspace: Workspace) -> None:
+    apply(workspace, SEGMENTS + WORKFLOWS)
+    ingest(workspace, make_event("m1", "demo_request", T0, email="ann@acme.com"), now=T0)
+    with workspace.unit_of_work() as uow:
+        apply_stage_action(uow, "ann@acme.com", "reject", by="rep", reason="no_budget", at=T0 + DAY, now=T0 + DAY)
+    run(workspace, T0 + DAY)  # into the 3-day wait
+    # Back to MQL and accepted by sales: the goal (SQL) is reached while it waits.
+    ingest(workspace, make_event("m2", "quote_request", T0 + 2 * DAY, email="ann@acme.com"), now=T0 + 2 * DAY)
+    with workspace.unit_of_work() as uow:
+        stage = uow.connection.execute(select(schema.leads.c.stage)).scalar()
+        if stage == "mql":
+            apply_stage_action(uow, "ann@acme.com", "accept", by="rep", at=T0 + 2 * DAY, now=T0 + 2 * DAY)
+    summary = run(workspace, T0 + 5 * DAY)
+    assert summary.exited == 1
+    assert log_of(workspace, "ann@acme.com")[-1][2:] == ("exit", "exited")
+    # Entered the segment twice within 10 days: one run; after 10 days: a second.
+    pricing = {"title": "Pricing"}
+    ingest(workspace, make_event("p1", "content_download", T0, email="bo@acme.com", properties=pricing), now=T0)
+    automation.refresh_segments(workspace, T0 + 31 * DAY, names=["pricing-readers"])  # leaves: window passed
+    ingest(
+        workspace,
+        make_event("p2", "content_download", T0 + 32 * DAY, email="bo@acme.com", properties=pricing),
+        now=T0 + 32 * DAY,
+    )
+    runs = [line for line in log_of(workspace, "bo@acme.com") if line[2] == "enrol"]
+    assert len(runs) == 1  # the first run is still active
+    run(workspace, T0 + 32 * DAY)
+    automation.refresh_segments(workspace, T0 + 63 * DAY, names=["pricing-readers"])
+    ingest(
+        workspace,
+        make_event("p3", "content_download", T0 + 64 * DAY, email="bo@acme.com", properties=pricing),
+        now=T0 + 64 * DAY,
+    )
+    assert len([line for line in log_of(workspace, "bo@acme.com") if line[2] == "enrol"]) == 2
+
+
+def test_pausing_stops_runs_and_a_workflow_needs_its_template_and_segment(workspace: Workspace) -> None:
+    apply(workspace, SEGMENTS + WORKFLOWS)
+    ingest(workspace, make_event("m1", "demo_request", T0, email="ann@acme.com"), now=T0)
+    with workspace.unit_of_work() as uow:
+        apply_stage_action(uow, "ann@acme.com", "reject", by="rep", reason="no_budget", at=T0 + DAY, now=T0 + DAY)
+        assert automation.set_workflow_active(uow, "recycle", False, by="test", now=T0 + DAY) == 1
+    assert run(workspace, T0 + DAY).steps == 0
+    assert log_of(workspace, "ann@acme.com")[-1][2:] == ("pause", "stopped")
+    orphan = load_automation(
+        "workflows:\n  - name: x\n    trigger: {entered_segment: ghosts}\n    steps: [{send_email: missing}]\n"
+    )
+    with workspace.unit_of_work() as uow, pytest.raises(InvalidInput) as caught:
+        automation.put_workflows(uow, orphan, by="test")
+    assert "no email template 'missing'" in str(caught.value) and "no segment 'ghosts'" in str(caught.value)
+
+
+def test_merges_and_erasure_carry_or_clear_what_automation_holds(workspace: Workspace) -> None:
+    from qualify.service.lead_admin import erase_lead, merge_leads
+
+    apply(workspace, SEGMENTS + WORKFLOWS)
+    for email in ("ann@acme.com", "ann.b@acme.com"):
+        ingest(workspace, make_event(f"m-{email}", "demo_request", T0, email=email), now=T0)
+        with workspace.unit_of_work() as uow:
+            apply_stage_action(uow, email, "reject", by="rep", reason="no_budget", at=T0 + DAY, now=T0 + DAY)
+    run(workspace, T0 + DAY)
+    run(workspace, T0 + 5 * DAY)  # both tagged, mailed, waiting for a click
+    with workspace.unit_of_work() as uow:
+        merge_leads(uow, "ann@acme.com", "ann.b@acme.com", by="test", now=T0 + 5 * DAY)
+    kept = lead_id(workspace, "ann@acme.com")
+    with workspace.unit_of_work() as uow:
+        found = automation.lead_automation(uow, kept)
+        mails = uow.connection.execute(select(func.count()).select_from(schema.emails)).scalar()
+    assert found["tags"] == ["recycled"]
+    assert sorted(r["status"] for r in found["workflows"]) == ["active", "stopped"]  # one run, not two
+    assert mails == 2
+    with workspace.unit_of_work() as uow:
+        erase_lead(uow, "ann@acme.com", by="test", now=T0 + 6 * DAY)
+    with workspace.unit_of_work() as uow:
+        found = automation.lead_automation(uow, kept)
+        addresses = set(uow.connection.execute(select(schema.emails.c.to_address)).scalars())
+    assert found["segments"] == [] and found["tags"] == [] and addresses == {""}
+    assert {r["status"] for r in found["workflows"]} == {"stopped"}
+    assert run(workspace, T0 + 30 * DAY).steps == 0
