@@ -311,3 +311,34 @@ def test_merges_and_erasure_carry_or_clear_what_automation_holds(workspace: Work
     assert found["segments"] == [] and found["tags"] == [] and addresses == {""}
     assert {r["status"] for r in found["workflows"]} == {"stopped"}
     assert run(workspace, T0 + 30 * DAY).steps == 0
+
+
+def test_score_crossings_and_segment_exits_trigger_workflows(workspace: Workspace) -> None:
+    apply(
+        workspace,
+        SEGMENTS
+        + """
+workflows:
+  - name: hot
+    trigger: {score_crossed: 25}
+    steps: [{add_tag: hot}]
+  - name: lost-interest
+    trigger: {left_segment: no-demo-yet}
+    when: [{field: stage, in: [lead, mql]}]
+    steps: [{add_tag: asked-for-demo}]
+""",
+    )
+    ingest(workspace, make_event("o1", "email_open", T0, email="ann@acme.com", properties={"campaign": "x"}), now=T0)
+    assert log_of(workspace, "ann@acme.com") == []  # 1 point: nothing crossed, still in no-demo-yet
+    ingest(workspace, make_event("d1", "demo_request", T0 + DAY, email="ann@acme.com"), now=T0 + DAY)
+    enrolled = {(w, step) for w, step, *_ in log_of(workspace, "ann@acme.com")}
+    assert enrolled == {("hot", -1), ("lost-interest", -1)}
+    run(workspace, T0 + DAY)
+    ann = lead_id(workspace, "ann@acme.com")
+    with workspace.unit_of_work() as uow:
+        assert automation.lead_automation(uow, ann)["tags"] == ["asked-for-demo", "hot"]
+    # Crossing again later (after decaying below) does not enrol twice: `hot` runs once per lead.
+    ingest(workspace, make_event("d2", "demo_request", T0 + 200 * DAY, email="ann@acme.com"), now=T0 + 200 * DAY)
+    assert [line for line in log_of(workspace, "ann@acme.com") if line[2] == "enrol"].count(
+        ("hot", -1, "enrol", "enrolled")
+    ) == 1
