@@ -40,6 +40,29 @@ PROPERTIES = {
     "unsubscribe": [{}],
     "bounce": [{}],
     "meeting": [{}],
+    # A workflow's one-off bonus: points held at ±100, and every kind of value that awards nothing.
+    "score_bonus": [
+        {"points": 15, "reason": "recycled lead read the pricing guide", "workflow": "recycle"},
+        {"points": -5, "workflow": "cool down"},
+        {"points": 2.5},
+        {"points": "7"},
+        {"points": 250},
+        {"points": -1000.5},
+        {"points": 123456789012345.5},
+        {"points": 0.30000000000000004},
+        {"points": "0.00012"},
+        {"points": 5e-05},  # below the smallest bonus: Python writes 5e-05, PostgreSQL 0.00005
+        {"points": 1e16},  # 1e+16 here, seventeen digits on PostgreSQL: refused either way
+        {"points": 10**20},
+        {"points": "1e3"},
+        {"points": "15\n"},
+        {"points": " 15"},
+        {"points": "abc"},
+        {"points": True},
+        {"points": 0},
+        {"points": [15]},
+        {},
+    ],
 }
 profiles = st.fixed_dictionaries(
     {
@@ -52,7 +75,13 @@ profiles = st.fixed_dictionaries(
     }
 )
 event_streams = st.lists(
-    st.tuples(st.integers(0, 4), st.sampled_from(sorted(PROPERTIES)), st.integers(0, 4), st.integers(0, 24 * 30)),
+    # Bonuses drawn three times as often as each other kind: enough of their 20 variants per example.
+    st.tuples(
+        st.integers(0, 4),
+        st.sampled_from([*sorted(PROPERTIES), "score_bonus", "score_bonus"]),
+        st.integers(0, 19),
+        st.integers(0, 24 * 30),
+    ),
     min_size=1,
     max_size=60,
 )
@@ -321,3 +350,80 @@ def test_batch_explanations_equal_the_online_ones(tmp_path: Path) -> None:
         assert math.fsum(p for _, p in mine) == pytest.approx(math.fsum(p for _, p in theirs), rel=1e-9, abs=1e-9)
         for (_, a), (_, b) in zip(mine, theirs, strict=True):
             assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+
+# What each bonus variant of PROPERTIES awards, undecayed (None: nothing), in that order.
+BONUS_AWARDS = [15.0, -5.0, 2.5, 7.0, 100.0, -100.0, 100.0, 0.30000000000000004, 0.00012]
+BONUS_AWARDS += [None] * (len(PROPERTIES["score_bonus"]) - len(BONUS_AWARDS))
+
+
+def bonus_world(workspace: Workspace) -> datetime:
+    """Each bonus variant once, among ordinary events, newest first (late ones meet stored state)."""
+    variants = PROPERTIES["score_bonus"]
+    stream = [(i % 3, "score_bonus", i, 24 * 35 - 30 * i) for i in range(len(variants))]
+    stream += [(0, "demo_request", 0, 5), (1, "page_view", 0, 24 * 35 - 30), (2, "email_click", 0, 24)]
+    people = [{"seniority": "vp", "department": "marketing", "title": "CMO", "country": "US", "budget": None}] * 3
+    return build_world(workspace, [dict(p, domain="acme.com") for p in people], stream)
+
+
+def check_bonus_parity(workspace: Workspace, sources: Sources, as_of: datetime, tolerance: float) -> None:
+    """The batch scores equal the online ones, and so do the bonus awards, event by event: the
+    variants that award something (BONUS_AWARDS) and nothing for the others."""
+    from qualify.analytics.batch import explanations
+    from qualify.domain.engagement import Award, AwardedEvent, explain_engagement
+
+    assert compare(workspace, sources, as_of, tolerance) == []
+    with workspace.unit_of_work(read_only=True) as uow:
+        model = uow.active_model()
+        online: dict[str, tuple[float, float]] = {}  # public event id -> (undecayed, now) of its bonus
+        for record in repo.find_leads_by_id(
+            uow.connection, list(uow.connection.execute(select(schema.leads.c.id)).scalars())
+        ):
+            assert record.id is not None
+            for event in repo.lead_events(uow.connection, record.id, newest_first=False):
+                awarded = AwardedEvent(
+                    event.occurred_at.timestamp(), event.type, event.properties, tuple(Award(*a) for a in event.awards)
+                )
+                for part, award in zip(
+                    explain_engagement(model, [awarded], as_of.timestamp()), awarded.awards, strict=True
+                ):
+                    if part.rule == "bonus":
+                        online[event.event_id] = (award.points, part.points)
+    expected = {f"e{i}": points for i, points in enumerate(BONUS_AWARDS) if points is not None}
+    assert {key: points for key, (points, _) in online.items()} == expected
+    rows = explanations(model, sources, as_of).to_pyarrow().to_pylist()
+    batch = {row["event_id"]: row["points"] for row in rows if row["rule"] == "bonus"}
+    assert batch.keys() == online.keys()
+    for key, (_, now) in online.items():
+        assert batch[key] == pytest.approx(now, rel=tolerance, abs=tolerance), key
+        age_days = (as_of - T0).total_seconds() / 86_400 - (24 * 35 - 30 * int(key[1:])) / 24
+        assert now == pytest.approx(expected[key] * 2 ** (-age_days / 30), rel=1e-12)  # the default half-life
+
+
+def test_every_kind_of_bonus_scores_and_explains_the_same_online_and_in_batch(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """DuckDB over the export of a SQLite workspace, or PostgreSQL's own tables (JSONB properties)."""
+    from qualify.analytics.engines import postgres_sources
+
+    as_of = bonus_world(workspace)
+    url = workspace.settings.database_url
+    if url.startswith("postgresql"):
+        check_bonus_parity(workspace, postgres_sources(url), as_of, 1e-12)
+    else:
+        export_workspace(workspace, tmp_path / "export")
+        check_bonus_parity(workspace, duckdb_sources(tmp_path / "export"), as_of, 1e-12)
+
+
+def test_every_kind_of_bonus_scores_and_explains_the_same_on_spark(tmp_path: Path) -> None:
+    pytest.importorskip("pyspark", reason="Spark is an optional engine: pip install 'qualify[spark]'")
+    from qualify.analytics.engines import spark_sources
+
+    workspace = copy_of_fresh_workspace(tmp_path)
+    try:
+        as_of = bonus_world(workspace)
+        export_workspace(workspace, tmp_path / "export")
+        # The JVM's pow differs from C's in the last bits: within 1e-7 points.
+        check_bonus_parity(workspace, spark_sources(tmp_path / "export"), as_of, 1e-7)
+    finally:
+        workspace.close()

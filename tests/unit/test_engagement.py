@@ -18,6 +18,8 @@ from qualify.domain.engagement import (
     AwardedEvent,
     EngagementState,
     apply_event,
+    award_half_life,
+    bonus_points,
     decay_factor,
     explain_engagement,
     render_label,
@@ -285,6 +287,146 @@ def test_label_with_an_unclosed_brace_is_shown_as_written() -> None:
     assert render_label(model.engagement_rules[0], event) == "saw A and {b"
 
 
+# --- a workflow's one-off bonus ----------------------------------------------------------------
+
+BONUS = {"points": 15, "reason": "recycled lead read the pricing guide", "workflow": "recycle"}
+
+
+def test_a_bonus_awards_its_points_decaying_with_the_default_half_life() -> None:
+    journal = Journal()
+    assert points(journal.apply("score_bonus", T0, BONUS)) == [("bonus", 15.0)]
+    assert MODEL.default_half_life_days == 30.0
+    assert journal.state.value_at(T0) == 15.0
+    assert journal.state.value_at(T0 + 30 * DAY) == 7.5
+    assert journal.state.value_at(T0 + 60 * DAY) == 3.75
+    assert set(journal.state.accumulators) == {"30.0"}  # shares the default's accumulator
+
+
+def test_a_bonus_is_never_capped_and_adds_to_what_rules_gave() -> None:
+    journal = Journal()
+    journal.apply("demo_request", T0)  # 30 points, half-life 60 days
+    for _ in range(12):  # on the same day, at the same instant: each gives its full 100
+        assert points(journal.apply("score_bonus", T0, {"points": 100})) == [("bonus", 100.0)]
+    assert journal.state.value_at(T0) == 1230.0
+    assert journal.state.rule_totals == {} and journal.state.rule_day == {}  # nothing counted towards caps
+    assert journal.explained(T0 + 9 * DAY) == pytest.approx(journal.state.value_at(T0 + 9 * DAY), rel=1e-12)
+
+
+def test_without_a_default_half_life_a_bonus_never_decays() -> None:
+    model = load_model(
+        "name: t\nfit: {personas: [{name: p, rules: []}]}\n"
+        "engagement: {rules: [{name: open, event: email_open, points: 1, half_life_days: 7}]}\n"
+        "policy: {mql: {thresholds: {A: 25}}}\n"
+    )
+    state = EngagementState()
+    assert points(apply_event(model, state, "score_bonus", {"points": -8}, T0)) == [("bonus", -8.0)]
+    assert state.value_at(T0 + 3650 * DAY) == -8.0
+    event = AwardedEvent(T0, "score_bonus", {"points": -8}, (Award("bonus", -8.0),))
+    [part] = explain_engagement(model, [event], T0 + 3 * DAY)
+    assert (part.points, part.text) == (-8.0, "bonus 3 days ago (-8)")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (15, 15.0),
+        (-5, -5.0),
+        (2.5, 2.5),
+        ("7", 7.0),
+        ("-0.25", -0.25),
+        ("+3", 3.0),
+        ("007", 7.0),
+        (0.30000000000000004, 0.30000000000000004),
+        (0.0001, 0.0001),
+        (100, 100.0),
+        (100.5, 100.0),  # held at the bounds
+        (250, 100.0),
+        (-1000, -100.0),
+        ("999999999999999", 100.0),
+        (123456789012345.5, 100.0),
+    ],
+)
+def test_bonus_points_are_read_as_a_number_and_held_within_100(value: Any, expected: float) -> None:
+    assert bonus_points({"points": value}) == expected
+    assert points(apply_event(MODEL, EngagementState(), "score_bonus", {"points": value}, T0)) == [("bonus", expected)]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "abc",
+        "15 points",
+        " 15",
+        "15\n",
+        "1e3",
+        "1,5",
+        "15.",
+        ".5",
+        "nan",
+        "inf",
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        True,
+        False,
+        [15],
+        {"value": 15},
+        0,
+        -0.0,
+        "0.00009",
+        5e-05,  # smaller than the smallest bonus
+        1e16,  # written 1e+16: not plain decimal notation
+        10**15,  # sixteen digits
+        pytest.param(10**5000, id="10**5000"),  # far more digits than Python turns into text
+        "1" * 16,
+    ],
+)
+def test_bonus_points_that_are_not_a_plain_finite_number_award_nothing(value: Any) -> None:
+    state = EngagementState()
+    assert bonus_points({"points": value}) is None
+    assert apply_event(MODEL, state, "score_bonus", {"points": value, "reason": "r"}, T0) == []
+    assert state.value_at(T0) == 0.0
+
+
+def test_a_bonus_without_points_awards_nothing() -> None:
+    assert apply_event(MODEL, EngagementState(), "score_bonus", {"reason": "forgot the points"}, T0) == []
+
+
+def test_points_on_another_event_type_are_no_bonus() -> None:
+    assert points(apply_event(MODEL, EngagementState(), "demo_request", {"points": 50}, T0)) == [("demo request", 30.0)]
+
+
+def test_the_explanation_names_the_workflow_and_the_reason() -> None:
+    journal = Journal()
+    journal.apply("score_bonus", T0, BONUS)
+    journal.apply("score_bonus", T0 + DAY, {"points": "-4", "reason": "  "})
+    journal.apply("score_bonus", T0 + DAY, {"points": 2.5, "workflow": "welcome"})
+    parts = explain_engagement(MODEL, journal.events, T0 + 3 * DAY)
+    assert [c.rule for c in parts] == ["bonus", "bonus", "bonus"]
+    assert [c.text for c in parts] == [
+        "bonus from workflow recycle: recycled lead read the pricing guide 3 days ago (15, half-life 30 d)",
+        "bonus 2 days ago (-4, half-life 30 d)",
+        "bonus from workflow welcome 2 days ago (2.5, half-life 30 d)",
+    ]
+    assert parts[0].points == pytest.approx(15 * 2 ** (-3 / 30), rel=1e-12)
+    assert math.fsum(c.points for c in parts) == pytest.approx(journal.state.value_at(T0 + 3 * DAY), rel=1e-12)
+
+
+def test_an_award_named_bonus_on_another_event_is_not_explained_as_a_bonus() -> None:
+    event = AwardedEvent(T0, "trial_started", {}, (Award("bonus", 5.0),))  # from an older model's rule
+    [part] = explain_engagement(MODEL, [event], T0 + 30 * DAY)
+    assert (part.points, part.text) == (5.0, "trial_started (rule bonus no longer in the model) 30 days ago (5)")
+
+
+def test_award_half_life_knows_the_bonus_and_the_rules() -> None:
+    assert award_half_life(MODEL, "bonus") == 30.0
+    assert award_half_life(MODEL, "email open") == 14.0
+    assert award_half_life(MODEL, "unsubscribed") is None
+    assert award_half_life(MODEL, "no such rule") is None
+
+
 # --- serialisation -----------------------------------------------------------------------------
 
 
@@ -322,6 +464,9 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("unsubscribe", {}),
     ("bounce", {}),
     ("chat_started", {}),  # no rule
+    ("score_bonus", BONUS),
+    ("score_bonus", {"points": -250}),  # held at -100
+    ("score_bonus", {"points": "n/a"}),  # awards nothing
 ]
 
 Stream = list[tuple[tuple[str, dict[str, Any]], float]]

@@ -124,6 +124,13 @@ def test_tiny_model_loads() -> None:
     assert not pricing.matches("email_open", {"url": "/pricing"})
 
 
+def test_the_default_half_life_has_an_accumulator_even_when_every_rule_gives_its_own() -> None:
+    text = replace_once(TINY, "      points: 30\n", "      points: 30\n      half_life_days: 60\n")
+    model = load_model(text)
+    assert [r.half_life_days for r in model.engagement_rules] == [60.0, 7.0]
+    assert model.half_lives == (60.0, 7.0, 30.0)  # 30: the default, which a score_bonus decays with
+
+
 def test_a_bare_property_value_means_equals() -> None:
     text = replace_once(TINY, "where: {url: {regex: /pricing}}", "where: {url: /pricing}")
     rule = load_model(text).engagement_rules[1]
@@ -253,6 +260,32 @@ def test_bad_regex_in_an_event_property_is_reported_at_the_property() -> None:
     problem = only_problem(text)
     assert problem.path == "engagement.rules[1].where.url.regex"
     assert problem.line == line_of(text, "/pricing[")
+
+
+@pytest.mark.parametrize("event", ["score_bonus", "[page_view, score_bonus]"])
+def test_an_engagement_rule_for_the_reserved_bonus_event_is_refused(event: str) -> None:
+    text = replace_once(TINY, "event: page_view", f"event: {event}")
+    problem = only_problem(text)
+    assert problem.path == "engagement.rules[1].event"
+    assert problem.line == line_of(text, f"event: {event}")
+    assert "score_bonus is reserved" in problem.message
+    assert "engagement.half_life_days" in problem.message
+
+
+def test_an_engagement_rule_may_not_take_the_name_of_the_bonus_award() -> None:
+    text = replace_once(TINY, "name: pricing", "name: bonus")
+    problem = only_problem(text)
+    assert problem.path == "engagement.rules[1].name"
+    assert problem.line == line_of(text, "name: bonus")
+    assert "'bonus' is what a score_bonus event's award is called" in problem.message
+
+
+def test_the_bonus_event_may_still_fast_track_and_other_names_are_free() -> None:
+    text = replace_once(TINY, "- event: demo_request\n      to: mql", "- event: score_bonus\n      to: mql")
+    text = replace_once(text, "name: pricing", "name: pricing bonus")
+    model = load_model(text)
+    assert model.policy.fast_track[0].events == ("score_bonus",)
+    assert model.engagement_rules[1].name == "pricing bonus"
 
 
 def test_unknown_field_is_reported_with_the_fields_one_can_use() -> None:

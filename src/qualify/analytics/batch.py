@@ -2,7 +2,9 @@
 
 It reproduces the online evaluator (domain/evaluator.py) for events that occurred up to the
 instant: awards with the per-day and total caps counted in application order (event id), each
-decayed to the instant with its rule's half-life. Fit is the best persona's bounded sum.
+decayed to the instant with its rule's half-life, and the bonus of each `score_bonus` event (its
+`points`, read as domain/engagement.py reads them) decayed with the default half-life. Fit is
+the best persona's bounded sum.
 Inputs are Ibis tables shaped like the Parquet export (adapters/parquet_export.py).
 """
 
@@ -17,6 +19,7 @@ import ibis.expr.types as ir
 
 from qualify.analytics.conditions import condition_expr
 from qualify.domain.conditions import Condition
+from qualify.domain.engagement import BONUS_AWARD, BONUS_EVENT, BONUS_LIMIT, BONUS_MIN, BONUS_POINTS_PATTERN
 from qualify.domain.errors import QualifyError
 from qualify.domain.fit import FIT_MAX
 from qualify.domain.model_loader import batch_problems
@@ -236,8 +239,7 @@ def _rule_awards(rule: EngagementRule, events: ir.Table, as_of: datetime | str) 
         matches = matches.mutate(award=_bounded(rule.cap - matches.given, matches.award))
     sign = 1.0 if rule.points > 0 else -1.0
     instant = ibis.literal(as_of) if isinstance(as_of, datetime) else matches[as_of]
-    age_days = (instant.epoch_seconds() - matches.occurred_at.epoch_seconds()) / DAY_SECONDS
-    decay = _float(1.0) if rule.half_life_days is None else _float(2.0).pow(-age_days / rule.half_life_days)
+    decay = _decay(rule.half_life_days, instant, matches.occurred_at)
     return matches.filter(matches.award > 0).select(
         lead_id=matches.lead_id,
         event_id=matches.id,
@@ -248,10 +250,55 @@ def _rule_awards(rule: EngagementRule, events: ir.Table, as_of: datetime | str) 
     )
 
 
-def engagement_awards(model: ScoringModel, sources: Sources, as_of: datetime | str) -> ir.Table | None:
-    """One row per award: lead_id, event_id, occurred_at, rule, points (undecayed), now (decayed)."""
+def _decay(half_life_days: float | None, instant: ir.TimestampValue, occurred: ir.TimestampValue) -> ir.FloatingValue:
+    """2^-(age/h): what an award made at `occurred` is worth at `instant` (1: it never decays)."""
+    if half_life_days is None:
+        return _float(1.0)
+    age_days = (instant.epoch_seconds() - occurred.epoch_seconds()) / DAY_SECONDS
+    return _float(2.0).pow(-age_days / half_life_days)
+
+
+def _bonus_points(text: ir.StringValue) -> ir.FloatingValue:
+    """`bonus_points` of domain/engagement.py on the text of `points`: null where it awards nothing.
+
+    The pattern guards the cast (PostgreSQL has no TRY_CAST), and a text holding anything but
+    digits, signs and a point is refused outright: Java's `$` also matches before a final line
+    break, which would let "15\n" through on Spark.
+    """
+    plain = text.re_search(BONUS_POINTS_PATTERN) & ~text.re_search("[^0-9.+-]")
+    number = ibis.cases((plain, text.cast("float64")), else_=ibis.null("float64"))
+    held = ibis.greatest(ibis.least(number, BONUS_LIMIT), -BONUS_LIMIT)
+    return ibis.cases((number.abs() >= BONUS_MIN, held), else_=ibis.null("float64"))
+
+
+def _bonus_awards(model: ScoringModel, events: ir.Table, as_of: datetime | str) -> ir.Table:
+    """The bonus of each `score_bonus` event up to `as_of`, decayed to it with the model's default
+    half-life: no caps, so no windows (`as_of` as for `_rule_awards`)."""
+    limit = ibis.literal(as_of) if isinstance(as_of, datetime) else events[as_of]
+    bonuses = events.filter(events.type == BONUS_EVENT, events.occurred_at <= limit)
+    carried = [] if isinstance(as_of, datetime) else [as_of]
+    bonuses = bonuses.select(
+        "id", "lead_id", "occurred_at", *carried, award=_bonus_points(value_text(bonuses.properties, "points"))
+    )
+    bonuses = bonuses.filter(bonuses.award.notnull())
+    instant = ibis.literal(as_of) if isinstance(as_of, datetime) else bonuses[as_of]
+    decay = _decay(model.default_half_life_days, instant, bonuses.occurred_at)
+    return bonuses.select(
+        lead_id=bonuses.lead_id,
+        event_id=bonuses.id,
+        occurred_at=bonuses.occurred_at,
+        rule=ibis.literal(BONUS_AWARD),
+        points=bonuses.award.cast("float64"),
+        now=bonuses.award.cast("float64") * decay,
+    )
+
+
+def engagement_awards(model: ScoringModel, sources: Sources, as_of: datetime | str) -> ir.Table:
+    """One row per award: lead_id, event_id, occurred_at, rule, points (undecayed), now (decayed);
+    a bonus's rule is `bonus`."""
     parts = [_rule_awards(rule, sources.events, as_of) for rule in model.engagement_rules]
-    return ibis.union(*parts) if len(parts) > 1 else (parts[0] if parts else None)
+    parts.append(_bonus_awards(model, sources.events, as_of))
+    return ibis.union(*parts) if len(parts) > 1 else parts[0]
 
 
 def engagement_at_cutoffs(model: ScoringModel, sources: Sources, cutoffs: ir.Table) -> ir.Table:
@@ -300,9 +347,9 @@ def scores_as_of(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.T
 
 def explanations(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.Table:
     """Every lead's score explained as of `as_of`, one row per contribution: lead_id, kind (`fit`
-    or `engagement`), rule, points (engagement awards decayed to `as_of`), and for engagement the
-    event_id (as sent) and occurred_at of the event that earned it. Per lead and kind the points add up to
-    the score, as the online explanation's contributions do."""
+    or `engagement`), rule (`bonus` for a score_bonus event's), points (engagement awards decayed
+    to `as_of`), and for engagement the event_id (as sent) and occurred_at of the event that earned
+    it. Per lead and kind the points add up to the score, as the online explanation's contributions do."""
     require_portable(model)
     fit = fit_explanations(model, sources)
     parts = [
@@ -316,18 +363,17 @@ def explanations(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.T
         )
     ]
     awards = engagement_awards(model, sources, as_of)
-    if awards is not None:
-        # The public event_id (the sender's), not the store's row id the awards carry.
-        public = sources.events.select(row_id=sources.events.id, public_id=sources.events.event_id)
-        named = awards.join(public, awards.event_id == public.row_id)
-        parts.append(
-            named.select(
-                "lead_id",
-                kind=ibis.literal("engagement"),
-                rule=named.rule,
-                points=named.now,
-                event_id=named.public_id.cast("string"),
-                occurred_at=named.occurred_at.cast("timestamp('UTC')"),
-            )
+    # The public event_id (the sender's), not the store's row id the awards carry.
+    public = sources.events.select(row_id=sources.events.id, public_id=sources.events.event_id)
+    named = awards.join(public, awards.event_id == public.row_id)
+    parts.append(
+        named.select(
+            "lead_id",
+            kind=ibis.literal("engagement"),
+            rule=named.rule,
+            points=named.now,
+            event_id=named.public_id.cast("string"),
+            occurred_at=named.occurred_at.cast("timestamp('UTC')"),
         )
-    return ibis.union(*parts) if len(parts) > 1 else parts[0]
+    )
+    return ibis.union(*parts)

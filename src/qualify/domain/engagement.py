@@ -3,20 +3,42 @@
 The state keeps one accumulator per distinct half-life, so applying an event is O(1):
 S(t) = S(t0)·2^-((t-t0)/h) + a. Caps count undecayed points per rule, in the order events
 were applied (for events of the same instant as for late ones), per UTC day and in total.
+
+An event of the reserved type `score_bonus` (what a workflow sends to adjust a score by hand)
+awards its `points` property under the award name `bonus`, decaying with the model's default
+half-life and never capped: see `bonus_points` for which values count.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from qualify.domain.explain import Contribution, days_phrase
 from qualify.domain.scoring_model import EngagementRule, ScoringModel
+from qualify.domain.values import as_text
 
 DAY = 86_400.0
 NO_DECAY = "none"
+
+# The reserved event type of a one-off bonus, and the award name its points go under. The model
+# loader refuses engagement rules for the type and rules of that name, so neither is ambiguous.
+BONUS_EVENT = "score_bonus"
+BONUS_AWARD = "bonus"
+# A bonus is held within ±BONUS_LIMIT points; one smaller than BONUS_MIN in size awards nothing.
+BONUS_LIMIT = 100.0
+BONUS_MIN = 0.0001
+# How `points` must read as text to count: plain decimal notation, at most 15 digits before the
+# point and 30 after. The batch side reads the same text (a Parquet text map, or PostgreSQL's text
+# of a JSON value) and casts it after this test, so the bounds keep every engine's cast in range.
+# Python writes floats below 1e-4 with an exponent ("5e-05") where PostgreSQL writes them out
+# ("0.00005"): below BONUS_MIN, both award nothing, so the notation never decides.
+BONUS_POINTS_PATTERN = r"^[+-]?[0-9]{1,15}([.][0-9]{1,30})?$"
+_BONUS_POINTS = re.compile(BONUS_POINTS_PATTERN)
+_BONUS_DIGITS = 10**15
 
 # (rule name, UTC day number) -> undecayed points already awarded by that rule that day.
 DayTotalLookup = Callable[[str, int], float]
@@ -123,6 +145,46 @@ def _capped(rule: EngagementRule, state: EngagementState, day: int, lookup: DayT
     return size
 
 
+def bonus_points(properties: Mapping[str, Any]) -> float | None:
+    """The points a `score_bonus` event awards, or None when it awards nothing.
+
+    `points` counts when it is a number, or a text in plain decimal notation (`"15"`, `"-2.5"`),
+    as `BONUS_POINTS_PATTERN` reads it: a text is accepted because the Parquet export keeps
+    properties as text, where 15 and "15" are the same. Anything else (missing, true/false,
+    `"15 points"`, `"1e3"`, NaN, infinity) awards nothing rather than a guess. The value is held
+    within ±BONUS_LIMIT; smaller in size than BONUS_MIN, it awards nothing.
+    """
+    value = properties.get("points")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _BONUS_DIGITS:
+        return None  # more digits than the pattern takes (and str() of a huge int is refused)
+    text = as_text(value) if isinstance(value, (str, int, float)) else None
+    if text is None or not _BONUS_POINTS.fullmatch(text):
+        return None
+    number = float(text)
+    if abs(number) < BONUS_MIN:
+        return None
+    return min(BONUS_LIMIT, max(-BONUS_LIMIT, number))
+
+
+def bonus_label(properties: Mapping[str, Any]) -> str:
+    """How a bonus reads in the explanation: `bonus from workflow recycle: <reason>`."""
+    label = BONUS_AWARD
+    workflow = (as_text(properties.get("workflow")) or "").strip()
+    reason = (as_text(properties.get("reason")) or "").strip()
+    if workflow:
+        label += f" from workflow {workflow[:80]}"
+    return f"{label}: {reason[:160]}" if reason else label
+
+
+def award_half_life(model: ScoringModel, rule: str) -> float | None:
+    """The half-life an award named `rule` decays with under `model` (None: it never decays, or
+    the rule is no longer in the model): a rule's own, or the default for a bonus."""
+    if rule == BONUS_AWARD:
+        return model.default_half_life_days
+    found = next((r for r in model.engagement_rules if r.name == rule), None)
+    return found.half_life_days if found is not None else None
+
+
 def apply_event(
     model: ScoringModel,
     state: EngagementState,
@@ -131,7 +193,8 @@ def apply_event(
     timestamp: float,
     day_total: DayTotalLookup | None = None,
 ) -> list[Award]:
-    """Score one event into `state` and return what each matching rule awarded."""
+    """Score one event into `state` and return what each matching rule awarded (and, for a
+    `score_bonus` event, its bonus: after the rules, uncapped, with the default half-life)."""
     awards: list[Award] = []
     day = int(timestamp // DAY)
     for rule in model.rules_for(event_type):
@@ -151,6 +214,11 @@ def apply_event(
                 current[1] += size
         state.add(points, rule.half_life_days, timestamp)
         awards.append(Award(rule.name, points))
+    if event_type == BONUS_EVENT:
+        bonus = bonus_points(properties)
+        if bonus is not None:
+            state.add(bonus, model.default_half_life_days, timestamp)
+            awards.append(Award(BONUS_AWARD, bonus))
     return awards
 
 
@@ -171,11 +239,16 @@ def explain_engagement(model: ScoringModel, events: list[AwardedEvent], at: floa
     for event in events:
         for award in event.awards:
             rule = rules.get(award.rule)
-            half_life = rule.half_life_days if rule else None
+            if award.rule == BONUS_AWARD and event.event_type == BONUS_EVENT:
+                half_life = model.default_half_life_days
+                label = bonus_label(event.properties)
+            elif rule is not None:
+                half_life = rule.half_life_days
+                label = render_label(rule, event)
+            else:
+                half_life = None
+                label = f"{event.event_type} (rule {award.rule} no longer in the model)"
             now = award.points * decay_factor(at - event.occurred_at, half_life)
-            label = (
-                render_label(rule, event) if rule else f"{event.event_type} (rule {award.rule} no longer in the model)"
-            )
             decay = f", half-life {half_life:g} d" if half_life is not None else ""
             text = f"{label} {days_phrase((at - event.occurred_at) / DAY)} ({award.points:g}{decay})"
             out.append(Contribution(award.rule, now, text))

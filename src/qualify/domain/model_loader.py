@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from qualify.domain import records
 from qualify.domain.conditions import OPERATORS, Condition
+from qualify.domain.engagement import BONUS_AWARD, BONUS_EVENT
 from qualify.domain.errors import ModelError, ModelProblem
 from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, closest, kind_of
 from qualify.domain.scoring_model import (
@@ -385,6 +386,18 @@ class _Validator:
             name = self._text(r.get("name"), f"{path}.name")
             events = self._event_types(r.get("event"), f"{path}.event") if "event" in r else ()
             where = self.where(r.get("where"), f"{path}.where")
+            if name == BONUS_AWARD:
+                self.doc.problem(
+                    f"{path}.name",
+                    f"{BONUS_AWARD!r} is what a {BONUS_EVENT} event's award is called; choose another name",
+                )
+            if BONUS_EVENT in events:
+                # One meaning for the type: the points the event carries (docs/scoring-model.md).
+                self.doc.problem(
+                    f"{path}.event",
+                    f"{BONUS_EVENT} is reserved: such an event awards its own points, decaying with "
+                    "engagement.half_life_days; remove it from the rule",
+                )
             if name and events and points is not None:
                 if points == 0:
                     self.doc.problem(f"{path}.points", "0 points does nothing; remove the rule")

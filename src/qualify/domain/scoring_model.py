@@ -202,8 +202,10 @@ class ScoringModel:
 
     @property
     def half_lives(self) -> tuple[float | None, ...]:
-        """Distinct half-lives in the model: one decay accumulator each."""
+        """Distinct half-lives in the model: one decay accumulator each. The default is among them
+        even when every rule gives its own: a `score_bonus` event's points decay with it."""
         seen: dict[float | None, None] = {}
         for rule in self.engagement_rules:
             seen.setdefault(rule.half_life_days, None)
+        seen.setdefault(self.default_half_life_days, None)
         return tuple(seen)

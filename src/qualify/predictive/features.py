@@ -7,7 +7,7 @@ counts, the leads that cannot be judged: those whose cutoff lies in the future o
 are not over by the end of the data (censored), and those that had reached the target already.
 
 Features (all at the cutoff): the lead's and its account's fields; its stage and the days it had
-been in it; per event kind, how many
+been in it; per event kind (a workflow's `score_bonus` is none: it is not the lead's behaviour), how many
 events and how many in the last 7 days, and days since the last one; whether it engaged with
 each of the most common content items; its engagement score at that instant and its fit score
 and grade under the scoring model (the rule scores); days from creation to the cutoff. Built with
@@ -31,6 +31,7 @@ import pandas as pd
 
 from qualify.analytics.batch import DAY_SECONDS, Sources, engagement_at_cutoffs, fit_scores
 from qualify.analytics.reports import TARGETS, content_item, days_between, first_entries
+from qualify.domain.engagement import BONUS_EVENT
 from qualify.domain.errors import InvalidInput
 from qualify.domain.scoring_model import ScoringModel
 from qualify.predictive.models import FeatureSpec
@@ -153,14 +154,23 @@ def training_set(
     )
     rows = framed.filter(~framed.censored & ~framed.before).select("lead_id", "cutoff", "label")
 
-    # Events before each lead's cutoff.
-    seen = events.join(rows, events.lead_id == rows.lead_id).select(
-        events.lead_id, events.type, events.occurred_at, events.properties, rows.cutoff
+    # Events before each lead's cutoff. A workflow's bonus is no behaviour of the lead: as an event
+    # kind it would teach the model our own workflows' choices (and a learned points model cannot
+    # name the reserved type); its points still count, in the engagement score.
+    behaviour_events = events.filter(events.type != BONUS_EVENT)
+    seen = behaviour_events.join(rows, behaviour_events.lead_id == rows.lead_id).select(
+        behaviour_events.lead_id,
+        behaviour_events.type,
+        behaviour_events.occurred_at,
+        behaviour_events.properties,
+        rows.cutoff,
     )
     seen = seen.filter(seen.occurred_at <= seen.cutoff)
     given = recipe is not None
     if recipe is None:
-        kinds = sorted(row["type"] for row in events.select("type").distinct().to_pyarrow().to_pylist() if row["type"])
+        kinds = sorted(
+            row["type"] for row in behaviour_events.select("type").distinct().to_pyarrow().to_pylist() if row["type"]
+        )
         recipe = Recipe({_slug(kind): kind for kind in kinds}, {})
     age = days_between(seen.cutoff, seen.occurred_at)
     per_kind: dict[str, Any] = {}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from qualify.domain.engagement import BONUS_EVENT
 from qualify.domain.values import as_text
 
 LEAD_CATEGORIES = ("seniority", "department", "country", "source", "channel")
@@ -93,7 +94,7 @@ def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
         row[f"days_since_{slug}"] = math.nan
     engaged = set()
     for kind, occurred, item in subject.events:
-        if occurred > subject.at:
+        if occurred > subject.at or kind == BONUS_EVENT:  # a workflow's bonus is not behaviour (features.py)
             continue
         if item is not None:
             engaged.add(item)
