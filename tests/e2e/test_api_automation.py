@@ -39,6 +39,8 @@ def test_segments_and_workflows_over_http(api: Any) -> None:
     assert client.delete("/v1/segments/readers", headers=keys["admin"]).status_code == 422  # welcome uses it
     assert client.post("/v1/workflows/welcome/pause", headers=keys["admin"]).json() == {"stopped": 0}
     assert client.delete("/v1/segments/readers", headers=keys["admin"]).status_code == 204
+    refused = client.post("/v1/workflows/welcome/resume", headers=keys["admin"])
+    assert refused.status_code == 422 and "segment 'readers', which is gone" in refused.json()["detail"]
     log = client.get("/v1/leads/jane@acme.com/automation", headers=keys["sales"]).json()
     assert [(h["segment"], h["change"]) for h in log["segment_history"]] == [
         ("readers", "entered"),
@@ -79,3 +81,11 @@ workflows:
     )
     assert done.returncode == 2 and "line 3" in done.stderr and "segments[0].when[0].field" in done.stderr
     assert TestClient  # the HTTP test above uses it through the fixture
+
+
+def test_only_an_admin_key_may_send_a_score_bonus(api: Any) -> None:
+    client, keys = api
+    bonus = {**event(1, "score_bonus", days=0), "properties": {"points": 50}}
+    answer = client.post("/v1/events", json=[bonus], headers=keys["marketing"]).json()
+    assert answer["rejected"] == 1 and answer["results"][0]["field"] == "type"
+    assert client.post("/v1/events", json=[bonus], headers=keys["admin"]).json()["accepted"] == 1

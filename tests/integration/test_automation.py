@@ -302,6 +302,10 @@ def test_merges_and_erasure_carry_or_clear_what_automation_holds(workspace: Work
         mails = uow.connection.execute(select(func.count()).select_from(schema.emails)).scalar()
     assert found["tags"] == ["recycled"]
     assert sorted(r["status"] for r in found["workflows"]) == ["active", "stopped"]  # one run, not two
+    # The duplicate's memberships are recorded as left, so counts over time stay whole.
+    with workspace.unit_of_work() as uow:
+        counts = automation.segment_counts(uow, "no-demo-yet", days=7, every_days=7, now=T0 + 6 * DAY)
+    assert counts[-1]["members"] == len(members(workspace, "no-demo-yet"))
     assert mails == 2
     with workspace.unit_of_work() as uow:
         erase_lead(uow, "ann@acme.com", by="test", now=T0 + 6 * DAY)
@@ -342,3 +346,33 @@ workflows:
     assert [line for line in log_of(workspace, "ann@acme.com") if line[2] == "enrol"].count(
         ("hot", -1, "enrol", "enrolled")
     ) == 1
+
+
+def test_editing_a_workflow_stops_its_runs_instead_of_renumbering_their_steps(workspace: Workspace) -> None:
+    apply(workspace, SEGMENTS + WORKFLOWS)
+    ingest(workspace, make_event("m1", "demo_request", T0, email="ann@acme.com"), now=T0)
+    with workspace.unit_of_work() as uow:
+        apply_stage_action(uow, "ann@acme.com", "reject", by="rep", reason="no_budget", at=T0 + DAY, now=T0 + DAY)
+    run(workspace, T0 + DAY)  # tag, bonus, notify done; waiting
+    apply(
+        workspace,
+        SEGMENTS
+        + WORKFLOWS.replace("      - add_tag: recycled\n", "      - add_tag: first\n      - add_tag: recycled\n"),
+    )
+    assert ("recycle", 3, "edit", "stopped") in log_of(workspace, "ann@acme.com")  # stopped at its wait
+    assert run(workspace, T0 + 10 * DAY).steps == 0
+
+
+def test_text_outside_the_basic_plane_survives_the_store(workspace: Workspace) -> None:
+    apply(
+        workspace,
+        'segments:\n  - name: launch\n    description: "launch 🚀"\n    when: [{event: content_download, where: {title: "Launch 🚀"}}]\n',
+    )
+    ingest(
+        workspace,
+        make_event("d1", "content_download", T0, email="ann@acme.com", properties={"title": "launch 🚀"}),
+        now=T0,
+    )
+    assert members(workspace, "launch") == {"ann@acme.com"}
+    with workspace.unit_of_work() as uow:
+        assert automation.segment_info(uow, "launch").description == "launch 🚀"

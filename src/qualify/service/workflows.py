@@ -17,11 +17,13 @@ a run whose workflow was paused or removed, or whose lead was erased, stops.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, exists, select, update
+from sqlalchemy import Row, and_, delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
@@ -36,6 +38,7 @@ from qualify.service.events import ingest_events
 from qualify.service.unit_of_work import UnitOfWork, Workspace
 
 NOTIFY = outbox.WORKFLOW_NOTIFY
+log = logging.getLogger(__name__)
 NURTURABLE = (Stage.LEAD, Stage.MQL)  # a workflow may park these in nurture; later stages are sales' call
 
 
@@ -52,11 +55,20 @@ def run_due(workspace: Workspace, now: datetime, *, limit: int = 1000) -> RunSum
     """Run due steps, one transaction each, until none is due or `limit` steps ran."""
     summary = RunSummary(woken=wake_waiting(workspace, now))
     while summary.steps < limit:
-        with workspace.unit_of_work() as uow:
-            run = _claim(uow, now)
+        run: Row[Any] | None = None
+        try:
+            with workspace.unit_of_work() as uow:
+                run = _claim(uow, now)
+                if run is None:
+                    break
+                status = run_step(uow, run, now)
+        except (OperationalError, IntegrityError):
+            raise  # a conflict with a concurrent writer: the step was undone and runs again next pass
+        except Exception as error:  # a bug or bad data in one run must not hold up every other run
             if run is None:
-                break
-            status = run_step(uow, run, now)
+                raise
+            log.exception("workflow run failed")
+            status = _fail(workspace, run, now, error)
         summary.steps += 1
         if status == "completed":
             summary.completed += 1
@@ -65,6 +77,18 @@ def run_due(workspace: Workspace, now: datetime, *, limit: int = 1000) -> RunSum
         elif status in ("stopped", "failed"):
             summary.stopped += 1
     return summary
+
+
+def _fail(workspace: Workspace, run: Row[Any], now: datetime, error: Exception) -> str:
+    """End a run whose step raised (its transaction was rolled back), with the error in its log."""
+    with workspace.unit_of_work() as uow:
+        e = schema.workflow_enrolments
+        still = uow.connection.execute(select(e.c.status, e.c.step).where(e.c.id == run.id)).first()
+        if still is None or still.status != "active":
+            return still.status if still is not None else "failed"
+        detail = f"step failed: {type(error).__name__}: {error}"
+        finish(uow.connection, run.id, run.lead_id, run.workflow, still.step, "failed", "error", detail, now)
+    return "failed"
 
 
 def wake_waiting(workspace: Workspace, now: datetime) -> int:
@@ -83,13 +107,17 @@ def wake_waiting(workspace: Workspace, now: datetime) -> int:
 
 
 def _claim(uow: UnitOfWork, now: datetime) -> Row[Any] | None:
-    e = schema.workflow_enrolments
+    """The next due run, locked together with its lead's row (PostgreSQL; SQLite's writers take
+    turns). A run whose lead another transaction holds (an event being ingested, an erasure) is
+    skipped for now, so the worker never waits on a lead while holding a run: no lock cycle."""
+    e, leads = schema.workflow_enrolments, schema.leads
     query = (
         select(e)
+        .join(leads, leads.c.id == e.c.lead_id)
         .where(e.c.status == "active", e.c.next_run_at <= now)
         .order_by(e.c.next_run_at, e.c.id)
         .limit(1)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=[e, leads])
     )
     return uow.connection.execute(query).first()
 
@@ -246,7 +274,7 @@ def _do(uow: UnitOfWork, run: Row[Any], workflow: Workflow, step: Step, now: dat
         case "bonus":
             record = repo.find_leads_by_id(conn, [lead_id], profile=False)[0]
             reason = args.get("reason") or ""
-            ingest_events(
+            [outcome] = ingest_events(
                 uow,
                 [
                     Event(
@@ -262,6 +290,8 @@ def _do(uow: UnitOfWork, run: Row[Any], workflow: Workflow, step: Step, now: dat
                 now=now,
                 by=f"workflow {workflow.name}",
             )
+            if outcome.status != "accepted":
+                return "skipped", f"bonus not given: {outcome.reason}"
             return "done", f"bonus {args['points']:+g} points" + (f": {reason}" if reason else "")
         case "move_to_nurture":
             return _nurture(uow, lead_id, workflow, args.get("reason") or "", now)
@@ -276,13 +306,15 @@ def _changed(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
 def _tag(uow: UnitOfWork, lead_id: int, tag: str, add: bool, workflow: Workflow, now: datetime) -> tuple[str, str]:
     conn = uow.connection
     t = schema.lead_tags
-    present = conn.execute(select(t.c.tag).where(t.c.lead_id == lead_id, t.c.tag == tag)).first() is not None
+    # Tags match whatever their case, as segments test them: "VIP" and "vip" are one tag.
+    same = and_(t.c.lead_id == lead_id, func.lower(t.c.tag) == tag.lower())
+    present = conn.execute(select(t.c.tag).where(same)).first() is not None
     if add == present:
         return "skipped", f"already {'tagged' if add else 'not tagged'} {tag!r}"
     if add:
         conn.execute(t.insert().values(lead_id=lead_id, tag=tag, added_at=now, by=f"workflow {workflow.name}"[:200]))
     else:
-        conn.execute(delete(t).where(and_(t.c.lead_id == lead_id, t.c.tag == tag)))
+        conn.execute(delete(t).where(same))
     _changed(uow, lead_id, now)
     return "done", f"{'added' if add else 'removed'} tag {tag!r}"
 

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from qualify.domain.access import Permission
+from qualify.domain.access import Permission, Role
+from qualify.domain.engagement import BONUS_EVENT
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import Event, make_event
 from qualify.entrypoints.api.deps import Ingester, WorkspaceDep, permission_doc
@@ -76,6 +77,12 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
     valid: list[tuple[int, Event]] = []
     for index, item in enumerate(items):
         checked = _check(index, item)
+        if isinstance(checked, Event) and checked.type == BONUS_EVENT and caller.role is not Role.ADMIN:
+            # A bonus moves a lead's score by up to 100 points: workflows give them, and admins by hand.
+            reason = f"type: {BONUS_EVENT} is reserved for workflow bonuses (or an admin key)"
+            checked = EventResult(
+                index=index, event_id=checked.event_id, status="rejected", reason=reason, field="type"
+            )
         if isinstance(checked, EventResult):
             results[index] = checked
         else:
