@@ -365,3 +365,26 @@ def test_a_missing_lead_gets_a_page_that_says_so(client: TestClient) -> None:
     missing = client.get("/app/leads/999999")
     assert missing.status_code == 404 and "There is no lead #999999" in missing.text
     assert "p90" in client.get("/app/funnel").text
+
+
+def test_the_funnel_page_shows_a_rejection_from_the_queue_in_the_nurture_loop(
+    client: TestClient, workspace: Workspace
+) -> None:
+    sign_in(client, "ana")
+    assert "No lead in the report entered nurture." in client.get("/app/funnel").text
+    queue = client.get("/app/queue")
+    lead_id = re.findall(r'action="/app/queue/(\d+)/accept"', queue.text)[0]
+    client.post(f"/app/queue/{lead_id}/reject", data={"csrf": token(queue.text), "reason": "no_need"})
+    page = client.get("/app/funnel").text
+    loop = re.search(r'<section class="card" aria-labelledby="nurture-title">(.*?)</section>', page, re.S)
+    assert loop and "Nurture loop" in loop.group(1)
+    cells = dict(re.findall(r'data-nurture="([^"]+)">([^<]*)<', loop.group(1)))
+    assert (cells["entries"], cells["recycled"], cells["rate"]) == ("1", "0", "0.0 % (0.0–79.3)")
+    assert (cells["rejected_mql-entries"], cells["decayed_out-entries"], cells["reason-no_need"]) == (
+        "1",
+        "0",
+        "0.0 % (0.0–79.3)",
+    )
+    with workspace.unit_of_work(read_only=True) as uow:
+        assert cells["first_time-mqls"] == str(funnel(uow).reached["mql"]) == "8"
+    assert cells["recycled-mqls"] == "0" and cells["recycled-sql"] == "—"

@@ -5,16 +5,23 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, func, select
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
-from qualify.domain.engagement import Award, AwardedEvent, decay_factor, explain_engagement
+from qualify.domain.engagement import (
+    BONUS_AWARD,
+    Award,
+    AwardedEvent,
+    award_half_life,
+    decay_factor,
+    explain_engagement,
+)
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.explain import Contribution
 from qualify.domain.fit import profile_values, score_fit
@@ -168,11 +175,21 @@ def _condense(parts: list[Contribution]) -> list[Contribution]:
     return head
 
 
+class Move(NamedTuple):
+    """One entry of a lead's stage history, as the funnel reads it."""
+
+    to_stage: str
+    at: datetime
+    reason: str | None
+    from_stage: str  # "" for the lead's first entry
+    actor: str
+
+
 @dataclass
 class FunnelReport:
     """Counts per stage now, and from the stage history: how many reached each stage,
-    the conversion from each funnel stage to the next, days spent in each stage, and how
-    the MQLs' SLA clocks ended (`sla_compliance`)."""
+    the conversion from each funnel stage to the next, days spent in each stage, how the
+    MQLs' SLA clocks ended (`sla_compliance`), and the nurture loop (`nurture_loop`)."""
 
     total_leads: int
     current: dict[str, int]
@@ -183,6 +200,7 @@ class FunnelReport:
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
     sla: dict[str, int | float | None] = field(default_factory=dict)
     acceptance: dict[str, Any] = field(default_factory=dict)
+    nurture_loop: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,7 +222,7 @@ def funnel(
     lead_query = select(leads.c.id, leads.c.stage).where(*lead_filters(created_from, created_to, where))
     stage_of = {row.id: row.stage for row in conn.execute(lead_query)}
     current = Counter(stage_of.values())
-    entries: dict[int, list[tuple[str, datetime, str | None, str]]] = defaultdict(list)
+    entries: dict[int, list[Move]] = defaultdict(list)
     rows = conn.execute(
         select(
             history.c.lead_id,
@@ -224,7 +242,7 @@ def funnel(
     mql_since: dict[int, datetime] = {}
     for lead_id, to_stage, at, reason, from_stage, actor in rows:
         if lead_id in stage_of:
-            entries[lead_id].append((to_stage, at, reason, from_stage or ""))
+            entries[lead_id].append(Move(to_stage, at, reason, from_stage or "", actor))
             if to_stage == Stage.MQL:
                 mql_since[lead_id] = at
             elif from_stage == Stage.MQL and actor == Actor.USER:
@@ -245,7 +263,7 @@ def funnel(
         for (stage, start, *_), (_next, end, *_rest) in itertools.pairwise(stays):
             durations[stage].append((end - start).total_seconds() / 86_400)
         nurtured = False
-        for stage, _at, _reason, from_stage in stays:
+        for stage, _at, _reason, from_stage, _actor in stays:
             if stage == Stage.NURTURE:
                 nurtured = True
             if nurtured and stage == Stage.MQL and from_stage == Stage.NURTURE:
@@ -278,6 +296,7 @@ def funnel(
         reasons={k: dict(v.most_common()) for k, v in reasons.items()},
         acceptance=_acceptance(decisions, decision_hours),
         sla=sla_compliance(uow, created_from=created_from, created_to=created_to, now=now or utcnow(), where=where),
+        nurture_loop=nurture_loop(entries.values()),
     )
 
 
@@ -287,12 +306,7 @@ def _acceptance(decisions: Counter[str], hours: list[float]) -> dict[str, Any]:
     decided = sum(decisions.values())
 
     def share(stage: Stage) -> dict[str, Any]:
-        count = decisions.get(stage.value, 0)
-        return {
-            "count": count,
-            "rate": round(count / decided, 4) if decided else None,
-            "interval_95": wilson_interval(count, decided),
-        }
+        return _rate(decisions.get(stage.value, 0), decided)
 
     return {
         "decided": decided,
@@ -300,6 +314,133 @@ def _acceptance(decisions: Counter[str], hours: list[float]) -> dict[str, Any]:
         "rejected": share(Stage.NURTURE),
         "disqualified": share(Stage.DISQUALIFIED),
         "hours_to_decision": _summary(hours),
+    }
+
+
+# Where a lead entering nurture came from, with the words the CLI and the dashboard show; `other`
+# takes what the lifecycle does not make today (history imported from another system, say), so
+# the entries always add up, and is reported only when there is some.
+NURTURE_ORIGINS = {
+    "rejected_mql": "rejected MQL",
+    "decayed_out": "decayed out of MQL",
+    "lost_sql": "lost as SQL",
+    "lost_opportunity": "lost as opportunity",
+    "other": "other",
+}
+
+
+def nurture_origin(move: Move) -> str:
+    """Why a lead entered nurture, from the move's previous stage and actor: sales rejected the MQL
+    (a person), the decay-out timer sent it back (the system), or a deal was lost as SQL or as
+    opportunity."""
+    if move.from_stage == Stage.MQL:
+        return "rejected_mql" if move.actor == Actor.USER else "decayed_out"
+    if move.from_stage == Stage.SQL:
+        return "lost_sql"
+    if move.from_stage == Stage.OPPORTUNITY:
+        return "lost_opportunity"
+    return "other"
+
+
+def nurture_loop(histories: Iterable[list[Move]]) -> dict[str, Any]:
+    """The nurture loop of the leads whose histories (each in time order) are given.
+
+    Every entry into nurture is one trial: it ends when the lead moves again, back to MQL
+    (*recycled*) or out (disqualified), or is still open. The recycle rate is recycled / entries,
+    with its Wilson interval, overall, per origin and per people's reason code; the days to MQL
+    run from the entry into nurture to the move back. An entry that is still open counts as not
+    recycled (yet), so recent entries pull the rate down: `open` says how many there are.
+
+    `after_mql` answers whether recycled leads are worth sales' time: each stay that starts with
+    an entry into MQL (the lead's first one, or one from nurture) owns what the lead reached
+    until its next entry into MQL, and the shares that reached SQL and customer are compared
+    between first-time and recycled MQLs.
+    """
+    entries = 0
+    leads = 0
+    outcomes: Counter[str] = Counter()
+    days: list[float] = []
+    origin_entries: Counter[str] = Counter()
+    origin_recycled: Counter[str] = Counter()
+    origin_days: dict[str, list[float]] = defaultdict(list)
+    reason_entries: Counter[str] = Counter()
+    reason_recycled: Counter[str] = Counter()
+    after: dict[str, Counter[str]] = {"first_time": Counter(), "recycled": Counter()}
+    for moves in histories:
+        nurtured = False
+        first_mql = True
+        for i, move in enumerate(moves):
+            if move.to_stage == Stage.NURTURE:
+                nurtured = True
+                entries += 1
+                origin = nurture_origin(move)
+                origin_entries[origin] += 1
+                reason = move.reason if move.actor == Actor.USER else None  # people's reason codes only
+                if reason:
+                    reason_entries[reason] += 1
+                ended = moves[i + 1] if i + 1 < len(moves) else None
+                if ended is None:
+                    outcomes["open"] += 1
+                elif ended.to_stage == Stage.MQL:
+                    outcomes["recycled"] += 1
+                    origin_recycled[origin] += 1
+                    if reason:
+                        reason_recycled[reason] += 1
+                    waited = (ended.at - move.at).total_seconds() / 86_400
+                    days.append(waited)
+                    origin_days[origin].append(waited)
+                else:
+                    outcomes["disqualified" if ended.to_stage == Stage.DISQUALIFIED else "other"] += 1
+            elif move.to_stage == Stage.MQL:
+                kind = "recycled" if move.from_stage == Stage.NURTURE else "first_time" if first_mql else None
+                first_mql = False
+                if kind is None:  # a second entry into MQL from elsewhere: not a lifecycle move
+                    continue
+                stay = list(itertools.takewhile(lambda m: m.to_stage != Stage.MQL, moves[i + 1 :]))
+                reached = {m.to_stage for m in stay}
+                after[kind]["mqls"] += 1
+                after[kind]["open"] += not stay
+                after[kind]["sql"] += Stage.SQL in reached
+                after[kind]["customer"] += Stage.CUSTOMER in reached
+        leads += nurtured
+    origins = [name for name in NURTURE_ORIGINS if name != "other" or origin_entries[name]]
+    return {
+        "entries": entries,
+        "leads": leads,
+        "recycled": _rate(outcomes["recycled"], entries),
+        "disqualified": outcomes["disqualified"],
+        "open": outcomes["open"],
+        "days_to_mql": _summary(days),
+        "by_origin": {
+            origin: {
+                "entries": origin_entries[origin],
+                "recycled": _rate(origin_recycled[origin], origin_entries[origin]),
+                "days_to_mql": _summary(origin_days[origin]),
+            }
+            for origin in origins
+        },
+        "by_reason": {
+            reason: {"entries": count, "recycled": _rate(reason_recycled[reason], count)}
+            for reason, count in reason_entries.most_common()
+        },
+        "after_mql": {
+            kind: {
+                "mqls": counts["mqls"],
+                "open": counts["open"],
+                "sql": _rate(counts["sql"], counts["mqls"]),
+                "customer": _rate(counts["customer"], counts["mqls"]),
+            }
+            for kind, counts in after.items()
+        },
+    }
+
+
+def _rate(count: int, total: int) -> dict[str, Any]:
+    """A count out of `total`, its share rounded to 4 decimals and the share's Wilson interval."""
+    return {
+        "count": count,
+        "rate": round(count / total, 4) if total else None,
+        "interval_95": wilson_interval(count, total),
     }
 
 
@@ -441,7 +582,10 @@ def engagement_over_time(
     created = conn.execute(select(leads.c.created_at).where(leads.c.id == lead_id)).scalar()
     if created is None:
         raise NotFound(f"no lead #{lead_id}")
-    half_lives = {rule.name: rule.half_life_days for rule in uow.active_model().engagement_rules}
+    model = uow.active_model()
+    half_lives = {
+        name: award_half_life(model, name) for name in [r.name for r in model.engagement_rules] + [BONUS_AWARD]
+    }
     awards = [
         (occurred.timestamp(), float(points_), half_lives.get(rule))
         for occurred, stored in conn.execute(

@@ -134,6 +134,60 @@ def _progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int |
         yield update
 
 
+def _share(rate: dict[str, Any]) -> str:
+    """`62.5% (47%–76%)`: a rate with its 95 % interval, or `—` when there was nothing to count."""
+    if rate["rate"] is None:
+        return "—"
+    low, high = rate["interval_95"]
+    return f"{rate['rate']:.1%} ({low:.0%}–{high:.0%})"
+
+
+def _days(summary: dict[str, Any], key: str) -> str:
+    """A median or p90 of days, blank when there was nothing to measure."""
+    return "" if summary.get(key) is None else f"{summary[key]:.1f}"
+
+
+def _show_nurture_loop(loop: dict[str, Any]) -> None:
+    """Leads sent to nurture, by where they came from, how many came back to MQL and how soon, and
+    whether the recycled MQLs went on to SQL and customer as often as first-time ones."""
+    from qualify.service.queries import NURTURE_ORIGINS
+
+    if not loop.get("entries"):
+        return
+    days = loop["days_to_mql"]
+    timing = f", median {days['median']:.1f} days, p90 {days['p90']:.1f}" if days["count"] else ""
+    out.print(
+        f"Nurture loop: {loop['entries']:,} entries ({loop['leads']:,} leads), {loop['recycled']['count']:,} back to "
+        f"MQL: {_share(loop['recycled'])}{timing}; {loop['disqualified']:,} disqualified, "
+        f"{loop['open']:,} still in nurture.",
+        soft_wrap=True,
+    )
+    table = Table("entered nurture as", "entries", "back to MQL", "rate (95%)", "median days", "p90 days")
+    for origin, row in loop["by_origin"].items():
+        table.add_row(
+            NURTURE_ORIGINS.get(origin, origin),
+            f"{row['entries']:,}",
+            f"{row['recycled']['count']:,}",
+            _share(row["recycled"]),
+            _days(row["days_to_mql"], "median"),
+            _days(row["days_to_mql"], "p90"),
+        )
+    out.print(table)
+    after = loop["after_mql"]
+
+    def went_on(kind: str, label: str) -> str:
+        group = after[kind]
+        if not group["mqls"]:
+            return f"no {label} MQLs"
+        waiting = f" ({group['open']:,} still MQL)" if group["open"] else ""
+        return (
+            f"{label} MQLs {group['mqls']:,}{waiting}: {group['sql']['rate']:.1%} to SQL, "
+            f"{group['customer']['rate']:.1%} to customer"
+        )
+
+    out.print(f"After MQL: {went_on('first_time', 'first-time')}; {went_on('recycled', 'recycled')}.", soft_wrap=True)
+
+
 def _show_funnel(report: Any) -> None:
     table = Table(
         "stage",
@@ -162,10 +216,7 @@ def _show_funnel(report: Any) -> None:
             "" if p90 is None else f"{p90:.1f}",
         )
     out.print(table)
-    if report.recycled:
-        out.print(
-            f"Nurture loop: {report.recycled.get('nurtured', 0):,} leads nurtured, {report.recycled.get('requalified', 0):,} requalifications to MQL."
-        )
+    _show_nurture_loop(report.nurture_loop)
     acceptance = report.acceptance
     if acceptance.get("decided"):
         hours = acceptance["hours_to_decision"]

@@ -193,7 +193,7 @@ def funnel_page(
     owner: str | None = None,
     campaign: str | None = None,
 ) -> HTMLResponse:
-    from qualify.service.queries import FILTERS, first_campaigns, funnel, lead_filters
+    from qualify.service.queries import FILTERS, NURTURE_ORIGINS, first_campaigns, funnel, lead_filters
 
     created_from, created_to = _day(start), _day(end)
     until = created_to + timedelta(days=1) if created_to else None
@@ -222,6 +222,7 @@ def funnel_page(
         end=end or "",
         choices=choices,
         chosen=chosen,
+        origin_labels=NURTURE_ORIGINS,
     )
 
 
