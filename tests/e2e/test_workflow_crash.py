@@ -1,6 +1,6 @@
 """`qualify worker` killed (SIGKILL) again and again while it runs workflow steps: when it is
-restarted every run finishes, and no step ran twice: one log line, one email, one bonus, per run
-and step. On SQLite and PostgreSQL."""
+restarted (as two workers sharing the work) every run finishes, and no step ran twice: one log
+line, one email, one bonus, per run and step. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -110,14 +110,17 @@ def test_killing_the_worker_mid_run_never_runs_a_step_twice(database_url: str) -
             if seen == total:
                 break
         assert kills[0] < total, f"the first kill came after the work was done ({kills})"
-        worker = start_worker(database_url)
+        # Two workers share the rest: they never take the same run (or the same lead) at once.
+        workers = [start_worker(database_url), start_worker(database_url)]
         try:
             deadline = time.monotonic() + 120
             while counts(workspace)["completed"] < LEADS and time.monotonic() < deadline:
                 time.sleep(0.2)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=20)
+            for worker in workers:
+                worker.send_signal(signal.SIGTERM)
+            for worker in workers:
+                worker.wait(timeout=20)
         found = counts(workspace)
         print(f"log lines after each kill: {kills}; at the end: {found}")
         assert found == {

@@ -169,3 +169,14 @@ def test_the_store_keeps_the_bonus_award_under_its_reserved_name(workspace: Work
     with workspace.unit_of_work(read_only=True) as uow:
         awards = uow.connection.execute(select(schema.events.c.awards)).scalar_one()
     assert awards == [["bonus", -7.5]]
+
+
+def test_the_lead_page_chart_decays_a_bonus_with_the_default_half_life(workspace: Workspace) -> None:
+    from qualify.service.queries import engagement_over_time
+
+    add_jane(workspace)
+    ingest(workspace, [bonus(1, T0, RECYCLE)], T0)
+    with workspace.unit_of_work(read_only=True) as uow:
+        lead = uow.connection.execute(select(schema.leads.c.id).where(schema.leads.c.email == JANE)).scalar_one()
+        curve = engagement_over_time(uow, lead, points=2, now=T0 + timedelta(days=30))
+    assert curve[0][1] == pytest.approx(15) and curve[-1][1] == pytest.approx(7.5)  # default half-life 30 days
