@@ -388,3 +388,37 @@ def test_the_funnel_page_shows_a_rejection_from_the_queue_in_the_nurture_loop(
     with workspace.unit_of_work(read_only=True) as uow:
         assert cells["first_time-mqls"] == str(funnel(uow).reached["mql"]) == "8"
     assert cells["recycled-mqls"] == "0" and cells["recycled-sql"] == "—"
+
+
+def test_the_segments_page_and_the_lead_page_show_automation(client: TestClient, workspace: Workspace) -> None:
+    from qualify.domain.automation import load_automation
+    from qualify.service import automation
+
+    document = load_automation(
+        """
+segments:
+  - name: demo-askers
+    description: asked for a demo
+    when: [{event: demo_request}]
+workflows:
+  - name: greet
+    trigger: {entered_segment: demo-askers}
+    steps: [{add_tag: greeted}]
+"""
+    )
+    with workspace.unit_of_work() as uow:
+        automation.put_segments(uow, document.segments, by="test")
+        automation.put_workflows(uow, document, by="test")
+    moved = automation.refresh_segments(workspace)
+    assert moved["entered"] > 0
+    sign_in(client, "ana")
+    page = client.get("/app/automation")
+    assert page.status_code == 200 and "demo-askers" in page.text and "asked for a demo" in page.text
+    assert f"<td>{moved['entered']}</td>" in page.text and "add tag &#39;greeted&#39;" in page.text
+    with workspace.unit_of_work(read_only=True) as uow:
+        member = automation.segment_members(uow, "demo-askers", limit=1)[0]["id"]
+    lead = client.get(f"/app/leads/{member}")
+    assert '<span class="tag">demo-askers</span>' in lead.text and "enrolled" in lead.text
+    client.post("/app/logout", data={"csrf": token(lead.text)})
+    sign_in(client, "sam.rivera")
+    assert client.get("/app/automation").status_code == 403

@@ -304,6 +304,7 @@ def lead_page(
     request: Request, lead_id: LeadId, who: SignedIn, page: Annotated[int, Query(le=1_000_000)] = 1
 ) -> HTMLResponse:
     from qualify.domain.errors import NotFound
+    from qualify.service.automation import lead_automation
     from qualify.service.queries import engagement_over_time, lead_profile
 
     page = max(page, 1)
@@ -315,10 +316,12 @@ def lead_page(
         except NotFound:
             return _page("not_found.html", request, status=404, what=f"lead #{lead_id}")
         series = engagement_over_time(uow, lead_id)
+        automation = lead_automation(uow, lead_id)
     return _page(
         "lead.html",
         request,
         profile=profile,
+        automation=automation,
         chart=_line_chart(series, [h for h in profile.history if h["to"] in ("mql", "sql")]),
         page=page,
         pages=max(1, -(-profile.events_total // TIMELINE_PAGE)),
@@ -346,6 +349,23 @@ def _line_chart(series: list[tuple[datetime, float]], marks: list[dict[str, Any]
         "start": series[0][0].date().isoformat(),
         "end": series[-1][0].date().isoformat(),
     }
+
+
+# --- segments and workflows -----------------------------------------------------------------------
+
+
+@router.get("/automation")
+def automation_page(request: Request, who: Manager) -> HTMLResponse:
+    """The segments with their members now and over the last twelve weeks, and the workflows with
+    their runs: the picture marketing and sales share."""
+    from qualify.service import automation
+
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        segments = [
+            (s, automation.segment_counts(uow, s.name, days=84, every_days=7)) for s in automation.list_segments(uow)
+        ]
+        workflows = automation.list_workflows(uow)
+    return _page("automation.html", request, segments=segments, workflows=workflows)
 
 
 # --- insights ---------------------------------------------------------------------------------------
