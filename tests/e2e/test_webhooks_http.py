@@ -260,7 +260,9 @@ def test_the_webhooks_commands_and_one_worker_pass(tmp_path: Path, receiver: Rec
     with engine.begin() as connection:  # the SLA clock of the MQL has just run out
         connection.execute(update(schema.leads).values(sla_due_at=datetime.now(UTC) - timedelta(seconds=1)))
     engine.dispose()
-    assert "SLA breaches 1, delivered 1" in invoke("worker", "--once")
+    assert "SLA breaches 1, segment changes 0, workflow steps 0, emails sent 0, delivered 1" in invoke(
+        "worker", "--once"
+    )
     assert "SLA clocks of MQLs: 1 (0 met, 1 breached, 0 open, 0 stopped); compliance 0.0%" in invoke("funnel")
     assert json.loads(invoke("funnel", "--json"))["sla"]["breached"] == 1
     [delivery] = json.loads(invoke("webhooks", "deliveries", "--status", "delivered", "--json"))
