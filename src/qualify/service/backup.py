@@ -1,0 +1,248 @@
+"""Backup and restore of a whole workspace, on SQLite and PostgreSQL alike (and from one to the other).
+
+A backup is one gzip-compressed JSON Lines file: a header (format, schema revision, when), then
+every row of every table in dependency order and primary-key order, then a footer with each
+table's row count and a SHA-256 of its rows in a canonical form. It is read in one snapshot
+(REPEATABLE READ on PostgreSQL, one read transaction on SQLite's write-ahead log), so a backup
+taken while events arrive is consistent.
+
+A restore goes into a database without a workspace (or an empty one), migrates it to the
+backup's revision, inserts the rows, moves PostgreSQL's id sequences past them, and then reads
+everything back and compares counts and checksums with the footer: a restore that differs in
+any value is reported as such, not claimed done.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Connection, Table, func, select, text
+
+from qualify.adapters import schema
+from qualify.adapters.schema import UTCDateTime
+from qualify.adapters.store import READ_ONLY, create_store_engine, head_revision, migrate, schema_revision
+from qualify.domain.errors import InvalidInput, QualifyError
+from qualify.service.unit_of_work import Workspace, utcnow
+
+FORMAT, VERSION = "qualify-backup", 1
+BATCH = 1000
+
+
+class RestoreMismatch(QualifyError):
+    """The restored workspace differs from the backup."""
+
+
+@dataclass(slots=True)
+class Manifest:
+    revision: str
+    created_at: str
+    counts: dict[str, int] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "created_at": self.created_at,
+            "counts": self.counts,
+            "checksums": self.checksums,
+        }
+
+
+def _tables() -> list[Table]:
+    return list(schema.metadata.sorted_tables)
+
+
+def _encode(table: Table, row: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for column in table.columns:
+        value = row._mapping[column.name]
+        out[column.name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def _decode(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for column in table.columns:
+        if isinstance(column.type, UTCDateTime) and out.get(column.name) is not None:
+            out[column.name] = datetime.fromisoformat(out[column.name])
+    return out
+
+
+def _canonical(values: dict[str, Any]) -> bytes:
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _rows(conn: Connection, table: Table) -> Iterator[dict[str, Any]]:
+    ordered = select(table).order_by(*table.primary_key.columns)
+    for row in conn.execution_options(yield_per=BATCH).execute(ordered):
+        yield _encode(table, row)
+
+
+def _snapshot(workspace: Workspace) -> Connection:
+    conn = workspace.engine.connect()
+    if conn.dialect.name == "postgresql":
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+    else:
+        conn = conn.execution_options(**{READ_ONLY: True})
+    conn.begin()
+    return conn
+
+
+def backup(workspace: Workspace, path: Path) -> Manifest:
+    """Write every row of the workspace to `path` (gzip JSON Lines); return the manifest written."""
+    revision = schema_revision(workspace.engine) or "?"
+    manifest = Manifest(revision, utcnow().isoformat())
+    conn = _snapshot(workspace)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with gzip.open(partial, "wt", encoding="utf-8") as out:
+            out.write(
+                json.dumps(
+                    {"format": FORMAT, "version": VERSION, "revision": revision, "created_at": manifest.created_at}
+                )
+                + "\n"
+            )
+            for table in _tables():
+                digest, count = hashlib.sha256(), 0
+                for values in _rows(conn, table):
+                    digest.update(_canonical(values))
+                    out.write(json.dumps({"t": table.name, "r": values}, ensure_ascii=False) + "\n")
+                    count += 1
+                manifest.counts[table.name] = count
+                manifest.checksums[table.name] = digest.hexdigest()
+            out.write(json.dumps({"footer": manifest.as_dict()}) + "\n")
+        partial.replace(path)  # a backup cut short never looks like a whole one
+    finally:
+        conn.rollback()
+        conn.close()
+        partial.unlink(missing_ok=True)
+    return manifest
+
+
+def verify(workspace: Workspace, manifest: Manifest) -> list[str]:
+    """What differs between the workspace and a backup's manifest (empty: nothing)."""
+    conn = _snapshot(workspace)
+    problems = []
+    try:
+        for table in _tables():
+            digest, count = hashlib.sha256(), 0
+            for values in _rows(conn, table):
+                digest.update(_canonical(values))
+                count += 1
+            want_count = manifest.counts.get(table.name, 0)
+            if count != want_count:
+                problems.append(f"{table.name}: {count} rows, the backup has {want_count}")
+            elif digest.hexdigest() != manifest.checksums.get(table.name, hashlib.sha256().hexdigest()):
+                problems.append(f"{table.name}: the rows' values differ from the backup's")
+    finally:
+        conn.rollback()
+        conn.close()
+    return problems
+
+
+def _read(handle: IO[str], source: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(handle, start=1):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InvalidInput(f"{source}, line {number}: not JSON ({error.msg})", field="file") from error
+        if not isinstance(item, dict):
+            raise InvalidInput(f"{source}, line {number}: not a backup line", field="file")
+        yield number, item
+
+
+def restore(url: str, path: Path) -> Manifest:
+    """Restore the backup at `path` into the database at `url`, which must hold no rows of a
+    workspace; then check that every table equals the backup. Returns the backup's manifest."""
+    engine = create_store_engine(url)
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            lines = _read(handle, str(path))
+            try:
+                _, header = next(lines)
+            except (StopIteration, OSError, EOFError) as error:
+                raise InvalidInput(f"{path}: empty or not a gzip file", field="file") from error
+            if header.get("format") != FORMAT or header.get("version") != VERSION:
+                raise InvalidInput(f"{path}: not a Qualify backup (format {FORMAT} v{VERSION})", field="file")
+            revision = str(header.get("revision"))
+            if revision != head_revision():
+                raise InvalidInput(
+                    f"{path}: the backup is of schema {revision}, this Qualify writes {head_revision()}: "
+                    "restore it with the version that made it, then upgrade",
+                    field="file",
+                )
+            migrate(engine)
+            tables = {t.name: t for t in _tables()}
+            with engine.begin() as conn:
+                _refuse_rows(conn)
+                footer = _insert_all(conn, lines, tables, str(path))
+                if conn.dialect.name == "postgresql":
+                    _move_sequences(conn)
+    except (OSError, EOFError) as error:
+        raise InvalidInput(f"{path}: cannot be read whole ({error}); the backup is damaged", field="file") from error
+    finally:
+        engine.dispose()
+    manifest = Manifest(revision, str(footer.get("created_at")), dict(footer["counts"]), dict(footer["checksums"]))
+    from qualify.service.unit_of_work import open_workspace
+    from qualify.settings import Settings
+
+    restored = open_workspace(Settings(database_url=url))
+    try:
+        problems = verify(restored, manifest)
+    finally:
+        restored.close()
+    if problems:
+        raise RestoreMismatch("the restored workspace differs from the backup: " + "; ".join(problems))
+    return manifest
+
+
+def _refuse_rows(conn: Connection) -> None:
+    for table in _tables():
+        if conn.execute(select(func.count()).select_from(table)).scalar():
+            raise InvalidInput(
+                f"the target already holds a workspace ({table.name} has rows): restore into an empty database",
+                field="db",
+            )
+
+
+def _insert_all(
+    conn: Connection, lines: Iterator[tuple[int, dict[str, Any]]], tables: dict[str, Table], source: str
+) -> dict[str, Any]:
+    pending: list[dict[str, Any]] = []
+    current: Table | None = None
+    for number, item in lines:
+        if "footer" in item:
+            if current is not None and pending:
+                conn.execute(current.insert(), pending)
+            footer: dict[str, Any] = item["footer"]
+            return footer
+        table = tables.get(str(item.get("t")))
+        if table is None or not isinstance(item.get("r"), dict):
+            raise InvalidInput(f"{source}, line {number}: unknown table {item.get('t')!r}", field="file")
+        if table is not current or len(pending) >= BATCH:
+            if current is not None and pending:
+                conn.execute(current.insert(), pending)
+            pending, current = [], table
+        pending.append(_decode(table, item["r"]))
+    raise InvalidInput(f"{source}: the backup ends before its footer: it was cut short", field="file")
+
+
+def _move_sequences(conn: Connection) -> None:
+    """Explicit ids do not move PostgreSQL's sequences: set each past the largest id restored."""
+    for table in _tables():
+        if "id" in table.columns and table.c.id.autoincrement in (True, "auto") and table.c.id.type.python_type is int:
+            conn.execute(
+                text(
+                    "SELECT setval(pg_get_serial_sequence(:t, 'id'), COALESCE((SELECT max(id) FROM "
+                    + table.name
+                    + "), 0) + 1, false)"
+                ),
+                {"t": table.name},
+            )
