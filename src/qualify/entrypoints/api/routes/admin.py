@@ -30,7 +30,10 @@ def get_keys(workspace: WorkspaceDep, caller: KeyManager) -> list[KeyOut]:
 
 
 @router.delete(
-    "/keys/{key_id}", status_code=204, responses=PROBLEM_RESPONSES, openapi_extra=permission_doc(Permission.MANAGE_KEYS)
+    "/keys/{key_id}",
+    status_code=204,
+    responses={**PROBLEM_RESPONSES, 404: {"description": "No such active key"}},
+    openapi_extra=permission_doc(Permission.MANAGE_KEYS),
 )
 def delete_key(key_id: str, workspace: WorkspaceDep, caller: KeyManager) -> None:
     """Revoke a key: it stops working at once."""

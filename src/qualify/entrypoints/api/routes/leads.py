@@ -98,7 +98,7 @@ def get_leads(
 @router.get(
     "/leads/{key}",
     response_model=LeadProfileOut,
-    responses=PROBLEM_RESPONSES,
+    responses={**PROBLEM_RESPONSES, 404: {"description": "No such lead"}},
     openapi_extra=permission_doc(Permission.READ_LEADS),
 )
 def get_lead(
@@ -106,7 +106,7 @@ def get_lead(
     workspace: WorkspaceDep,
     caller: LeadReader,
     timeline_limit: Annotated[int, Query(ge=0, le=1000)] = 20,
-    timeline_offset: Annotated[int, Query(ge=0)] = 0,
+    timeline_offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> LeadProfileOut:
     """Profile, account, scores with their explanations, owner, stage history and a page of the timeline."""
     with workspace.unit_of_work(read_only=True) as uow:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from qualify.domain.access import Permission
 from qualify.entrypoints.api.deps import WebhookManager, WorkspaceDep, permission_doc
@@ -15,6 +15,8 @@ from qualify.service import webhooks
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 DOC = permission_doc(Permission.MANAGE_WEBHOOKS)
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in the store
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 NOT_FOUND = {**PROBLEM_RESPONSES, 404: {"description": "No such subscription or delivery"}}
 
 
@@ -42,7 +44,7 @@ def post_webhook(body: WebhookIn, workspace: WorkspaceDep, caller: WebhookManage
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=NOT_FOUND, openapi_extra=DOC)
-def delete_webhook(webhook_id: int, workspace: WorkspaceDep, caller: WebhookManager) -> None:
+def delete_webhook(webhook_id: RowId, workspace: WorkspaceDep, caller: WebhookManager) -> None:
     """Remove a subscription: nothing more is sent to it, and its pending deliveries become dead."""
     with workspace.unit_of_work() as uow:
         webhooks.remove_subscription(uow, webhook_id, by=caller.name, key_id=caller.key_id)
@@ -53,9 +55,11 @@ def get_deliveries(
     workspace: WorkspaceDep,
     caller: WebhookManager,
     status: Literal["pending", "delivered", "dead"] | None = None,
-    subscription_id: int | None = None,
+    subscription_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(description="the smallest `id` of the previous page")] = None,
+    before_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="the smallest `id` of the previous page")
+    ] = None,
 ) -> list[DeliveryOut]:
     """Deliveries newest first, with attempts and the last error; `status=dead` lists the dead letters."""
     with workspace.unit_of_work() as uow:
@@ -66,7 +70,7 @@ def get_deliveries(
 
 
 @router.post("/deliveries/{delivery_id}/retry", response_model=DeliveryOut, responses=NOT_FOUND, openapi_extra=DOC)
-def post_retry(delivery_id: int, workspace: WorkspaceDep, caller: WebhookManager) -> DeliveryOut:
+def post_retry(delivery_id: RowId, workspace: WorkspaceDep, caller: WebhookManager) -> DeliveryOut:
     """Queue a dead delivery again, due now, with a fresh set of attempts (the worker sends it)."""
     with workspace.unit_of_work() as uow:
         delivery = webhooks.retry_delivery(uow, delivery_id, by=caller.name, key_id=caller.key_id)
