@@ -277,10 +277,12 @@ class Workflow:
 
 @dataclass(frozen=True, slots=True)
 class Template:
+    """An email as its author writes it: Jinja2 sources of the subject, the text body and an optional HTML body."""
+
     name: str
     subject: str
     text: str
-    html: str | None
+    html: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

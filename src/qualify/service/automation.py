@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, tuple_, update
+from sqlalchemy import Connection, case, delete, func, select, tuple_, update
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
@@ -114,28 +114,10 @@ def put_segments(uow: UnitOfWork, segments: Iterable[Segment], *, by: str, now: 
     """Create or replace segments by name. A changed definition keeps its members until the
     next evaluation (run `refresh_segments` to re-test every lead now)."""
     now = now or utcnow()
-    table = schema.segments
     applied = Applied()
     for segment in segments:
-        row = uow.connection.execute(select(table.c.version).where(table.c.name == segment.name)).first()
-        values = {
-            "description": segment.description,
-            "document": json.dumps(segment.document, sort_keys=True),
-            "version": segment.version,
-            "updated_at": now,
-        }
-        if row is None:
-            uow.connection.execute(table.insert().values(name=segment.name, created_at=now, **values))
-            applied.created.append(segment.name)
-        elif row.version != segment.version:
-            uow.connection.execute(update(table).where(table.c.name == segment.name).values(**values))
-            applied.changed.append(segment.name)
-        else:
-            applied.unchanged.append(segment.name)
-            continue
-        record_audit(
-            uow, actor=by, action="segment.put", target=segment.name, at=now, details={"version": segment.version}
-        )
+        values = {"description": segment.description, "version": segment.version}
+        _put_definition(uow, schema.segments, segment.name, segment.document, values, applied, by, now)
     return applied
 
 
@@ -149,7 +131,7 @@ def put_workflows(uow: UnitOfWork, document: AutomationDocument, *, by: str, now
 
     now = now or utcnow()
     conn = uow.connection
-    templates = [mail.EmailTemplate(t.name, t.subject, t.text, t.html) for t in document.templates]
+    templates = list(document.templates)
     problems = [f"template {t.name}: {p}" for t in templates for p in mail.template_problems(t)]
     known_templates = {t.name for t in templates} | {t.name for t in mail.list_templates(conn)}
     known_segments = {s.name for s in document.segments} | set(conn.execute(select(schema.segments.c.name)).scalars())
@@ -162,32 +144,49 @@ def put_workflows(uow: UnitOfWork, document: AutomationDocument, *, by: str, now
         raise InvalidInput("; ".join(problems), field="workflows")
     if templates:
         mail.save_templates(conn, templates, now)
-    table = schema.workflows
     applied = Applied()
     for workflow in document.workflows:
-        row = conn.execute(select(table.c.version, table.c.active).where(table.c.name == workflow.name)).first()
-        values = {
-            "description": workflow.description,
-            "document": json.dumps(workflow.document, sort_keys=True),
-            "version": workflow.version,
-            "active": True,
-            "updated_at": now,
-        }
-        if row is None:
-            conn.execute(table.insert().values(name=workflow.name, created_at=now, **values))
-            applied.created.append(workflow.name)
-        elif row.version != workflow.version or not row.active:
-            conn.execute(update(table).where(table.c.name == workflow.name).values(**values))
-            applied.changed.append(workflow.name)
-            if row.version != workflow.version:
-                _stop_runs(conn, workflow.name, "edit", "the workflow was changed; a new trigger starts it afresh", now)
-        else:
-            applied.unchanged.append(workflow.name)
-            continue
-        record_audit(
-            uow, actor=by, action="workflow.put", target=workflow.name, at=now, details={"version": workflow.version}
-        )
+        values = {"description": workflow.description, "version": workflow.version, "active": True}
+        if (
+            _put_definition(uow, schema.workflows, workflow.name, workflow.document, values, applied, by, now)
+            == "edited"
+        ):
+            _stop_runs(conn, workflow.name, "edit", "the workflow was changed; a new trigger starts it afresh", now)
     return applied
+
+
+def _put_definition(
+    uow: UnitOfWork,
+    table: Any,
+    name: str,
+    document: dict[str, Any],
+    values: dict[str, Any],
+    applied: Applied,
+    by: str,
+    now: datetime,
+) -> str:
+    """Insert or replace one segment or workflow by name, record it in `applied` and the audit log.
+
+    Returns "created", "edited" (a new version), "changed" (same version, other values, e.g. a
+    paused workflow made active again) or "unchanged".
+    """
+    conn = uow.connection
+    row = conn.execute(select(table).where(table.c.name == name)).first()
+    values = values | {"document": json.dumps(document, sort_keys=True), "updated_at": now}
+    if row is None:
+        conn.execute(table.insert().values(name=name, created_at=now, **values))
+        applied.created.append(name)
+        outcome = "created"
+    elif any(row._mapping[key] != value for key, value in values.items() if key not in ("document", "updated_at")):
+        conn.execute(update(table).where(table.c.name == name).values(**values))
+        applied.changed.append(name)
+        outcome = "edited" if row.version != values["version"] else "changed"
+    else:
+        applied.unchanged.append(name)
+        return "unchanged"
+    kind = "segment" if table is schema.segments else "workflow"
+    record_audit(uow, actor=by, action=f"{kind}.put", target=name, at=now, details={"version": values["version"]})
+    return outcome
 
 
 def delete_segment(uow: UnitOfWork, name: str, *, by: str, now: datetime | None = None) -> None:
@@ -482,8 +481,6 @@ def enrol_triggered(
 
 
 def _active_flag() -> Any:
-    from sqlalchemy import case
-
     e = schema.workflow_enrolments
     return case((e.c.status == "active", 1), else_=0)
 

@@ -54,6 +54,7 @@ from sqlalchemy import ColumnElement, Connection, Row, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from qualify.adapters import schema
+from qualify.domain.automation import Template as AuthoredTemplate
 from qualify.domain.errors import InvalidInput, NotFound, QualifyError
 from qualify.domain.records import Event
 from qualify.service.audit import record_audit
@@ -92,14 +93,7 @@ class InvalidLink(QualifyError):
 # --- templates ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class EmailTemplate:
-    """An email as its author writes it: Jinja2 sources of the subject, the text body and an optional HTML body."""
-
-    name: str
-    subject: str
-    text: str
-    html: str | None = None
+EmailTemplate = AuthoredTemplate  # the automation document's template, as this module sends it
 
 
 Part = Literal["subject", "text", "html"]
