@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -47,6 +48,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=os.environ.copy(),
+            start_new_session=True,  # its own process group: a kill takes the worker processes too
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -59,13 +61,16 @@ class Server:
 
     def kill(self) -> None:
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):  # worker processes a kill left behind
+                os.killpg(self.process.pid, signal.SIGKILL)
 
 
 @pytest.fixture
