@@ -1,7 +1,8 @@
 """Many writers on the same leads at once, on PostgreSQL: events, upserts, sales' stage actions from
 several API processes and the CLI, while `qualify worker` runs its timers. No answer may be a
 server error or a conflict the client has to resolve, no update may be lost, and every lead's stage
-history must be a chain: each move starts where the one before it ended, and is a legal move."""
+history must be a chain: each move starts where the one before it ended, no earlier, and is a
+legal move."""
 
 from __future__ import annotations
 
@@ -193,6 +194,7 @@ def test_concurrent_writers_keep_every_update_and_an_unbroken_stage_history(post
         email, stage = stages[lead_id]
         assert moves[0].from_stage is None, email
         for before, after in itertools.pairwise(moves):
+            assert after.at >= before.at, f"{email}: a move dated before the one it follows"
             assert after.from_stage == before.to_stage, f"{email}: {before.to_stage} then {after.from_stage}→"
             assert (Stage(after.from_stage), Stage(after.to_stage)) in LEGAL, (email, after.from_stage, after.to_stage)
         assert moves[-1].to_stage == stage, email
