@@ -66,5 +66,8 @@ Eraser = Annotated[Identity, Depends(require(Permission.ERASE))]
 WebhookManager = Annotated[Identity, Depends(require(Permission.MANAGE_WEBHOOKS))]
 Automator = Annotated[Identity, Depends(require(Permission.AUTOMATION))]
 
+# Ids are 32-bit integers in the store: larger ones in a path or query are answered 422, not sent on.
+MAX_ID = 2**31 - 1
+
 # Routes anyone may call (tracking pixel, click redirect, unsubscribe, web tracking): documented as such.
 PUBLIC_DOC: dict[str, Any] = {"x-public": True}

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from qualify.domain.access import Permission
-from qualify.entrypoints.api.deps import AuditReader, KeyManager, WorkspaceDep, permission_doc
+from qualify.entrypoints.api.deps import MAX_ID, AuditReader, KeyManager, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
 from qualify.entrypoints.api.schemas import KeyOut
 from qualify.service.audit import audit_entries
@@ -46,7 +46,9 @@ def get_audit(
     workspace: WorkspaceDep,
     caller: AuditReader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: int | None = None,
+    before_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="the smallest `id` of the previous page")
+    ] = None,
 ) -> list[dict[str, Any]]:
     """Who did what, when, through which key: newest first."""
     with workspace.unit_of_work(read_only=True) as uow:

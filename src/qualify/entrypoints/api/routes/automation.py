@@ -15,7 +15,7 @@ from qualify.adapters import repository as repo
 from qualify.domain.access import Permission
 from qualify.domain.automation import AutomationDocument, Template, load_segment, load_workflow
 from qualify.domain.errors import NotFound
-from qualify.entrypoints.api.deps import Automator, LeadReader, WorkspaceDep, permission_doc
+from qualify.entrypoints.api.deps import MAX_ID, Automator, LeadReader, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
 from qualify.service import automation
 
@@ -123,7 +123,7 @@ def get_segment_members(
     workspace: WorkspaceDep,
     caller: LeadReader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after_id: Annotated[int, Query(ge=0, le=2**31 - 1, description="the largest `id` of the previous page")] = 0,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ID, description="the largest `id` of the previous page")] = 0,
 ) -> list[dict[str, Any]]:
     """Members by lead id, a page at a time, with when they entered and their scores now."""
     with workspace.unit_of_work(read_only=True) as uow:

@@ -8,14 +8,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from qualify.domain.access import Permission
-from qualify.entrypoints.api.deps import WebhookManager, WorkspaceDep, permission_doc
+from qualify.entrypoints.api.deps import MAX_ID, WebhookManager, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
 from qualify.entrypoints.api.schemas import DeliveryOut, WebhookCreated, WebhookIn, WebhookOut
 from qualify.service import webhooks
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 DOC = permission_doc(Permission.MANAGE_WEBHOOKS)
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the store
 RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 NOT_FOUND = {**PROBLEM_RESPONSES, 404: {"description": "No such subscription or delivery"}}
 
