@@ -17,9 +17,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="QUALIFY_", extra="ignore")
 
-    session_secret: str | None = Field(
+    session_secret: SecretStr | None = Field(
         default=None,
-        description="The key that signs dashboard sessions; unset: one made once and kept in the workspace.",
+        description=(
+            "The key that signs dashboard sessions (32 characters or more, not a placeholder); "
+            "unset: one made once and kept in the workspace."
+        ),
     )
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
@@ -70,6 +73,22 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Deliveries one worker sends at the same time.",
+    )
+    # --- security (docs/security.md) ---------------------------------------------------------------
+    ingest_rate: float = Field(
+        default=5000.0,
+        ge=0,
+        le=10_000_000,
+        description=(
+            "Events, leads and accounts per second one API key may send to POST /v1/events, PUT /v1/leads "
+            "and PUT /v1/accounts (per server process); 0: no limit."
+        ),
+    )
+    ingest_burst: int = Field(
+        default=100_000,
+        ge=1,
+        le=100_000_000,
+        description="Records one API key may send at once before the rate applies (the bucket's size).",
     )
     # --- email (docs/email.md) ---------------------------------------------------------------------
     smtp_host: str | None = Field(

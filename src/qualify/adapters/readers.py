@@ -2,8 +2,9 @@
 
 Every row carries the place it came from: the physical line (header = line 1) for CSV and
 JSONL, the row number (first row = 1) for Parquet. A row that cannot be read (bytes that are
-not UTF-8, broken quoting, a wrong number of columns, a line that is not a JSON object) comes
-out with `problem` set, so the caller can reject it and go on with the rest of the file.
+not UTF-8, broken quoting, a wrong number of columns, a line that is not a JSON object, a line
+over `MAX_LINE_BYTES`) comes out with `problem` set, so the caller can reject it and go on with
+the rest of the file. A file in UTF-16 or UTF-32, or with no header, is refused as a whole.
 """
 
 from __future__ import annotations
@@ -20,12 +21,20 @@ from pathlib import Path
 from typing import IO, Any
 
 from qualify.domain.errors import InvalidInput
+from qualify.domain.records import MAX_DOCUMENT_DEPTH
 
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 RAW_LIMIT = 500  # characters of the raw row kept for the rejects file
 MAX_RECORD_LINES = 100  # a quoted field longer than this is taken for a quote that never closes
+MAX_LINE_BYTES = 16 << 20  # a longer line is rejected unread, so one runaway line cannot fill the memory
+_WIDE_BOMS = {  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
 _COUNT_LIMIT = 1 << 30  # count lines for the progress total only below 1 GiB
 
 
@@ -69,10 +78,23 @@ def open_table(path: Path, *, delimiter: str | None = None) -> Iterator[Table]:
     except OSError as error:
         raise InvalidInput(f"{path}: cannot open the file: {error.strerror}") from error
     with handle:
+        _refuse_wide_encodings(path, handle)
         if suffix in JSONL_SUFFIXES:
             yield Table(path, None, _count_lines(path), _jsonl_rows(handle))
         else:
             yield _csv_table(path, handle, delimiter or CSV_SUFFIXES[suffix])
+
+
+def _refuse_wide_encodings(path: Path, handle: IO[bytes]) -> None:
+    """UTF-16 and UTF-32 files (as Excel's "Unicode text" writes them) would fail on every line: say so once."""
+    start = handle.read(4)
+    handle.seek(0)
+    for mark, name in _WIDE_BOMS.items():
+        if start.startswith(mark):
+            raise InvalidInput(
+                f"{path}: line 1: the file is {name} (it starts with the byte-order mark {mark.hex(' ').upper()}); "
+                "save it as UTF-8"
+            )
 
 
 def clip(text: str) -> str:
@@ -101,10 +123,16 @@ class _Line:
     number: int
     text: str
     problem: str | None
+    overlong: bool = False  # over MAX_LINE_BYTES: `text` is only its start, and the line is a row of its own
 
 
 def _lines(handle: IO[bytes]) -> Iterator[_Line]:
-    for number, data in enumerate(handle, start=1):
+    number = 0
+    while data := handle.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(data) > MAX_LINE_BYTES:
+            yield _overlong(number, data, handle)
+            continue
         problem = None
         try:
             text = data.decode("utf-8")
@@ -119,10 +147,27 @@ def _lines(handle: IO[bytes]) -> Iterator[_Line]:
         yield _Line(number, text, problem)
 
 
+def _overlong(number: int, start: bytes, handle: IO[bytes]) -> _Line:
+    """A line over the limit: skip the rest of it without keeping it, and say how long it was."""
+    size = len(start)
+    if not start.endswith(b"\n"):
+        while more := handle.readline(1 << 20):
+            size += len(more)
+            if more.endswith(b"\n"):
+                break
+    problem = f"line {number} is {size:,} bytes long; the limit is {MAX_LINE_BYTES:,} bytes a line"
+    return _Line(number, start[:RAW_LIMIT].decode("utf-8", "replace"), problem, overlong=True)
+
+
 # --- CSV ----------------------------------------------------------------------------------------
 
 
 def _csv_table(path: Path, handle: IO[bytes], delimiter: str) -> Table:
+    # The csv module refuses fields over 128 KiB by default, with a message about quoting. Let it
+    # read any field a line may hold: lines are bounded (MAX_LINE_BYTES) and values are checked
+    # against the field limits afterwards, with the column's name (docs/import.md).
+    if csv.field_size_limit() < MAX_LINE_BYTES:
+        csv.field_size_limit(MAX_LINE_BYTES)
     records = _CsvRecords(_lines(handle), delimiter)
     try:
         header = records.header()
@@ -155,6 +200,8 @@ class _CsvRecords:
         problem = next((line.problem for line in group if line.problem), problem)
         if "\r" in group[0].text.rstrip("\r\n"):
             problem = "lines end with a lone carriage return (CR); save the file with LF or CRLF line endings"
+        if "\x00" in group[0].text:
+            problem = "it holds NUL bytes (0x00): is the file UTF-16 or binary? Save it as UTF-8 text"
         if fields is None or problem:
             raise InvalidInput(f"line {group[0].number}: cannot read the header: {problem}")
         return fields
@@ -177,6 +224,8 @@ class _CsvRecords:
         decode = next((line.problem for line in group if line.problem), None)
         if decode:
             return RawRow(first.number, {}, raw, decode)
+        if fields is None and problem and "field larger than field limit" in problem:
+            return RawRow(first.number, {}, raw, f"a field is over {MAX_LINE_BYTES:,} characters")
         if fields is None:
             return RawRow(first.number, {}, raw, f"broken quoting: {problem}")
         if len(fields) != len(columns):
@@ -191,6 +240,8 @@ class _CsvRecords:
             line = self.pending.popleft() if self.pending else next(self.source, None)
             if line is None:
                 return group
+            if not group and line.overlong:
+                return [line]  # only its start was kept: its quotes say nothing
             if not group and not line.text.strip():
                 continue  # blank lines between rows carry nothing
             group.append(line)
@@ -225,6 +276,10 @@ def _jsonl_rows(handle: IO[bytes]) -> Iterator[RawRow]:
             value = json.loads(text)
         except json.JSONDecodeError as error:
             yield RawRow(line.number, {}, raw, f"not valid JSON: {error.msg} (column {error.colno})")
+            continue
+        except RecursionError:
+            nesting = f"nested too deeply to read (properties and attributes may nest {MAX_DOCUMENT_DEPTH} levels)"
+            yield RawRow(line.number, {}, raw, f"not valid JSON: {nesting}")
             continue
         if not isinstance(value, dict):
             yield RawRow(line.number, {}, raw, "each line must be a JSON object ({...})")
@@ -314,7 +369,7 @@ def parse_value(value: Any, type_: str | None, *, timestamp_format: str | None, 
     return _json_object(value)
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, depth: int = 1) -> Any:
     """The value as JSON can store it: nested objects too, since attributes and properties are JSON."""
     if isinstance(value, str):
         return value.strip()
@@ -322,10 +377,12 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict | list | tuple) and depth > MAX_DOCUMENT_DEPTH:
+        raise BadValue(f"nested deeper than {MAX_DOCUMENT_DEPTH} levels of objects and lists")
     if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): _plain(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [_plain(item, depth + 1) for item in value]
     if value is None or isinstance(value, bool | int | float):
         return value
     return str(value)
@@ -380,7 +437,10 @@ def parse_timestamp(value: Any, timestamp_format: str | None, zone: tzinfo) -> d
         moment = _time_text(as_text(value), timestamp_format)
     if moment.tzinfo is None or moment.utcoffset() is None:
         moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise BadValue(f"{as_text(value)!r} is out of range: in UTC it is outside the years 1-9999") from None
 
 
 def _time_text(text: str, timestamp_format: str | None) -> datetime:
@@ -388,11 +448,16 @@ def _time_text(text: str, timestamp_format: str | None) -> datetime:
         if timestamp_format:
             return datetime.strptime(text, timestamp_format)
         return datetime.fromisoformat(text)
-    except ValueError:
+    except ValueError as error:
+        # Python says why a well-formed time is impossible (day is out of range for month); its
+        # message for a text that is no time at all only repeats the text.
+        why = "" if "isoformat" in str(error) or "does not match" in str(error) else f" ({error})"
+        if "offset must be" in str(error):
+            why = " (a UTC offset must be less than 24 hours)"
         if timestamp_format:
-            raise BadValue(f"{text!r} does not match the time format {timestamp_format!r}") from None
+            raise BadValue(f"{text!r} does not match the time format {timestamp_format!r}{why}") from None
         raise BadValue(
-            f"{text!r} is not an ISO 8601 time (for example 2026-03-02T09:00:00Z); "
+            f"{text!r} is not an ISO 8601 time{why} (for example 2026-03-02T09:00:00Z); "
             "set timestamp_format in the mapping for other layouts"
         ) from None
 
@@ -413,6 +478,8 @@ def _json_object(value: Any) -> dict[str, Any]:
             value = json.loads(value)
         except json.JSONDecodeError as error:
             raise BadValue(f"not valid JSON: {error.msg} (column {error.colno})") from None
+        except RecursionError:
+            raise BadValue(f"nested deeper than {MAX_DOCUMENT_DEPTH} levels of objects and lists") from None
     if not isinstance(value, dict):
         raise BadValue("expected a JSON object ({...})")
-    return {str(key): _plain(item) for key, item in value.items()}
+    return {str(key): _plain(item, 2) for key, item in value.items()}

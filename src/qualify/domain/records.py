@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +66,30 @@ LEAD_FIELDS = (
 )
 ACCOUNT_FIELDS = ("name", "industry", "employees", "revenue", "country")
 
+# --- limits (docs/api.md "Limits", docs/import.md) ---------------------------------------------------
+# The longest text each field may hold: the widths of the store's columns, so that no value the
+# checks let through is refused (PostgreSQL) or kept whole (SQLite) by the store after the fact.
+LEAD_TEXT_LIMITS = {
+    "email": 254,
+    "external_id": 200,
+    "first_name": 200,
+    "last_name": 200,
+    "title": 300,
+    "seniority": 60,
+    "department": 120,
+    "country": 64,
+    "source": 200,
+    "channel": 200,
+}
+ACCOUNT_TEXT_LIMITS = {"domain": 253, "name": 300, "industry": 120, "country": 64}
+MAX_EVENT_ID = 200
+# Attributes (leads, accounts) and event properties are free JSON objects, bounded so that every
+# engine stores them and reads them back: nesting (the object itself is level 1) and size as JSON.
+MAX_DOCUMENT_DEPTH = 32
+MAX_DOCUMENT_CHARS = 65_536
+# Times: before 1900 is a typo or a zero date (Excel's day 0), never a lead's activity.
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+
 _EMAIL = re.compile(
     r"^[^@\s<>(),;:\"\[\]]+@([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+)$"
 )
@@ -76,9 +102,82 @@ def normalise_email(raw: str) -> str:
     'jane.doe@acme.com'
     """
     email = raw.strip().lower()
-    if len(email) > 254 or not _EMAIL.match(email):
+    if len(email) > LEAD_TEXT_LIMITS["email"]:
+        raise InvalidInput(
+            f"not an email address: {len(email):,} characters, the limit is {LEAD_TEXT_LIMITS['email']}: {_cut(raw)!r}",
+            field="email",
+        )
+    if not _EMAIL.match(email) or any(_invisible(c) for c in email):
         raise InvalidInput(f"not an email address: {raw!r}", field="email")
     return email
+
+
+def _invisible(char: str) -> bool:
+    """Control and format characters (NUL, zero-width space, direction marks): never in an address."""
+    return unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp", "Zs")
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# NUL and halves of surrogate pairs: PostgreSQL stores neither in text or JSON (SQLite would).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(text: str) -> str | None:
+    """Why the text cannot be stored, or None."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    what = (
+        "a NUL character (\\x00)" if found.group() == "\x00" else f"half a surrogate pair (\\u{ord(found.group()):04x})"
+    )
+    return f"contains {what} at position {found.start() + 1}, which cannot be stored"
+
+
+def check_text(value: str | None, name: str, limit: int) -> str | None:
+    """A text field within its length and storable on every engine; raise `InvalidInput` naming `name`."""
+    if value is None:
+        return None
+    if len(value) > limit:
+        raise InvalidInput(f"{len(value):,} characters; the limit is {limit:,}: {_cut(value)!r}", field=name)
+    if problem := _unstorable(value):
+        raise InvalidInput(problem, field=name)
+    return value
+
+
+def check_document(document: dict[str, Any], name: str) -> dict[str, Any]:
+    """Attributes or properties within the nesting and size limits, with no NUL in a key or a text.
+
+    Raises `InvalidInput` naming the place, such as `properties.page.tags.3`. Walks without
+    recursion, so a document nested thousands deep is refused, not a crash.
+    """
+    stack: list[tuple[Any, str, int]] = [(document, name, 1)]
+    while stack:
+        value, where, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > MAX_DOCUMENT_DEPTH:
+                raise InvalidInput(f"nested deeper than {MAX_DOCUMENT_DEPTH} levels of objects and lists", field=name)
+            for key, item in value.items():
+                if problem := _unstorable(str(key)):
+                    raise InvalidInput(f"the key {_cut(str(key))!r} {problem}", field=where)
+                stack.append((item, f"{where}.{key}", depth + 1))
+        elif isinstance(value, list | tuple):
+            if depth > MAX_DOCUMENT_DEPTH:
+                raise InvalidInput(f"nested deeper than {MAX_DOCUMENT_DEPTH} levels of objects and lists", field=name)
+            stack.extend((item, f"{where}.{index}", depth + 1) for index, item in enumerate(value))
+        elif isinstance(value, str) and (problem := _unstorable(value)):
+            raise InvalidInput(problem, field=where)
+    size = len(json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=str))
+    if size > MAX_DOCUMENT_CHARS:
+        biggest = max(document, key=lambda k: len(json.dumps(document[k], ensure_ascii=False, default=str)))
+        raise InvalidInput(
+            f"{size:,} characters as JSON; the limit for all {name} together is {MAX_DOCUMENT_CHARS:,} "
+            f"({biggest!r} is the largest)",
+            field=f"{name}.{biggest}",
+        )
+    return document
 
 
 def email_domain(email: str) -> str:
@@ -123,11 +222,19 @@ def lead_key(email: str | None, external_id: str | None) -> str:
     return email if email else f"ext:{external_id}"
 
 
-def as_utc(moment: datetime) -> datetime:
-    """Refuse naive times: a time without a zone is ambiguous by hours."""
+def as_utc(moment: datetime, name: str = "occurred_at") -> datetime:
+    """Refuse naive times (a time without a zone is ambiguous by hours) and times out of range."""
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise InvalidInput(f"time has no time zone: {moment.isoformat()}", field="occurred_at")
-    return moment.astimezone(UTC)
+        raise InvalidInput(f"time has no time zone: {moment.isoformat()}", field=name)
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is in the year 10000 in UTC
+        raise InvalidInput(
+            f"{moment.isoformat()} is out of range: in UTC it is outside the years 1-9999", field=name
+        ) from None
+    if utc < EARLIEST_TIME:
+        raise InvalidInput(f"{moment.isoformat()} is before {EARLIEST_TIME.year}: a typo or a zero date?", field=name)
+    return utc
 
 
 @dataclass(slots=True)
@@ -169,6 +276,11 @@ class Lead:
             self.external_id = str(self.external_id).strip() or None
         if self.email is None and self.external_id is None:
             raise InvalidInput("a lead needs an email or an external_id", field="email")
+        for name, limit in LEAD_TEXT_LIMITS.items():
+            check_text(getattr(self, name), name, limit)
+        if self.created_at is not None:
+            self.created_at = as_utc(self.created_at, "created_at")
+        check_document(self.attributes, "attributes")
 
     @classmethod
     def stored(cls, **values: Any) -> Lead:
@@ -218,14 +330,15 @@ def make_event(
 ) -> Event:
     """Build a valid event or raise `InvalidInput` naming the bad field."""
     event_id = str(event_id).strip()
-    if not event_id or len(event_id) > 200:
-        raise InvalidInput("event_id must be 1 to 200 characters", field="event_id")
+    if not event_id or len(event_id) > MAX_EVENT_ID:
+        raise InvalidInput(f"event_id must be 1 to {MAX_EVENT_ID} characters", field="event_id")
+    check_text(event_id, "event_id", MAX_EVENT_ID)
     if not _EVENT_TYPE.fullmatch(type):
         raise InvalidInput(f"event type {type!r} must be lower_snake_case (a-z, 0-9, _)", field="type")
     if email is not None:
         email = normalise_email(email)
     if external_id is not None:
-        external_id = str(external_id).strip() or None
+        external_id = check_text(str(external_id).strip() or None, "external_id", LEAD_TEXT_LIMITS["external_id"])
     if email is None and external_id is None:
         raise InvalidInput("an event needs the lead's email or external_id", field="email")
     return Event(
@@ -234,5 +347,15 @@ def make_event(
         occurred_at=as_utc(occurred_at),
         email=email,
         external_id=external_id,
-        properties=dict(properties or {}),
+        properties=check_document(dict(properties or {}), "properties"),
     )
+
+
+def check_account(account: Account) -> Account:
+    """An account whose texts and attributes are within the limits (raises `InvalidInput` naming the field).
+
+    Not a `__post_init__`: accounts read back from the store are not checked again."""
+    for name, limit in ACCOUNT_TEXT_LIMITS.items():
+        check_text(getattr(account, name), name, limit)
+    check_document(account.attributes, "attributes")
+    return account

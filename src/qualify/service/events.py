@@ -28,6 +28,7 @@ class EventOutcome:
     status: EventStatus
     reason: str | None = None
     lead: str | None = None
+    field: str | None = None  # the field a rejection is about, where it is one field
 
 
 def ingest_events(
@@ -62,13 +63,23 @@ def ingest_events(
         if record is None:
             who = event.email or event.external_id
             outcomes.append(
-                EventOutcome(event.event_id, REJECTED, f"no lead {who} (creating leads from events is off)")
+                EventOutcome(
+                    event.event_id,
+                    REJECTED,
+                    f"no lead {who} (creating leads from events is off)",
+                    field="email" if event.email else "external_id",
+                )
             )
             continue
         if event.occurred_at > latest:
             # Decay run backwards would inflate it beyond reason (a date typo, a skewed clock).
             outcomes.append(
-                EventOutcome(event.event_id, REJECTED, f"occurred_at {event.occurred_at.isoformat()} is in the future")
+                EventOutcome(
+                    event.event_id,
+                    REJECTED,
+                    f"occurred_at {event.occurred_at.isoformat()} is in the future",
+                    field="occurred_at",
+                )
             )
             continue
         seen.add(event.event_id)

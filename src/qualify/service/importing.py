@@ -28,7 +28,7 @@ from qualify.adapters.readers import (
 )
 from qualify.domain.errors import InvalidInput, ModelProblem
 from qualify.domain.located_yaml import closest
-from qualify.domain.records import Account, Event, Lead, make_event, normalise_domain
+from qualify.domain.records import Account, Event, Lead, check_account, make_event, normalise_domain
 from qualify.service.events import ingest_events
 from qualify.service.import_mapping import (  # noqa: F401 - load_mapping and parse_mapping are part of this API
     EXTRAS,
@@ -74,7 +74,12 @@ class RowConverter:
         if self.mapping.unmapped == "keep":
             for column, raw in values.items():
                 if column not in self.used and not is_missing(raw, self.mapping.null_values):
-                    extras.setdefault(column, parse_value(raw, None, timestamp_format=None, zone=UTC))
+                    try:
+                        extras.setdefault(column, parse_value(raw, None, timestamp_format=None, zone=UTC))
+                    except BadValue as error:
+                        raise InvalidInput(
+                            f"column {column!r}: {error}", field=f"{self.extras_name}.{column}"
+                        ) from None
         try:
             return _BUILDERS[self.kind](data, extras)
         except InvalidInput as error:
@@ -160,7 +165,7 @@ def _account(data: dict[str, Any], extras: dict[str, Any]) -> Account:
     if "domain" not in data:
         raise InvalidInput("no value: an account needs its web domain", field="domain")
     domain = normalise_domain(data["domain"])
-    return Account(**{**data, "domain": domain, "attributes": {**data.get("attributes", {}), **extras}})
+    return check_account(Account(**{**data, "domain": domain, "attributes": {**data.get("attributes", {}), **extras}}))
 
 
 def _event(data: dict[str, Any], extras: dict[str, Any]) -> Event:
@@ -304,10 +309,7 @@ def _write(uow: UnitOfWork, kind: Kind, records: list[Record], now: datetime) ->
         create = uow.workspace.settings.create_unknown_leads
         outcomes = ingest_events(uow, events, create_unknown=create, now=now, by="import")
         return [
-            (
-                o.status,
-                ("email" if e.email else "external_id", o.reason or o.status) if o.status == "rejected" else None,
-            )
+            (o.status, (_refused_field(e, o.reason), o.reason or o.status) if o.status == "rejected" else None)
             for e, o in zip(events, outcomes, strict=True)
         ]
     if kind == "accounts":
@@ -318,6 +320,13 @@ def _write(uow: UnitOfWork, kind: Kind, records: list[Record], now: datetime) ->
         (status, (error.field, error.message) if (error := outcome.errors.get(i)) else None)
         for i, status in enumerate(outcome.statuses)
     ]
+
+
+def _refused_field(event: Event, reason: str | None) -> str:
+    """The field an event the store refused is refused for: its time (in the future), else its lead."""
+    if reason and reason.startswith("occurred_at"):
+        return "occurred_at"
+    return "email" if event.email else "external_id"
 
 
 class _Rejects:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from qualify import __version__
+from qualify.entrypoints.api.limits import BodySizeLimit
 from qualify.entrypoints.api.problems import install_problem_handlers
 from qualify.entrypoints.api.routes import admin, automation, email_tracking, events, leads, models, tracking, webhooks
 from qualify.entrypoints.api.schemas import Problem
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
     if workspace is not None:
         app.state.workspace = workspace
     install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit)  # request bodies over 16 MiB: 413 (docs/api.md, Limits)
     routers = (events, leads, models, admin, webhooks, automation, email_tracking, tracking)
     for router in (module.router for module in routers):
         app.include_router(router)

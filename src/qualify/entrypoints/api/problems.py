@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qualify.domain.errors import Conflict, IllegalTransition, InvalidInput, ModelError, NotFound, QualifyError
+from qualify.domain.records import MAX_DOCUMENT_DEPTH
 from qualify.service.keys import AuthenticationFailed
 
+_log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 BASE = "https://qualify.dev/problems/"  # a stable identifier, not a page the API fetches
 
@@ -72,16 +76,38 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
+        if error.status_code == 400 and isinstance(error.__cause__, RecursionError):
+            # FastAPI answers a body too deeply nested for Python's JSON reader with a bare 400.
+            detail = (
+                "the body nests JSON objects or lists too deeply to read "
+                f"(attributes and properties may nest {MAX_DOCUMENT_DEPTH} levels)"
+            )
+            return problem(422, "invalid-input", "Invalid input", detail, field="body")
         return problem(error.status_code, f"http-{error.status_code}", str(error.detail), str(error.detail))
+
+    async def on_store_refusal(_: Request, error: Exception) -> JSONResponse:
+        # A value the store refuses (a NUL, a number out of its range) that no check caught
+        # first: bad input all the same, said without the statement. Logged, to add the check.
+        assert isinstance(error, DataError)
+        reason = _first_line(error.orig)
+        _log.warning("the store refused a value: %s", reason)
+        return problem(422, "invalid-input", "Invalid input", f"the store cannot hold a value sent: {reason}")
 
     async def on_unexpected(_: Request, error: Exception) -> JSONResponse:
         # A bug, not bad input: say so in the same shape, without internals in the answer.
         return problem(500, "internal-error", "Internal error", "something went wrong on the server; it is logged")
 
     app.add_exception_handler(QualifyError, on_qualify_error)
+    app.add_exception_handler(DataError, on_store_refusal)
     app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def _first_line(error: BaseException | None) -> str:
+    """The database's own words, without the statement or parameters that follow them."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else "a value out of range or not storable"
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -92,6 +118,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, title in (
         (401, "Missing or invalid API key"),
         (403, "The key's role does not allow this"),
+        (413, "Request too large: over the body or batch limits (docs/api.md, Limits)"),
         (422, "Invalid input"),
     )
 }

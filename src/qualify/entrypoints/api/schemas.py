@@ -5,9 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-MAX_BATCH = 10_000
+from qualify.domain.errors import InvalidInput
+from qualify.domain.records import MAX_DOCUMENT_CHARS, MAX_DOCUMENT_DEPTH, check_document, check_text
+
+MAX_BATCH = 10_000  # events, leads or accounts in one request (docs/api.md, Limits)
+_DOCUMENT = f"at most {MAX_DOCUMENT_DEPTH} levels deep and {MAX_DOCUMENT_CHARS:,} characters as JSON"
+
+
+def _storable_text(text: str | None) -> str | None:
+    """A text the store can keep (no NUL, no half surrogate); lengths are the fields' own max_length."""
+    try:
+        return check_text(text, "text", len(text or ""))
+    except InvalidInput as error:
+        raise ValueError(error.message) from None
 
 
 class Problem(BaseModel):
@@ -42,7 +54,9 @@ class EventIn(BaseModel):
     occurred_at: AwareDatetime = Field(description="ISO 8601 with a time zone")
     email: str | None = Field(default=None, max_length=254)
     external_id: str | None = Field(default=None, max_length=200)
-    properties: dict[str, Any] = Field(default_factory=dict, description="url, content_id, title, campaign, channel, …")
+    properties: dict[str, Any] = Field(
+        default_factory=dict, description=f"url, content_id, title, campaign, channel, …; {_DOCUMENT}"
+    )
 
 
 class EventResult(BaseModel):
@@ -77,7 +91,20 @@ class AccountIn(BaseModel):
     employees: int | None = Field(default=None, ge=0)
     revenue: float | None = Field(default=None, ge=0)
     country: str | None = Field(default=None, max_length=64)
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, Any] = Field(default_factory=dict, description=_DOCUMENT)
+
+    @field_validator("attributes")
+    @classmethod
+    def _bounded(cls, attributes: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return check_document(attributes, "attributes")
+        except InvalidInput as error:
+            raise ValueError(str(error)) from None
+
+    @field_validator("domain", "name", "industry", "country")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        return _storable_text(text)
 
 
 class LeadIn(BaseModel):
@@ -111,7 +138,7 @@ class LeadIn(BaseModel):
     created_at: AwareDatetime | None = None
     do_not_email: bool | None = None
     do_not_call: bool | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, Any] = Field(default_factory=dict, description=_DOCUMENT)
     account: AccountIn | None = Field(default=None, description="the company, upserted by domain first")
 
 
@@ -208,6 +235,11 @@ class StageActionIn(BaseModel):
     note: str | None = Field(default=None, max_length=2000)
     by: str | None = Field(default=None, max_length=200, description="who acts; default: the API key's name")
     at: AwareDatetime | None = Field(default=None, description="when it happened; default: now")
+
+    @field_validator("reason", "note", "by")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        return _storable_text(text)
 
 
 class StageChangeOut(BaseModel):

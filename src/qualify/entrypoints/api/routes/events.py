@@ -6,15 +6,17 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from qualify.domain.access import Permission, Role
 from qualify.domain.engagement import BONUS_EVENT
 from qualify.domain.errors import InvalidInput
-from qualify.domain.records import Event, make_event
+from qualify.domain.records import MAX_DOCUMENT_DEPTH, Event, make_event
 from qualify.entrypoints.api.deps import Ingester, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge
+from qualify.entrypoints.api.ratelimit import RATE_LIMITED, check_ingest
 from qualify.entrypoints.api.schemas import EVENT_EXAMPLE, MAX_BATCH, EventIn, EventResult, IngestResponse
 from qualify.service.events import ingest_events
 from qualify.service.keys import Identity
@@ -51,7 +53,7 @@ _BODY_EXAMPLES = {
     "/events",
     response_model=IngestResponse,
     summary="Ingest one event or a batch",
-    responses=PROBLEM_RESPONSES,
+    responses={**PROBLEM_RESPONSES, **RATE_LIMITED},
     openapi_extra={
         **permission_doc(Permission.INGEST),
         "requestBody": {
@@ -60,14 +62,17 @@ _BODY_EXAMPLES = {
         },
     },
 )
-async def post_events(request: Request, workspace: WorkspaceDep, caller: Ingester) -> IngestResponse:
+async def post_events(request: Request, workspace: WorkspaceDep, caller: Ingester) -> IngestResponse | JSONResponse:
     """Apply events through the same use case as `qualify import events`.
 
     Each event is validated on its own: a bad one is answered `rejected` with the field and the
     reason, the good rest is applied. Replaying a batch answers `duplicate` and changes nothing.
     The answer comes after the commit: an acknowledged event survives a crash.
+    Each key may send so many records per second (a batch counts each event): over that, 429.
     """
     items = _items(await request.body())
+    if (refused := check_ingest(request, caller, len(items))) is not None:
+        return refused
     # The store is synchronous: keep the event loop free while it works.
     return await run_in_threadpool(_ingest, workspace, items, caller)
 
@@ -105,6 +110,7 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
                 event_id=event.event_id,
                 status=outcome.status,
                 reason=outcome.reason,
+                field=outcome.field,
                 lead=outcome.lead,
             )
     done = [r for r in results if r is not None]
@@ -119,7 +125,12 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
 def _items(body: bytes) -> list[Any]:
     try:
         data = json.loads(body)
-    except (ValueError, RecursionError) as error:
+    except RecursionError:
+        raise InvalidInput(
+            f"the body nests JSON too deeply to read (event properties may nest {MAX_DOCUMENT_DEPTH} levels)",
+            field="body",
+        ) from None
+    except ValueError as error:
         raise InvalidInput(f"the body is not JSON: {error}", field="body") from None
     if isinstance(data, dict) and "events" in data and set(data) == {"events"}:
         data = data["events"]

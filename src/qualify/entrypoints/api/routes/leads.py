@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from qualify.domain.access import Permission
@@ -14,6 +15,7 @@ from qualify.domain.lifecycle import STAGE_ACTIONS
 from qualify.domain.records import Account, Lead, normalise_domain
 from qualify.entrypoints.api.deps import Eraser, LeadReader, LeadWriter, StageActor, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge
+from qualify.entrypoints.api.ratelimit import RATE_LIMITED, check_ingest
 from qualify.entrypoints.api.schemas import (
     MAX_BATCH,
     AccountIn,
@@ -117,14 +119,21 @@ def get_lead(
 @router.put(
     "/leads",
     response_model=UpsertResponse,
-    responses=PROBLEM_RESPONSES,
+    responses={**PROBLEM_RESPONSES, **RATE_LIMITED},
     openapi_extra=permission_doc(Permission.WRITE_LEADS),
 )
-def put_leads(body: LeadIn | list[LeadIn], workspace: WorkspaceDep, caller: LeadWriter) -> UpsertResponse:
-    """Create or update leads (by email, then external id) and their accounts (by domain)."""
+def put_leads(
+    request: Request, body: LeadIn | list[LeadIn], workspace: WorkspaceDep, caller: LeadWriter
+) -> UpsertResponse | JSONResponse:
+    """Create or update leads (by email, then external id) and their accounts (by domain).
+
+    Each lead counts against the key's ingestion rate limit, as an event does: over it, 429.
+    """
     items = body if isinstance(body, list) else [body]
     if len(items) > MAX_BATCH:
         raise TooLarge(f"{len(items):,} leads in one request; the limit is {MAX_BATCH:,}")
+    if (limited := check_ingest(request, caller, len(items), "leads")) is not None:
+        return limited
     results: dict[int, UpsertResult] = {}
     leads: list[tuple[int, Lead]] = []
     accounts: list[Account] = []
@@ -161,14 +170,21 @@ def put_leads(body: LeadIn | list[LeadIn], workspace: WorkspaceDep, caller: Lead
 @router.put(
     "/accounts",
     response_model=UpsertResponse,
-    responses=PROBLEM_RESPONSES,
+    responses={**PROBLEM_RESPONSES, **RATE_LIMITED},
     openapi_extra=permission_doc(Permission.WRITE_LEADS),
 )
-def put_accounts(body: AccountIn | list[AccountIn], workspace: WorkspaceDep, caller: LeadWriter) -> UpsertResponse:
-    """Create or update accounts by domain; the fit of their leads is rescored."""
+def put_accounts(
+    request: Request, body: AccountIn | list[AccountIn], workspace: WorkspaceDep, caller: LeadWriter
+) -> UpsertResponse | JSONResponse:
+    """Create or update accounts by domain; the fit of their leads is rescored.
+
+    Each account counts against the key's ingestion rate limit, as an event does: over it, 429.
+    """
     items = body if isinstance(body, list) else [body]
     if len(items) > MAX_BATCH:
         raise TooLarge(f"{len(items):,} accounts in one request; the limit is {MAX_BATCH:,}")
+    if (limited := check_ingest(request, caller, len(items), "accounts")) is not None:
+        return limited
     results: dict[int, UpsertResult] = {}
     accepted: list[tuple[int, Account]] = []
     for index, item in enumerate(items):
