@@ -31,7 +31,7 @@ from qualify.domain.errors import ModelError
 from qualify.domain.lifecycle import Stage
 from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, kind_of
 from qualify.domain.model_loader import _Validator as Validator
-from qualify.domain.model_loader import known_field
+from qualify.domain.model_loader import known_field, refuse_nul
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
 TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:-]{0,99}")
@@ -307,6 +307,7 @@ def load_automation(text: str, source: str = "<automation>") -> AutomationDocume
         doc = LocatedYaml(text, source)
     except YamlSyntaxError as error:
         raise AutomationError([error.problem], source) from error
+    refuse_nul(doc, doc.data)
     loader = _AutomationLoader(doc)
     result = loader.document()
     if doc.problems:

@@ -80,10 +80,32 @@ def load_model(text: str, source: str = "<model>") -> ScoringModel:
         doc = LocatedYaml(text, source)
     except YamlSyntaxError as error:
         raise ModelError([error.problem], source) from error
+    refuse_nul(doc, doc.data)
     model = _Validator(doc).model()
     if doc.problems or model is None:
         raise ModelError(doc.problems or [ModelProblem("(document)", "empty model")], source)
     return model
+
+
+def refuse_nul(doc: LocatedYaml, value: Any, path: str = "") -> None:
+    """A problem for every key and text that holds the NUL character (written `\\0` or `\\x00` in
+    YAML): PostgreSQL can neither store nor compare it, so a rule name holding one would make every
+    event it scores fail to be stored there, and a value holding one stops the batch query."""
+
+    def nul(where: str, message: str) -> None:
+        doc.problems.append(ModelProblem(where.replace("\x00", "\\0") or "(document)", message, doc.line(where)))
+
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                nul(child, "the key holds the NUL character (\\0), which PostgreSQL cannot store: remove it")
+            refuse_nul(doc, item, child)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            refuse_nul(doc, item, f"{path}[{i}]")
+    elif isinstance(value, str) and "\x00" in value:
+        nul(path, "holds the NUL character (\\0), which PostgreSQL cannot store: remove it")
 
 
 def model_version(data: Any) -> str:

@@ -249,6 +249,9 @@ def template_problems(template: EmailTemplate) -> list[str]:
         if len(source) > SOURCE_MAX:
             problems.append(f"{part}: longer than {SOURCE_MAX:,} characters")
             continue
+        if "\x00" in source:  # PostgreSQL cannot store it, nor could any mail carry it
+            problems.append(f"{part}: contains the NUL character (\\x00)")
+            continue
         try:
             compiled = _compile(part, source)
         except TemplateSyntaxError as error:

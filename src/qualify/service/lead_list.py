@@ -102,6 +102,12 @@ def list_page(uow: Any, wanted: LeadFilter) -> tuple[list[dict[str, Any]], str |
 
 def _conditions(wanted: LeadFilter) -> list[ColumnElement[bool]]:
     out: list[ColumnElement[bool]] = [_leads.c.erased_at.is_(None)]
+    for name in ("stage", "grade", "persona", "owner"):
+        value = getattr(wanted, name)
+        # Values are bound as parameters, never spliced into SQL; but PostgreSQL refuses a text
+        # holding NUL outright, so it is answered as the bad input it is, on every engine alike.
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidInput(f"{name}: contains the NUL character (\\x00)", field=name)
     if wanted.stage:
         if wanted.stage not in {s.value for s in Stage}:
             raise InvalidInput(

@@ -502,6 +502,8 @@ def lead_filters(
     for name, value in (where or {}).items():
         if name not in FILTERS:
             raise InvalidInput(f"cannot filter leads by {name!r}; expected one of: {', '.join(FILTERS)}", field=name)
+        if "\x00" in value:  # bound as a parameter, but PostgreSQL refuses the character outright
+            raise InvalidInput(f"{name}: contains the NUL character (\\x00)", field=name)
         if name == "campaign":
             first = first_campaigns()
             out.append(leads.c.id.in_(select(first.c.lead_id).where(first.c.campaign == value)))

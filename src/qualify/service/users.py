@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -27,6 +29,21 @@ ROLES = ("admin", "marketing", "sales")
 MIN_PASSWORD = 10
 _N, _R, _P = 2**14, 8, 1
 _SESSION_KEY = "session_secret"
+MIN_SECRET = 32
+# Words that mark a value copied from an example rather than made: a secret made only of them
+# (with any separators, case or repetition), or holding one of the unmistakable ones, is refused.
+_PLACEHOLDER_WORDS = frozenset((
+    "changeme", "change", "me", "replace", "replaceme", "placeholder", "example", "sample", "secret",
+    "secretkey", "session", "sessionsecret", "password", "passwd", "test", "testing", "dev", "development",
+    "default", "insecure", "unsafe", "dummy", "fake", "todo", "fixme", "your", "yours", "my", "here",
+    "key", "token", "qualify", "admin", "xxx", "x", "foo", "bar", "baz", "abc", "qwerty", "letmein", "none",
+    "null", "empty", "set", "this", "to", "something", "random", "long", "string", "value", "a", "the",
+    "goes", "go", "put", "insert", "generate", "generated", "new", "please", "real", "prod", "production",
+    "for", "in", "of", "with", "and", "or", "is", "it", "signing", "cookie", "dashboard",
+))  # fmt: skip
+_TELLTALE = (
+    "changeme", "replaceme", "placeholder", "yoursecret", "yoursession", "goeshere", "example", "insecure", "notsecret"
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +132,8 @@ def end_sessions(uow: UnitOfWork, user_id: int) -> None:
 def authenticate(uow: UnitOfWork, name: str, password: str) -> User | None:
     """The user whose name and password these are, or None (unknown, wrong or disabled alike)."""
     t = schema.users
-    row = uow.connection.execute(select(t).where(t.c.name == name.strip())).first()
+    # No name holds a NUL (PostgreSQL could not even compare one): such a name is simply unknown.
+    row = None if "\x00" in name else uow.connection.execute(select(t).where(t.c.name == name.strip())).first()
     if row is None:
         verify_password(password, _DUMMY)
         return None
@@ -124,9 +142,70 @@ def authenticate(uow: UnitOfWork, name: str, password: str) -> User | None:
     return User(row.id, row.name, row.role, row.created_at, row.disabled_at, row.session_epoch)
 
 
-def session_secret(uow: UnitOfWork, configured: str | None) -> bytes:
+def _only_placeholder_words(folded: str) -> bool:
+    """Whether `folded` (lower-case letters and digits) is made only of placeholder words and digits.
+
+    A word break by dynamic programming, linear in the length: a regular expression such as
+    `(?:word|…|[0-9]+)+` would backtrack exponentially on a value like "1111…1y".
+    """
+    longest = max(len(w) for w in _PLACEHOLDER_WORDS)
+    ends = [True] + [False] * len(folded)  # ends[i]: folded[:i] splits into words and digits
+    for i in range(1, len(folded) + 1):
+        ends[i] = (folded[i - 1].isdigit() and ends[i - 1]) or any(
+            ends[i - n] and folded[i - n : i] in _PLACEHOLDER_WORDS for n in range(1, min(longest, i) + 1)
+        )
+    return ends[-1]
+
+
+def weak_secret(value: str | SecretStr) -> str | None:
+    """Why `value` is not fit to sign anything (a placeholder, too short, too plain), or None.
+
+    The reason never repeats the value: it is printed where the value must not be.
+    """
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    stripped = text.strip()
+    if not stripped:
+        return "it is empty"
+    if stripped != text:
+        return "it starts or ends with white space (a copy and paste that went wrong?)"
+    folded = re.sub(r"[^a-z0-9]", "", text.lower())
+    if len(set(text)) == 1:
+        return "it is one character repeated"
+    if not folded or _only_placeholder_words(folded):
+        return "it is a placeholder (words such as changeme, secret, example, test), not a random value"
+    if any(word in folded for word in _TELLTALE):
+        return "it contains a placeholder word (changeme, example, placeholder…), not only random characters"
+    if len(text) < MIN_SECRET:
+        return f"it is {len(text)} characters long; it needs {MIN_SECRET} or more"
+    if len(set(text)) < 8:
+        return "it uses fewer than 8 different characters"
+    return None
+
+
+# What the examples of a password setting say instead of one: refused where a password is read.
+_PASSWORD_PLACEHOLDERS = ("changeme", "replaceme", "placeholder", "password", "yourpassword", "smtppassword")
+
+
+def placeholder_password(value: str | SecretStr) -> str | None:
+    """Why `value` (a password for another system, e.g. SMTP) is an example's placeholder, or None.
+
+    Only unmistakable copies are refused (`…`, `<password>`, changeme): how strong another
+    system's password is, is that system's business.
+    """
+    text = (value.get_secret_value() if isinstance(value, SecretStr) else value).strip()
+    folded = re.sub(r"[^a-z0-9]", "", text.lower())
+    if text in ("…", "...", "***") or (text.startswith("<") and text.endswith(">")):
+        return "it is the placeholder of an example, not a password"
+    if folded in _PASSWORD_PLACEHOLDERS or (text and len(set(text)) == 1 and text[0] in "x*.…"):
+        return "it is a placeholder (changeme, password, xxx…), not a password"
+    return None
+
+
+def session_secret(uow: UnitOfWork, configured: str | SecretStr | None) -> bytes:
     """The key that signs dashboard sessions: the configured one, else one made once and kept in
     the workspace (so sessions survive a restart)."""
+    if isinstance(configured, SecretStr):
+        configured = configured.get_secret_value()
     if configured:
         return configured.encode()
     t = schema.workspace_settings

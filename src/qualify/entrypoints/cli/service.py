@@ -13,6 +13,7 @@ from qualify.entrypoints.cli.base import (
     DbOption,
     JsonOption,
     _errors,
+    _fail,
     _print_json,
     _settings,
     _workspace,
@@ -20,8 +21,39 @@ from qualify.entrypoints.cli.base import (
     err,
     out,
 )
+from qualify.settings import Settings
 
 # --- the service -----------------------------------------------------------------------------------
+
+
+class LogLevel(StrEnum):
+    """Levels a server or worker logs at; uvicorn's `trace` is left out: it logs request headers, keys included."""
+
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+
+
+LogLevelOption = Annotated[
+    LogLevel, typer.Option("--log-level", help="How much to log: error, warning, info or debug (never secrets).")
+]
+
+
+def _refuse_weak_secrets(settings: Settings, *, smtp: bool) -> None:
+    """Stop with a clear error when a secret in the environment is a placeholder or too weak
+    (the message never shows the value)."""
+    from qualify.service.users import MIN_SECRET, placeholder_password, weak_secret
+
+    if settings.session_secret is not None and (reason := weak_secret(settings.session_secret)):
+        _fail(
+            f"QUALIFY_SESSION_SECRET is not safe to sign dashboard sessions with: {reason}. "
+            f"Set it to a random value of {MIN_SECRET} characters or more, e.g. the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`, or unset it: then one is made "
+            "once and kept in the workspace (docs/security.md)"
+        )
+    if smtp and settings.smtp_password is not None and (reason := placeholder_password(settings.smtp_password)):
+        _fail(f"QUALIFY_SMTP_PASSWORD is not a real password: {reason}. Set the SMTP server's password, or unset it")
 
 
 @app.command()
@@ -29,20 +61,30 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes (each its own connection pool).")] = 1,
+    log_level: LogLevelOption = LogLevel.info,
     db: DbOption = None,
 ) -> None:
-    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs) on the workspace."""
+    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs) on the workspace.
+
+    Refuses to start when QUALIFY_SESSION_SECRET is set to a placeholder or a weak value.
+    """
     import os
 
     import uvicorn
 
     settings = _settings(db)
+    _refuse_weak_secrets(settings, smtp=False)
     with _workspace(settings.database_url):
         pass  # refuse to start on a missing workspace, with the usual message
     # Worker processes build their own app from the environment, so the URL travels there.
     os.environ["QUALIFY_DATABASE_URL"] = settings.database_url
     uvicorn.run(
-        "qualify.entrypoints.api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info"
+        "qualify.entrypoints.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level.value,
     )
 
 
@@ -158,11 +200,13 @@ def worker(
             "--interval", min=0.1, max=3600, help="Seconds between passes (default: QUALIFY_WORKER_INTERVAL or 5)."
         ),
     ] = None,
+    log_level: LogLevelOption = LogLevel.info,
     db: DbOption = None,
 ) -> None:
     """Run the background work: decay-out, SLA timers, segments, workflow steps, email and webhook delivery.
 
-    Loops until SIGTERM or Ctrl-C, which stop it after the pass in progress.
+    Loops until SIGTERM or Ctrl-C, which stop it after the pass in progress. Refuses to start when
+    QUALIFY_SMTP_PASSWORD is an example's placeholder.
     """
     import logging
     import threading
@@ -182,8 +226,12 @@ def worker(
                 soft_wrap=True,
             )
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("qualify").setLevel(logging.INFO)
+    _refuse_weak_secrets(_settings(db), smtp=True)
+    level = getattr(logging, log_level.value.upper())
+    # Other libraries (SMTP, HTTP clients) log their own debug lines only at debug.
+    root = level if level == logging.DEBUG else max(level, logging.WARNING)
+    logging.basicConfig(level=root, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("qualify").setLevel(level)
     with _workspace(db) as workspace, Worker(workspace) as running:
         if once:
             with _errors():

@@ -198,7 +198,8 @@ def funnel_page(
     created_from, created_to = _day(start), _day(end)
     until = created_to + timedelta(days=1) if created_to else None
     given = (source, channel, persona, owner, campaign)
-    chosen = {name: value for name, value in zip(FILTERS, given, strict=True) if value}
+    # Like a date that is not one, a value no lead can hold (NUL) filters nothing.
+    chosen = {name: value for name, value in zip(FILTERS, given, strict=True) if value and "\x00" not in value}
     leads = schema.leads
     with _workspace(request).unit_of_work(read_only=True) as uow:
         report = funnel(uow, created_from=created_from, created_to=until, where=chosen)
