@@ -309,8 +309,8 @@ def _write(uow: UnitOfWork, kind: Kind, records: list[Record], now: datetime) ->
         create = uow.workspace.settings.create_unknown_leads
         outcomes = ingest_events(uow, events, create_unknown=create, now=now, by="import")
         return [
-            (o.status, (_refused_field(e, o.reason), o.reason or o.status) if o.status == "rejected" else None)
-            for e, o in zip(events, outcomes, strict=True)
+            (o.status, (o.field or "email", o.reason or o.status) if o.status == "rejected" else None)
+            for o in outcomes
         ]
     if kind == "accounts":
         outcome = upsert_accounts(uow, [r for r in records if isinstance(r, Account)], now=now)
@@ -320,13 +320,6 @@ def _write(uow: UnitOfWork, kind: Kind, records: list[Record], now: datetime) ->
         (status, (error.field, error.message) if (error := outcome.errors.get(i)) else None)
         for i, status in enumerate(outcome.statuses)
     ]
-
-
-def _refused_field(event: Event, reason: str | None) -> str:
-    """The field an event the store refused is refused for: its time (in the future), else its lead."""
-    if reason and reason.startswith("occurred_at"):
-        return "occurred_at"
-    return "email" if event.email else "external_id"
 
 
 class _Rejects:
