@@ -16,6 +16,8 @@ from qualify.adapters import schema
 from qualify.domain.errors import Conflict, InvalidInput
 from qualify.domain.records import Event
 from qualify.entrypoints.api.app import create_app
+from qualify.entrypoints.api.ratelimit import TokenBucket
+from qualify.entrypoints.web import SIGN_IN_FAILURES, SIGN_IN_REFILL_SECONDS
 from qualify.entrypoints.web import session as sessions
 from qualify.service.events import ingest_events
 from qualify.service.queries import funnel
@@ -55,6 +57,33 @@ def test_pages_need_a_signed_in_user_and_a_right_password(client: TestClient) ->
     cookie = right.headers["set-cookie"].lower()  # type: ignore[attr-defined]
     assert "httponly" in cookie and "samesite=lax" in cookie
     assert client.get("/app/queue").status_code == 200
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failed_sign_ins_are_throttled_per_name_and_address(client: TestClient) -> None:
+    clock = Clock()
+    client.app.state.sign_in_guard = TokenBucket(  # type: ignore[attr-defined]
+        1 / SIGN_IN_REFILL_SECONDS, SIGN_IN_FAILURES, clock=clock
+    )
+    for _ in range(SIGN_IN_FAILURES):
+        assert sign_in(client, "ana", "guess").status_code == 401  # type: ignore[attr-defined]
+    # Locked: even the right password is not tried, and the page says for how long.
+    locked = sign_in(client, "ANA ")
+    assert locked.status_code == 429 and locked.headers["retry-after"] == "90"  # type: ignore[attr-defined]
+    assert "Too many failed sign-ins" in locked.text  # type: ignore[attr-defined]
+    assert sign_in(client, "sam.rivera").status_code == 303  # type: ignore[attr-defined]  # another name: not locked
+    clock.now += SIGN_IN_REFILL_SECONDS  # one more attempt after the wait
+    assert sign_in(client, "ana", "guess again").status_code == 401  # type: ignore[attr-defined]
+    assert sign_in(client, "ana").status_code == 429  # type: ignore[attr-defined]
+    clock.now += SIGN_IN_REFILL_SECONDS
+    assert sign_in(client, "ana").status_code == 303  # type: ignore[attr-defined]
 
 
 def test_a_login_form_without_its_token_and_a_redirect_elsewhere_are_refused(client: TestClient) -> None:

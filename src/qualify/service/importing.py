@@ -309,8 +309,7 @@ def _write(uow: UnitOfWork, kind: Kind, records: list[Record], now: datetime) ->
         create = uow.workspace.settings.create_unknown_leads
         outcomes = ingest_events(uow, events, create_unknown=create, now=now, by="import")
         return [
-            (o.status, (o.field or "email", o.reason or o.status) if o.status == "rejected" else None)
-            for o in outcomes
+            (o.status, (o.field or "email", o.reason or o.status) if o.status == "rejected" else None) for o in outcomes
         ]
     if kind == "accounts":
         outcome = upsert_accounts(uow, [r for r in records if isinstance(r, Account)], now=now)

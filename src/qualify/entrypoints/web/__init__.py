@@ -9,6 +9,7 @@ elsewhere, so the dashboard works offline.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -25,6 +26,8 @@ from sqlalchemy import func, select
 from qualify.adapters import schema
 from qualify.domain.errors import QualifyError
 from qualify.domain.lifecycle import FUNNEL, REASON_CODES
+from qualify.entrypoints.api.deps import MAX_ID
+from qualify.entrypoints.api.ratelimit import TokenBucket
 from qualify.entrypoints.web import session as sessions
 from qualify.service import users as accounts
 from qualify.service.unit_of_work import Workspace, utcnow
@@ -114,7 +117,11 @@ def _set_cookie(request: Request, response: Response, found: sessions.Session) -
 
 
 router = APIRouter(prefix="/app", include_in_schema=False)
-LeadId = Annotated[int, Path(ge=1, le=2**62)]
+LeadId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+# Failed sign-ins, per client address and name: 10 in a row, then one more every 90 s. Only
+# failures count; the refused attempt is not even checked (docs/security.md, Sign-in).
+SIGN_IN_FAILURES, SIGN_IN_REFILL_SECONDS = 10, 90.0
 
 
 @router.get("")
@@ -142,10 +149,19 @@ def login(
     found = _session(request)
     if found is None or not sessions.csrf_matches(found, csrf):
         return login_form(request, next)
+    request.state.session = found
+    guard = _sign_in_guard(request)
+    attempt = f"{request.client.host if request.client else ''} {name.strip().lower()}"
+    if (left := guard.take(attempt, 0).remaining) < 1:
+        wait = math.ceil((1 - left) / guard.rate)
+        error = f"Too many failed sign-ins for this name from this address: try again in {wait} s."
+        refused = _page("login.html", request, status=429, next=_local(next), error=error)
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     with _workspace(request).unit_of_work(read_only=True) as uow:
         user = accounts.authenticate(uow, name, password)
     if user is None:
-        request.state.session = found
+        guard.take(attempt, 1)
         return _page("login.html", request, status=401, next=_local(next), error="Wrong name or password.")
     response = RedirectResponse(_local(next), status_code=303)
     _set_cookie(request, response, sessions.new_session(user.id, user.session_epoch))  # a new token: no fixation
@@ -160,6 +176,15 @@ def logout(request: Request, who: SignedIn, csrf: Annotated[str, Form()] = "") -
     response = RedirectResponse("/app/login", status_code=303)
     response.delete_cookie(sessions.COOKIE, path="/app")
     return response
+
+
+def _sign_in_guard(request: Request) -> TokenBucket:
+    """The app's bucket of failed sign-ins, made on first use (in this process's memory)."""
+    state = request.app.state
+    if not hasattr(state, "sign_in_guard"):
+        state.sign_in_guard = TokenBucket(1 / SIGN_IN_REFILL_SECONDS, SIGN_IN_FAILURES)
+    guard: TokenBucket = state.sign_in_guard
+    return guard
 
 
 def _local(target: str) -> str:
