@@ -376,3 +376,51 @@ def test_text_outside_the_basic_plane_survives_the_store(workspace: Workspace) -
     assert members(workspace, "launch") == {"ann@acme.com"}
     with workspace.unit_of_work() as uow:
         assert automation.segment_info(uow, "launch").description == "launch 🚀"
+
+
+NEEDS = """
+segments:
+  - name: recent-pricing
+    when: [{event: page_view, where: {url: /pricing}, within_days: 30}]
+  - name: two-downloads
+    when: [{event: content_download, min_count: 2}]
+  - name: clicked-lately
+    when: [{event: email_click, within_days: 7}]
+"""
+
+
+def test_the_facts_read_each_kind_of_event_only_as_far_back_as_a_test_looks(workspace: Workspace) -> None:
+    """A long history is not read whole: page views only for the 30 days a test looks back, with
+    the properties a `where` reads; downloads for all time, without properties nobody reads."""
+    lead = "reader@acme.com"
+    now = T0 + 60 * DAY
+    ingest(
+        workspace,
+        make_event("old-view", "page_view", T0, email=lead, properties={"url": "/pricing"}),
+        make_event("new-view", "page_view", T0 + 50 * DAY, email=lead, properties={"url": "/pricing"}),
+        make_event("old-dl", "content_download", T0, email=lead, properties={"title": "Guide"}),
+        make_event("new-dl", "content_download", T0 + 55 * DAY, email=lead, properties={"title": "Guide"}),
+        make_event("old-click", "email_click", T0 + 40 * DAY, email=lead),
+        make_event("form", "form_submit", T0 + 55 * DAY, email=lead),
+        now=now,
+    )
+    apply(workspace, NEEDS)
+    with workspace.unit_of_work() as uow:
+        needs = automation.definitions(uow).event_needs()
+        lead_id = uow.connection.execute(select(schema.leads.c.id)).scalar_one()
+        facts = automation.lead_facts(uow.connection, [lead_id], now, needs)[lead_id]
+    automation.refresh_segments(workspace, now)
+    with workspace.unit_of_work() as uow:
+        members = set(uow.connection.execute(select(schema.segment_members.c.segment)).scalars())
+    assert {kind: (n.days, n.properties) for kind, n in needs.items()} == {
+        "page_view": (30, True),
+        "content_download": (None, False),
+        "email_click": (7, False),
+    }
+    seen = sorted((e.type, e.at, dict(e.properties)) for e in facts.events)
+    assert seen == [
+        ("content_download", T0.timestamp(), {}),
+        ("content_download", (T0 + 55 * DAY).timestamp(), {}),
+        ("page_view", (T0 + 50 * DAY).timestamp(), {"url": "/pricing"}),
+    ]
+    assert members == {"recent-pricing", "two-downloads"}

@@ -84,6 +84,28 @@ class SeenEvent:
     properties: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class EventNeed:
+    """What the tests need of one kind of event: how far back (None: all time), and its properties
+    (only tests with `where` read them)."""
+
+    days: float | None
+    properties: bool
+
+    def merge(self, other: EventNeed) -> EventNeed:
+        days = None if self.days is None or other.days is None else max(self.days, other.days)
+        return EventNeed(days, self.properties or other.properties)
+
+
+def merge_needs(*needs: Mapping[str, EventNeed]) -> dict[str, EventNeed]:
+    """The needs of several lists of tests together, kind by kind."""
+    out: dict[str, EventNeed] = {}
+    for need in needs:
+        for kind, wanted in need.items():
+            out[kind] = out[kind].merge(wanted) if kind in out else wanted
+    return out
+
+
 @dataclass(slots=True)
 class LeadFacts:
     """A lead as the tests see it: field values, tags, and its events of the kinds tested."""
@@ -174,15 +196,15 @@ class Tests:
         combine = all if self.match == "all" else any
         return combine(t.holds(facts, now) for t in self.items)
 
-    def event_types(self) -> set[str]:
-        return {kind for t in self.items if isinstance(t, EventTest) for kind in t.types}
-
-    def window_days(self) -> float | None:
-        """The longest window the event tests look back (None: some look at all time)."""
-        windows = [t.within_days for t in self.items if isinstance(t, EventTest)]
-        if not windows:
-            return 0.0
-        return None if any(w is None for w in windows) else max(w for w in windows if w is not None)
+    def event_needs(self) -> dict[str, EventNeed]:
+        """The kinds of event these tests look at, each with how far back and whether its properties."""
+        return merge_needs(
+            *(
+                {kind: EventNeed(t.within_days, bool(t.where)) for kind in t.types}
+                for t in self.items
+                if isinstance(t, EventTest)
+            )
+        )
 
     def describe(self) -> str:
         joiner = " and " if self.match == "all" else " or "

@@ -15,23 +15,25 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, delete, func, select, tuple_, update
+from sqlalchemy import Connection, and_, case, delete, func, null, or_, select, tuple_, update
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.automation import (
     AutomationDocument,
+    EventNeed,
     LeadFacts,
     SeenEvent,
     Segment,
     Workflow,
     load_segment,
     load_workflow,
+    merge_needs,
 )
 from qualify.domain.engagement import DAY
 from qualify.domain.errors import InvalidInput, NotFound
@@ -60,16 +62,10 @@ class Definitions:
     def workflow(self, name: str) -> Workflow | None:
         return next((w for w in self.workflows if w.name == name), None)
 
-    def event_types(self) -> tuple[set[str], float | None]:
-        """The event kinds any test looks at, and how far back (None: all time)."""
+    def event_needs(self) -> dict[str, EventNeed]:
+        """The event kinds any test looks at, each with how far back and whether its properties."""
         tests = [s.tests for s in self.segments] + [t for w in self.workflows for t in (w.when, w.exit)]
-        kinds: set[str] = set()
-        window: float | None = 0.0
-        for t in tests:
-            kinds |= t.event_types()
-            days = t.window_days()
-            window = None if days is None or window is None else max(window, days)
-        return kinds, window
+        return merge_needs(*(t.event_needs() for t in tests))
 
 
 def definitions(uow: UnitOfWork) -> Definitions:
@@ -257,10 +253,14 @@ def lead_facts(
     conn: Connection,
     lead_ids: Sequence[int],
     now: datetime,
-    event_types: set[str],
-    window_days: float | None,
+    events: Mapping[str, EventNeed],
 ) -> dict[int, LeadFacts]:
-    """What the tests need to know about each lead, read from the store (erased leads are left out)."""
+    """What the tests need to know about each lead, read from the store (erased leads are left out).
+
+    Of its events, only the kinds in `events`, each as far back as some test looks, and with
+    properties only where some test reads them: a lead's long history of page views is not read
+    whole for a test on the last 30 days.
+    """
     leads = schema.leads
     out: dict[int, LeadFacts] = {}
     at = now.timestamp()
@@ -297,16 +297,29 @@ def lead_facts(
             tags[lead_id].add(tag.casefold())
     for lead_id, found in tags.items():
         out[lead_id].tags = frozenset(found)
-    if event_types:
+    if events:
         ev = schema.events
-        for part in repo.chunks(sorted(out)):
-            query = select(ev.c.lead_id, ev.c.type, ev.c.occurred_at, ev.c.properties).where(
-                ev.c.lead_id.in_(part), ev.c.type.in_(sorted(event_types))
+        by_window: dict[float | None, list[str]] = defaultdict(list)
+        for kind, need in sorted(events.items()):
+            by_window[need.days].append(kind)
+        wanted = or_(
+            *(
+                ev.c.type.in_(kinds)
+                if days is None
+                else and_(ev.c.type.in_(kinds), ev.c.occurred_at >= now - timedelta(days=days))
+                for days, kinds in by_window.items()
             )
-            if window_days is not None:
-                query = query.where(ev.c.occurred_at >= now - timedelta(days=window_days))
-            for lead_id, kind, occurred, properties in conn.execute(query):
-                out[lead_id].events.append(SeenEvent(kind, occurred.timestamp(), properties or {}))
+        )
+        with_properties = sorted(kind for kind, need in events.items() if need.properties)
+        properties = (
+            ev.c.properties
+            if len(with_properties) == len(events)
+            else case((ev.c.type.in_(with_properties or [""]), ev.c.properties), else_=null())
+        )
+        for part in repo.chunks(sorted(out)):
+            query = select(ev.c.lead_id, ev.c.type, ev.c.occurred_at, properties).where(ev.c.lead_id.in_(part), wanted)
+            for lead_id, kind, occurred, found in conn.execute(query):
+                out[lead_id].events.append(SeenEvent(kind, occurred.timestamp(), found or {}))
     return out
 
 
@@ -395,8 +408,7 @@ def after_flush(uow: UnitOfWork, changes: Changes) -> list[SegmentChange]:
     if found.empty:
         return []
     conn = uow.connection
-    kinds, window = found.event_types()
-    facts = lead_facts(conn, changes.lead_ids, changes.now, kinds, window)
+    facts = lead_facts(conn, changes.lead_ids, changes.now, found.event_needs())
     moved = evaluate_segments(conn, found.segments, changes.lead_ids, facts, changes.now, ONLINE)
     if found.workflows:
         enrol_triggered(conn, found.workflows, changes, moved, facts)
@@ -596,8 +608,7 @@ def refresh_segments(
                 )
                 return totals
             probe = Definitions(tuple(segments), found.workflows)
-            kinds, window = probe.event_types()
-            facts = lead_facts(conn, ids, now, kinds, window)
+            facts = lead_facts(conn, ids, now, probe.event_needs())
             moved = evaluate_segments(conn, segments, ids, facts, now, BATCH)
             if found.workflows and moved:
                 enrol_triggered(conn, found.workflows, Changes(ids, now), moved, facts)
