@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
@@ -638,3 +642,90 @@ def test_email_settings_are_checked_and_the_password_stays_secret() -> None:
         with pytest.raises(ValidationError) as refused:
             Settings(**bad)
         assert next(iter(bad)) in str(refused.value)
+
+
+# --- STARTTLS and TLS ------------------------------------------------------------------------------
+
+
+@dataclass
+class TlsInbox(Inbox):
+    """Also notes whether each message came over an encrypted session, and who logged in."""
+
+    encrypted: list[bool] = field(default_factory=list)
+    logins: list[bytes] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        # STARTTLS shows on the session; TLS from the first byte on the connection itself.
+        self.encrypted.append(session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None)
+        return await super().handle_DATA(server, session, envelope)
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        self.logins.append(data.login)
+        return AuthResult(success=data.password == b"smtp-secret-1")
+
+
+@pytest.fixture
+def authority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> trustme.CA:
+    """A throwaway certificate authority, trusted by this process as the system's CAs would be."""
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    return ca
+
+
+def tls_server(ca: trustme.CA, *, implicit: bool) -> tuple[Controller, TlsInbox, int]:
+    """An SMTP server with a certificate for 127.0.0.1: TLS from the first byte (`implicit`), or
+    STARTTLS required before anything else, login included."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    inbox, port = TlsInbox(), free_port()
+    options: dict[str, Any] = {"authenticator": inbox.authenticate}
+    if implicit:
+        # Encrypted from the first byte; aiosmtpd only counts STARTTLS as TLS for its AUTH rule.
+        options.update(ssl_context=context, auth_require_tls=False)
+    else:
+        options.update(tls_context=context, require_starttls=True, auth_require_tls=True)
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    return controller, inbox, port
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_email_goes_encrypted_and_logs_in_only_over_tls(
+    workspace: Workspace, authority: trustme.CA, security: str
+) -> None:
+    controller, inbox, port = tls_server(authority, implicit=security == "tls")
+    try:
+        ws = with_settings(
+            workspace, port, smtp_security=security, smtp_username="qualify", smtp_password="smtp-secret-1"
+        )
+        save(ws)
+        queued = queue(ws, add_lead(ws))
+        assert deliver_due(ws, NOW).sent == 1
+    finally:
+        controller.stop()
+    assert inbox.encrypted == [True] and inbox.logins == [b"qualify"]
+    assert email_row(ws, queued.id).status == "sent" and len(inbox.received) == 1
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_a_certificate_that_is_not_trusted_stops_the_send(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, security: str
+) -> None:
+    controller, inbox, port = tls_server(trustme.CA(), implicit=security == "tls")  # an authority nobody trusts
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
+    try:
+        ws = with_settings(
+            workspace, port, smtp_security=security, smtp_username="qualify", smtp_password="smtp-secret-1"
+        )
+        save(ws)
+        queued = queue(ws, add_lead(ws))
+        summary = deliver_due(ws, NOW)
+    finally:
+        controller.stop()
+    assert (summary.sent, summary.retrying) == (0, 1)  # tried again later: the certificate may be renewed
+    row = email_row(ws, queued.id)
+    assert row.status == "pending" and "CERTIFICATE_VERIFY_FAILED" in row.last_error, row.last_error
+    assert inbox.received == [] and inbox.logins == []  # the password never went to that server
