@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,13 @@ from qualify.adapters import schema
 from qualify.analytics.batch import engagement_at_cutoffs
 from qualify.analytics.engines import duckdb_sources
 from qualify.demo.world import build_demo
+from qualify.domain.automation import load_automation
 from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import Event
 from qualify.entrypoints.cli import app
 from qualify.predictive.features import TrainingSet, default_end, training_set
 from qualify.predictive.training import Trained, train
-from qualify.service import predictions
+from qualify.service import automation, predictions
 from qualify.service.events import ingest_events
 from qualify.service.export import export_workspace
 from qualify.service.models import activate_model
@@ -63,7 +66,13 @@ def learnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace
 def copy_of(database: Path, folder: Path) -> Path:
     """A copy of the learnt workspace's file, for a test that changes it."""
     copy = folder / "copy.db"
-    copy.write_bytes(database.read_bytes())
+    # SQLite's backup, not the file's bytes: what the open workspace still holds in its WAL is copied too.
+    source, target = sqlite3.connect(database), sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
     return copy
 
 
@@ -430,4 +439,60 @@ def test_a_profile_change_refreshes_the_probability_and_erasure_clears_it(
     with workspace.unit_of_work(read_only=True) as uow:
         row = uow.connection.execute(select(schema.leads).where(schema.leads.c.id == lead.id)).one()
     assert row.probability is None and row.predictive_version is None
+    workspace.close()
+
+
+def test_a_segment_on_probability_sees_the_probability_of_the_change_that_moved_it(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    """Online, a lead enters a segment on `probability` with the event that raised it (not one
+    change later); turning the model off takes everyone out of it."""
+    _, _, _, database = learnt
+    at = NOW + timedelta(hours=1)
+    demo = [Event(event_id=f"dr-{i}", type="demo_request", occurred_at=at, email="", properties={}) for i in range(3)]
+
+    def probability_after(workspace: Workspace, email: str) -> float:
+        with workspace.unit_of_work() as uow:
+            ingest_events(uow, [replace(e, email=email) for e in demo], now=at)
+            return float(
+                uow.connection.execute(
+                    select(schema.leads.c.probability).where(schema.leads.c.email == email)
+                ).scalar_one()
+            )
+
+    (tmp_path / "trial").mkdir()
+    (tmp_path / "real").mkdir()
+    trial = open_workspace(Settings(database_url=f"sqlite:///{copy_of(database, tmp_path / 'trial')}"))
+    with trial.unit_of_work(read_only=True) as uow:
+        lead = uow.connection.execute(
+            select(schema.leads.c.email, schema.leads.c.probability)
+            .where(schema.leads.c.email.is_not(None), schema.leads.c.stage == "lead")
+            .where(schema.leads.c.probability.is_not(None))
+            .order_by(schema.leads.c.probability)
+            .limit(1)
+        ).one()
+    after = probability_after(trial, lead.email)
+    trial.close()
+    assert after > lead.probability  # three demo requests raise it
+    threshold = (lead.probability + after) / 2
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{copy_of(database, tmp_path / 'real')}"))
+    document = load_automation(
+        f"segments:\n  - name: likely\n    when: [{{field: probability, range: {{min: {threshold}}}}}]\n"
+    )
+    with workspace.unit_of_work() as uow:
+        automation.put_segments(uow, document.segments, by="test", now=NOW)
+    automation.refresh_segments(workspace, NOW)
+
+    def members() -> set[str]:
+        with workspace.unit_of_work(read_only=True) as uow:
+            return {m["lead"] for m in automation.segment_members(uow, "likely", limit=100_000)}
+
+    before = members()
+    assert lead.email not in before
+    assert probability_after(workspace, lead.email) == after
+    assert members() == before | {lead.email}
+    with workspace.unit_of_work() as uow:
+        predictions.activate(uow, None)
+    predictions.refresh_all(workspace)
+    assert members() == set()
     workspace.close()

@@ -196,6 +196,10 @@ class Tests:
         combine = all if self.match == "all" else any
         return combine(t.holds(facts, now) for t in self.items)
 
+    def fields(self) -> set[str]:
+        """The lead fields these tests read."""
+        return {t.condition.field for t in self.items if isinstance(t, FieldTest)}
+
     def event_needs(self) -> dict[str, EventNeed]:
         """The kinds of event these tests look at, each with how far back and whether its properties."""
         return merge_needs(

@@ -30,6 +30,7 @@ from qualify.domain.automation import (
     LeadFacts,
     SeenEvent,
     Segment,
+    Tests,
     Workflow,
     load_segment,
     load_workflow,
@@ -62,10 +63,16 @@ class Definitions:
     def workflow(self, name: str) -> Workflow | None:
         return next((w for w in self.workflows if w.name == name), None)
 
+    def _tests(self) -> list[Tests]:
+        return [s.tests for s in self.segments] + [t for w in self.workflows for t in (w.when, w.exit)]
+
     def event_needs(self) -> dict[str, EventNeed]:
         """The event kinds any test looks at, each with how far back and whether its properties."""
-        tests = [s.tests for s in self.segments] + [t for w in self.workflows for t in (w.when, w.exit)]
-        return merge_needs(*(t.event_needs() for t in tests))
+        return merge_needs(*(t.event_needs() for t in self._tests()))
+
+    def reads(self, field: str) -> bool:
+        """Whether a segment or workflow tests this lead field."""
+        return any(field in t.fields() for t in self._tests())
 
 
 def definitions(uow: UnitOfWork) -> Definitions:

@@ -32,6 +32,7 @@ from qualify.predictive.recipe import (
     Subject,
     content_item,
 )
+from qualify.service import automation
 from qualify.service.audit import record_audit
 from qualify.service.batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
@@ -290,10 +291,14 @@ def refresh_all(workspace: Workspace, *, chunk: int = 2000, progress: Callable[[
     with workspace.unit_of_work() as uow:
         if active_predictor(uow) is None:
             uow.connection.execute(update(table).values(probability=None, probability_at=None, predictive_version=None))
-            return 0
-        ids = list(
-            uow.connection.execute(select(table.c.id).where(table.c.erased_at.is_(None)).order_by(table.c.id)).scalars()
-        )
+            ids = []
+        else:
+            ids = list(
+                uow.connection.execute(
+                    select(table.c.id).where(table.c.erased_at.is_(None)).order_by(table.c.id)
+                ).scalars()
+            )
+        reading = [s.name for s in automation.definitions(uow).segments if "probability" in s.tests.fields()]
     done = 0
     for part in chunks(ids, chunk):
         with workspace.unit_of_work() as uow:
@@ -301,6 +306,8 @@ def refresh_all(workspace: Workspace, *, chunk: int = 2000, progress: Callable[[
         done += len(part)
         if progress:
             progress(done, len(ids))
+    if reading:  # every probability moved: the segments that test it, tested again
+        automation.refresh_segments(workspace, names=reading)
     return done
 
 
@@ -336,6 +343,10 @@ def after_events(
                 moved = True
     if moved:
         batch.flush()
+    # Segments were tested when the changes were written, before the new probability was known:
+    # where one tests it, test the leads again now (an entry it makes triggers workflows as usual).
+    if automation.definitions(uow).reads("probability"):
+        automation.after_flush(uow, automation.Changes([r.id for r in touched.values() if r.id in computed], batch.now))
 
 
 def explain_lead(uow: UnitOfWork, lead_id: int) -> dict[str, Any] | None:
