@@ -90,6 +90,21 @@ class Settings(BaseSettings):
         le=100_000_000,
         description="Records one API key may send at once before the rate applies (the bucket's size).",
     )
+    tracking_rate: float = Field(
+        default=10.0,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Calls a second one client address may make to the web tracking routes POST /t/events and "
+            "/t/identify (per server process); 0: no limit."
+        ),
+    )
+    tracking_burst: int = Field(
+        default=300,
+        ge=1,
+        le=10_000_000,
+        description="Tracking calls one address may make at once before the rate applies.",
+    )
     # --- email (docs/email.md) ---------------------------------------------------------------------
     smtp_host: str | None = Field(
         default=None,

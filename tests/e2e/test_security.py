@@ -201,6 +201,35 @@ def test_the_defaults_leave_normal_use_alone(sqlite_workspace: Workspace) -> Non
     assert settings.ingest_rate >= 1000 and settings.ingest_burst >= 10_000  # MAX_BATCH always fits
 
 
+def page_view(n: int) -> dict[str, str]:
+    return {"visitor": "v" + "0" * 31, "event_id": f"{n:032x}", "url": f"https://www.acme.com/p/{n}"}
+
+
+def test_the_public_tracking_routes_are_limited_per_address(sqlite_workspace: Workspace) -> None:
+    clock = Clock()
+    with TestClient(create_app(workspace=sqlite_workspace)) as client:
+        client.app.state.tracking_limiter = TokenBucket(2, 5, clock=clock)  # type: ignore[attr-defined]
+        for n in range(5):
+            assert client.post("/t/events", content=json.dumps(page_view(n))).status_code == 200
+        over = client.post("/t/events", content=json.dumps(page_view(5)))
+        assert over.status_code == 429 and over.headers["retry-after"] == "1"
+        assert over.headers["access-control-allow-origin"] == "*"  # the site's script may read why
+        assert over.json()["type"].endswith("/rate-limited") and "from this address" in over.json()["detail"]
+        identify = {"visitor": "v" + "0" * 31, "event_id": "f" * 32, "email": "ann@acme.com"}
+        assert client.post("/t/identify", content=json.dumps(identify)).status_code == 429  # one bucket for both
+        clock.now += 1  # two more calls a second
+        assert client.post("/t/identify", content=json.dumps(identify)).status_code == 200
+    with sqlite_workspace.unit_of_work(read_only=True) as uow:
+        stored = uow.connection.execute(select(schema.events.c.event_id)).scalars().all()
+    # The five views, stitched onto the lead with the identify's form submit; the refused view nowhere.
+    assert sorted(stored) == sorted([f"web:{n:032x}" for n in range(5)] + ["web:" + "f" * 32])
+    sqlite_workspace.settings = sqlite_workspace.settings.model_copy(update={"tracking_rate": 0})
+    with TestClient(create_app(workspace=sqlite_workspace)) as client:
+        assert all(
+            client.post("/t/events", content=json.dumps(page_view(100 + n))).status_code == 200 for n in range(400)
+        )
+
+
 def test_429_is_documented_on_the_ingestion_routes(sqlite_workspace: Workspace) -> None:
     with TestClient(create_app(workspace=sqlite_workspace)) as client:
         paths = client.get("/openapi.json").json()["paths"]

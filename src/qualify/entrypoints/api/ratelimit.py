@@ -99,15 +99,40 @@ RATE_LIMITED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def ingest_limiter(request: Request) -> TokenBucket | None:
-    """The app's ingestion bucket, made on first use from the workspace's settings (None: off)."""
+def _limiter(request: Request, name: str, limits: Callable[[Settings], tuple[float, float]]) -> TokenBucket | None:
+    """The app's bucket `name`, made on first use from the workspace's settings (None: off)."""
     state = request.app.state
-    if not hasattr(state, "ingest_limiter"):
-        settings: Settings = state.workspace.settings
-        rate, burst = settings.ingest_rate, settings.ingest_burst
-        state.ingest_limiter = TokenBucket(rate, burst) if rate > 0 else None
-    limiter: TokenBucket | None = state.ingest_limiter
+    if not hasattr(state, name):
+        rate, burst = limits(state.workspace.settings)
+        setattr(state, name, TokenBucket(rate, burst) if rate > 0 else None)
+    limiter: TokenBucket | None = getattr(state, name)
     return limiter
+
+
+def ingest_limiter(request: Request) -> TokenBucket | None:
+    """The app's per-key ingestion bucket (None: off)."""
+    return _limiter(request, "ingest_limiter", lambda s: (s.ingest_rate, s.ingest_burst))
+
+
+def check_visitor(request: Request) -> JSONResponse | None:
+    """None when the client address may post one more tracking call now; else the 429 to answer.
+
+    The tracking routes have no key: a flood from one address is what is bounded."""
+    limiter = _limiter(request, "tracking_limiter", lambda s: (s.tracking_rate, s.tracking_burst))
+    if limiter is None:
+        return None
+    address = request.client.host if request.client else ""
+    decision = limiter.take(address, 1)
+    if decision.allowed:
+        return None
+    wait = max(1, math.ceil(decision.retry_after))
+    detail = (
+        f"more than {limiter.rate:g} tracking calls a second (bursts of {limiter.burst:,.0f}) from this "
+        f"address; retry after {wait} s"
+    )
+    response = problem(429, "rate-limited", "Too many tracking calls from this address", detail, retry_after=wait)
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 def check_ingest(request: Request, caller: Identity, events: int, what: str = "events") -> JSONResponse | None:

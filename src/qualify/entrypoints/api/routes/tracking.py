@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from qualify.domain.errors import InvalidInput
 from qualify.entrypoints.api.deps import PUBLIC_DOC, WorkspaceDep
 from qualify.entrypoints.api.problems import PROBLEM, TooLarge
+from qualify.entrypoints.api.ratelimit import RATE_LIMITED, check_visitor
 from qualify.service import tracking
 from qualify.service.unit_of_work import retrying
 
@@ -154,6 +156,10 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"description": title, "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     for status, title in ((413, "The body is larger than the limit"), (422, "Invalid input: the field is named"))
 }
+_PROBLEMS[429] = {
+    **RATE_LIMITED[429],
+    "description": "Too many calls from this address (QUALIFY_TRACKING_RATE, QUALIFY_TRACKING_BURST)",
+}
 
 
 @router.get(
@@ -189,9 +195,11 @@ def _snippet() -> tuple[bytes, str]:
     responses=_PROBLEMS,
     openapi_extra=_body_doc(PageViewIn, _PAGE_VIEW_EXAMPLE),
 )
-async def post_page_view(request: Request, workspace: WorkspaceDep) -> PageViewAnswer:
+async def post_page_view(request: Request, workspace: WorkspaceDep) -> PageViewAnswer | JSONResponse:
     """Kept for the visitor while it is anonymous; ingested onto its lead (`page_view`, id
     `web:<event_id>`) once it has identified. Timed by the server's clock when it arrives."""
+    if (limited := check_visitor(request)) is not None:
+        return limited
     data = _parse(PageViewIn, await _body(request))
     view = tracking.page_view(data.visitor, data.event_id, data.url, data.title, data.referrer)
     create = workspace.settings.create_unknown_leads
@@ -208,10 +216,12 @@ async def post_page_view(request: Request, workspace: WorkspaceDep) -> PageViewA
     responses=_PROBLEMS,
     openapi_extra=_body_doc(IdentifyIn, _IDENTIFY_EXAMPLE),
 )
-async def post_identify(request: Request, workspace: WorkspaceDep) -> IdentifyAnswer:
+async def post_identify(request: Request, workspace: WorkspaceDep) -> IdentifyAnswer | JSONResponse:
     """Find or create the lead of the email, link the visitor to it, and stitch the visitor's
     anonymous page views onto it with their original times, with a `form_submit` event for the
     submit itself — all in one transaction, so a retry changes nothing."""
+    if (limited := check_visitor(request)) is not None:
+        return limited
     data = _parse(IdentifyIn, await _body(request))
     who = tracking.identification(
         data.visitor,
