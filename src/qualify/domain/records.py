@@ -136,15 +136,18 @@ def _unstorable(text: str) -> str | None:
     return f"contains {what} at position {found.start() + 1}, which cannot be stored"
 
 
-def check_text(value: str | None, name: str, limit: int) -> str | None:
-    """A text field within its length and storable on every engine; raise `InvalidInput` naming `name`."""
-    if value is None:
-        return None
-    if len(value) > limit:
-        raise InvalidInput(f"{len(value):,} characters; the limit is {limit:,}: {_cut(value)!r}", field=name)
-    if problem := _unstorable(value):
+def check_storable(value: str | None, name: str) -> str | None:
+    """A text every engine can store (no NUL, no half surrogate pair); raise `InvalidInput` naming `name`."""
+    if value is not None and (problem := _unstorable(value)):
         raise InvalidInput(problem, field=name)
     return value
+
+
+def check_text(value: str | None, name: str, limit: int) -> str | None:
+    """A text field within its length and storable on every engine; raise `InvalidInput` naming `name`."""
+    if value is not None and len(value) > limit:
+        raise InvalidInput(f"{len(value):,} characters; the limit is {limit:,}: {_cut(value)!r}", field=name)
+    return check_storable(value, name)
 
 
 def check_document(document: dict[str, Any], name: str) -> dict[str, Any]:
@@ -156,19 +159,17 @@ def check_document(document: dict[str, Any], name: str) -> dict[str, Any]:
     stack: list[tuple[Any, str, int]] = [(document, name, 1)]
     while stack:
         value, where, depth = stack.pop()
+        if isinstance(value, dict | list | tuple) and depth > MAX_DOCUMENT_DEPTH:
+            raise InvalidInput(f"nested deeper than {MAX_DOCUMENT_DEPTH} levels of objects and lists", field=name)
         if isinstance(value, dict):
-            if depth > MAX_DOCUMENT_DEPTH:
-                raise InvalidInput(f"nested deeper than {MAX_DOCUMENT_DEPTH} levels of objects and lists", field=name)
             for key, item in value.items():
                 if problem := _unstorable(str(key)):
                     raise InvalidInput(f"the key {_cut(str(key))!r} {problem}", field=where)
                 stack.append((item, f"{where}.{key}", depth + 1))
         elif isinstance(value, list | tuple):
-            if depth > MAX_DOCUMENT_DEPTH:
-                raise InvalidInput(f"nested deeper than {MAX_DOCUMENT_DEPTH} levels of objects and lists", field=name)
             stack.extend((item, f"{where}.{index}", depth + 1) for index, item in enumerate(value))
-        elif isinstance(value, str) and (problem := _unstorable(value)):
-            raise InvalidInput(problem, field=where)
+        elif isinstance(value, str):
+            check_storable(value, where)
     size = len(json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=str))
     if size > MAX_DOCUMENT_CHARS:
         biggest = max(document, key=lambda k: len(json.dumps(document[k], ensure_ascii=False, default=str)))

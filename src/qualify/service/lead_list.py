@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from qualify.adapters import schema
 from qualify.domain.errors import InvalidInput
 from qualify.domain.lifecycle import Stage
+from qualify.domain.records import check_storable
 from qualify.domain.scoring_model import GRADES
 
 _leads = schema.leads
@@ -103,11 +104,9 @@ def list_page(uow: Any, wanted: LeadFilter) -> tuple[list[dict[str, Any]], str |
 def _conditions(wanted: LeadFilter) -> list[ColumnElement[bool]]:
     out: list[ColumnElement[bool]] = [_leads.c.erased_at.is_(None)]
     for name in ("stage", "grade", "persona", "owner"):
-        value = getattr(wanted, name)
         # Values are bound as parameters, never spliced into SQL; but PostgreSQL refuses a text
         # holding NUL outright, so it is answered as the bad input it is, on every engine alike.
-        if isinstance(value, str) and "\x00" in value:
-            raise InvalidInput(f"{name}: contains the NUL character (\\x00)", field=name)
+        check_storable(getattr(wanted, name), name)
     if wanted.stage:
         if wanted.stage not in {s.value for s in Stage}:
             raise InvalidInput(

@@ -26,7 +26,7 @@ from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.explain import Contribution
 from qualify.domain.fit import profile_values, score_fit
 from qualify.domain.lifecycle import FUNNEL, Actor, Stage
-from qualify.domain.records import ACCOUNT_FIELDS, LEAD_FIELDS
+from qualify.domain.records import ACCOUNT_FIELDS, LEAD_FIELDS, check_storable
 from qualify.service import predictions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
@@ -502,8 +502,7 @@ def lead_filters(
     for name, value in (where or {}).items():
         if name not in FILTERS:
             raise InvalidInput(f"cannot filter leads by {name!r}; expected one of: {', '.join(FILTERS)}", field=name)
-        if "\x00" in value:  # bound as a parameter, but PostgreSQL refuses the character outright
-            raise InvalidInput(f"{name}: contains the NUL character (\\x00)", field=name)
+        check_storable(value, name)  # bound as a parameter, but PostgreSQL refuses a NUL outright
         if name == "campaign":
             first = first_campaigns()
             out.append(leads.c.id.in_(select(first.c.lead_id).where(first.c.campaign == value)))

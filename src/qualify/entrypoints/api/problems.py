@@ -78,11 +78,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(error, StarletteHTTPException)
         if error.status_code == 400 and isinstance(error.__cause__, RecursionError):
             # FastAPI answers a body too deeply nested for Python's JSON reader with a bare 400.
-            detail = (
-                "the body nests JSON objects or lists too deeply to read "
-                f"(attributes and properties may nest {MAX_DOCUMENT_DEPTH} levels)"
-            )
-            return problem(422, "invalid-input", "Invalid input", detail, field="body")
+            return _from_error(body_too_deep())
         return problem(error.status_code, f"http-{error.status_code}", str(error.detail), str(error.detail))
 
     async def on_store_refusal(_: Request, error: Exception) -> JSONResponse:
@@ -102,6 +98,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def body_too_deep() -> InvalidInput:
+    """A request body nested too deeply for Python's JSON reader: refused as a whole."""
+    return InvalidInput(
+        "the body nests JSON objects or lists too deeply to read "
+        f"(attributes and properties may nest {MAX_DOCUMENT_DEPTH} levels)",
+        field="body",
+    )
 
 
 def _first_line(error: BaseException | None) -> str:

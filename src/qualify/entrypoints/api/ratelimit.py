@@ -2,10 +2,10 @@
 
 Events, leads and accounts sent to POST /v1/events, PUT /v1/leads and PUT /v1/accounts draw
 from one bucket per key: a request of 500 events costs 500 tokens, so batching cannot get round
-the limit. Each key's
-bucket holds at most `burst` tokens and refills at `rate` tokens per second; a request that
-needs more than the bucket holds is refused whole (nothing of it is applied) with 429 and a
-`Retry-After` saying when it would pass.
+the limit. Each key's bucket holds at most `burst` tokens and refills at `rate` tokens per
+second; a request that needs more than the bucket holds is refused whole (nothing of it is
+applied) with 429 and a `Retry-After` saying when it would pass. The public tracking posts are
+limited the same way per client address, and failed dashboard sign-ins per address and name.
 
 The buckets live in the memory of one server process: with `qualify serve --workers N` every
 process keeps its own, so a key that spreads its requests over the processes gets up to N times
@@ -99,8 +99,9 @@ RATE_LIMITED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _limiter(request: Request, name: str, limits: Callable[[Settings], tuple[float, float]]) -> TokenBucket | None:
-    """The app's bucket `name`, made on first use from the workspace's settings (None: off)."""
+def app_bucket(request: Request, name: str, limits: Callable[[Settings], tuple[float, float]]) -> TokenBucket | None:
+    """The app's bucket `name`, made on first use from `limits` of the workspace's settings (rate,
+    burst; None when the rate is 0: off)."""
     state = request.app.state
     if not hasattr(state, name):
         rate, burst = limits(state.workspace.settings)
@@ -111,14 +112,14 @@ def _limiter(request: Request, name: str, limits: Callable[[Settings], tuple[flo
 
 def ingest_limiter(request: Request) -> TokenBucket | None:
     """The app's per-key ingestion bucket (None: off)."""
-    return _limiter(request, "ingest_limiter", lambda s: (s.ingest_rate, s.ingest_burst))
+    return app_bucket(request, "ingest_limiter", lambda s: (s.ingest_rate, s.ingest_burst))
 
 
 def check_visitor(request: Request) -> JSONResponse | None:
     """None when the client address may post one more tracking call now; else the 429 to answer.
 
     The tracking routes have no key: a flood from one address is what is bounded."""
-    limiter = _limiter(request, "tracking_limiter", lambda s: (s.tracking_rate, s.tracking_burst))
+    limiter = app_bucket(request, "tracking_limiter", lambda s: (s.tracking_rate, s.tracking_burst))
     if limiter is None:
         return None
     address = request.client.host if request.client else ""
@@ -130,9 +131,7 @@ def check_visitor(request: Request) -> JSONResponse | None:
         f"more than {limiter.rate:g} tracking calls a second (bursts of {limiter.burst:,.0f}) from this "
         f"address; retry after {wait} s"
     )
-    response = problem(429, "rate-limited", "Too many tracking calls from this address", detail, retry_after=wait)
-    response.headers["Retry-After"] = str(wait)
-    return response
+    return _refused("Too many tracking calls from this address", detail, wait)
 
 
 def check_ingest(request: Request, caller: Identity, events: int, what: str = "events") -> JSONResponse | None:
@@ -162,8 +161,11 @@ def too_many(limiter: TokenBucket, caller: Identity, events: int, decision: Deci
             f"{who} is over its ingestion rate limit of {limit}: {events:,} {what} asked, "
             f"{math.floor(decision.remaining):,} available now; retry after {wait} s. Nothing of this request was applied"
         )
-    response = problem(
-        429, "rate-limited", "Too many records for this key", detail, key_id=caller.key_id, retry_after=wait
-    )
+    return _refused("Too many records for this key", detail, wait, key_id=caller.key_id)
+
+
+def _refused(title: str, detail: str, wait: int, **extra: Any) -> JSONResponse:
+    """The 429 problem, with the wait in its body and in `Retry-After`."""
+    response = problem(429, "rate-limited", title, detail, **extra, retry_after=wait)
     response.headers["Retry-After"] = str(wait)
     return response

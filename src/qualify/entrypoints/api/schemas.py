@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from qualify.domain.errors import InvalidInput
-from qualify.domain.records import MAX_DOCUMENT_CHARS, MAX_DOCUMENT_DEPTH, check_document, check_text
+from qualify.domain.records import MAX_DOCUMENT_CHARS, MAX_DOCUMENT_DEPTH, check_document, check_storable
 
 MAX_BATCH = 10_000  # events, leads or accounts in one request (docs/api.md, Limits)
 _DOCUMENT = f"at most {MAX_DOCUMENT_DEPTH} levels deep and {MAX_DOCUMENT_CHARS:,} characters as JSON"
@@ -17,7 +17,7 @@ _DOCUMENT = f"at most {MAX_DOCUMENT_DEPTH} levels deep and {MAX_DOCUMENT_CHARS:,
 def _storable_text(text: str | None) -> str | None:
     """A text the store can keep (no NUL, no half surrogate); lengths are the fields' own max_length."""
     try:
-        return check_text(text, "text", len(text or ""))
+        return check_storable(text, "text")
     except InvalidInput as error:
         raise ValueError(error.message) from None
 

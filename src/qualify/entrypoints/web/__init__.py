@@ -27,7 +27,7 @@ from qualify.adapters import schema
 from qualify.domain.errors import QualifyError
 from qualify.domain.lifecycle import FUNNEL, REASON_CODES
 from qualify.entrypoints.api.deps import MAX_ID
-from qualify.entrypoints.api.ratelimit import TokenBucket
+from qualify.entrypoints.api.ratelimit import TokenBucket, app_bucket
 from qualify.entrypoints.web import session as sessions
 from qualify.service import users as accounts
 from qualify.service.unit_of_work import Workspace, utcnow
@@ -180,10 +180,8 @@ def logout(request: Request, who: SignedIn, csrf: Annotated[str, Form()] = "") -
 
 def _sign_in_guard(request: Request) -> TokenBucket:
     """The app's bucket of failed sign-ins, made on first use (in this process's memory)."""
-    state = request.app.state
-    if not hasattr(state, "sign_in_guard"):
-        state.sign_in_guard = TokenBucket(1 / SIGN_IN_REFILL_SECONDS, SIGN_IN_FAILURES)
-    guard: TokenBucket = state.sign_in_guard
+    guard = app_bucket(request, "sign_in_guard", lambda _: (1 / SIGN_IN_REFILL_SECONDS, SIGN_IN_FAILURES))
+    assert guard is not None  # its rate is never 0
     return guard
 
 

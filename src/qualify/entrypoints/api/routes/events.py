@@ -13,9 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from qualify.domain.access import Permission, Role
 from qualify.domain.engagement import BONUS_EVENT
 from qualify.domain.errors import InvalidInput
-from qualify.domain.records import MAX_DOCUMENT_DEPTH, Event, make_event
+from qualify.domain.records import Event, make_event
 from qualify.entrypoints.api.deps import Ingester, WorkspaceDep, permission_doc
-from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge
+from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge, body_too_deep
 from qualify.entrypoints.api.ratelimit import RATE_LIMITED, check_ingest
 from qualify.entrypoints.api.schemas import EVENT_EXAMPLE, MAX_BATCH, EventIn, EventResult, IngestResponse
 from qualify.service.events import ingest_events
@@ -126,10 +126,7 @@ def _items(body: bytes) -> list[Any]:
     try:
         data = json.loads(body)
     except RecursionError:
-        raise InvalidInput(
-            f"the body nests JSON too deeply to read (event properties may nest {MAX_DOCUMENT_DEPTH} levels)",
-            field="body",
-        ) from None
+        raise body_too_deep() from None
     except ValueError as error:
         raise InvalidInput(f"the body is not JSON: {error}", field="body") from None
     if isinstance(data, dict) and "events" in data and set(data) == {"events"}:
