@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from tests.dashboard_world import PASSWORD, world
+from tests.e2e.test_security import Clock
 
 from qualify.adapters import schema
 from qualify.domain.errors import Conflict, InvalidInput
@@ -57,14 +58,6 @@ def test_pages_need_a_signed_in_user_and_a_right_password(client: TestClient) ->
     cookie = right.headers["set-cookie"].lower()  # type: ignore[attr-defined]
     assert "httponly" in cookie and "samesite=lax" in cookie
     assert client.get("/app/queue").status_code == 200
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_failed_sign_ins_are_throttled_per_name_and_address(client: TestClient) -> None:
