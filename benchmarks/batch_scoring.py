@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qualify.adapters.parquet_export import AWARDS, TEXT_MAP, TIME
-from qualify.analytics.batch import scores_as_of
+from qualify.analytics.batch_evaluator import scores_as_of
 from qualify.analytics.engines import duckdb_sources
 from qualify.domain.model_loader import load_model
 

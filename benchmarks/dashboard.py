@@ -29,13 +29,13 @@ from fastapi.testclient import TestClient
 from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import Account, Event, Lead
 from qualify.entrypoints.api.app import create_app
-from qualify.service.events import ingest_events
-from qualify.service.leads import upsert_leads
-from qualify.service.models import activate_model
-from qualify.service.queries import funnel, lead_profile
-from qualify.service.queue import sales_queue
+from qualify.service.admin.users import add_user
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.lifecycle.scoring_models import activate_model
+from qualify.service.reading.queries import funnel, lead_profile
+from qualify.service.reading.sales_queue import sales_queue
 from qualify.service.unit_of_work import Workspace, open_workspace
-from qualify.service.users import add_user
 from qualify.settings import Settings
 
 PASSWORD = "benchmark password"

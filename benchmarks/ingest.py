@@ -24,9 +24,9 @@ from pathlib import Path
 
 from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import Event, Lead, make_event
-from qualify.service.events import ingest_events
-from qualify.service.leads import upsert_leads
-from qualify.service.models import activate_model
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.unit_of_work import open_workspace
 from qualify.settings import Settings
 
@@ -121,7 +121,7 @@ def through_service(
         activate_model(uow, default_model_text())
     if automation:
         from qualify.domain.automation import load_automation
-        from qualify.service.automation import put_segments, put_workflows
+        from qualify.service.automation.engine import put_segments, put_workflows
 
         document = load_automation(AUTOMATION)
         with workspace.unit_of_work() as uow:

@@ -44,8 +44,8 @@ from qualify.domain.model_loader import default_model_text
 from qualify.predictive.features import default_end, training_set
 from qualify.predictive.models import BoostedModel, FeatureSpec, LogisticModel, NaiveBayesModel
 from qualify.predictive.training import leakage, train
-from qualify.service.export import export_workspace
-from qualify.service.models import activate_model
+from qualify.service.analytics.export import export_workspace
+from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.unit_of_work import open_workspace
 from qualify.settings import Settings
 

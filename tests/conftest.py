@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from qualify.domain.model_loader import default_model_text
-from qualify.service.models import activate_model
+from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.unit_of_work import Workspace, open_workspace
 from qualify.settings import Settings
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from qualify.domain.records import Account, Event, Lead
-from qualify.service.events import ingest_events
-from qualify.service.leads import upsert_leads
+from qualify.service.admin.users import add_user
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.unit_of_work import Workspace
-from qualify.service.users import add_user
 
 PASSWORD = "correct horse battery"
 NOW = datetime.now(UTC)

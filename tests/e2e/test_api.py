@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from qualify.domain.access import Permission, Role, allows
 from qualify.entrypoints.api import create_app
-from qualify.service.keys import create_key
+from qualify.service.admin.api_keys import create_key
 from qualify.service.unit_of_work import Workspace
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -121,8 +121,8 @@ def test_lead_journey_through_the_cli(db: str) -> None:
     from datetime import UTC, datetime, timedelta
 
     from qualify.domain.records import Account, Lead, make_event
-    from qualify.service.events import ingest_events
-    from qualify.service.leads import upsert_leads
+    from qualify.service.lifecycle.events import ingest_events
+    from qualify.service.lifecycle.leads import upsert_leads
     from qualify.service.unit_of_work import open_workspace
     from qualify.settings import Settings
 
@@ -201,8 +201,8 @@ def test_a_bad_setting_in_the_environment_is_one_clear_line(tmp_path: Path) -> N
 
 def test_merge_export_and_erase_from_the_command_line(db: str) -> None:
     from qualify.domain.records import Lead, make_event
-    from qualify.service.events import ingest_events
-    from qualify.service.leads import upsert_leads
+    from qualify.service.lifecycle.events import ingest_events
+    from qualify.service.lifecycle.leads import upsert_leads
     from qualify.service.unit_of_work import open_workspace
     from qualify.settings import Settings
 
@@ -235,8 +235,8 @@ def test_export_parquet_writes_every_table_and_events_by_day(db: str, tmp_path: 
     import pyarrow.parquet as pq
 
     from qualify.domain.records import Lead, make_event
-    from qualify.service.events import ingest_events
-    from qualify.service.leads import upsert_leads
+    from qualify.service.lifecycle.events import ingest_events
+    from qualify.service.lifecycle.leads import upsert_leads
     from qualify.service.unit_of_work import open_workspace
     from qualify.settings import Settings
 

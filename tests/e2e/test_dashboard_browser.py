@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from qualify.domain.model_loader import default_model_text
-from qualify.service.models import activate_model
+from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.unit_of_work import open_workspace
 from qualify.settings import Settings
 from tests.dashboard_world import PASSWORD, world

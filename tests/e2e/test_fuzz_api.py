@@ -29,7 +29,7 @@ from schemathesis.checks import (
 
 from qualify.domain.access import Role
 from qualify.entrypoints.api.app import create_app
-from qualify.service.keys import create_key
+from qualify.service.admin.api_keys import create_key
 from qualify.service.unit_of_work import Workspace
 from tests.dashboard_world import world
 

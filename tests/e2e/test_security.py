@@ -28,9 +28,9 @@ from qualify.entrypoints.api import create_app
 from qualify.entrypoints.api.ratelimit import TokenBucket
 from qualify.entrypoints.api.routes import admin, automation, email_tracking, events, leads, models, tracking, webhooks
 from qualify.entrypoints.web import router as dashboard_router
-from qualify.service.keys import create_key
+from qualify.service.admin.api_keys import create_key
+from qualify.service.admin.users import add_user, placeholder_password, weak_secret
 from qualify.service.unit_of_work import Workspace
-from qualify.service.users import add_user, placeholder_password, weak_secret
 from tests.dashboard_world import PASSWORD, world
 from tests.e2e.test_serve import SCRIPT, free_port, run
 
@@ -450,7 +450,7 @@ def test_no_secret_reaches_the_logs_of_a_real_server_and_worker(tmp_path: Path) 
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
-    from qualify.service.email import EmailTemplate, enqueue, save_templates
+    from qualify.service.email.mail import EmailTemplate, enqueue, save_templates
     from qualify.service.unit_of_work import open_workspace
     from qualify.settings import Settings
     from tests.e2e.test_webhooks_http import Receiver

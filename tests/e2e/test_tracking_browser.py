@@ -23,7 +23,7 @@ from sqlalchemy import select
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.model_loader import default_model_text
-from qualify.service.models import activate_model
+from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.unit_of_work import Workspace, open_workspace
 from qualify.settings import Settings
 from tests.e2e.test_serve import Server, free_port

@@ -26,10 +26,10 @@ from qualify.adapters import schema
 from qualify.domain.records import make_event
 from qualify.entrypoints.api import create_app
 from qualify.entrypoints.cli import app as cli
-from qualify.service.events import ingest_events
-from qualify.service.keys import create_key
+from qualify.service.admin.api_keys import create_key
+from qualify.service.integrations.webhooks import add_subscription, list_deliveries, verify_signature
+from qualify.service.lifecycle.events import ingest_events
 from qualify.service.unit_of_work import Workspace
-from qualify.service.webhooks import add_subscription, list_deliveries, verify_signature
 from qualify.service.worker import Worker
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

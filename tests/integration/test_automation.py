@@ -13,9 +13,10 @@ from qualify.adapters import schema
 from qualify.domain.automation import AutomationError, load_automation
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import make_event
-from qualify.service import automation, workflows
-from qualify.service.events import ingest_events
-from qualify.service.stages import apply_stage_action
+from qualify.service.automation import engine as automation
+from qualify.service.automation import runs as workflows
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.stages import apply_stage_action
 from qualify.service.unit_of_work import Workspace, open_workspace
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -285,7 +286,7 @@ def test_pausing_stops_runs_and_a_workflow_needs_its_template_and_segment(worksp
 
 
 def test_merges_and_erasure_carry_or_clear_what_automation_holds(workspace: Workspace) -> None:
-    from qualify.service.lead_admin import erase_lead, merge_leads
+    from qualify.service.lifecycle.lead_admin import erase_lead, merge_leads
 
     apply(workspace, SEGMENTS + WORKFLOWS)
     for email in ("ann@acme.com", "ann.b@acme.com"):

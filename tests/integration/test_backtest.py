@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from qualify.demo.world import build_demo
 from qualify.domain.model_loader import default_model_text, load_model
 from qualify.entrypoints.cli import app
-from qualify.service.backtest import backtest
-from qualify.service.models import activate_model
+from qualify.service.analytics.backtest import backtest
+from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.unit_of_work import Workspace, open_workspace
 from qualify.settings import Settings
 

@@ -16,10 +16,11 @@ from qualify.adapters import schema
 from qualify.domain.automation import load_automation
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import make_event
-from qualify.service import automation, workflows
-from qualify.service.backup import backup, restore, verify
-from qualify.service.events import ingest_events
-from qualify.service.stages import apply_stage_action
+from qualify.service.admin.backup import backup, restore, verify
+from qualify.service.automation import engine as automation
+from qualify.service.automation import runs as workflows
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.stages import apply_stage_action
 from qualify.service.unit_of_work import Workspace, open_workspace
 from qualify.settings import Settings
 

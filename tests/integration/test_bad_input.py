@@ -30,10 +30,10 @@ from qualify.domain.records import MAX_DOCUMENT_CHARS, MAX_DOCUMENT_DEPTH
 from qualify.entrypoints.api import create_app
 from qualify.entrypoints.api.limits import MAX_BODY_BYTES, BodySizeLimit
 from qualify.entrypoints.api.schemas import MAX_BATCH
-from qualify.service.import_mapping import parse_mapping
-from qualify.service.importing import import_file
-from qualify.service.keys import create_key
-from qualify.service.queries import lead_profile
+from qualify.service.admin.api_keys import create_key
+from qualify.service.imports.files import import_file
+from qualify.service.imports.mapping import parse_mapping
+from qualify.service.reading.queries import lead_profile
 from qualify.service.unit_of_work import Workspace
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

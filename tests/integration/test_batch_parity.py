@@ -17,14 +17,14 @@ from tests.conftest import copy_of_fresh_workspace, fresh_postgres_schema
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.adapters.repository import lead_from_row
-from qualify.analytics.batch import Sources, UnsupportedModel, scores_as_of
+from qualify.analytics.batch_evaluator import Sources, UnsupportedModel, scores_as_of
 from qualify.analytics.engines import duckdb_sources
 from qualify.domain.model_loader import default_model_text, load_model
 from qualify.domain.records import Account, Lead, make_event
-from qualify.service.events import ingest_events
-from qualify.service.export import export_workspace
-from qualify.service.leads import upsert_leads
-from qualify.service.models import activate_model
+from qualify.service.analytics.export import export_workspace
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.unit_of_work import Workspace, open_workspace
 from qualify.settings import Settings
 
@@ -244,7 +244,7 @@ def test_batch_on_postgresql_equals_online(postgres_schema_url: str) -> None:
         model = uow.active_model()
         online = {r.id: lead_from_row(r).state for r in uow.connection.execute(select(schema.leads))}
     batch = scores_as_of(model, postgres_sources(postgres_schema_url), now).to_pyarrow().to_pylist()
-    from qualify.analytics.batch import explanations
+    from qualify.analytics.batch_evaluator import explanations
 
     why = explanations(model, postgres_sources(postgres_schema_url), now).to_pyarrow().to_pylist()
     workspace.close()
@@ -297,7 +297,7 @@ def test_batch_explanations_equal_the_online_ones(tmp_path: Path) -> None:
     awards (decayed to the instant) are the online ones, event by event."""
     from collections import defaultdict
 
-    from qualify.analytics.batch import explanations
+    from qualify.analytics.batch_evaluator import explanations
     from qualify.demo.world import build_demo
     from qualify.domain.engagement import Award, AwardedEvent, explain_engagement
     from qualify.domain.fit import profile_values, score_fit
@@ -369,7 +369,7 @@ def bonus_world(workspace: Workspace) -> datetime:
 def check_bonus_parity(workspace: Workspace, sources: Sources, as_of: datetime, tolerance: float) -> None:
     """The batch scores equal the online ones, and so do the bonus awards, event by event: the
     variants that award something (BONUS_AWARDS) and nothing for the others."""
-    from qualify.analytics.batch import explanations
+    from qualify.analytics.batch_evaluator import explanations
     from qualify.domain.engagement import Award, AwardedEvent, explain_engagement
 
     assert compare(workspace, sources, as_of, tolerance) == []

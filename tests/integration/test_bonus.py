@@ -15,13 +15,13 @@ from qualify.domain.model_loader import default_model_text, load_model
 from qualify.domain.records import Account, Event, Lead, make_event
 from qualify.predictive.features import training_set
 from qualify.predictive.recipe import Recipe, Subject, feature_row
-from qualify.service.backtest import backtest
-from qualify.service.events import ingest_events
-from qualify.service.export import export_workspace
-from qualify.service.leads import upsert_leads
-from qualify.service.models import activate_model
-from qualify.service.queries import lead_profile
-from qualify.service.scoring import rescore_all
+from qualify.service.analytics.backtest import backtest
+from qualify.service.analytics.export import export_workspace
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.lifecycle.rescoring import rescore_all
+from qualify.service.lifecycle.scoring_models import activate_model
+from qualify.service.reading.queries import lead_profile
 from qualify.service.unit_of_work import Workspace
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -172,7 +172,7 @@ def test_the_store_keeps_the_bonus_award_under_its_reserved_name(workspace: Work
 
 
 def test_the_lead_page_chart_decays_a_bonus_with_the_default_half_life(workspace: Workspace) -> None:
-    from qualify.service.queries import engagement_over_time
+    from qualify.service.reading.queries import engagement_over_time
 
     add_jane(workspace)
     ingest(workspace, [bonus(1, T0, RECYCLE)], T0)

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from qualify.domain.records import Lead, make_event
-from qualify.service.events import ingest_events
-from qualify.service.leads import upsert_leads
-from qualify.service.queries import lead_profile
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.reading.queries import lead_profile
 from qualify.service.unit_of_work import Workspace, retrying
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -52,7 +52,7 @@ def test_concurrent_model_activations_leave_exactly_one_active_model(workspace: 
 
     from qualify.adapters import schema
     from qualify.domain.model_loader import default_model_text
-    from qualify.service.models import activate_model
+    from qualify.service.lifecycle.scoring_models import activate_model
 
     documents = [
         default_model_text().replace("requalify_margin: 10", f"requalify_margin: {m}") for m in (11, 12, 13, 14)

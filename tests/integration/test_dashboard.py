@@ -20,10 +20,10 @@ from qualify.entrypoints.api.app import create_app
 from qualify.entrypoints.api.ratelimit import TokenBucket
 from qualify.entrypoints.web import SIGN_IN_FAILURES, SIGN_IN_REFILL_SECONDS
 from qualify.entrypoints.web import session as sessions
-from qualify.service.events import ingest_events
-from qualify.service.queries import funnel
+from qualify.service.admin.users import add_user, authenticate, hash_password, verify_password
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.reading.queries import funnel
 from qualify.service.unit_of_work import Workspace
-from qualify.service.users import add_user, authenticate, hash_password, verify_password
 
 
 def token(html: str) -> str:
@@ -246,7 +246,7 @@ def test_users_are_added_and_listed_on_the_command_line(tmp_path: object) -> Non
 
 
 def test_the_lead_page_explains_the_scores_and_draws_them_over_time(client: TestClient, workspace: Workspace) -> None:
-    from qualify.service.queries import engagement_over_time, lead_profile
+    from qualify.service.reading.queries import engagement_over_time, lead_profile
 
     sign_in(client, "ana")
     queue = client.get("/app/queue")
@@ -414,7 +414,7 @@ def test_the_funnel_page_shows_a_rejection_from_the_queue_in_the_nurture_loop(
 
 def test_the_segments_page_and_the_lead_page_show_automation(client: TestClient, workspace: Workspace) -> None:
     from qualify.domain.automation import load_automation
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     document = load_automation(
         """

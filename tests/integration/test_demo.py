@@ -16,8 +16,8 @@ from qualify.demo.world import DemoSummary, WorkspaceNotEmpty, build_demo
 from qualify.domain.lifecycle import REASON_CODES
 from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import FREE_MAIL_DOMAINS
-from qualify.service.models import activate_model
-from qualify.service.queries import funnel
+from qualify.service.lifecycle.scoring_models import activate_model
+from qualify.service.reading.queries import funnel
 from qualify.service.unit_of_work import Workspace, open_workspace
 from qualify.settings import Settings
 

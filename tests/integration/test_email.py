@@ -26,7 +26,7 @@ from qualify.adapters import schema
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.records import Account, Lead
 from qualify.entrypoints.api.app import create_app
-from qualify.service.email import (
+from qualify.service.email.mail import (
     REASON_DO_NOT_EMAIL,
     REASON_ERASED,
     REASON_NO_ADDRESS,
@@ -45,8 +45,8 @@ from qualify.service.email import (
     save_templates,
     template_problems,
 )
-from qualify.service.lead_admin import erase_lead
-from qualify.service.leads import upsert_leads
+from qualify.service.lifecycle.lead_admin import erase_lead
+from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
@@ -527,7 +527,7 @@ def test_sending_is_off_without_a_host(workspace: Workspace, caplog: pytest.LogC
     ws = with_settings(workspace, None)
     save(ws)
     queued = queue(ws, add_lead(ws))
-    with caplog.at_level(logging.WARNING, logger="qualify.service.email"):
+    with caplog.at_level(logging.WARNING, logger="qualify.service.email.mail"):
         summary = deliver_due(ws, NOW)
     assert (summary.held, summary.sent, summary.retrying) == (1, 0, 0)
     assert "QUALIFY_SMTP_HOST is not set" in caplog.text
@@ -588,7 +588,7 @@ def test_unsubscribed_lead_changes_are_not_overwritten_by_scoring(workspace: Wor
 def test_a_pass_that_breaks_puts_unsent_claims_back(
     workspace: Workspace, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from qualify.service import email as mail
+    from qualify.service.email import mail
 
     ws = with_settings(workspace, smtp.port)
     save(ws)

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 from qualify.adapters import schema
 from qualify.domain.records import Account, Lead, make_event
 from qualify.entrypoints.cli import app
-from qualify.service.events import ingest_events
-from qualify.service.leads import upsert_leads
-from qualify.service.models import activate_model
-from qualify.service.queries import lead_profile
-from qualify.service.stages import apply_stage_action
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.lifecycle.scoring_models import activate_model
+from qualify.service.lifecycle.stages import apply_stage_action
+from qualify.service.reading.queries import lead_profile
 from qualify.service.unit_of_work import Workspace, open_workspace
 from qualify.settings import Settings
 

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from qualify.domain.errors import InvalidInput, NotFound
-from qualify.service.importing import MappingError, import_file, load_mapping, parse_mapping
-from qualify.service.queries import lead_profile
+from qualify.service.imports.files import MappingError, import_file, load_mapping, parse_mapping
+from qualify.service.reading.queries import lead_profile
 from qualify.service.unit_of_work import Workspace
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

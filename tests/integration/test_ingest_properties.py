@@ -15,7 +15,7 @@ from tests.conftest import copy_of_fresh_workspace
 
 from qualify.adapters import schema
 from qualify.domain.records import Event, make_event
-from qualify.service.events import ingest_events
+from qualify.service.lifecycle.events import ingest_events
 from qualify.service.unit_of_work import Workspace
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

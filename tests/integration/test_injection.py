@@ -19,15 +19,15 @@ from qualify.domain.errors import InvalidInput, ModelError
 from qualify.domain.model_loader import default_model_text, load_model
 from qualify.domain.records import Lead, make_event
 from qualify.entrypoints.api import create_app
-from qualify.service.batch_scoring import batch_scores
-from qualify.service.email import EmailTemplate, enqueue, save_templates
-from qualify.service.events import ingest_events
-from qualify.service.keys import create_key
-from qualify.service.leads import upsert_leads
-from qualify.service.models import activate_model
-from qualify.service.queries import funnel
+from qualify.service.admin.api_keys import create_key
+from qualify.service.admin.users import add_user
+from qualify.service.analytics.batch_scores import batch_scores
+from qualify.service.email.mail import EmailTemplate, enqueue, save_templates
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.lifecycle.scoring_models import activate_model
+from qualify.service.reading.queries import funnel
 from qualify.service.unit_of_work import Workspace
-from qualify.service.users import add_user
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 SQL = [
@@ -134,7 +134,7 @@ def test_the_model_s_strings_are_compared_literally_online_and_in_batch(injected
 
 
 def test_labels_and_rule_names_are_shown_not_evaluated(injected: Workspace) -> None:
-    from qualify.service.queries import lead_profile
+    from qualify.service.reading.queries import lead_profile
 
     with injected.unit_of_work(read_only=True) as uow:
         for i, s in enumerate(NASTY):

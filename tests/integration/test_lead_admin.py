@@ -10,11 +10,11 @@ from sqlalchemy import func, select
 from qualify.adapters import schema
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.records import Lead, make_event
-from qualify.service.events import ingest_events
-from qualify.service.lead_admin import erase_lead, export_lead, merge_leads
-from qualify.service.lead_list import LeadFilter, list_leads
-from qualify.service.leads import upsert_leads
-from qualify.service.queries import funnel, lead_profile
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.lead_admin import erase_lead, export_lead, merge_leads
+from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.reading.lead_list import LeadFilter, list_leads
+from qualify.service.reading.queries import funnel, lead_profile
 from qualify.service.unit_of_work import Workspace
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)

@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from qualify.adapters import schema
 from qualify.domain.records import Lead, make_event
-from qualify.service.events import ingest_events
-from qualify.service.leads import upsert_leads
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.unit_of_work import Workspace
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)

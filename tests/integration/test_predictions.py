@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from qualify.adapters import schema
-from qualify.analytics.batch import engagement_at_cutoffs
+from qualify.analytics.batch_evaluator import engagement_at_cutoffs
 from qualify.analytics.engines import duckdb_sources
 from qualify.demo.world import build_demo
 from qualify.domain.automation import load_automation
@@ -28,11 +28,12 @@ from qualify.domain.records import Event
 from qualify.entrypoints.cli import app
 from qualify.predictive.features import TrainingSet, default_end, training_set
 from qualify.predictive.training import Trained, train
-from qualify.service import automation, predictions
-from qualify.service.events import ingest_events
-from qualify.service.export import export_workspace
-from qualify.service.models import activate_model
-from qualify.service.queries import lead_profile
+from qualify.service.analytics.export import export_workspace
+from qualify.service.automation import engine as automation
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.scoring_models import activate_model
+from qualify.service.predictions import serving as predictions
+from qualify.service.reading.queries import lead_profile
 from qualify.service.unit_of_work import Workspace, open_workspace
 from qualify.settings import Settings
 
@@ -337,7 +338,7 @@ def test_learn_points_writes_a_model_to_edit_judged_beside_the_active_one(
 def test_rescoring_refreshes_the_probabilities_with_the_new_scores(
     learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
 ) -> None:
-    from qualify.service.scoring import rescore_all
+    from qualify.service.lifecycle.rescoring import rescore_all
 
     _, _, document, database = learnt
     copy = copy_of(database, tmp_path)
@@ -380,7 +381,7 @@ def test_a_backtest_replays_probability_thresholds_with_the_active_predictive_mo
     learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path],
 ) -> None:
     from qualify.domain.model_loader import load_model
-    from qualify.service.backtest import backtest
+    from qualify.service.analytics.backtest import backtest
 
     workspace, _, document, _ = learnt
     base = default_model_text().replace(
@@ -414,8 +415,8 @@ def test_a_profile_change_refreshes_the_probability_and_erasure_clears_it(
     learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
 ) -> None:
     from qualify.domain.records import Lead
-    from qualify.service.lead_admin import erase_lead
-    from qualify.service.leads import upsert_leads
+    from qualify.service.lifecycle.lead_admin import erase_lead
+    from qualify.service.lifecycle.leads import upsert_leads
 
     _, _, document, database = learnt
     copy = copy_of(database, tmp_path)

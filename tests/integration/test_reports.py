@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from qualify.adapters import schema
-from qualify.analytics.batch import Sources
+from qualify.analytics.batch_evaluator import Sources
 from qualify.analytics.engines import duckdb_sources, postgres_sources
 from qualify.analytics.reports import (
     cohorts,
@@ -25,10 +25,10 @@ from qualify.analytics.reports import (
 )
 from qualify.demo.world import build_demo
 from qualify.domain.model_loader import default_model_text
-from qualify.service.batch_scoring import cohort_report
-from qualify.service.export import export_workspace
-from qualify.service.models import activate_model
-from qualify.service.queries import funnel
+from qualify.service.analytics.batch_scores import cohort_report
+from qualify.service.analytics.export import export_workspace
+from qualify.service.lifecycle.scoring_models import activate_model
+from qualify.service.reading.queries import funnel
 from qualify.service.unit_of_work import Workspace, open_workspace
 from qualify.settings import Settings
 

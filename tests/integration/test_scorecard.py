@@ -16,7 +16,7 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from qualify.analytics.batch import Sources
+from qualify.analytics.batch_evaluator import Sources
 from qualify.analytics.engines import duckdb_sources
 from qualify.demo.world import build_demo
 from qualify.domain.errors import InvalidInput
@@ -32,8 +32,8 @@ from qualify.predictive.scorecard import (
     learn_points,
     nice_number,
 )
-from qualify.service.export import export_workspace
-from qualify.service.models import activate_model
+from qualify.service.analytics.export import export_workspace
+from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.unit_of_work import open_workspace
 from qualify.settings import Settings
 

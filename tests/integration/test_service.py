@@ -10,13 +10,13 @@ from sqlalchemy import func, select
 from qualify.adapters import schema
 from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound
 from qualify.domain.records import Account, Lead, make_event
-from qualify.service.events import ingest_events
-from qualify.service.lead_list import LeadFilter, list_leads
-from qualify.service.leads import upsert_leads
-from qualify.service.models import activate_model, model_history
-from qualify.service.queries import funnel, lead_profile
-from qualify.service.scoring import rescore_all
-from qualify.service.stages import apply_stage_action
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.lifecycle.rescoring import rescore_all
+from qualify.service.lifecycle.scoring_models import activate_model, model_history
+from qualify.service.lifecycle.stages import apply_stage_action
+from qualify.service.reading.lead_list import LeadFilter, list_leads
+from qualify.service.reading.queries import funnel, lead_profile
 from qualify.service.unit_of_work import Workspace
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

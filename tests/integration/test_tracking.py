@@ -17,10 +17,10 @@ from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.records import Lead
 from qualify.entrypoints.api.app import create_app
-from qualify.service import tracking
-from qualify.service.lead_admin import erase_lead, merge_leads
-from qualify.service.leads import upsert_leads
+from qualify.service.lifecycle.lead_admin import erase_lead, merge_leads
+from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.unit_of_work import Workspace, retrying
+from qualify.service.web_tracking import visitors as tracking
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 VISITOR = "3f2a9c0d4b1e8f7a6c5d4e3f2a1b0c9d"

@@ -11,9 +11,8 @@ from sqlalchemy import select
 
 from qualify.adapters import schema
 from qualify.domain.errors import InvalidInput, NotFound
-from qualify.service import outbox
-from qualify.service.unit_of_work import Workspace
-from qualify.service.webhooks import (
+from qualify.service.integrations import announcements as outbox
+from qualify.service.integrations.webhooks import (
     ClaimedDelivery,
     Outcome,
     RetryPolicy,
@@ -27,6 +26,7 @@ from qualify.service.webhooks import (
     signature,
     verify_signature,
 )
+from qualify.service.unit_of_work import Workspace
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SECRET = "a-secret-of-16-chars"

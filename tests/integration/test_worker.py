@@ -14,11 +14,11 @@ from sqlalchemy import select, update
 
 from qualify.adapters import schema
 from qualify.domain.records import make_event
-from qualify.service.events import ingest_events
-from qualify.service.queries import funnel
-from qualify.service.stages import apply_stage_action
+from qualify.service.integrations.webhooks import add_subscription
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.stages import apply_stage_action
+from qualify.service.reading.queries import funnel
 from qualify.service.unit_of_work import Workspace
-from qualify.service.webhooks import add_subscription
 from qualify.service.worker import Worker
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from qualify.adapters.readers import open_table
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import Account, Event, Lead
-from qualify.service.importing import Mapping, MappingError, RowConverter, load_mapping, parse_mapping
+from qualify.service.imports.files import Mapping, MappingError, RowConverter, load_mapping, parse_mapping
 
 LEAD_MAPPING = """\
 kind: leads

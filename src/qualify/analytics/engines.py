@@ -8,7 +8,7 @@ from typing import Any
 import ibis
 from sqlalchemy.engine import make_url
 
-from qualify.analytics.batch import Sources
+from qualify.analytics.batch_evaluator import Sources
 from qualify.domain.errors import InvalidInput
 
 

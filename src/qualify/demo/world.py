@@ -28,10 +28,10 @@ from qualify.demo.population import DemoLead, generate_population
 from qualify.domain.errors import IllegalTransition, QualifyError
 from qualify.domain.evaluator import OnlineEvaluator
 from qualify.domain.records import Account, Event
-from qualify.service.events import ingest_events
-from qualify.service.leads import upsert_leads
-from qualify.service.scoring import rescore_all
-from qualify.service.stages import apply_stage_action
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.lifecycle.rescoring import rescore_all
+from qualify.service.lifecycle.stages import apply_stage_action
 from qualify.service.unit_of_work import UnitOfWork, Workspace
 
 Progress = Callable[[int, int], None]

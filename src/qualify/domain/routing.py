@@ -1,6 +1,6 @@
 """Routing an MQL to an owner, and the SLA clock: pure functions of the model's `handoff` section.
 
-The service (`qualify.service.handoff`) reads what these functions need from the store — the
+The service (`qualify.service.lifecycle.handoff`) reads what these functions need from the store — the
 lead's profile values, the account's current owner, the team's rotation position and the reps'
 assignments this week — and writes what they decide.
 

@@ -29,7 +29,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from qualify.analytics.batch import DAY_SECONDS, Sources, engagement_at_cutoffs, fit_scores
+from qualify.analytics.batch_evaluator import DAY_SECONDS, Sources, engagement_at_cutoffs, fit_scores
 from qualify.analytics.reports import TARGETS, content_item, days_between, first_entries
 from qualify.domain.engagement import BONUS_EVENT
 from qualify.domain.errors import InvalidInput

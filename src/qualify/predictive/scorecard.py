@@ -79,7 +79,7 @@ import pandas as pd
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from qualify.analytics.batch import Sources, value_text
+from qualify.analytics.batch_evaluator import Sources, value_text
 from qualify.domain.conditions import Condition
 from qualify.domain.errors import InvalidInput
 from qualify.domain.fit import FIT_MAX

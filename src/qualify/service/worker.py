@@ -9,8 +9,8 @@ One pass, in this order:
    (`leads.sla_breached_at`, an audit entry `sla.breached`) and announced (`sla.breached`);
 3. **segments**: segments that time alone can change (windows, days in a stage, decaying
    scores) are tested again over every lead when their last refresh is older than an hour;
-4. **workflows**: every due step runs, one transaction each (qualify.service.workflows);
-5. **email**: every email due is sent through SMTP (qualify.service.email);
+4. **workflows**: every due step runs, one transaction each (qualify.service.automation.runs);
+5. **email**: every email due is sent through SMTP (qualify.service.email.mail);
 6. **webhooks**: every delivery due is sent, retried later, or given up as dead.
 
 Decay-out comes first so that an MQL that had decayed out before its due time is not counted
@@ -41,9 +41,13 @@ from qualify.adapters.repository import LeadRecord
 from qualify.domain.engagement import DAY
 from qualify.domain.lifecycle import Stage
 from qualify.domain.records import lead_key
-from qualify.service import automation, email, outbox, webhooks, workflows
 from qualify.service.audit import record_audit
-from qualify.service.batch import LeadBatch
+from qualify.service.automation import engine as automation
+from qualify.service.automation import runs as workflows
+from qualify.service.email import mail as email
+from qualify.service.integrations import announcements as outbox
+from qualify.service.integrations import webhooks
+from qualify.service.lifecycle.lead_batch import LeadBatch
 from qualify.service.unit_of_work import Workspace, utcnow
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qualify.domain.access import Permission, allows, roles_with
 from qualify.entrypoints.api.problems import Forbidden
-from qualify.service.keys import AuthenticationFailed, Identity, authenticate, touch_key
+from qualify.service.admin.api_keys import AuthenticationFailed, Identity, authenticate, touch_key
 from qualify.service.unit_of_work import Workspace
 
 _bearer = HTTPBearer(auto_error=False, description="An API key made with `qualify keys create`: `Bearer qk_…`")

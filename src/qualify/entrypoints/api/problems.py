@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qualify.domain.errors import Conflict, IllegalTransition, InvalidInput, ModelError, NotFound, QualifyError
 from qualify.domain.records import MAX_DOCUMENT_DEPTH
-from qualify.service.keys import AuthenticationFailed
+from qualify.service.admin.api_keys import AuthenticationFailed
 
 _log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"

@@ -25,7 +25,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from qualify.entrypoints.api.problems import PROBLEM, problem
-from qualify.service.keys import Identity
+from qualify.service.admin.api_keys import Identity
 from qualify.settings import Settings
 
 # Keys idle this long have full buckets again: their entries are dropped, so memory stays bounded

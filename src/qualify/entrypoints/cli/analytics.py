@@ -64,7 +64,7 @@ def rescore(
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from qualify.service.batch_scoring import batch_scores
+    from qualify.service.analytics.batch_scores import batch_scores
     from qualify.service.unit_of_work import utcnow
 
     with _workspace(db) as workspace, _errors():
@@ -128,8 +128,8 @@ def backtest(
     taken; nothing after --to is used. Outcomes (SQL, opportunity, customer) are what really
     happened after each MQL (docs/batch.md#backtest).
     """
-    from qualify.service.backtest import backtest as run_backtest
-    from qualify.service.models import resolve_model
+    from qualify.service.analytics.backtest import backtest as run_backtest
+    from qualify.service.lifecycle.scoring_models import resolve_model
 
     with _workspace(db) as workspace, _errors():
         with workspace.unit_of_work(read_only=True) as uow:
@@ -187,8 +187,8 @@ def train(
 
     from qualify.predictive.features import default_end, training_set
     from qualify.predictive.training import train as fit
-    from qualify.service import predictions
-    from qualify.service.batch_scoring import on_engine
+    from qualify.service.analytics.batch_scores import on_engine
+    from qualify.service.predictions import serving as predictions
 
     with _workspace(db) as workspace, _errors():
         with workspace.unit_of_work(read_only=True) as uow:
@@ -275,8 +275,8 @@ def learn_points_command(
     from qualify.predictive.features import default_end, training_set
     from qualify.predictive.metrics import evaluate
     from qualify.predictive.scorecard import learn_points
-    from qualify.service.batch_scoring import on_engine
-    from qualify.service.models import active_document
+    from qualify.service.analytics.batch_scores import on_engine
+    from qualify.service.lifecycle.scoring_models import active_document
 
     with _workspace(db) as workspace, _errors():
         with workspace.unit_of_work(read_only=True) as uow:
@@ -387,8 +387,8 @@ def advise(
     wasted call (--miss-cost), with the precision, recall and weekly volume it implies on past leads."""
     from qualify.predictive.advice import advise as recommend
     from qualify.predictive.features import default_end, training_set
-    from qualify.service import predictions
-    from qualify.service.batch_scoring import on_engine
+    from qualify.service.analytics.batch_scores import on_engine
+    from qualify.service.predictions import serving as predictions
 
     if (capacity is None) == (miss_cost is None):
         _fail("give either --capacity or --miss-cost")
@@ -595,7 +595,7 @@ SupportOption = Annotated[
 def _report(db: str | None, engine: BatchEngine, export: Path | None, use: Callable[[Any], Any], as_json: bool) -> Any:
     """Run one analytics report on the engine chosen; print it as JSON and return None with
     --json, else return it for the table."""
-    from qualify.service.batch_scoring import on_engine
+    from qualify.service.analytics.batch_scores import on_engine
 
     with _workspace(db) as workspace, _errors():
         data = on_engine(workspace, engine.value, export, use)

@@ -45,7 +45,7 @@ def segments_apply(
     as_json: JsonOption = False,
 ) -> None:
     """Create or replace the file's segments by name (its workflows are left to `workflows apply`)."""
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(db) as workspace, _errors():
         document = _load(file)
@@ -69,7 +69,7 @@ def segments_apply(
 @segments_app.command("list")
 def segments_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List the segments with their members now and what they test."""
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow:
         found = automation.list_segments(uow)
@@ -94,7 +94,7 @@ def segments_show(
     as_json: JsonOption = False,
 ) -> None:
     """A segment: its definition, members now, and members over time (with entries and exits)."""
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work(read_only=True) as uow:
         info = automation.segment_info(uow, name)
@@ -119,7 +119,7 @@ def segments_members(
     as_json: JsonOption = False,
 ) -> None:
     """The leads in a segment now, with when they entered."""
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work(read_only=True) as uow:
         found = automation.segment_members(uow, name, limit=limit)
@@ -141,7 +141,7 @@ def segments_refresh(
     as_json: JsonOption = False,
 ) -> None:
     """Test every lead against the segments now (the batch evaluation); record who entered and left."""
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(db) as workspace, _errors():
         moved = automation.refresh_segments(workspace, names=names or None)
@@ -156,7 +156,7 @@ def segments_refresh(
 @segments_app.command("delete")
 def segments_delete(name: NameArgument, by: ByOption = "cli", db: DbOption = None) -> None:
     """Delete a segment (refused while a workflow is triggered by it); its members' exits are recorded."""
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         automation.delete_segment(uow, name, by=by)
@@ -166,7 +166,7 @@ def segments_delete(name: NameArgument, by: ByOption = "cli", db: DbOption = Non
 @workflows_app.command("apply")
 def workflows_apply(file: FileArgument, by: ByOption = "cli", db: DbOption = None, as_json: JsonOption = False) -> None:
     """Create or replace the file's workflows (active) and email templates; its segments too, first."""
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(db) as workspace, _errors():
         document = _load(file)
@@ -189,7 +189,7 @@ def workflows_apply(file: FileArgument, by: ByOption = "cli", db: DbOption = Non
 @workflows_app.command("list")
 def workflows_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List the workflows: trigger, steps, and their runs by status."""
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow:
         found = automation.list_workflows(uow)
@@ -210,7 +210,7 @@ def workflows_pause(
     name: Annotated[str, typer.Argument(help="The workflow's name.")], by: ByOption = "cli", db: DbOption = None
 ) -> None:
     """Pause a workflow: nobody new is enrolled and its runs in progress stop (logged)."""
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         stopped = automation.set_workflow_active(uow, name, False, by=by)
@@ -222,7 +222,7 @@ def workflows_resume(
     name: Annotated[str, typer.Argument(help="The workflow's name.")], by: ByOption = "cli", db: DbOption = None
 ) -> None:
     """Resume a paused workflow: its trigger enrols leads again (stopped runs stay stopped)."""
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         automation.set_workflow_active(uow, name, True, by=by)
@@ -238,7 +238,7 @@ def workflows_log(
     """A lead's automation: its segments and their history, tags, workflow runs and every step."""
     from qualify.adapters import repository as repo
     from qualify.domain.errors import NotFound
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work(read_only=True) as uow:
         record = repo.find_lead(uow.connection, lead[4:] if lead.startswith("ext:") else lead)

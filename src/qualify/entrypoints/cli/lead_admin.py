@@ -27,7 +27,7 @@ def merge(
     as_json: JsonOption = False,
 ) -> None:
     """Fold a duplicate into a lead: every event kept, its keys redirected to the kept lead."""
-    from qualify.service.lead_admin import merge_leads
+    from qualify.service.lifecycle.lead_admin import merge_leads
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         result = merge_leads(uow, keep, duplicate, by=by)
@@ -49,7 +49,7 @@ def export_lead_command(
     db: DbOption = None,
 ) -> None:
     """Print everything held about one person as JSON (for access and portability requests)."""
-    from qualify.service.lead_admin import export_lead
+    from qualify.service.lifecycle.lead_admin import export_lead
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         document = export_lead(uow, key)
@@ -63,7 +63,7 @@ def export_parquet_command(
     as_json: JsonOption = False,
 ) -> None:
     """Write accounts, leads, stage history and events (partitioned by day) as Parquet files."""
-    from qualify.service.export import export_workspace
+    from qualify.service.analytics.export import export_workspace
 
     with _workspace(db) as workspace, _errors(), _progress("Exporting events", not as_json) as progress:
         try:
@@ -88,7 +88,7 @@ def erase(
     db: DbOption = None,
 ) -> None:
     """Erase a person: events and personal data deleted, the nameless row kept for the funnel."""
-    from qualify.service.lead_admin import erase_lead
+    from qualify.service.lifecycle.lead_admin import erase_lead
 
     if not yes:
         _fail("erasure cannot be undone: add --yes to confirm")

@@ -67,8 +67,8 @@ def model_activate(
     ] = True,
 ) -> None:
     """Validate a scoring model, store it as a version and make it the active one."""
-    from qualify.service.models import activate_model
-    from qualify.service.scoring import rescore_all
+    from qualify.service.lifecycle.rescoring import rescore_all
+    from qualify.service.lifecycle.scoring_models import activate_model
 
     with _workspace(db) as workspace:
         with _errors():
@@ -94,7 +94,7 @@ def model_show(
     as_json: JsonOption = False,
 ) -> None:
     """Print the active scoring model's YAML (or, with --history, every version)."""
-    from qualify.service.models import active_document, model_history
+    from qualify.service.lifecycle.scoring_models import active_document, model_history
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
         versions = model_history(uow)
@@ -135,7 +135,7 @@ def models_list(ctx: typer.Context, db: DbOption = None, as_json: JsonOption = F
     """List the stored predictive models: what each learnt from and how it did on the newest leads."""
     if ctx.invoked_subcommand is not None:
         return
-    from qualify.service.predictions import list_models
+    from qualify.service.predictions.serving import list_models
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
         versions = list_models(uow)
@@ -168,7 +168,7 @@ def models_show(
     db: DbOption = None,
 ) -> None:
     """Print a stored model's report (JSON): training set, features, leakage, choice, metrics."""
-    from qualify.service.predictions import model_document
+    from qualify.service.predictions.serving import model_document
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
         document = model_document(uow, version)
@@ -191,7 +191,7 @@ def models_deactivate(db: DbOption = None) -> None:
 
 
 def _switch(version: str | None, db: str | None) -> None:
-    from qualify.service.predictions import activate, refresh_all
+    from qualify.service.predictions.serving import activate, refresh_all
 
     with _workspace(db) as workspace:
         with workspace.unit_of_work() as uow, _errors():

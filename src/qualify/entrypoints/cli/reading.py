@@ -60,8 +60,8 @@ def import_(
     Re-importing the same file changes nothing: leads are upserted by email or external id,
     accounts by domain, events are idempotent by event_id.
     """
-    from qualify.service.import_mapping import load_mapping
-    from qualify.service.importing import import_file
+    from qualify.service.imports.files import import_file
+    from qualify.service.imports.mapping import load_mapping
 
     with _workspace(db) as workspace:
         if not path.is_file():
@@ -89,7 +89,7 @@ def import_(
 @app.command()
 def score(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Rescore every lead with the active model (fit, engagement from its events, then the stage policy)."""
-    from qualify.service.scoring import rescore_all
+    from qualify.service.lifecycle.rescoring import rescore_all
 
     with _workspace(db) as workspace, _progress("Scoring leads", not as_json) as progress:
         summary = rescore_all(workspace, progress=progress)
@@ -131,7 +131,7 @@ def leads(
     as_json: JsonOption = False,
 ) -> None:
     """List leads, best first, with their stage, grade, persona and scores (as last scored)."""
-    from qualify.service.lead_list import LeadFilter, list_leads
+    from qualify.service.reading.lead_list import LeadFilter, list_leads
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
         rows = list_leads(
@@ -169,7 +169,7 @@ def lead(
     as_json: JsonOption = False,
 ) -> None:
     """One lead: profile, scores with their explanation, timeline and stage history."""
-    from qualify.service.queries import lead_profile
+    from qualify.service.reading.queries import lead_profile
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
         profile = lead_profile(uow, key, timeline_limit=events, timeline_offset=(page - 1) * events)
@@ -252,7 +252,7 @@ def funnel_(
     as_json: JsonOption = False,
 ) -> None:
     """Counts per stage, stage-to-stage conversion and days spent per stage, from the stage history."""
-    from qualify.service.queries import funnel
+    from qualify.service.reading.queries import funnel
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow:
         report = funnel(uow, created_from=_utc(created_from), created_to=_utc(created_to))
@@ -286,7 +286,7 @@ def _stage_command(action: str) -> None:
         db: DbOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        from qualify.service.stages import apply_stage_action
+        from qualify.service.lifecycle.stages import apply_stage_action
 
         with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
             change = apply_stage_action(uow, lead_key, action, by=by, reason=reason, note=note, at=_utc(at))

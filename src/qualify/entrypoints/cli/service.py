@@ -43,7 +43,7 @@ LogLevelOption = Annotated[
 def _refuse_weak_secrets(settings: Settings, *, smtp: bool) -> None:
     """Stop with a clear error when a secret in the environment is a placeholder or too weak
     (the message never shows the value)."""
-    from qualify.service.users import MIN_SECRET, placeholder_password, weak_secret
+    from qualify.service.admin.users import MIN_SECRET, placeholder_password, weak_secret
 
     if settings.session_secret is not None and (reason := weak_secret(settings.session_secret)):
         _fail(
@@ -102,7 +102,7 @@ def keys_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an API key; the key is printed once and only its hash is stored."""
-    from qualify.service.keys import create_key
+    from qualify.service.admin.api_keys import create_key
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         token, info = create_key(uow, name, role)
@@ -116,7 +116,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List keys: id, name, role, created, last used, revoked (never the secret)."""
-    from qualify.service.keys import list_keys
+    from qualify.service.admin.api_keys import list_keys
 
     with _workspace(db) as workspace, workspace.unit_of_work() as uow:
         keys = list_keys(uow)
@@ -152,7 +152,7 @@ def users_add(
     db: DbOption = None,
 ) -> None:
     """Add a dashboard user; the password (10 characters or more) is stored as a scrypt hash."""
-    from qualify.service.users import add_user
+    from qualify.service.admin.users import add_user
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -166,7 +166,7 @@ def users_add(
 @users_app.command("list")
 def users_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List dashboard users: name, role, created (never the password)."""
-    from qualify.service.users import list_users
+    from qualify.service.admin.users import list_users
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow:
         people = list_users(uow)
@@ -184,7 +184,7 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key id shown by `qualify keys list`.")], db: DbOption = None
 ) -> None:
     """Revoke a key: requests with it are refused from now on."""
-    from qualify.service.keys import revoke_key
+    from qualify.service.admin.api_keys import revoke_key
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         revoke_key(uow, key_id)
@@ -273,7 +273,7 @@ def webhooks_add(
     as_json: JsonOption = False,
 ) -> None:
     """Subscribe a URL to kinds of announcement; the signing secret is printed once."""
-    from qualify.service.webhooks import add_subscription
+    from qualify.service.integrations.webhooks import add_subscription
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         subscription, signing = add_subscription(uow, url, kind, secret=secret, description=description)
@@ -297,7 +297,7 @@ def _webhook_dict(subscription: Any) -> dict[str, Any]:
 @webhooks_app.command("list")
 def webhooks_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List the active subscriptions: id, URL, kinds, description, created (never the secret)."""
-    from qualify.service.webhooks import list_subscriptions
+    from qualify.service.integrations.webhooks import list_subscriptions
 
     with _workspace(db) as workspace, workspace.unit_of_work() as uow:
         subscriptions = list_subscriptions(uow)
@@ -320,7 +320,7 @@ def webhooks_remove(
     db: DbOption = None,
 ) -> None:
     """Remove a subscription: nothing more is sent to it; its pending deliveries become dead."""
-    from qualify.service.webhooks import remove_subscription
+    from qualify.service.integrations.webhooks import remove_subscription
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         given_up = remove_subscription(uow, subscription_id)
@@ -346,7 +346,7 @@ def webhooks_deliveries(
     """List deliveries, newest first, with attempts, the next attempt and the last error."""
     from dataclasses import asdict
 
-    from qualify.service.webhooks import list_deliveries
+    from qualify.service.integrations.webhooks import list_deliveries
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         found = list_deliveries(uow, status=status.value if status else None, subscription_id=subscription, limit=limit)
@@ -376,7 +376,7 @@ def webhooks_retry(
     db: DbOption = None,
 ) -> None:
     """Queue a dead delivery again, due now, with a fresh set of attempts."""
-    from qualify.service.webhooks import retry_delivery
+    from qualify.service.integrations.webhooks import retry_delivery
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         delivery = retry_delivery(uow, delivery_id)
@@ -397,7 +397,7 @@ def backup(
     """Write every row of the workspace to FILE, in one consistent snapshot, with per-table checksums."""
     from pathlib import Path
 
-    from qualify.service.backup import backup as write_backup
+    from qualify.service.admin.backup import backup as write_backup
 
     with _workspace(db) as workspace, _errors():
         manifest = write_backup(workspace, Path(file))
@@ -419,7 +419,7 @@ def restore(
     """Restore FILE into an empty database (SQLite or PostgreSQL), then check every table against it."""
     from pathlib import Path
 
-    from qualify.service.backup import restore as read_backup
+    from qualify.service.admin.backup import restore as read_backup
 
     settings = _settings(db)
     with _errors():

@@ -33,7 +33,7 @@ def init(
 
     On an existing workspace the active model is kept unless --model names another one.
     """
-    from qualify.service.models import activate_model, active_document
+    from qualify.service.lifecycle.scoring_models import activate_model, active_document
 
     with _workspace(db, create=True) as workspace, workspace.unit_of_work() as uow, _errors():
         if model is None:
@@ -70,8 +70,8 @@ def demo(
 ) -> None:
     """Build a realistic synthetic B2B world, score it, print its funnel and the dashboard's sign-ins."""
     from qualify.demo.world import build_demo
-    from qualify.service.models import activate_model
-    from qualify.service.queries import funnel
+    from qualify.service.lifecycle.scoring_models import activate_model
+    from qualify.service.reading.queries import funnel
 
     _reset_sqlite(db)
     with _workspace(db, create=True) as workspace:
@@ -110,7 +110,7 @@ def _demo_users(uow: Any) -> dict[str, Any]:
     import secrets
 
     from qualify.domain.errors import Conflict
-    from qualify.service.users import add_user
+    from qualify.service.admin.users import add_user
 
     password = secrets.token_urlsafe(9)
     handoff = uow.active_model().handoff

@@ -29,7 +29,7 @@ from qualify.domain.lifecycle import FUNNEL, REASON_CODES
 from qualify.entrypoints.api.deps import MAX_ID
 from qualify.entrypoints.api.ratelimit import TokenBucket, app_bucket
 from qualify.entrypoints.web import session as sessions
-from qualify.service import users as accounts
+from qualify.service.admin import users
 from qualify.service.unit_of_work import Workspace, utcnow
 
 HERE = FilePath(__file__).parent
@@ -55,7 +55,7 @@ def _key(request: Request) -> bytes:
     cached = getattr(request.app.state, "session_key", None)
     if cached is None:
         with workspace.unit_of_work() as uow:
-            cached = accounts.session_secret(uow, workspace.settings.session_secret)
+            cached = users.session_secret(uow, workspace.settings.session_secret)
         request.app.state.session_key = cached
     key: bytes = cached
     return key
@@ -65,12 +65,12 @@ def _session(request: Request) -> sessions.Session | None:
     return sessions.verify(request.cookies.get(sessions.COOKIE), _key(request))
 
 
-def signed_in(request: Request) -> tuple[accounts.User, sessions.Session]:
+def signed_in(request: Request) -> tuple[users.User, sessions.Session]:
     found = _session(request)
     if found is None or found.user_id is None:
         raise SignInNeeded
     with _workspace(request).unit_of_work(read_only=True) as uow:
-        user = accounts.find_user(uow, found.user_id)
+        user = users.find_user(uow, found.user_id)
     if user is None or user.session_epoch != found.epoch:
         raise SignInNeeded
     request.state.user, request.state.session = user, found
@@ -78,18 +78,18 @@ def signed_in(request: Request) -> tuple[accounts.User, sessions.Session]:
 
 
 def manager(
-    who: Annotated[tuple[accounts.User, sessions.Session], Depends(signed_in)],
-) -> tuple[accounts.User, sessions.Session]:
+    who: Annotated[tuple[users.User, sessions.Session], Depends(signed_in)],
+) -> tuple[users.User, sessions.Session]:
     if who[0].role == "sales":
         raise Refused
     return who
 
 
-SignedIn = Annotated[tuple[accounts.User, sessions.Session], Depends(signed_in)]
-Manager = Annotated[tuple[accounts.User, sessions.Session], Depends(manager)]
+SignedIn = Annotated[tuple[users.User, sessions.Session], Depends(signed_in)]
+Manager = Annotated[tuple[users.User, sessions.Session], Depends(manager)]
 
 
-def _checked(who: tuple[accounts.User, sessions.Session], token: str | None) -> accounts.User:
+def _checked(who: tuple[users.User, sessions.Session], token: str | None) -> users.User:
     if not sessions.csrf_matches(who[1], token):
         raise Refused
     return who[0]
@@ -159,7 +159,7 @@ def login(
         refused.headers["Retry-After"] = str(wait)
         return refused
     with _workspace(request).unit_of_work(read_only=True) as uow:
-        user = accounts.authenticate(uow, name, password)
+        user = users.authenticate(uow, name, password)
     if user is None:
         guard.take(attempt, 1)
         return _page("login.html", request, status=401, next=_local(next), error="Wrong name or password.")
@@ -172,7 +172,7 @@ def login(
 def logout(request: Request, who: SignedIn, csrf: Annotated[str, Form()] = "") -> RedirectResponse:
     user = _checked(who, csrf)
     with _workspace(request).unit_of_work() as uow:
-        accounts.end_sessions(uow, user.id)
+        users.end_sessions(uow, user.id)
     response = RedirectResponse("/app/login", status_code=303)
     response.delete_cookie(sessions.COOKIE, path="/app")
     return response
@@ -216,7 +216,7 @@ def funnel_page(
     owner: str | None = None,
     campaign: str | None = None,
 ) -> HTMLResponse:
-    from qualify.service.queries import FILTERS, NURTURE_ORIGINS, first_campaigns, funnel, lead_filters
+    from qualify.service.reading.queries import FILTERS, NURTURE_ORIGINS, first_campaigns, funnel, lead_filters
 
     created_from, created_to = _day(start), _day(end)
     until = created_to + timedelta(days=1) if created_to else None
@@ -270,7 +270,7 @@ def _weekly_entries(uow: Any, conditions: list[Any]) -> list[dict[str, Any]]:
 
 @router.get("/queue")
 def queue_page(request: Request, who: SignedIn) -> HTMLResponse:
-    from qualify.service.queue import sales_queue
+    from qualify.service.reading.sales_queue import sales_queue
 
     user = who[0]
     with _workspace(request).unit_of_work(read_only=True) as uow:
@@ -288,8 +288,8 @@ def queue_action(
     reason: Annotated[str | None, Form()] = None,
     note: Annotated[str | None, Form()] = None,
 ) -> Response:
-    from qualify.service.queue import sales_queue
-    from qualify.service.stages import apply_stage_action
+    from qualify.service.lifecycle.stages import apply_stage_action
+    from qualify.service.reading.sales_queue import sales_queue
 
     user = _checked(who, csrf)
     if action not in ("accept", "reject", "disqualify"):
@@ -328,8 +328,8 @@ def lead_page(
     request: Request, lead_id: LeadId, who: SignedIn, page: Annotated[int, Query(le=1_000_000)] = 1
 ) -> HTMLResponse:
     from qualify.domain.errors import NotFound
-    from qualify.service.automation import lead_automation
-    from qualify.service.queries import engagement_over_time, lead_profile
+    from qualify.service.automation.engine import lead_automation
+    from qualify.service.reading.queries import engagement_over_time, lead_profile
 
     page = max(page, 1)
     with _workspace(request).unit_of_work(read_only=True) as uow:
@@ -382,7 +382,7 @@ def _line_chart(series: list[tuple[datetime, float]], marks: list[dict[str, Any]
 def automation_page(request: Request, who: Manager) -> HTMLResponse:
     """The segments with their members now and over the last twelve weeks, and the workflows with
     their runs: the picture marketing and sales share."""
-    from qualify.service import automation
+    from qualify.service.automation import engine as automation
 
     with _workspace(request).unit_of_work(read_only=True) as uow:
         segments = [
@@ -400,7 +400,7 @@ def insights_page(request: Request, who: Manager) -> HTMLResponse:
     """Content influence among MQLs, sources with sales' acceptance, and rejection reasons: one query
     each on the batch side (the store's tables on PostgreSQL, else a Parquet export made for it)."""
     from qualify.analytics.reports import content_influence, sources_report
-    from qualify.service.batch_scoring import on_engine
+    from qualify.service.analytics.batch_scores import on_engine
 
     workspace = _workspace(request)
 
@@ -438,7 +438,7 @@ def _export_for_insights(request: Request, workspace: Workspace) -> FilePath:
     import shutil
     import tempfile
 
-    from qualify.service.export import export_workspace
+    from qualify.service.analytics.export import export_workspace
 
     with workspace.unit_of_work(read_only=True) as uow:
         conn = uow.connection
@@ -465,7 +465,7 @@ def _export_for_insights(request: Request, workspace: Workspace) -> FilePath:
 
 @router.get("/model")
 def model_page(request: Request, who: Manager) -> HTMLResponse:
-    from qualify.service.models import active_document, model_history
+    from qualify.service.lifecycle.scoring_models import active_document, model_history
 
     with _workspace(request).unit_of_work(read_only=True) as uow:
         version, document = active_document(uow)
@@ -499,7 +499,7 @@ def model_backtest(
     request: Request, who: Manager, document: Annotated[str, Form()] = "", csrf: Annotated[str, Form()] = ""
 ) -> HTMLResponse:
     """Replay the history under the candidate and the active model, and compare (qualify backtest)."""
-    from qualify.service.backtest import backtest
+    from qualify.service.analytics.backtest import backtest
 
     _checked(who, csrf)
     model, problems = _checked_model(document)

@@ -11,8 +11,8 @@ from qualify.domain.access import Permission
 from qualify.entrypoints.api.deps import MAX_ID, AuditReader, KeyManager, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
 from qualify.entrypoints.api.schemas import KeyOut
+from qualify.service.admin.api_keys import list_keys, revoke_key
 from qualify.service.audit import audit_entries
-from qualify.service.keys import list_keys, revoke_key
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 

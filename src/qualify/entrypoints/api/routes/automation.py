@@ -17,7 +17,7 @@ from qualify.domain.automation import AutomationDocument, Template, load_segment
 from qualify.domain.errors import NotFound
 from qualify.entrypoints.api.deps import MAX_ID, Automator, LeadReader, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
-from qualify.service import automation
+from qualify.service.automation import engine as automation
 
 router = APIRouter(prefix="/v1", tags=["automation"])
 READ, WRITE = permission_doc(Permission.READ_LEADS), permission_doc(Permission.AUTOMATION)

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from qualify.domain.errors import NotFound
 from qualify.entrypoints.api.deps import PUBLIC_DOC, WorkspaceDep
-from qualify.service import email
+from qualify.service.email import mail as email
 from qualify.service.unit_of_work import utcnow
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from qualify.entrypoints.api.deps import Ingester, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge, body_too_deep
 from qualify.entrypoints.api.ratelimit import RATE_LIMITED, check_ingest
 from qualify.entrypoints.api.schemas import EVENT_EXAMPLE, MAX_BATCH, EventIn, EventResult, IngestResponse
-from qualify.service.events import ingest_events
-from qualify.service.keys import Identity
+from qualify.service.admin.api_keys import Identity
+from qualify.service.lifecycle.events import ingest_events
 from qualify.service.unit_of_work import Workspace, retrying
 
 router = APIRouter(prefix="/v1", tags=["events"])

@@ -28,11 +28,11 @@ from qualify.entrypoints.api.schemas import (
     UpsertResponse,
     UpsertResult,
 )
-from qualify.service.lead_admin import erase_lead, export_lead, merge_leads
-from qualify.service.lead_list import LeadFilter, list_page
-from qualify.service.leads import upsert_accounts, upsert_leads
-from qualify.service.queries import lead_profile
-from qualify.service.stages import apply_stage_action
+from qualify.service.lifecycle.lead_admin import erase_lead, export_lead, merge_leads
+from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
+from qualify.service.lifecycle.stages import apply_stage_action
+from qualify.service.reading.lead_list import LeadFilter, list_page
+from qualify.service.reading.queries import lead_profile
 from qualify.service.unit_of_work import retrying
 
 router = APIRouter(prefix="/v1", tags=["leads"])

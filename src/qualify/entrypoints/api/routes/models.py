@@ -9,7 +9,7 @@ from qualify.domain.model_loader import load_model
 from qualify.entrypoints.api.deps import ModelReader, ModelWriter, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
 from qualify.entrypoints.api.schemas import ModelIn, ModelOut
-from qualify.service.models import activate_model, active_document
+from qualify.service.lifecycle.scoring_models import activate_model, active_document
 from qualify.service.unit_of_work import retrying
 
 router = APIRouter(prefix="/v1/models", tags=["models"])

@@ -26,8 +26,8 @@ from qualify.domain.errors import InvalidInput
 from qualify.entrypoints.api.deps import PUBLIC_DOC, WorkspaceDep
 from qualify.entrypoints.api.problems import PROBLEM, TooLarge
 from qualify.entrypoints.api.ratelimit import RATE_LIMITED, check_visitor
-from qualify.service import tracking
 from qualify.service.unit_of_work import retrying
+from qualify.service.web_tracking import visitors as tracking
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",

@@ -11,7 +11,7 @@ from qualify.domain.access import Permission
 from qualify.entrypoints.api.deps import MAX_ID, WebhookManager, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
 from qualify.entrypoints.api.schemas import DeliveryOut, WebhookCreated, WebhookIn, WebhookOut
-from qualify.service import webhooks
+from qualify.service.integrations import webhooks
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 DOC = permission_doc(Permission.MANAGE_WEBHOOKS)

@@ -12,8 +12,8 @@ from sqlalchemy import bindparam, func, select, update
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.engagement import DayTotals, EngagementState, apply_event
-from qualify.service import predictions
-from qualify.service.batch import LeadBatch
+from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 

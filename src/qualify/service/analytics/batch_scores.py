@@ -11,11 +11,11 @@ from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 
-from qualify.analytics.batch import Sources, explanations, scores_as_of
+from qualify.analytics.batch_evaluator import Sources, explanations, scores_as_of
 from qualify.analytics.engines import duckdb_sources, postgres_sources, spark_sources
 from qualify.analytics.reports import cohorts
 from qualify.domain.errors import InvalidInput
-from qualify.service.export import export_workspace
+from qualify.service.analytics.export import export_workspace
 from qualify.service.unit_of_work import Workspace
 
 T = TypeVar("T")

@@ -14,10 +14,12 @@ from qualify.adapters.repository import LeadRecord
 from qualify.domain.engagement import EngagementState
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.records import LEAD_FIELDS, merge_into
-from qualify.service import automation, email, tracking
 from qualify.service.audit import record_audit
-from qualify.service.scoring import rescore_leads
+from qualify.service.automation import engine as automation
+from qualify.service.email import mail as email
+from qualify.service.lifecycle.rescoring import rescore_leads
 from qualify.service.unit_of_work import UnitOfWork, utcnow
+from qualify.service.web_tracking import visitors as tracking
 
 _PERSONAL = (*LEAD_FIELDS,)
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from qualify.adapters import schema
 from qualify.domain.engagement import Award, AwardedEvent, EngagementState, explain_engagement
 from qualify.domain.lifecycle import Stage
-from qualify.service import predictions
+from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 REASONS = 3

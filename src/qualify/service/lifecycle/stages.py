@@ -9,10 +9,10 @@ from typing import Any
 from qualify.adapters import repository as repo
 from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound
 from qualify.domain.lifecycle import Actor, Stage, check_action
-from qualify.service import predictions
 from qualify.service.audit import record_audit
-from qualify.service.batch import LeadBatch
-from qualify.service.events import CLOCK_SKEW
+from qualify.service.lifecycle.events import CLOCK_SKEW
+from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 

@@ -7,7 +7,7 @@ commit undoes all three, so the step runs again, once; after the commit it is do
 unique index on (run, step) holds that line even against a bug: a step cannot be recorded twice.
 
 What leaves the store is written in the same transaction and sent later: an email becomes a
-row of the email outbox (delivered by `qualify.service.email.deliver_due`), an owner
+row of the email outbox (delivered by `qualify.service.email.mail.deliver_due`), an owner
 notification an announcement of the webhook outbox. Waits are rows too (`next_run_at`), so they
 survive a restart of the worker; a wait for an event is cut short when the event arrives.
 
@@ -31,10 +31,12 @@ from qualify.domain.automation import Step, Workflow, merge_needs
 from qualify.domain.errors import QualifyError
 from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.records import Event
-from qualify.service import automation, outbox, predictions
-from qualify.service.automation import Changes, finish, log_step
-from qualify.service.batch import LeadBatch
-from qualify.service.events import ingest_events
+from qualify.service.automation import engine as automation
+from qualify.service.automation.engine import Changes, finish, log_step
+from qualify.service.integrations import announcements as outbox
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, Workspace
 
 NOTIFY = outbox.WORKFLOW_NOTIFY
@@ -221,7 +223,7 @@ def _do(uow: UnitOfWork, run: Row[Any], workflow: Workflow, step: Step, now: dat
     args, lead_id = step.args, run.lead_id
     match step.kind:
         case "send_email":
-            from qualify.service import email as mail
+            from qualify.service.email import mail
 
             try:
                 queued = mail.enqueue(

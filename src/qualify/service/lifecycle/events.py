@@ -10,8 +10,8 @@ from qualify.adapters import repository as repo
 from qualify.adapters.repository import LeadRecord
 from qualify.domain.engagement import DAY
 from qualify.domain.records import Event, Lead
-from qualify.service import predictions
-from qualify.service.batch import LeadBatch
+from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 EventStatus = Literal["accepted", "duplicate", "rejected"]

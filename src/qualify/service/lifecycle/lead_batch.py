@@ -14,7 +14,9 @@ from qualify.domain.fit import disqualifying_rule, profile_values, score_fit
 from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.records import Account, Lead
 from qualify.domain.scoring_model import DisqualifyRule, ScoringModel
-from qualify.service import automation, handoff, outbox
+from qualify.service.automation import engine as automation
+from qualify.service.integrations import announcements as outbox
+from qualify.service.lifecycle import handoff
 from qualify.service.unit_of_work import UnitOfWork, from_ts
 
 

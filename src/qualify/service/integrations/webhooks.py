@@ -38,7 +38,7 @@ from qualify import __version__
 from qualify.adapters import schema
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.service.audit import record_audit
-from qualify.service.outbox import DEAD, DELIVERED, PENDING, STATUSES, normalise_kind
+from qualify.service.integrations.announcements import DEAD, DELIVERED, PENDING, STATUSES, normalise_kind
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 from qualify.settings import Settings
 

@@ -29,8 +29,7 @@ from qualify.adapters.readers import (
 from qualify.domain.errors import InvalidInput, ModelProblem
 from qualify.domain.located_yaml import closest
 from qualify.domain.records import Account, Event, Lead, check_account, make_event, normalise_domain
-from qualify.service.events import ingest_events
-from qualify.service.import_mapping import (  # noqa: F401 - load_mapping and parse_mapping are part of this API
+from qualify.service.imports.mapping import (  # noqa: F401 - load_mapping and parse_mapping are part of this API
     EXTRAS,
     FIELD_TYPES,
     KINDS,
@@ -42,7 +41,8 @@ from qualify.service.import_mapping import (  # noqa: F401 - load_mapping and pa
     load_mapping,
     parse_mapping,
 )
-from qualify.service.leads import upsert_accounts, upsert_leads
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
 from qualify.service.unit_of_work import UnitOfWork, Workspace, retrying, utcnow
 
 # --- from a row to a record -----------------------------------------------------------------------

@@ -32,9 +32,9 @@ from qualify.predictive.recipe import (
     Subject,
     content_item,
 )
-from qualify.service import automation
 from qualify.service.audit import record_audit
-from qualify.service.batch import LeadBatch
+from qualify.service.automation import engine as automation
+from qualify.service.lifecycle.lead_batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 if TYPE_CHECKING:  # the models' libraries load only when a model is used

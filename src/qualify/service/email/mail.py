@@ -58,7 +58,7 @@ from qualify.domain.automation import Template as AuthoredTemplate
 from qualify.domain.errors import InvalidInput, NotFound, QualifyError
 from qualify.domain.records import Event
 from qualify.service.audit import record_audit
-from qualify.service.events import ingest_events
+from qualify.service.lifecycle.events import ingest_events
 from qualify.service.unit_of_work import UnitOfWork, Workspace, retrying
 from qualify.settings import Settings
 

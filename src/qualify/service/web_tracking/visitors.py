@@ -26,8 +26,8 @@ from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import Event, Lead, normalise_email
-from qualify.service.events import ACCEPTED, DUPLICATE, ingest_events
-from qualify.service.leads import upsert_leads
+from qualify.service.lifecycle.events import ACCEPTED, DUPLICATE, ingest_events
+from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 # --- limits (documented in docs/tracking.md) ---------------------------------------------------

@@ -27,7 +27,7 @@ from qualify.domain.explain import Contribution
 from qualify.domain.fit import profile_values, score_fit
 from qualify.domain.lifecycle import FUNNEL, Actor, Stage
 from qualify.domain.records import ACCOUNT_FIELDS, LEAD_FIELDS, check_storable
-from qualify.service import predictions
+from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 EXPLANATION_LINES = 12  # beyond these, smaller contributions are summed per rule

@@ -37,8 +37,8 @@ from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.replay import Replay, ReplayAction, ReplayEvent, replay_lead
 from qualify.domain.scoring_model import ScoringModel
 from qualify.predictive.recipe import ACCOUNT_CATEGORIES, ACCOUNT_NUMBERS, LEAD_CATEGORIES, Subject, content_item
-from qualify.service import predictions
-from qualify.service.queries import percentile, wilson_interval
+from qualify.service.predictions import serving as predictions
+from qualify.service.reading.queries import percentile, wilson_interval
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """The outbox: announcements written in the same transaction as the change they announce.
 
 Each announcement becomes one row in `webhook_deliveries` per active subscription that wants
-its kind; the worker delivers them (qualify.service.webhooks). Kinds:
+its kind; the worker delivers them (qualify.service.integrations.webhooks). Kinds:
 
 - `stage.changed`: any stage change;
 - `lead.mql`: a lead became MQL (also announced as stage.changed);

@@ -8,7 +8,7 @@ In batch, `refresh_segments` tests every lead, a chunk per transaction, with the
 worker runs it for segments that time alone can change (windows, days in stage, decaying scores).
 
 Nothing here runs a workflow's steps: enrolment writes a due row, and the worker runs the steps
-(qualify.service.workflows), so a change to a lead never waits for an email or a webhook.
+(qualify.service.automation.runs), so a change to a lead never waits for an email or a webhook.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def put_workflows(uow: UnitOfWork, document: AutomationDocument, *, by: str, now
     Every template a workflow sends must be in the document or already stored, and every
     segment it is triggered by must exist: a workflow that could never run is refused.
     """
-    from qualify.service import email as mail
+    from qualify.service.email import mail
 
     now = now or utcnow()
     conn = uow.connection

@@ -1,0 +1,1 @@
+"""Automation: segments, workflow definitions, enrolment and the steps the worker runs."""

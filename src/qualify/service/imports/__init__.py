@@ -1,0 +1,1 @@
+"""Imports: files (CSV, TSV, JSON Lines, Parquet) through a mapping into the lifecycle."""

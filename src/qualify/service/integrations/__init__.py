@@ -1,0 +1,1 @@
+"""Integrations: announcements (the webhook outbox) and their delivery to subscribers."""

@@ -1,0 +1,1 @@
+"""The lead lifecycle: leads, events, people's stage actions, rescoring, hand-off to sales, merges and erasure."""

@@ -1,0 +1,1 @@
+"""Predictive scoring in the store: stored models, activation, each lead's probability."""

@@ -1,0 +1,1 @@
+"""The read side: lead profiles, lists, the funnel, the sales queue."""

@@ -1,0 +1,1 @@
+"""Web tracking: anonymous visitors, their page views, and stitching them onto leads."""
