@@ -26,6 +26,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from qualify.bootstrap import open_workspace
 from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import Account, Event, Lead
 from qualify.entrypoints.api.app import create_app
@@ -35,7 +36,7 @@ from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.reading.queries import funnel, lead_profile
 from qualify.service.reading.sales_queue import sales_queue
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
 PASSWORD = "benchmark password"

@@ -36,11 +36,11 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import make_world
 
+from qualify.bootstrap import open_workspace
 from qualify.domain.model_loader import default_model_text
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.unit_of_work import open_workspace
 from qualify.settings import Settings
 
 SCRIPT = str(Path(sys.executable).with_name("qualify"))

@@ -22,12 +22,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from qualify.bootstrap import open_workspace
 from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import Event, Lead, make_event
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.unit_of_work import open_workspace
 from qualify.settings import Settings
 
 KINDS = [

@@ -38,6 +38,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from qualify.analytics.engines import duckdb_sources
+from qualify.bootstrap import open_workspace
 from qualify.demo.world import build_demo
 from qualify.domain.errors import InvalidInput
 from qualify.domain.model_loader import default_model_text
@@ -46,7 +47,6 @@ from qualify.predictive.models import BoostedModel, FeatureSpec, LogisticModel, 
 from qualify.predictive.training import leakage, train
 from qualify.service.analytics.export import export_workspace
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.unit_of_work import open_workspace
 from qualify.settings import Settings
 
 LEAKS = (

@@ -120,10 +120,10 @@ def test_model_activate_versions_and_show_lists_history(db: str, tmp_path: Path)
 def test_lead_journey_through_the_cli(db: str) -> None:
     from datetime import UTC, datetime, timedelta
 
+    from qualify.bootstrap import open_workspace
     from qualify.domain.records import Account, Lead, make_event
     from qualify.service.lifecycle.events import ingest_events
     from qualify.service.lifecycle.leads import upsert_leads
-    from qualify.service.unit_of_work import open_workspace
     from qualify.settings import Settings
 
     now = datetime.now(UTC)
@@ -200,10 +200,10 @@ def test_a_bad_setting_in_the_environment_is_one_clear_line(tmp_path: Path) -> N
 
 
 def test_merge_export_and_erase_from_the_command_line(db: str) -> None:
+    from qualify.bootstrap import open_workspace
     from qualify.domain.records import Lead, make_event
     from qualify.service.lifecycle.events import ingest_events
     from qualify.service.lifecycle.leads import upsert_leads
-    from qualify.service.unit_of_work import open_workspace
     from qualify.settings import Settings
 
     ws = open_workspace(Settings(database_url=db))
@@ -234,10 +234,10 @@ def test_export_parquet_writes_every_table_and_events_by_day(db: str, tmp_path: 
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
+    from qualify.bootstrap import open_workspace
     from qualify.domain.records import Lead, make_event
     from qualify.service.lifecycle.events import ingest_events
     from qualify.service.lifecycle.leads import upsert_leads
-    from qualify.service.unit_of_work import open_workspace
     from qualify.settings import Settings
 
     ws = open_workspace(Settings(database_url=db))

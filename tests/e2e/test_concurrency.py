@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from qualify.adapters import schema
 from qualify.adapters.repository import lead_from_row
+from qualify.bootstrap import open_workspace
 from qualify.domain.model_loader import load_default_model
-from qualify.service.unit_of_work import open_workspace
 from qualify.settings import Settings
 from tests.e2e.test_serve import Server, run
 

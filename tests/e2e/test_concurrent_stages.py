@@ -21,8 +21,8 @@ import httpx
 from sqlalchemy import func, select
 
 from qualify.adapters import schema
+from qualify.bootstrap import open_workspace
 from qualify.domain.lifecycle import AUTOMATIC_MOVES, STAGE_ACTIONS, Stage
-from qualify.service.unit_of_work import open_workspace
 from qualify.settings import Settings
 from tests.e2e.test_serve import SCRIPT, Server, run
 

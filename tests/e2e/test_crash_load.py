@@ -25,9 +25,10 @@ from sqlalchemy import func, select
 
 from qualify.adapters import schema
 from qualify.adapters.repository import lead_from_row
+from qualify.bootstrap import open_workspace
 from qualify.domain.records import make_event
 from qualify.service.lifecycle.events import ingest_events
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 from tests.conftest import fresh_postgres_schema
 from tests.e2e.test_serve import Server, run

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from qualify.bootstrap import open_workspace
 from qualify.domain.model_loader import default_model_text
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.unit_of_work import open_workspace
 from qualify.settings import Settings
 from tests.dashboard_world import PASSWORD, world
 from tests.e2e.test_serve import Server

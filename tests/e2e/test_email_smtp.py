@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import select
 
 from qualify.adapters import schema
+from qualify.bootstrap import open_workspace
 from qualify.domain.records import Lead
 from qualify.service.email.mail import EmailTemplate, enqueue, save_templates
 from qualify.service.lifecycle.leads import upsert_leads
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 from tests.e2e.test_serve import SCRIPT, Server, run
 from tests.integration.test_email import SmtpServer

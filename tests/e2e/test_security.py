@@ -450,8 +450,8 @@ def test_no_secret_reaches_the_logs_of_a_real_server_and_worker(tmp_path: Path) 
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
+    from qualify.bootstrap import open_workspace
     from qualify.service.email.mail import EmailTemplate, enqueue, save_templates
-    from qualify.service.unit_of_work import open_workspace
     from qualify.settings import Settings
     from tests.e2e.test_webhooks_http import Receiver
     from tests.integration.test_email import Inbox

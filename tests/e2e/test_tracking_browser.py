@@ -22,9 +22,10 @@ from sqlalchemy import select
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
+from qualify.bootstrap import open_workspace
 from qualify.domain.model_loader import default_model_text
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 from tests.e2e.test_serve import Server, free_port
 

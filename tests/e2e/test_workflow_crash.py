@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 
 from qualify.adapters import schema
+from qualify.bootstrap import open_workspace
 from qualify.domain.automation import load_automation
 from qualify.domain.records import make_event
 from qualify.service.automation import engine as automation
 from qualify.service.lifecycle.events import ingest_events
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 from tests.e2e.test_serve import SCRIPT, run
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from qualify.adapters import schema
+from qualify.bootstrap import open_workspace
 from qualify.domain.automation import AutomationError, load_automation
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import make_event
@@ -17,7 +18,7 @@ from qualify.service.automation import engine as automation
 from qualify.service.automation import runs as workflows
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.stages import apply_stage_action
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from qualify.bootstrap import open_workspace
 from qualify.demo.world import build_demo
 from qualify.domain.model_loader import default_model_text, load_model
 from qualify.entrypoints.cli import app
 from qualify.service.analytics.backtest import backtest
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

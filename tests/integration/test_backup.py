@@ -13,6 +13,7 @@ from tests.conftest import fresh_postgres_schema
 from tests.dashboard_world import world
 
 from qualify.adapters import schema
+from qualify.bootstrap import open_workspace
 from qualify.domain.automation import load_automation
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import make_event
@@ -21,7 +22,7 @@ from qualify.service.automation import engine as automation
 from qualify.service.automation import runs as workflows
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.stages import apply_stage_action
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -19,13 +19,14 @@ from qualify.adapters import schema
 from qualify.adapters.repository import lead_from_row
 from qualify.analytics.batch_evaluator import Sources, UnsupportedModel, scores_as_of
 from qualify.analytics.engines import duckdb_sources
+from qualify.bootstrap import open_workspace
 from qualify.domain.model_loader import default_model_text, load_model
 from qualify.domain.records import Account, Lead, make_event
 from qualify.service.analytics.export import export_workspace
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)

@@ -324,8 +324,8 @@ def test_the_model_editor_validates_a_candidate_and_backtests_it(client: TestCli
 def test_the_demo_makes_dashboard_users_who_can_sign_in(tmp_path: object) -> None:
     from typer.testing import CliRunner
 
+    from qualify.bootstrap import open_workspace
     from qualify.entrypoints.cli import app
-    from qualify.service.unit_of_work import open_workspace
     from qualify.settings import Settings
 
     db = f"sqlite:///{tmp_path}/demo.db"

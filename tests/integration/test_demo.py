@@ -12,13 +12,14 @@ import pytest
 from sqlalchemy import Table, func, select
 
 from qualify.adapters import schema
+from qualify.bootstrap import open_workspace
 from qualify.demo.world import DemoSummary, WorkspaceNotEmpty, build_demo
 from qualify.domain.lifecycle import REASON_CODES
 from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import FREE_MAIL_DOMAINS
 from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.reading.queries import funnel
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -136,7 +136,7 @@ def with_settings(workspace: Workspace, port: int | None, **changes: Any) -> Wor
     if port is not None:
         values.update(smtp_host="127.0.0.1", smtp_port=port)
     values.update(changes)
-    return Workspace(Settings(**values), workspace.engine)
+    return Workspace(Settings(**values), workspace.engine, pipeline=workspace.pipeline)
 
 
 # --- helpers ------------------------------------------------------------------------------------------

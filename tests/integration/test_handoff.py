@@ -13,6 +13,7 @@ from tests.unit.test_model_loader import TINY
 from typer.testing import CliRunner
 
 from qualify.adapters import schema
+from qualify.bootstrap import open_workspace
 from qualify.domain.records import Account, Lead, make_event
 from qualify.entrypoints.cli import app
 from qualify.service.lifecycle.events import ingest_events
@@ -20,7 +21,7 @@ from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.lifecycle.stages import apply_stage_action
 from qualify.service.reading.queries import lead_profile
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
 MONDAY = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # 10:00 on a Monday

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from qualify.adapters import schema
 from qualify.analytics.batch_evaluator import engagement_at_cutoffs
 from qualify.analytics.engines import duckdb_sources
+from qualify.bootstrap import open_workspace
 from qualify.demo.world import build_demo
 from qualify.domain.automation import load_automation
 from qualify.domain.model_loader import default_model_text
@@ -34,7 +35,7 @@ from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.predictions import serving as predictions
 from qualify.service.reading.queries import lead_profile
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -23,13 +23,14 @@ from qualify.analytics.reports import (
     sources_report,
     velocity,
 )
+from qualify.bootstrap import open_workspace
 from qualify.demo.world import build_demo
 from qualify.domain.model_loader import default_model_text
 from qualify.service.analytics.batch_scores import cohort_report
 from qualify.service.analytics.export import export_workspace
 from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.reading.queries import funnel
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

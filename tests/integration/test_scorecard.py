@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from qualify.analytics.batch_evaluator import Sources
 from qualify.analytics.engines import duckdb_sources
+from qualify.bootstrap import open_workspace
 from qualify.demo.world import build_demo
 from qualify.domain.errors import InvalidInput
 from qualify.domain.model_loader import batch_problems, default_model_text, load_default_model, load_model
@@ -34,7 +35,6 @@ from qualify.predictive.scorecard import (
 )
 from qualify.service.analytics.export import export_workspace
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.unit_of_work import open_workspace
 from qualify.settings import Settings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

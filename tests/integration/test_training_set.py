@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from qualify.adapters import schema
 from qualify.analytics.batch_evaluator import Sources, scores_as_of
 from qualify.analytics.engines import duckdb_sources
+from qualify.bootstrap import open_workspace
 from qualify.demo.world import build_demo
 from qualify.domain.model_loader import default_model_text
 from qualify.entrypoints.cli import app
@@ -23,7 +24,7 @@ from qualify.predictive.features import default_end, training_set
 from qualify.predictive.training import Trained
 from qualify.service.analytics.export import export_workspace
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -18,6 +18,7 @@ from qualify.adapters.store import READ_ONLY, create_store_engine, head_revision
 from qualify.domain.errors import Conflict, NotFound, QualifyError
 from qualify.domain.model_loader import load_model
 from qualify.domain.scoring_model import ScoringModel
+from qualify.service.pipeline import Pipeline
 from qualify.settings import Settings
 
 
@@ -73,6 +74,16 @@ class UnitOfWork:
     def active_model(self) -> ScoringModel:
         return self.workspace.active_model(self.connection)
 
+    @property
+    def pipeline(self) -> Pipeline:
+        """The reactions to run after this unit of work changes leads (see service/pipeline.py)."""
+        found = self.workspace.pipeline
+        if found is None:
+            raise RuntimeError(
+                "this workspace was opened without its after-change pipeline: open it with qualify.bootstrap.open_workspace"
+            )
+        return found
+
 
 @dataclass
 class Workspace:
@@ -83,6 +94,13 @@ class Workspace:
     _models: dict[str, ScoringModel] = field(default_factory=dict)
     _predictors: dict[str, Any] = field(default_factory=dict)  # predictive models by version, loaded once
     _automation: dict[Any, Any] = field(default_factory=dict)  # segments and workflows, by their versions
+    pipeline: Pipeline | None = None  # set by the composition root, qualify.bootstrap
+
+    def reacting(self, *, without: Iterable[str]) -> Workspace:
+        """The same workspace (engine, caches) whose use cases run with some reactions switched off."""
+        if self.pipeline is None:
+            raise RuntimeError("this workspace has no pipeline to switch reactions off in")
+        return replace(self, pipeline=self.pipeline.without(without))
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A transaction; `read_only` ones do not take SQLite's write lock (they must not write)."""
@@ -134,8 +152,14 @@ def retrying(workspace: Workspace, use_case: Callable[[UnitOfWork], T], *, attem
     raise AssertionError("unreachable")
 
 
-def open_workspace(settings: Settings | None = None, *, create: bool = False) -> Workspace:
-    """Open the workspace at `settings.database_url`; with `create`, migrate it to the newest schema."""
+def open_workspace(
+    settings: Settings | None = None, *, create: bool = False, pipeline: Pipeline | None = None
+) -> Workspace:
+    """Open the workspace at `settings.database_url`; with `create`, migrate it to the newest schema.
+
+    The use cases that change leads need the `pipeline` of reactions: the composition root
+    (`qualify.bootstrap.open_workspace`) passes the product's; without one, only reading, admin
+    and maintenance (backup, restore) work."""
     settings = settings or Settings()
     if not create:
         _refuse_missing_sqlite_file(settings.database_url)
@@ -151,7 +175,7 @@ def open_workspace(settings: Settings | None = None, *, create: bool = False) ->
             )
         if current != head:
             migrate(engine)  # migrations are additive; an older workspace is brought up to date
-    return Workspace(settings, engine)
+    return Workspace(settings, engine, pipeline=pipeline)
 
 
 def _refuse_missing_sqlite_file(url: str) -> None:

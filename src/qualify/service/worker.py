@@ -116,7 +116,9 @@ def sweep_decay(workspace: Workspace, now: datetime, *, chunk: int = CHUNK) -> i
                     batch.record_moves(record, moves)
                     moved += 1
             if batch.history:
-                batch.flush()
+                changed = batch.write()
+                changed.judge = False  # the timer decided: not judged again on the probability
+                uow.pipeline.run(uow, changed, batch)
         if len(records) < chunk:
             return moved
         after_id = records[-1].id or after_id

@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from qualify import __version__
+from qualify.bootstrap import open_workspace
 from qualify.entrypoints.api.limits import BodySizeLimit
 from qualify.entrypoints.api.problems import install_problem_handlers
 from qualify.entrypoints.api.routes import admin, automation, email_tracking, events, leads, models, tracking, webhooks
 from qualify.entrypoints.api.schemas import Problem
 from qualify.entrypoints.web import install_dashboard
-from qualify.service.unit_of_work import Workspace, open_workspace
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
 DESCRIPTION = """

@@ -1,7 +1,8 @@
 """Segments and workflow enrolment in the store: definitions, membership (online and in batch),
 history, counts over time, and the triggers that enrol leads in workflows.
 
-Online, `after_flush` runs inside the unit of work of every change to leads (events, upserts,
+Online, the `segments` and `workflows` reactions of the after-change pipeline (service/pipeline.py)
+run inside the unit of work of every change to leads (events, upserts,
 stage actions, workflow steps): it tests the touched leads against every segment, records who
 entered and left, and enrols leads whose change triggers a workflow, all in that transaction.
 In batch, `refresh_segments` tests every lead, a chunk per transaction, with the same code; the
@@ -40,6 +41,7 @@ from qualify.domain.engagement import DAY
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.fit import profile_values
 from qualify.service.audit import record_audit
+from qualify.service.pipeline import Changed, Run
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 CHUNK = 500
@@ -393,40 +395,50 @@ def evaluate_segments(
     return changes
 
 
-# --- the online hook -----------------------------------------------------------------------------
+# --- the online reactions -----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Changes:
-    """What one flush changed: the leads, their stage entries, events and score moves."""
-
-    lead_ids: list[int]
-    now: datetime
-    stage_entries: list[tuple[int, str]] = field(default_factory=list)
-    events: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
-    scores: list[tuple[int, float | None, float]] = field(default_factory=list)  # before, after
-
-
-def after_flush(uow: UnitOfWork, changes: Changes) -> list[SegmentChange]:
-    """Segments and workflow enrolment for the leads a use case just wrote (same transaction)."""
-    if not changes.lead_ids:
-        return []
-    found = definitions(uow)
+def react_segments(run: Run) -> None:
+    """Reaction `segments`: the touched leads tested against every segment, in the change's
+    transaction; entries and exits recorded. Leaves the facts and the memberships it changed in
+    `run.notes` for the workflows' triggers."""
+    changed = run.changed
+    found = definitions(run.uow)
     if found.empty:
-        return []
-    conn = uow.connection
-    facts = lead_facts(conn, changes.lead_ids, changes.now, found.event_needs())
-    moved = evaluate_segments(conn, found.segments, changes.lead_ids, facts, changes.now, ONLINE)
-    if found.workflows:
-        enrol_triggered(conn, found.workflows, changes, moved, facts)
-    return moved
+        return
+    conn = run.uow.connection
+    ids = changed.touched()
+    facts = lead_facts(conn, ids, changed.now, found.event_needs())
+    run.notes["segments"] = (evaluate_segments(conn, found.segments, ids, facts, changed.now, ONLINE), facts)
+
+
+def react_workflows(run: Run) -> None:
+    """Reaction `workflows`: enrol every lead whose change (a stage entered, a segment entered or
+    left, a score crossing, an event) triggers a workflow and passes its enrolment rules."""
+    found = definitions(run.uow)
+    if not found.workflows:
+        return
+    changed, conn = run.changed, run.uow.connection
+    if "segments" in run.notes:
+        moved, facts = run.notes["segments"]
+    else:  # segments switched off: no segment triggers, but the rules still need the facts
+        moved, facts = [], lead_facts(conn, changed.touched(), changed.now, found.event_needs())
+    enrol_triggered(conn, found.workflows, changed, moved, facts)
+
+
+def refresh_reading(workspace: Workspace, name: str) -> None:
+    """A field moved for every lead at once (e.g. `probability`): the segments that test it, tested again."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        reading = [s.name for s in definitions(uow).segments if name in s.tests.fields()]
+    if reading:
+        refresh_segments(workspace, names=reading)
 
 
 # --- enrolment -------------------------------------------------------------------------------------
 
 
 def triggered(
-    workflows: Sequence[Workflow], changes: Changes, moved: Sequence[SegmentChange]
+    workflows: Sequence[Workflow], changes: Changed, moved: Sequence[SegmentChange]
 ) -> list[tuple[Workflow, int, str]]:
     """(workflow, lead, why) for every trigger the changes fired, first reason per pair."""
     hits: dict[tuple[str, int], tuple[Workflow, int, str]] = {}
@@ -452,7 +464,7 @@ def triggered(
                     if (before is None or before < threshold) and after >= threshold:
                         hit(workflow, lead_id, trigger.describe())
             case "event":
-                for lead_id, kind, properties in changes.events:
+                for lead_id, kind, properties in changes.event_facts:
                     if kind == trigger.value and all(c.test(properties.get(c.field)) for c in trigger.where):
                         hit(workflow, lead_id, trigger.describe())
     return list(hits.values())
@@ -461,7 +473,7 @@ def triggered(
 def enrol_triggered(
     conn: Connection,
     workflows: Sequence[Workflow],
-    changes: Changes,
+    changes: Changed,
     moved: Sequence[SegmentChange],
     facts: dict[int, LeadFacts],
 ) -> int:
@@ -618,7 +630,7 @@ def refresh_segments(
             facts = lead_facts(conn, ids, now, probe.event_needs())
             moved = evaluate_segments(conn, segments, ids, facts, now, BATCH)
             if found.workflows and moved:
-                enrol_triggered(conn, found.workflows, Changes(ids, now), moved, facts)
+                enrol_triggered(conn, found.workflows, Changed(now, lead_ids=ids), moved, facts)
         totals["leads"] += len(ids)
         totals["entered"] += sum(1 for *_, c in moved if c == "entered")
         totals["left"] += sum(1 for *_, c in moved if c == "left")

@@ -32,11 +32,11 @@ from qualify.domain.errors import QualifyError
 from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.records import Event
 from qualify.service.automation import engine as automation
-from qualify.service.automation.engine import Changes, finish, log_step
+from qualify.service.automation.engine import finish, log_step
 from qualify.service.integrations import announcements as outbox
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.lead_batch import LeadBatch
-from qualify.service.predictions import serving as predictions
+from qualify.service.pipeline import Changed
 from qualify.service.unit_of_work import UnitOfWork, Workspace
 
 NOTIFY = outbox.WORKFLOW_NOTIFY
@@ -302,7 +302,7 @@ def _do(uow: UnitOfWork, run: Row[Any], workflow: Workflow, step: Step, now: dat
 
 def _changed(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
     """A step changed the lead outside of an event: test its segments and triggers again."""
-    automation.after_flush(uow, Changes([lead_id], now))
+    uow.pipeline.run(uow, Changed(now, lead_ids=[lead_id]))
 
 
 def _tag(uow: UnitOfWork, lead_id: int, tag: str, add: bool, workflow: Workflow, now: datetime) -> tuple[str, str]:
@@ -332,13 +332,18 @@ def _nurture(uow: UnitOfWork, lead_id: int, workflow: Workflow, reason: str, now
     before = record.state.stage
     if before not in NURTURABLE:
         if timer_moves:
-            batch.flush()
+            _write(uow, batch)
         return "skipped", f"the lead is {before.value}: only {', '.join(s.value for s in NURTURABLE)} go to nurture"
     why = reason or f"workflow {workflow.name}"
     batch.record_history(record, before, Stage.NURTURE, now, Actor.SYSTEM, f"workflow {workflow.name}"[:200], why[:300])
     record.state.stage = Stage.NURTURE
     record.state.stage_entered = now.timestamp()
     record.changed = True
-    batch.flush()
-    predictions.after_events(uow, batch, [record], judge=False)
+    _write(uow, batch)
     return "done", f"moved from {before.value} to nurture"
+
+
+def _write(uow: UnitOfWork, batch: LeadBatch) -> None:
+    changed = batch.write()
+    changed.judge = False  # a workflow decided: not judged again on the probability
+    uow.pipeline.run(uow, changed, batch)

@@ -21,7 +21,10 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from qualify.adapters import schema
+from qualify.adapters.repository import LeadRecord
 from qualify.domain.errors import InvalidInput
+from qualify.domain.lifecycle import Stage
+from qualify.service.pipeline import Run
 
 STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, SCORE_CROSSED = "stage.changed", "lead.mql", "sla.breached", "score.crossed"
 WORKFLOW_NOTIFY = "workflow.notify"
@@ -115,3 +118,49 @@ def score_crossings(
         )
         for t in crossed
     ]
+
+
+def react(run: Run) -> None:
+    """Reaction `announcements`: stage changes, new MQLs and score crossings into the outbox,
+    in the change's transaction, for the subscriptions that want them."""
+    conn, changed = run.uow.connection, run.changed
+    subscriptions = active_subscriptions(conn)
+    if not subscriptions:
+        return
+    announcements: list[Announcement] = []
+    for move in changed.moves:
+        values = move.values
+        if values["from_stage"] is None:  # a lead created: announced by its first move, if any
+            continue
+        payload = {"lead": _lead_ref(move.record), **_history_payload(values)}
+        announcements.append(Announcement(STAGE_CHANGED, payload))
+        if values["to_stage"] == Stage.MQL.value:
+            announcements.append(Announcement(BECAME_MQL, payload))
+    if any(sub.thresholds for sub in subscriptions):
+        records = {r.id: r for r in changed.records}
+        for lead_id, before, after in changed.scores:
+            announcements += score_crossings(subscriptions, _lead_ref(records[lead_id]), before, after, changed.now)
+    enqueue(conn, announcements, changed.now, subscriptions)
+
+
+def _lead_ref(record: LeadRecord) -> dict[str, Any]:
+    return {"id": record.id, "email": record.lead.email, "external_id": record.lead.external_id}
+
+
+def _history_payload(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "from": values["from_stage"],
+        "to": values["to_stage"],
+        "at": values["at"].isoformat(),
+        "actor": values["actor"],
+        "by": values["by"],
+        "reason": values["reason"],
+        "note": values["note"],
+        "scores": {
+            "fit": values["fit_score"],
+            "grade": values["fit_grade"],
+            "engagement": values["engagement_score"],
+            "persona": values["persona"],
+        },
+        "model_version": values["model_version"],
+    }

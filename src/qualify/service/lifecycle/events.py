@@ -11,7 +11,6 @@ from qualify.adapters.repository import LeadRecord
 from qualify.domain.engagement import DAY
 from qualify.domain.records import Event, Lead
 from qualify.service.lifecycle.lead_batch import LeadBatch
-from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 EventStatus = Literal["accepted", "duplicate", "rejected"]
@@ -103,8 +102,7 @@ def ingest_events(
             )
         )
         outcomes.append(EventOutcome(event.event_id, ACCEPTED, None, record.lead.key))
-    batch.flush(rows)
-    predictions.after_events(uow, batch, (record for record, _ in rows))
+    uow.pipeline.run(uow, batch.write(rows), batch)
     return outcomes
 
 

@@ -40,6 +40,7 @@ from qualify.domain.routing import (
     sla_due,
 )
 from qualify.domain.scoring_model import HandoffSpec, ScoringModel, Team
+from qualify.service.pipeline import Run
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,16 @@ class Assignment:
     owner: str | None
     team: str | None
     rule: str
+
+
+def react(run: Run) -> None:
+    """Reaction `handoff`: every lead the change made MQL is routed and its SLA clock started."""
+    model = run.changed.model
+    if model is None or model.handoff is None:
+        return
+    for move in run.changed.moves:
+        if move.to_stage == Stage.MQL.value:
+            on_qualified(run.uow.connection, model, move.record, move.values["at"])
 
 
 def on_qualified(conn: Connection, model: ScoringModel, record: LeadRecord, at: datetime) -> None:

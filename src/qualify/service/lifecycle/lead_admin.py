@@ -15,11 +15,8 @@ from qualify.domain.engagement import EngagementState
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.records import LEAD_FIELDS, merge_into
 from qualify.service.audit import record_audit
-from qualify.service.automation import engine as automation
-from qualify.service.email import mail as email
 from qualify.service.lifecycle.rescoring import rescore_leads
 from qualify.service.unit_of_work import UnitOfWork, utcnow
-from qualify.service.web_tracking import visitors as tracking
 
 _PERSONAL = (*LEAD_FIELDS,)
 
@@ -59,9 +56,7 @@ def merge_leads(
     history = conn.execute(delete(schema.stage_history).where(schema.stage_history.c.lead_id == gone.id)).rowcount
     conn.execute(update(schema.assignments).where(schema.assignments.c.lead_id == gone.id).values(lead_id=kept.id))
     conn.execute(update(schema.lead_aliases).where(schema.lead_aliases.c.lead_id == gone.id).values(lead_id=kept.id))
-    automation.move_lead(conn, gone.id, kept.id, now)
-    email.move_lead_emails(conn, gone.id, kept.id)
-    tracking.move_visitors(uow, gone.id, kept.id)
+    uow.pipeline.lead_merged(uow, gone.id, kept.id, now)  # automation, email, web visitors follow
     fill = {
         name: getattr(gone.lead, name)
         for name in _PERSONAL
@@ -160,9 +155,7 @@ def erase_lead(uow: UnitOfWork, key: str, *, by: str, key_id: str | None = None,
         if key
     ]
     conn.execute(delete(aliases).where(aliases.c.lead_id == lead_id))
-    automation.forget_lead(conn, lead_id, now)
-    email.forget_lead_emails(conn, lead_id)
-    tracking.forget_visitors(uow, lead_id)
+    uow.pipeline.lead_erased(uow, lead_id, now)  # automation, email, web visitors forget
     conn.execute(update(schema.stage_history).where(schema.stage_history.c.lead_id == lead_id).values(note=None))
     conn.execute(
         update(schema.leads)

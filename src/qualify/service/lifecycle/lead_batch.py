@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,39 +13,8 @@ from qualify.domain.fit import disqualifying_rule, profile_values, score_fit
 from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.records import Account, Lead
 from qualify.domain.scoring_model import DisqualifyRule, ScoringModel
-from qualify.service.automation import engine as automation
-from qualify.service.integrations import announcements as outbox
-from qualify.service.lifecycle import handoff
+from qualify.service.pipeline import Changed, Move
 from qualify.service.unit_of_work import UnitOfWork, from_ts
-
-
-def _lead_ref(record: LeadRecord) -> dict[str, Any]:
-    return {"id": record.id, "email": record.lead.email, "external_id": record.lead.external_id}
-
-
-def _history_payload(values: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "from": values["from_stage"],
-        "to": values["to_stage"],
-        "at": values["at"].isoformat(),
-        "actor": values["actor"],
-        "by": values["by"],
-        "reason": values["reason"],
-        "note": values["note"],
-        "scores": {
-            "fit": values["fit_score"],
-            "grade": values["fit_grade"],
-            "engagement": values["engagement_score"],
-            "persona": values["persona"],
-        },
-        "model_version": values["model_version"],
-    }
-
-
-@dataclass(slots=True)
-class _PendingHistory:
-    record: LeadRecord
-    values: dict[str, Any]
 
 
 class LeadBatch:
@@ -63,7 +31,7 @@ class LeadBatch:
         self.accounts: dict[int, Account] = {}
         self.account_ids: dict[str, int] = {}
         self.new: list[LeadRecord] = []
-        self.history: list[_PendingHistory] = []
+        self.history: list[Move] = []  # stage moves recorded, written by `write`
 
     # --- loading -------------------------------------------------------------------------
     def load(self, emails: Iterable[str], external_ids: Iterable[str], *, profile: bool = True) -> None:
@@ -177,7 +145,7 @@ class LeadBatch:
         for move in moves:
             who = by or (self.model.version if move.actor is Actor.MODEL else "decay-out timer")
             self.history.append(
-                _PendingHistory(
+                Move(
                     record,
                     {
                         "from_stage": move.from_stage.value,
@@ -210,7 +178,7 @@ class LeadBatch:
     ) -> None:
         state = record.state
         self.history.append(
-            _PendingHistory(
+            Move(
                 record,
                 {
                     "from_stage": from_stage.value if from_stage else None,
@@ -231,63 +199,29 @@ class LeadBatch:
         record.changed = True
 
     # --- writing -------------------------------------------------------------------------
-    def flush(self, event_rows: list[tuple[LeadRecord, dict[str, Any]]] = ()) -> None:  # type: ignore[assignment]
-        """Write new and changed leads, then the events and history that point at them."""
-        scored_at = self.now
-        repo.insert_leads(self.conn, self.new, scored_at=scored_at, now=self.now)
+    def write(self, event_rows: Iterable[tuple[LeadRecord, dict[str, Any]]] = ()) -> Changed:
+        """Write new and changed leads, then the events and history that point at them; return what
+        changed, for the pipeline of reactions (`uow.pipeline.run`). Writing reacts to nothing."""
+        repo.insert_leads(self.conn, self.new, scored_at=self.now, now=self.now)
         new_ids = {id(r) for r in self.new}
         self.new = []
         changed = [r for r in self.records() if r.changed and id(r) not in new_ids]
-        repo.update_leads(self.conn, changed, scored_at=scored_at, now=self.now)
+        repo.update_leads(self.conn, changed, scored_at=self.now, now=self.now)
         rows = []
         for record, row in event_rows:
             row["lead_id"] = record.id
             rows.append(row)
         repo.insert_events(self.conn, rows)
-        history = []
-        for pending in self.history:
-            pending.values["lead_id"] = pending.record.id
-            history.append(pending.values)
-        repo.insert_history(self.conn, history)
+        for move in self.history:
+            move.values["lead_id"] = move.record.id
+        repo.insert_history(self.conn, [move.values for move in self.history])
         touched = [*changed, *(r for r in self.records() if id(r) in new_ids)]
-        changes = self._automation_changes(touched, rows)
-        self._hand_off_and_announce(changed_or_new=touched)
-        self.history = []
-        automation.after_flush(self.uow, changes)
-
-    def _automation_changes(self, touched: list[LeadRecord], events: list[dict[str, Any]]) -> automation.Changes:
-        """What segments and workflow triggers need to know of this flush (before scores move on)."""
         at = self.now.timestamp()
-        return automation.Changes(
-            lead_ids=[r.id for r in touched if r.id is not None],
-            now=self.now,
-            stage_entries=[(p.record.id, p.values["to_stage"]) for p in self.history if p.record.id is not None],
-            events=[(row["lead_id"], row["type"], row["properties"]) for row in events],
-            scores=[
-                (r.id, r.score_before, r.state.fit + r.state.engagement_at(at)) for r in touched if r.id is not None
-            ],
-        )
-
-    def _hand_off_and_announce(self, changed_or_new: list[LeadRecord]) -> None:
-        """New MQLs go to sales; stage changes and score crossings go to the outbox, in this transaction."""
-        subscriptions = outbox.active_subscriptions(self.conn)
-        announcements: list[outbox.Announcement] = []
-        for pending in self.history:
-            values = pending.values
-            if values["to_stage"] == Stage.MQL.value:
-                handoff.on_qualified(self.conn, self.model, pending.record, values["at"])
-            if values["from_stage"] is None or not subscriptions:
-                continue
-            payload = {"lead": _lead_ref(pending.record), **_history_payload(values)}
-            announcements.append(outbox.Announcement("stage.changed", payload))
-            if values["to_stage"] == Stage.MQL.value:
-                announcements.append(outbox.Announcement("lead.mql", payload))
-        if any(sub.thresholds for sub in subscriptions):
-            at = self.now.timestamp()
-            for record in changed_or_new:
-                after = record.state.fit + record.state.engagement_at(at)
-                announcements += outbox.score_crossings(
-                    subscriptions, _lead_ref(record), record.score_before, after, self.now
-                )
-                record.score_before = after  # a second flush in the same use case announces only new crossings
-        outbox.enqueue(self.conn, announcements, self.now, subscriptions)
+        scores = []
+        for record in touched:
+            after = record.state.fit + record.state.engagement_at(at)
+            if record.id is not None:
+                scores.append((record.id, record.score_before, after))
+            record.score_before = after  # a second write in the same use case reports only new moves
+        moves, self.history = self.history, []
+        return Changed(self.now, self.model, records=touched, moves=moves, events=rows, scores=scores)

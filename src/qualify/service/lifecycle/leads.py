@@ -11,7 +11,6 @@ from qualify.adapters.repository import LeadRecord
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import ACCOUNT_FIELDS, Account, Lead, merge_into
 from qualify.service.lifecycle.lead_batch import LeadBatch
-from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 _MERGED_FIELDS = tuple(
@@ -85,7 +84,7 @@ def _refit_account_leads(uow: UnitOfWork, account_ids: list[int], now: datetime,
         )
         for record in batch.records():
             _rescore_profile(batch, record, by)
-        batch.flush()
+        uow.pipeline.run(uow, batch.write(), batch)
 
 
 def _rescore_profile(batch: LeadBatch, record: LeadRecord, by: str) -> None:
@@ -123,9 +122,7 @@ def upsert_leads(
         except InvalidInput as error:
             outcome.statuses.append("rejected")
             outcome.errors[index] = error
-    changed = [r for r in batch.records() if r.id is None or r.changed or r.profile_changed]
-    batch.flush()
-    predictions.after_events(uow, batch, changed)  # a profile is a feature too: only leads it changed
+    uow.pipeline.run(uow, batch.write(), batch)
     return outcome
 
 

@@ -13,7 +13,6 @@ from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.engagement import DayTotals, EngagementState, apply_event
 from qualify.service.lifecycle.lead_batch import LeadBatch
-from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 
@@ -95,7 +94,8 @@ def rescore_leads(uow: UnitOfWork, ids: list[int], now: datetime) -> tuple[int, 
         moves = batch.evaluator.sweep(record.state, now.timestamp(), rule)
         batch.record_moves(record, moves)
         moved += len(moves)
-    batch.flush()
+    changed = batch.write()
     # Fit and engagement are features: the probability follows them, and the policy is judged again.
-    predictions.after_events(uow, batch, records.values(), judge_at=now.timestamp())
+    changed.judge_at = now.timestamp()
+    uow.pipeline.run(uow, changed, batch)
     return moved, count

@@ -12,7 +12,6 @@ from qualify.domain.lifecycle import Actor, Stage, check_action
 from qualify.service.audit import record_audit
 from qualify.service.lifecycle.events import CLOCK_SKEW
 from qualify.service.lifecycle.lead_batch import LeadBatch
-from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 
@@ -81,8 +80,9 @@ def apply_stage_action(
     state.stage = checked.target
     state.stage_entered = at.timestamp()
     record.changed = True
-    batch.flush()
-    predictions.after_events(uow, batch, [record], judge=False)  # the stage is a feature too
+    changed = batch.write()
+    changed.judge = False  # a person decided: the probability (the stage is a feature) is not judged again
+    uow.pipeline.run(uow, changed, batch)
     record_audit(
         uow,
         actor=by.strip(),

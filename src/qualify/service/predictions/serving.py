@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, func, select, update
 
 from qualify.adapters import schema
-from qualify.adapters.repository import LeadRecord, chunks
+from qualify.adapters.repository import chunks
 from qualify.domain.engagement import EngagementState
 from qualify.domain.errors import NotFound
 from qualify.predictive.recipe import (
@@ -33,8 +33,7 @@ from qualify.predictive.recipe import (
     content_item,
 )
 from qualify.service.audit import record_audit
-from qualify.service.automation import engine as automation
-from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.pipeline import Run
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 if TYPE_CHECKING:  # the models' libraries load only when a model is used
@@ -298,7 +297,6 @@ def refresh_all(workspace: Workspace, *, chunk: int = 2000, progress: Callable[[
                     select(table.c.id).where(table.c.erased_at.is_(None)).order_by(table.c.id)
                 ).scalars()
             )
-        reading = [s.name for s in automation.definitions(uow).segments if "probability" in s.tests.fields()]
     done = 0
     for part in chunks(ids, chunk):
         with workspace.unit_of_work() as uow:
@@ -306,47 +304,42 @@ def refresh_all(workspace: Workspace, *, chunk: int = 2000, progress: Callable[[
         done += len(part)
         if progress:
             progress(done, len(ids))
-    if reading:  # every probability moved: the segments that test it, tested again
-        automation.refresh_segments(workspace, names=reading)
+    if workspace.pipeline is not None:  # every probability moved: what tests it is tested again
+        workspace.pipeline.field_refreshed(workspace, "probability")
     return done
 
 
-def after_events(
-    uow: UnitOfWork,
-    batch: LeadBatch,
-    records: Iterable[LeadRecord],
-    *,
-    judge_at: float | None = None,
-    judge: bool = True,
-) -> None:
-    """After a batch of changes is written (events, profiles, a rescore): the touched leads'
-    probability at their newest activity and, when the stage policy has probability thresholds,
-    the policy judged again with it — at that instant, or at `judge_at` (a rescore's `now`). After
-    a person's stage action it is not judged again (`judge=False`): a lead sent back to nurture must
-    not bounce straight back on the number it was sent back with."""
+def react(run: Run) -> None:
+    """Reaction `probability`: after a change is written (events, profiles, a rescore, a stage
+    move), the touched leads' probability at their newest activity and, when the stage policy has
+    probability thresholds, the policy judged again with it: at that instant, or at the change's
+    `judge_at` (a rescore's `now`); not at all when the change says `judge=False` (a person's or a
+    timer's decision)."""
+    uow, changed = run.uow, run.changed
+    touched = {id(r): r for r in changed.records if r.id is not None}
+    if not touched:
+        return
     found = active_predictor(uow)
-    touched = {id(r): r for r in records if r.id is not None}
-    if found is None or not touched:
+    if found is None:
         return
     computed = refresh(uow, [r.id for r in touched.values() if r.id is not None], found)
-    judge = judge and bool(batch.model.policy.mql_probability)
+    batch = run.batch
+    judge = changed.judge and batch is not None and bool(batch.model.policy.mql_probability)
     moved = False
     for record in touched.values():
         if record.id not in computed:  # erased
             continue
         probability, at = computed[record.id]
         record.state.probability = probability
-        if judge:
-            moves = batch.evaluator.sweep(record.state, at.timestamp() if judge_at is None else judge_at)
+        if judge and batch is not None:
+            moves = batch.evaluator.sweep(
+                record.state, at.timestamp() if changed.judge_at is None else changed.judge_at
+            )
             if moves:
                 batch.record_moves(record, moves)
                 moved = True
     if moved:
-        batch.flush()
-    # Segments were tested when the changes were written, before the new probability was known:
-    # where one tests it, test the leads again now (an entry it makes triggers workflows as usual).
-    if automation.definitions(uow).reads("probability"):
-        automation.after_flush(uow, automation.Changes([r.id for r in touched.values() if r.id in computed], batch.now))
+        run.write_again()
 
 
 def explain_lead(uow: UnitOfWork, lead_id: int) -> dict[str, Any] | None:

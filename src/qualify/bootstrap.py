@@ -1,0 +1,89 @@
+"""The composition root: the one place that puts the after-change pipeline together.
+
+Everything that runs Qualify — the command line, the HTTP API and dashboard, the worker, the
+benchmarks and the tests — opens its workspace here, so every use case that changes leads runs
+the same reactions in the same order (service/pipeline.py says what a reaction is):
+
+1. `probability`: the active predictive model's probability of the touched leads, and the stage
+   policy judged again with it where it has probability thresholds (predictions);
+2. `handoff`: leads that became MQL routed to an owner, their SLA clock started (lifecycle);
+3. `announcements`: stage changes, new MQLs and score crossings into the webhook outbox
+   (integrations);
+4. `segments`: the touched leads tested against every segment, entries and exits recorded
+   (automation);
+5. `workflows`: leads whose change triggers a workflow enrolled (automation).
+
+A caller that must not start side effects switches reactions off by name, for one workspace:
+`open_workspace(settings, without=("handoff", "announcements", "workflows"))`, or
+`workspace.reacting(without=...)` on an open one. Nothing else changes: the same use cases write
+the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from qualify.service.automation import engine as automation
+from qualify.service.email import mail
+from qualify.service.integrations import announcements
+from qualify.service.lifecycle import handoff
+from qualify.service.pipeline import Keeper, Pipeline, Reaction
+from qualify.service.predictions import serving as predictions
+from qualify.service.unit_of_work import UnitOfWork, Workspace
+from qualify.service.unit_of_work import open_workspace as open_store
+from qualify.service.web_tracking import visitors
+from qualify.settings import Settings
+
+REACTIONS = ("probability", "handoff", "announcements", "segments", "workflows")
+
+
+def _email_merge(uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
+    mail.move_lead_emails(uow.connection, gone, kept)
+
+
+def _email_forget(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
+    mail.forget_lead_emails(uow.connection, lead_id)
+
+
+def _visitors_merge(uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
+    visitors.move_visitors(uow, gone, kept)
+
+
+def _visitors_forget(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
+    visitors.forget_visitors(uow, lead_id)
+
+
+def _automation_merge(uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
+    automation.move_lead(uow.connection, gone, kept, now)
+
+
+def _automation_forget(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
+    automation.forget_lead(uow.connection, lead_id, now)
+
+
+def default_pipeline() -> Pipeline:
+    """The product's pipeline: every reaction on, in the order the module docstring gives."""
+    pipeline = Pipeline(
+        reactions=(
+            Reaction("probability", predictions.react, "the predictive probability, and the policy judged on it"),
+            Reaction("handoff", handoff.react, "new MQLs routed to an owner, SLA clocks started"),
+            Reaction("announcements", announcements.react, "stage changes and score crossings to the webhook outbox"),
+            Reaction("segments", automation.react_segments, "segment membership tested, entries and exits recorded"),
+            Reaction("workflows", automation.react_workflows, "workflows enrolled on their triggers"),
+        ),
+        keepers=(
+            Keeper("automation", _automation_merge, _automation_forget),
+            Keeper("email", _email_merge, _email_forget),
+            Keeper("web visitors", _visitors_merge, _visitors_forget),
+        ),
+        refreshed=(("segments", automation.refresh_reading),),
+    )
+    assert tuple(pipeline.names) == REACTIONS
+    return pipeline
+
+
+def open_workspace(settings: Settings | None = None, *, create: bool = False, without: Iterable[str] = ()) -> Workspace:
+    """Open (with `create`, make) the workspace at `settings.database_url` with the product's
+    pipeline, less the reactions named in `without`."""
+    return open_store(settings, create=create, pipeline=default_pipeline().without(without))

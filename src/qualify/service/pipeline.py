@@ -1,0 +1,197 @@
+"""What happens after leads change: a record of the change, and the reactions run over it in order.
+
+A use case changes leads in memory (`lifecycle.lead_batch.LeadBatch`) and writes them; the write
+returns a `Changed` record (the leads touched, the stage moves, the events, the score moves). The
+use case then hands the record to its workspace's `Pipeline`, which runs the reactions in the
+order they were registered, all in the use case's transaction:
+
+    probability → handoff → announcements → segments → workflows
+
+The reactions live with their capability (predictions, lifecycle, integrations, automation) and
+are put together once, in the composition root (`qualify.bootstrap`). A caller that must not
+start side effects (an import of past history: no SLA clock, no webhook, no email, no workflow)
+runs the same use cases with a pipeline that has some reactions switched off:
+`workspace.reacting(without=("handoff", "announcements", "workflows"))`.
+
+Besides the after-change reactions, the pipeline holds two other kinds of participant:
+
+- keepers of per-lead data outside the lead's own rows (automation, email, web visitors), which a
+  merge carries to the kept lead and an erasure forgets;
+- listeners to a field refreshed for every lead at once (a predictive model activated moves every
+  probability), so that what tests the field (segments) is tested again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from qualify.adapters.repository import LeadRecord
+from qualify.domain.evaluator import AppliedMove, OnlineEvaluator
+from qualify.domain.scoring_model import ScoringModel
+
+if TYPE_CHECKING:  # a type only: the unit of work holds the pipeline, not the other way round
+    from qualify.service.unit_of_work import UnitOfWork, Workspace
+
+
+@dataclass(slots=True)
+class Move:
+    """A stage move as written to the stage history (`values` is its row, with `lead_id`)."""
+
+    record: LeadRecord
+    values: dict[str, Any]
+
+    @property
+    def lead_id(self) -> int | None:
+        return self.record.id
+
+    @property
+    def to_stage(self) -> str:
+        return str(self.values["to_stage"])
+
+
+@dataclass(slots=True)
+class Changed:
+    """What one or more writes of a use case changed: the record every reaction reads.
+
+    `records` are the leads written, in memory, with their scoring state; `lead_ids` names leads
+    changed outside a batch (a tag added by a workflow), for the reactions that test leads again.
+    `judge` and `judge_at` say whether and when the stage policy is judged again once a new
+    probability is known (not after a person's decision: a lead sent back to nurture must not
+    bounce straight back on the number it was sent back with).
+    """
+
+    now: datetime
+    model: ScoringModel | None = None
+    records: list[LeadRecord] = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    scores: list[tuple[int, float | None, float]] = field(default_factory=list)  # lead id, before, after
+    lead_ids: list[int] = field(default_factory=list)
+    judge: bool = True
+    judge_at: float | None = None
+
+    def touched(self) -> list[int]:
+        """Every lead id the change touched, once, in the order first seen."""
+        ids = [r.id for r in self.records if r.id is not None]
+        return list(dict.fromkeys([*ids, *self.lead_ids]))
+
+    @property
+    def stage_entries(self) -> list[tuple[int, str]]:
+        return [(m.record.id, m.to_stage) for m in self.moves if m.record.id is not None]
+
+    @property
+    def event_facts(self) -> list[tuple[int, str, dict[str, Any]]]:
+        return [(row["lead_id"], row["type"], row["properties"]) for row in self.events]
+
+    def merge(self, later: Changed) -> None:
+        """Add what a later write of the same use case changed."""
+        known = {id(r) for r in self.records}
+        self.records += [r for r in later.records if id(r) not in known]
+        self.moves += later.moves
+        self.events += later.events
+        self.scores += later.scores
+        self.lead_ids += [i for i in later.lead_ids if i not in self.lead_ids]
+
+
+class Batch(Protocol):
+    """What a reaction may do with the batch that wrote the change: move leads and write again."""
+
+    model: ScoringModel
+    evaluator: OnlineEvaluator
+    now: datetime
+
+    def record_moves(self, record: LeadRecord, moves: list[AppliedMove], by: str | None = None) -> None: ...
+
+    def write(self) -> Changed: ...
+
+
+@dataclass(slots=True)
+class Run:
+    """One run of the pipeline: the unit of work, the change so far, and the batch that wrote it.
+
+    `notes` is where a reaction leaves what a later one reuses (the segments leave the lead facts
+    and the memberships they changed, which the workflows' triggers read)."""
+
+    uow: UnitOfWork
+    changed: Changed
+    batch: Batch | None
+    enabled: frozenset[str]
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def write_again(self) -> None:
+        """Write what a reaction changed in the batch; later reactions see it in `changed`."""
+        if self.batch is not None:
+            self.changed.merge(self.batch.write())
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    name: str
+    react: Callable[[Run], None]
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Keeper:
+    """Per-lead data kept outside the lead's rows: carried along by a merge, forgotten by an erasure."""
+
+    name: str
+    merge: Callable[[UnitOfWork, int, int, datetime], None]  # uow, gone, kept, now
+    forget: Callable[[UnitOfWork, int, datetime], None]  # uow, lead, now
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """The after-change reactions in their order, the keepers, and the field-refresh listeners."""
+
+    reactions: tuple[Reaction, ...] = ()
+    keepers: tuple[Keeper, ...] = ()
+    refreshed: tuple[tuple[str, Callable[[Workspace, str], None]], ...] = ()  # (reaction, listener)
+    off: frozenset[str] = frozenset()
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.reactions]
+
+    @property
+    def enabled(self) -> frozenset[str]:
+        return frozenset(self.names) - self.off
+
+    def without(self, names: Iterable[str]) -> Pipeline:
+        """The same pipeline with the named reactions switched off (unknown names are refused)."""
+        names = set(names)
+        if unknown := names - set(self.names):
+            raise ValueError(f"no reaction {', '.join(sorted(unknown))}; the reactions are {', '.join(self.names)}")
+        return replace(self, off=self.off | names)
+
+    def run(self, uow: UnitOfWork, changed: Changed, batch: Batch | None = None) -> Changed:
+        """Run the enabled reactions, in order, over `changed`; return it with what they added."""
+        if not changed.touched():
+            return changed
+        run = Run(uow, changed, batch, self.enabled)
+        for reaction in self.reactions:
+            if reaction.name not in self.off:
+                reaction.react(run)
+        return changed
+
+    def lead_merged(self, uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
+        for keeper in self.keepers:
+            keeper.merge(uow, gone, kept, now)
+
+    def lead_erased(self, uow: UnitOfWork, lead_id: int, now: datetime) -> None:
+        for keeper in self.keepers:
+            keeper.forget(uow, lead_id, now)
+
+    def field_refreshed(self, workspace: Workspace, name: str) -> None:
+        """Every lead's `name` just changed at once (outside a batch): tell who tests it."""
+        for reaction, listener in self.refreshed:
+            if reaction not in self.off:
+                listener(workspace, name)
+
+
+def describe(pipeline: Pipeline) -> Sequence[tuple[str, str, bool]]:
+    """(name, what it does, switched on) for each reaction, in order: for docs and `--help`."""
+    return [(r.name, r.doc, r.name not in pipeline.off) for r in pipeline.reactions]
