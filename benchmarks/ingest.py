@@ -121,7 +121,7 @@ def through_service(
         activate_model(uow, default_model_text())
     if automation:
         from qualify.domain.automation import load_automation
-        from qualify.service.automation.engine import put_segments, put_workflows
+        from qualify.service.automation.definitions import put_segments, put_workflows
 
         document = load_automation(AUTOMATION)
         with workspace.unit_of_work() as uow:

@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from qualify.service.automation import engine as automation
-from qualify.service.email import mail
+from qualify.service.automation import enrolment, lead_data, segments
+from qualify.service.email import reading as emails
 from qualify.service.integrations import announcements
 from qualify.service.lifecycle import handoff
 from qualify.service.pipeline import Keeper, Pipeline, Reaction
@@ -39,11 +39,11 @@ REACTIONS = ("probability", "handoff", "announcements", "segments", "workflows")
 
 
 def _email_merge(uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
-    mail.move_lead_emails(uow.connection, gone, kept)
+    emails.move_lead_emails(uow.connection, gone, kept)
 
 
 def _email_forget(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
-    mail.forget_lead_emails(uow.connection, lead_id)
+    emails.forget_lead_emails(uow.connection, lead_id)
 
 
 def _visitors_merge(uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
@@ -55,11 +55,11 @@ def _visitors_forget(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
 
 
 def _automation_merge(uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
-    automation.move_lead(uow.connection, gone, kept, now)
+    lead_data.move_lead(uow.connection, gone, kept, now)
 
 
 def _automation_forget(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
-    automation.forget_lead(uow.connection, lead_id, now)
+    lead_data.forget_lead(uow.connection, lead_id, now)
 
 
 def default_pipeline() -> Pipeline:
@@ -69,15 +69,15 @@ def default_pipeline() -> Pipeline:
             Reaction("probability", predictions.react, "the predictive probability, and the policy judged on it"),
             Reaction("handoff", handoff.react, "new MQLs routed to an owner, SLA clocks started"),
             Reaction("announcements", announcements.react, "stage changes and score crossings to the webhook outbox"),
-            Reaction("segments", automation.react_segments, "segment membership tested, entries and exits recorded"),
-            Reaction("workflows", automation.react_workflows, "workflows enrolled on their triggers"),
+            Reaction("segments", segments.react_segments, "segment membership tested, entries and exits recorded"),
+            Reaction("workflows", enrolment.react_workflows, "workflows enrolled on their triggers"),
         ),
         keepers=(
             Keeper("automation", _automation_merge, _automation_forget),
             Keeper("email", _email_merge, _email_forget),
             Keeper("web visitors", _visitors_merge, _visitors_forget),
         ),
-        refreshed=(("segments", automation.refresh_reading),),
+        refreshed=(("segments", segments.refresh_reading),),
     )
     assert tuple(pipeline.names) == REACTIONS
     return pipeline

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from qualify.adapters import schema
 from qualify.bootstrap import open_workspace
 from qualify.domain.records import Lead
-from qualify.service.email.mail import EmailTemplate, enqueue, save_templates
+from qualify.service.email.outbox import enqueue
+from qualify.service.email.templates import EmailTemplate, save_templates
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings

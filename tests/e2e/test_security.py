@@ -25,8 +25,8 @@ from sqlalchemy import create_engine, select
 from qualify.adapters import schema
 from qualify.domain.access import Role
 from qualify.entrypoints.api import create_app
-from qualify.entrypoints.api.ratelimit import TokenBucket
 from qualify.entrypoints.api.routes import admin, automation, email_tracking, events, leads, models, tracking, webhooks
+from qualify.entrypoints.ratelimit import TokenBucket
 from qualify.entrypoints.web import router as dashboard_router
 from qualify.service.admin.api_keys import create_key
 from qualify.service.admin.users import add_user, placeholder_password, weak_secret
@@ -451,7 +451,8 @@ def test_no_secret_reaches_the_logs_of_a_real_server_and_worker(tmp_path: Path) 
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
     from qualify.bootstrap import open_workspace
-    from qualify.service.email.mail import EmailTemplate, enqueue, save_templates
+    from qualify.service.email.outbox import enqueue
+    from qualify.service.email.templates import EmailTemplate, save_templates
     from qualify.settings import Settings
     from tests.e2e.test_webhooks_http import Receiver
     from tests.integration.test_email import Inbox

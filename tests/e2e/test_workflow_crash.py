@@ -17,7 +17,7 @@ from qualify.adapters import schema
 from qualify.bootstrap import open_workspace
 from qualify.domain.automation import load_automation
 from qualify.domain.records import make_event
-from qualify.service.automation import engine as automation
+from qualify.service.automation.definitions import put_workflows
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
@@ -88,7 +88,7 @@ def test_killing_the_worker_mid_run_never_runs_a_step_twice(database_url: str) -
         document = load_automation(DOCUMENT)
         now = datetime.now(UTC)
         with workspace.unit_of_work() as uow:
-            automation.put_workflows(uow, document, by="test")
+            put_workflows(uow, document, by="test")
         with workspace.unit_of_work() as uow:
             ingest_events(
                 uow,

@@ -14,8 +14,11 @@ from qualify.bootstrap import open_workspace
 from qualify.domain.automation import AutomationError, load_automation
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import make_event
-from qualify.service.automation import engine as automation
 from qualify.service.automation import runs as workflows
+from qualify.service.automation.definitions import definitions, put_segments, put_workflows, set_workflow_active
+from qualify.service.automation.facts import lead_facts
+from qualify.service.automation.reading import lead_automation, segment_counts, segment_info
+from qualify.service.automation.segments import refresh_segments
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.stages import apply_stage_action
 from qualify.service.unit_of_work import Workspace
@@ -71,9 +74,9 @@ workflows:
 def apply(workspace: Workspace, text: str) -> None:
     document = load_automation(text, "test.yaml")
     with workspace.unit_of_work() as uow:
-        automation.put_segments(uow, document.segments, by="test", now=T0)
+        put_segments(uow, document.segments, by="test", now=T0)
         if document.workflows:
-            automation.put_workflows(uow, document, by="test", now=T0)
+            put_workflows(uow, document, by="test", now=T0)
 
 
 def ingest(workspace: Workspace, *events: Any, now: datetime) -> None:
@@ -147,7 +150,7 @@ def test_segments_follow_events_online_and_keep_their_history(workspace: Workspa
     assert "cy@acme.com" in members(workspace, "busy-readers")
     bob_id = lead_id(workspace, "bob@acme.com")
     with workspace.unit_of_work() as uow:
-        bob = automation.lead_automation(uow, bob_id)
+        bob = lead_automation(uow, bob_id)
     assert [(h["segment"], h["change"], h["by"]) for h in bob["segment_history"]] == [
         ("no-demo-yet", "entered", "online"),
         ("no-demo-yet", "left", "online"),
@@ -166,12 +169,12 @@ def test_batch_refresh_agrees_with_online_and_lets_time_move_leads_out(workspace
     online = {s: members(workspace, s) for s in ("pricing-readers", "no-demo-yet", "busy-readers")}
     assert online["pricing-readers"]  # something to compare
     # The batch evaluation at the same instant finds the same members: nothing enters or leaves.
-    assert automation.refresh_segments(workspace, T0 + 4 * DAY) == {"leads": 12, "entered": 0, "left": 0}
+    assert refresh_segments(workspace, T0 + 4 * DAY) == {"leads": 12, "entered": 0, "left": 0}
     # Thirty days on, the pricing downloads fall out of the window.
-    result = automation.refresh_segments(workspace, T0 + 40 * DAY, names=["pricing-readers"])
+    result = refresh_segments(workspace, T0 + 40 * DAY, names=["pricing-readers"])
     assert result["left"] == len(online["pricing-readers"]) and members(workspace, "pricing-readers") == set()
     with workspace.unit_of_work() as uow:
-        counts = automation.segment_counts(uow, "pricing-readers", days=42, every_days=7, now=T0 + 41 * DAY)
+        counts = segment_counts(uow, "pricing-readers", days=42, every_days=7, now=T0 + 41 * DAY)
     assert counts[-1]["members"] == 0 and max(c["members"] for c in counts) == len(online["pricing-readers"])
     assert sum(c["left"] for c in counts) == len(online["pricing-readers"])
 
@@ -183,7 +186,7 @@ def run(workspace: Workspace, now: datetime) -> workflows.RunSummary:
 def log_of(workspace: Workspace, email: str) -> list[tuple[str, int, str, str]]:
     found_id = lead_id(workspace, email)
     with workspace.unit_of_work() as uow:
-        found = automation.lead_automation(uow, found_id)
+        found = lead_automation(uow, found_id)
     return [(line["workflow"], line["step"], line["action"], line["outcome"]) for line in found["log"]]
 
 
@@ -252,7 +255,7 @@ def test_reaching_the_goal_ends_the_run_and_enrolment_rules_hold(workspace: Work
     # Entered the segment twice within 10 days: one run; after 10 days: a second.
     pricing = {"title": "Pricing"}
     ingest(workspace, make_event("p1", "content_download", T0, email="bo@acme.com", properties=pricing), now=T0)
-    automation.refresh_segments(workspace, T0 + 31 * DAY, names=["pricing-readers"])  # leaves: window passed
+    refresh_segments(workspace, T0 + 31 * DAY, names=["pricing-readers"])  # leaves: window passed
     ingest(
         workspace,
         make_event("p2", "content_download", T0 + 32 * DAY, email="bo@acme.com", properties=pricing),
@@ -261,7 +264,7 @@ def test_reaching_the_goal_ends_the_run_and_enrolment_rules_hold(workspace: Work
     runs = [line for line in log_of(workspace, "bo@acme.com") if line[2] == "enrol"]
     assert len(runs) == 1  # the first run is still active
     run(workspace, T0 + 32 * DAY)
-    automation.refresh_segments(workspace, T0 + 63 * DAY, names=["pricing-readers"])
+    refresh_segments(workspace, T0 + 63 * DAY, names=["pricing-readers"])
     ingest(
         workspace,
         make_event("p3", "content_download", T0 + 64 * DAY, email="bo@acme.com", properties=pricing),
@@ -275,14 +278,14 @@ def test_pausing_stops_runs_and_a_workflow_needs_its_template_and_segment(worksp
     ingest(workspace, make_event("m1", "demo_request", T0, email="ann@acme.com"), now=T0)
     with workspace.unit_of_work() as uow:
         apply_stage_action(uow, "ann@acme.com", "reject", by="rep", reason="no_budget", at=T0 + DAY, now=T0 + DAY)
-        assert automation.set_workflow_active(uow, "recycle", False, by="test", now=T0 + DAY) == 1
+        assert set_workflow_active(uow, "recycle", False, by="test", now=T0 + DAY) == 1
     assert run(workspace, T0 + DAY).steps == 0
     assert log_of(workspace, "ann@acme.com")[-1][2:] == ("pause", "stopped")
     orphan = load_automation(
         "workflows:\n  - name: x\n    trigger: {entered_segment: ghosts}\n    steps: [{send_email: missing}]\n"
     )
     with workspace.unit_of_work() as uow, pytest.raises(InvalidInput) as caught:
-        automation.put_workflows(uow, orphan, by="test")
+        put_workflows(uow, orphan, by="test")
     assert "no email template 'missing'" in str(caught.value) and "no segment 'ghosts'" in str(caught.value)
 
 
@@ -300,19 +303,19 @@ def test_merges_and_erasure_carry_or_clear_what_automation_holds(workspace: Work
         merge_leads(uow, "ann@acme.com", "ann.b@acme.com", by="test", now=T0 + 5 * DAY)
     kept = lead_id(workspace, "ann@acme.com")
     with workspace.unit_of_work() as uow:
-        found = automation.lead_automation(uow, kept)
+        found = lead_automation(uow, kept)
         mails = uow.connection.execute(select(func.count()).select_from(schema.emails)).scalar()
     assert found["tags"] == ["recycled"]
     assert sorted(r["status"] for r in found["workflows"]) == ["active", "stopped"]  # one run, not two
     # The duplicate's memberships are recorded as left, so counts over time stay whole.
     with workspace.unit_of_work() as uow:
-        counts = automation.segment_counts(uow, "no-demo-yet", days=7, every_days=7, now=T0 + 6 * DAY)
+        counts = segment_counts(uow, "no-demo-yet", days=7, every_days=7, now=T0 + 6 * DAY)
     assert counts[-1]["members"] == len(members(workspace, "no-demo-yet"))
     assert mails == 2
     with workspace.unit_of_work() as uow:
         erase_lead(uow, "ann@acme.com", by="test", now=T0 + 6 * DAY)
     with workspace.unit_of_work() as uow:
-        found = automation.lead_automation(uow, kept)
+        found = lead_automation(uow, kept)
         addresses = set(uow.connection.execute(select(schema.emails.c.to_address)).scalars())
     assert found["segments"] == [] and found["tags"] == [] and addresses == {""}
     assert {r["status"] for r in found["workflows"]} == {"stopped"}
@@ -342,7 +345,7 @@ workflows:
     run(workspace, T0 + DAY)
     ann = lead_id(workspace, "ann@acme.com")
     with workspace.unit_of_work() as uow:
-        assert automation.lead_automation(uow, ann)["tags"] == ["asked-for-demo", "hot"]
+        assert lead_automation(uow, ann)["tags"] == ["asked-for-demo", "hot"]
     # Crossing again later (after decaying below) does not enrol twice: `hot` runs once per lead.
     ingest(workspace, make_event("d2", "demo_request", T0 + 200 * DAY, email="ann@acme.com"), now=T0 + 200 * DAY)
     assert [line for line in log_of(workspace, "ann@acme.com") if line[2] == "enrol"].count(
@@ -377,7 +380,7 @@ def test_text_outside_the_basic_plane_survives_the_store(workspace: Workspace) -
     )
     assert members(workspace, "launch") == {"ann@acme.com"}
     with workspace.unit_of_work() as uow:
-        assert automation.segment_info(uow, "launch").description == "launch 🚀"
+        assert segment_info(uow, "launch").description == "launch 🚀"
 
 
 NEEDS = """
@@ -408,10 +411,10 @@ def test_the_facts_read_each_kind_of_event_only_as_far_back_as_a_test_looks(work
     )
     apply(workspace, NEEDS)
     with workspace.unit_of_work() as uow:
-        needs = automation.definitions(uow).event_needs()
+        needs = definitions(uow).event_needs()
         lead_id = uow.connection.execute(select(schema.leads.c.id)).scalar_one()
-        facts = automation.lead_facts(uow.connection, [lead_id], now, needs)[lead_id]
-    automation.refresh_segments(workspace, now)
+        facts = lead_facts(uow.connection, [lead_id], now, needs)[lead_id]
+    refresh_segments(workspace, now)
     with workspace.unit_of_work() as uow:
         members = set(uow.connection.execute(select(schema.segment_members.c.segment)).scalars())
     assert {kind: (n.days, n.properties) for kind, n in needs.items()} == {

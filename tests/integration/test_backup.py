@@ -18,8 +18,9 @@ from qualify.domain.automation import load_automation
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import make_event
 from qualify.service.admin.backup import backup, restore, verify
-from qualify.service.automation import engine as automation
 from qualify.service.automation import runs as workflows
+from qualify.service.automation.definitions import put_segments, put_workflows
+from qualify.service.automation.segments import refresh_segments
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.stages import apply_stage_action
 from qualify.service.unit_of_work import Workspace
@@ -42,9 +43,9 @@ workflows:
 """
     )
     with workspace.unit_of_work() as uow:
-        automation.put_segments(uow, document.segments, by="test")
-        automation.put_workflows(uow, document, by="test")
-    automation.refresh_segments(workspace)
+        put_segments(uow, document.segments, by="test")
+        put_workflows(uow, document, by="test")
+    refresh_segments(workspace)
     with workspace.unit_of_work() as uow:
         ingest_events(uow, [make_event("x1", "demo_request", T0, email="zoe@acme.com")], now=T0)
         apply_stage_action(

@@ -180,3 +180,19 @@ def test_the_lead_page_chart_decays_a_bonus_with_the_default_half_life(workspace
         lead = uow.connection.execute(select(schema.leads.c.id).where(schema.leads.c.email == JANE)).scalar_one()
         curve = engagement_over_time(uow, lead, points=2, now=T0 + timedelta(days=30))
     assert curve[0][1] == pytest.approx(15) and curve[-1][1] == pytest.approx(7.5)  # default half-life 30 days
+
+
+def test_only_an_admin_may_send_a_bonus_itself() -> None:
+    from qualify.domain.access import Role
+    from qualify.service.lifecycle.events import BONUS_RESERVED, REJECTED, sender_refusal
+
+    event = bonus(1, T0, RECYCLE)
+    for role in (Role.MARKETING, Role.SALES, Role.INGEST):
+        refused = sender_refusal(role, event)
+        assert refused is not None
+        assert (refused.event_id, refused.status, refused.field) == ("bonus:41:1", REJECTED, "type")
+        assert refused.reason == BONUS_RESERVED
+    assert BONUS_RESERVED == "type: score_bonus is reserved for workflow bonuses (or an admin key)"
+    assert sender_refusal(Role.ADMIN, event) is None
+    page_view = make_event("pv-1", "page_view", T0, email=JANE)
+    assert all(sender_refusal(role, page_view) is None for role in Role)

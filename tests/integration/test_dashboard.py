@@ -17,7 +17,7 @@ from qualify.adapters import schema
 from qualify.domain.errors import Conflict, InvalidInput
 from qualify.domain.records import Event
 from qualify.entrypoints.api.app import create_app
-from qualify.entrypoints.api.ratelimit import TokenBucket
+from qualify.entrypoints.ratelimit import TokenBucket
 from qualify.entrypoints.web import SIGN_IN_FAILURES, SIGN_IN_REFILL_SECONDS
 from qualify.entrypoints.web import session as sessions
 from qualify.service.admin.users import add_user, authenticate, hash_password, verify_password
@@ -414,7 +414,9 @@ def test_the_funnel_page_shows_a_rejection_from_the_queue_in_the_nurture_loop(
 
 def test_the_segments_page_and_the_lead_page_show_automation(client: TestClient, workspace: Workspace) -> None:
     from qualify.domain.automation import load_automation
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.definitions import put_segments, put_workflows
+    from qualify.service.automation.reading import segment_members
+    from qualify.service.automation.segments import refresh_segments
 
     document = load_automation(
         """
@@ -429,16 +431,16 @@ workflows:
 """
     )
     with workspace.unit_of_work() as uow:
-        automation.put_segments(uow, document.segments, by="test")
-        automation.put_workflows(uow, document, by="test")
-    moved = automation.refresh_segments(workspace)
+        put_segments(uow, document.segments, by="test")
+        put_workflows(uow, document, by="test")
+    moved = refresh_segments(workspace)
     assert moved["entered"] > 0
     sign_in(client, "ana")
     page = client.get("/app/automation")
     assert page.status_code == 200 and "demo-askers" in page.text and "asked for a demo" in page.text
     assert f"<td>{moved['entered']}</td>" in page.text and "add tag &#39;greeted&#39;" in page.text
     with workspace.unit_of_work(read_only=True) as uow:
-        member = automation.segment_members(uow, "demo-askers", limit=1)[0]["id"]
+        member = segment_members(uow, "demo-askers", limit=1)[0]["id"]
     lead = client.get(f"/app/leads/{member}")
     assert '<span class="tag">demo-askers</span>' in lead.text and "enrolled" in lead.text
     client.post("/app/logout", data={"csrf": token(lead.text)})

@@ -26,22 +26,15 @@ from qualify.adapters import schema
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.records import Account, Lead
 from qualify.entrypoints.api.app import create_app
-from qualify.service.email.mail import (
-    REASON_DO_NOT_EMAIL,
-    REASON_ERASED,
-    REASON_NO_ADDRESS,
+from qualify.service.email.links import add_open_pixel, link_signature, rewrite_links
+from qualify.service.email.outbox import REASON_DO_NOT_EMAIL, REASON_ERASED, REASON_NO_ADDRESS, enqueue
+from qualify.service.email.reading import forget_lead_emails, list_emails
+from qualify.service.email.sending import claim_due, deliver_due
+from qualify.service.email.templates import (
     EmailRenderError,
     EmailTemplate,
-    add_open_pixel,
-    claim_due,
-    deliver_due,
-    enqueue,
-    forget_lead_emails,
-    link_signature,
-    list_emails,
     list_templates,
     load_template,
-    rewrite_links,
     save_templates,
     template_problems,
 )
@@ -527,7 +520,7 @@ def test_sending_is_off_without_a_host(workspace: Workspace, caplog: pytest.LogC
     ws = with_settings(workspace, None)
     save(ws)
     queued = queue(ws, add_lead(ws))
-    with caplog.at_level(logging.WARNING, logger="qualify.service.email.mail"):
+    with caplog.at_level(logging.WARNING, logger="qualify.service.email.sending"):
         summary = deliver_due(ws, NOW)
     assert (summary.held, summary.sent, summary.retrying) == (1, 0, 0)
     assert "QUALIFY_SMTP_HOST is not set" in caplog.text
@@ -588,7 +581,7 @@ def test_unsubscribed_lead_changes_are_not_overwritten_by_scoring(workspace: Wor
 def test_a_pass_that_breaks_puts_unsent_claims_back(
     workspace: Workspace, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from qualify.service.email import mail
+    from qualify.service.email import sending as mail
 
     ws = with_settings(workspace, smtp.port)
     save(ws)

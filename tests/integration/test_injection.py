@@ -22,7 +22,8 @@ from qualify.entrypoints.api import create_app
 from qualify.service.admin.api_keys import create_key
 from qualify.service.admin.users import add_user
 from qualify.service.analytics.batch_scores import batch_scores
-from qualify.service.email.mail import EmailTemplate, enqueue, save_templates
+from qualify.service.email.outbox import enqueue
+from qualify.service.email.templates import EmailTemplate, save_templates
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model

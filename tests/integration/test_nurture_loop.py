@@ -16,13 +16,14 @@ from typer.testing import CliRunner
 
 from qualify.adapters import schema
 from qualify.domain.records import Account, Lead, make_event
+from qualify.domain.statistics import wilson_interval
 from qualify.entrypoints.api.app import create_app
 from qualify.entrypoints.cli import app as cli
 from qualify.service.admin.users import add_user
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.stages import apply_stage_action
-from qualify.service.reading.queries import FunnelReport, funnel, wilson_interval
+from qualify.service.reading.queries import FunnelReport, funnel
 from qualify.service.unit_of_work import Workspace
 from qualify.service.worker import sweep_decay
 

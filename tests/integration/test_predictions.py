@@ -30,7 +30,9 @@ from qualify.entrypoints.cli import app
 from qualify.predictive.features import TrainingSet, default_end, training_set
 from qualify.predictive.training import Trained, train
 from qualify.service.analytics.export import export_workspace
-from qualify.service.automation import engine as automation
+from qualify.service.automation.definitions import put_segments
+from qualify.service.automation.reading import segment_members
+from qualify.service.automation.segments import refresh_segments
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.predictions import serving as predictions
@@ -482,12 +484,12 @@ def test_a_segment_on_probability_sees_the_probability_of_the_change_that_moved_
         f"segments:\n  - name: likely\n    when: [{{field: probability, range: {{min: {threshold}}}}}]\n"
     )
     with workspace.unit_of_work() as uow:
-        automation.put_segments(uow, document.segments, by="test", now=NOW)
-    automation.refresh_segments(workspace, NOW)
+        put_segments(uow, document.segments, by="test", now=NOW)
+    refresh_segments(workspace, NOW)
 
     def members() -> set[str]:
         with workspace.unit_of_work(read_only=True) as uow:
-            return {m["lead"] for m in automation.segment_members(uow, "likely", limit=100_000)}
+            return {m["lead"] for m in segment_members(uow, "likely", limit=100_000)}
 
     before = members()
     assert lead.email not in before

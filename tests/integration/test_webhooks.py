@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import select
 
 from qualify.adapters import schema
+from qualify.adapters.webhook_client import Outcome
 from qualify.domain.errors import InvalidInput, NotFound
+from qualify.service.delivery import RetryPolicy
 from qualify.service.integrations import announcements as outbox
 from qualify.service.integrations.webhooks import (
     ClaimedDelivery,
-    Outcome,
-    RetryPolicy,
     add_subscription,
     claim_due,
     list_deliveries,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_wilson_intervals_stay_within_0_and_1_and_narrow_with_more_leads() -> None:
-    from qualify.service.reading.queries import wilson_interval
+    from qualify.domain.statistics import wilson_interval
 
     assert wilson_interval(0, 0) is None
     low, high = wilson_interval(0, 10)  # type: ignore[misc]

@@ -164,7 +164,7 @@ def test_platt_calibration_never_turns_a_ranking_round() -> None:
 
 
 def test_content_items_read_values_as_the_export_writes_them() -> None:
-    from qualify.predictive.recipe import content_item
+    from qualify.domain.content import content_item
 
     assert content_item("content_download", {"content_id": 200.0}) == "content_download:200.0"
     assert content_item("webinar", {"webinar_id": {"name": "spring"}}) == 'webinar:{"name":"spring"}'

@@ -14,10 +14,10 @@ import ibis
 import ibis.expr.types as ir
 
 from qualify.analytics.batch_evaluator import DAY_SECONDS, Sources, value_text
+from qualify.domain.content import CONTENT_KEYS
 from qualify.domain.errors import InvalidInput
 from qualify.domain.lifecycle import FUNNEL, Stage
-from qualify.predictive.recipe import CONTENT_KEYS
-from qualify.service.reading.queries import wilson_interval
+from qualify.domain.statistics import wilson_interval
 
 LATER_STAGES = ("mql", "sql", "opportunity", "customer")
 COHORT_KEYS = ("month", "source", "channel", "campaign")

@@ -4,13 +4,11 @@ light to import (the ingestion path uses it), shared by the training sets and on
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from qualify.domain.engagement import BONUS_EVENT
-from qualify.domain.values import as_text
 
 LEAD_CATEGORIES = ("seniority", "department", "country", "source", "channel")
 ACCOUNT_CATEGORIES = ("industry", "country")
@@ -37,18 +35,7 @@ class Recipe:
         return cls(dict(data["kinds"]), dict(data["items"]), int(data.get("recent_days", RECENT_DAYS)))
 
 
-# The properties that say what an event was about, in order (as the batch side's content_item).
-CONTENT_KEYS = ("content_id", "webinar_id", "campaign", "url")
 DAY_SECONDS = 86_400.0
-
-
-def content_item(event_type: str, properties: Mapping[str, Any]) -> str | None:
-    """What an event was about, with its kind (`content_download:roi-guide`), or None."""
-    for key in CONTENT_KEYS:
-        text = as_text(properties.get(key))
-        if text is not None:
-            return f"{event_type}:{text}"
-    return None
 
 
 @dataclass

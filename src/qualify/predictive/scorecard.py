@@ -81,12 +81,12 @@ from sklearn.metrics import roc_auc_score
 
 from qualify.analytics.batch_evaluator import Sources, value_text
 from qualify.domain.conditions import Condition
+from qualify.domain.content import CONTENT_KEYS
 from qualify.domain.errors import InvalidInput
 from qualify.domain.fit import FIT_MAX
 from qualify.domain.model_loader import WEEKDAYS, load_model
 from qualify.domain.scoring_model import GRADES, HandoffSpec, Policy, ScoringModel
 from qualify.predictive.features import TrainingSet, training_set
-from qualify.predictive.recipe import CONTENT_KEYS
 from qualify.predictive.training import time_split
 
 # Profile columns of the training frame -> the field a fit rule tests, and how its rules read.

@@ -8,9 +8,10 @@ One pass, in this order:
 2. **SLA**: every MQL still in `mql` past its `sla_due_at` gets its breach recorded once
    (`leads.sla_breached_at`, an audit entry `sla.breached`) and announced (`sla.breached`);
 3. **segments**: segments that time alone can change (windows, days in a stage, decaying
-   scores) are tested again over every lead when their last refresh is older than an hour;
+   scores) are tested again over every lead when their last refresh is older than an hour
+   (qualify.service.automation.segments);
 4. **workflows**: every due step runs, one transaction each (qualify.service.automation.runs);
-5. **email**: every email due is sent through SMTP (qualify.service.email.mail);
+5. **email**: every email due is sent through SMTP (qualify.service.email.sending);
 6. **webhooks**: every delivery due is sent, retried later, or given up as dead.
 
 Decay-out comes first so that an MQL that had decayed out before its due time is not counted
@@ -36,15 +37,16 @@ import httpx
 from sqlalchemy import Connection, Row, select, update
 
 from qualify.adapters import repository as repo
-from qualify.adapters import schema
+from qualify.adapters import schema, webhook_client
 from qualify.adapters.repository import LeadRecord
 from qualify.domain.engagement import DAY
 from qualify.domain.lifecycle import Stage
 from qualify.domain.records import lead_key
+from qualify.service import delivery
 from qualify.service.audit import record_audit
-from qualify.service.automation import engine as automation
 from qualify.service.automation import runs as workflows
-from qualify.service.email import mail as email
+from qualify.service.automation import segments
+from qualify.service.email import sending as email
 from qualify.service.integrations import announcements as outbox
 from qualify.service.integrations import webhooks
 from qualify.service.lifecycle.lead_batch import LeadBatch
@@ -235,8 +237,8 @@ class Worker:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.workspace = workspace
-        self.policy = webhooks.RetryPolicy.from_settings(workspace.settings)
-        self.client = client or webhooks.new_client(self.policy)
+        self.policy = delivery.webhook_policy(workspace.settings)
+        self.client = client or webhook_client.new_client(self.policy.timeout)
         self._owns_client = client is None
         self.rng = rng or random.Random()
         self.clock = clock
@@ -250,7 +252,7 @@ class Worker:
         # Each part on its own: a failure in one (a lock conflict, say) must not keep email and
         # webhooks from leaving in this pass. It is logged, and the next pass tries again.
         summary.segment_changes = _guarded(
-            "segment refresh", automation.refresh_due, self.workspace, now, SEGMENT_REFRESH
+            "segment refresh", segments.refresh_due, self.workspace, now, SEGMENT_REFRESH
         )
         summary.workflow_steps = _guarded(
             "workflow steps", lambda: workflows.run_due(self.workspace, now, limit=STEPS_PER_PASS).steps

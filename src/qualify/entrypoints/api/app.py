@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from qualify import __version__
 from qualify.bootstrap import open_workspace
 from qualify.entrypoints.api.limits import BodySizeLimit
-from qualify.entrypoints.api.problems import install_problem_handlers
 from qualify.entrypoints.api.routes import admin, automation, email_tracking, events, leads, models, tracking, webhooks
 from qualify.entrypoints.api.schemas import Problem
+from qualify.entrypoints.problems import install_problem_handlers
 from qualify.entrypoints.web import install_dashboard
 from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings

@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qualify.domain.access import Permission, allows, roles_with
-from qualify.entrypoints.api.problems import Forbidden
+from qualify.entrypoints.problems import Forbidden
 from qualify.service.admin.api_keys import AuthenticationFailed, Identity, authenticate, touch_key
 from qualify.service.unit_of_work import Workspace
 
@@ -66,8 +66,6 @@ Eraser = Annotated[Identity, Depends(require(Permission.ERASE))]
 WebhookManager = Annotated[Identity, Depends(require(Permission.MANAGE_WEBHOOKS))]
 Automator = Annotated[Identity, Depends(require(Permission.AUTOMATION))]
 
-# Ids are 32-bit integers in the store: larger ones in a path or query are answered 422, not sent on.
-MAX_ID = 2**31 - 1
 
 # Routes anyone may call (tracking pixel, click redirect, unsubscribe, web tracking): documented as such.
 PUBLIC_DOC: dict[str, Any] = {"x-public": True}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qualify.entrypoints.api.problems import TooLarge, problem
+from qualify.entrypoints.problems import TooLarge, problem
 
 MAX_BODY_BYTES = 16 << 20  # 16 MiB: a full batch of 10,000 events at about 1.6 KB each
 

@@ -185,60 +185,37 @@ def train(
     candidate models chosen and calibrated on later leads, judged on the latest, beside the rule score."""
     import json
 
-    from qualify.predictive.features import default_end, training_set
-    from qualify.predictive.training import train as fit
-    from qualify.service.analytics.batch_scores import on_engine
-    from qualify.service.predictions import serving as predictions
+    from qualify.service.analytics.training import train_model
 
     with _workspace(db) as workspace, _errors():
-        with workspace.unit_of_work(read_only=True) as uow:
-            model = uow.active_model()
-
-        def build(sources: Any) -> Any:
-            rows = training_set(
-                model, sources, target=target, within_days=within, cutoff=cutoff,
-                end=_utc(end) or default_end(sources),
-            )  # fmt: skip
-            return rows, fit(
-                rows.frame, rows.labels, rows.times, rows.spec,
-                rule_scores=rows.frame["rule_score"].to_numpy(), exclude_leaks=exclude_leaks,
-            )  # fmt: skip
-
-        rows, trained = on_engine(workspace, engine.value, export, build)
-        report = {"training_set": rows.summary(), "scoring_model": model.version, **trained.report}
-        document = predictions.artefact(trained, rows.recipe, report)
-        version = predictions.version_of(document)
-        if store or activate:
-            with workspace.unit_of_work() as uow:
-                predictions.store_model(uow, document)
-                if activate:
-                    predictions.activate(uow, version)
-            if activate:
-                predictions.refresh_all(workspace)
+        result = train_model(
+            workspace, target=target, within_days=within, cutoff=cutoff, end=_utc(end), exclude_leaks=exclude_leaks,
+            store=store, activate=activate, engine=engine.value, export=export,
+        )  # fmt: skip
     if out_file is not None:
-        out_file.write_text(json.dumps(document, default=str) + "\n", encoding="utf-8")
-    stored = {"version": version, "stored": store or activate, "active": activate}
+        out_file.write_text(json.dumps(result.document, default=str) + "\n", encoding="utf-8")
     if as_json:
-        _print_json(report | stored | ({"out": str(out_file)} if out_file else {}))
+        _print_json(result.as_dict() | ({"out": str(out_file)} if out_file else {}))
         return
-    summary = rows.summary()
+    report, version = result.report, result.version
+    summary = report["training_set"]
     out.print(
         f"Training set: {summary['rows']:,} leads (cutoff {cutoff}; reached {target} within {within} days: "
         f"{summary['positives']:,}); left out {summary['left_out']['censored']:,} not yet judged and "
         f"{summary['left_out']['reached_before_cutoff']:,} converted before the cutoff."
     )
-    for leak in trained.report["leakage"]:
+    for leak in report["leakage"]:
         out.print(
             f"[yellow]leakage:[/] {leak['feature']} alone ranks the outcome with AUC {leak['auc']}: filled in after it?"
         )
-    choice = trained.report["choice"]
+    choice = report["choice"]
     out.print(
-        f"Chosen: {choice['chosen']} (AUC on the choice part {choice['auc']}), calibrated with {trained.report['calibration']}."
+        f"Chosen: {choice['chosen']} (AUC on the choice part {choice['auc']}), calibrated with {report['calibration']}."
     )
     table = Table(
         "on the newest leads", "ROC AUC", "PR AUC", "Brier", "ECE", "top 10%: lift / capture", title="Metrics"
     )
-    for name, metrics in trained.report["test"].items():
+    for name, metrics in report["test"].items():
         top = metrics["top"][0]
         table.add_row(
             name,
@@ -270,60 +247,30 @@ def learn_points_command(
 ) -> None:
     """Fit a points scorecard from the history and write it as a scoring model YAML to read and edit,
     judged beside the active model on the newest leads (which it did not learn from)."""
-    import numpy as np
-
-    from qualify.predictive.features import default_end, training_set
-    from qualify.predictive.metrics import evaluate
-    from qualify.predictive.scorecard import learn_points
-    from qualify.service.analytics.batch_scores import on_engine
-    from qualify.service.lifecycle.scoring_models import active_document
+    from qualify.service.analytics.learned_points import learn_scorecard
 
     with _workspace(db) as workspace, _errors():
-        with workspace.unit_of_work(read_only=True) as uow:
-            model = uow.active_model()
-            _, document = active_document(uow)
-
-        def learn(sources: Any) -> Any:
-            until = _utc(end) or default_end(sources)
-            rows = training_set(model, sources, target=target, within_days=within, cutoff=cutoff, end=until)
-            learned = learn_points(rows, model, sources=sources, current_document=document)
-            again = training_set(
-                learned.model, sources, target=target, within_days=within, cutoff=cutoff, end=until, recipe=rows.recipe
-            )
-            return rows, learned, again
-
-        rows, learned, again = on_engine(workspace, engine.value, export, learn)
-    held = learned.held_out_rows
-    labels = rows.labels[held]
-    # Both training sets hold the same leads in the same order (same cutoffs, same labels).
-    assert list(again.frame["lead_id"]) == list(rows.frame["lead_id"])
-    judged = {
-        "learned": evaluate(labels, again.frame["rule_score"].to_numpy()[held], probabilities=False),
-        "current": evaluate(labels, rows.frame["rule_score"].to_numpy()[held], probabilities=False),
-    }
+        learned = learn_scorecard(
+            workspace, target=target, within_days=within, cutoff=cutoff, end=_utc(end), engine=engine.value,
+            export=export,
+        )  # fmt: skip
     out_file.write_text(learned.document, encoding="utf-8")
-    report = {
-        "out": str(out_file),
-        "training_set": rows.summary(),
-        "current_model": model.version,
-        "learned_model": learned.model.version,
-        "held_out": {"rows": len(held), "positives": int(np.asarray(labels).sum())},
-        "test": judged,
-        "details": learned.details,
-    }
+    report = {"out": str(out_file)} | learned.report
     if as_json:
         _print_json(report)
         return
+    held, judged = report["held_out"], report["test"]
     out.print(
-        f"Learned points from {len(learned.fitting_rows):,} leads; written to {out_file} "
-        f"(model {learned.model.version}, {len(learned.model.fit.rules)} fit rules, "
-        f"{len(learned.model.engagement_rules)} engagement rules)."
+        f"Learned points from {learned.fitting_rows:,} leads; written to {out_file} "
+        f"(model {report['learned_model']}, {learned.fit_rules} fit rules, "
+        f"{learned.engagement_rules} engagement rules)."
     )
     table = Table(
         "fit + engagement", "ROC AUC", "PR AUC", "top 10%: lift / capture",
-        title=f"On the newest {len(held):,} leads ({int(np.asarray(labels).sum()):,} reached {target} within {within} days)",
+        title=f"On the newest {held['rows']:,} leads ({held['positives']:,} reached {target} within {within} days)",
     )  # fmt: skip
-    for name, metrics in (("learned points", judged["learned"]), (f"active model {model.version}", judged["current"])):
+    current = f"active model {report['current_model']}"
+    for name, metrics in (("learned points", judged["learned"]), (current, judged["current"])):
         top = metrics["top"][0]
         table.add_row(
             name, _num2(metrics["roc_auc"]), _num2(metrics["pr_auc"]),
@@ -385,61 +332,17 @@ def advise(
 ) -> None:
     """Recommend an MQL threshold from sales capacity (--capacity) or the cost of a miss against a
     wasted call (--miss-cost), with the precision, recall and weekly volume it implies on past leads."""
-    from qualify.predictive.advice import advise as recommend
-    from qualify.predictive.features import default_end, training_set
-    from qualify.service.analytics.batch_scores import on_engine
-    from qualify.service.predictions import serving as predictions
+    from qualify.service.analytics.advice import EITHER, advise_threshold
 
     if (capacity is None) == (miss_cost is None):
-        _fail("give either --capacity or --miss-cost")
+        _fail(EITHER)
     with _workspace(db) as workspace, _errors():
-        with workspace.unit_of_work(read_only=True) as uow:
-            model = uow.active_model()
-            found = predictions.active_predictor(uow) if score is AdviceScore.probability else None
-        if score is AdviceScore.probability and found is None:
-            _fail("no active predictive model: `qualify train --activate`, or choose --score engagement or rule")
-        learnt = found.trained.report.get("training_set", {}) if found is not None else {}
-        target = target or learnt.get("target") or "customer"
-        within = within or learnt.get("within_days") or 90
-        cutoff = cutoff or learnt.get("cutoff") or "created+14"
-        asked = (target, within, cutoff)
-        if learnt and asked != (learnt.get("target"), learnt.get("within_days"), learnt.get("cutoff")):
-            err.print(
-                f"[yellow]note:[/] the model predicts {learnt.get('target')} within {learnt.get('within_days')} days "
-                f"of {learnt.get('cutoff')}; judged here against {target} within {within} days of {cutoff}"
-            )
-        start = _utc(since)
-        if start is None and found is not None:
-            test_period = found.trained.report.get("periods", {}).get("test") or [None]
-            start = datetime.fromisoformat(test_period[0].replace("Z", "+00:00")) if test_period[0] else None
-
-        def build(sources: Any) -> Any:
-            return training_set(
-                model, sources, target=target, within_days=within, cutoff=cutoff, end=default_end(sources),
-                recipe=found.recipe if found else None,
-            )  # fmt: skip
-
-        rows = on_engine(workspace, engine.value, export, build)
-    frame = rows.frame
-    if start is not None:
-        frame = frame[frame["cutoff"] >= start]
-    if score is AdviceScore.engagement:
-        frame = frame[frame["fit_grade"].isin(["A", "B", "C"])]
-    if frame.empty:
-        _fail("no judged leads to advise from: widen --since, or wait for outcomes")
-    if found is not None:
-        values = found.trained.probabilities(frame)
-    else:
-        values = frame["engagement_score" if score is AdviceScore.engagement else "rule_score"].to_numpy(dtype=float)
-    span = (frame["cutoff"].max() - frame["cutoff"].min()).total_seconds() / (7 * 86_400)
-    try:
-        advice = recommend(
-            values, frame["label"].to_numpy(dtype=int), weeks=span, capacity_per_week=capacity,
-            miss_cost=miss_cost, call_cost=call_cost,
+        found = advise_threshold(
+            workspace, capacity=capacity, miss_cost=miss_cost, call_cost=call_cost, score=score.value, target=target,
+            within_days=within, cutoff=cutoff, since=_utc(since), engine=engine.value, export=export,
+            note=lambda text: err.print(f"[yellow]note:[/] {text}"),
         )  # fmt: skip
-    except ValueError as error:
-        _fail(str(error))
-    advice = {"score": score.value, "model_version": found.version if found else model.version, **advice}
+    advice, target, within = found.report, found.target, found.within_days
     if as_json:
         _print_json(advice)
         return

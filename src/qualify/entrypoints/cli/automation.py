@@ -45,14 +45,15 @@ def segments_apply(
     as_json: JsonOption = False,
 ) -> None:
     """Create or replace the file's segments by name (its workflows are left to `workflows apply`)."""
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.definitions import put_segments
+    from qualify.service.automation.segments import refresh_segments
 
     with _workspace(db) as workspace, _errors():
         document = _load(file)
         with workspace.unit_of_work() as uow:
-            applied = automation.put_segments(uow, document.segments, by=by)
+            applied = put_segments(uow, document.segments, by=by)
         touched = [*applied.created, *applied.changed]
-        moved = automation.refresh_segments(workspace, names=touched) if refresh and touched else None
+        moved = refresh_segments(workspace, names=touched) if refresh and touched else None
     if as_json:
         _print_json(applied.as_dict() | {"refresh": moved})
         return
@@ -69,10 +70,10 @@ def segments_apply(
 @segments_app.command("list")
 def segments_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List the segments with their members now and what they test."""
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.reading import list_segments
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow:
-        found = automation.list_segments(uow)
+        found = list_segments(uow)
     if as_json:
         _print_json([s.as_dict() for s in found])
         return
@@ -94,11 +95,11 @@ def segments_show(
     as_json: JsonOption = False,
 ) -> None:
     """A segment: its definition, members now, and members over time (with entries and exits)."""
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.reading import segment_counts, segment_info
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work(read_only=True) as uow:
-        info = automation.segment_info(uow, name)
-        counts = automation.segment_counts(uow, name, days=days, every_days=every)
+        info = segment_info(uow, name)
+        counts = segment_counts(uow, name, days=days, every_days=every)
     if as_json:
         _print_json(info.as_dict() | {"counts": counts})
         return
@@ -119,10 +120,10 @@ def segments_members(
     as_json: JsonOption = False,
 ) -> None:
     """The leads in a segment now, with when they entered."""
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.reading import segment_members
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work(read_only=True) as uow:
-        found = automation.segment_members(uow, name, limit=limit)
+        found = segment_members(uow, name, limit=limit)
     if as_json:
         _print_json(found)
         return
@@ -141,10 +142,10 @@ def segments_refresh(
     as_json: JsonOption = False,
 ) -> None:
     """Test every lead against the segments now (the batch evaluation); record who entered and left."""
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.segments import refresh_segments
 
     with _workspace(db) as workspace, _errors():
-        moved = automation.refresh_segments(workspace, names=names or None)
+        moved = refresh_segments(workspace, names=names or None)
     if as_json:
         _print_json(moved)
         return
@@ -156,26 +157,27 @@ def segments_refresh(
 @segments_app.command("delete")
 def segments_delete(name: NameArgument, by: ByOption = "cli", db: DbOption = None) -> None:
     """Delete a segment (refused while a workflow is triggered by it); its members' exits are recorded."""
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.definitions import delete_segment
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
-        automation.delete_segment(uow, name, by=by)
+        delete_segment(uow, name, by=by)
     out.print(f"Deleted segment {escape(name)}.", highlight=False)
 
 
 @workflows_app.command("apply")
 def workflows_apply(file: FileArgument, by: ByOption = "cli", db: DbOption = None, as_json: JsonOption = False) -> None:
     """Create or replace the file's workflows (active) and email templates; its segments too, first."""
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.definitions import put_segments, put_workflows
+    from qualify.service.automation.segments import refresh_segments
 
     with _workspace(db) as workspace, _errors():
         document = _load(file)
         with workspace.unit_of_work() as uow:
-            segments = automation.put_segments(uow, document.segments, by=by)
-            applied = automation.put_workflows(uow, document, by=by)
+            segments = put_segments(uow, document.segments, by=by)
+            applied = put_workflows(uow, document, by=by)
         touched = [*segments.created, *segments.changed]
         if touched:
-            automation.refresh_segments(workspace, names=touched)
+            refresh_segments(workspace, names=touched)
     if as_json:
         _print_json(applied.as_dict() | {"segments": segments.as_dict(), "templates": len(document.templates)})
         return
@@ -189,10 +191,10 @@ def workflows_apply(file: FileArgument, by: ByOption = "cli", db: DbOption = Non
 @workflows_app.command("list")
 def workflows_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List the workflows: trigger, steps, and their runs by status."""
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.reading import list_workflows
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow:
-        found = automation.list_workflows(uow)
+        found = list_workflows(uow)
     if as_json:
         _print_json([w.as_dict() for w in found])
         return
@@ -210,10 +212,10 @@ def workflows_pause(
     name: Annotated[str, typer.Argument(help="The workflow's name.")], by: ByOption = "cli", db: DbOption = None
 ) -> None:
     """Pause a workflow: nobody new is enrolled and its runs in progress stop (logged)."""
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.definitions import set_workflow_active
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
-        stopped = automation.set_workflow_active(uow, name, False, by=by)
+        stopped = set_workflow_active(uow, name, False, by=by)
     out.print(f"Paused {escape(name)}; {stopped:,} run(s) stopped.", highlight=False)
 
 
@@ -222,10 +224,10 @@ def workflows_resume(
     name: Annotated[str, typer.Argument(help="The workflow's name.")], by: ByOption = "cli", db: DbOption = None
 ) -> None:
     """Resume a paused workflow: its trigger enrols leads again (stopped runs stay stopped)."""
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.definitions import set_workflow_active
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
-        automation.set_workflow_active(uow, name, True, by=by)
+        set_workflow_active(uow, name, True, by=by)
     out.print(f"Resumed {escape(name)}.", highlight=False)
 
 
@@ -238,13 +240,13 @@ def workflows_log(
     """A lead's automation: its segments and their history, tags, workflow runs and every step."""
     from qualify.adapters import repository as repo
     from qualify.domain.errors import NotFound
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.reading import lead_automation
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work(read_only=True) as uow:
         record = repo.find_lead(uow.connection, lead[4:] if lead.startswith("ext:") else lead)
         if record is None or record.id is None:
             raise NotFound(f"no lead {lead!r}")
-        found = automation.lead_automation(uow, record.id)
+        found = lead_automation(uow, record.id)
     if as_json:
         _print_json(found)
         return

@@ -21,13 +21,11 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlalchemy import func, select
 
-from qualify.adapters import schema
+from qualify.adapters.schema import MAX_ID
 from qualify.domain.errors import QualifyError
 from qualify.domain.lifecycle import FUNNEL, REASON_CODES
-from qualify.entrypoints.api.deps import MAX_ID
-from qualify.entrypoints.api.ratelimit import TokenBucket, app_bucket
+from qualify.entrypoints.ratelimit import TokenBucket, app_bucket
 from qualify.entrypoints.web import session as sessions
 from qualify.service.admin import users
 from qualify.service.unit_of_work import Workspace, utcnow
@@ -216,23 +214,17 @@ def funnel_page(
     owner: str | None = None,
     campaign: str | None = None,
 ) -> HTMLResponse:
-    from qualify.service.reading.queries import FILTERS, NURTURE_ORIGINS, first_campaigns, funnel, lead_filters
+    from qualify.service.reading.dashboard import funnel_view
+    from qualify.service.reading.queries import FILTERS, NURTURE_ORIGINS
 
     created_from, created_to = _day(start), _day(end)
     until = created_to + timedelta(days=1) if created_to else None
     given = (source, channel, persona, owner, campaign)
     # Like a date that is not one, a value no lead can hold (NUL) filters nothing.
     chosen = {name: value for name, value in zip(FILTERS, given, strict=True) if value and "\x00" not in value}
-    leads = schema.leads
     with _workspace(request).unit_of_work(read_only=True) as uow:
-        report = funnel(uow, created_from=created_from, created_to=until, where=chosen)
-        weekly = _weekly_entries(uow, lead_filters(created_from, until, chosen))
-        columns = {name: leads.c[name] for name in FILTERS if name != "campaign"}
-        columns["campaign"] = first_campaigns().c.campaign
-        choices = {
-            name: [v for v in uow.connection.execute(select(column).distinct().order_by(column)).scalars() if v]
-            for name, column in columns.items()
-        }
+        view = funnel_view(uow, created_from=created_from, created_to=until, where=chosen)
+    report = view.report
     reached = [(stage.value, report.reached.get(stage.value, 0)) for stage in FUNNEL]
     widest = max((count for _, count in reached), default=0) or 1
     return _page(
@@ -241,28 +233,13 @@ def funnel_page(
         report=report,
         reached=reached,
         widest=widest,
-        weekly=weekly,
+        weekly=view.weekly,
         start=start or "",
         end=end or "",
-        choices=choices,
+        choices=view.choices,
         chosen=chosen,
         origin_labels=NURTURE_ORIGINS,
     )
-
-
-def _weekly_entries(uow: Any, conditions: list[Any]) -> list[dict[str, Any]]:
-    """New MQLs and SQLs per ISO week of the leads the conditions keep (the last 12 weeks)."""
-    h, leads = schema.stage_history, schema.leads
-    query = (
-        select(h.c.to_stage, h.c.at)
-        .select_from(h.join(leads, leads.c.id == h.c.lead_id))
-        .where(h.c.to_stage.in_(("mql", "sql")), *conditions)
-    )
-    weeks: dict[str, dict[str, int]] = {}
-    for stage, at in uow.connection.execute(query):
-        monday = (at - timedelta(days=at.weekday())).date().isoformat()
-        weeks.setdefault(monday, {"mql": 0, "sql": 0})[stage] += 1
-    return [{"week": week, **counts} for week, counts in sorted(weeks.items())[-12:]]
 
 
 # --- sales queue -----------------------------------------------------------------------------------
@@ -288,26 +265,24 @@ def queue_action(
     reason: Annotated[str | None, Form()] = None,
     note: Annotated[str | None, Form()] = None,
 ) -> Response:
-    from qualify.service.lifecycle.stages import apply_stage_action
+    from qualify.domain.errors import NotFound
+    from qualify.service.lifecycle.stages import NotYourLead, queue_stage_action
     from qualify.service.reading.sales_queue import sales_queue
 
     user = _checked(who, csrf)
     if action not in ("accept", "reject", "disqualify"):
         return HTMLResponse("unknown action", status_code=404)
     inplace = request.headers.get("x-requested-with") == "fetch"
-    error = None
     with _workspace(request).unit_of_work() as uow:
-        found = uow.connection.execute(
-            select(schema.leads.c.owner).where(schema.leads.c.id == lead_id, schema.leads.c.erased_at.is_(None))
-        ).first()
-        if found is None:
-            return HTMLResponse("no such lead", status_code=404)
-        if not user.sees_every_lead and found.owner != user.name:
-            raise Refused
         try:
-            apply_stage_action(uow, f"#{lead_id}", action, by=user.name, reason=reason or None, note=note or None)
-        except QualifyError as problem:
-            error = str(problem)
+            error = queue_stage_action(
+                uow, lead_id, action, by=user.name, own_leads_only=not user.sees_every_lead,
+                reason=reason or None, note=note or None,
+            )  # fmt: skip
+        except NotFound:
+            return HTMLResponse("no such lead", status_code=404)
+        except NotYourLead:
+            raise Refused from None
     if not inplace:
         return RedirectResponse("/app/queue", status_code=303)
     with _workspace(request).unit_of_work(read_only=True) as uow:
@@ -328,7 +303,7 @@ def lead_page(
     request: Request, lead_id: LeadId, who: SignedIn, page: Annotated[int, Query(le=1_000_000)] = 1
 ) -> HTMLResponse:
     from qualify.domain.errors import NotFound
-    from qualify.service.automation.engine import lead_automation
+    from qualify.service.automation.reading import lead_automation
     from qualify.service.reading.queries import engagement_over_time, lead_profile
 
     page = max(page, 1)
@@ -382,13 +357,11 @@ def _line_chart(series: list[tuple[datetime, float]], marks: list[dict[str, Any]
 def automation_page(request: Request, who: Manager) -> HTMLResponse:
     """The segments with their members now and over the last twelve weeks, and the workflows with
     their runs: the picture marketing and sales share."""
-    from qualify.service.automation import engine as automation
+    from qualify.service.automation.reading import list_segments, list_workflows, segment_counts
 
     with _workspace(request).unit_of_work(read_only=True) as uow:
-        segments = [
-            (s, automation.segment_counts(uow, s.name, days=84, every_days=7)) for s in automation.list_segments(uow)
-        ]
-        workflows = automation.list_workflows(uow)
+        segments = [(s, segment_counts(uow, s.name, days=84, every_days=7)) for s in list_segments(uow)]
+        workflows = list_workflows(uow)
     return _page("automation.html", request, segments=segments, workflows=workflows)
 
 
@@ -399,26 +372,13 @@ def automation_page(request: Request, who: Manager) -> HTMLResponse:
 def insights_page(request: Request, who: Manager) -> HTMLResponse:
     """Content influence among MQLs, sources with sales' acceptance, and rejection reasons: one query
     each on the batch side (the store's tables on PostgreSQL, else a Parquet export made for it)."""
-    from qualify.analytics.reports import content_influence, sources_report
-    from qualify.service.analytics.batch_scores import on_engine
+    from qualify.service.analytics.insights import insights
 
-    workspace = _workspace(request)
-
-    def read(sources: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        return content_influence(sources, target="customer", among="mql"), sources_report(sources, "source")
-
-    if workspace.settings.database_url.startswith("postgresql"):
-        content, by_source = on_engine(workspace, "postgres", None, read)
-    else:
-        content, by_source = on_engine(workspace, "duckdb", _export_for_insights(request, workspace), read)
-    h = schema.stage_history
-    with workspace.unit_of_work(read_only=True) as uow:
-        rejections = uow.connection.execute(
-            select(h.c.reason, func.count())
-            .where(h.c.actor == "user", h.c.from_stage == "mql", h.c.to_stage == "nurture", h.c.reason.is_not(None))
-            .group_by(h.c.reason)
-            .order_by(func.count().desc(), h.c.reason)
-        ).all()
+    # Off PostgreSQL they read a Parquet export, kept in the app's state until the data changes.
+    found = insights(_workspace(request), getattr(request.app.state, "insights_export", None))
+    if found.export is not None:
+        request.app.state.insights_export = found.export
+    content = found.content
     items = content["items"][:12]
     top = max((item["lift"] or 0 for item in items), default=0) or 1
     return _page(
@@ -427,37 +387,9 @@ def insights_page(request: Request, who: Manager) -> HTMLResponse:
         content=content,
         items=items,
         top=top,
-        sources=by_source,
-        rejections=[tuple(row) for row in rejections],
+        sources=found.sources,
+        rejections=found.rejections,
     )
-
-
-def _export_for_insights(request: Request, workspace: Workspace) -> FilePath:
-    """A Parquet export of the workspace for the insights page, made again only when the data
-    changed since the last one (new events, stage changes, leads, or another model)."""
-    import shutil
-    import tempfile
-
-    from qualify.service.analytics.export import export_workspace
-
-    with workspace.unit_of_work(read_only=True) as uow:
-        conn = uow.connection
-        key = (
-            conn.execute(select(func.max(schema.events.c.id))).scalar(),
-            conn.execute(select(func.max(schema.stage_history.c.id))).scalar(),
-            conn.execute(select(func.count(), func.max(schema.leads.c.updated_at)).select_from(schema.leads)).one()[:],
-            uow.active_model().version,
-        )
-    kept = getattr(request.app.state, "insights_export", None)
-    if kept is not None and kept[0] == key and kept[1].exists():
-        folder: FilePath = kept[1]
-        return folder
-    folder = FilePath(tempfile.mkdtemp(prefix="qualify-insights-")) / "export"
-    export_workspace(workspace, folder)
-    if kept is not None:
-        shutil.rmtree(kept[1].parent, ignore_errors=True)
-    request.app.state.insights_export = (key, folder)
-    return folder
 
 
 # --- model ------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
+from qualify.domain.content import content_item
 from qualify.domain.engagement import DAY
 from qualify.domain.errors import InvalidInput
 from qualify.domain.evaluator import LeadState, OnlineEvaluator
@@ -36,9 +37,9 @@ from qualify.domain.fit import disqualifying_rule, profile_values, score_fit
 from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.replay import Replay, ReplayAction, ReplayEvent, replay_lead
 from qualify.domain.scoring_model import ScoringModel
-from qualify.predictive.recipe import ACCOUNT_CATEGORIES, ACCOUNT_NUMBERS, LEAD_CATEGORIES, Subject, content_item
+from qualify.domain.statistics import percentile, wilson_interval
+from qualify.predictive.recipe import ACCOUNT_CATEGORIES, ACCOUNT_NUMBERS, LEAD_CATEGORIES, Subject
 from qualify.service.predictions import serving as predictions
-from qualify.service.reading.queries import percentile, wilson_interval
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ commit undoes all three, so the step runs again, once; after the commit it is do
 unique index on (run, step) holds that line even against a bug: a step cannot be recorded twice.
 
 What leaves the store is written in the same transaction and sent later: an email becomes a
-row of the email outbox (delivered by `qualify.service.email.mail.deliver_due`), an owner
+row of the email outbox (delivered by `qualify.service.email.sending.deliver_due`), an owner
 notification an announcement of the webhook outbox. Waits are rows too (`next_run_at`), so they
 survive a restart of the worker; a wait for an event is cut short when the event arrives.
 
@@ -31,8 +31,9 @@ from qualify.domain.automation import Step, Workflow, merge_needs
 from qualify.domain.errors import QualifyError
 from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.records import Event
-from qualify.service.automation import engine as automation
-from qualify.service.automation.engine import finish, log_step
+from qualify.service.automation.definitions import definitions
+from qualify.service.automation.facts import lead_facts
+from qualify.service.automation.history import finish, log_step
 from qualify.service.integrations import announcements as outbox
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.lead_batch import LeadBatch
@@ -127,14 +128,14 @@ def _claim(uow: UnitOfWork, now: datetime) -> Row[Any] | None:
 def run_step(uow: UnitOfWork, run: Row[Any], now: datetime) -> str:
     """Do the run's next step (or its exit or completion); return the run's status after it."""
     conn = uow.connection
-    found = automation.definitions(uow)
+    found = definitions(uow)
     workflow = found.workflow(run.workflow)
     k = run.step
     if workflow is None:
         finish(conn, run.id, run.lead_id, run.workflow, k, "stopped", "stop", "the workflow was paused or removed", now)
         return "stopped"
     needs = merge_needs(workflow.exit.event_needs(), workflow.when.event_needs())
-    facts = automation.lead_facts(conn, [run.lead_id], now, needs).get(run.lead_id)
+    facts = lead_facts(conn, [run.lead_id], now, needs).get(run.lead_id)
     if facts is None:
         finish(conn, run.id, run.lead_id, workflow.name, k, "stopped", "stop", "the lead was erased", now)
         return "stopped"
@@ -223,7 +224,7 @@ def _do(uow: UnitOfWork, run: Row[Any], workflow: Workflow, step: Step, now: dat
     args, lead_id = step.args, run.lead_id
     match step.kind:
         case "send_email":
-            from qualify.service.email import mail
+            from qualify.service.email import outbox as mail
 
             try:
                 queued = mail.enqueue(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
 import random
 import secrets
 import time
@@ -34,19 +33,22 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import Connection, Row, select, update
 
-from qualify import __version__
 from qualify.adapters import schema
+from qualify.adapters.webhook_client import Outcome, post
 from qualify.domain.errors import InvalidInput, NotFound
+from qualify.service import delivery
 from qualify.service.audit import record_audit
+from qualify.service.delivery import RetryPolicy
 from qualify.service.integrations.announcements import DEAD, DELIVERED, PENDING, STATUSES, normalise_kind
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
-from qualify.settings import Settings
 
 SIGNATURE_HEADER, DELIVERY_HEADER, KIND_HEADER = "Qualify-Signature", "Qualify-Delivery", "Qualify-Kind"
 SECRET_PREFIX = "whsec_"
 CLAIM_BATCH = 50  # deliveries claimed per short transaction
-MIN_RETRY_DELAY = 1.0  # seconds: full jitter may draw 0, and a retry must not come back in the same pass
-ERROR_TEXT = 300  # characters of a failure kept in `last_error`
+
+# The outbox as leased delivery sees it: a claim leaves a row `pending` and moves its due time a
+# lease ahead, so a worker that dies mid-send leaves it due again (at least once).
+QUEUE = delivery.Queue(schema.webhook_deliveries, pending=PENDING, done=DELIVERED, dead=DEAD)
 
 
 # --- subscriptions ---------------------------------------------------------------------------------
@@ -225,9 +227,7 @@ def retry_delivery(
         )
     if not row.active:
         raise InvalidInput(f"the subscription of delivery {delivery_id} was removed; add it again first", field="id")
-    uow.connection.execute(
-        update(d).where(d.c.id == delivery_id).values(status=PENDING, attempts=0, next_attempt_at=now)
-    )
+    delivery.requeue(uow.connection, QUEUE, delivery_id, now, statuses=(PENDING, DEAD))
     record_audit(uow, actor=by, key_id=key_id, action="webhook.retry", target=str(delivery_id), at=now)
     return DeliveryInfo(*uow.connection.execute(_delivery_query().where(d.c.id == delivery_id)).one())
 
@@ -256,38 +256,6 @@ def verify_signature(
     return hmac.compare_digest(expected, fields.get("v1", ""))
 
 
-# --- the retry schedule ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter: after failure n, wait uniform(0, min(cap, base·2^(n-1)))."""
-
-    max_attempts: int = 15  # with the 1 h cap: about 8.6 hours of retries before a delivery is dead
-    base: float = 10.0
-    cap: float = 3600.0
-    timeout: float = 10.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        """The policy of `QUALIFY_WEBHOOK_*` (docs/configuration.md)."""
-        return cls(
-            settings.webhook_max_attempts,
-            settings.webhook_backoff_base,
-            settings.webhook_backoff_cap,
-            settings.webhook_timeout,
-        )
-
-    def ceiling(self, failures: int) -> float:
-        """The longest wait after the `failures`-th failed attempt."""
-        return min(self.cap, self.base * 2.0 ** min(failures - 1, 60))
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        # Full jitter spreads the retries of many deliveries that failed together (a receiver
-        # that was down) over the whole window instead of sending them back as one wave.
-        return max(MIN_RETRY_DELAY, rng.uniform(0, self.ceiling(failures)))
-
-
 # --- delivery --------------------------------------------------------------------------------------
 
 
@@ -305,15 +273,6 @@ class ClaimedDelivery:
     active: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one attempt came to: delivered or not, the HTTP status if any, and why it failed."""
-
-    delivered: bool
-    status: int | None
-    error: str | None
-
-
 @dataclass(slots=True)
 class DeliverySummary:
     """What one round of delivery did."""
@@ -328,21 +287,12 @@ def claim_due(conn: Connection, now: datetime, *, limit: int, lease: float) -> l
 
     Until the lease runs out no other worker sees them as due; a worker killed mid-send loses
     its lease and the delivery is sent again (at least once). On PostgreSQL rows another worker
-    is claiming are skipped, not waited for; SQLite serialises writers, and the claim is a single
-    UPDATE, so it takes the write lock before it reads.
+    is claiming are skipped, not waited for; on SQLite claims take turns (qualify.service.delivery).
     """
-    d, s = schema.webhook_deliveries, schema.webhook_subscriptions
-    due = (
-        select(d.c.id)
-        .where(d.c.status == PENDING, d.c.next_attempt_at <= now)
-        .order_by(d.c.next_attempt_at, d.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    until = now + timedelta(seconds=lease)
-    ids = conn.execute(update(d).where(d.c.id.in_(due)).values(next_attempt_at=until).returning(d.c.id)).scalars().all()
+    ids = delivery.claim(conn, QUEUE, now, limit=limit, lease=lease)
     if not ids:
         return []
+    d, s = schema.webhook_deliveries, schema.webhook_subscriptions
     rows = conn.execute(
         select(d.c.id, d.c.kind, d.c.payload, d.c.created_at, d.c.attempts, s.c.url, s.c.secret, s.c.active)
         .join(s, s.c.id == d.c.subscription_id)
@@ -359,7 +309,7 @@ def delivery_body(claim: ClaimedDelivery) -> bytes:
 
 
 def send(client: httpx.Client, claim: ClaimedDelivery) -> Outcome:
-    """POST one delivery; any 2xx is delivered, anything else (3xx included) a failure with its reason."""
+    """POST one delivery, signed; any 2xx is delivered, anything else (3xx included) a failure."""
     if not claim.active:
         return Outcome(False, None, "subscription removed")
     body = delivery_body(claim)
@@ -369,43 +319,27 @@ def send(client: httpx.Client, claim: ClaimedDelivery) -> Outcome:
         DELIVERY_HEADER: str(claim.id),
         KIND_HEADER: claim.kind,
     }
-    try:
-        with client.stream("POST", claim.url, content=body, headers=headers) as response:
-            if 200 <= response.status_code < 300:
-                return Outcome(True, response.status_code, None)
-            return Outcome(False, response.status_code, _http_error(response))
-    except httpx.TimeoutException as error:
-        return Outcome(False, None, f"timeout ({type(error).__name__})")
-    except (httpx.HTTPError, httpx.InvalidURL, OSError) as error:
-        return Outcome(False, None, f"{type(error).__name__}: {error}"[:ERROR_TEXT])
-
-
-def _http_error(response: httpx.Response) -> str:
-    """`HTTP 500 Internal Server Error: <start of the body>`, reading no more than needed."""
-    start = b""
-    for chunk in response.iter_bytes():
-        start += chunk
-        if len(start) >= ERROR_TEXT:
-            break
-    text = start.decode("utf-8", "replace").strip()
-    return f"HTTP {response.status_code} {response.reason_phrase}{': ' + text if text else ''}"[:ERROR_TEXT]
+    return post(client, claim.url, body, headers)
 
 
 def record_outcome(
     conn: Connection, claim: ClaimedDelivery, outcome: Outcome, now: datetime, policy: RetryPolicy, rng: random.Random
 ) -> str:
-    """Write the attempt's result; returns the delivery's new status."""
-    attempts = claim.attempts + 1
-    values: dict[str, Any] = {"attempts": attempts, "last_status": outcome.status, "last_error": outcome.error}
-    if outcome.delivered:
-        values.update(status=DELIVERED, delivered_at=now)
-    elif attempts >= policy.max_attempts or not claim.active:
-        values.update(status=DEAD)
-    else:
-        values.update(next_attempt_at=now + timedelta(seconds=policy.delay(attempts, rng)))
-    d = schema.webhook_deliveries
-    conn.execute(update(d).where(d.c.id == claim.id, d.c.status == PENDING).values(**values))
-    return str(values.get("status", PENDING))
+    """Write the attempt's result; returns the delivery's new status. A removed subscription's
+    delivery is dead at once: no retry can deliver it."""
+    result: delivery.Result = "done" if outcome.delivered else "failed" if claim.active else "refused"
+    return delivery.record_attempt(
+        conn,
+        QUEUE,
+        claim.id,
+        attempts=claim.attempts,
+        result=result,
+        now=now,
+        policy=policy,
+        rng=rng,
+        values={"last_status": outcome.status, "last_error": outcome.error},
+        done={"delivered_at": now},
+    )
 
 
 def deliver_due(
@@ -421,7 +355,7 @@ def deliver_due(
     summary = DeliverySummary()
     started = time.monotonic()
     # A lease outlasts the slowest batch: every send of it timing out, one wave after another.
-    lease = policy.timeout * 2 * math.ceil(CLAIM_BATCH / concurrency) + 60
+    lease = policy.lease(CLAIM_BATCH, concurrency)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="qualify-webhook") as pool:
         while True:
             with workspace.unit_of_work() as uow:
@@ -452,10 +386,3 @@ def _count(summary: DeliverySummary, status: str) -> None:
         summary.dead += 1
     else:
         summary.failed += 1
-
-
-def new_client(policy: RetryPolicy) -> httpx.Client:
-    """The HTTP client deliveries go out with: no redirects followed, a timeout on every phase."""
-    return httpx.Client(
-        timeout=policy.timeout, follow_redirects=False, headers={"User-Agent": f"Qualify-Webhooks/{__version__}"}
-    )

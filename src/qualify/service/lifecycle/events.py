@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from qualify.adapters import repository as repo
 from qualify.adapters.repository import LeadRecord
-from qualify.domain.engagement import DAY
+from qualify.domain.access import Role
+from qualify.domain.engagement import BONUS_EVENT, DAY
 from qualify.domain.records import Event, Lead
 from qualify.service.lifecycle.lead_batch import LeadBatch
 from qualify.service.unit_of_work import UnitOfWork, utcnow
@@ -28,6 +29,21 @@ class EventOutcome:
     reason: str | None = None
     lead: str | None = None
     field: str | None = None  # the field a rejection is about, where it is one field
+
+
+# A bonus moves a lead's score by up to 100 points: workflows give them, and admins by hand.
+BONUS_RESERVED = f"type: {BONUS_EVENT} is reserved for workflow bonuses (or an admin key)"
+
+
+def sender_refusal(role: Role, event: Event) -> EventOutcome | None:
+    """Why a caller of `role` (an API key's) may not send `event`, as its rejection; None when it may.
+
+    Only admins may send a `score_bonus` event themselves: the other roles' are rejected on the
+    `type` field before anything is applied. Workflows send theirs without a caller.
+    """
+    if event.type == BONUS_EVENT and role is not Role.ADMIN:
+        return EventOutcome(event.event_id, REJECTED, BONUS_RESERVED, field="type")
+    return None
 
 
 def ingest_events(

@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from qualify.adapters import repository as repo
-from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound
+from qualify.adapters import schema
+from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound, QualifyError
 from qualify.domain.lifecycle import Actor, Stage, check_action
 from qualify.service.audit import record_audit
 from qualify.service.lifecycle.events import CLOCK_SKEW
@@ -99,3 +102,38 @@ def apply_stage_action(
         at,
         tuple((m.from_stage, m.to_stage, m.reason) for m in timer_moves),
     )
+
+
+class NotYourLead(QualifyError):
+    """A person who sees only their own leads acted on someone else's."""
+
+
+def queue_stage_action(
+    uow: UnitOfWork,
+    lead_id: int,
+    action: str,
+    *,
+    by: str,
+    own_leads_only: bool,
+    reason: str | None = None,
+    note: str | None = None,
+) -> str | None:
+    """A person's stage action on a lead of the sales queue (the dashboard's accept, reject and
+    disqualify). A sales rep (`own_leads_only`) may act only on the leads they own.
+
+    Raises NotFound when there is no such lead (or it was erased) and NotYourLead when it is not
+    theirs; returns why the lifecycle refused the action (the lead is left as it was), else None.
+    """
+    leads = schema.leads
+    found = uow.connection.execute(
+        select(leads.c.owner).where(leads.c.id == lead_id, leads.c.erased_at.is_(None))
+    ).first()
+    if found is None:
+        raise NotFound(f"no lead #{lead_id}")
+    if own_leads_only and found.owner != by:
+        raise NotYourLead(f"lead #{lead_id} is not {by}'s")
+    try:
+        apply_stage_action(uow, f"#{lead_id}", action, by=by, reason=reason, note=note)
+    except QualifyError as problem:
+        return str(problem)
+    return None

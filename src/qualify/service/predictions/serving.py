@@ -22,6 +22,7 @@ from sqlalchemy import bindparam, func, select, update
 
 from qualify.adapters import schema
 from qualify.adapters.repository import chunks
+from qualify.domain.content import content_item
 from qualify.domain.engagement import EngagementState
 from qualify.domain.errors import NotFound
 from qualify.predictive.recipe import (
@@ -30,7 +31,6 @@ from qualify.predictive.recipe import (
     LEAD_CATEGORIES,
     Recipe,
     Subject,
-    content_item,
 )
 from qualify.service.audit import record_audit
 from qualify.service.pipeline import Run

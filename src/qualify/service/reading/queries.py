@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from qualify.domain.explain import Contribution
 from qualify.domain.fit import profile_values, score_fit
 from qualify.domain.lifecycle import FUNNEL, Actor, Stage
 from qualify.domain.records import ACCOUNT_FIELDS, LEAD_FIELDS, check_storable
+from qualify.domain.statistics import percentile, wilson_interval
 from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
@@ -444,31 +444,10 @@ def _rate(count: int, total: int) -> dict[str, Any]:
     }
 
 
-def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> list[float] | None:
-    """The 95 % Wilson score interval of a rate: honest for small counts and for rates near 0 or
-    1, where the normal approximation gives bounds outside [0, 1]."""
-    if trials == 0:
-        return None
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
-
-
 def _summary(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"count": 0, "median": None, "p90": None}
     return {"count": len(values), "median": round(percentile(values, 0.5), 2), "p90": round(percentile(values, 0.9), 2)}
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile, interpolated between the closest ranks: what SQL's `percentile_cont` gives,
-    so the store-side reports and the batch engines agree."""
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 SLA_OUTCOMES = ("met", "breached", "open", "stopped")

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from qualify.adapters.schema import MAX_ID
 from qualify.domain.access import Permission
-from qualify.entrypoints.api.deps import MAX_ID, AuditReader, KeyManager, WorkspaceDep, permission_doc
-from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
+from qualify.entrypoints.api.deps import AuditReader, KeyManager, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.schemas import KeyOut
+from qualify.entrypoints.problems import PROBLEM_RESPONSES
 from qualify.service.admin.api_keys import list_keys, revoke_key
 from qualify.service.audit import audit_entries
 

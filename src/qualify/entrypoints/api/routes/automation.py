@@ -12,12 +12,13 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from qualify.adapters import repository as repo
+from qualify.adapters.schema import MAX_ID
 from qualify.domain.access import Permission
 from qualify.domain.automation import AutomationDocument, Template, load_segment, load_workflow
 from qualify.domain.errors import NotFound
-from qualify.entrypoints.api.deps import MAX_ID, Automator, LeadReader, WorkspaceDep, permission_doc
-from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
-from qualify.service.automation import engine as automation
+from qualify.entrypoints.api.deps import Automator, LeadReader, WorkspaceDep, permission_doc
+from qualify.entrypoints.problems import PROBLEM_RESPONSES
+from qualify.service.automation import definitions, reading, segments
 
 router = APIRouter(prefix="/v1", tags=["automation"])
 READ, WRITE = permission_doc(Permission.READ_LEADS), permission_doc(Permission.AUTOMATION)
@@ -90,7 +91,7 @@ class TemplateIn(BaseModel):
 def get_segments(workspace: WorkspaceDep, caller: LeadReader) -> list[dict[str, Any]]:
     """Every segment with its definition, members now and what it tests, in words."""
     with workspace.unit_of_work(read_only=True) as uow:
-        return [s.as_dict() for s in automation.list_segments(uow)]
+        return [s.as_dict() for s in reading.list_segments(uow)]
 
 
 @router.put("/segments/{name}", responses=PROBLEM_RESPONSES, openapi_extra=WRITE)
@@ -98,23 +99,23 @@ def put_segment(name: Name, definition: SegmentBody, workspace: WorkspaceDep, ca
     """Create or replace a segment; every lead is tested against it at once (the answer says how many entered)."""
     segment = load_segment({**definition, "name": name}, f"segment {name}")
     with workspace.unit_of_work() as uow:
-        applied = automation.put_segments(uow, [segment], by=caller.name)
-    moved = automation.refresh_segments(workspace, names=[name]) if not applied.unchanged else None
+        applied = definitions.put_segments(uow, [segment], by=caller.name)
+    moved = segments.refresh_segments(workspace, names=[name]) if not applied.unchanged else None
     with workspace.unit_of_work(read_only=True) as uow:
-        return automation.segment_info(uow, name).as_dict() | {"applied": applied.as_dict(), "refresh": moved}
+        return reading.segment_info(uow, name).as_dict() | {"applied": applied.as_dict(), "refresh": moved}
 
 
 @router.get("/segments/{name}", responses=NOT_FOUND, openapi_extra=READ)
 def get_segment(name: Name, workspace: WorkspaceDep, caller: LeadReader) -> dict[str, Any]:
     with workspace.unit_of_work(read_only=True) as uow:
-        return automation.segment_info(uow, name).as_dict()
+        return reading.segment_info(uow, name).as_dict()
 
 
 @router.delete("/segments/{name}", status_code=204, responses=NOT_FOUND, openapi_extra=WRITE)
 def delete_segment(name: Name, workspace: WorkspaceDep, caller: Automator) -> None:
     """Delete a segment (refused while a workflow is triggered by it); its members' exits are recorded."""
     with workspace.unit_of_work() as uow:
-        automation.delete_segment(uow, name, by=caller.name)
+        definitions.delete_segment(uow, name, by=caller.name)
 
 
 @router.get("/segments/{name}/members", responses=NOT_FOUND, openapi_extra=READ)
@@ -127,7 +128,7 @@ def get_segment_members(
 ) -> list[dict[str, Any]]:
     """Members by lead id, a page at a time, with when they entered and their scores now."""
     with workspace.unit_of_work(read_only=True) as uow:
-        return automation.segment_members(uow, name, limit=limit, after_id=after_id)
+        return reading.segment_members(uow, name, limit=limit, after_id=after_id)
 
 
 @router.get("/segments/{name}/counts", response_model=list[Counts], responses=NOT_FOUND, openapi_extra=READ)
@@ -140,20 +141,20 @@ def get_segment_counts(
 ) -> list[dict[str, Any]]:
     """Members at the end of every `every_days` over the last `days`, with the entries and exits in between."""
     with workspace.unit_of_work(read_only=True) as uow:
-        return automation.segment_counts(uow, name, days=max(days, every_days), every_days=every_days)
+        return reading.segment_counts(uow, name, days=max(days, every_days), every_days=every_days)
 
 
 @router.post("/segments/{name}/refresh", response_model=Refreshed, responses=NOT_FOUND, openapi_extra=WRITE)
 def refresh_segment(name: Name, workspace: WorkspaceDep, caller: Automator) -> dict[str, int]:
     """Test every lead against the segment now (the batch evaluation) and record who entered and left."""
-    return automation.refresh_segments(workspace, names=[name])
+    return segments.refresh_segments(workspace, names=[name])
 
 
 @router.get("/workflows", responses=PROBLEM_RESPONSES, openapi_extra=READ)
 def get_workflows(workspace: WorkspaceDep, caller: LeadReader) -> list[dict[str, Any]]:
     """Every workflow: definition, trigger and steps in words, and its runs by status."""
     with workspace.unit_of_work(read_only=True) as uow:
-        return [w.as_dict() for w in automation.list_workflows(uow)]
+        return [w.as_dict() for w in reading.list_workflows(uow)]
 
 
 @router.put("/workflows/{name}", responses=PROBLEM_RESPONSES, openapi_extra=WRITE)
@@ -161,27 +162,27 @@ def put_workflow(name: Name, definition: WorkflowBody, workspace: WorkspaceDep, 
     """Create or replace a workflow (active). The templates it sends and the segment that triggers it must exist."""
     workflow = load_workflow({**definition, "name": name}, f"workflow {name}")
     with workspace.unit_of_work() as uow:
-        applied = automation.put_workflows(uow, AutomationDocument(workflows=(workflow,)), by=caller.name)
-        return automation.workflow_info(uow, name).as_dict() | {"applied": applied.as_dict()}
+        applied = definitions.put_workflows(uow, AutomationDocument(workflows=(workflow,)), by=caller.name)
+        return reading.workflow_info(uow, name).as_dict() | {"applied": applied.as_dict()}
 
 
 @router.get("/workflows/{name}", responses=NOT_FOUND, openapi_extra=READ)
 def get_workflow(name: Name, workspace: WorkspaceDep, caller: LeadReader) -> dict[str, Any]:
     with workspace.unit_of_work(read_only=True) as uow:
-        return automation.workflow_info(uow, name).as_dict()
+        return reading.workflow_info(uow, name).as_dict()
 
 
 @router.post("/workflows/{name}/pause", responses=NOT_FOUND, openapi_extra=WRITE)
 def pause_workflow(name: Name, workspace: WorkspaceDep, caller: Automator) -> dict[str, int]:
     """Pause: nobody new is enrolled and the runs in progress stop (each logged)."""
     with workspace.unit_of_work() as uow:
-        return {"stopped": automation.set_workflow_active(uow, name, False, by=caller.name)}
+        return {"stopped": definitions.set_workflow_active(uow, name, False, by=caller.name)}
 
 
 @router.post("/workflows/{name}/resume", status_code=204, responses=NOT_FOUND, openapi_extra=WRITE)
 def resume_workflow(name: Name, workspace: WorkspaceDep, caller: Automator) -> None:
     with workspace.unit_of_work() as uow:
-        automation.set_workflow_active(uow, name, True, by=caller.name)
+        definitions.set_workflow_active(uow, name, True, by=caller.name)
 
 
 @router.put("/templates/{name}", status_code=204, responses=PROBLEM_RESPONSES, openapi_extra=WRITE)
@@ -189,7 +190,7 @@ def put_template(name: Name, body: TemplateIn, workspace: WorkspaceDep, caller: 
     """Create or replace an email template (Jinja2; docs/email.md lists what it may use)."""
     document = AutomationDocument(templates=(Template(name, body.subject, body.text, body.html),))
     with workspace.unit_of_work() as uow:
-        automation.put_workflows(uow, document, by=caller.name)
+        definitions.put_workflows(uow, document, by=caller.name)
 
 
 @router.get("/leads/{key}/automation", responses=NOT_FOUND, openapi_extra=READ)
@@ -201,4 +202,4 @@ def get_lead_automation(
         record = repo.find_lead(uow.connection, key[4:] if key.startswith("ext:") else key)
         if record is None or record.id is None:
             raise NotFound(f"no lead {key!r}")
-        return automation.lead_automation(uow, record.id)
+        return reading.lead_automation(uow, record.id)

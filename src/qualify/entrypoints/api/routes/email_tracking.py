@@ -17,12 +17,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from qualify.domain.errors import NotFound
 from qualify.entrypoints.api.deps import PUBLIC_DOC, WorkspaceDep
-from qualify.service.email import mail as email
+from qualify.service.email import links
+from qualify.service.email import tracking as email
 from qualify.service.unit_of_work import utcnow
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix=email.TRACKING_PREFIX, tags=["email tracking"])
+router = APIRouter(prefix=links.TRACKING_PREFIX, tags=["email tracking"])
 
 # A transparent 1×1 GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -84,7 +85,7 @@ def click(
         target = email.record_click(workspace, token, u, s, utcnow())
     except NotFound:
         return _not_ours()
-    except email.InvalidLink as error:
+    except links.InvalidLink as error:
         return _page("Link refused", f"<p>{html.escape(str(error))}.</p>", 403)
     return RedirectResponse(target, status_code=302, headers=PRIVATE)
 
@@ -106,7 +107,7 @@ def unsubscribe_page(token: str, workspace: WorkspaceDep) -> HTMLResponse:
     return _page(
         "Unsubscribe",
         f"<p>Stop receiving these emails{whom}?</p>"
-        f'<form method="post" action="{html.escape(email.TRACKING_PREFIX)}/u/{html.escape(token)}">'
+        f'<form method="post" action="{html.escape(links.TRACKING_PREFIX)}/u/{html.escape(token)}">'
         '<button type="submit">Unsubscribe</button></form>',
     )
 

@@ -10,16 +10,15 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from qualify.domain.access import Permission, Role
-from qualify.domain.engagement import BONUS_EVENT
+from qualify.domain.access import Permission
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import Event, make_event
 from qualify.entrypoints.api.deps import Ingester, WorkspaceDep, permission_doc
-from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge, body_too_deep
-from qualify.entrypoints.api.ratelimit import RATE_LIMITED, check_ingest
 from qualify.entrypoints.api.schemas import EVENT_EXAMPLE, MAX_BATCH, EventIn, EventResult, IngestResponse
+from qualify.entrypoints.problems import PROBLEM_RESPONSES, TooLarge, body_too_deep
+from qualify.entrypoints.ratelimit import RATE_LIMITED, check_ingest
 from qualify.service.admin.api_keys import Identity
-from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.events import ingest_events, sender_refusal
 from qualify.service.unit_of_work import Workspace, retrying
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -82,12 +81,11 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
     valid: list[tuple[int, Event]] = []
     for index, item in enumerate(items):
         checked = _check(index, item)
-        if isinstance(checked, Event) and checked.type == BONUS_EVENT and caller.role is not Role.ADMIN:
-            # A bonus moves a lead's score by up to 100 points: workflows give them, and admins by hand.
-            reason = f"type: {BONUS_EVENT} is reserved for workflow bonuses (or an admin key)"
+        if isinstance(checked, Event) and (refused := sender_refusal(caller.role, checked)) is not None:
             checked = EventResult(
-                index=index, event_id=checked.event_id, status="rejected", reason=reason, field="type"
-            )
+                index=index, event_id=refused.event_id, status=refused.status, reason=refused.reason,
+                field=refused.field,
+            )  # fmt: skip
         if isinstance(checked, EventResult):
             results[index] = checked
         else:

@@ -14,8 +14,6 @@ from qualify.domain.errors import InvalidInput
 from qualify.domain.lifecycle import STAGE_ACTIONS
 from qualify.domain.records import Account, Lead, normalise_domain
 from qualify.entrypoints.api.deps import Eraser, LeadReader, LeadWriter, StageActor, WorkspaceDep, permission_doc
-from qualify.entrypoints.api.problems import PROBLEM_RESPONSES, TooLarge
-from qualify.entrypoints.api.ratelimit import RATE_LIMITED, check_ingest
 from qualify.entrypoints.api.schemas import (
     MAX_BATCH,
     AccountIn,
@@ -28,6 +26,8 @@ from qualify.entrypoints.api.schemas import (
     UpsertResponse,
     UpsertResult,
 )
+from qualify.entrypoints.problems import PROBLEM_RESPONSES, TooLarge
+from qualify.entrypoints.ratelimit import RATE_LIMITED, check_ingest
 from qualify.service.lifecycle.lead_admin import erase_lead, export_lead, merge_leads
 from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
 from qualify.service.lifecycle.stages import apply_stage_action

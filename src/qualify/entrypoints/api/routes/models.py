@@ -7,8 +7,8 @@ from fastapi import APIRouter
 from qualify.domain.access import Permission
 from qualify.domain.model_loader import load_model
 from qualify.entrypoints.api.deps import ModelReader, ModelWriter, WorkspaceDep, permission_doc
-from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
 from qualify.entrypoints.api.schemas import ModelIn, ModelOut
+from qualify.entrypoints.problems import PROBLEM_RESPONSES
 from qualify.service.lifecycle.scoring_models import activate_model, active_document
 from qualify.service.unit_of_work import retrying
 

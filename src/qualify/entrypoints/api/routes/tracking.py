@@ -24,8 +24,8 @@ from starlette.concurrency import run_in_threadpool
 
 from qualify.domain.errors import InvalidInput
 from qualify.entrypoints.api.deps import PUBLIC_DOC, WorkspaceDep
-from qualify.entrypoints.api.problems import PROBLEM, TooLarge
-from qualify.entrypoints.api.ratelimit import RATE_LIMITED, check_visitor
+from qualify.entrypoints.problems import PROBLEM, TooLarge
+from qualify.entrypoints.ratelimit import RATE_LIMITED, check_visitor
 from qualify.service.unit_of_work import retrying
 from qualify.service.web_tracking import visitors as tracking
 

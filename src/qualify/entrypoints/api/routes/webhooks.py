@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
+from qualify.adapters.schema import MAX_ID
 from qualify.domain.access import Permission
-from qualify.entrypoints.api.deps import MAX_ID, WebhookManager, WorkspaceDep, permission_doc
-from qualify.entrypoints.api.problems import PROBLEM_RESPONSES
+from qualify.entrypoints.api.deps import WebhookManager, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.schemas import DeliveryOut, WebhookCreated, WebhookIn, WebhookOut
+from qualify.entrypoints.problems import PROBLEM_RESPONSES
 from qualify.service.integrations import webhooks
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])

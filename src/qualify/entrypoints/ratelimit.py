@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from qualify.entrypoints.api.problems import PROBLEM, problem
+from qualify.entrypoints.problems import PROBLEM, problem
 from qualify.service.admin.api_keys import Identity
 from qualify.settings import Settings
 

@@ -1,0 +1,81 @@
+"""Train a predictive model from the history (`qualify train`): a point-in-time training set built on
+a batch engine, two candidate models chosen and calibrated on later leads, judged on the latest
+beside the rule score; stored as a version, and made the active one if asked.
+
+It lives with the batch side (service.analytics) because it reads the history through `on_engine`,
+like the backtest; the stored models themselves are service.predictions.serving's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from qualify.analytics.batch_evaluator import Sources
+from qualify.service.analytics.batch_scores import on_engine
+from qualify.service.predictions import serving as predictions
+from qualify.service.unit_of_work import Workspace
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingOutcome:
+    """What training gave: the report, the model's document (JSON), its version, and whether it
+    was stored and made active."""
+
+    report: dict[str, Any]  # training_set (its summary), scoring_model, and the trainer's report
+    document: dict[str, Any]  # model, calibration, recipe, report: what is stored and written by --out
+    version: str
+    stored: bool
+    active: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report with the version and where it went (`qualify train --json`)."""
+        return self.report | {"version": self.version, "stored": self.stored, "active": self.active}
+
+
+def train_model(
+    workspace: Workspace,
+    *,
+    target: str = "customer",
+    within_days: int = 90,
+    cutoff: str = "created+14",
+    end: datetime | None = None,
+    exclude_leaks: bool = False,
+    store: bool = True,
+    activate: bool = False,
+    engine: str = "duckdb",
+    export: Path | None = None,
+) -> TrainingOutcome:
+    """Learn the probability of reaching `target` within `within_days` of the `cutoff` from the
+    data up to `end` (default: its latest event or stage change). Stored when `store` or
+    `activate`; with `activate`, made the active model and every lead scored with it."""
+    from qualify.predictive.features import default_end, training_set
+    from qualify.predictive.training import train
+
+    with workspace.unit_of_work(read_only=True) as uow:
+        model = uow.active_model()
+
+    def build(sources: Sources) -> tuple[Any, Any]:
+        rows = training_set(
+            model, sources, target=target, within_days=within_days, cutoff=cutoff,
+            end=end or default_end(sources),
+        )  # fmt: skip
+        return rows, train(
+            rows.frame, rows.labels, rows.times, rows.spec,
+            rule_scores=rows.frame["rule_score"].to_numpy(), exclude_leaks=exclude_leaks,
+        )  # fmt: skip
+
+    rows, trained = on_engine(workspace, engine, export, build)
+    report = {"training_set": rows.summary(), "scoring_model": model.version, **trained.report}
+    document = predictions.artefact(trained, rows.recipe, report)
+    version = predictions.version_of(document)
+    if store or activate:
+        with workspace.unit_of_work() as uow:
+            predictions.store_model(uow, document)
+            if activate:
+                predictions.activate(uow, version)
+        if activate:
+            predictions.refresh_all(workspace)
+    return TrainingOutcome(report, document, version, stored=store or activate, active=activate)

@@ -1,0 +1,174 @@
+"""Segment membership: who is in each segment, tested online on every change and in batch.
+
+Online, the `segments` reaction of the after-change pipeline (service/pipeline.py) runs inside
+the unit of work of every change to leads (events, upserts, stage actions, workflow steps): it
+tests the touched leads against every segment, records who entered and left, and leaves that in
+`run.notes` for the `workflows` reaction (enrolment). In batch, `refresh_segments` tests every
+lead, a chunk per transaction, with the same code, and enrols the workflows its moves trigger;
+the worker runs it (`refresh_due`) for segments that time alone can change (windows, days in
+stage, decaying scores), and the pipeline's field-refresh listener `refresh_reading` for the
+segments that test a field moved for every lead at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, delete, select, tuple_, update
+
+from qualify.adapters import repository as repo
+from qualify.adapters import schema
+from qualify.domain.automation import LeadFacts, Segment
+from qualify.domain.errors import NotFound
+from qualify.service.automation.definitions import Definitions, definitions
+from qualify.service.automation.enrolment import enrol_triggered
+from qualify.service.automation.facts import lead_facts
+from qualify.service.automation.history import BATCH, ONLINE, SegmentChange, write_history
+from qualify.service.pipeline import Changed, Run
+from qualify.service.unit_of_work import Workspace, utcnow
+
+
+def _members(conn: Connection, lead_ids: Sequence[int], names: Iterable[str] | None = None) -> set[tuple[str, int]]:
+    m = schema.segment_members
+    out: set[tuple[str, int]] = set()
+    for part in repo.chunks(sorted(set(lead_ids))):
+        query = select(m.c.segment, m.c.lead_id).where(m.c.lead_id.in_(part))
+        if names is not None:
+            query = query.where(m.c.segment.in_(sorted(names)))
+        out.update((row.segment, row.lead_id) for row in conn.execute(query))
+    return out
+
+
+def evaluate_segments(
+    conn: Connection,
+    segments: Sequence[Segment],
+    lead_ids: Sequence[int],
+    facts: dict[int, LeadFacts],
+    now: datetime,
+    by: str,
+) -> list[SegmentChange]:
+    """Test `lead_ids` against `segments`, write who entered and left (members and history), return it."""
+    if not segments or not lead_ids:
+        return []
+    at = now.timestamp()
+    names = [s.name for s in segments]
+    current = _members(conn, lead_ids, names)
+    changes: list[SegmentChange] = []
+    for lead_id in lead_ids:
+        lead = facts.get(lead_id)  # absent: erased, so in no segment
+        for segment in segments:
+            inside = lead is not None and segment.tests.holds(lead, at)
+            was = (segment.name, lead_id) in current
+            if inside and not was:
+                changes.append((segment.name, lead_id, "entered"))
+            elif was and not inside:
+                changes.append((segment.name, lead_id, "left"))
+    entered = [{"segment": s, "lead_id": i, "entered_at": now} for s, i, c in changes if c == "entered"]
+    left = [(s, i) for s, i, c in changes if c == "left"]
+    if entered:
+        conn.execute(schema.segment_members.insert(), entered)
+    m = schema.segment_members
+    for part in repo.chunks(left):
+        conn.execute(delete(m).where(tuple_(m.c.segment, m.c.lead_id).in_(list(part))))
+    write_history(conn, changes, now, by)
+    return changes
+
+
+def react_segments(run: Run) -> None:
+    """Reaction `segments`: the touched leads tested against every segment, in the change's
+    transaction; entries and exits recorded. Leaves the facts and the memberships it changed in
+    `run.notes` for the workflows' triggers."""
+    changed = run.changed
+    found = definitions(run.uow)
+    if found.empty:
+        return
+    conn = run.uow.connection
+    ids = changed.touched()
+    facts = lead_facts(conn, ids, changed.now, found.event_needs())
+    run.notes["segments"] = (evaluate_segments(conn, found.segments, ids, facts, changed.now, ONLINE), facts)
+
+
+def refresh_reading(workspace: Workspace, name: str) -> None:
+    """A field moved for every lead at once (e.g. `probability`): the segments that test it, tested again."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        reading = [s.name for s in definitions(uow).segments if name in s.tests.fields()]
+    if reading:
+        refresh_segments(workspace, names=reading)
+
+
+def refresh_segments(
+    workspace: Workspace,
+    now: datetime | None = None,
+    *,
+    names: Iterable[str] | None = None,
+    only_timed: bool = False,
+    chunk: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Test every lead against the segments (all, `names`, or those time can change) as of `now`;
+    record entries and exits (`by` batch) and enrol the workflows they trigger. Returns
+    {"leads": tested, "entered": n, "left": n}."""
+    now = now or utcnow()
+    wanted = set(names) if names is not None else None
+    totals = {"leads": 0, "entered": 0, "left": 0}
+    after_id = 0
+    while True:
+        with workspace.unit_of_work() as uow:
+            found = definitions(uow)
+            segments = [
+                s for s in found.segments if (wanted is None or s.name in wanted) and (not only_timed or s.timed)
+            ]
+            if wanted is not None and (missing := wanted - {s.name for s in found.segments}):
+                raise NotFound(f"no segment {', '.join(sorted(missing))!r}")
+            if not segments:
+                return totals
+            conn = uow.connection
+            leads = schema.leads
+            ids = list(
+                conn.execute(
+                    # Locked in id order, as ingestion locks them: a lead being changed is waited for
+                    # rather than judged on what it was, and the two never wait on each other in a circle.
+                    select(leads.c.id).where(leads.c.id > after_id).order_by(leads.c.id).limit(chunk).with_for_update()
+                ).scalars()
+            )
+            if not ids:
+                conn.execute(
+                    update(schema.segments)
+                    .where(schema.segments.c.name.in_([s.name for s in segments]))
+                    .values(refreshed_at=now)
+                )
+                return totals
+            probe = Definitions(tuple(segments), found.workflows)
+            facts = lead_facts(conn, ids, now, probe.event_needs())
+            moved = evaluate_segments(conn, segments, ids, facts, now, BATCH)
+            if found.workflows and moved:
+                enrol_triggered(conn, found.workflows, Changed(now, lead_ids=ids), moved, facts)
+        totals["leads"] += len(ids)
+        totals["entered"] += sum(1 for *_, c in moved if c == "entered")
+        totals["left"] += sum(1 for *_, c in moved if c == "left")
+        if progress is not None:
+            progress(len(ids))
+        after_id = ids[-1]
+
+
+def refresh_due(workspace: Workspace, now: datetime, every: timedelta) -> int:
+    """The worker's share: refresh the segments time can change, when their last refresh is older
+    than `every`; returns how many leads entered or left."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        found = definitions(uow)
+        timed = {s.name for s in found.segments if s.timed}
+        if not timed:
+            return 0
+        s = schema.segments
+        stale = list(
+            uow.connection.execute(
+                select(s.c.name).where(
+                    s.c.name.in_(sorted(timed)), (s.c.refreshed_at.is_(None)) | (s.c.refreshed_at <= now - every)
+                )
+            ).scalars()
+        )
+    if not stale:
+        return 0
+    result = refresh_segments(workspace, now, names=stale)
+    return result["entered"] + result["left"]

@@ -1,0 +1,104 @@
+"""The dashboard's use cases without HTTP: the funnel page's data, the sales queue's stage action
+with its owner rule, and the insights (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from tests.dashboard_world import NOW, address, world
+
+from qualify.adapters import schema
+from qualify.domain.errors import NotFound
+from qualify.domain.records import Event
+from qualify.service.analytics.insights import data_version, insights
+from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.stages import NotYourLead, queue_stage_action
+from qualify.service.reading.dashboard import filter_choices, funnel_view, rejection_reasons, weekly_entries
+from qualify.service.reading.queries import FILTERS, funnel, lead_filters
+from qualify.service.unit_of_work import Workspace
+
+
+def mqls(workspace: Workspace) -> list[tuple[int, str]]:
+    with workspace.unit_of_work(read_only=True) as uow:
+        leads = schema.leads
+        rows = uow.connection.execute(
+            select(leads.c.id, leads.c.owner).where(leads.c.stage == "mql").order_by(leads.c.id)
+        ).all()
+    return [(row.id, row.owner) for row in rows]
+
+
+def test_the_funnel_view_is_the_funnel_with_weekly_entries_and_the_filters_values(workspace: Workspace) -> None:
+    world(workspace)
+    owners = sorted({owner for _, owner in mqls(workspace)})
+    with workspace.unit_of_work(read_only=True) as uow:
+        view = funnel_view(uow)
+        assert view.report == funnel(uow)
+        one = funnel_view(uow, where={"owner": owners[0]})
+        assert one.weekly == weekly_entries(uow, lead_filters(None, None, {"owner": owners[0]}))
+        later = funnel_view(uow, created_from=NOW + timedelta(days=1))
+    assert view.report.reached["mql"] == 8
+    assert sum(week["mql"] for week in view.weekly) == 8 and all(set(w) == {"week", "mql", "sql"} for w in view.weekly)
+    assert view.choices["owner"] == owners and set(view.choices) == set(FILTERS)
+    assert 0 < sum(week["mql"] for week in one.weekly) < 8 and one.choices == view.choices
+    assert later.weekly == [] and later.report.reached.get("mql", 0) == 0
+
+
+def test_filter_choices_are_sorted_distinct_and_leave_out_empty_values(workspace: Workspace) -> None:
+    world(workspace, leads=2)
+    with workspace.unit_of_work() as uow:
+        ingest_events(
+            uow,
+            [
+                Event(event_id=f"c{i}", type="page_view", occurred_at=NOW, email=address(i), properties={"campaign": c})
+                for i, c in enumerate(("summer", "spring"))
+            ],
+            now=NOW,
+        )
+    with workspace.unit_of_work(read_only=True) as uow:
+        choices = filter_choices(uow)
+    assert choices["campaign"] == ["spring", "summer"] and choices["source"] == []
+
+
+def test_a_queue_action_applies_refuses_or_says_why(workspace: Workspace) -> None:
+    world(workspace)
+    [(first, owner), (second, _), *_] = mqls(workspace)
+    other = next(o for _, o in mqls(workspace) if o != owner)
+    with workspace.unit_of_work() as uow:
+        with pytest.raises(NotYourLead):
+            queue_stage_action(uow, first, "accept", by=other, own_leads_only=True)
+        with pytest.raises(NotFound):
+            queue_stage_action(uow, 999_999, "accept", by="ana", own_leads_only=False)
+        assert queue_stage_action(uow, first, "accept", by=owner, own_leads_only=True) is None
+        why = queue_stage_action(uow, second, "reject", by="ana", own_leads_only=False)
+        assert why is not None and "needs a reason code" in why
+        assert queue_stage_action(uow, second, "reject", by="ana", own_leads_only=False, reason="no_budget") is None
+    stages = dict(mqls(workspace))
+    assert first not in stages and second not in stages
+    with workspace.unit_of_work(read_only=True) as uow:
+        assert rejection_reasons(uow) == [("no_budget", 1)]
+
+
+def test_insights_read_the_reports_and_keep_their_export_until_the_data_changes(workspace: Workspace) -> None:
+    world(workspace)
+    [(lead_id, _), *_] = mqls(workspace)
+    with workspace.unit_of_work() as uow:
+        queue_stage_action(uow, lead_id, "reject", by="ana", own_leads_only=False, reason="bad_timing")
+    found = insights(workspace)
+    assert found.rejections == [("bad_timing", 1)]
+    assert [row["cohort"] for row in found.sources] and found.content["items"] == []  # 8 MQLs: under the support
+    if workspace.settings.database_url.startswith("postgresql"):
+        assert found.export is None  # the store's own tables
+        return
+    assert found.export is not None and found.export[1].exists()
+    again = insights(workspace, found.export)
+    assert again.export == found.export
+    with workspace.unit_of_work() as uow:
+        before = data_version(uow)
+        ingest_events(uow, [Event(event_id="new", type="page_view", occurred_at=NOW, email=address(0))], now=NOW)
+    with workspace.unit_of_work(read_only=True) as uow:
+        assert data_version(uow) != before
+    newer = insights(workspace, found.export)
+    assert newer.export is not None and newer.export[1] != found.export[1]
+    assert not found.export[1].exists() and newer.export[1].exists()
