@@ -201,3 +201,48 @@ def test_the_automation_example_in_the_docs_validates() -> None:
     document = load_automation(example.group(1), "docs/automation.md")
     assert {s.name for s in document.segments} == {"pricing-readers", "engaged-no-demo"}
     assert [w.name for w in document.workflows] == ["recycle"] and len(document.workflows[0].steps) == 7
+
+
+# --- docs/architecture.md ----------------------------------------------------------------------
+
+PACKAGE = ROOT / "src" / "qualify"
+
+
+def _modules() -> list[str]:
+    """Every module under src/qualify as the architecture page names it (`service/pipeline.py`),
+    less package markers and the migration revisions (one file per schema change)."""
+    return sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py" and "versions" not in path.relative_to(PACKAGE).parts
+    )
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    text = _read("docs/architecture.md")
+    missing = [module for module in _modules() if f"`{module}`" not in text]
+    assert not missing, f"docs/architecture.md does not name: {', '.join(missing)}"
+
+
+def test_every_module_the_architecture_page_names_exists() -> None:
+    named = set(re.findall(r"`((?:[a-z_]+/)*[a-z_]+\.py)`", _read("docs/architecture.md")))
+    stale = sorted(name for name in named if not (PACKAGE / name).is_file() and not (ROOT / name).is_file())
+    assert not stale, f"docs/architecture.md names modules that are not there: {', '.join(stale)}"
+
+
+def test_the_architecture_page_lists_the_reactions_in_the_composition_roots_order() -> None:
+    from qualify.bootstrap import REACTIONS, default_pipeline
+
+    text = _read("docs/architecture.md")
+    rows = re.findall(r"^\| (\d) \| `([a-z_]+)` \|", text, flags=re.MULTILINE)
+    assert [name for _, name in rows] == list(REACTIONS) == default_pipeline().names
+    assert [int(n) for n, _ in rows] == list(range(1, len(REACTIONS) + 1))
+
+
+def test_the_architecture_page_describes_every_layer_contract() -> None:
+    text = _read("docs/architecture.md")
+    names = re.findall(r"^name = (.+)$", _read(".importlinter"), flags=re.MULTILINE)
+    assert len(names) >= 5
+    for name in names:
+        short = name.split(":")[0].strip()
+        assert short in text, f"docs/architecture.md does not describe the contract {name!r}"

@@ -1,1 +1,1 @@
-"""Adapters: the SQL store and, later, senders. The only place that talks to the outside."""
+"""Adapters: the SQL store, files, SMTP, HTTP and the template engine. The only place that talks to the outside."""

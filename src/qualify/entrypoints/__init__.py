@@ -1,1 +1,1 @@
-"""Entry points: the command line (and later the HTTP API and the worker)."""
+"""Entry points: the command line, the HTTP API and the dashboard. Each opens its workspace through qualify.bootstrap."""

@@ -238,15 +238,10 @@ def workflows_log(
     as_json: JsonOption = False,
 ) -> None:
     """A lead's automation: its segments and their history, tags, workflow runs and every step."""
-    from qualify.adapters import repository as repo
-    from qualify.domain.errors import NotFound
-    from qualify.service.automation.reading import lead_automation
+    from qualify.service.automation.reading import lead_automation_of
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work(read_only=True) as uow:
-        record = repo.find_lead(uow.connection, lead[4:] if lead.startswith("ext:") else lead)
-        if record is None or record.id is None:
-            raise NotFound(f"no lead {lead!r}")
-        found = lead_automation(uow, record.id)
+        found = lead_automation_of(uow, lead)
     if as_json:
         _print_json(found)
         return

@@ -1,1 +1,1 @@
-"""Analytics use cases: backtests, batch scoring on an engine, the Parquet export they read."""
+"""The history, analysed: training, threshold advice, learned points, backtests, batch scoring, insights, the Parquet export."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.automation import load_segment, load_workflow
 from qualify.domain.errors import InvalidInput, NotFound
@@ -138,6 +139,14 @@ def segment_counts(
         out.append({"at": end.astimezone(UTC).isoformat(), "members": size, "entered": entered, "left": left})
         previous = end
     return out
+
+
+def lead_automation_of(uow: UnitOfWork, key: str) -> dict[str, Any]:
+    """`lead_automation` of the lead named by `key` (email, `ext:<external id>` or `#<id>`)."""
+    record = repo.find_lead(uow.connection, key[4:] if key.startswith("ext:") else key)
+    if record is None or record.id is None:
+        raise NotFound(f"no lead {key!r}")
+    return lead_automation(uow, record.id)
 
 
 def lead_automation(uow: UnitOfWork, lead_id: int) -> dict[str, Any]:

@@ -58,17 +58,40 @@ def ingest_events(
 
     An event whose `event_id` is already stored (or earlier in the batch) is a duplicate
     and changes nothing. An event for an unknown lead creates it when `create_unknown`.
+
+    Four steps, each once per batch: load what the batch names, evaluate every event in
+    memory through the domain, write, and run the after-change pipeline's reactions.
     """
     now = now or utcnow()
-    stored = repo.existing_event_ids(uow.connection, [e.event_id for e in events])
     batch = LeadBatch(uow, uow.active_model(), now)
+    stored = _load(batch, events, create_unknown, by)
+    outcomes, rows = _evaluate(batch, events, stored)
+    uow.pipeline.run(uow, batch.write(rows), batch)
+    return outcomes
+
+
+def _load(batch: LeadBatch, events: list[Event], create_unknown: bool, by: str) -> set[str]:
+    """The event ids already stored, the leads the events name (scoring state only), and, when
+    `create_unknown`, a new lead for each key the store lacks. Returns the stored ids."""
+    stored = repo.existing_event_ids(batch.conn, [e.event_id for e in events])
     batch.load({e.email for e in events if e.email}, {e.external_id for e in events if e.external_id}, profile=False)
-    outcomes: list[EventOutcome] = []
+    if create_unknown:
+        latest = batch.now + CLOCK_SKEW
+        _create_unknown_leads(batch, [e for e in events if e.occurred_at <= latest], stored, by)
+    return stored
+
+
+def _evaluate(
+    batch: LeadBatch, events: list[Event], stored: set[str]
+) -> tuple[list[EventOutcome], list[tuple[LeadRecord, dict[str, Any]]]]:
+    """Each event in order through the online evaluator (engagement, then the stage policy), in
+    memory: the outcomes, and the event rows to write. Only a late event (dated before the
+    lead's newest) reads the store again, for the awards of its day (per-day caps)."""
+    now = batch.now
     latest = now + CLOCK_SKEW
+    outcomes: list[EventOutcome] = []
     rows: list[tuple[LeadRecord, dict[str, Any]]] = []
     seen: set[str] = set()
-    if create_unknown:
-        _create_unknown_leads(batch, [e for e in events if e.occurred_at <= now + CLOCK_SKEW], stored, by)
     evaluator = batch.evaluator
     for event in events:
         if event.event_id in stored or event.event_id in seen:
@@ -118,8 +141,7 @@ def ingest_events(
             )
         )
         outcomes.append(EventOutcome(event.event_id, ACCEPTED, None, record.lead.key))
-    uow.pipeline.run(uow, batch.write(rows), batch)
-    return outcomes
+    return outcomes, rows
 
 
 def _create_unknown_leads(batch: LeadBatch, events: list[Event], stored: set[str], by: str) -> None:

@@ -11,11 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from qualify.adapters import repository as repo
 from qualify.adapters.schema import MAX_ID
 from qualify.domain.access import Permission
 from qualify.domain.automation import AutomationDocument, Template, load_segment, load_workflow
-from qualify.domain.errors import NotFound
 from qualify.entrypoints.api.deps import Automator, LeadReader, WorkspaceDep, permission_doc
 from qualify.entrypoints.problems import PROBLEM_RESPONSES
 from qualify.service.automation import definitions, reading, segments
@@ -199,7 +197,4 @@ def get_lead_automation(
 ) -> dict[str, Any]:
     """A lead's segments now and their history, its tags, workflow runs and every step they took."""
     with workspace.unit_of_work(read_only=True) as uow:
-        record = repo.find_lead(uow.connection, key[4:] if key.startswith("ext:") else key)
-        if record is None or record.id is None:
-            raise NotFound(f"no lead {key!r}")
-        return reading.lead_automation(uow, record.id)
+        return reading.lead_automation_of(uow, key)
