@@ -19,6 +19,7 @@ from qualify.service.integrations.webhooks import add_subscription
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.pipeline import Changed, Pipeline, Reaction, Run
+from qualify.service.predictions.serving import refresh_all
 from qualify.service.unit_of_work import Workspace
 from qualify.service.unit_of_work import open_workspace as open_without_pipeline
 
@@ -135,6 +136,8 @@ def test_a_workspace_without_a_pipeline_refuses_to_change_leads(workspace: Works
     try:
         with pytest.raises(RuntimeError, match=r"qualify\.bootstrap\.open_workspace"), bare.unit_of_work() as uow:
             upsert_leads(uow, [Lead(email="x@acme.de")], now=MONDAY)
+        with pytest.raises(RuntimeError, match=r"qualify\.bootstrap\.open_workspace"):
+            refresh_all(bare)  # activating a predictive model tells the segments: it needs the pipeline
     finally:
         bare.close()
 

@@ -150,8 +150,12 @@ def claim(conn: Connection, queue: Queue, now: datetime, *, limit: int, lease: f
     values: dict[str, Any] = {"next_attempt_at": now + timedelta(seconds=lease)}
     if queue.leased is not None:
         values["status"] = queue.leased
-    conn.execute(update(t).where(t.c.id.in_(ids), t.c.status == queue.pending).values(**values))
-    return sorted(ids)
+    # The ids the UPDATE changed, not those selected: a row that stopped being pending between
+    # the two statements (it cannot while locked, but SQLite locks no rows) is not claimed.
+    claimed = conn.execute(
+        update(t).where(t.c.id.in_(ids), t.c.status == queue.pending).values(**values).returning(t.c.id)
+    ).scalars()
+    return sorted(claimed)
 
 
 def expire_leases(conn: Connection, queue: Queue, now: datetime, **values: Any) -> int:

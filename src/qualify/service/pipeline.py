@@ -23,7 +23,7 @@ Besides the after-change reactions, the pipeline holds two other kinds of partic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,10 +42,6 @@ class Move:
 
     record: LeadRecord
     values: dict[str, Any]
-
-    @property
-    def lead_id(self) -> int | None:
-        return self.record.id
 
     @property
     def to_stage(self) -> str:
@@ -118,7 +114,6 @@ class Run:
     uow: UnitOfWork
     changed: Changed
     batch: Batch | None
-    enabled: frozenset[str]
     notes: dict[str, Any] = field(default_factory=dict)
 
     def write_again(self) -> None:
@@ -171,7 +166,7 @@ class Pipeline:
         """Run the enabled reactions, in order, over `changed`; return it with what they added."""
         if not changed.touched():
             return changed
-        run = Run(uow, changed, batch, self.enabled)
+        run = Run(uow, changed, batch)
         for reaction in self.reactions:
             if reaction.name not in self.off:
                 reaction.react(run)
@@ -190,8 +185,3 @@ class Pipeline:
         for reaction, listener in self.refreshed:
             if reaction not in self.off:
                 listener(workspace, name)
-
-
-def describe(pipeline: Pipeline) -> Sequence[tuple[str, str, bool]]:
-    """(name, what it does, switched on) for each reaction, in order: for docs and `--help`."""
-    return [(r.name, r.doc, r.name not in pipeline.off) for r in pipeline.reactions]

@@ -57,10 +57,6 @@ class Definitions:
         """The event kinds any test looks at, each with how far back and whether its properties."""
         return merge_needs(*(t.event_needs() for t in self._tests()))
 
-    def reads(self, field: str) -> bool:
-        """Whether a segment or workflow tests this lead field."""
-        return any(field in t.fields() for t in self._tests())
-
 
 def definitions(uow: UnitOfWork) -> Definitions:
     """The current definitions: one small query for their versions, parsed only when they changed."""

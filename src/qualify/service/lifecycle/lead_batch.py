@@ -18,10 +18,9 @@ from qualify.service.unit_of_work import UnitOfWork, from_ts
 
 
 class LeadBatch:
-    """Leads loaded for one use case, changed in memory and written back by `flush`."""
+    """Leads loaded for one use case, changed in memory and written back by `write`."""
 
     def __init__(self, uow: UnitOfWork, model: ScoringModel, now: datetime) -> None:
-        self.uow = uow
         self.conn = uow.connection
         self.model = model
         self.evaluator = OnlineEvaluator(model)

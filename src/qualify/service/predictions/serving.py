@@ -286,6 +286,11 @@ def refresh(
 
 def refresh_all(workspace: Workspace, *, chunk: int = 2000, progress: Callable[[int, int], None] | None = None) -> int:
     """Every lead's probability under the active model (none active: every probability cleared)."""
+    pipeline = workspace.pipeline
+    if pipeline is None:
+        raise RuntimeError(
+            "this workspace was opened without its after-change pipeline: open it with qualify.bootstrap.open_workspace"
+        )
     table = schema.leads
     with workspace.unit_of_work() as uow:
         if active_predictor(uow) is None:
@@ -304,8 +309,7 @@ def refresh_all(workspace: Workspace, *, chunk: int = 2000, progress: Callable[[
         done += len(part)
         if progress:
             progress(done, len(ids))
-    if workspace.pipeline is not None:  # every probability moved: what tests it is tested again
-        workspace.pipeline.field_refreshed(workspace, "probability")
+    pipeline.field_refreshed(workspace, "probability")  # what tests the probability, tested again
     return done
 
 
