@@ -22,7 +22,7 @@ the same rows.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from qualify.service.automation import enrolment, lead_data, segments
 from qualify.service.email import reading as emails
@@ -85,5 +85,10 @@ def default_pipeline() -> Pipeline:
 
 def open_workspace(settings: Settings | None = None, *, create: bool = False, without: Iterable[str] = ()) -> Workspace:
     """Open (with `create`, make) the workspace at `settings.database_url` with the product's
-    pipeline, less the reactions named in `without`."""
-    return open_store(settings, create=create, pipeline=default_pipeline().without(without))
+    pipeline, less the reactions named in `without`; changes dated more than
+    `QUALIFY_HISTORY_AGE_DAYS` before they arrive are history (service/pipeline.py)."""
+    settings = settings or Settings()
+    pipeline = default_pipeline().without(without)
+    if settings.history_age_days is not None:
+        pipeline = pipeline.with_history(age=timedelta(days=settings.history_age_days))
+    return open_store(settings, create=create, pipeline=pipeline)

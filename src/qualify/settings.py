@@ -38,6 +38,15 @@ class Settings(BaseSettings):
         le=100_000,
         description="Rows per transaction when importing files.",
     )
+    history_age_days: float | None = Field(
+        default=None,
+        gt=0,
+        le=36_500,
+        description=(
+            "Changes dated more than this many days before they reach Qualify are history: they move "
+            "leads as live ones do but start no SLA clock, announce nothing and enrol nobody; unset: off."
+        ),
+    )
     worker_interval: float = Field(
         default=5.0,
         gt=0,

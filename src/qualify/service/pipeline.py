@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from qualify.adapters.repository import LeadRecord
@@ -114,7 +114,22 @@ class Run:
     uow: UnitOfWork
     changed: Changed
     batch: Batch | None
+    history_before: datetime | None = None  # what is dated before this is history (see `is_history`)
     notes: dict[str, Any] = field(default_factory=dict)
+
+    def is_history(self, at: datetime) -> bool:
+        """Whether something dated `at` is history: it changes state, not the present (no SLA
+        clock, no announcement, no enrolment)."""
+        return self.history_before is not None and at < self.history_before
+
+    def lead_is_history(self, lead_id: int) -> bool:
+        """Whether everything the change did to the lead (its stage moves, its events) is dated
+        before the cutoff. A lead changed with nothing dated (a profile, a tag) is live."""
+        if self.history_before is None:
+            return False
+        dated = [m.values["at"] for m in self.changed.moves if m.record.id == lead_id]
+        dated += [row["occurred_at"] for row in self.changed.events if row["lead_id"] == lead_id]
+        return bool(dated) and max(dated) < self.history_before
 
     def write_again(self) -> None:
         """Write what a reaction changed in the batch; later reactions see it in `changed`."""
@@ -146,6 +161,8 @@ class Pipeline:
     keepers: tuple[Keeper, ...] = ()
     refreshed: tuple[tuple[str, Callable[[Workspace, str], None]], ...] = ()  # (reaction, listener)
     off: frozenset[str] = frozenset()
+    history_before: datetime | None = None  # changes dated before it are history
+    history_age: timedelta | None = None  # or older than this at the time of the change
 
     @property
     def names(self) -> list[str]:
@@ -162,11 +179,22 @@ class Pipeline:
             raise ValueError(f"no reaction {', '.join(sorted(unknown))}; the reactions are {', '.join(self.names)}")
         return replace(self, off=self.off | names)
 
+    def with_history(self, *, before: datetime | None = None, age: timedelta | None = None) -> Pipeline:
+        """The same pipeline for which what a change dates before `before`, or more than `age`
+        before the change is made, is history: it moves leads through their stages, scores and
+        segments as it would live, but starts no SLA clock, announces nothing and enrols nobody."""
+        return replace(self, history_before=before or self.history_before, history_age=age or self.history_age)
+
+    def cutoff(self, now: datetime) -> datetime | None:
+        """The instant before which a change made at `now` is history; None when nothing is."""
+        found = [c for c in (self.history_before, now - self.history_age if self.history_age else None) if c]
+        return max(found) if found else None
+
     def run(self, uow: UnitOfWork, changed: Changed, batch: Batch | None = None) -> Changed:
         """Run the enabled reactions, in order, over `changed`; return it with what they added."""
         if not changed.touched():
             return changed
-        run = Run(uow, changed, batch)
+        run = Run(uow, changed, batch, self.cutoff(changed.now))
         for reaction in self.reactions:
             if reaction.name not in self.off:
                 reaction.react(run)

@@ -96,11 +96,12 @@ class Workspace:
     _automation: dict[Any, Any] = field(default_factory=dict)  # segments and workflows, by their versions
     pipeline: Pipeline | None = None  # set by the composition root, qualify.bootstrap
 
-    def reacting(self, *, without: Iterable[str]) -> Workspace:
-        """The same workspace (engine, caches) whose use cases run with some reactions switched off."""
+    def reacting(self, *, without: Iterable[str] = (), history_before: datetime | None = None) -> Workspace:
+        """The same workspace (engine, caches) whose use cases run with some reactions switched
+        off, or for which what changes date before `history_before` is history (service/pipeline.py)."""
         if self.pipeline is None:
             raise RuntimeError("this workspace has no pipeline to switch reactions off in")
-        return replace(self, pipeline=self.pipeline.without(without))
+        return replace(self, pipeline=self.pipeline.without(without).with_history(before=history_before))
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A transaction; `read_only` ones do not take SQLite's write lock (they must not write)."""

@@ -52,6 +52,21 @@ def import_(
             "--batch-size", min=1, max=100_000, help="Rows per transaction (default: QUALIFY_BATCH_SIZE or 1000)."
         ),
     ] = None,
+    historical: Annotated[
+        bool,
+        typer.Option(
+            "--historical",
+            help="The file is history: it moves leads as live data would, but starts no SLA clock, sends no "
+            "webhook and enrols nobody in a workflow.",
+        ),
+    ] = False,
+    history_before: Annotated[
+        datetime | None,
+        typer.Option(
+            "--history-before",
+            help="Only what is dated before this instant (UTC unless a zone is given) is history; the rest is live.",
+        ),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -62,12 +77,16 @@ def import_(
     """
     from qualify.service.imports.files import import_file
     from qualify.service.imports.mapping import load_mapping
+    from qualify.service.unit_of_work import utcnow
 
     with _workspace(db) as workspace:
         if not path.is_file():
             _fail(f"no such file: {path}")
         spec = load_mapping(mapping) if mapping else None
         size = batch_size or workspace.settings.batch_size
+        cutoff = _utc(history_before) or (utcnow() if historical else None)
+        if cutoff is not None:
+            workspace = workspace.reacting(history_before=cutoff)
         with _progress(f"Importing {kind.value}", not as_json) as progress:
             summary = import_file(
                 workspace, kind.value, path, mapping=spec, rejects_path=rejects, progress=progress, batch_size=size

@@ -14,6 +14,7 @@ Nothing here runs a workflow's steps: enrolment writes a due row, and the worker
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -137,4 +138,12 @@ def react_workflows(run: Run) -> None:
         moved, facts = run.notes["segments"]
     else:  # segments switched off: no segment triggers, but the rules still need the facts
         moved, facts = [], lead_facts(conn, changed.touched(), changed.now, found.event_needs())
+    if run.history_before is not None:  # history enrols nobody: only what is live triggers
+        changed = replace(
+            changed,
+            moves=[m for m in changed.moves if not run.is_history(m.values["at"])],
+            events=[row for row in changed.events if not run.is_history(row["occurred_at"])],
+            scores=[s for s in changed.scores if not run.lead_is_history(s[0])],
+        )
+        moved = [m for m in moved if not run.lead_is_history(m[1])]
     enrol_triggered(conn, found.workflows, changed, moved, facts)

@@ -122,7 +122,8 @@ def score_crossings(
 
 def react(run: Run) -> None:
     """Reaction `announcements`: stage changes, new MQLs and score crossings into the outbox,
-    in the change's transaction, for the subscriptions that want them."""
+    in the change's transaction, for the subscriptions that want them; nothing of history (a
+    move dated before the pipeline's cutoff, a crossing by a lead whose change is all history)."""
     conn, changed = run.uow.connection, run.changed
     subscriptions = active_subscriptions(conn)
     if not subscriptions:
@@ -130,7 +131,7 @@ def react(run: Run) -> None:
     announcements: list[Announcement] = []
     for move in changed.moves:
         values = move.values
-        if values["from_stage"] is None:  # a lead created: announced by its first move, if any
+        if values["from_stage"] is None or run.is_history(values["at"]):  # a lead created; history
             continue
         payload = {"lead": _lead_ref(move.record), **_history_payload(values)}
         announcements.append(Announcement(STAGE_CHANGED, payload))
@@ -139,6 +140,8 @@ def react(run: Run) -> None:
     if any(sub.thresholds for sub in subscriptions):
         records = {r.id: r for r in changed.records}
         for lead_id, before, after in changed.scores:
+            if run.lead_is_history(lead_id):
+                continue
             announcements += score_crossings(subscriptions, _lead_ref(records[lead_id]), before, after, changed.now)
     enqueue(conn, announcements, changed.now, subscriptions)
 

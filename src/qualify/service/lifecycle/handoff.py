@@ -53,12 +53,13 @@ class Assignment:
 
 
 def react(run: Run) -> None:
-    """Reaction `handoff`: every lead the change made MQL is routed and its SLA clock started."""
+    """Reaction `handoff`: every lead the change made MQL is routed and its SLA clock started;
+    not one that became MQL in the past (history): its sales team dealt with it then."""
     model = run.changed.model
     if model is None or model.handoff is None:
         return
     for move in run.changed.moves:
-        if move.to_stage == Stage.MQL.value:
+        if move.to_stage == Stage.MQL.value and not run.is_history(move.values["at"]):
             on_qualified(run.uow.connection, model, move.record, move.values["at"])
 
 
