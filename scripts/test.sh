@@ -34,5 +34,18 @@ ruff check src tests benchmarks
 ruff format --check src tests benchmarks
 echo "== mypy (strict)"
 mypy
+echo "== layer contracts (import-linter)"
+lint-imports
 echo "== pytest"
-python -m pytest "$@"
+# On two cores at most (QUALIFY_TEST_WORKERS to change it; 0 runs in this process). Tests that
+# share a module-wide world, and the timing-sensitive crash and load tests, keep to one worker
+# each (tests/conftest.py gives them an xdist group). `-m "not slow"` leaves out the slowest.
+workers=${QUALIFY_TEST_WORKERS:-$(( $(nproc) < 2 ? $(nproc) : 2 ))}
+status=0
+# --dist loadgroup: the tests tests/conftest.py puts in one group (a file, the crash tests) share a worker.
+python -m pytest -n "$workers" --dist loadgroup "$@" || status=$?
+if [ "$status" -eq 5 ]; then  # no test matched the selection given: nothing failed
+  echo "== pytest: no tests were selected"
+  status=0
+fi
+exit "$status"

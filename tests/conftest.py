@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import queue
+import shutil
+import sqlite3
+import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
 
 from qualify.bootstrap import open_workspace
 from qualify.domain.model_loader import default_model_text
@@ -60,51 +68,259 @@ def postgres_schema_url() -> Iterator[str]:
         yield url
 
 
+_ADMIN: Engine | None = None
+
+
+def _admin() -> Engine:
+    """One autocommit connection pool to the test database per process, for DDL."""
+    global _ADMIN
+    if _ADMIN is None:
+        _ADMIN = create_engine(postgres_url(), isolation_level="AUTOCOMMIT")
+    return _ADMIN
+
+
 @contextmanager
 def fresh_postgres_schema() -> Iterator[str]:
     """`postgres_schema_url` as a context manager: for property tests, one schema per example."""
     require_postgres()
     name = f"qualify_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
+    with _admin().connect() as connection:
         connection.execute(text(f'CREATE SCHEMA "{name}"'))
     url = make_url(postgres_url()).update_query_dict({"options": f"-csearch_path={name}"})
     try:
         yield url.render_as_string(hide_password=False)
     finally:
-        with admin.connect() as connection:
+        with _admin().connect() as connection:
             connection.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def engine_name(request: pytest.FixtureRequest) -> str:
+    """The engines the suite runs on: `database_url` and `workspace` are parametrized by it."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(engine_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty database on each engine the suite runs on."""
-    if request.param == "sqlite":
+    if engine_name == "sqlite":
         return f"sqlite:///{tmp_path / 'workspace.db'}"
     return str(request.getfixturevalue("postgres_schema_url"))
 
 
-def _ready_workspace(database_url: str) -> Iterator[Workspace]:
-    ws = open_workspace(Settings(database_url=database_url), create=True)
+# Migrating a workspace for every test would dominate the run: each process migrates one template
+# per engine (with the default model active) and every test gets a copy of it, a file copy on
+# SQLite and `CREATE DATABASE ... TEMPLATE` on PostgreSQL. Tests that need an empty, unmigrated
+# database (migrations, restores, `qualify init`) take `database_url` or `postgres_schema_url`.
+
+
+def _migrate_with_default_model(url: str) -> None:
+    ws = open_workspace(Settings(database_url=url), create=True)
     with ws.unit_of_work() as uow:
         activate_model(uow, default_model_text(), "default_model.yaml")
+    ws.close()
+
+
+_SQLITE_TEMPLATE: list[Path] = []
+
+
+def _sqlite_template() -> Path:
+    """A migrated SQLite workspace with the default model, made once per process."""
+    if not _SQLITE_TEMPLATE:
+        folder = Path(tempfile.mkdtemp(prefix="qualify-template-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        template = folder / "template.db"
+        _migrate_with_default_model(f"sqlite:///{template}")
+        with closing(sqlite3.connect(template)) as raw:  # fold the WAL in: one file is the whole workspace
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _SQLITE_TEMPLATE.append(template)
+    return _SQLITE_TEMPLATE[0]
+
+
+def copy_of_fresh_workspace(directory: Path, name: str = "workspace.db") -> Workspace:
+    """A copy of one migrated SQLite workspace with the default model: for property tests, where
+    migrating anew for every example would dominate the run."""
+    shutil.copyfile(_sqlite_template(), directory / name)
+    return open_workspace(Settings(database_url=f"sqlite:///{directory / name}"))
+
+
+@pytest.fixture(scope="session")
+def postgres_copies() -> Iterator[_Copies | None]:
+    """Copies of a database migrated once for this process (xdist worker), with the default model
+    active; None where this role may not create databases (each test then migrates a schema)."""
+    require_postgres()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    template = f"qualify_template_{worker}_{uuid.uuid4().hex[:8]}"  # other runs may share the server
     try:
-        yield ws
+        with _admin().connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{template}"'))
+    except ProgrammingError:  # no CREATEDB privilege
+        yield None
+        return
+    copies = None
+    try:
+        _migrate_with_default_model(_database_url(template))
+        copies = _Copies(template)
+        yield copies
     finally:
-        ws.close()
+        if copies is not None:
+            copies.close()
+        _DROPPER.drain()
+        _drop_database(template)
+
+
+def _database_url(name: str) -> str:
+    return make_url(postgres_url()).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(name: str) -> None:
+    with _admin().connect() as connection:
+        try:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        except ProgrammingError:  # before PostgreSQL 13: no FORCE
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name}
+            )
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+class _Copies:
+    """`CREATE DATABASE ... TEMPLATE` in a background thread, one copy ahead of the tests: the
+    copying waits on the server's disk, which the test before need not wait for."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self.ready: queue.Queue[str | Exception] = queue.Queue(maxsize=1)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="copy-test-databases", daemon=True)
+        self.thread.start()
+
+    def _make(self) -> str:
+        name = f"qualify_test_{uuid.uuid4().hex[:12]}"
+        with _admin().connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+        return name
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            item: str | Exception
+            try:
+                item = self._make()
+            except Exception as exc:  # raised in the test that takes it
+                item = exc
+            while True:
+                try:
+                    self.ready.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    if self.stopping.is_set():
+                        if isinstance(item, str):
+                            _DROPPER.drop(item)
+                        return
+
+    def take(self) -> str:
+        """The name of a fresh copy, the caller's to use; dropped with `_DROPPER.drop`."""
+        item = self.ready.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        while True:
+            try:
+                item = self.ready.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, str):
+                _DROPPER.drop(item)
+
+
+class _Dropper:
+    """Drops the tests' databases in a background thread: DROP DATABASE waits for a checkpoint,
+    which the next test need not wait for."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.thread: threading.Thread | None = None
+        self.failures: list[str] = []
+
+    def drop(self, name: str) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="drop-test-databases", daemon=True)
+            self.thread.start()
+        self.queue.put(name)
+
+    def _run(self) -> None:
+        while True:
+            name = self.queue.get()
+            try:
+                _drop_database(name)
+            except Exception as exc:  # reported at the end of the session, not lost
+                self.failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            finally:
+                self.queue.task_done()
+
+    def drain(self) -> None:
+        self.queue.join()
+        assert not self.failures, f"test databases not dropped: {self.failures}"
+
+
+_DROPPER = _Dropper()
+
+
+@contextmanager
+def copy_of_postgres_template(copies: _Copies) -> Iterator[str]:
+    """The URL of a fresh copy of the migrated template, dropped afterwards (in the background)."""
+    name = copies.take()
+    try:
+        yield _database_url(name)
+    finally:
+        _DROPPER.drop(name)
+
+
+@contextmanager
+def workspace_on(engine_name: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[Workspace]:
+    """A migrated workspace with the default scoring model active on `engine_name` ("sqlite", its
+    file in `folder`, or "postgres"): a copy of this process's template, for fixtures of any scope."""
+    with _url_of_a_copy(engine_name, request, folder) as url:
+        ws = open_workspace(Settings(database_url=url))
+        try:
+            yield ws
+        finally:
+            ws.close()
+
+
+@contextmanager
+def _url_of_a_copy(engine_name: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[str]:
+    if engine_name == "sqlite":
+        path = folder / "workspace.db"
+        shutil.copyfile(_sqlite_template(), path)
+        yield f"sqlite:///{path}"
+        return
+    copies = request.getfixturevalue("postgres_copies")
+    if copies is None:  # no CREATEDB: a schema of its own, migrated
+        with fresh_postgres_schema() as url:
+            _migrate_with_default_model(url)
+            yield url
+        return
+    with copy_of_postgres_template(copies) as url:
+        yield url
 
 
 @pytest.fixture
-def workspace(database_url: str) -> Iterator[Workspace]:
-    """A migrated workspace with the default scoring model active."""
-    yield from _ready_workspace(database_url)
+def workspace(engine_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
+    """A migrated workspace with the default scoring model active, on each engine."""
+    with workspace_on(engine_name, request, tmp_path) as ws:
+        yield ws
 
 
 @pytest.fixture
-def sqlite_workspace(tmp_path: Path) -> Iterator[Workspace]:
+def sqlite_workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
     """Only SQLite: for tests about behaviour that does not depend on the engine."""
-    yield from _ready_workspace(f"sqlite:///{tmp_path / 'workspace.db'}")
+    with workspace_on("sqlite", request, tmp_path) as ws:
+        yield ws
 
 
 @pytest.fixture
@@ -115,24 +331,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-_TEMPLATES: dict[str, Path] = {}
+# Under pytest-xdist (`-n`, scripts/test.sh) with `--dist loadgroup` (scripts/test.sh), the tests
+# go to the workers a module at a time, so that a module's module-scoped fixtures (worlds built once
+# and only read) are built once, not once per worker; and the timing-sensitive crash, load and
+# concurrency tests all go to one worker, so that they never run at the same time as each other.
+# (xdist's own loadgroup reads `xdist_group` marks into the node ids, which pytest 9.2 no longer
+# lets it change: the scheduler below groups by the node ids' paths instead.)
+SERIAL_MODULES = {
+    "test_concurrency",
+    "test_concurrent_stages",
+    "test_concurrent_writers",
+    "test_crash_load",
+    "test_fuzz_api",
+    "test_workflow_crash",
+}
 
 
-def copy_of_fresh_workspace(directory: Path, name: str = "workspace.db") -> Workspace:
-    """A copy of one migrated SQLite workspace with the default model: for property tests, where
-    migrating anew for every example would dominate the run."""
-    import shutil
-    import sqlite3
-    import tempfile
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadgroup":
+        return None  # another --dist given: xdist's own
+    from xdist.scheduler import LoadScopeScheduling
 
-    if "default" not in _TEMPLATES:
-        template = Path(tempfile.mkdtemp()) / "template.db"
-        ws = open_workspace(Settings(database_url=f"sqlite:///{template}"), create=True)
-        with ws.unit_of_work() as uow:
-            activate_model(uow, default_model_text())
-        ws.close()
-        with sqlite3.connect(template) as raw:  # fold the WAL in, so one file is the whole workspace
-            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        _TEMPLATES["default"] = template
-    shutil.copyfile(_TEMPLATES["default"], directory / name)
-    return open_workspace(Settings(database_url=f"sqlite:///{directory / name}"))
+    class ByModule(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "serial" if Path(path).stem in SERIAL_MODULES else path
+
+    return ByModule(config, log)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.e2e.test_api import api, event
@@ -49,6 +50,7 @@ def test_segments_and_workflows_over_http(api: Any) -> None:
     assert client.get("/v1/leads/nobody@acme.com/automation", headers=keys["sales"]).status_code == 404
 
 
+@pytest.mark.slow
 def test_segments_and_workflows_on_the_command_line(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'w.db'}"
     run("init", "--db", db)

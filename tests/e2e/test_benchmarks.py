@@ -24,12 +24,14 @@ ROOT = Path(__file__).resolve().parents[2]
     ],
     ids=["ingest", "batch_scoring", "predictive_demo", "dashboard"],
 )
+@pytest.mark.slow
 def test_the_benchmark_runs_at_a_tiny_size(args: list[str]) -> None:
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ratio" in result.stdout.lower(), result.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_the_predictive_benchmark_runs_on_the_real_data(shared_data: Path) -> None:
     result = subprocess.run(
         [sys.executable, "benchmarks/predictive.py", "--data", str(shared_data), "--demo-leads", "600"],

@@ -286,6 +286,7 @@ def test_rescore_scores_every_lead_as_of_an_instant_on_duckdb(tmp_path: Path) ->
     assert json.loads(out)["engagement_mean"] == 0.0
 
 
+@pytest.mark.slow
 def test_every_report_runs_from_the_command_line(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'demo.db'}"
     code, _, err = invoke("demo", "--db", db, "--leads", "150", "--days", "90", "--json")

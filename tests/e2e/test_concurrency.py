@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from qualify.adapters import schema
@@ -58,6 +59,7 @@ def expected_engagement(sent: list[dict[str, Any]], at: datetime) -> dict[str, f
     return totals
 
 
+@pytest.mark.slow
 def test_concurrent_requests_to_several_processes_lose_no_update(postgres_schema_url: str) -> None:
     run("init", "--db", postgres_schema_url)
     key = json.loads(run("keys", "create", "load", "--role", "ingest", "--json", "--db", postgres_schema_url))["key"]

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from qualify.adapters import schema
@@ -75,6 +76,7 @@ def operation(rng: random.Random, sender: int, n: int, now: datetime) -> tuple[s
     return "PUT", "/v1/leads", [lead]
 
 
+@pytest.mark.slow
 def test_concurrent_writers_keep_every_update_and_an_unbroken_stage_history(postgres_schema_url: str) -> None:
     db = postgres_schema_url
     run("init", "--db", db)

@@ -170,6 +170,7 @@ def clean_replay(url: str) -> None:
         workspace.close()
 
 
+@pytest.mark.slow
 def test_random_kills_under_load_lose_nothing_and_count_nothing_twice(database_url: str, clean_url: str) -> None:
     run("init", "--db", database_url)
     key = json.loads(run("keys", "create", "load", "--role", "ingest", "--json", "--db", database_url))["key"]

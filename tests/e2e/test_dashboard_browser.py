@@ -141,6 +141,7 @@ def test_a_reject_without_a_reason_is_refused_in_place_and_keyboard_alone_works(
     assert "needs a reason code" in alert.inner_text()
 
 
+@pytest.mark.slow
 def test_the_model_page_opens_for_an_admin_and_is_refused_to_a_sales_rep(page: Any, server: Server) -> None:
     sign_in(page, server, "ana")
     page.get_by_role("link", name="Model").click()

@@ -51,6 +51,7 @@ def keys(workspace: Workspace) -> dict[str, dict[str, str]]:
     return {role: {"Authorization": f"Bearer {token}"} for role, token in made.items()} | {"nobody": {}}
 
 
+@pytest.mark.slow
 def test_every_route_with_every_role_answers_as_documented(workspace: Workspace, keys: dict[str, Any]) -> None:
     app = create_app(workspace=workspace)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -428,6 +428,7 @@ def _cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_serve_refuses_to_start_with_a_placeholder_session_secret(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'w.db'}"
     run("init", "--db", db)
@@ -446,6 +447,7 @@ def test_serve_refuses_to_start_with_a_placeholder_session_secret(tmp_path: Path
 # --- no secret in any log ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_the_logs_of_a_real_server_and_worker(tmp_path: Path) -> None:
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword

@@ -11,6 +11,7 @@ import subprocess
 import time
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select
 
 from qualify.adapters import schema
@@ -80,6 +81,7 @@ def start_worker(url: str) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.slow
 def test_killing_the_worker_mid_run_never_runs_a_step_twice(database_url: str) -> None:
     run("init", "--db", database_url)
     workspace = open_workspace(Settings(database_url=database_url))

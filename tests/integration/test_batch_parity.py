@@ -153,6 +153,7 @@ PROPERTY_SETTINGS = settings(
 
 @PROPERTY_SETTINGS
 @given(people=st.lists(profiles, min_size=5, max_size=5), stream=event_streams)
+@pytest.mark.slow
 def test_batch_equals_online_on_random_leads_and_event_streams(people: list[dict[str, Any]], stream: list[Any]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         directory = Path(folder)
@@ -167,6 +168,7 @@ def test_batch_equals_online_on_random_leads_and_event_streams(people: list[dict
 
 @settings(PROPERTY_SETTINGS, max_examples=10)
 @given(people=st.lists(profiles, min_size=5, max_size=5), stream=event_streams)
+@pytest.mark.slow
 def test_batch_on_postgresql_equals_online_on_random_leads_and_event_streams(
     people: list[dict[str, Any]], stream: list[Any]
 ) -> None:
@@ -185,6 +187,7 @@ def test_batch_on_postgresql_equals_online_on_random_leads_and_event_streams(
 
 @settings(PROPERTY_SETTINGS, max_examples=8)
 @given(people=st.lists(profiles, min_size=5, max_size=5), stream=event_streams)
+@pytest.mark.slow
 def test_batch_on_spark_equals_online_on_random_leads_and_event_streams(
     people: list[dict[str, Any]], stream: list[Any]
 ) -> None:
@@ -203,6 +206,7 @@ def test_batch_on_spark_equals_online_on_random_leads_and_event_streams(
             workspace.close()
 
 
+@pytest.mark.slow
 def test_batch_equals_online_on_the_demo_world(tmp_path: Path) -> None:
     from qualify.demo.world import build_demo
 
@@ -229,6 +233,7 @@ def test_a_model_the_batch_engines_cannot_run_is_refused_by_name(tmp_path: Path)
         scores_as_of(model, sources, T0)
 
 
+@pytest.mark.slow
 def test_batch_on_postgresql_equals_online(postgres_schema_url: str) -> None:
     from qualify.analytics.engines import postgres_sources
     from qualify.demo.world import build_demo
@@ -263,6 +268,7 @@ def test_batch_on_postgresql_equals_online(postgres_schema_url: str) -> None:
         assert (state.fit, state.grade, state.persona) == (row["fit"], row["grade"], row["persona"]), row
 
 
+@pytest.mark.slow
 def test_batch_on_spark_equals_online(tmp_path: Path) -> None:
     pytest.importorskip("pyspark", reason="Spark is an optional engine: pip install 'qualify[spark]'")
     from qualify.analytics.engines import spark_sources
@@ -293,6 +299,7 @@ def test_batch_on_spark_equals_online(tmp_path: Path) -> None:
         assert (state.fit, state.grade, state.persona) == (row["fit"], row["grade"], row["persona"]), row
 
 
+@pytest.mark.slow
 def test_batch_explanations_equal_the_online_ones(tmp_path: Path) -> None:
     """Per lead, the batch explanation's fit rules are the online explanation's, and its engagement
     awards (decayed to the instant) are the online ones, event by event."""
@@ -401,6 +408,7 @@ def check_bonus_parity(workspace: Workspace, sources: Sources, as_of: datetime, 
         assert now == pytest.approx(expected[key] * 2 ** (-age_days / 30), rel=1e-12)  # the default half-life
 
 
+@pytest.mark.slow
 def test_every_kind_of_bonus_scores_and_explains_the_same_online_and_in_batch(
     workspace: Workspace, tmp_path: Path
 ) -> None:
@@ -416,6 +424,7 @@ def test_every_kind_of_bonus_scores_and_explains_the_same_online_and_in_batch(
         check_bonus_parity(workspace, duckdb_sources(tmp_path / "export"), as_of, 1e-12)
 
 
+@pytest.mark.slow
 def test_every_kind_of_bonus_scores_and_explains_the_same_on_spark(tmp_path: Path) -> None:
     pytest.importorskip("pyspark", reason="Spark is an optional engine: pip install 'qualify[spark]'")
     from qualify.analytics.engines import spark_sources

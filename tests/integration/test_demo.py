@@ -4,30 +4,36 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Table, func, select
+from tests.conftest import copy_of_fresh_workspace, workspace_on
 
 from qualify.adapters import schema
-from qualify.bootstrap import open_workspace
 from qualify.demo.world import DemoSummary, WorkspaceNotEmpty, build_demo
 from qualify.domain.lifecycle import REASON_CODES
-from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import FREE_MAIL_DOMAINS
-from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.reading.queries import funnel
 from qualify.service.unit_of_work import Workspace
-from qualify.settings import Settings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 LEADS, DAYS = 200, 90
+Demo = tuple[Workspace, DemoSummary]
 
 
 def build(workspace: Workspace, seed: int = 7) -> DemoSummary:
     return build_demo(workspace, seed=seed, leads=LEADS, days=DAYS, now=NOW)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """One demo world per engine, built once for the tests that only look at it."""
+    with workspace_on(request.param, request, tmp_path_factory.mktemp("demo")) as workspace:
+        yield workspace, build(workspace)
 
 
 def rows(workspace: Workspace, table: Table) -> list[dict[str, Any]]:
@@ -35,8 +41,8 @@ def rows(workspace: Workspace, table: Table) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in uow.connection.execute(select(table).order_by(table.c.id))]
 
 
-def test_the_funnel_has_leads_at_every_stage_a_demo_should_show(workspace: Workspace) -> None:
-    summary = build(workspace)
+def test_the_funnel_has_leads_at_every_stage_a_demo_should_show(demo: Demo) -> None:
+    workspace, summary = demo
     with workspace.unit_of_work() as uow:
         report = funnel(uow)
     assert report.total_leads == summary.leads == LEADS
@@ -50,8 +56,8 @@ def test_the_funnel_has_leads_at_every_stage_a_demo_should_show(workspace: Works
     assert summary.skipped_actions == 0  # every sales decision met the stage it was taken for
 
 
-def test_stage_history_is_complete_and_in_order(workspace: Workspace) -> None:
-    build(workspace)
+def test_stage_history_is_complete_and_in_order(demo: Demo) -> None:
+    workspace, _ = demo
     leads = {r["id"]: r for r in rows(workspace, schema.leads)}
     history: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for entry in sorted(rows(workspace, schema.stage_history), key=lambda h: (h["at"], h["id"])):
@@ -67,8 +73,8 @@ def test_stage_history_is_complete_and_in_order(workspace: Workspace) -> None:
         assert all(e["at"] <= NOW for e in entries)
 
 
-def test_sales_decisions_are_made_by_reps_with_reason_codes(workspace: Workspace) -> None:
-    summary = build(workspace)
+def test_sales_decisions_are_made_by_reps_with_reason_codes(demo: Demo) -> None:
+    workspace, summary = demo
     decisions = [h for h in rows(workspace, schema.stage_history) if h["actor"] == "user"]
     assert len(decisions) == summary.stage_actions > 0
     assert all("." in d["by"] and d["by"].islower() for d in decisions)  # sam.rivera, not "demo"
@@ -79,8 +85,8 @@ def test_sales_decisions_are_made_by_reps_with_reason_codes(workspace: Workspace
             assert decision["reason"] in REASON_CODES
 
 
-def test_events_are_realistic_and_all_in_the_past(workspace: Workspace) -> None:
-    summary = build(workspace)
+def test_events_are_realistic_and_all_in_the_past(demo: Demo) -> None:
+    workspace, summary = demo
     events = rows(workspace, schema.events)
     leads = {r["id"]: r for r in rows(workspace, schema.leads)}
     assert len(events) == summary.events > 20 * LEADS
@@ -98,8 +104,8 @@ def test_events_are_realistic_and_all_in_the_past(workspace: Workspace) -> None:
     assert "Pricing guide" in titles or "State of RevOps 2026" in titles
 
 
-def test_people_and_companies_look_real(workspace: Workspace) -> None:
-    summary = build(workspace)
+def test_people_and_companies_look_real(demo: Demo) -> None:
+    workspace, summary = demo
     accounts = {a["id"]: a for a in rows(workspace, schema.accounts)}
     leads = rows(workspace, schema.leads)
     assert len(accounts) == summary.accounts
@@ -156,12 +162,10 @@ def dump(workspace: Workspace) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def fresh_workspace(path: Path) -> Workspace:
-    workspace = open_workspace(Settings(database_url=f"sqlite:///{path}"), create=True)
-    with workspace.unit_of_work() as uow:
-        activate_model(uow, default_model_text(), "default_model.yaml")
-    return workspace
+    return copy_of_fresh_workspace(path.parent, path.name)
 
 
+@pytest.mark.slow
 def test_the_same_seed_builds_the_same_world(tmp_path: Path) -> None:
     worlds = []
     for name in ("one.db", "two.db", "other-seed.db"):

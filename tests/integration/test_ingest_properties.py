@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -67,6 +68,7 @@ def snapshot(ws: Workspace) -> tuple[list[Any], list[Any], list[Any]]:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=event_specs, cuts=st.lists(st.integers(1, 40), max_size=6))
+@pytest.mark.slow
 def test_any_chunking_gives_the_same_scores_as_one_by_one(specs: list[Any], cuts: list[int]) -> None:
     evs = build(specs)
     with tempfile.TemporaryDirectory() as directory:

@@ -105,6 +105,7 @@ def injected(workspace: Workspace) -> Workspace:
     return workspace
 
 
+@pytest.mark.slow
 def test_the_model_s_strings_are_compared_literally_online_and_in_batch(injected: Workspace) -> None:
     before = _counts(injected)
     engine = "postgres" if injected.settings.database_url.startswith("postgresql") else "duckdb"

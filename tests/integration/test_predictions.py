@@ -237,6 +237,7 @@ def test_models_are_listed_activated_and_deactivated_on_the_command_line(
     assert "Probability" in lead.output and "what raises it" in lead.output
 
 
+@pytest.mark.slow
 def test_train_stores_a_version_that_a_second_identical_run_finds_again(
     learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
 ) -> None:
@@ -298,6 +299,7 @@ def test_trained_documents_round_trip() -> None:
     assert math.isclose(float(trained.calibrator(np.array([0.0]))[0]), 0.5)
 
 
+@pytest.mark.slow
 def test_advise_recommends_a_threshold_from_capacity_or_costs(
     learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path],
 ) -> None:
@@ -318,6 +320,7 @@ def test_advise_recommends_a_threshold_from_capacity_or_costs(
     assert neither.exit_code != 0 and "either --capacity or --miss-cost" in neither.output
 
 
+@pytest.mark.slow
 def test_learn_points_writes_a_model_to_edit_judged_beside_the_active_one(
     learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
 ) -> None:
@@ -380,6 +383,7 @@ def test_one_lead_at_a_time_gives_the_same_probability_as_a_table_for_both_model
         assert feature_row(people[0], rows.recipe)["stage"] is not None
 
 
+@pytest.mark.slow
 def test_a_backtest_replays_probability_thresholds_with_the_active_predictive_model(
     learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path],
 ) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from tests.conftest import fresh_postgres_schema
 
 from qualify.adapters import schema
 from qualify.analytics.batch_evaluator import Sources
@@ -52,23 +53,38 @@ def check_against_funnel(workspace: Workspace, rows: list[dict[str, object]]) ->
         assert sum(r[stage]["count"] for r in rows) == report.reached[stage], stage  # type: ignore[index]
 
 
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    """The 200-lead demo on SQLite, built once for the tests that only read it."""
+    workspace = demo_workspace(f"sqlite:///{tmp_path_factory.mktemp('small-demo') / 'demo.db'}")
+    yield workspace
+    workspace.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_demo() -> Iterator[tuple[Workspace, str]]:
+    """The 200-lead demo on PostgreSQL and its URL, built once for the tests that only read it."""
+    with fresh_postgres_schema() as url:
+        workspace = demo_workspace(url)
+        yield workspace, url
+        workspace.close()
+
+
 @pytest.mark.parametrize("by", ["month", "source", "channel"])
-def test_cohorts_on_duckdb_add_up_to_the_funnel(tmp_path: Path, by: str) -> None:
-    workspace = demo_workspace(f"sqlite:///{tmp_path / 'demo.db'}")
+def test_cohorts_on_duckdb_add_up_to_the_funnel(small_demo: Workspace, by: str) -> None:
+    workspace = small_demo
     rows = cohort_report(workspace, by=by)
     check_against_funnel(workspace, rows)
     for row in rows:
         low, high = row["mql"]["interval_95"]
         assert low <= row["mql"]["rate"] <= high
-    workspace.close()
 
 
-def test_cohorts_on_postgresql_equal_those_on_duckdb(postgres_schema_url: str) -> None:
-    workspace = demo_workspace(postgres_schema_url)
+def test_cohorts_on_postgresql_equal_those_on_duckdb(postgres_demo: tuple[Workspace, str]) -> None:
+    workspace, _ = postgres_demo
     assert cohort_report(workspace, by="month", engine="postgres") == cohort_report(
         workspace, by="month", engine="duckdb"
     )
-    workspace.close()
 
 
 # --- velocity, sources, content, paths, lookalikes -------------------------------------------------
@@ -205,10 +221,11 @@ def test_lookalikes_are_open_leads_ranked_by_what_converters_engaged_with(demo: 
         assert row["because"] and all(b["lift"] > 1 for b in row["because"])
 
 
-def test_the_reports_on_postgresql_equal_those_on_duckdb(postgres_schema_url: str, tmp_path: Path) -> None:
-    workspace = demo_workspace(postgres_schema_url)
+@pytest.mark.slow
+def test_the_reports_on_postgresql_equal_those_on_duckdb(postgres_demo: tuple[Workspace, str], tmp_path: Path) -> None:
+    workspace, postgres_url = postgres_demo
     export_workspace(workspace, tmp_path / "export")
-    pg, duck = postgres_sources(postgres_schema_url), duckdb_sources(tmp_path / "export")
+    pg, duck = postgres_sources(postgres_url), duckdb_sources(tmp_path / "export")
     for report in (
         velocity,
         lambda s: sources_report(s, "campaign"),
@@ -217,9 +234,9 @@ def test_the_reports_on_postgresql_equal_those_on_duckdb(postgres_schema_url: st
         lambda s: lookalikes(s, target="sql", min_support=3),
     ):
         assert report(pg) == report(duck)
-    workspace.close()
 
 
+@pytest.mark.slow
 def test_the_reports_run_on_spark(demo: tuple[Workspace, Sources], tmp_path: Path) -> None:
     pytest.importorskip("pyspark", reason="Spark is an optional engine: pip install 'qualify[spark]'")
     from qualify.analytics.engines import spark_sources

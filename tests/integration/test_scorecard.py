@@ -71,6 +71,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     yield World(sources, current, rows, learned, again)
 
 
+@pytest.mark.slow
 def test_the_document_loads_and_reads_in_words(world: World) -> None:
     learned = world.learned
     model = load_model(learned.document, "learned.yaml")
@@ -106,6 +107,7 @@ def test_the_document_loads_and_reads_in_words(world: World) -> None:
     assert learned.details["periods"]["fitting"][1] <= learned.details["periods"]["held_out"][0]
 
 
+@pytest.mark.slow
 def test_the_learned_rule_score_ranks_the_newest_leads(world: World) -> None:
     rows, again, learned = world.rows, world.again, world.learned
     assert list(again.frame["lead_id"]) == list(rows.frame["lead_id"])
@@ -123,6 +125,7 @@ def test_the_learned_rule_score_ranks_the_newest_leads(world: World) -> None:
     assert np.isfinite(learned_auc) and learned_auc > 0.5
 
 
+@pytest.mark.slow
 def test_grades_follow_the_quantiles_chosen(world: World) -> None:
     # The batch side's fit of the fitting rows: the grades split them 15/25/30/30 as intended,
     # so the points learn_points computed are the points the model gives.
@@ -133,6 +136,7 @@ def test_grades_follow_the_quantiles_chosen(world: World) -> None:
     assert world.learned.details["fit"]["grade_shares"] == pytest.approx(shares, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_thresholds_qualify_as_many_leads_as_the_current_model(world: World) -> None:
     fitting = world.learned.fitting_rows
 

@@ -78,6 +78,7 @@ def test_labels_come_from_after_the_cutoff_and_unjudgeable_leads_are_left_out(
     assert list(rows.frame["cutoff"]) == sorted(rows.frame["cutoff"])
 
 
+@pytest.mark.slow
 def test_features_use_only_what_was_known_at_the_cutoff(demo: tuple[Workspace, Sources, Path]) -> None:
     workspace, sources, _ = demo
     with workspace.unit_of_work(read_only=True) as uow:
@@ -106,6 +107,7 @@ def test_features_use_only_what_was_known_at_the_cutoff(demo: tuple[Workspace, S
         assert frame.loc[lead_id, "fit_score"] == mine["fit"]
 
 
+@pytest.mark.slow
 def test_train_on_the_command_line(demo: tuple[Workspace, Sources, Path]) -> None:
     workspace, _, folder = demo
     out = folder / "model.json"
