@@ -130,7 +130,7 @@ def enrol(conn: Connection, workflow: str, lead_id: int, why: str, now: datetime
 def react_workflows(run: Run) -> None:
     """Reaction `workflows`: enrol every lead whose change (a stage entered, a segment entered or
     left, a score crossing, an event) triggers a workflow and passes its enrolment rules."""
-    found = definitions(run.uow)
+    found = run.notes.get("definitions") or definitions(run.uow)  # read once a run
     if not found.workflows:
         return
     changed, conn = run.changed, run.uow.connection

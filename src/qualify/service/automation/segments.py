@@ -80,7 +80,7 @@ def react_segments(run: Run) -> None:
     transaction; entries and exits recorded. Leaves the facts and the memberships it changed in
     `run.notes` for the workflows' triggers."""
     changed = run.changed
-    found = definitions(run.uow)
+    found = run.notes["definitions"] = definitions(run.uow)
     if found.empty:
         return
     conn = run.uow.connection
