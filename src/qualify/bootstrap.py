@@ -15,7 +15,7 @@ the same reactions in the same order (service/pipeline.py says what a reaction i
 
 A caller that must not start side effects switches reactions off by name, for one workspace:
 `open_workspace(settings, without=("handoff", "announcements", "workflows"))`, or
-`workspace.reacting(without=...)` on an open one. Nothing else changes: the same use cases write
+`pipeline.reacting(workspace, without=...)` on an open one. Nothing else changes: the same use cases write
 the same rows.
 """
 
@@ -66,11 +66,11 @@ def default_pipeline() -> Pipeline:
     """The product's pipeline: every reaction on, in the order the module docstring gives."""
     pipeline = Pipeline(
         reactions=(
-            Reaction("probability", predictions.react, "the predictive probability, and the policy judged on it"),
-            Reaction("handoff", handoff.react, "new MQLs routed to an owner, SLA clocks started"),
-            Reaction("announcements", announcements.react, "stage changes and score crossings to the webhook outbox"),
-            Reaction("segments", segments.react_segments, "segment membership tested, entries and exits recorded"),
-            Reaction("workflows", enrolment.react_workflows, "workflows enrolled on their triggers"),
+            Reaction("probability", predictions.react),
+            Reaction("handoff", handoff.react),
+            Reaction("announcements", announcements.react),
+            Reaction("segments", segments.react_segments),
+            Reaction("workflows", enrolment.react_workflows),
         ),
         keepers=(
             Keeper("automation", _automation_merge, _automation_forget),

@@ -22,6 +22,7 @@ from qualify.service.automation import definitions
 from qualify.service.integrations.webhooks import add_subscription
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.pipeline import reacting
 from qualify.service.unit_of_work import Workspace
 from qualify.service.worker import record_sla_breaches, sweep_decay
 from qualify.settings import Settings
@@ -147,7 +148,7 @@ def effects(workspace: Workspace, prefix: str = "") -> dict[str, Any]:
 
 def test_history_moves_leads_as_live_data_would_but_fires_nothing(workspace: Workspace) -> None:
     prepare(workspace)
-    import_at_once(workspace.reacting(history_before=NOW), "past-")
+    import_at_once(reacting(workspace, history_before=NOW), "past-")
     arrive_live(workspace, "live-")
     past, live = effects(workspace, "past-"), effects(workspace, "live-")
 
@@ -165,7 +166,7 @@ def test_history_moves_leads_as_live_data_would_but_fires_nothing(workspace: Wor
 
 def test_history_breaches_no_sla_while_the_same_mqls_live_do(workspace: Workspace) -> None:
     prepare(workspace)
-    import_at_once(workspace.reacting(history_before=NOW), "past-")
+    import_at_once(reacting(workspace, history_before=NOW), "past-")
     assert record_sla_breaches(workspace, NOW) == 0
     arrive_live(workspace, "live-")
     breached = record_sla_breaches(workspace, NOW)  # two-year-old live MQLs are long past their SLA
@@ -175,7 +176,7 @@ def test_history_breaches_no_sla_while_the_same_mqls_live_do(workspace: Workspac
 def test_only_what_is_dated_before_the_cutoff_is_history(workspace: Workspace) -> None:
     prepare(workspace)
     cutoff = START + 300 * DAY
-    import_at_once(workspace.reacting(history_before=cutoff))
+    import_at_once(reacting(workspace, history_before=cutoff))
     found = effects(workspace)
     late = [email("", n) for n in range(PEOPLE) if n % 3 and demo_at(n) >= cutoff]
     assert late and sorted(e for e, w in found["enrolled"] if w == "on-demo") == sorted(late)
@@ -196,7 +197,7 @@ def test_changes_older_than_the_history_age_are_history(workspace: Workspace) ->
 
 def test_a_decay_sweep_over_history_announces_nothing(workspace: Workspace) -> None:
     prepare(workspace)
-    quiet = workspace.reacting(history_before=NOW)
+    quiet = reacting(workspace, history_before=NOW)
     import_at_once(quiet)
     before = effects(workspace)
     assert sweep_decay(quiet, NOW) > 0  # MQLs whose engagement decayed below the floor long ago

@@ -18,7 +18,7 @@ from qualify.service.automation import definitions as automation
 from qualify.service.integrations.webhooks import add_subscription
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
-from qualify.service.pipeline import Changed, Pipeline, Reaction, Run
+from qualify.service.pipeline import Changed, Pipeline, Reaction, Run, of, reacting
 from qualify.service.predictions.serving import refresh_all
 from qualify.service.unit_of_work import Workspace
 from qualify.service.unit_of_work import open_workspace as open_without_pipeline
@@ -100,8 +100,8 @@ def test_every_reaction_runs_on_a_change(busy: Workspace) -> None:
 def test_a_quiet_workspace_writes_the_same_leads_and_starts_no_side_effect(busy: Workspace) -> None:
     """What an import of past history needs: no SLA clock, no webhook, no workflow; the stages,
     the history and the segments are what a live run would give."""
-    quiet = busy.reacting(without=("handoff", "announcements", "workflows"))
-    assert quiet.engine is busy.engine and busy.pipeline is not None and busy.pipeline.off == frozenset()
+    quiet = reacting(busy, without=("handoff", "announcements", "workflows"))
+    assert quiet.engine is busy.engine and of(busy).off == frozenset()
     qualify_jane(quiet)
     found = side_effects(busy)
     assert found == {
@@ -148,8 +148,7 @@ def test_the_pipeline_runs_once_per_written_batch_over_everything_it_changed(wor
     def record(run: Run) -> None:
         seen.append(run.changed)
 
-    assert workspace.pipeline is not None
-    spying = Pipeline(reactions=(*workspace.pipeline.reactions, Reaction("spy", record)))
+    spying = Pipeline(reactions=(*of(workspace).reactions, Reaction("spy", record)))
     watched = Workspace(workspace.settings, workspace.engine, pipeline=spying)
     events = [
         make_event(

@@ -26,14 +26,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from qualify.adapters.repository import LeadRecord
 from qualify.domain.evaluator import AppliedMove, OnlineEvaluator
 from qualify.domain.scoring_model import ScoringModel
-
-if TYPE_CHECKING:  # a type only: the unit of work holds the pipeline, not the other way round
-    from qualify.service.unit_of_work import UnitOfWork, Workspace
+from qualify.service.unit_of_work import UnitOfWork, Workspace
 
 
 @dataclass(slots=True)
@@ -116,6 +114,8 @@ class Run:
     batch: Batch | None
     history_before: datetime | None = None  # what is dated before this is history (see `is_history`)
     notes: dict[str, Any] = field(default_factory=dict)
+    _newest: dict[int, datetime] = field(default_factory=dict)  # each lead's newest dated change
+    _newest_of: tuple[int, int] = (-1, -1)  # the (moves, events) counts `_newest` was read from
 
     def is_history(self, at: datetime) -> bool:
         """Whether something dated `at` is history: it changes state, not the present (no SLA
@@ -127,9 +127,21 @@ class Run:
         before the cutoff. A lead changed with nothing dated (a profile, a tag) is live."""
         if self.history_before is None:
             return False
-        dated = [m.values["at"] for m in self.changed.moves if m.record.id == lead_id]
-        dated += [row["occurred_at"] for row in self.changed.events if row["lead_id"] == lead_id]
-        return bool(dated) and max(dated) < self.history_before
+        newest = self._newest_dated()
+        return lead_id in newest and newest[lead_id] < self.history_before
+
+    def _newest_dated(self) -> dict[int, datetime]:
+        """Each lead's newest move or event in the change, read once (again after a `write_again`)."""
+        size = (len(self.changed.moves), len(self.changed.events))
+        if size != self._newest_of:
+            newest: dict[int, datetime] = {}
+            dated = [(m.record.id, m.values["at"]) for m in self.changed.moves]
+            dated += [(row["lead_id"], row["occurred_at"]) for row in self.changed.events]
+            for lead_id, at in dated:
+                if lead_id is not None and (lead_id not in newest or at > newest[lead_id]):
+                    newest[lead_id] = at
+            self._newest, self._newest_of = newest, size
+        return self._newest
 
     def write_again(self) -> None:
         """Write what a reaction changed in the batch; later reactions see it in `changed`."""
@@ -141,7 +153,6 @@ class Run:
 class Reaction:
     name: str
     react: Callable[[Run], None]
-    doc: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,3 +224,23 @@ class Pipeline:
         for reaction, listener in self.refreshed:
             if reaction not in self.off:
                 listener(workspace, name)
+
+
+def of(workspace: Workspace) -> Pipeline:
+    """The workspace's pipeline, or a clear error for one opened without the composition root."""
+    if not isinstance(workspace.pipeline, Pipeline):
+        raise RuntimeError(
+            "this workspace was opened without its after-change pipeline: open it with qualify.bootstrap.open_workspace"
+        )
+    return workspace.pipeline
+
+
+def react(uow: UnitOfWork, changed: Changed, batch: Batch | None = None) -> Changed:
+    """Run the unit of work's pipeline over what a use case just wrote (see `Pipeline.run`)."""
+    return of(uow.workspace).run(uow, changed, batch)
+
+
+def reacting(workspace: Workspace, *, without: Iterable[str] = (), history_before: datetime | None = None) -> Workspace:
+    """The same workspace (engine, caches) whose use cases run with the reactions in `without`
+    switched off, or for which what changes date before `history_before` is history."""
+    return replace(workspace, pipeline=of(workspace).without(without).with_history(before=history_before))

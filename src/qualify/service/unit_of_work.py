@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -18,7 +18,6 @@ from qualify.adapters.store import READ_ONLY, create_store_engine, head_revision
 from qualify.domain.errors import Conflict, NotFound, QualifyError
 from qualify.domain.model_loader import load_model
 from qualify.domain.scoring_model import ScoringModel
-from qualify.service.pipeline import Pipeline
 from qualify.settings import Settings
 
 
@@ -74,16 +73,6 @@ class UnitOfWork:
     def active_model(self) -> ScoringModel:
         return self.workspace.active_model(self.connection)
 
-    @property
-    def pipeline(self) -> Pipeline:
-        """The reactions to run after this unit of work changes leads (see service/pipeline.py)."""
-        found = self.workspace.pipeline
-        if found is None:
-            raise RuntimeError(
-                "this workspace was opened without its after-change pipeline: open it with qualify.bootstrap.open_workspace"
-            )
-        return found
-
 
 @dataclass
 class Workspace:
@@ -94,14 +83,9 @@ class Workspace:
     _models: dict[str, ScoringModel] = field(default_factory=dict)
     _predictors: dict[str, Any] = field(default_factory=dict)  # predictive models by version, loaded once
     _automation: dict[Any, Any] = field(default_factory=dict)  # segments and workflows, by their versions
-    pipeline: Pipeline | None = None  # set by the composition root, qualify.bootstrap
-
-    def reacting(self, *, without: Iterable[str] = (), history_before: datetime | None = None) -> Workspace:
-        """The same workspace (engine, caches) whose use cases run with some reactions switched
-        off, or for which what changes date before `history_before` is history (service/pipeline.py)."""
-        if self.pipeline is None:
-            raise RuntimeError("this workspace has no pipeline to switch reactions off in")
-        return replace(self, pipeline=self.pipeline.without(without).with_history(before=history_before))
+    # The after-change pipeline (a service.pipeline.Pipeline), set by the composition root,
+    # qualify.bootstrap; service/pipeline.py reads it (`of`, `react`), so this module need not know it.
+    pipeline: object | None = None
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A transaction; `read_only` ones do not take SQLite's write lock (they must not write)."""
@@ -154,7 +138,7 @@ def retrying(workspace: Workspace, use_case: Callable[[UnitOfWork], T], *, attem
 
 
 def open_workspace(
-    settings: Settings | None = None, *, create: bool = False, pipeline: Pipeline | None = None
+    settings: Settings | None = None, *, create: bool = False, pipeline: object | None = None
 ) -> Workspace:
     """Open the workspace at `settings.database_url`; with `create`, migrate it to the newest schema.
 

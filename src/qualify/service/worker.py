@@ -50,6 +50,7 @@ from qualify.service.email import sending as email
 from qualify.service.integrations import announcements as outbox
 from qualify.service.integrations import webhooks
 from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.pipeline import react
 from qualify.service.unit_of_work import Workspace, utcnow
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def sweep_decay(workspace: Workspace, now: datetime, *, chunk: int = CHUNK) -> i
             if batch.history:
                 changed = batch.write()
                 changed.judge = False  # the timer decided: not judged again on the probability
-                uow.pipeline.run(uow, changed, batch)
+                react(uow, changed, batch)
         if len(records) < chunk:
             return moved
         after_id = records[-1].id or after_id

@@ -77,6 +77,7 @@ def import_(
     """
     from qualify.service.imports.files import import_file
     from qualify.service.imports.mapping import load_mapping
+    from qualify.service.pipeline import reacting
     from qualify.service.unit_of_work import utcnow
 
     with _workspace(db) as workspace:
@@ -86,7 +87,7 @@ def import_(
         size = batch_size or workspace.settings.batch_size
         cutoff = _utc(history_before) or (utcnow() if historical else None)
         if cutoff is not None:
-            workspace = workspace.reacting(history_before=cutoff)
+            workspace = reacting(workspace, history_before=cutoff)
         with _progress(f"Importing {kind.value}", not as_json) as progress:
             summary = import_file(
                 workspace, kind.value, path, mapping=spec, rejects_path=rejects, progress=progress, batch_size=size

@@ -38,11 +38,12 @@ def triggered(
     def hit(workflow: Workflow, lead_id: int, why: str) -> None:
         hits.setdefault((workflow.name, lead_id), (workflow, lead_id, why))
 
+    stage_entries, events = changes.stage_entries, changes.event_facts  # derived once, not per workflow
     for workflow in workflows:
         trigger = workflow.trigger
         match trigger.kind:
             case "entered_stage":
-                for lead_id, stage in changes.stage_entries:
+                for lead_id, stage in stage_entries:
                     if stage == trigger.value:
                         hit(workflow, lead_id, trigger.describe())
             case "entered_segment" | "left_segment":
@@ -56,7 +57,7 @@ def triggered(
                     if (before is None or before < threshold) and after >= threshold:
                         hit(workflow, lead_id, trigger.describe())
             case "event":
-                for lead_id, kind, properties in changes.event_facts:
+                for lead_id, kind, properties in events:
                     if kind == trigger.value and all(c.test(properties.get(c.field)) for c in trigger.where):
                         hit(workflow, lead_id, trigger.describe())
     return list(hits.values())

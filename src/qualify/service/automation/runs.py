@@ -37,7 +37,7 @@ from qualify.service.automation.history import finish, log_step
 from qualify.service.integrations import announcements as outbox
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.lead_batch import LeadBatch
-from qualify.service.pipeline import Changed
+from qualify.service.pipeline import Changed, react
 from qualify.service.unit_of_work import UnitOfWork, Workspace
 
 NOTIFY = outbox.WORKFLOW_NOTIFY
@@ -303,7 +303,7 @@ def _do(uow: UnitOfWork, run: Row[Any], workflow: Workflow, step: Step, now: dat
 
 def _changed(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
     """A step changed the lead outside of an event: test its segments and triggers again."""
-    uow.pipeline.run(uow, Changed(now, lead_ids=[lead_id]))
+    react(uow, Changed(now, lead_ids=[lead_id]))
 
 
 def _tag(uow: UnitOfWork, lead_id: int, tag: str, add: bool, workflow: Workflow, now: datetime) -> tuple[str, str]:
@@ -347,4 +347,4 @@ def _nurture(uow: UnitOfWork, lead_id: int, workflow: Workflow, reason: str, now
 def _write(uow: UnitOfWork, batch: LeadBatch) -> None:
     changed = batch.write()
     changed.judge = False  # a workflow decided: not judged again on the probability
-    uow.pipeline.run(uow, changed, batch)
+    react(uow, changed, batch)

@@ -12,6 +12,7 @@ from qualify.domain.access import Role
 from qualify.domain.engagement import BONUS_EVENT, DAY
 from qualify.domain.records import Event, Lead
 from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.pipeline import react
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 EventStatus = Literal["accepted", "duplicate", "rejected"]
@@ -66,7 +67,7 @@ def ingest_events(
     batch = LeadBatch(uow, uow.active_model(), now)
     stored = _load(batch, events, create_unknown, by)
     outcomes, rows = _evaluate(batch, events, stored)
-    uow.pipeline.run(uow, batch.write(rows), batch)
+    react(uow, batch.write(rows), batch)
     return outcomes
 
 

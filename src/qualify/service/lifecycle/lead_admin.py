@@ -14,6 +14,7 @@ from qualify.adapters.repository import LeadRecord
 from qualify.domain.engagement import EngagementState
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.records import LEAD_FIELDS, merge_into
+from qualify.service import pipeline
 from qualify.service.audit import record_audit
 from qualify.service.lifecycle.rescoring import rescore_leads
 from qualify.service.unit_of_work import UnitOfWork, utcnow
@@ -56,7 +57,7 @@ def merge_leads(
     history = conn.execute(delete(schema.stage_history).where(schema.stage_history.c.lead_id == gone.id)).rowcount
     conn.execute(update(schema.assignments).where(schema.assignments.c.lead_id == gone.id).values(lead_id=kept.id))
     conn.execute(update(schema.lead_aliases).where(schema.lead_aliases.c.lead_id == gone.id).values(lead_id=kept.id))
-    uow.pipeline.lead_merged(uow, gone.id, kept.id, now)  # automation, email, web visitors follow
+    pipeline.of(uow.workspace).lead_merged(uow, gone.id, kept.id, now)  # automation, email, web visitors follow
     fill = {
         name: getattr(gone.lead, name)
         for name in _PERSONAL
@@ -155,7 +156,7 @@ def erase_lead(uow: UnitOfWork, key: str, *, by: str, key_id: str | None = None,
         if key
     ]
     conn.execute(delete(aliases).where(aliases.c.lead_id == lead_id))
-    uow.pipeline.lead_erased(uow, lead_id, now)  # automation, email, web visitors forget
+    pipeline.of(uow.workspace).lead_erased(uow, lead_id, now)  # automation, email, web visitors forget
     conn.execute(update(schema.stage_history).where(schema.stage_history.c.lead_id == lead_id).values(note=None))
     conn.execute(
         update(schema.leads)

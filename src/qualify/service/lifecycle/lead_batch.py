@@ -200,7 +200,7 @@ class LeadBatch:
     # --- writing -------------------------------------------------------------------------
     def write(self, event_rows: Iterable[tuple[LeadRecord, dict[str, Any]]] = ()) -> Changed:
         """Write new and changed leads, then the events and history that point at them; return what
-        changed, for the pipeline of reactions (`uow.pipeline.run`). Writing reacts to nothing."""
+        changed, for the pipeline of reactions (`pipeline.react`). Writing reacts to nothing."""
         repo.insert_leads(self.conn, self.new, scored_at=self.now, now=self.now)
         new_ids = {id(r) for r in self.new}
         self.new = []

@@ -11,6 +11,7 @@ from qualify.adapters.repository import LeadRecord
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import ACCOUNT_FIELDS, Account, Lead, merge_into
 from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.pipeline import react
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 _MERGED_FIELDS = tuple(
@@ -84,7 +85,7 @@ def _refit_account_leads(uow: UnitOfWork, account_ids: list[int], now: datetime,
         )
         for record in batch.records():
             _rescore_profile(batch, record, by)
-        uow.pipeline.run(uow, batch.write(), batch)
+        react(uow, batch.write(), batch)
 
 
 def _rescore_profile(batch: LeadBatch, record: LeadRecord, by: str) -> None:
@@ -122,7 +123,7 @@ def upsert_leads(
         except InvalidInput as error:
             outcome.statuses.append("rejected")
             outcome.errors[index] = error
-    uow.pipeline.run(uow, batch.write(), batch)
+    react(uow, batch.write(), batch)
     return outcome
 
 

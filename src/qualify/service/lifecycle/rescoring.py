@@ -13,6 +13,7 @@ from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.engagement import DayTotals, EngagementState, apply_event
 from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.pipeline import react
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 
@@ -97,5 +98,5 @@ def rescore_leads(uow: UnitOfWork, ids: list[int], now: datetime) -> tuple[int, 
     changed = batch.write()
     # Fit and engagement are features: the probability follows them, and the policy is judged again.
     changed.judge_at = now.timestamp()
-    uow.pipeline.run(uow, changed, batch)
+    react(uow, changed, batch)
     return moved, count

@@ -15,6 +15,7 @@ from qualify.domain.lifecycle import Actor, Stage, check_action
 from qualify.service.audit import record_audit
 from qualify.service.lifecycle.events import CLOCK_SKEW
 from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.pipeline import react
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 
@@ -85,7 +86,7 @@ def apply_stage_action(
     record.changed = True
     changed = batch.write()
     changed.judge = False  # a person decided: the probability (the stage is a feature) is not judged again
-    uow.pipeline.run(uow, changed, batch)
+    react(uow, changed, batch)
     record_audit(
         uow,
         actor=by.strip(),

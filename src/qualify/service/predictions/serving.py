@@ -33,7 +33,7 @@ from qualify.predictive.recipe import (
     Subject,
 )
 from qualify.service.audit import record_audit
-from qualify.service.pipeline import Run
+from qualify.service.pipeline import Run, of
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 if TYPE_CHECKING:  # the models' libraries load only when a model is used
@@ -286,11 +286,7 @@ def refresh(
 
 def refresh_all(workspace: Workspace, *, chunk: int = 2000, progress: Callable[[int, int], None] | None = None) -> int:
     """Every lead's probability under the active model (none active: every probability cleared)."""
-    pipeline = workspace.pipeline
-    if pipeline is None:
-        raise RuntimeError(
-            "this workspace was opened without its after-change pipeline: open it with qualify.bootstrap.open_workspace"
-        )
+    pipeline = of(workspace)  # refused before anything is written when the workspace has none
     table = schema.leads
     with workspace.unit_of_work() as uow:
         if active_predictor(uow) is None:
