@@ -94,6 +94,7 @@ def test_reimporting_the_same_file_changes_nothing(workspace: Workspace, tmp_pat
         "unchanged": 3,
         "rejected": 5,
         "rejects_path": str(tmp_path / "leads.csv.rejects.csv"),
+        "leads_rebuilt": 0,
     }
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
@@ -180,6 +181,45 @@ stage_history = Table(
     Column("engagement_score", Float),
     Column("persona", String(200)),
     Column("model_version", String(64)),
+)
+
+# People's decisions on a lead's stage: an accept or a win taken live, a CRM's "became SQL" date, a
+# deal opened or won. With the lead's events they are what its stage history is rebuilt from when
+# history arrives out of time order (`lifecycle.stage_facts`). `from_stage` is the stage the
+# action was taken from when it is known (taken live); an imported fact names none.
+stage_facts = Table(
+    "stage_facts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("from_stage", String(20)),
+    Column("to_stage", String(20), nullable=False),
+    Column("action", String(30)),
+    Column("by", String(200), nullable=False),
+    Column("reason", String(300)),
+    Column("note", Text),
+    Column("source", String(300), nullable=False),  # live, or the file / deal it was imported from
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("lead_id", "at", "to_stage"),
+)
+
+# Deals a CRM holds: opened, closed won or lost, with an amount. A deal's dates are stage facts of
+# its lead (opportunity, then customer or nurture).
+deals = Table(
+    "deals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("deal_id", String(200), nullable=False, unique=True),
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("opened_at", UTCDateTime()),
+    Column("closed_at", UTCDateTime()),
+    Column("outcome", String(10), nullable=False),  # open | won | lost
+    Column("amount", Float),
+    Column("reason", String(300)),
+    Column("properties", JSONDoc(), nullable=False, default=dict),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 scoring_models = Table(

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qualify.domain.engagement import DayTotals
+from qualify.domain.engagement import Award, DayTotals
 from qualify.domain.evaluator import AppliedMove, LeadState, OnlineEvaluator
 from qualify.domain.lifecycle import FUNNEL, STAGE_ACTIONS, Actor, Stage
 from qualify.domain.scoring_model import DisqualifyRule
@@ -34,6 +34,7 @@ from qualify.domain.scoring_model import DisqualifyRule
 _DISQUALIFY_FROM = STAGE_ACTIONS["disqualify"].sources
 _LOST_FROM = STAGE_ACTIONS["lose"].sources
 _OPEN = (Stage.LEAD, Stage.NURTURE)
+_BACK_FROM = (Stage.LEAD, Stage.MQL, Stage.SQL, Stage.OPPORTUNITY)
 _RANK = {stage: rank for rank, stage in enumerate(FUNNEL)} | {Stage.NURTURE: 0, Stage.DISQUALIFIED: len(FUNNEL)}
 
 
@@ -60,11 +61,14 @@ class ReplayAction:
         A step forward (accept, open-opportunity, win, advocate, disqualify) is a fact about the
         lead: sales worked it, the deal was won. It happens from wherever the model left the
         lead, unless the lead is already there or beyond. A step back (reject, lose) answers a
-        handover: it happens only from the stage it was taken from.
+        handover: it happens only from the stage it was taken from; an imported one, which names
+        no stage it was taken from (a CRM's "lost" date), from any stage before customer.
         """
         if self.to_stage is Stage.DISQUALIFIED:
             return stage in _DISQUALIFY_FROM
         if self.to_stage is Stage.NURTURE:
+            if self.from_stage is None:
+                return stage in _BACK_FROM
             return stage is self.from_stage or (self.from_stage in _LOST_FROM and stage in _LOST_FROM)
         return stage is not Stage.DISQUALIFIED and _RANK[stage] < _RANK[self.to_stage]
 
@@ -79,6 +83,7 @@ class Replay:
         0  # people's actions this model's stages made impossible (a reject of a lead never handed over)
     )
     forced_actions: int = 0  # steps forward taken from another stage than recorded (accepted before this model's MQL)
+    awards: dict[int, list[Award]] = field(default_factory=dict)  # each applied event's awards, by its position
 
     def entries(self, stage: Stage) -> list[float]:
         return [m.at for m in self.moves if m.to_stage is stage]
@@ -93,6 +98,7 @@ def replay_lead(
     until: float,
     disqualified_by: DisqualifyRule | None = None,
     probability: Callable[[LeadState, float, int], float] | None = None,
+    settle: bool = True,
 ) -> Replay:
     """Replay a new lead (`state`: stage lead, entered at creation, fit scored) up to `until`.
 
@@ -100,7 +106,9 @@ def replay_lead(
     `probability(state, instant, n)`: the predictive model's probability of the lead at `instant`
     knowing its first `n` events; when given and the model's policy has probability thresholds,
     it is computed after each event of a lead in `lead` or `nurture` and the policy judged again
-    with it (online, that happens after each batch of events).
+    with it (online, that happens after each batch of events). With `settle` (the default) the
+    lead is finally brought up to `until` (timers, thresholds); without it, it is left as the
+    last event or action left it, as the online path leaves a lead until its next change.
     """
     run = Replay(state)
     run.moves += evaluator.sweep(state, state.stage_entered, disqualified_by)
@@ -118,6 +126,7 @@ def replay_lead(
             step += 1
         applied = evaluator.apply(state, event.type, event.properties, event.occurred_at, totals)
         totals.add(applied.awards, event.occurred_at)
+        run.awards[n - 1] = applied.awards
         run.moves += applied.moves
         if judge is not None and state.stage in _OPEN:
             state.probability = judge(state, known, n)
@@ -125,7 +134,8 @@ def replay_lead(
     for action in pending[step:]:
         if action.at <= until:
             _act(evaluator, run, action)
-    run.moves += evaluator.sweep(state, until, disqualified_by)
+    if settle:
+        run.moves += evaluator.sweep(state, until, disqualified_by)
     return run
 
 

@@ -32,11 +32,16 @@ class ImportKind(StrEnum):
     leads = "leads"
     accounts = "accounts"
     events = "events"
+    stages = "stages"
+    deals = "deals"
 
 
 @app.command("import")
 def import_(
-    kind: Annotated[ImportKind, typer.Argument(help="What the file holds: leads, accounts or events.")],
+    kind: Annotated[
+        ImportKind,
+        typer.Argument(help="What the file holds: leads, accounts, events, stages (stage changes) or deals."),
+    ],
     path: Annotated[Path, typer.Argument(help="A .csv, .tsv, .jsonl/.ndjson or .parquet file.")],
     mapping: Annotated[
         Path | None,
@@ -70,10 +75,12 @@ def import_(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Import leads, accounts or events; bad rows go to a rejects file, good ones are kept.
+    """Import leads, accounts, events, stage changes or deals; bad rows go to a rejects file, good ones are kept.
 
     Re-importing the same file changes nothing: leads are upserted by email or external id,
-    accounts by domain, events are idempotent by event_id.
+    accounts by domain, events are idempotent by event_id, stage changes by lead, stage and
+    instant, deals by deal_id. Stage changes and deals are history: they start no SLA clock and
+    send nothing. Leads whose history arrived out of time order are rebuilt in order at the end.
     """
     from qualify.service.imports.files import import_file
     from qualify.service.imports.mapping import load_mapping
@@ -102,6 +109,8 @@ def import_(
         if data.get(k)
     )
     out.print(f"{path}: {data['rows_read']:,} rows read; {counts or 'nothing to do'}.")
+    if data["leads_rebuilt"]:
+        out.print(f"{data['leads_rebuilt']:,} leads' stage history rebuilt in time order.")
     if data.get("rejects_path"):
         out.print(f"[yellow]Rejected rows, with line, field and reason:[/] {data['rejects_path']}")
 

@@ -1,10 +1,15 @@
-"""Import leads, accounts and events from files: bad rows go to a rejects file, good rows are kept.
+"""Import leads, accounts, events, stage changes and deals from files: bad rows go to a rejects
+file, good rows are kept.
 
 A mapping file (YAML, documented in docs/import.md) says which column feeds which field, how
 values are translated and typed; without one, columns named like the fields feed them. Rows go
 in batches, each in its own unit of work, through the same use cases as the API (upsert by
-email / external id / domain, events idempotent by event_id), so importing a file twice
-changes nothing the second time.
+email / external id / domain, events idempotent by event_id, stage changes by lead, stage and
+instant, deals by deal id), so importing a file twice changes nothing the second time.
+
+History that arrives out of time order (stage dates after the events they follow, events older
+than a lead's stage) is put in order at the end of the import: the leads it touched are rebuilt
+from their events and stage facts (`lifecycle.stage_facts`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from qualify.adapters.readers import (
 )
 from qualify.domain.errors import InvalidInput, ModelProblem
 from qualify.domain.located_yaml import closest
-from qualify.domain.records import Account, Event, Lead, check_account, make_event, normalise_domain
+from qualify.domain.records import Account, Event, Lead, check_account, make_event, normalise_domain, normalise_email
 from qualify.service.imports.mapping import (  # noqa: F401 - load_mapping and parse_mapping are part of this API
     EXTRAS,
     FIELD_TYPES,
@@ -43,7 +48,20 @@ from qualify.service.imports.mapping import (  # noqa: F401 - load_mapping and p
 )
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
+from qualify.service.lifecycle.stage_facts import (
+    Deal,
+    FactsOutcome,
+    KeyedFact,
+    StageFact,
+    imported_fact,
+    rebuild_leads,
+    record_facts,
+    upsert_deals,
+)
+from qualify.service.pipeline import of, reacting
 from qualify.service.unit_of_work import UnitOfWork, Workspace, retrying, utcnow
+
+Row: TypeAlias = Record | Deal | KeyedFact  # what a row of a file becomes
 
 # --- from a row to a record -----------------------------------------------------------------------
 
@@ -51,27 +69,28 @@ from qualify.service.unit_of_work import UnitOfWork, Workspace, retrying, utcnow
 class RowConverter:
     """Turns one row's values into a Lead, Account or Event, or raises `InvalidInput` naming the field."""
 
-    def __init__(self, mapping: Mapping, kind: Kind, fields: tuple[ColumnRule, ...]) -> None:
+    def __init__(self, mapping: Mapping, kind: Kind, fields: tuple[ColumnRule, ...], source: str = "import") -> None:
         self.mapping, self.kind, self.fields = mapping, kind, fields
-        self.extras_name = EXTRAS[kind]
-        self.used = {rule.column for rule in (*fields, *mapping.extras) if rule.column}
+        self.source = source  # the file's name: where imported stage facts came from
+        self.extras_name = EXTRAS.get(kind)
+        self.used = {rule.column for rule in (*fields, *mapping.extras, *mapping.lifecycle) if rule.column}
 
     @classmethod
     def for_file(cls, mapping: Mapping, kind: Kind, columns: list[str] | None, path: Path) -> RowConverter:
         """Check the mapping against the kind and the file's columns; raise before any row is read."""
         fields = mapping.fields if mapping.source else _direct_fields(kind, columns)
-        _check_mapping(mapping, kind, (*fields, *mapping.extras), columns, path)
+        _check_mapping(mapping, kind, (*fields, *mapping.extras, *mapping.lifecycle), columns, path)
         _check_required(mapping, kind, fields, columns, path)
-        return cls(mapping, kind, fields)
+        return cls(mapping, kind, fields, path.name)
 
-    def convert(self, values: dict[str, Any]) -> Record:
+    def convert(self, values: dict[str, Any]) -> Row:
         data = {r.target: v for r in self.fields if (v := self._value(r, values, r.target)) is not None}
         extras = {
             r.target: v
             for r in self.mapping.extras
             if (v := self._value(r, values, f"{self.extras_name}.{r.target}")) is not None
         }
-        if self.mapping.unmapped == "keep":
+        if self.mapping.unmapped == "keep" and self.extras_name:
             for column, raw in values.items():
                 if column not in self.used and not is_missing(raw, self.mapping.null_values):
                     try:
@@ -86,6 +105,15 @@ class RowConverter:
             source = next((r.column for r in self.fields if r.target == error.field and r.column), None)
             where = f"column {source!r}: " if source else ""
             raise InvalidInput(where + error.message, field=error.field) from None
+
+    def lifecycle(self, values: dict[str, Any], by: str) -> list[StageFact]:
+        """The stage facts of a leads row's lifecycle date columns (`lifecycle:` in the mapping)."""
+        facts = []
+        for rule in self.mapping.lifecycle:
+            at = self._value(rule, values, f"lifecycle.{rule.target}")
+            if at is not None:
+                facts.append(imported_fact(at=at, stage=rule.target, by=by))
+        return facts
 
     def _value(self, rule: ColumnRule, values: dict[str, Any], name: str) -> Any:
         raw = values.get(rule.column) if rule.column else None
@@ -127,8 +155,11 @@ def _check_mapping(
     for rule in mapping.fields:
         if rule.target not in FIELD_TYPES[kind]:
             problem(rule.key, f"{rule.target} is not a field of {kind}; fields: {', '.join(FIELD_TYPES[kind])}")
-    if mapping.extras_key not in (None, EXTRAS[kind]):
-        problem(str(mapping.extras_key), f"{kind} have {EXTRAS[kind]}, not {mapping.extras_key}")
+    if mapping.extras_key not in (None, EXTRAS.get(kind)):
+        keeps = f"have {EXTRAS[kind]}" if kind in EXTRAS else "keep no other columns"
+        problem(str(mapping.extras_key), f"{kind} {keeps}, not {mapping.extras_key}")
+    if mapping.lifecycle and kind != "leads":
+        problem("lifecycle", f"lifecycle dates belong to a leads file, not to {kind}")
     for rule in rules:
         if columns is not None and rule.column and rule.column not in columns:
             problem(rule.key, f"column {rule.column!r} is not in {path.name}{closest(rule.column, set(columns))}")
@@ -140,6 +171,8 @@ _REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "leads": (("email", "external_id"),),
     "accounts": (("domain",),),
     "events": (("event_id",), ("type",), ("occurred_at",), ("email", "external_id")),
+    "stages": (("email", "external_id"), ("stage", "action"), ("at",)),
+    "deals": (("email", "external_id"), ("opened_at", "closed_at")),
 }
 
 
@@ -182,10 +215,52 @@ def _event(data: dict[str, Any], extras: dict[str, Any]) -> Event:
     )
 
 
-_BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Record]] = {
+def _external_id(data: dict[str, Any]) -> str | None:
+    return str(data.get("external_id") or "").strip() or None
+
+
+def _stage(data: dict[str, Any], extras: dict[str, Any]) -> KeyedFact:
+    if "at" not in data:
+        raise InvalidInput("no value: a stage change needs its instant", field="at")
+    if not (data.get("email") or data.get("external_id")):
+        raise InvalidInput("no value: a stage change needs the lead's email or external_id", field="email")
+    email = normalise_email(data["email"]) if data.get("email") else None
+    fact = imported_fact(
+        at=data["at"],
+        stage=data.get("stage"),
+        action=data.get("action"),
+        by=data.get("by"),
+        reason=data.get("reason"),
+        note=data.get("note"),
+    )
+    return email, _external_id(data), fact
+
+
+def _deal(data: dict[str, Any], extras: dict[str, Any]) -> Deal:
+    if not (data.get("email") or data.get("external_id")):
+        raise InvalidInput("no value: a deal needs its lead's email or external_id", field="email")
+    email = normalise_email(data["email"]) if data.get("email") else None
+    deal = Deal(
+        email,
+        _external_id(data),
+        data.get("deal_id"),
+        data.get("opened_at"),
+        data.get("closed_at"),
+        data.get("outcome"),
+        data.get("amount"),
+        data.get("reason"),
+        data.get("by"),
+        {**data.get("properties", {}), **extras},
+    )
+    return deal.checked()
+
+
+_BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Row]] = {
     "leads": _lead,
     "accounts": _account,
     "events": _event,
+    "stages": _stage,
+    "deals": _deal,
 }
 
 
@@ -206,6 +281,7 @@ class ImportSummary:
     duplicate: int = 0
     rejected: int = 0
     rejects_path: Path | None = None
+    rebuilt: int = 0  # leads whose history was put back in time order
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as `qualify import --json` prints it (see docs/import.md)."""
@@ -217,6 +293,7 @@ class ImportSummary:
             **{name: getattr(self, name) for name in counts},
             "rejected": self.rejected,
             "rejects_path": str(self.rejects_path) if self.rejects_path else None,
+            "leads_rebuilt": self.rebuilt,
         }
 
 
@@ -235,16 +312,21 @@ def import_file(
     batch_size: int = 1000,
     now: datetime | None = None,
 ) -> ImportSummary:
-    """Import a CSV/TSV, JSONL or Parquet file of leads, accounts or events.
+    """Import a CSV/TSV, JSONL or Parquet file of leads, accounts, events, stage changes or deals.
 
     Good rows are written in batches of `batch_size`, each batch in its own transaction. Bad rows
     are written to `rejects_path` (default: `<file>.rejects.csv` beside it) with line, field and
     reason; an old rejects file is removed when nothing is rejected. `progress(done, total)` is
     called after each batch (`total` is an estimate, or None when counting would cost too much).
     A file or mapping that cannot be used at all raises `InvalidInput` before anything is written.
+
+    Stage changes and deals (and a leads file's lifecycle dates) are history: dated before the
+    import, they start no SLA clock and send nothing, whatever cutoff the workspace has. The leads
+    they touch, and leads that got events older than their newest change while the workspace
+    has a history cutoff, are rebuilt in time order once the rows are in.
     """
     if kind not in KINDS:
-        raise InvalidInput(f"cannot import {kind!r}: choose leads, accounts or events")
+        raise InvalidInput(f"cannot import {kind!r}: choose {', '.join(KINDS)}")
     if batch_size < 1:
         raise InvalidInput("the batch size must be at least 1", field="batch_size")
     spec = mapping or Mapping()
@@ -253,17 +335,32 @@ def import_file(
         raise InvalidInput(f"the rejects file cannot be the input file {path}")
     now = now or utcnow()
     summary = ImportSummary(kind, path)
+    if kind in ("stages", "deals") or spec.lifecycle:
+        cutoff = of(workspace).cutoff(now)
+        workspace = reacting(workspace, history_before=max(cutoff, now) if cutoff else now)
+    late = set[int]() if kind != "events" or of(workspace).cutoff(now) else None
     with open_table(path, delimiter=spec.delimiter) as table:
         converter = RowConverter.for_file(spec, kind, table.columns, path)
         with _Rejects(rejects_path, path) as rejects:
             for chunk in _chunks(table.rows, batch_size):
-                _import_chunk(workspace, converter, chunk, rejects, summary, now)
+                _import_chunk(workspace, converter, chunk, rejects, summary, now, late)
                 if progress:
                     progress(summary.rows_read, table.total)
             summary.rejects_path = rejects.finish()
+    if late:
+        summary.rebuilt = rebuild(workspace, late, now, batch_size)
     if progress and table.total != summary.rows_read:
         progress(summary.rows_read, summary.rows_read)  # the total was an estimate: end the bar at 100 %
     return summary
+
+
+def rebuild(workspace: Workspace, lead_ids: set[int], now: datetime, batch_size: int = 1000) -> int:
+    """Rebuild these leads in time order, a batch of leads per transaction; returns how many."""
+    done, ids, size = 0, sorted(lead_ids), max(1, min(batch_size, 500))
+    for start in range(0, len(ids), size):
+        part = ids[start : start + size]
+        done += retrying(workspace, lambda uow, part=part: rebuild_leads(uow, part, now)).leads  # type: ignore[misc]
+    return done
 
 
 def _chunks(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:
@@ -278,20 +375,28 @@ def _import_chunk(
     rejects: _Rejects,
     summary: ImportSummary,
     now: datetime,
+    late: set[int] | None,
 ) -> None:
     summary.rows_read += len(rows)
-    good: list[tuple[RawRow, Record]] = []
+    good: list[tuple[RawRow, Row]] = []
+    dates: dict[int, list[StageFact]] = {}  # a leads row's lifecycle dates, by its place in `good`
+    source = converter.source
     for row in rows:
         if row.problem:
             rejects.add(row, None, row.problem)
             continue
         try:
-            good.append((row, converter.convert(row.values)))
+            record = converter.convert(row.values)
+            if converter.mapping.lifecycle:
+                if facts := converter.lifecycle(row.values, "import"):
+                    dates[len(good)] = facts
+            good.append((row, record))
         except InvalidInput as error:
             rejects.add(row, error.field, error.message)
     if good:
         # Upserts and events are idempotent: a chunk that lost a race is simply applied again.
-        results = retrying(workspace, lambda uow: _write(uow, converter.kind, [record for _, record in good], now))
+        records = [record for _, record in good]
+        results = retrying(workspace, lambda uow: _write(uow, converter.kind, records, now, source, dates, late))
         for (row, _), (status, problem) in zip(good, results, strict=True):
             if problem is None:
                 setattr(summary, status, getattr(summary, status) + 1)
@@ -303,22 +408,59 @@ def _import_chunk(
 _Result: TypeAlias = tuple[str, tuple[str | None, str] | None]  # status, and (field, reason) when rejected
 
 
-def _write(uow: UnitOfWork, kind: Kind, records: list[Record], now: datetime) -> list[_Result]:
+def _write(
+    uow: UnitOfWork,
+    kind: Kind,
+    records: list[Row],
+    now: datetime,
+    source: str,
+    dates: dict[int, list[StageFact]],
+    late: set[int] | None,
+) -> list[_Result]:
+    """Write one chunk; the leads to rebuild once the whole file is in are added to `late`
+    (a chunk applied again after a lost race adds the same ids again: a set)."""
+    create = uow.workspace.settings.create_unknown_leads
     if kind == "events":
         events = [r for r in records if isinstance(r, Event)]
-        create = uow.workspace.settings.create_unknown_leads
-        outcomes = ingest_events(uow, events, create_unknown=create, now=now, by="import")
+        outcomes = ingest_events(uow, events, create_unknown=create, now=now, by="import", late=late)
         return [
             (o.status, (o.field or "email", o.reason or o.status) if o.status == "rejected" else None) for o in outcomes
         ]
+    if kind in ("stages", "deals"):
+        if kind == "stages":
+            facts = [r for r in records if isinstance(r, tuple)]
+            done = record_facts(uow, facts, source=source, now=now, create_unknown=create)
+        else:
+            done = upsert_deals(uow, [r for r in records if isinstance(r, Deal)], now=now, create_unknown=create)
+        if late is not None:
+            late.update(done.lead_ids)
+        return _results(done)
     if kind == "accounts":
         outcome = upsert_accounts(uow, [r for r in records if isinstance(r, Account)], now=now)
     else:
         outcome = upsert_leads(uow, [r for r in records if isinstance(r, Lead)], now=now)
-    return [
+    results: list[_Result] = [
         (status, (error.field, error.message) if (error := outcome.errors.get(i)) else None)
         for i, status in enumerate(outcome.statuses)
     ]
+    if dates:
+        keyed = [
+            (lead.email, lead.external_id, fact)
+            for i, facts in dates.items()
+            if results[i][1] is None and isinstance(lead := records[i], Lead)
+            for fact in facts
+        ]
+        done = record_facts(uow, keyed, source=source, now=now, create_unknown=False)
+        if late is not None:
+            late.update(done.lead_ids)
+        where = [i for i, facts in dates.items() if results[i][1] is None for _ in facts]
+        for i, problem in done.problems.items():
+            results[where[i]] = ("rejected", (f"lifecycle.{keyed[i][2].to_stage.value}", problem[1]))
+    return results
+
+
+def _results(done: FactsOutcome) -> list[_Result]:
+    return [(status, done.problems.get(i)) for i, status in enumerate(done.statuses)]
 
 
 class _Rejects:

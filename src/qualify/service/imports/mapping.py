@@ -19,9 +19,11 @@ from qualify.domain.errors import InvalidInput, ModelProblem
 from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, closest
 from qualify.domain.records import Account, Event, Lead
 
-Kind: TypeAlias = Literal["leads", "accounts", "events"]
+Kind: TypeAlias = Literal["leads", "accounts", "events", "stages", "deals"]
 Record: TypeAlias = Lead | Account | Event
-KINDS: tuple[Kind, ...] = ("leads", "accounts", "events")
+KINDS: tuple[Kind, ...] = ("leads", "accounts", "events", "stages", "deals")
+# The stages a lifecycle date column of a leads file may name (HubSpot: "became an MQL date", ...).
+LIFECYCLE_STAGES = ("mql", "sql", "opportunity", "customer", "evangelist", "nurture", "disqualified")
 
 _TEXT = ("first_name", "last_name", "title", "seniority", "department", "country", "source", "channel")
 FIELD_TYPES: dict[str, dict[str, str]] = {
@@ -51,10 +53,43 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
         "occurred_at": "timestamp",
         "properties": "json",
     },
+    "stages": {
+        "email": "str",
+        "external_id": "str",
+        "stage": "str",
+        "action": "str",
+        "at": "timestamp",
+        "by": "str",
+        "reason": "str",
+        "note": "str",
+    },
+    "deals": {
+        "deal_id": "str",
+        "email": "str",
+        "external_id": "str",
+        "opened_at": "timestamp",
+        "closed_at": "timestamp",
+        "outcome": "str",
+        "amount": "float",
+        "reason": "str",
+        "by": "str",
+        "properties": "json",
+    },
 }
-EXTRAS = {"leads": "attributes", "accounts": "attributes", "events": "properties"}
+# Where a kind keeps the columns no field takes (stage changes keep none: they are dropped).
+EXTRAS = {"leads": "attributes", "accounts": "attributes", "events": "properties", "deals": "properties"}
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # referable from a scoring model as attributes.NAME
-_TOP_KEYS = {"kind", "description", "delimiter", "null_values", "timezone", "timestamp_format", "unmapped", "fields"}
+_TOP_KEYS = {
+    "kind",
+    "description",
+    "delimiter",
+    "null_values",
+    "timezone",
+    "timestamp_format",
+    "unmapped",
+    "fields",
+    "lifecycle",
+}
 _FIELD_KEYS = {"column", "type", "map", "format", "default"}
 _EXTRA_KEYS = {"name", "type", "map", "format", "default"}
 
@@ -97,6 +132,7 @@ class Mapping:
     fields: tuple[ColumnRule, ...] = ()
     extras: tuple[ColumnRule, ...] = ()  # attributes (leads, accounts) or properties (events)
     extras_key: str | None = None
+    lifecycle: tuple[ColumnRule, ...] = ()  # leads: the date each stage was entered (target: the stage)
     lines: dict[str, int] = field(default_factory=dict)
 
 
@@ -139,7 +175,7 @@ class _MappingReader:
             self.tree.problem(
                 "properties", "a mapping has attributes (leads, accounts) or properties (events), not both"
             )
-        allowed = _TOP_KEYS | ({EXTRAS[kind]} if kind else {"attributes", "properties"})
+        allowed = _TOP_KEYS | ({EXTRAS[kind]} if kind in EXTRAS else set() if kind else {"attributes", "properties"})
         self._keys(data, "", allowed)
         names = set(FIELD_TYPES[kind]) if kind else {n for types in FIELD_TYPES.values() for n in types}
         fields = self._dict(data.get("fields"), "fields")
@@ -154,6 +190,7 @@ class _MappingReader:
             fields=tuple(r for name, spec in fields.items() if (r := self._field(name, spec, names, kind))),
             extras=tuple(self._extras(data.get(extras_key), extras_key)) if extras_key else (),
             extras_key=extras_key,
+            lifecycle=tuple(self._lifecycle(data.get("lifecycle"), kind)),
             lines=dict(self.tree.lines),
         )
 
@@ -190,6 +227,28 @@ class _MappingReader:
             if rule.format and rule.type != "timestamp":
                 self.tree.problem(f"{path}.format", "format applies only to type: timestamp")
             yield rule
+
+    def _lifecycle(self, value: Any, kind: str | None) -> Iterator[ColumnRule]:
+        """`lifecycle: {mql: "Became an MQL date", ...}`: the instant a leads file says each stage was entered."""
+        if value is not None and kind not in (None, "leads"):
+            self.tree.problem("lifecycle", f"lifecycle dates belong to a leads file, not to {kind}")
+            return
+        for stage, spec in self._dict(value, "lifecycle").items():
+            path = f"lifecycle.{stage}"
+            if stage not in LIFECYCLE_STAGES:
+                self.tree.problem(
+                    path,
+                    f"unknown stage{closest(stage, set(LIFECYCLE_STAGES))}; expected one of: {', '.join(LIFECYCLE_STAGES)}",
+                )
+                continue
+            data = self._keys(
+                {"column": spec} if isinstance(spec, str) else self._dict(spec, path), path, {"column", "format"}
+            )
+            rule = self._rule(stage, data, path, data.get("column"))
+            if rule.column is None:
+                self.tree.problem(path, "needs a column: the date the lead entered this stage")
+                continue
+            yield replace(rule, type="timestamp")
 
     def _rule(self, target: str, data: dict[str, Any], path: str, column: Any) -> ColumnRule:
         if column is not None and not isinstance(column, str):

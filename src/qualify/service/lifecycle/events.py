@@ -54,11 +54,14 @@ def ingest_events(
     create_unknown: bool = True,
     now: datetime | None = None,
     by: str = "event",
+    late: set[int] | None = None,
 ) -> list[EventOutcome]:
     """Apply `events` in order; return one outcome per event, in the same order.
 
     An event whose `event_id` is already stored (or earlier in the batch) is a duplicate
     and changes nothing. An event for an unknown lead creates it when `create_unknown`.
+    When `late` is given, the ids of leads that got an event dated before their newest event or
+    stage change are added to it: an import of history rebuilds them (`stage_facts.rebuild_leads`).
 
     Four steps, each once per batch: load what the batch names, evaluate every event in
     memory through the domain, write, and run the after-change pipeline's reactions.
@@ -66,8 +69,11 @@ def ingest_events(
     now = now or utcnow()
     batch = LeadBatch(uow, uow.active_model(), now)
     stored = _load(batch, events, create_unknown, by)
-    outcomes, rows = _evaluate(batch, events, stored)
-    react(uow, batch.write(rows), batch)
+    outcomes, rows = _evaluate(batch, events, stored, late is not None)
+    changed = batch.write(rows)
+    if late is not None:
+        late.update(r.id for r in batch.late if r.id is not None)
+    react(uow, changed, batch)
     return outcomes
 
 
@@ -83,7 +89,7 @@ def _load(batch: LeadBatch, events: list[Event], create_unknown: bool, by: str) 
 
 
 def _evaluate(
-    batch: LeadBatch, events: list[Event], stored: set[str]
+    batch: LeadBatch, events: list[Event], stored: set[str], find_late: bool = False
 ) -> tuple[list[EventOutcome], list[tuple[LeadRecord, dict[str, Any]]]]:
     """Each event in order through the online evaluator (engagement, then the stage policy), in
     memory: the outcomes, and the event rows to write. Only a late event (dated before the
@@ -123,6 +129,9 @@ def _evaluate(
             continue
         seen.add(event.event_id)
         timestamp = event.occurred_at.timestamp()
+        state = record.state
+        if find_late and (timestamp < state.stage_entered or (state.last_event or timestamp) > timestamp):
+            batch.late.append(record)
         lookup = _DayTotals(batch, record, rows)
         step = evaluator.apply(record.state, event.type, event.properties, timestamp, lookup)
         record.changed = True

@@ -17,6 +17,7 @@ from qualify.domain.records import LEAD_FIELDS, merge_into
 from qualify.service import pipeline
 from qualify.service.audit import record_audit
 from qualify.service.lifecycle.rescoring import rescore_leads
+from qualify.service.lifecycle.stage_facts import forget_facts, merge_facts
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 _PERSONAL = (*LEAD_FIELDS,)
@@ -55,6 +56,7 @@ def merge_leads(
         update(schema.events).where(schema.events.c.lead_id == gone.id).values(lead_id=kept.id)
     ).rowcount
     history = conn.execute(delete(schema.stage_history).where(schema.stage_history.c.lead_id == gone.id)).rowcount
+    merge_facts(uow, gone.id, kept.id)
     conn.execute(update(schema.assignments).where(schema.assignments.c.lead_id == gone.id).values(lead_id=kept.id))
     conn.execute(update(schema.lead_aliases).where(schema.lead_aliases.c.lead_id == gone.id).values(lead_id=kept.id))
     pipeline.of(uow.workspace).lead_merged(uow, gone.id, kept.id, now)  # automation, email, web visitors follow
@@ -127,6 +129,13 @@ def export_lead(uow: UnitOfWork, key: str) -> dict[str, Any]:
         "assignments": [
             dict(r._mapping) for r in conn.execute(select(a).where(a.c.lead_id == lead_id).order_by(a.c.id))
         ],
+        "stage_facts": [
+            dict(r._mapping)
+            for r in conn.execute(select(schema.stage_facts).where(schema.stage_facts.c.lead_id == lead_id))
+        ],
+        "deals": [
+            dict(r._mapping) for r in conn.execute(select(schema.deals).where(schema.deals.c.lead_id == lead_id))
+        ],
         "aliases": [dict(r._mapping) for r in conn.execute(select(al).where(al.c.lead_id == lead_id))],
         "audit": [
             dict(r._mapping)
@@ -158,6 +167,7 @@ def erase_lead(uow: UnitOfWork, key: str, *, by: str, key_id: str | None = None,
     conn.execute(delete(aliases).where(aliases.c.lead_id == lead_id))
     pipeline.of(uow.workspace).lead_erased(uow, lead_id, now)  # automation, email, web visitors forget
     conn.execute(update(schema.stage_history).where(schema.stage_history.c.lead_id == lead_id).values(note=None))
+    forget_facts(uow, lead_id)
     conn.execute(
         update(schema.leads)
         .where(schema.leads.c.id == lead_id)

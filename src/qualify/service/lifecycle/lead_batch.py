@@ -31,6 +31,7 @@ class LeadBatch:
         self.account_ids: dict[str, int] = {}
         self.new: list[LeadRecord] = []
         self.history: list[Move] = []  # stage moves recorded, written by `write`
+        self.late: list[LeadRecord] = []  # leads that got an event dated before their newest change
 
     # --- loading -------------------------------------------------------------------------
     def load(self, emails: Iterable[str], external_ids: Iterable[str], *, profile: bool = True) -> None:

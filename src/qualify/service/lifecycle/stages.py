@@ -15,6 +15,7 @@ from qualify.domain.lifecycle import Actor, Stage, check_action
 from qualify.service.audit import record_audit
 from qualify.service.lifecycle.events import CLOCK_SKEW
 from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.lifecycle.stage_facts import StageFact, record_decision
 from qualify.service.pipeline import react
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
@@ -81,6 +82,9 @@ def apply_stage_action(
     checked = check_action(action, state.stage, reason, note)
     before = state.stage
     batch.record_history(record, before, checked.target, at, Actor.USER, by.strip(), reason, note)
+    assert record.id is not None
+    decision = StageFact(at, checked.target, by.strip()[:200], action, before, reason, note)
+    record_decision(uow, record.id, decision, now)
     state.stage = checked.target
     state.stage_entered = at.timestamp()
     record.changed = True
