@@ -302,3 +302,31 @@ def test_a_lead_whose_account_is_invalid_is_refused_whole_and_accounts_are_answe
         "/v1/accounts", json=[{"domain": "ok.com"}, {"domain": "bad domain"}], headers=keys["marketing"]
     ).json()
     assert (accounts["created"], accounts["rejected"]) == (1, 1) and accounts["results"][1]["field"] == "domain"
+
+
+def test_a_crms_history_goes_in_over_http_in_batches(api: Any) -> None:
+    client, keys = api
+    client.post("/v1/events", json=[event(1, "demo_request", days=-300)], headers=keys["ingest"])
+    stages = [
+        {"email": "jane@acme.com", "action": "accept", "at": (T0 - timedelta(days=290)).isoformat(), "by": "sam"},
+        {"email": "jane@acme.com", "stage": "sql", "action": "win", "at": T0.isoformat()},
+        {"email": "jane@acme.com", "action": "accept"},
+        "not an object",
+    ]
+    answer = client.put("/v1/history/stages", json=stages, headers=keys["marketing"])
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["created"], body["rejected"], body["leads_rebuilt"]) == (1, 3, 1)
+    assert [r["field"] for r in body["results"][1:]] == ["stage", "at", ""]
+    deals = [
+        {"deal_id": "D-1", "email": "jane@acme.com", "opened_at": (T0 - timedelta(days=280)).isoformat(),
+         "closed_at": (T0 - timedelta(days=250)).isoformat(), "outcome": "won", "amount": 9000},
+        {"deal_id": "D-2", "email": "jane@acme.com", "opened_at": (T0 - timedelta(days=200)).isoformat(),
+         "outcome": "won"},
+    ]  # fmt: skip
+    answer = client.put("/v1/history/deals", json=deals, headers=keys["marketing"]).json()
+    assert (answer["created"], answer["rejected"]) == (1, 1) and answer["results"][1]["field"] == "closed_at"
+    lead = client.get("/v1/leads/jane@acme.com", headers=keys["sales"]).json()
+    assert [h["to"] for h in lead["history"]] == ["lead", "mql", "sql", "opportunity", "customer"]
+    assert lead["stage"] == "customer"
+    assert client.put("/v1/history/deals", json=deals[:1], headers=keys["sales"]).status_code == 403

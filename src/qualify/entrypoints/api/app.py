@@ -10,7 +10,17 @@ from fastapi import FastAPI
 from qualify import __version__
 from qualify.bootstrap import open_workspace
 from qualify.entrypoints.api.limits import BodySizeLimit
-from qualify.entrypoints.api.routes import admin, automation, email_tracking, events, leads, models, tracking, webhooks
+from qualify.entrypoints.api.routes import (
+    admin,
+    automation,
+    email_tracking,
+    events,
+    history,
+    leads,
+    models,
+    tracking,
+    webhooks,
+)
 from qualify.entrypoints.api.schemas import Problem
 from qualify.entrypoints.problems import install_problem_handlers
 from qualify.entrypoints.web import install_dashboard
@@ -46,7 +56,7 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
         app.state.workspace = workspace
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit)  # request bodies over 16 MiB: 413 (docs/api.md, Limits)
-    routers = (events, leads, models, admin, webhooks, automation, email_tracking, tracking)
+    routers = (events, leads, history, models, admin, webhooks, automation, email_tracking, tracking)
     for router in (module.router for module in routers):
         app.include_router(router)
 

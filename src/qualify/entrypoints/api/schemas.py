@@ -75,6 +75,82 @@ class IngestResponse(BaseModel):
     results: list[EventResult]
 
 
+class StageChangeIn(BaseModel):
+    """A stage change a person made in the past (a CRM's history): the lead, the stage entered or
+    the action taken, when, who and why (docs/import.md, Stage changes)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"email": "jane.doe@acme.com", "action": "accept", "at": "2025-03-04T10:00:00Z", "by": "sam"},
+                {"external_id": "L-61", "stage": "nurture", "at": "2025-05-01T00:00:00Z", "reason": "bad_timing"},
+            ]
+        },
+    )
+
+    email: str | None = Field(default=None, max_length=254)
+    external_id: str | None = Field(default=None, max_length=200)
+    stage: str | None = Field(default=None, max_length=20, description="the stage entered")
+    action: str | None = Field(default=None, max_length=30, description="or the action taken: accept, win, ...")
+    at: AwareDatetime = Field(description="when; ISO 8601 with a time zone")
+    by: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, max_length=300)
+    note: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("reason", "note", "by")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        return _storable_text(text)
+
+
+class DealIn(BaseModel):
+    """A CRM's deal with a lead: opened, closed won or lost (docs/import.md, Deals)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "deal_id": "D-1001",
+                    "email": "jane.doe@acme.com",
+                    "opened_at": "2025-03-10T00:00:00Z",
+                    "closed_at": "2025-04-22T00:00:00Z",
+                    "outcome": "won",
+                    "amount": 24000,
+                }
+            ]
+        },
+    )
+
+    deal_id: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=254)
+    external_id: str | None = Field(default=None, max_length=200)
+    opened_at: AwareDatetime | None = None
+    closed_at: AwareDatetime | None = None
+    outcome: Literal["open", "won", "lost"] | None = None
+    amount: float | None = Field(default=None, allow_inf_nan=False)
+    reason: str | None = Field(default=None, max_length=300)
+    by: str | None = Field(default=None, max_length=200)
+    properties: dict[str, Any] = Field(default_factory=dict, description=_DOCUMENT)
+
+    @field_validator("reason", "by")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        return _storable_text(text)
+
+
+class HistoryResponse(BaseModel):
+    """What a batch of history did: a status per item, and how many leads were rebuilt in time order."""
+
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+    leads_rebuilt: int
+    results: list[UpsertResult]
+
+
 class AccountIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

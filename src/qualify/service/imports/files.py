@@ -53,12 +53,13 @@ from qualify.service.lifecycle.stage_facts import (
     FactsOutcome,
     KeyedFact,
     StageFact,
+    as_history,
     imported_fact,
-    rebuild_leads,
+    rebuild_in_batches,
     record_facts,
     upsert_deals,
 )
-from qualify.service.pipeline import of, reacting
+from qualify.service.pipeline import of
 from qualify.service.unit_of_work import UnitOfWork, Workspace, retrying, utcnow
 
 Row: TypeAlias = Record | Deal | KeyedFact  # what a row of a file becomes
@@ -336,8 +337,7 @@ def import_file(
     now = now or utcnow()
     summary = ImportSummary(kind, path)
     if kind in ("stages", "deals") or spec.lifecycle:
-        cutoff = of(workspace).cutoff(now)
-        workspace = reacting(workspace, history_before=max(cutoff, now) if cutoff else now)
+        workspace = as_history(workspace, now)
     late = set[int]() if kind != "events" or of(workspace).cutoff(now) else None
     with open_table(path, delimiter=spec.delimiter) as table:
         converter = RowConverter.for_file(spec, kind, table.columns, path)
@@ -348,19 +348,10 @@ def import_file(
                     progress(summary.rows_read, table.total)
             summary.rejects_path = rejects.finish()
     if late:
-        summary.rebuilt = rebuild(workspace, late, now, batch_size)
+        summary.rebuilt = rebuild_in_batches(workspace, late, now, min(batch_size, 500))
     if progress and table.total != summary.rows_read:
         progress(summary.rows_read, summary.rows_read)  # the total was an estimate: end the bar at 100 %
     return summary
-
-
-def rebuild(workspace: Workspace, lead_ids: set[int], now: datetime, batch_size: int = 1000) -> int:
-    """Rebuild these leads in time order, a batch of leads per transaction; returns how many."""
-    done, ids, size = 0, sorted(lead_ids), max(1, min(batch_size, 500))
-    for start in range(0, len(ids), size):
-        part = ids[start : start + size]
-        done += retrying(workspace, lambda uow, part=part: rebuild_leads(uow, part, now)).leads  # type: ignore[misc]
-    return done
 
 
 def _chunks(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:

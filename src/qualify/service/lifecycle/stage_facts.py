@@ -32,8 +32,8 @@ from qualify.domain.records import Lead
 from qualify.domain.replay import ReplayAction, ReplayEvent, replay_lead
 from qualify.service.lifecycle.events import CLOCK_SKEW
 from qualify.service.lifecycle.lead_batch import LeadBatch
-from qualify.service.pipeline import Move, react
-from qualify.service.unit_of_work import UnitOfWork, from_ts
+from qualify.service.pipeline import Move, of, react, reacting
+from qualify.service.unit_of_work import UnitOfWork, Workspace, from_ts, retrying
 
 FactStatus = Literal["created", "updated", "unchanged", "rejected"]
 OUTCOMES = ("open", "won", "lost")
@@ -430,6 +430,25 @@ def upsert_deals(uow: UnitOfWork, deals: Sequence[Deal], *, now: datetime, creat
         stored[record.id] = known + facts
         outcome.lead_ids.add(record.id)
     return outcome
+
+
+# --- importing history ---------------------------------------------------------------------------
+
+
+def as_history(workspace: Workspace, now: datetime) -> Workspace:
+    """The workspace for which everything dated before `now` (or before its own, later cutoff) is
+    history: stage changes and deals start no SLA clock and send nothing."""
+    cutoff = of(workspace).cutoff(now)
+    return reacting(workspace, history_before=max(cutoff, now) if cutoff else now)
+
+
+def rebuild_in_batches(workspace: Workspace, lead_ids: Iterable[int], now: datetime, size: int = 500) -> int:
+    """`rebuild_leads` over many leads, a transaction per `size` of them; returns how many were rebuilt."""
+    done, ids = 0, sorted(set(lead_ids))
+    for start in range(0, len(ids), max(1, size)):
+        part = ids[start : start + max(1, size)]
+        done += retrying(workspace, lambda uow, part=part: rebuild_leads(uow, part, now)).leads  # type: ignore[misc]
+    return done
 
 
 # --- rebuilding -----------------------------------------------------------------------------------
