@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
         # (400 leads give exactly the 200 rows it needs at least).
         ["benchmarks/predictive.py", "--only", "demo", "--demo-leads", "600"],
         ["benchmarks/dashboard.py", "--leads", "400", "--repeat", "1"],
+        ["benchmarks/history_import.py", "--people", "60", "--events", "1500"],
     ],
-    ids=["ingest", "batch_scoring", "predictive_demo", "dashboard"],
+    ids=["ingest", "batch_scoring", "predictive_demo", "dashboard", "history_import"],
 )
 @pytest.mark.slow
 def test_the_benchmark_runs_at_a_tiny_size(args: list[str]) -> None:

@@ -450,3 +450,49 @@ def test_the_olist_funnel_goes_in_with_the_guides_two_commands(
         clocks = select(schema.leads.c.id).where(schema.leads.c.sla_due_at.is_not(None))
         assert uow.connection.execute(clocks).first() is None  # history starts no SLA clock
     assert (report.reached["mql"], report.reached["customer"]) == (8000, 841)
+
+
+def test_an_interrupted_import_leaves_its_leads_queued_and_the_worker_rebuilds_them(
+    sqlite_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qualify.service.imports import files
+    from qualify.service.worker import Worker
+
+    stages = write_csv(tmp_path / "s.csv", ["email", "action", "at"], [["kim@corp.com", "accept", iso(T0)]])
+    events = write_csv(
+        tmp_path / "e.csv",
+        ["event_id", "email", "type", "occurred_at"],
+        [["k1", "kim@corp.com", "demo_request", iso(T0 - DAY)]],
+    )
+
+    def crash(*args: Any, **kwargs: Any) -> int:
+        raise KeyboardInterrupt
+
+    import_file(sqlite_workspace, "stages", stages, now=NOW)
+    monkeypatch.setattr(files, "rebuild_pending", crash)
+    with pytest.raises(KeyboardInterrupt):
+        import_file(reacting(sqlite_workspace, history_before=NOW), "events", events, now=NOW)
+    monkeypatch.undo()
+    with sqlite_workspace.unit_of_work() as uow:
+        assert uow.connection.execute(select(schema.rebuild_queue.c.lead_id)).all() != []
+    assert [t for _, t, *_ in history_of(sqlite_workspace, "kim@corp.com")] == ["lead", "sql"]  # not yet in order
+    with Worker(sqlite_workspace) as worker:
+        assert worker.run_once(NOW).rebuilt == 1
+    assert [t for _, t, *_ in history_of(sqlite_workspace, "kim@corp.com")] == ["lead", "mql", "sql"]
+    with sqlite_workspace.unit_of_work() as uow:
+        assert uow.connection.execute(select(schema.rebuild_queue)).all() == []
+    assert lead_row(sqlite_workspace, "kim@corp.com").owner is None  # history: nobody routed
+
+
+def test_an_open_deal_keeps_its_expected_close_date_as_a_property(sqlite_workspace: Workspace, tmp_path: Path) -> None:
+    deals = write_csv(
+        tmp_path / "d.csv",
+        ["deal_id", "email", "opened_at", "closed_at", "outcome"],
+        [["D-5", "lu@corp.com", iso(T0), iso(NOW + 30 * DAY), "open"]],
+    )
+    assert import_file(sqlite_workspace, "deals", deals, now=NOW).created == 1
+    with sqlite_workspace.unit_of_work() as uow:
+        deal = uow.connection.execute(select(schema.deals)).one()
+    assert (deal.outcome, deal.closed_at) == ("open", None)
+    assert deal.properties == {"expected_close_at": (NOW + 30 * DAY).isoformat()}
+    assert lead_row(sqlite_workspace, "lu@corp.com").stage == "opportunity"

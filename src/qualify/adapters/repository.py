@@ -381,6 +381,16 @@ def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     _driver_executemany(conn, _insert_sql(conn, "events", _EVENT_COLUMNS), values)
 
 
+def update_awards(conn: Connection, rows: list[tuple[int, list[list[Any]]]]) -> None:
+    """Set the awards of events by id (a rebuild scores events again), through the driver."""
+    if not rows:
+        return
+    _, doc = _driver_converters(conn)
+    quote, mark = conn.dialect.identifier_preparer.quote, _placeholder(conn)
+    sql = f"UPDATE {quote('events')} SET {quote('awards')} = {mark} WHERE {quote('id')} = {mark}"
+    _driver_executemany(conn, sql, [(doc(awards), event_id) for event_id, awards in rows])
+
+
 def _driver_converters(conn: Connection) -> tuple[Callable[[datetime | None], Any], Callable[[Any], str]]:
     """Python values as the columns' types would bind them, done once per value, in C where possible."""
     if conn.dialect.name == "sqlite":
@@ -449,3 +459,31 @@ def count_events(conn: Connection, lead_id: int) -> int:
 def lead_history(conn: Connection, lead_id: int) -> list[Row[Any]]:
     h = schema.stage_history
     return list(conn.execute(select(h).where(h.c.lead_id == lead_id).order_by(h.c.at, h.c.id)))
+
+
+# --- leads waiting for a rebuild in time order ------------------------------------------------------
+
+
+def queue_rebuild(conn: Connection, lead_ids: Iterable[int], *, now: datetime, history_before: datetime) -> None:
+    """Queue these leads for a rebuild (a lead already queued keeps its place, with the later cutoff)."""
+    q = schema.rebuild_queue
+    wanted = sorted(set(lead_ids))
+    for part in chunks(wanted):
+        known = set(conn.execute(select(q.c.lead_id).where(q.c.lead_id.in_(part))).scalars())
+        new = [{"lead_id": i, "queued_at": now, "history_before": history_before} for i in part if i not in known]
+        if new:
+            conn.execute(q.insert(), new)
+        if known:
+            conn.execute(
+                update(q)
+                .where(q.c.lead_id.in_(sorted(known)), q.c.history_before < history_before)
+                .values(history_before=history_before)
+            )
+
+
+def queued_for_rebuild(conn: Connection, lead_ids: Iterable[int]) -> set[int]:
+    q = schema.rebuild_queue
+    out: set[int] = set()
+    for part in chunks(sorted(set(lead_ids))):
+        out.update(conn.execute(select(q.c.lead_id).where(q.c.lead_id.in_(part))).scalars())
+    return out

@@ -204,6 +204,17 @@ stage_facts = Table(
     UniqueConstraint("lead_id", "at", "to_stage"),
 )
 
+# Leads whose history arrived out of time order, waiting to be rebuilt in order (at the end of the
+# import that queued them, or by the worker when that import was interrupted). Changes dated
+# before `history_before` are history when they are rebuilt.
+rebuild_queue = Table(
+    "rebuild_queue",
+    metadata,
+    Column("lead_id", Integer, ForeignKey("leads.id"), primary_key=True),
+    Column("queued_at", UTCDateTime(), nullable=False),
+    Column("history_before", UTCDateTime(), nullable=False),
+)
+
 # Deals a CRM holds: opened, closed won or lost, with an amount. A deal's dates are stage facts of
 # its lead (opportunity, then customer or nurture).
 deals = Table(

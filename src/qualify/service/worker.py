@@ -3,6 +3,8 @@ delivery, in passes.
 
 One pass, in this order:
 
+0. **history**: leads an interrupted import of history left waiting are rebuilt in time order
+   (qualify.service.lifecycle.stage_facts), with the history cutoff they were queued with;
 1. **decay-out**: every MQL whose engagement fell below the floor is moved to nurture at the
    instant it crossed it, with history and announcements, as if a timer had run all along;
 2. **SLA**: every MQL still in `mql` past its `sla_due_at` gets its breach recorded once
@@ -50,6 +52,7 @@ from qualify.service.email import sending as email
 from qualify.service.integrations import announcements as outbox
 from qualify.service.integrations import webhooks
 from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.lifecycle.stage_facts import rebuild_pending
 from qualify.service.pipeline import react
 from qualify.service.unit_of_work import Workspace, utcnow
 
@@ -66,6 +69,7 @@ class PassSummary:
     """What one pass did."""
 
     at: datetime
+    rebuilt: int = 0
     decayed: int = 0
     sla_breaches: int = 0
     segment_changes: int = 0
@@ -79,6 +83,7 @@ class PassSummary:
     def busy(self) -> bool:
         return any(
             (
+                self.rebuilt,
                 self.decayed,
                 self.sla_breaches,
                 self.segment_changes,
@@ -245,9 +250,11 @@ class Worker:
         self.clock = clock
 
     def run_once(self, now: datetime | None = None) -> PassSummary:
-        """One pass at `now` (default: the clock): decay-out, SLA, segments, workflows, email, webhooks."""
+        """One pass at `now` (default: the clock): history rebuilds, decay-out, SLA, segments, workflows,
+        email, webhooks."""
         now = now or self.clock()
         summary = PassSummary(now)
+        summary.rebuilt = _guarded("history rebuild", rebuild_pending, self.workspace, now)
         summary.decayed = sweep_decay(self.workspace, now)
         summary.sla_breaches = record_sla_breaches(self.workspace, now)
         # Each part on its own: a failure in one (a lock conflict, say) must not keep email and

@@ -1,4 +1,4 @@
-"""stage facts and deals: people's stage decisions and a CRM's deals, kept apart from the derived history
+"""stage facts, deals, rebuild queue: people's stage decisions and a CRM's deals, kept apart from the derived history
 
 Revision ID: 0008
 Revises: 0007
@@ -66,6 +66,14 @@ def upgrade() -> None:
         sa.UniqueConstraint("lead_id", "at", "to_stage", name=op.f("uq_stage_facts_lead_id_at_to_stage")),
     )
     op.create_index("ix_stage_facts_lead_id", "stage_facts", ["lead_id"])
+    op.create_table(
+        "rebuild_queue",
+        sa.Column("lead_id", sa.Integer(), nullable=False),
+        sa.Column("queued_at", Time(timezone=True), nullable=False),
+        sa.Column("history_before", Time(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["lead_id"], ["leads.id"], name=op.f("fk_rebuild_queue_lead_id_leads")),
+        sa.PrimaryKeyConstraint("lead_id", name=op.f("pk_rebuild_queue")),
+    )
     _backfill(facts)
 
 
@@ -107,6 +115,7 @@ def _backfill(facts: sa.Table) -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("rebuild_queue")
     op.drop_index("ix_stage_facts_lead_id", table_name="stage_facts")
     op.drop_table("stage_facts")
     op.drop_index("ix_deals_lead_id", table_name="deals")

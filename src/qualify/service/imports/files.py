@@ -55,7 +55,7 @@ from qualify.service.lifecycle.stage_facts import (
     StageFact,
     as_history,
     imported_fact,
-    rebuild_in_batches,
+    rebuild_pending,
     record_facts,
     upsert_deals,
 )
@@ -338,17 +338,16 @@ def import_file(
     summary = ImportSummary(kind, path)
     if kind in ("stages", "deals") or spec.lifecycle:
         workspace = as_history(workspace, now)
-    late = set[int]() if kind != "events" or of(workspace).cutoff(now) else None
+    history = of(workspace).cutoff(now) is not None
     with open_table(path, delimiter=spec.delimiter) as table:
         converter = RowConverter.for_file(spec, kind, table.columns, path)
         with _Rejects(rejects_path, path) as rejects:
             for chunk in _chunks(table.rows, batch_size):
-                _import_chunk(workspace, converter, chunk, rejects, summary, now, late)
+                _import_chunk(workspace, converter, chunk, rejects, summary, now, history)
                 if progress:
                     progress(summary.rows_read, table.total)
             summary.rejects_path = rejects.finish()
-    if late:
-        summary.rebuilt = rebuild_in_batches(workspace, late, now, min(batch_size, 500))
+    summary.rebuilt = rebuild_pending(workspace, now, min(batch_size, 500))
     if progress and table.total != summary.rows_read:
         progress(summary.rows_read, summary.rows_read)  # the total was an estimate: end the bar at 100 %
     return summary
@@ -366,7 +365,7 @@ def _import_chunk(
     rejects: _Rejects,
     summary: ImportSummary,
     now: datetime,
-    late: set[int] | None,
+    history: bool,
 ) -> None:
     summary.rows_read += len(rows)
     good: list[tuple[RawRow, Row]] = []
@@ -387,7 +386,7 @@ def _import_chunk(
     if good:
         # Upserts and events are idempotent: a chunk that lost a race is simply applied again.
         records = [record for _, record in good]
-        results = retrying(workspace, lambda uow: _write(uow, converter.kind, records, now, source, dates, late))
+        results = retrying(workspace, lambda uow: _write(uow, converter.kind, records, now, source, dates, history))
         for (row, _), (status, problem) in zip(good, results, strict=True):
             if problem is None:
                 setattr(summary, status, getattr(summary, status) + 1)
@@ -406,14 +405,14 @@ def _write(
     now: datetime,
     source: str,
     dates: dict[int, list[StageFact]],
-    late: set[int] | None,
+    history: bool,
 ) -> list[_Result]:
-    """Write one chunk; the leads to rebuild once the whole file is in are added to `late`
-    (a chunk applied again after a lost race adds the same ids again: a set)."""
+    """Write one chunk; the leads to rebuild once the whole file is in are queued in its
+    transaction (stage facts always; late events of history)."""
     create = uow.workspace.settings.create_unknown_leads
     if kind == "events":
         events = [r for r in records if isinstance(r, Event)]
-        outcomes = ingest_events(uow, events, create_unknown=create, now=now, by="import", late=late)
+        outcomes = ingest_events(uow, events, create_unknown=create, now=now, by="import", defer_late=history)
         return [
             (o.status, (o.field or "email", o.reason or o.status) if o.status == "rejected" else None) for o in outcomes
         ]
@@ -423,8 +422,6 @@ def _write(
             done = record_facts(uow, facts, source=source, now=now, create_unknown=create)
         else:
             done = upsert_deals(uow, [r for r in records if isinstance(r, Deal)], now=now, create_unknown=create)
-        if late is not None:
-            late.update(done.lead_ids)
         return _results(done)
     if kind == "accounts":
         outcome = upsert_accounts(uow, [r for r in records if isinstance(r, Account)], now=now)
@@ -442,8 +439,6 @@ def _write(
             for fact in facts
         ]
         done = record_facts(uow, keyed, source=source, now=now, create_unknown=False)
-        if late is not None:
-            late.update(done.lead_ids)
         where = [i for i, facts in dates.items() if results[i][1] is None for _ in facts]
         for i, problem in done.problems.items():
             results[where[i]] = ("rejected", (f"lifecycle.{keyed[i][2].to_stage.value}", problem[1]))

@@ -12,7 +12,7 @@ from qualify.domain.access import Role
 from qualify.domain.engagement import BONUS_EVENT, DAY
 from qualify.domain.records import Event, Lead
 from qualify.service.lifecycle.lead_batch import LeadBatch
-from qualify.service.pipeline import react
+from qualify.service.pipeline import of, react
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 EventStatus = Literal["accepted", "duplicate", "rejected"]
@@ -54,14 +54,16 @@ def ingest_events(
     create_unknown: bool = True,
     now: datetime | None = None,
     by: str = "event",
-    late: set[int] | None = None,
+    defer_late: bool = False,
 ) -> list[EventOutcome]:
     """Apply `events` in order; return one outcome per event, in the same order.
 
     An event whose `event_id` is already stored (or earlier in the batch) is a duplicate
     and changes nothing. An event for an unknown lead creates it when `create_unknown`.
-    When `late` is given, the ids of leads that got an event dated before their newest event or
-    stage change are added to it: an import of history rebuilds them (`stage_facts.rebuild_leads`).
+    With `defer_late` (an import of history: the workspace has a history cutoff), an event dated
+    before its lead's newest event or stage change is stored without being scored, and its lead
+    queued to be rebuilt in time order (`stage_facts.rebuild_pending`), as are the later events
+    of a lead already queued: scoring them one by one out of order would be undone anyway.
 
     Four steps, each once per batch: load what the batch names, evaluate every event in
     memory through the domain, write, and run the after-change pipeline's reactions.
@@ -69,10 +71,15 @@ def ingest_events(
     now = now or utcnow()
     batch = LeadBatch(uow, uow.active_model(), now)
     stored = _load(batch, events, create_unknown, by)
-    outcomes, rows = _evaluate(batch, events, stored, late is not None)
+    queued: set[int] | None = None
+    if defer_late:
+        queued = repo.queued_for_rebuild(uow.connection, [r.id for r in batch.records() if r.id is not None])
+    outcomes, rows = _evaluate(batch, events, stored, queued)
     changed = batch.write(rows)
-    if late is not None:
-        late.update(r.id for r in batch.late if r.id is not None)
+    if batch.late:
+        cutoff = of(uow.workspace).cutoff(now) or now
+        late = [r.id for r in batch.late.values() if r.id is not None]
+        repo.queue_rebuild(uow.connection, late, now=now, history_before=cutoff)
     react(uow, changed, batch)
     return outcomes
 
@@ -89,11 +96,13 @@ def _load(batch: LeadBatch, events: list[Event], create_unknown: bool, by: str) 
 
 
 def _evaluate(
-    batch: LeadBatch, events: list[Event], stored: set[str], find_late: bool = False
+    batch: LeadBatch, events: list[Event], stored: set[str], queued: set[int] | None = None
 ) -> tuple[list[EventOutcome], list[tuple[LeadRecord, dict[str, Any]]]]:
     """Each event in order through the online evaluator (engagement, then the stage policy), in
     memory: the outcomes, and the event rows to write. Only a late event (dated before the
-    lead's newest) reads the store again, for the awards of its day (per-day caps)."""
+    lead's newest) reads the store again, for the awards of its day (per-day caps). With `queued`
+    (the leads waiting for a rebuild), a late event and every later one of its lead is stored
+    unscored, and the lead added to `batch.late`."""
     now = batch.now
     latest = now + CLOCK_SKEW
     outcomes: list[EventOutcome] = []
@@ -129,29 +138,40 @@ def _evaluate(
             continue
         seen.add(event.event_id)
         timestamp = event.occurred_at.timestamp()
-        state = record.state
-        if find_late and (timestamp < state.stage_entered or (state.last_event or timestamp) > timestamp):
-            batch.late.append(record)
+        if queued is not None and _deferred(batch, record, timestamp, queued):
+            rows.append((record, _row(event, now, [])))
+            outcomes.append(EventOutcome(event.event_id, ACCEPTED, None, record.lead.key))
+            continue
         lookup = _DayTotals(batch, record, rows)
         step = evaluator.apply(record.state, event.type, event.properties, timestamp, lookup)
         record.changed = True
         if step.moves:
             batch.record_moves(record, step.moves)
-        rows.append(
-            (
-                record,
-                {
-                    "event_id": event.event_id,
-                    "type": event.type,
-                    "occurred_at": event.occurred_at,
-                    "received_at": now,
-                    "properties": event.properties,
-                    "awards": [[a.rule, a.points] for a in step.awards],
-                },
-            )
-        )
+        rows.append((record, _row(event, now, [[a.rule, a.points] for a in step.awards])))
         outcomes.append(EventOutcome(event.event_id, ACCEPTED, None, record.lead.key))
     return outcomes, rows
+
+
+def _row(event: Event, now: datetime, awards: list[list[Any]]) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "occurred_at": event.occurred_at,
+        "received_at": now,
+        "properties": event.properties,
+        "awards": awards,
+    }
+
+
+def _deferred(batch: LeadBatch, record: LeadRecord, timestamp: float, queued: set[int]) -> bool:
+    """Whether the event waits for its lead's rebuild: the lead is queued already, or the event is
+    older than the lead's newest event or stage change (the lead is queued from now on)."""
+    state = record.state
+    waiting = (record.id is not None and record.id in queued) or id(record) in batch.late
+    if not waiting and timestamp >= state.stage_entered and (state.last_event is None or timestamp >= state.last_event):
+        return False
+    batch.late[id(record)] = record
+    return True
 
 
 def _create_unknown_leads(batch: LeadBatch, events: list[Event], stored: set[str], by: str) -> None:

@@ -31,7 +31,7 @@ class LeadBatch:
         self.account_ids: dict[str, int] = {}
         self.new: list[LeadRecord] = []
         self.history: list[Move] = []  # stage moves recorded, written by `write`
-        self.late: list[LeadRecord] = []  # leads that got an event dated before their newest change
+        self.late: dict[int, LeadRecord] = {}  # leads waiting for a rebuild in time order, by id()
 
     # --- loading -------------------------------------------------------------------------
     def load(self, emails: Iterable[str], external_ids: Iterable[str], *, profile: bool = True) -> None:

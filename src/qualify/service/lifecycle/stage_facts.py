@@ -178,7 +178,14 @@ def record_facts(
         outcome.problems[index] = problem or ("email", "no lead")
     if rows:
         uow.connection.execute(schema.stage_facts.insert(), rows)
+    _queue(uow, outcome.lead_ids, now)
     return outcome
+
+
+def _queue(uow: UnitOfWork, lead_ids: Iterable[int], now: datetime) -> None:
+    """Queue the leads whose facts changed for a rebuild, in the transaction that changed them."""
+    cutoff = of(uow.workspace).cutoff(now) or now
+    repo.queue_rebuild(uow.connection, lead_ids, now=now, history_before=max(cutoff, now))
 
 
 def _leads_of(
@@ -278,6 +285,7 @@ def merge_facts(uow: UnitOfWork, gone: int, kept: int) -> None:
     for part in repo.chunks(moving):
         conn.execute(update(f).where(f.c.id.in_(part)).values(lead_id=kept))
     conn.execute(delete(f).where(f.c.lead_id == gone))
+    conn.execute(delete(schema.rebuild_queue).where(schema.rebuild_queue.c.lead_id == gone))
 
 
 def forget_facts(uow: UnitOfWork, lead_id: int) -> None:
@@ -429,6 +437,7 @@ def upsert_deals(uow: UnitOfWork, deals: Sequence[Deal], *, now: datetime, creat
         conn.execute(f.insert(), [fact_row(record.id, x, source, now) for x in facts])
         stored[record.id] = known + facts
         outcome.lead_ids.add(record.id)
+    _queue(uow, outcome.lead_ids, now)
     return outcome
 
 
@@ -442,13 +451,23 @@ def as_history(workspace: Workspace, now: datetime) -> Workspace:
     return reacting(workspace, history_before=max(cutoff, now) if cutoff else now)
 
 
-def rebuild_in_batches(workspace: Workspace, lead_ids: Iterable[int], now: datetime, size: int = 500) -> int:
-    """`rebuild_leads` over many leads, a transaction per `size` of them; returns how many were rebuilt."""
-    done, ids = 0, sorted(set(lead_ids))
-    for start in range(0, len(ids), max(1, size)):
-        part = ids[start : start + max(1, size)]
-        done += retrying(workspace, lambda uow, part=part: rebuild_leads(uow, part, now)).leads  # type: ignore[misc]
-    return done
+def rebuild_pending(workspace: Workspace, now: datetime, size: int = 500) -> int:
+    """Rebuild every lead queued for it, `size` leads a transaction, each batch with the history
+    cutoff it was queued with; returns how many leads were rebuilt. An interrupted import leaves
+    its leads queued: the next import, or the worker, finishes them."""
+    q = schema.rebuild_queue
+    done = 0
+    while True:
+        with workspace.unit_of_work(read_only=True) as uow:
+            rows = uow.connection.execute(
+                select(q.c.lead_id, q.c.history_before).order_by(q.c.lead_id).limit(max(1, size))
+            ).all()
+        if not rows:
+            return done
+        cutoff = max(row.history_before for row in rows)
+        ids = [row.lead_id for row in rows]
+        history = reacting(workspace, history_before=cutoff)
+        done += retrying(history, lambda uow, ids=ids: rebuild_leads(uow, ids, now)).leads  # type: ignore[misc]
 
 
 # --- rebuilding -----------------------------------------------------------------------------------
@@ -475,6 +494,9 @@ def rebuild_leads(uow: UnitOfWork, ids: Iterable[int], now: datetime) -> Rebuild
         for row in conn.execute(repo.locked_leads().where(leads.c.id.in_(part), leads.c.erased_at.is_(None))):
             records[row.id] = repo.lead_from_row(row)
     summary = RebuildSummary(leads=len(records))
+    q = schema.rebuild_queue
+    for part in repo.chunks(wanted):
+        conn.execute(delete(q).where(q.c.lead_id.in_(part)))
     if not records:
         return summary
     for record in records.values():
@@ -482,7 +504,7 @@ def rebuild_leads(uow: UnitOfWork, ids: Iterable[int], now: datetime) -> Rebuild
     batch.accounts.update(repo.accounts_by_id(conn, {r.account_id for r in records.values() if r.account_id}))
     facts = _stored_facts(uow, records)
     events, before = _events_and_history(uow, list(records))
-    awards: list[dict[str, Any]] = []
+    awards: list[tuple[int, list[list[Any]]]] = []
     dropped: set[int] = set()
     for lead_id, record in records.items():
         lead_events = events[lead_id]
@@ -509,7 +531,7 @@ def rebuild_leads(uow: UnitOfWork, ids: Iterable[int], now: datetime) -> Rebuild
         for position, row in enumerate(lead_events):
             new = [[a.rule, a.points] for a in run.awards.get(position, [])]
             if new != row.awards:
-                awards.append({"b_id": row.id, "awards": new})
+                awards.append((row.id, new))
         by_fact = {(x.at.timestamp(), x.to_stage): x for x in lead_facts}
         for move in run.moves:
             fact = by_fact.get((move.at, move.to_stage)) if move.actor is Actor.USER else None
@@ -536,11 +558,10 @@ def rebuild_leads(uow: UnitOfWork, ids: Iterable[int], now: datetime) -> Rebuild
                 )
             )
         dropped.add(lead_id)
-    h, e = schema.stage_history, schema.events
+    h = schema.stage_history
     for part in repo.chunks(sorted(dropped)):
         conn.execute(delete(h).where(h.c.lead_id.in_(part)))
-    if awards:
-        conn.execute(update(e).where(e.c.id == bindparam("b_id")), awards)
+    repo.update_awards(conn, awards)
     starts = [{"b_id": r.id, "created": r.created_at} for r in records.values()]
     conn.execute(update(leads).where(leads.c.id == bindparam("b_id")).values(created_at=bindparam("created")), starts)
     changed = batch.write()

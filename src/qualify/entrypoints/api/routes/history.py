@@ -26,7 +26,7 @@ from qualify.service.lifecycle.stage_facts import (
     KeyedFact,
     as_history,
     imported_fact,
-    rebuild_in_batches,
+    rebuild_pending,
     record_facts,
     upsert_deals,
 )
@@ -155,7 +155,7 @@ def _import(
                 field=problem[0] if problem else None,
                 reason=problem[1] if problem else None,
             )
-    rebuilt = rebuild_in_batches(history, done.lead_ids, now) if done.lead_ids else 0
+    rebuilt = rebuild_pending(history, now) if done.lead_ids else 0
     ordered = [results[i] for i in range(len(items))]
     return HistoryResponse(
         created=sum(r.status == "created" for r in ordered),
