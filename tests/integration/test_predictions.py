@@ -252,8 +252,10 @@ def test_train_stores_a_version_that_a_second_identical_run_finds_again(
     assert first["stored"] and again["version"] == first["version"] and again["active"]
     written = json.loads((tmp_path / "model.json").read_text())
     assert predictions.version_of(written) == first["version"] and set(written["recipe"]) == {
-        "kinds", "items", "recent_days"
+        "kinds", "items", "recent_days", "attributes", "numeric_attributes", "flags"
     }  # fmt: skip
+    assert written["recipe"]["attributes"] == {"attribute_budget": "budget"} and written["recipe"]["flags"]
+    assert written["learnt_from"] and all(first <= last for first, last in written["learnt_from"])
 
 
 def test_a_stored_model_works_on_postgresql_too(

@@ -19,8 +19,9 @@ training.py names fields that look filled in after the outcome.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,10 +35,20 @@ from qualify.analytics.reports import TARGETS, content_item, days_between, first
 from qualify.domain.engagement import BONUS_EVENT
 from qualify.domain.errors import InvalidInput
 from qualify.domain.scoring_model import ScoringModel
+from qualify.domain.values import as_text
 from qualify.predictive.models import FeatureSpec
-from qualify.predictive.recipe import ACCOUNT_CATEGORIES, ACCOUNT_NUMBERS, DIGITS, LEAD_CATEGORIES, Recipe
+from qualify.predictive.recipe import (
+    ACCOUNT_CATEGORIES,
+    ACCOUNT_NUMBERS,
+    DIGITS,
+    LEAD_CATEGORIES,
+    LEAD_FLAGS,
+    Recipe,
+)
 
 CONTENT_ITEMS = 15
+ATTRIBUTES = 60  # lead attributes as features, the most common first
+ATTRIBUTE_MIN_LEADS = 20  # an attribute on fewer leads is no feature
 _CUTOFF = re.compile(r"^(created\+(\d+)|mql)$")
 
 
@@ -51,6 +62,7 @@ class TrainingSet:
     end: datetime
     recipe: Recipe
     left_out: dict[str, int] = field(default_factory=dict)
+    attributes_left_out: dict[str, str] = field(default_factory=dict)  # attribute -> why it is no feature
 
     @property
     def labels(self) -> np.ndarray:
@@ -70,6 +82,8 @@ class TrainingSet:
             "positives": int(self.labels.sum()),
             "left_out": self.left_out,
             "features": len(self.spec.columns),
+            "attributes": sorted(self.recipe.attributes.values()),
+            "attributes_left_out": self.attributes_left_out,
         }
 
 
@@ -124,6 +138,7 @@ def training_set(
     cutoff: str = "created+14",
     end: datetime,
     recipe: Recipe | None = None,
+    without: tuple[str, ...] = (),
 ) -> TrainingSet:
     """The rows to learn from (module doc); `end` is the end of the data (nothing after it exists).
     With a `recipe` (a stored model's), exactly its behaviour features are built; without, the
@@ -132,7 +147,7 @@ def training_set(
         raise InvalidInput(f"unknown target {target!r}; expected one of: {', '.join(TARGETS)}", field="target")
     if sources.history is None:
         raise InvalidInput("a training set needs the stage history", field="history")
-    history, events, leads = sources.history, sources.events, sources.leads
+    history = sources.history
     cuts = _cutoffs(sources, cutoff)
     first = first_entries(history, target, "reached_lead", "reached")
     framed = cuts.left_join(first, cuts.lead_id == first.reached_lead)
@@ -154,6 +169,149 @@ def training_set(
     )
     rows = framed.filter(~framed.censored & ~framed.before).select("lead_id", "cutoff", "label")
 
+    frame, spec, recipe, skipped = _features(model, sources, rows, recipe, order=["cutoff", "lead_id"], without=without)
+    left_out = {
+        "censored": int(counts["censored"] or 0),
+        "reached_before_cutoff": int(counts["before"] or 0),
+    }
+    return TrainingSet(frame, spec, target, within_days, cutoff, end, recipe, left_out, skipped)
+
+
+def outcome_set(
+    model: ScoringModel,
+    sources: Sources,
+    outcomes: pd.DataFrame,
+    *,
+    name: str,
+    recipe: Recipe | None = None,
+    without: tuple[str, ...] = (),
+) -> TrainingSet:
+    """Rows for known outcomes that carry no stage history (a snapshot export that only knows who
+    converted): `outcomes` has `lead_id`, `label` (0/1) and `at`, the instant the features are
+    taken at (NaT: the lead's newest activity — its newest event, or its creation if that is
+    later — the instant a served probability is computed at). Nothing after a row's instant is
+    read but the profile, which is as it is now. `name` says where the labels came from; attributes
+    named in `without` (the label's own column among them) are no features."""
+    if outcomes.empty:
+        raise InvalidInput("no leads with a known outcome to learn from or judge on", field="label")
+    given = pd.DataFrame(
+        {
+            "given_lead": outcomes["lead_id"].astype("int64"),
+            "given_at": pd.to_datetime(outcomes["at"], utc=True).astype("datetime64[us, UTC]"),
+            "given_label": outcomes["label"].astype("int64"),
+        }
+    )
+    table = ibis.memtable(given)
+    leads = sources.leads
+    newest = ibis.greatest(leads.created_at, leads.last_event_at.fill_null(leads.created_at))
+    joined = table.join(leads, table.given_lead == leads.id)
+    rows = joined.select(
+        lead_id=joined.given_lead,
+        cutoff=joined.given_at.fill_null(newest),
+        label=joined.given_label,
+    )
+    frame, spec, recipe, skipped = _features(model, sources, rows, recipe, order=["lead_id"], without=without)
+    dated = bool(given["given_at"].notna().all())
+    end = frame["cutoff"].max().to_pydatetime() if len(frame) else datetime.now().astimezone()
+    cutoff = "given instants" if dated else "newest activity" if given["given_at"].isna().all() else "mixed"
+    return TrainingSet(frame, spec, name, 0, cutoff, end, recipe, {}, skipped)
+
+
+def rule_scores(model: ScoringModel, sources: Sources, rows: pd.DataFrame) -> np.ndarray:
+    """fit + engagement under `model` of each row (`lead_id`, `cutoff`) as of its cutoff, in the
+    rows' order: the rule score a training set holds, for another scoring model."""
+    table = ibis.memtable(
+        pd.DataFrame(
+            {
+                "lead_id": rows["lead_id"].astype("int64"),
+                "cutoff": pd.to_datetime(rows["cutoff"], utc=True).astype("datetime64[us, UTC]"),
+            }
+        )
+    )
+    fit = fit_scores(model, sources)
+    engagement = engagement_at_cutoffs(model, sources, table)
+    joined = table.left_join(fit, table.lead_id == fit.lead_id).drop("lead_id_right")
+    joined = joined.left_join(engagement, joined.lead_id == engagement.lead_id).drop("lead_id_right")
+    found = joined.select("lead_id", "fit", "engagement").to_pandas().set_index("lead_id")
+    total = found["fit"].fillna(0.0).astype(float) + found["engagement"].fillna(0.0).astype(float)
+    return np.asarray(total.reindex(rows["lead_id"].to_numpy()).fillna(0.0).to_numpy(dtype=float))
+
+
+def _numeric_text(values: pd.Series) -> bool:
+    """Whether every value (text, as the export writes attributes) is a number, not a boolean."""
+    if values.isin(["true", "false"]).any():
+        return False
+    return bool(pd.to_numeric(values, errors="coerce").notna().all())
+
+
+def discover_attributes(
+    texts: pd.DataFrame, without: tuple[str, ...] = ()
+) -> tuple[dict[str, str], tuple[str, ...], dict[str, str]]:
+    """Which lead attributes are features, from their text (one column per attribute): those on at
+    least `ATTRIBUTE_MIN_LEADS` leads, the `ATTRIBUTES` most common; numbers where every value is a
+    number. Left out, with the reason: the ones in `without`, and text that differs on nearly
+    every lead (an identifier or free text: no value is seen twice to learn from)."""
+    columns: dict[str, str] = {}
+    numeric: list[str] = []
+    left_out: dict[str, str] = {}
+    present = texts.notna().sum().sort_values(ascending=False, kind="stable")
+    for name, count in present.items():
+        name = str(name)
+        if name in without:
+            left_out[name] = "left out as asked"
+            continue
+        if count < ATTRIBUTE_MIN_LEADS:
+            left_out[name] = f"on fewer than {ATTRIBUTE_MIN_LEADS} leads"
+            continue
+        if len(columns) >= ATTRIBUTES:
+            left_out[name] = f"beyond the {ATTRIBUTES} most common attributes"
+            continue
+        values = texts[name].dropna()
+        is_number = _numeric_text(values)
+        if not is_number and values.nunique() > 0.5 * len(values):
+            left_out[name] = "a different text on most leads (an identifier or free text)"
+            continue
+        column = f"attribute_{_slug(name)}"
+        if column in columns:  # two names with the same slug: the more common one wins
+            left_out[name] = f"its column name {column} is taken"
+            continue
+        columns[column] = name
+        if is_number:
+            numeric.append(column)
+    return columns, tuple(numeric), left_out
+
+
+def _attribute_texts(values: pd.Series) -> pd.DataFrame:
+    """Each lead's attributes (a map from the export, a JSON document from PostgreSQL) as text
+    columns, as `as_text` writes them."""
+    rows: list[dict[str, str | None]] = []
+    for value in values:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            rows.append({})
+            continue
+        if isinstance(value, str):
+            value = json.loads(value)
+        if isinstance(value, list):  # a map as (key, value) pairs
+            value = dict(value)
+        rows.append({str(k): as_text(v) for k, v in value.items()})
+    return pd.DataFrame(rows, index=values.index)
+
+
+def _features(
+    model: ScoringModel,
+    sources: Sources,
+    rows: ir.Table,
+    recipe: Recipe | None,
+    *,
+    order: list[str],
+    without: tuple[str, ...] = (),
+) -> tuple[pd.DataFrame, FeatureSpec, Recipe, dict[str, str]]:
+    """Every feature of `rows` (lead_id, cutoff, label) at its cutoff; `recipe` fixes which
+    (a stored model's), else they are found in the data; `without` names features or attributes to
+    leave out. Also returns the attributes left out, with the reason."""
+    history, events, leads = sources.history, sources.events, sources.leads
+    if history is None:
+        raise InvalidInput("a training set needs the stage history", field="history")
     # Events before each lead's cutoff. A workflow's bonus is no behaviour of the lead: as an event
     # kind it would teach the model our own workflows' choices (and a learned points model cannot
     # name the reserved type); its points still count, in the engagement score.
@@ -171,7 +329,7 @@ def training_set(
         kinds = sorted(
             row["type"] for row in behaviour_events.select("type").distinct().to_pyarrow().to_pylist() if row["type"]
         )
-        recipe = Recipe({_slug(kind): kind for kind in kinds}, {})
+        recipe = Recipe({_slug(kind): kind for kind in kinds}, {}, flags=True)
     age = days_between(seen.cutoff, seen.occurred_at)
     per_kind: dict[str, Any] = {}
     for slug, kind in recipe.kinds.items():
@@ -183,7 +341,7 @@ def training_set(
 
     items = seen.select(lead_id=seen.lead_id, item=content_item(seen)).filter(lambda t: t.item.notnull())
     content_columns = recipe.items if given else _popular_items(items)
-    recipe = Recipe(recipe.kinds, content_columns, recipe.recent_days)
+    recipe = replace(recipe, items=content_columns)
     top_items = list(content_columns.values())
     engaged = (
         items.filter(items.item.isin(top_items))
@@ -198,6 +356,8 @@ def training_set(
         profile_lead=leads.id,
         created_at=leads.created_at,
         **{c: leads[c] for c in LEAD_CATEGORIES},
+        **{c: leads[c] for c in LEAD_FLAGS},
+        attributes=leads.attributes,
         **{f"account_{c}": accounts[c] for c in ACCOUNT_CATEGORIES},
         **{f"account_{c}": accounts[c].cast("float64") for c in ACCOUNT_NUMBERS},
     )
@@ -213,7 +373,18 @@ def training_set(
         table = table.left_join(behaviour, table.lead_id == behaviour.behaviour_lead)
     if engaged is not None:
         table = table.left_join(engaged, table.lead_id == engaged.content_lead)
-    frame = table.order_by(["cutoff", "lead_id"]).to_pandas()
+    frame = table.order_by(order).to_pandas()
+    texts = _attribute_texts(frame.pop("attributes"))
+    skipped: dict[str, str] = {}
+    if not given:
+        columns, numbers, skipped = discover_attributes(texts, without)
+        recipe = replace(recipe, attributes=columns, numeric_attributes=numbers)
+    for column, name in recipe.attributes.items():
+        values = texts[name] if name in texts else pd.Series(None, index=frame.index, dtype=object)
+        if column in recipe.numeric_attributes:
+            frame[column] = pd.to_numeric(values, errors="coerce").astype(float)
+        else:
+            frame[column] = values.astype(object).where(values.notna(), None)
 
     frame["days_since_created"] = (frame["cutoff"] - frame["created_at"]).dt.total_seconds() / DAY_SECONDS
     frame["days_in_stage"] = (frame["cutoff"] - frame["stage_entered"]).dt.total_seconds() / DAY_SECONDS
@@ -230,16 +401,32 @@ def training_set(
         "days_in_stage",
         *per_kind,
         *content_columns,
+        *recipe.numeric_attributes,
     )
-    categorical = (*LEAD_CATEGORIES, *(f"account_{c}" for c in ACCOUNT_CATEGORIES), "fit_grade", "persona", "stage")
+    categorical = (
+        *LEAD_CATEGORIES,
+        *(LEAD_FLAGS if recipe.flags else ()),
+        *(f"account_{c}" for c in ACCOUNT_CATEGORIES),
+        "fit_grade",
+        "persona",
+        "stage",
+        *(c for c in recipe.attributes if c not in recipe.numeric_attributes),
+    )
     # Sums in a parallel engine differ in their last bits from run to run: rounded, the same data
     # trains the same model (and its content-hash version) every time.
     frame[list(numeric)] = frame[list(numeric)].astype(float).round(DIGITS)
-    left_out = {
-        "censored": int(counts["censored"] or 0),
-        "reached_before_cutoff": int(counts["before"] or 0),
-    }
-    return TrainingSet(frame, FeatureSpec(numeric, categorical), target, within_days, cutoff, end, recipe, left_out)
+    spec = FeatureSpec(numeric, categorical)
+    if without and not given:
+        named = {f"attribute_{_slug(name)}" for name in without} | set(without)
+        unknown = sorted(n for n in without if n not in spec.columns and n not in skipped)
+        if unknown:
+            raise InvalidInput(
+                f"--without {', '.join(unknown)}: no such feature or lead attribute "
+                f"(features: {', '.join(spec.columns)})",
+                field="without",
+            )
+        spec = FeatureSpec(tuple(c for c in numeric if c not in named), tuple(c for c in categorical if c not in named))
+    return frame, spec, recipe, skipped
 
 
 def default_end(sources: Sources) -> datetime:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from qualify.predictive.models import MISSING, categories_of
-from qualify.predictive.recipe import ACCOUNT_CATEGORIES, LEAD_CATEGORIES, Recipe, Subject, feature_row
+from qualify.predictive.recipe import ACCOUNT_CATEGORIES, LEAD_CATEGORIES, LEAD_FLAGS, Recipe, Subject, feature_row
 from qualify.predictive.training import Trained
 
 
@@ -143,6 +143,18 @@ def describe(name: str, value: Any, recipe: Recipe) -> str:
         label = name.replace("account_", "account ").replace("_", " ")
         text = categories_of(pd.Series([value])).iloc[0]
         return f"no {label} given" if text == MISSING else f"{label}: {text}"
+    if name in LEAD_FLAGS:
+        label = name.replace("_", " ")
+        return (
+            f"{label}: not said" if _missing(value) else f"{label}: {'yes' if str(value) in ('True', 'true') else 'no'}"
+        )
+    if name in recipe.attributes:
+        label = recipe.attributes[name].replace("_", " ")
+        if _missing(value):
+            return f"no {label} given"
+        if name in recipe.numeric_attributes:
+            return f"{label} {float(value):,.4g}"
+        return f"{label}: {value}"
     if name == "account_employees":
         return "account size unknown" if _missing(value) else f"account of {float(value):,.0f} employees"
     if name == "account_revenue":

@@ -9,8 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from qualify.domain.engagement import BONUS_EVENT
+from qualify.domain.values import as_text
 
 LEAD_CATEGORIES = ("seniority", "department", "country", "source", "channel")
+LEAD_FLAGS = ("do_not_email", "do_not_call")  # booleans, read as categories
 ACCOUNT_CATEGORIES = ("industry", "country")
 ACCOUNT_NUMBERS = ("employees", "revenue")
 RECENT_DAYS = 7
@@ -26,13 +28,51 @@ class Recipe:
     kinds: dict[str, str]  # slug -> event type: events_<slug>, recent_<slug>, days_since_<slug>
     items: dict[str, str]  # column -> content item ("page_view:/pricing")
     recent_days: int = RECENT_DAYS
+    attributes: dict[str, str] = field(default_factory=dict)  # column -> lead attribute (attribute_<slug>)
+    numeric_attributes: tuple[str, ...] = ()  # the attribute columns read as numbers; the others are categories
+    flags: bool = False  # whether do_not_email and do_not_call are features (models trained before had neither)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kinds": self.kinds, "items": self.items, "recent_days": self.recent_days}
+        return {
+            "kinds": self.kinds,
+            "items": self.items,
+            "recent_days": self.recent_days,
+            "attributes": self.attributes,
+            "numeric_attributes": list(self.numeric_attributes),
+            "flags": self.flags,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        return cls(dict(data["kinds"]), dict(data["items"]), int(data.get("recent_days", RECENT_DAYS)))
+        return cls(
+            dict(data["kinds"]),
+            dict(data["items"]),
+            int(data.get("recent_days", RECENT_DAYS)),
+            dict(data.get("attributes", {})),
+            tuple(data.get("numeric_attributes", ())),
+            bool(data.get("flags", False)),
+        )
+
+
+def attribute_number(value: Any) -> float:
+    """A numeric attribute's value as the models read it: NaN where missing or not a number."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def attribute_features(attributes: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """The recipe's attribute columns of one lead: numbers as floats (NaN where missing), the others
+    as their text (`as_text`: true/false, numbers as written), None where missing."""
+    out: dict[str, Any] = {}
+    for column, name in recipe.attributes.items():
+        value = attributes.get(name)
+        out[column] = attribute_number(value) if column in recipe.numeric_attributes else as_text(value)
+    return out
 
 
 DAY_SECONDS = 86_400.0
@@ -45,7 +85,7 @@ class Subject:
     lead_id: int
     at: datetime
     created_at: datetime
-    profile: dict[str, Any]  # lead categories, account_<field> values
+    profile: dict[str, Any]  # lead categories and flags, account_<field> values, `attributes` (a dict)
     fit_score: float
     fit_grade: str
     persona: str | None
@@ -58,6 +98,9 @@ class Subject:
 def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
     """The subject's features at `subject.at` (events after it are ignored)."""
     row: dict[str, Any] = {name: subject.profile.get(name) for name in LEAD_CATEGORIES}
+    if recipe.flags:
+        row.update({name: subject.profile.get(name) for name in LEAD_FLAGS})
+    row.update(attribute_features(subject.profile.get("attributes") or {}, recipe))
     for name in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS):
         row[f"account_{name}"] = subject.profile.get(f"account_{name}")
     for name in ACCOUNT_NUMBERS:

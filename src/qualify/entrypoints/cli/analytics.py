@@ -155,6 +155,23 @@ CutoffOption = Annotated[
 EndOption = Annotated[
     datetime | None, typer.Option("--end", help="End of the data (UTC); default the latest event or stage change.")
 ]
+# Known outcomes without a stage history, shared by `train` and `evaluate`.
+LabelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--label",
+        help="Outcomes from this lead attribute (or field): 1/0, true/false, yes/no. Judged as of each "
+        "lead's newest activity.",
+    ),
+]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels",
+        help="Outcomes from this CSV file: a lead column (email, external_id or lead), label, and optionally "
+        "at (the instant to judge it at).",
+    ),
+]
 
 
 @app.command()
@@ -176,13 +193,21 @@ def train(
     activate: Annotated[
         bool, typer.Option("--activate", help="Make the stored model the active one and score every lead with it.")
     ] = False,
+    label: LabelOption = None,
+    labels: LabelsOption = None,
+    without: Annotated[
+        list[str] | None,
+        typer.Option("--without", help="Leave this feature or lead attribute out of the model (repeat for more)."),
+    ] = None,
     engine: EngineOption = BatchEngine.duckdb,
     export: ExportOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Learn the probability of converting from the history: a point-in-time training set, two
-    candidate models chosen and calibrated on later leads, judged on the latest, beside the rule score."""
+    candidate models chosen and calibrated on later leads, judged on the latest, beside the rule score.
+    With --label or --labels, from known outcomes instead (judged by 5-fold cross-validation when
+    they carry no dates)."""
     import json
 
     from qualify.service.analytics.training import train_model
@@ -190,31 +215,43 @@ def train(
     with _workspace(db) as workspace, _errors():
         result = train_model(
             workspace, target=target, within_days=within, cutoff=cutoff, end=_utc(end), exclude_leaks=exclude_leaks,
-            store=store, activate=activate, engine=engine.value, export=export,
+            store=store, activate=activate, engine=engine.value, export=export, label=label, labels_file=labels,
+            without=tuple(without or ()),
         )  # fmt: skip
     if out_file is not None:
         out_file.write_text(json.dumps(result.document, default=str) + "\n", encoding="utf-8")
+    if "labels" in result.report:
+        _label_problems(result.report["labels"])
     if as_json:
         _print_json(result.as_dict() | ({"out": str(out_file)} if out_file else {}))
         return
     report, version = result.report, result.version
     summary = report["training_set"]
-    out.print(
-        f"Training set: {summary['rows']:,} leads (cutoff {cutoff}; reached {target} within {within} days: "
-        f"{summary['positives']:,}); left out {summary['left_out']['censored']:,} not yet judged and "
-        f"{summary['left_out']['reached_before_cutoff']:,} converted before the cutoff."
-    )
+    if "labels" in report:
+        read = report["labels"]
+        out.print(
+            f"Training set: {summary['rows']:,} leads with a known outcome ({read['source']}: "
+            f"{summary['positives']:,} positive), features as of {summary['cutoff']}; "
+            f"{read['skipped']:,} rows not usable.",
+        )
+    else:
+        out.print(
+            f"Training set: {summary['rows']:,} leads (cutoff {cutoff}; reached {target} within {within} days: "
+            f"{summary['positives']:,}); left out {summary['left_out']['censored']:,} not yet judged and "
+            f"{summary['left_out']['reached_before_cutoff']:,} converted before the cutoff."
+        )
     for leak in report["leakage"]:
         out.print(
             f"[yellow]leakage:[/] {leak['feature']} alone ranks the outcome with AUC {leak['auc']}: filled in after it?"
         )
     choice = report["choice"]
-    out.print(
-        f"Chosen: {choice['chosen']} (AUC on the choice part {choice['auc']}), calibrated with {report['calibration']}."
-    )
+    folded = report["validation"]["method"] == "cross-validation"
+    where = f"mean over {report['validation']['folds']} folds" if folded else "on the choice part"
+    out.print(f"Chosen: {choice['chosen']} (AUC {where} {choice['auc']}), calibrated with {report['calibration']}.")
     table = Table(
-        "on the newest leads", "ROC AUC", "PR AUC", "Brier", "ECE", "top 10%: lift / capture", title="Metrics"
-    )
+        "out of fold" if folded else "on the newest leads", "ROC AUC", "PR AUC", "Brier", "ECE",
+        "top 10%: lift / capture", title="Metrics",
+    )  # fmt: skip
     for name, metrics in report["test"].items():
         top = metrics["top"][0]
         table.add_row(
@@ -226,6 +263,9 @@ def train(
             f"{top['lift'] or 0:.2f} / {top['capture'] or 0:.0%}",
         )
     out.print(table)
+    if folded:
+        spread = report["cross_validation"]["model"]
+        out.print(f"ROC AUC per fold: {spread['mean']:.4f} ± {spread['std']:.4f} (mean ± standard deviation).")
     if store or activate:
         state = "stored and active: every lead scored" if activate else "stored; `qualify models activate` to use it"
         out.print(f"Model {version} {state}.")
@@ -375,6 +415,115 @@ def advise(
             f"{point['cost_per_week']:g}" if miss_cost is not None else "—",
         )
     out.print(table)
+
+
+def _label_problems(read: dict[str, Any]) -> None:
+    """The outcome rows that could not be used, on standard error: counted, the first ones listed."""
+    if not read["skipped"]:
+        return
+    err.print(
+        f"[yellow]note:[/] {read['skipped']:,} of {read['read']:,} outcome rows not used ({read['source']}): "
+        + ", ".join(f"{reason} {n:,}" for reason, n in read["problems"].items()),
+        soft_wrap=True,
+    )
+    for problem in read["examples"][:10]:
+        where = f"line {problem['line']}" if "line" in problem else f"lead {problem['lead']}"
+        err.print(f"  {where}, field {problem['field']}: {problem['value']!r}: {problem['reason']}", soft_wrap=True)
+    if read["skipped"] > 10:
+        err.print(f"  … and {read['skipped'] - 10:,} more (--json lists {len(read['examples'])})")
+
+
+@app.command()
+def evaluate(
+    label: LabelOption = None,
+    labels: LabelsOption = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Also judge this candidate scoring model (YAML).")
+    ] = None,
+    folds: Annotated[
+        int,
+        typer.Option("--folds", min=2, help="Folds to judge a predictive model out of fold on leads it learnt from."),
+    ] = 5,
+    engine: EngineOption = BatchEngine.duckdb,
+    export: ExportOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Judge the scores against known outcomes: the active scoring model, a candidate (--model) and the
+    active predictive model, on the same leads at the same instants (ROC AUC, PR AUC, calibration,
+    lift and capture, with 95% intervals)."""
+    from qualify.domain.model_loader import load_model
+    from qualify.service.analytics.evaluation import evaluate_scores
+
+    with _workspace(db) as workspace, _errors():
+        candidate = load_model(model.read_text(encoding="utf-8"), str(model)) if model is not None else None
+        result = evaluate_scores(
+            workspace, label=label, labels_file=labels, candidate=candidate, engine=engine.value, export=export,
+            folds=folds,
+        )  # fmt: skip
+    report = result.report
+    _label_problems(report["labels"])
+    if as_json:
+        _print_json(report)
+        return
+    _show_evaluation(report)
+
+
+def _interval(value: float | None, bounds: list[float] | None, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    shown = f"{value:.{digits}f}"
+    return shown if not bounds else f"{shown}\n{bounds[0]:.{digits}f}–{bounds[1]:.{digits}f}"
+
+
+def _show_evaluation(report: dict[str, Any]) -> None:
+    """The figures in 80 columns: one column per score, intervals under the values."""
+    read = report["labels"]
+    out.print(
+        f"Judged on {report['leads']:,} leads ({report['positives']:,} positive, "
+        f"{report['positives'] / max(report['leads'], 1):.1%}; {read['source']}), scored as of "
+        f"{report['instants']}.",
+    )
+    scores = report["scores"]
+    names = {"rules": "active rules", "candidate": "candidate", "predictive": "probability"}
+    table = Table("95% intervals under", *(f"{names[k]}\n{v['model']}" for k, v in scores.items()))
+    rows: list[tuple[str, list[str]]] = [
+        ("ROC AUC", [_interval(v["roc_auc"], v.get("roc_auc_95")) for v in scores.values()]),
+        ("PR AUC", [_interval(v["pr_auc"], v.get("pr_auc_95")) for v in scores.values()]),
+        ("ECE", [_interval(v.get("ece"), v.get("ece_95")) for v in scores.values()]),
+        ("Brier", [_interval(v.get("brier"), v.get("brier_95")) for v in scores.values()]),
+    ]
+    shares = [top["top"] for top in next(iter(scores.values()))["top"]]
+    for j, share in enumerate(shares):
+        for what, digits in (("lift", 2), ("capture", 2)):
+            cells = [_interval(v["top"][j][what], v["top"][j].get(f"{what}_95"), digits) for v in scores.values()]
+            rows.append((f"top {share:.0%}: {what}", cells))
+    for name, cells in rows:
+        table.add_row(name, *cells)
+    out.print(table)
+    predictive = scores.get("predictive")
+    if predictive is None:
+        out.print("No active predictive model: `qualify train --activate` to judge a probability too.")
+        return
+    if predictive["judged"] == "out of fold":
+        spread = predictive["cross_validation"]
+        out.print(
+            f"The predictive model learnt from {predictive['learnt_from_these']:,} of these leads: judged out of "
+            f"fold ({predictive['folds']} refits of its kind and features); ROC AUC per fold {spread['mean']:.4f} "
+            f"± {spread['std']:.4f}.",
+        )
+    elif predictive["learnt_from_these"] is None:
+        out.print("The predictive model does not record which leads it learnt from: judged as stored.")
+    reliability = Table("probability", "leads", "predicted", "observed", title="Reliability of the probability")
+    for row in predictive["calibration"]:
+        low, high = row["bin"]
+        reliability.add_row(
+            f"{low:.1f}–{high:.1f}",
+            f"{row['count']:,}",
+            "—" if row["predicted"] is None else f"{row['predicted']:.3f}",
+            "—" if row["observed"] is None else f"{row['observed']:.3f}",
+        )
+    out.print(reliability)
 
 
 def _percent(value: float | None) -> str:

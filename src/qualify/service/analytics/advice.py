@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qualify.analytics.batch_evaluator import Sources
+from qualify.analytics.reports import TARGETS
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.service.analytics.batch_scores import on_engine
 from qualify.service.predictions import serving as predictions
@@ -70,6 +71,8 @@ def advise_threshold(
     if score == "probability" and found is None:
         raise NotFound(NO_PREDICTOR)
     learnt = found.trained.report.get("training_set", {}) if found is not None else {}
+    if learnt.get("target") not in TARGETS:  # learnt from known outcomes, not from the stage history
+        learnt = {}
     target = target or learnt.get("target") or "customer"
     within = within_days or learnt.get("within_days") or 90
     cutoff = cutoff or learnt.get("cutoff") or "created+14"

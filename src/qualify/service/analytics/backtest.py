@@ -38,7 +38,7 @@ from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.replay import Replay, ReplayAction, ReplayEvent, replay_lead
 from qualify.domain.scoring_model import ScoringModel
 from qualify.domain.statistics import percentile, wilson_interval
-from qualify.predictive.recipe import ACCOUNT_CATEGORIES, ACCOUNT_NUMBERS, LEAD_CATEGORIES, Subject
+from qualify.predictive.recipe import ACCOUNT_CATEGORIES, ACCOUNT_NUMBERS, LEAD_CATEGORIES, LEAD_FLAGS, Subject
 from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
@@ -265,10 +265,11 @@ def _histories(
         created = record.created_at.timestamp()
         hook = None
         if found is not None:
-            profile = {name: getattr(record.lead, name) for name in LEAD_CATEGORIES} | {
+            profile = {name: getattr(record.lead, name) for name in (*LEAD_CATEGORIES, *LEAD_FLAGS)} | {
                 f"account_{name}": getattr(account, name) if account else None
                 for name in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS)
             }
+            profile["attributes"] = record.lead.attributes or {}
             hook = _probability_hook(found, profile, record.created_at, events.get(record.id, []))
 
         def state_of(model: ScoringModel, values: dict[str, Any] = values, created: float = created) -> Any:

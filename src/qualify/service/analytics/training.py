@@ -2,6 +2,10 @@
 a batch engine, two candidate models chosen and calibrated on later leads, judged on the latest
 beside the rule score; stored as a version, and made the active one if asked.
 
+Outcomes known without a stage history (`label`: a lead attribute; `labels_file`: a labels file,
+service.analytics.outcomes) train on the same features, taken at each row's instant or the lead's
+newest activity; without dates the candidates are judged by cross-validation.
+
 It lives with the batch side (service.analytics) because it reads the history through `on_engine`,
 like the backtest; the stored models themselves are service.predictions.serving's.
 """
@@ -15,6 +19,7 @@ from typing import Any
 
 from qualify.analytics.batch_evaluator import Sources
 from qualify.service.analytics.batch_scores import on_engine
+from qualify.service.analytics.outcomes import KnownOutcomes, known_outcomes
 from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import Workspace
 
@@ -47,29 +52,50 @@ def train_model(
     activate: bool = False,
     engine: str = "duckdb",
     export: Path | None = None,
+    label: str | None = None,
+    labels_file: Path | None = None,
+    without: tuple[str, ...] = (),
 ) -> TrainingOutcome:
     """Learn the probability of reaching `target` within `within_days` of the `cutoff` from the
-    data up to `end` (default: its latest event or stage change). Stored when `store` or
-    `activate`; with `activate`, made the active model and every lead scored with it."""
-    from qualify.predictive.features import default_end, training_set
-    from qualify.predictive.training import train
+    data up to `end` (default: its latest event or stage change) — or, with `label` or
+    `labels_file`, of the outcomes they give. Features (or lead attributes) named in `without`
+    are left out. Stored when `store` or `activate`; with `activate`, made the active model and
+    every lead scored with it."""
+    from qualify.predictive.features import default_end, outcome_set, training_set
+    from qualify.predictive.training import time_split, train, train_cross_validated
 
     with workspace.unit_of_work(read_only=True) as uow:
         model = uow.active_model()
+    outcomes: KnownOutcomes | None = None
+    if label is not None or labels_file is not None:
+        outcomes = known_outcomes(workspace, label=label, labels_file=labels_file)
 
     def build(sources: Sources) -> tuple[Any, Any]:
-        rows = training_set(
-            model, sources, target=target, within_days=within_days, cutoff=cutoff,
-            end=end or default_end(sources),
-        )  # fmt: skip
-        return rows, train(
+        if outcomes is not None:
+            rows = outcome_set(
+                model, sources, outcomes.frame, name=outcomes.source,
+                without=(*without, *([outcomes.column] if outcomes.column else [])),
+            )  # fmt: skip
+        else:
+            rows = training_set(
+                model, sources, target=target, within_days=within_days, cutoff=cutoff,
+                end=end or default_end(sources), without=without,
+            )  # fmt: skip
+        fit = train_cross_validated if outcomes is not None and rows.cutoff != "given instants" else train
+        return rows, fit(
             rows.frame, rows.labels, rows.times, rows.spec,
             rule_scores=rows.frame["rule_score"].to_numpy(), exclude_leaks=exclude_leaks,
         )  # fmt: skip
 
     rows, trained = on_engine(workspace, engine, export, build)
     report = {"training_set": rows.summary(), "scoring_model": model.version, **trained.report}
-    document = predictions.artefact(trained, rows.recipe, report)
+    if outcomes is not None:
+        report["labels"] = outcomes.summary()
+    ids = rows.frame["lead_id"].to_numpy()
+    if trained.report["validation"]["method"] == "time split":
+        old, middle, _ = time_split(rows.times)
+        ids = ids[[*old, *middle]]
+    document = predictions.artefact(trained, rows.recipe, report) | {"learnt_from": id_ranges(ids)}
     version = predictions.version_of(document)
     if store or activate:
         with workspace.unit_of_work() as uow:
@@ -79,3 +105,21 @@ def train_model(
         if activate:
             predictions.refresh_all(workspace)
     return TrainingOutcome(report, document, version, stored=store or activate, active=activate)
+
+
+def id_ranges(ids: Any) -> list[list[int]]:
+    """Lead ids as sorted, inclusive [first, last] runs: the leads a model learnt from, kept small."""
+    runs: list[list[int]] = []
+    for lead_id in sorted({int(i) for i in ids}):
+        if runs and lead_id == runs[-1][1] + 1:
+            runs[-1][1] = lead_id
+        else:
+            runs.append([lead_id, lead_id])
+    return runs
+
+
+def in_ranges(runs: list[list[int]], lead_id: int) -> bool:
+    from bisect import bisect_right
+
+    at = bisect_right([first for first, _ in runs], lead_id) - 1
+    return at >= 0 and runs[at][0] <= lead_id <= runs[at][1]

@@ -29,6 +29,7 @@ from qualify.predictive.recipe import (
     ACCOUNT_CATEGORIES,
     ACCOUNT_NUMBERS,
     LEAD_CATEGORIES,
+    LEAD_FLAGS,
     Recipe,
     Subject,
 )
@@ -204,7 +205,8 @@ def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] |
                 leads.c.fit_grade,
                 leads.c.persona,
                 leads.c.engagement_state,
-                *(leads.c[name] for name in LEAD_CATEGORIES),
+                *(leads.c[name] for name in (*LEAD_CATEGORIES, *LEAD_FLAGS)),
+                leads.c.attributes,
                 *(accounts.c[name].label(f"account_{name}") for name in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS)),
             )
             .select_from(leads.outerjoin(accounts, leads.c.account_id == accounts.c.id))
@@ -238,7 +240,8 @@ def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] |
                     at=when,
                     created_at=m["created_at"],
                     profile={
-                        **{name: m[name] for name in LEAD_CATEGORIES},
+                        **{name: m[name] for name in (*LEAD_CATEGORIES, *LEAD_FLAGS)},
+                        "attributes": m["attributes"] or {},
                         **{f"account_{n}": m[f"account_{n}"] for n in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS)},
                     },
                     fit_score=m["fit_score"],
