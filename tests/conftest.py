@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import csv
 import os
 import queue
 import shutil
@@ -142,6 +143,15 @@ def copy_of_fresh_workspace(directory: Path, name: str = "workspace.db") -> Work
     migrating anew for every example would dominate the run."""
     shutil.copyfile(_sqlite_template(), directory / name)
     return open_workspace(Settings(database_url=f"sqlite:///{directory / name}"))
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    """A CSV file of `rows` under `header`, as an export would write it (for import tests)."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -281,7 +281,9 @@ def test_rescore_scores_every_lead_as_of_an_instant_on_duckdb(tmp_path: Path) ->
     assert code == 0, err
     summary = json.loads(out)
     assert summary["engine"] == "duckdb" and summary["leads"] == 60 and sum(summary["grades"].values()) == 60
-    assert (tmp_path / "scores.csv").read_text().splitlines()[0] == '"lead_id","fit","grade","persona","engagement"'
+    header, first = (tmp_path / "scores.csv").read_text().splitlines()[:2]
+    assert header == '"lead_id","email","external_id","fit","grade","persona","engagement","probability"'
+    assert first.endswith(",") and summary["predictive_model"] is None  # no predictive model: no probability
     code, out, _ = invoke("rescore", "--db", db, "--json", "--as-of", "2000-01-01")
     assert json.loads(out)["engagement_mean"] == 0.0
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import ibis
 import numpy as np
+import pandas as pd
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from qualify.adapters import schema
-from qualify.analytics.batch_evaluator import engagement_at_cutoffs
+from qualify.analytics.batch_evaluator import Sources, engagement_at_cutoffs
 from qualify.analytics.engines import duckdb_sources
 from qualify.bootstrap import open_workspace
 from qualify.demo.world import build_demo
@@ -29,6 +30,7 @@ from qualify.domain.records import Event
 from qualify.entrypoints.cli import app
 from qualify.predictive.features import TrainingSet, default_end, training_set
 from qualify.predictive.training import Trained, train
+from qualify.service.analytics.batch_scores import COLUMNS, batch_probabilities, batch_scores
 from qualify.service.analytics.export import export_workspace
 from qualify.service.automation.definitions import put_segments
 from qualify.service.automation.reading import segment_members
@@ -94,15 +96,15 @@ def test_online_features_equal_the_training_set_s_at_the_same_instant(
         at = {int(r.lead_id): r.cutoff.to_pydatetime() for r in rows.frame.itertuples()}
         people = {s.lead_id: s for s in predictions.subjects(uow, at.keys(), at)}
     online = found.frame([people[i] for i in rows.frame["lead_id"]])
+    # Engagement included: at a cutoff before a lead's newest event it is replayed from the events up to it.
+    later = sum(any(e[1] > r.cutoff for e in people[r.lead_id].events) for r in rows.frame.itertuples())
+    assert later > 50
     for column in rows.spec.columns:
-        if column == "engagement_score":  # the stored state knows the score from the newest event on: below
-            continue
         expected, got = rows.frame[column].to_numpy(), online[column].to_numpy()
         if column in rows.spec.numeric:
             assert np.allclose(expected.astype(float), got.astype(float), equal_nan=True, atol=1e-6), column
         else:
             assert [None if a != a else a for a in expected] == [None if b != b else b for b in got], column
-    online["engagement_score"] = rows.frame["engagement_score"].to_numpy()
     assert np.allclose(found.trained.probabilities(rows.frame), found.trained.probabilities(online), atol=1e-9)
 
 
@@ -506,3 +508,132 @@ def test_a_segment_on_probability_sees_the_probability_of_the_change_that_moved_
     predictions.refresh_all(workspace)
     assert members() == set()
     workspace.close()
+
+
+# --- the probability as of any instant, in batch (qualify rescore --as-of) ------------------------------
+
+
+def batch_equals_online(workspace: Workspace, sources: Sources, at: datetime) -> int:
+    """Every lead's batch probability at `at` against the online one (serving.subjects at that
+    instant, engagement replayed from the events up to it); returns how many leads were compared."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        model = uow.active_model()
+        found = predictions.active_predictor(uow)
+        assert found is not None
+        batch = batch_probabilities(found, model, sources, at)
+        leads = schema.leads
+        expected = set(
+            uow.connection.execute(
+                select(leads.c.id).where(leads.c.created_at <= at, leads.c.erased_at.is_(None))
+            ).scalars()
+        )
+        ids = sorted(batch)
+        online = found.probabilities(predictions.subjects(uow, ids, dict.fromkeys(ids, at)))
+    assert set(ids) == expected  # the leads created by then, and only those
+    gaps = np.abs(np.array([batch[i] for i in ids]) - online)
+    assert gaps.max(initial=0.0) <= 1e-9, (at, float(gaps.max()))
+    return len(ids)
+
+
+def test_the_probability_as_of_any_instant_in_batch_equals_the_online_one(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    workspace, _, document, _ = learnt
+    export_workspace(workspace, tmp_path / "export")
+    sources = duckdb_sources(tmp_path / "export")
+    past = NOW - timedelta(days=40)
+    with workspace.unit_of_work(read_only=True) as uow:
+        later = uow.connection.execute(
+            select(func.count(func.distinct(schema.events.c.lead_id))).where(schema.events.c.occurred_at > past)
+        ).scalar_one()
+    assert later > 100  # leads whose events after the instant the batch side must not read
+    compared = [batch_equals_online(workspace, sources, at) for at in (past, NOW + timedelta(days=1))]
+    assert 100 < compared[0] < compared[1] == 700
+    scores = batch_scores(workspace, engine="duckdb", as_of=past, export=tmp_path / "export")
+    assert scores.table.column_names == list(COLUMNS) and scores.predictive_version == predictions.version_of(document)
+    rows = scores.table.to_pylist()
+    assert len(rows) == 700 and sum(r["probability"] is not None for r in rows) == compared[0]
+    assert scores.summary()["probabilities"] == compared[0] and scores.summary()["predictive_model"]
+
+
+@pytest.mark.slow
+def test_the_probability_as_of_an_instant_on_postgresql_equals_the_online_one(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], postgres_schema_url: str
+) -> None:
+    from qualify.analytics.engines import postgres_sources
+
+    _, _, document, _ = learnt
+    workspace = open_workspace(Settings(database_url=postgres_schema_url), create=True)
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, default_model_text())
+    build_demo(workspace, seed=3, leads=250, days=90, now=NOW)
+    with workspace.unit_of_work() as uow:  # the model learnt on SQLite: its recipe fixes the features
+        version, _ = predictions.store_model(uow, document)
+        predictions.activate(uow, version)
+    sources = postgres_sources(postgres_schema_url)
+    past = NOW - timedelta(days=30)
+    compared = [batch_equals_online(workspace, sources, at) for at in (past, NOW + timedelta(days=1))]
+    assert 50 < compared[0] < compared[1] == 250
+    scores = batch_scores(workspace, engine="postgres", as_of=past)
+    assert sum(r["probability"] is not None for r in scores.table.to_pylist()) == compared[0]
+    workspace.close()
+
+
+@pytest.mark.slow
+def test_the_probability_as_of_an_instant_on_spark_equals_the_online_one(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("pyspark", reason="Spark is an optional engine: pip install 'qualify[spark]'")
+    from qualify.analytics.engines import spark_sources
+
+    _, _, document, _ = learnt
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{tmp_path / 'small.db'}"), create=True)
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, default_model_text())
+    build_demo(workspace, seed=4, leads=120, days=60, now=NOW)
+    with workspace.unit_of_work() as uow:
+        version, _ = predictions.store_model(uow, document)
+        predictions.activate(uow, version)
+    export_workspace(workspace, tmp_path / "export")
+    assert batch_equals_online(workspace, spark_sources(tmp_path / "export"), NOW - timedelta(days=20)) > 30
+    workspace.close()
+
+
+def test_rescore_exports_every_lead_s_scores_and_probability_and_leads_carry_the_stored_one(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    workspace, _, document, database = learnt
+    runner, db = CliRunner(), ["--db", f"sqlite:///{database}"]
+    version = predictions.version_of(document)
+    past = NOW - timedelta(days=40)
+    done = runner.invoke(
+        app, ["rescore", *db, "--as-of", past.isoformat(), "--out", str(tmp_path / "leads.csv"), "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert summary["predictive_model"] == version and 100 < summary["probabilities"] < summary["leads"] == 700
+    written = pd.read_csv(tmp_path / "leads.csv")
+    assert list(written.columns) == list(COLUMNS)
+    with workspace.unit_of_work(read_only=True) as uow:
+        found = predictions.predictor(uow, version)
+        scored = written[written["probability"].notna()]
+        ids = [int(i) for i in scored["lead_id"]]
+        online = found.probabilities(predictions.subjects(uow, ids, dict.fromkeys(ids, past)))
+        emails = dict(uow.connection.execute(select(schema.leads.c.id, schema.leads.c.email)).all())
+    assert np.allclose(scored["probability"].to_numpy(), online, atol=1e-9)
+    assert [e if e == e else None for e in written["email"]] == [emails[int(i)] for i in written["lead_id"]]
+    parquet = runner.invoke(app, ["rescore", *db, "--as-of", past.isoformat(), "--out", str(tmp_path / "l.parquet")])
+    assert parquet.exit_code == 0 and "Probability of" in parquet.stdout and version in parquet.stdout
+    from_parquet = pq.read_table(tmp_path / "l.parquet").to_pandas()
+    assert list(from_parquet.columns) == list(COLUMNS)
+    assert np.allclose(from_parquet["probability"], written["probability"], equal_nan=True, atol=1e-12)
+    # The stored probability (as of each lead's newest activity) in the list and the Parquet export.
+    listed = json.loads(runner.invoke(app, ["leads", *db, "--json", "--limit", "5"]).stdout)
+    assert all(r["predictive_version"] == version and 0 <= r["probability"] <= 1 for r in listed)
+    assert all(r["probability_at"] for r in listed)
+    exported = runner.invoke(app, ["export", "parquet", str(tmp_path / "export"), *db, "--json"])
+    assert exported.exit_code == 0, exported.output
+    leads = pq.read_table(tmp_path / "export" / "leads.parquet").to_pylist()
+    assert len(leads) == 700 and all(r["predictive_version"] == version and r["probability_at"] for r in leads)

@@ -103,6 +103,7 @@ def test_learned_points_are_a_model_document_judged_beside_the_active_one(
     assert report["learned_model"] == model.version != report["current_model"]
     assert (learned.fit_rules, learned.engagement_rules) == (len(model.fit.rules), len(model.engagement_rules))
     rows = report["training_set"]["rows"]
-    assert report["held_out"]["rows"] == round(0.2 * rows) and 0 < learned.fitting_rows <= rows - round(0.2 * rows)
+    held = rows - round(0.6 * rows) - round(0.2 * rows)  # the newest part of training.time_split
+    assert report["held_out"]["rows"] == held and 0 < learned.fitting_rows <= rows - held
     assert set(report["test"]) == {"learned", "current"} and 0.0 <= report["test"]["learned"]["roc_auc"] <= 1.0
     json.dumps(report, default=str)

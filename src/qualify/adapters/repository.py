@@ -38,6 +38,7 @@ class LeadRecord:
     changed: bool = False  # scores or stage changed: write the score columns
     profile_changed: bool = False  # the person's fields changed too: write the whole row
     score_before: float | None = None  # fit + engagement when the use case began (score crossings)
+    person_email: str | None = None  # the person's email, on a past journey too (whose `email` is None)
 
 
 def lead_from_row(row: Row[Any]) -> LeadRecord:
@@ -53,7 +54,9 @@ def lead_from_row(row: Row[Any]) -> LeadRecord:
         last_event=m["last_event_at"].timestamp() if m["last_event_at"] else None,
         probability=m.get("probability"),
     )
-    return LeadRecord(m["id"], lead, m["account_id"], m["created_at"], state, m["model_version"])
+    return LeadRecord(
+        m["id"], lead, m["account_id"], m["created_at"], state, m["model_version"], person_email=m.get("person_email")
+    )
 
 
 PROFILE_COLUMNS = (*LEAD_FIELDS, "attributes")
@@ -80,6 +83,7 @@ def lead_values(record: LeadRecord, *, scored_at: datetime, now: datetime) -> di
     values["do_not_call"] = bool(lead.do_not_call)
     values.update(
         attributes=lead.attributes,
+        person_email=lead.email or record.person_email,
         account_id=record.account_id,
         created_at=record.created_at,
         updated_at=now,

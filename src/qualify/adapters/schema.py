@@ -104,8 +104,12 @@ leads = Table(
     "leads",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("email", String(254), unique=True),
+    Column("email", String(254), unique=True),  # the person's current journey only (below)
     Column("external_id", String(200), unique=True),
+    # The person's email on every lead of theirs: one person may have several leads over time (a
+    # new inquiry after a closed or lost journey, each keyed by its CRM id). Only the newest one
+    # holds `email`, so that events and look-ups by email find the person's current journey.
+    Column("person_email", String(254), index=True),
     Column("first_name", String(200)),
     Column("last_name", String(200)),
     Column("title", String(300)),

@@ -4,7 +4,9 @@ A lead's **cutoff** is the instant a prediction would have been made: `created+K
 the lead was created) or `mql` (when it first became MQL). Its **label** is whether it reached
 the target stage (sql, opportunity, customer) within N days after the cutoff. Leaves out, and
 counts, the leads that cannot be judged: those whose cutoff lies in the future or whose N days
-are not over by the end of the data (censored), and those that had reached the target already.
+are not over by the end of the data and that have not reached the target yet (censored: a lead
+that did reach it within its N days, by the end of the data, is a positive whatever the end), and
+those that had reached the target already.
 
 Features (all at the cutoff): the lead's and its account's fields; its stage and the days it had
 been in it; per event kind (a workflow's `score_bonus` is none: it is not the lead's behaviour), how many
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -63,6 +66,7 @@ class TrainingSet:
     recipe: Recipe
     left_out: dict[str, int] = field(default_factory=dict)
     attributes_left_out: dict[str, str] = field(default_factory=dict)  # attribute -> why it is no feature
+    known_early: int = 0  # positives whose N days were not over by `end` (their outcome known already)
 
     @property
     def labels(self) -> np.ndarray:
@@ -81,6 +85,7 @@ class TrainingSet:
             "rows": len(self.frame),
             "positives": int(self.labels.sum()),
             "left_out": self.left_out,
+            "known_early": self.known_early,
             "features": len(self.spec.columns),
             "attributes": sorted(self.recipe.attributes.values()),
             "attributes_left_out": self.attributes_left_out,
@@ -139,29 +144,47 @@ def training_set(
     end: datetime,
     recipe: Recipe | None = None,
     without: tuple[str, ...] = (),
+    exclude: Collection[int] = (),
 ) -> TrainingSet:
     """The rows to learn from (module doc); `end` is the end of the data (nothing after it exists).
     With a `recipe` (a stored model's), exactly its behaviour features are built; without, the
-    event kinds in the data and its most common content items."""
+    event kinds in the data and its most common content items. The leads whose ids are in
+    `exclude` are left out before anything is learnt from the data (counted as `excluded`).
+
+    A lead is censored when its N days are not over by `end` and it has not reached the target
+    within them by `end`: one that has is a positive, its outcome known (a row, also counted as
+    `known_early`). Its label is still the same test — reached
+    after the cutoff, within N days of it — and nothing after `end` is read."""
     if target not in TARGETS:
         raise InvalidInput(f"unknown target {target!r}; expected one of: {', '.join(TARGETS)}", field="target")
     if sources.history is None:
         raise InvalidInput("a training set needs the stage history", field="history")
     history = sources.history
     cuts = _cutoffs(sources, cutoff)
+    excluded = 0
+    if exclude:
+        kept = ~cuts.lead_id.isin(sorted({int(i) for i in exclude}))
+        excluded = int(cuts.aggregate(n=(~kept).ifelse(1, 0).sum()).to_pyarrow().to_pylist()[0]["n"] or 0)
+        cuts = cuts.filter(kept)
     first = first_entries(history, target, "reached_lead", "reached")
     framed = cuts.left_join(first, cuts.lead_id == first.reached_lead)
     horizon = framed.cutoff + ibis.interval(days=within_days)
+    last = ibis.literal(end)
+    reached_in_window = framed.reached.notnull() & (framed.reached > framed.cutoff) & (framed.reached <= horizon)
+    open_window = horizon > last
+    known = reached_in_window & (framed.reached <= last)  # converted in its window, and known to have by `end`
     framed = framed.select(
         "lead_id",
         "cutoff",
-        censored=(horizon > ibis.literal(end)),
+        censored=open_window & ~known,
+        early=open_window & known,
         before=framed.reached.notnull() & (framed.reached <= framed.cutoff),
-        label=(framed.reached.notnull() & (framed.reached > framed.cutoff) & (framed.reached <= horizon)).ifelse(1, 0),
+        label=reached_in_window.ifelse(1, 0),
     )
     counts = (
         framed.aggregate(
             censored=framed.censored.ifelse(1, 0).sum(),
+            early=framed.early.ifelse(1, 0).sum(),
             before=(framed.before & ~framed.censored).ifelse(1, 0).sum(),
         )
         .to_pyarrow()
@@ -173,8 +196,30 @@ def training_set(
     left_out = {
         "censored": int(counts["censored"] or 0),
         "reached_before_cutoff": int(counts["before"] or 0),
+        "excluded": excluded,
     }
-    return TrainingSet(frame, spec, target, within_days, cutoff, end, recipe, left_out, skipped)
+    early = int(counts["early"] or 0)
+    return TrainingSet(frame, spec, target, within_days, cutoff, end, recipe, left_out, skipped, early)
+
+
+def features_as_of(model: ScoringModel, sources: Sources, as_of: datetime, recipe: Recipe) -> pd.DataFrame:
+    """Every lead's features as of one instant under a stored model's `recipe` — the training
+    set's features with `as_of` as every lead's cutoff, so nothing after it is read but the
+    profile (as it is now): the leads created by then and not erased, by lead_id. What a served
+    probability at that instant is computed from (`Predictor.probabilities`, tested equal)."""
+    if sources.history is None:
+        raise InvalidInput(
+            "the probability needs the stage history (the stage is a feature): this export has no "
+            "stage_history.parquet",
+            field="history",
+        )
+    leads = sources.leads
+    if "erased_at" in leads.columns:  # an erased lead keeps no probability
+        leads = leads.filter(leads.erased_at.isnull())
+    instant = ibis.literal(as_of, type=leads.created_at.type())
+    rows = leads.filter(leads.created_at <= instant).select(lead_id=leads.id, cutoff=instant)
+    frame, _, _, _ = _features(model, sources, rows, recipe, order=["lead_id"])
+    return frame
 
 
 def outcome_set(

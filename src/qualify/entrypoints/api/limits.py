@@ -1,4 +1,5 @@
-"""The request body limit: an oversized body is answered 413 before it fills the memory.
+"""The request body limit: an oversized body is answered 413 before it fills the memory; and the
+batch limit of the routes that take one item or a list (`batch_items`).
 
 A small ASGI middleware in front of every route. A request that declares a `Content-Length` over
 the limit is refused before a byte of its body is read; a body sent without one (chunked) is
@@ -8,9 +9,14 @@ doing with it. The answer is a problem document like every other error (docs/api
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qualify.entrypoints.problems import TooLarge, problem
+from qualify.domain.errors import InvalidInput
+from qualify.entrypoints.api.schemas import MAX_BATCH
+from qualify.entrypoints.problems import TooLarge, body_too_deep, problem
 
 MAX_BODY_BYTES = 16 << 20  # 16 MiB: a full batch of 10,000 events at about 1.6 KB each
 
@@ -83,3 +89,22 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None  # the server refuses a malformed length before the app sees it
     return None
+
+
+def batch_items(body: bytes, what: str, *, wrapper: str | None = None) -> list[Any]:
+    """The items of a JSON body that is one item or a list of them (or `{wrapper: [...]}`): at least
+    one and at most `MAX_BATCH`, else a problem naming `what` the items are."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise body_too_deep() from None
+    except ValueError as error:
+        raise InvalidInput(f"the body is not JSON: {error}", field="body") from None
+    if wrapper is not None and isinstance(data, dict) and set(data) == {wrapper}:
+        data = data[wrapper]
+    items = data if isinstance(data, list) else [data]
+    if len(items) > MAX_BATCH:
+        raise TooLarge(f"{len(items):,} {what} in one request; the limit is {MAX_BATCH:,}: split the batch")
+    if not items:
+        raise InvalidInput(f"no {what} in the request", field="body")
+    return items

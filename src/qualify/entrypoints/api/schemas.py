@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import MAX_DOCUMENT_CHARS, MAX_DOCUMENT_DEPTH, check_document, check_storable
 
-MAX_BATCH = 10_000  # events, leads or accounts in one request (docs/api.md, Limits)
+MAX_BATCH = 10_000  # events, leads, accounts, stage changes or deals in one request (docs/api.md, Limits)
 _DOCUMENT = f"at most {MAX_DOCUMENT_DEPTH} levels deep and {MAX_DOCUMENT_CHARS:,} characters as JSON"
 
 
@@ -299,6 +299,10 @@ class LeadProfileOut(BaseModel):
     sla_due_at: datetime | None = Field(default=None, description="accept or reject the MQL by then")
     prediction: Prediction | None = Field(
         default=None, description="the active predictive model's probability and why; null without one"
+    )
+    journeys: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the person's other leads (an earlier inquiry, a returning buyer), oldest first",
     )
 
 

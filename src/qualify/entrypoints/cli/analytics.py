@@ -49,7 +49,11 @@ def rescore(
     ] = None,
     export: ExportOption = None,
     out_file: Annotated[
-        Path | None, typer.Option("--out", help="Write every lead's scores to this .parquet or .csv file.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write every lead's keys, scores and probability (as of --as-of) to this .parquet or .csv file.",
+        ),
     ] = None,
     explain_file: Annotated[
         Path | None,
@@ -60,7 +64,8 @@ def rescore(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Score every lead as of any instant with the batch evaluator (the same model, as one query)."""
+    """Score every lead as of any instant with the batch evaluator (the same model, as one query),
+    with the active predictive model's probability as of that instant."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -95,6 +100,11 @@ def rescore(
         f"Scored {summary['leads']:,} leads as of {result.as_of:%Y-%m-%d %H:%M} UTC on {result.engine} with model "
         f"{result.model_version}: grades {grades or '—'}; mean engagement {summary['engagement_mean']}."
     )
+    if result.predictive_version is not None:
+        out.print(
+            f"Probability of {summary['probabilities']:,} leads (those created by then) with predictive model "
+            f"{result.predictive_version}: mean {summary['probability_mean']}."
+        )
     if out_file:
         out.print(f"Scores written to {out_file}.")
     if explain_file:
@@ -199,6 +209,14 @@ def train(
         list[str] | None,
         typer.Option("--without", help="Leave this feature or lead attribute out of the model (repeat for more)."),
     ] = None,
+    exclude: Annotated[
+        Path | None,
+        typer.Option(
+            "--exclude",
+            help="Keep the leads this file names out of training: CSV with an email, external_id or lead "
+            "column, or one key (email, external id, #id) per line. Keys that name no lead are reported.",
+        ),
+    ] = None,
     engine: EngineOption = BatchEngine.duckdb,
     export: ExportOption = None,
     db: DbOption = None,
@@ -216,12 +234,14 @@ def train(
         result = train_model(
             workspace, target=target, within_days=within, cutoff=cutoff, end=_utc(end), exclude_leaks=exclude_leaks,
             store=store, activate=activate, engine=engine.value, export=export, label=label, labels_file=labels,
-            without=tuple(without or ()),
+            without=tuple(without or ()), exclude_file=exclude,
         )  # fmt: skip
     if out_file is not None:
         out_file.write_text(json.dumps(result.document, default=str) + "\n", encoding="utf-8")
     if "labels" in result.report:
         _label_problems(result.report["labels"])
+    if "exclude" in result.report:
+        _exclude_problems(result.report["exclude"])
     if as_json:
         _print_json(result.as_dict() | ({"out": str(out_file)} if out_file else {}))
         return
@@ -235,10 +255,27 @@ def train(
             f"{read['skipped']:,} rows not usable.",
         )
     else:
+        early = summary.get("known_early", 0)
         out.print(
             f"Training set: {summary['rows']:,} leads (cutoff {cutoff}; reached {target} within {within} days: "
-            f"{summary['positives']:,}); left out {summary['left_out']['censored']:,} not yet judged and "
+            f"{summary['positives']:,}"
+            + (f", {early:,} of them before their {within} days were over" if early else "")
+            + f"); left out {summary['left_out']['censored']:,} not yet judged and "
             f"{summary['left_out']['reached_before_cutoff']:,} converted before the cutoff."
+        )
+        censored = summary["left_out"]["censored"]
+        if early and censored:
+            err.print(
+                f"[yellow]note:[/] {early:,} positives converted before their {within} days were over and are kept, "
+                f"while {censored:,} leads whose days are not over have no outcome yet: the newest rows lean "
+                "positive (docs/predictive.md, point-in-time training sets).",
+                soft_wrap=True,
+            )
+    if "exclude" in report:
+        named = report["exclude"]
+        out.print(
+            f"Excluded: {named['excluded']:,} leads kept out of training ({named['leads']:,} named in "
+            f"{named['file']}; {named['skipped']:,} keys not found)."
         )
     for leak in report["leakage"]:
         out.print(
@@ -415,6 +452,21 @@ def advise(
             f"{point['cost_per_week']:g}" if miss_cost is not None else "—",
         )
     out.print(table)
+
+
+def _exclude_problems(named: dict[str, Any]) -> None:
+    """The keys of an --exclude file that named no lead, on standard error: counted, the first listed."""
+    if not named["skipped"]:
+        return
+    err.print(
+        f"[yellow]note:[/] {named['skipped']:,} of {named['read']:,} keys in {named['file']} name no lead: "
+        + ", ".join(f"{reason} {n:,}" for reason, n in named["problems"].items()),
+        soft_wrap=True,
+    )
+    for problem in named["examples"][:10]:
+        err.print(f"  line {problem['line']}, field {problem['field']}: {problem['value']!r}", soft_wrap=True)
+    if named["skipped"] > 10:
+        err.print(f"  … and {named['skipped'] - 10:,} more (--json lists {len(named['examples'])})")
 
 
 def _label_problems(read: dict[str, Any]) -> None:

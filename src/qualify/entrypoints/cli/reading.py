@@ -233,6 +233,14 @@ def _show_profile(profile: Any, page: int, per_page: int) -> None:
             f"  {a['name'] or a['domain']} · {a['industry'] or 'industry ?'} · {a['employees'] or '?'} employees · {a['country'] or '?'}"
         )
     out.print(f"  stage [bold]{profile.stage}[/] since {profile.stage_entered_at:%Y-%m-%d %H:%M} UTC")
+    for journey in profile.journeys:
+        which = "current journey" if journey["current"] else "earlier journey"
+        out.print(
+            f"  {which} #{journey['id']} {journey['external_id'] or ''}: {journey['stage']}, "
+            f"created {journey['created_at']:%Y-%m-%d}",
+            highlight=False,
+            markup=False,
+        )
     if profile.owner or profile.owner_rule:
         since = f" since {profile.owner_assigned_at:%Y-%m-%d %H:%M} UTC" if profile.owner_assigned_at else ""
         due = f", SLA due {profile.sla_due_at:%Y-%m-%d %H:%M} UTC" if profile.sla_due_at else ""

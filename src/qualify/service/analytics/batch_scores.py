@@ -1,4 +1,5 @@
-"""Batch scoring use case: every lead's scores as of an instant, on the engine chosen."""
+"""Batch scoring use case: every lead's scores as of an instant, on the engine chosen, with the
+active predictive model's probability as of that instant."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pyarrow as pa
 
@@ -15,12 +16,20 @@ from qualify.analytics.batch_evaluator import Sources, explanations, scores_as_o
 from qualify.analytics.engines import duckdb_sources, postgres_sources, spark_sources
 from qualify.analytics.reports import cohorts
 from qualify.domain.errors import InvalidInput
+from qualify.domain.scoring_model import ScoringModel
 from qualify.service.analytics.export import export_workspace
+from qualify.service.predictions.serving import active_predictor
 from qualify.service.unit_of_work import Workspace
+
+if TYPE_CHECKING:
+    from qualify.predictive.online import Predictor
 
 T = TypeVar("T")
 Engine = Literal["duckdb", "postgres", "spark"]
 ENGINES: tuple[Engine, ...] = ("duckdb", "postgres", "spark")
+
+
+COLUMNS = ("lead_id", "email", "external_id", "fit", "grade", "persona", "engagement", "probability")
 
 
 @dataclass(frozen=True)
@@ -28,8 +37,9 @@ class BatchScores:
     engine: str
     as_of: datetime
     model_version: str
-    table: pa.Table  # lead_id, fit, grade, persona, engagement
+    table: pa.Table  # COLUMNS: the lead's keys, its scores and probability as of `as_of`
     explanations: pa.Table | None = None  # lead_id, kind, rule, points, event_id, occurred_at
+    predictive_version: str | None = None  # the predictive model that gave the probabilities
 
     def summary(self) -> dict[str, Any]:
         rows = self.table.to_pylist()
@@ -37,6 +47,7 @@ class BatchScores:
         for row in rows:
             grades[row["grade"]] = grades.get(row["grade"], 0) + 1
         engagement = [row["engagement"] for row in rows]
+        chances = [row["probability"] for row in rows if row["probability"] is not None]
         return {
             "engine": self.engine,
             "as_of": self.as_of.isoformat(),
@@ -44,6 +55,9 @@ class BatchScores:
             "leads": len(rows),
             "grades": dict(sorted(grades.items())),
             "engagement_mean": round(sum(engagement) / len(engagement), 4) if engagement else None,
+            "predictive_model": self.predictive_version,
+            "probabilities": len(chances),
+            "probability_mean": round(sum(chances) / len(chances), 4) if chances else None,
         }
 
 
@@ -52,21 +66,46 @@ def batch_scores(
 ) -> BatchScores:
     """Score every lead as of `as_of` with the active model, on DuckDB or Spark (over a Parquet
     export, made now unless `export` names one) or on PostgreSQL (the workspace's own tables);
-    with `explain`, every score's contributions too (analytics.batch.explanations)."""
+    with `explain`, every score's contributions too (analytics.batch.explanations). With an active
+    predictive model, each lead's probability as of `as_of` too (`batch_probabilities`)."""
     with workspace.unit_of_work() as uow:
         model = uow.active_model()
+        found = active_predictor(uow)
 
-    def run(sources: Sources) -> tuple[pa.Table, pa.Table | None]:
-        table = scores_as_of(model, sources, as_of).to_pyarrow()
+    def run(sources: Sources) -> tuple[pa.Table, pa.Table | None, dict[int, float]]:
+        scores = scores_as_of(model, sources, as_of)
+        keys = sources.leads.select(
+            key_id=sources.leads.id, email=sources.leads.email, external_id=sources.leads.external_id
+        )
+        named = scores.left_join(keys, scores.lead_id == keys.key_id).drop("key_id")
+        table = named.to_pyarrow()
         why = explanations(model, sources, as_of).to_pyarrow() if explain else None
-        return table, why
+        chances = batch_probabilities(found, model, sources, as_of) if found is not None else {}
+        return table, why, chances
 
-    table, why = on_engine(workspace, engine, export, run)
+    table, why, chances = on_engine(workspace, engine, export, run)
     if why is not None:
         why = why.sort_by(
             [("lead_id", "ascending"), ("kind", "descending"), ("event_id", "ascending"), ("rule", "ascending")]
         )
-    return BatchScores(engine, as_of, model.version, table.sort_by("lead_id"), why)
+    table = table.sort_by("lead_id")
+    probability = pa.array([chances.get(i) for i in table.column("lead_id").to_pylist()], pa.float64())
+    table = table.append_column("probability", probability).select(list(COLUMNS))
+    return BatchScores(engine, as_of, model.version, table, why, found.version if found is not None else None)
+
+
+def batch_probabilities(found: Predictor, model: ScoringModel, sources: Sources, as_of: datetime) -> dict[int, float]:
+    """The predictive model's probability of every lead created by `as_of` (and not erased), as of
+    that instant: the training set's features with `as_of` as the cutoff (predictive.features),
+    built on the batch engine, the fit and engagement under `model` (the active scoring model, as
+    online). Equal to the online probability at that instant (serving.subjects; tested)."""
+    from qualify.predictive.features import features_as_of
+
+    frame = features_as_of(model, sources, as_of, found.recipe)
+    if frame.empty:
+        return {}
+    values = found.trained.probabilities(frame)
+    return {int(i): float(p) for i, p in zip(frame["lead_id"], values, strict=True)}
 
 
 def batch_sources(workspace: Workspace, engine: str, export: Path, *, make_export: bool) -> Sources:

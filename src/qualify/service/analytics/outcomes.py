@@ -7,6 +7,9 @@ the instant to judge it at (`at` or `instant`, ISO 8601, UTC unless a zone is gi
 lead's newest activity). A row that cannot be used (an unknown lead, an outcome that is not yes
 or no, a bad instant, a lead named twice) is reported with its line, field and value, and the
 good rest is used. A lead with no value in the label column is reported the same way.
+
+A file of leads to keep out of training (`qualify train --exclude FILE`, `excluded_leads`) names
+them the same way, by a CSV column or one key per line; a key that names no lead is reported.
 """
 
 from __future__ import annotations
@@ -132,30 +135,40 @@ def _instant(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _from_file(workspace: Workspace, path: Path) -> KnownOutcomes:
-    leads, aliases = schema.leads, schema.lead_aliases
-    with workspace.unit_of_work(read_only=True) as uow:
-        conn = uow.connection
-        known = conn.execute(
-            select(leads.c.id, leads.c.email, leads.c.external_id).where(leads.c.erased_at.is_(None))
-        ).all()
-        merged = conn.execute(select(aliases.c.lead_id, aliases.c.email, aliases.c.external_id)).all()
-    by_email: dict[str, int] = {}
-    by_external: dict[str, int] = {}
-    ids = {lead_id for lead_id, _, _ in known}
-    for lead_id, email, external_id in [*merged, *known]:  # a lead's own keys win over its aliases
-        if email:
-            by_email[email] = lead_id
-        if external_id:
-            by_external[external_id] = lead_id
+class LeadKeys:
+    """The workspace's leads (not erased) by their keys: email, external id (a merged lead's old
+    keys too, a lead's own winning) and `#id`."""
 
-    def find(column: str, key: str) -> int | None:
+    def __init__(self, workspace: Workspace) -> None:
+        leads, aliases = schema.leads, schema.lead_aliases
+        with workspace.unit_of_work(read_only=True) as uow:
+            conn = uow.connection
+            known = conn.execute(
+                select(leads.c.id, leads.c.email, leads.c.external_id).where(leads.c.erased_at.is_(None))
+            ).all()
+            merged = conn.execute(select(aliases.c.lead_id, aliases.c.email, aliases.c.external_id)).all()
+        self.by_email: dict[str, int] = {}
+        self.by_external: dict[str, int] = {}
+        self.ids = {lead_id for lead_id, _, _ in known}
+        for lead_id, email, external_id in [*merged, *known]:  # a lead's own keys win over its aliases
+            if email:
+                self.by_email[email] = lead_id
+            if external_id:
+                self.by_external[external_id] = lead_id
+
+    def find(self, column: str, key: str) -> int | None:
+        """The lead named by `key` in a column `email`, `external_id` or `lead` (any of the three:
+        an email has an @, `#42` is an id, anything else an external id); None when unknown."""
         key = key.strip()
         if column == "email" or (column == "lead" and "@" in key):
-            return by_email.get(key.lower())
+            return self.by_email.get(key.lower())
         if column == "lead" and key.startswith("#") and key[1:].isdigit():
-            return int(key[1:]) if int(key[1:]) in ids else None
-        return by_external.get(key)
+            return int(key[1:]) if int(key[1:]) in self.ids else None
+        return self.by_external.get(key)
+
+
+def _from_file(workspace: Workspace, path: Path) -> KnownOutcomes:
+    find = LeadKeys(workspace).find
 
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -202,3 +215,88 @@ def _from_file(workspace: Workspace, path: Path) -> KnownOutcomes:
             rows.append((lead_id, moment, outcome))
     outcomes.frame = _frame(rows)
     return outcomes
+
+
+@dataclass
+class Excluded:
+    """The leads a file names to keep out of training (`qualify train --exclude FILE`), and the
+    keys that named no lead."""
+
+    path: Path
+    lead_ids: frozenset[int]
+    read: int  # keys read (rows, or lines)
+    problems: Counter[str] = field(default_factory=Counter)  # reason -> count
+    examples: list[dict[str, Any]] = field(default_factory=list)  # the first EXAMPLES problems
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "file": str(self.path),
+            "read": self.read,
+            "leads": len(self.lead_ids),
+            "skipped": sum(self.problems.values()),
+            "problems": dict(self.problems.most_common()),
+            "examples": self.examples,
+        }
+
+
+def excluded_leads(workspace: Workspace, path: Path) -> Excluded:
+    """The leads named in `path`: CSV with a header naming the lead (`email`, `external_id` or
+    `lead`; where a row has several, the first filled in of those), or one key per line (an email,
+    an external id or `#id`) without a header. Blank lines are skipped; a key that names no lead is
+    reported with its line, not fatal. A file that cannot be read is an error naming it."""
+    if not path.is_file():
+        raise InvalidInput(f"--exclude {path}: no such file", field="exclude")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        at = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise InvalidInput(f"--exclude {path}, line {at}: not UTF-8 text", field="exclude") from None
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    header: list[str] = []
+    if first is not None:
+        header = [name.strip().lower() for name in next(csv.reader([lines[first]]))]
+    columns = [name for name in KEY_COLUMNS if name in header]
+    if not columns and len(header) > 1:  # a CSV header that names no lead
+        raise InvalidInput(
+            f"--exclude {path}, line {(first or 0) + 1}: the header must name the lead (email, external_id or "
+            f"lead); found: {', '.join(header)}. Without a header, write one key per line.",
+            field="exclude",
+        )
+    find = LeadKeys(workspace).find
+    found = Excluded(path, frozenset(), 0)
+    ids: set[int] = set()
+
+    def problem(line: int, column: str, value: str, reason: str) -> None:
+        found.problems[reason] += 1
+        if len(found.examples) < EXAMPLES:
+            found.examples.append({"line": line, "field": column, "value": value, "reason": reason})
+
+    if columns:  # CSV with a header
+        assert first is not None
+        reader = csv.reader(lines[first + 1 :])
+        for number, record in enumerate(reader, start=first + 2):
+            if not any(cell.strip() for cell in record):
+                continue
+            found.read += 1
+            cells = dict(zip(header, (cell.strip() for cell in record), strict=False))
+            column = next((name for name in columns if cells.get(name)), columns[0])
+            key = cells.get(column, "")
+            lead_id = find(column, key) if key else None
+            if lead_id is None:
+                problem(number, column, key, "no such lead" if key else "no lead given")
+                continue
+            ids.add(lead_id)
+    else:  # one key per line
+        for number, line in enumerate(lines, start=1):
+            key = line.strip()
+            if not key:
+                continue
+            found.read += 1
+            lead_id = find("lead", key)
+            if lead_id is None:
+                problem(number, "lead", key, "no such lead")
+                continue
+            ids.add(lead_id)
+    found.lead_ids = frozenset(ids)
+    return found

@@ -19,7 +19,7 @@ from typing import Any
 
 from qualify.analytics.batch_evaluator import Sources
 from qualify.service.analytics.batch_scores import on_engine
-from qualify.service.analytics.outcomes import KnownOutcomes, known_outcomes
+from qualify.service.analytics.outcomes import Excluded, KnownOutcomes, excluded_leads, known_outcomes
 from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import Workspace
 
@@ -55,20 +55,30 @@ def train_model(
     label: str | None = None,
     labels_file: Path | None = None,
     without: tuple[str, ...] = (),
+    exclude_file: Path | None = None,
 ) -> TrainingOutcome:
     """Learn the probability of reaching `target` within `within_days` of the `cutoff` from the
     data up to `end` (default: its latest event or stage change) — or, with `label` or
     `labels_file`, of the outcomes they give. Features (or lead attributes) named in `without`
-    are left out. Stored when `store` or `activate`; with `activate`, made the active model and
-    every lead scored with it."""
+    are left out, and so are the leads named in `exclude_file` (from the rows, and so from the
+    features found in the data, the time split or cross-validation, and `learnt_from`). Stored
+    when `store` or `activate`; with `activate`, made the active model and every lead scored
+    with it."""
     from qualify.predictive.features import default_end, outcome_set, training_set
     from qualify.predictive.training import time_split, train, train_cross_validated
 
     with workspace.unit_of_work(read_only=True) as uow:
         model = uow.active_model()
+    excluded: Excluded | None = excluded_leads(workspace, exclude_file) if exclude_file is not None else None
+    keep_out = excluded.lead_ids if excluded is not None else frozenset()
     outcomes: KnownOutcomes | None = None
+    dropped = 0
     if label is not None or labels_file is not None:
         outcomes = known_outcomes(workspace, label=label, labels_file=labels_file)
+        if keep_out:
+            named = outcomes.frame["lead_id"].isin(sorted(keep_out))
+            dropped = int(named.sum())
+            outcomes.frame = outcomes.frame[~named].reset_index(drop=True)
 
     def build(sources: Sources) -> tuple[Any, Any]:
         if outcomes is not None:
@@ -76,10 +86,11 @@ def train_model(
                 model, sources, outcomes.frame, name=outcomes.source,
                 without=(*without, *([outcomes.column] if outcomes.column else [])),
             )  # fmt: skip
+            rows.left_out = {"excluded": dropped}
         else:
             rows = training_set(
                 model, sources, target=target, within_days=within_days, cutoff=cutoff,
-                end=end or default_end(sources), without=without,
+                end=end or default_end(sources), without=without, exclude=keep_out,
             )  # fmt: skip
         fit = train_cross_validated if outcomes is not None and rows.cutoff != "given instants" else train
         return rows, fit(
@@ -91,6 +102,8 @@ def train_model(
     report = {"training_set": rows.summary(), "scoring_model": model.version, **trained.report}
     if outcomes is not None:
         report["labels"] = outcomes.summary()
+    if excluded is not None:
+        report["exclude"] = excluded.summary() | {"excluded": rows.left_out.get("excluded", 0)}
     ids = rows.frame["lead_id"].to_numpy()
     if trained.report["validation"]["method"] == "time split":
         old, middle, _ = time_split(rows.times)

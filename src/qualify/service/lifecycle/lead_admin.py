@@ -150,9 +150,32 @@ def export_lead(uow: UnitOfWork, key: str) -> dict[str, Any]:
 
 def erase_lead(uow: UnitOfWork, key: str, *, by: str, key_id: str | None = None, now: datetime | None = None) -> int:
     """Erase a person: their events, personal fields, notes and aliases go; the row stays,
-    nameless, so the funnel's counts and conversion rates do not change. Returns the lead id."""
+    nameless, so the funnel's counts and conversion rates do not change. Every lead of the
+    person (their earlier journeys) is erased with it. Returns the lead id."""
     now = now or utcnow()
     record = _existing(uow, key)
+    assert record.id is not None
+    person = record.person_email or record.lead.email
+    leads = schema.leads
+    journeys: list[int] = (
+        list(
+            uow.connection.execute(
+                select(leads.c.id).where(
+                    leads.c.person_email == person, leads.c.id != record.id, leads.c.erased_at.is_(None)
+                )
+            ).scalars()
+        )
+        if person
+        else []
+    )
+    for other in journeys:
+        found = repo.find_lead(uow.connection, f"#{other}", for_update=True)
+        if found is not None:
+            _erase(uow, found, by, key_id, now)
+    return _erase(uow, record, by, key_id, now)
+
+
+def _erase(uow: UnitOfWork, record: LeadRecord, by: str, key_id: str | None, now: datetime) -> int:
     lead_id = record.id
     assert lead_id is not None
     conn = uow.connection
@@ -182,6 +205,7 @@ def erase_lead(uow: UnitOfWork, key: str, *, by: str, key_id: str | None = None,
             probability=None,
             probability_at=None,
             predictive_version=None,
+            person_email=None,
             erased_at=now,
             updated_at=now,
         )

@@ -79,10 +79,12 @@ class LeadBatch:
             self.by_external[record.lead.external_id] = record
 
     def get(self, email: str | None, external_id: str | None) -> LeadRecord | None:
-        if email and email in self.by_email:
-            return self.by_email[email]
+        """The lead the keys name: by external id first (it names one journey of a person), else
+        by email (the person's current journey)."""
         if external_id and external_id in self.by_external:
             return self.by_external[external_id]
+        if email and email in self.by_email:
+            return self.by_email[email]
         return None
 
     def records(self) -> list[LeadRecord]:
@@ -120,8 +122,18 @@ class LeadBatch:
         record.changed = True
         return disqualifying_rule(self.model, values)
 
-    def create(self, lead: Lead, *, at: datetime, by: str) -> LeadRecord:
-        """A new lead in stage `lead`, linked to its account, with fit scored and the policy applied."""
+    def create(
+        self,
+        lead: Lead,
+        *,
+        at: datetime,
+        by: str,
+        person_email: str | None = None,
+        account_id: int | None = None,
+    ) -> LeadRecord:
+        """A new lead in stage `lead`, linked to its account, with fit scored and the policy applied.
+
+        `person_email` and `account_id` are for a person's past journey, which has no email of its own."""
         domain = lead.account_domain
         if domain:
             self.ensure_accounts([domain])
@@ -129,9 +141,10 @@ class LeadBatch:
         record = LeadRecord(
             id=None,
             lead=lead,
-            account_id=self.account_ids.get(domain) if domain else None,
+            account_id=self.account_ids.get(domain) if domain else account_id,
             created_at=created,
             state=LeadState(stage=Stage.LEAD, stage_entered=created.timestamp()),
+            person_email=person_email,
         )
         lead.created_at = created
         rule = self.refit(record)
@@ -202,11 +215,12 @@ class LeadBatch:
     def write(self, event_rows: Iterable[tuple[LeadRecord, dict[str, Any]]] = ()) -> Changed:
         """Write new and changed leads, then the events and history that point at them; return what
         changed, for the pipeline of reactions (`pipeline.react`). Writing reacts to nothing."""
-        repo.insert_leads(self.conn, self.new, scored_at=self.now, now=self.now)
         new_ids = {id(r) for r in self.new}
-        self.new = []
         changed = [r for r in self.records() if r.changed and id(r) not in new_ids]
+        # Updates first: a person's journey that gave up its email to a new one must have let go of it.
         repo.update_leads(self.conn, changed, scored_at=self.now, now=self.now)
+        repo.insert_leads(self.conn, self.new, scored_at=self.now, now=self.now)
+        self.new = []
         rows = []
         for record, row in event_rows:
             row["lead_id"] = record.id

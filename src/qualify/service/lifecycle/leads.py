@@ -88,6 +88,35 @@ def _refit_account_leads(uow: UnitOfWork, account_ids: list[int], now: datetime,
         react(uow, batch.write(), batch)
 
 
+def _another_journey(current: LeadRecord, lead: Lead) -> bool:
+    """Whether `lead` is another journey of the person `current` is the current journey of: the
+    same email (not a merged lead's alias), each with its own CRM id."""
+    stored = current.lead
+    return bool(stored.email == lead.email and stored.external_id and lead.external_id != stored.external_id)
+
+
+def _new_journey(batch: LeadBatch, lead: Lead, current: LeadRecord, by: str) -> LeadRecord:
+    """A person's new lead (a returning buyer: a new inquiry in the CRM, under its own id).
+
+    The newest journey, by creation, holds the email; the others keep it as `person_email`, so
+    that events by email go to the person's newest journey whatever order the CRM's rows came in.
+    A past journey is scored without the email (as the batch side reads it) at the person's account.
+    """
+    created = lead.created_at or batch.now
+    email = lead.email
+    assert email is not None
+    if created >= current.created_at:
+        current.person_email = email
+        current.lead.email = None
+        current.profile_changed = True
+        _rescore_profile(batch, current, by)
+        batch.by_email.pop(email, None)
+        return batch.create(lead, at=created, by=by)
+    past = Lead(**{**{f.name: getattr(lead, f.name) for f in fields(Lead)}, "email": None})
+    record = batch.create(past, at=created, by=by, person_email=email, account_id=current.account_id)
+    return record
+
+
 def _rescore_profile(batch: LeadBatch, record: LeadRecord, by: str) -> None:
     rule = batch.refit(record)
     batch.record_moves(record, batch.evaluator.sweep(record.state, batch.now.timestamp(), rule))
@@ -130,11 +159,17 @@ def upsert_leads(
 def _upsert_one(batch: LeadBatch, lead: Lead, by: str) -> UpsertStatus:
     by_email = batch.by_email.get(lead.email) if lead.email else None
     by_external = batch.by_external.get(lead.external_id) if lead.external_id else None
+    past_journey = by_external is not None and by_external.lead.email is None and by_external.person_email == lead.email
     if by_email is not None and by_external is not None and by_email is not by_external:
-        raise InvalidInput(
-            f"email {lead.email} and external id {lead.external_id} belong to two different leads; merge them first",
-            field="external_id",
-        )
+        if not past_journey:
+            raise InvalidInput(
+                f"email {lead.email} and external id {lead.external_id} belong to two different leads; merge them first",
+                field="external_id",
+            )
+        by_email = None  # an earlier journey of the person: it is updated, the current one keeps the email
+    if by_email is not None and by_external is None and _another_journey(by_email, lead):
+        _new_journey(batch, lead, by_email, by)
+        return "created"
     record = by_email or by_external
     if record is None:
         batch.create(lead, at=lead.created_at or batch.now, by=by)
@@ -146,6 +181,8 @@ def _upsert_one(batch: LeadBatch, lead: Lead, by: str) -> UpsertStatus:
         for key, found in (("email", by_email), ("external_id", by_external))
         if found is record and getattr(lead, key) != getattr(stored, key)
     }
+    if past_journey:
+        aliased.add("email")
     for key in ("email", "external_id"):
         incoming, current = getattr(lead, key), getattr(stored, key)
         if key not in aliased and incoming and current and incoming != current:

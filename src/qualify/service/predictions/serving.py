@@ -23,8 +23,9 @@ from sqlalchemy import bindparam, func, select, update
 from qualify.adapters import schema
 from qualify.adapters.repository import chunks
 from qualify.domain.content import content_item
-from qualify.domain.engagement import EngagementState
+from qualify.domain.engagement import DayTotals, EngagementState, apply_event
 from qualify.domain.errors import NotFound
+from qualify.domain.scoring_model import ScoringModel
 from qualify.predictive.recipe import (
     ACCOUNT_CATEGORIES,
     ACCOUNT_NUMBERS,
@@ -190,11 +191,30 @@ def predictor(uow: UnitOfWork, version: str) -> Predictor:
 # --- leads -----------------------------------------------------------------------------------------
 
 
+def engagement_at(model: ScoringModel, events: list[tuple[str, datetime, Any]], at: datetime) -> float:
+    """A lead's engagement at `at` from its events (type, occurred_at, properties), in the order
+    they were applied: the events that occurred by then, replayed as the online evaluator applied
+    them (caps in that order), decayed to `at`. What the stored state said at that instant."""
+    state, totals = EngagementState(), DayTotals()
+    for kind, occurred, properties in events:
+        if occurred > at:
+            continue
+        ts = occurred.timestamp()
+        totals.add(apply_event(model, state, kind, properties or {}, ts, totals), ts)
+    return state.value_at(at.timestamp())
+
+
 def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] | None = None) -> list[Subject]:
-    """Leads as the features need them, each at `at[id]` (default its newest event, or creation)."""
+    """Leads as the features need them, each at `at[id]` (default its newest event, or creation).
+
+    Nothing after that instant is read but the profile and the fit (as they are now): where the
+    lead has events after it, its engagement is replayed from the events up to it (the stored
+    state holds all of them) with the active scoring model, so a probability as of a past instant
+    is the one the lead had then (`qualify rescore --as-of` computes the same in batch)."""
     leads, accounts, events = schema.leads, schema.accounts, schema.events
     conn = uow.connection
     out: list[Subject] = []
+    model: ScoringModel | None = None
     for part in chunks(sorted(set(lead_ids)), CHUNK):
         query = (
             select(
@@ -220,17 +240,24 @@ def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] |
         ):
             changes[lead_id].append((at_, to_stage))
         happened: dict[int, list[tuple[str, datetime, str | None]]] = defaultdict(list)
+        applied: dict[int, list[tuple[str, datetime, Any]]] = defaultdict(list)  # in application order
         for lead_id, kind, occurred, properties in conn.execute(
-            select(events.c.lead_id, events.c.type, events.c.occurred_at, events.c.properties).where(
-                events.c.lead_id.in_(part)
-            )
+            select(events.c.lead_id, events.c.type, events.c.occurred_at, events.c.properties)
+            .where(events.c.lead_id.in_(part))
+            .order_by(events.c.id)
         ):
             happened[lead_id].append((kind, occurred, content_item(kind, properties or {})))
+            applied[lead_id].append((kind, occurred, properties))
         for row in conn.execute(query):
             m = row._mapping
             newest = max(m["last_event_at"] or m["created_at"], m["created_at"])  # events may predate the lead
             when = (at or {}).get(m["id"]) or newest
-            state = EngagementState.from_json(m["engagement_state"])
+            mine = applied.get(m["id"], [])
+            if any(occurred > when for _, occurred, _ in mine):  # a past instant: what was known then
+                model = model or uow.active_model()
+                engagement = engagement_at(model, mine, when)
+            else:
+                engagement = EngagementState.from_json(m["engagement_state"]).value_at(when.timestamp())
             # The stage at `when`: the last change at or before it (the history is in time order).
             reached = [change for change in changes.get(m["id"], []) if change[0] <= when]
             entered, stage = reached[-1] if reached else (None, None)
@@ -247,7 +274,7 @@ def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] |
                     fit_score=m["fit_score"],
                     fit_grade=m["fit_grade"],
                     persona=m["persona"],
-                    engagement_score=state.value_at(when.timestamp()),
+                    engagement_score=engagement,
                     events=happened.get(m["id"], []),
                     stage=stage,
                     stage_entered=entered,

@@ -52,6 +52,8 @@ class LeadProfile:
     sla_due_at: datetime | None = None
     # The active predictive model's probability with its strongest contributions; None without one.
     prediction: dict[str, Any] | None = None
+    # The person's other leads (journeys: an earlier inquiry, a returning buyer), oldest first.
+    journeys: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -159,7 +161,33 @@ def lead_profile(
         owner_assigned_at=handoff.owner_assigned_at,
         sla_due_at=handoff.sla_due_at,
         prediction=predictions.explain_lead(uow, record.id),
+        journeys=_journeys(conn, record),
     )
+
+
+def _journeys(conn: Any, record: repo.LeadRecord) -> list[dict[str, Any]]:
+    person = record.person_email or record.lead.email
+    if not person:
+        return []
+    leads = schema.leads
+    rows = conn.execute(
+        select(
+            leads.c.id, leads.c.external_id, leads.c.email, leads.c.stage, leads.c.created_at, leads.c.stage_entered_at
+        )
+        .where(leads.c.person_email == person, leads.c.id != record.id, leads.c.erased_at.is_(None))
+        .order_by(leads.c.created_at, leads.c.id)
+    )
+    return [
+        {
+            "id": r.id,
+            "external_id": r.external_id,
+            "current": r.email is not None,
+            "stage": r.stage,
+            "created_at": r.created_at,
+            "stage_entered_at": r.stage_entered_at,
+        }
+        for r in rows
+    ]
 
 
 def _condense(parts: list[Contribution]) -> list[Contribution]:

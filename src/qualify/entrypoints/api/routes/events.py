@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,8 +13,9 @@ from qualify.domain.access import Permission
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import Event, make_event
 from qualify.entrypoints.api.deps import Ingester, WorkspaceDep, permission_doc
+from qualify.entrypoints.api.limits import batch_items
 from qualify.entrypoints.api.schemas import EVENT_EXAMPLE, MAX_BATCH, EventIn, EventResult, IngestResponse
-from qualify.entrypoints.problems import PROBLEM_RESPONSES, TooLarge, body_too_deep
+from qualify.entrypoints.problems import PROBLEM_RESPONSES
 from qualify.entrypoints.ratelimit import RATE_LIMITED, check_ingest
 from qualify.service.admin.api_keys import Identity
 from qualify.service.lifecycle.events import ingest_events, sender_refusal
@@ -69,7 +69,7 @@ async def post_events(request: Request, workspace: WorkspaceDep, caller: Ingeste
     The answer comes after the commit: an acknowledged event survives a crash.
     Each key may send so many records per second (a batch counts each event): over that, 429.
     """
-    items = _items(await request.body())
+    items = batch_items(await request.body(), "events", wrapper="events")
     if (refused := check_ingest(request, caller, len(items))) is not None:
         return refused
     # The store is synchronous: keep the event loop free while it works.
@@ -118,23 +118,6 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
         rejected=sum(r.status == "rejected" for r in done),
         results=done,
     )
-
-
-def _items(body: bytes) -> list[Any]:
-    try:
-        data = json.loads(body)
-    except RecursionError:
-        raise body_too_deep() from None
-    except ValueError as error:
-        raise InvalidInput(f"the body is not JSON: {error}", field="body") from None
-    if isinstance(data, dict) and "events" in data and set(data) == {"events"}:
-        data = data["events"]
-    items = data if isinstance(data, list) else [data]
-    if len(items) > MAX_BATCH:
-        raise TooLarge(f"{len(items):,} events in one request; the limit is {MAX_BATCH:,}: split the batch")
-    if not items:
-        raise InvalidInput("no events in the request", field="body")
-    return items
 
 
 def _check(index: int, item: Any) -> Event | EventResult:

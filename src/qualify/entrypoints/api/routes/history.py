@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -16,8 +15,9 @@ from qualify.domain.access import Permission
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import check_document, normalise_email
 from qualify.entrypoints.api.deps import LeadWriter, WorkspaceDep, permission_doc
+from qualify.entrypoints.api.limits import batch_items
 from qualify.entrypoints.api.schemas import MAX_BATCH, DealIn, HistoryResponse, StageChangeIn, UpsertResult
-from qualify.entrypoints.problems import PROBLEM_RESPONSES, TooLarge, body_too_deep
+from qualify.entrypoints.problems import PROBLEM_RESPONSES
 from qualify.entrypoints.ratelimit import RATE_LIMITED, check_ingest
 from qualify.service.admin.api_keys import Identity
 from qualify.service.lifecycle.stage_facts import (
@@ -66,7 +66,7 @@ async def put_stages(request: Request, workspace: WorkspaceDep, caller: LeadWrit
     its lead to any later stage at its date; one its lead's other stage changes contradict is
     rejected naming both. They are history: no SLA clock, no webhook, no workflow. The leads
     touched are rebuilt in time order from their events and stage changes before the answer."""
-    items = _items(await request.body(), "stage changes")
+    items = batch_items(await request.body(), "stage changes")
     if (refused := check_ingest(request, caller, len(items), "stage changes")) is not None:
         return refused
     return await run_in_threadpool(_import, workspace, caller, items, StageChangeIn, _fact, _write_facts)
@@ -83,7 +83,7 @@ async def put_deals(request: Request, workspace: WorkspaceDep, caller: LeadWrite
     """Deals by `deal_id`, as `qualify import deals` takes them: opened (the lead became an
     opportunity), won (customer) or lost (nurture). A deal sent again is updated. History, as
     stage changes are; the leads touched are rebuilt in time order before the answer."""
-    items = _items(await request.body(), "deals")
+    items = batch_items(await request.body(), "deals")
     if (refused := check_ingest(request, caller, len(items), "deals")) is not None:
         return refused
     return await run_in_threadpool(_import, workspace, caller, items, DealIn, _deal, _write_deals)
@@ -165,18 +165,3 @@ def _import(
         leads_rebuilt=rebuilt,
         results=ordered,
     )
-
-
-def _items(body: bytes, what: str) -> list[Any]:
-    try:
-        data = json.loads(body)
-    except RecursionError:
-        raise body_too_deep() from None
-    except ValueError as error:
-        raise InvalidInput(f"the body is not JSON: {error}", field="body") from None
-    items = data if isinstance(data, list) else [data]
-    if len(items) > MAX_BATCH:
-        raise TooLarge(f"{len(items):,} {what} in one request; the limit is {MAX_BATCH:,}: split the batch")
-    if not items:
-        raise InvalidInput(f"no {what} in the request", field="body")
-    return items
