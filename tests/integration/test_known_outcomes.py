@@ -259,13 +259,5 @@ def test_x_education_through_the_command_line_alone(shared_data: Path, tmp_path:
         trained["test"]["model"]["ece"],
     )
     assert judged["scores"]["rules"]["roc_auc"] == 0.5  # the default B2B model scores every one of them 0
-    without = runner.invoke(
-        app,
-        [
-            "train", "--label", "converted", "--no-store", "--db", db, "--json",
-            "--without", "last_activity_at_extract", "--without", "last_notable_activity_at_extract",
-        ],
-    )  # fmt: skip
-    figures = json.loads(without.stdout)
-    assert figures["cross_validation"]["boosted (uncalibrated)"]["mean"] >= 0.88
-    assert figures["test"]["model"]["ece"] <= 0.02
+    # Without the last-activity columns (0.885 measured, docs/predictive.md) is not trained again
+    # here: `--without` is held by test_without_leaves_features_out_and_names_the_unknown.

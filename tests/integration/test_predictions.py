@@ -16,11 +16,11 @@ import ibis
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from qualify.adapters import schema
-from qualify.analytics.batch_evaluator import Sources, engagement_at_cutoffs
+from qualify.analytics.batch_evaluator import engagement_at_cutoffs
 from qualify.analytics.engines import duckdb_sources
 from qualify.bootstrap import open_workspace
 from qualify.demo.world import build_demo
@@ -30,7 +30,7 @@ from qualify.domain.records import Event
 from qualify.entrypoints.cli import app
 from qualify.predictive.features import TrainingSet, default_end, training_set
 from qualify.predictive.training import Trained, train
-from qualify.service.analytics.batch_scores import COLUMNS, batch_probabilities, batch_scores
+from qualify.service.analytics.batch_scores import COLUMNS
 from qualify.service.analytics.export import export_workspace
 from qualify.service.automation.definitions import put_segments
 from qualify.service.automation.reading import segment_members
@@ -48,7 +48,13 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def learnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, TrainingSet, dict[str, Any], Path]]:
     """A demo world, a training set of it, and the document of a model trained on it (stored, active)."""
-    folder = tmp_path_factory.mktemp("predictions")
+    world = trained_world(tmp_path_factory.mktemp("predictions"))
+    yield world
+    world[0].close()
+
+
+def trained_world(folder: Path) -> tuple[Workspace, TrainingSet, dict[str, Any], Path]:
+    """The world of `learnt`, built in `folder` (other modules' fixtures build their own)."""
     database = folder / "demo.db"
     workspace = open_workspace(Settings(database_url=f"sqlite:///{database}"), create=True)
     with workspace.unit_of_work() as uow:
@@ -65,8 +71,7 @@ def learnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace
         predictions.store_model(uow, document)
         predictions.activate(uow, predictions.version_of(document))
     predictions.refresh_all(workspace)
-    yield workspace, rows, document, database
-    workspace.close()
+    return workspace, rows, document, database
 
 
 def copy_of(database: Path, folder: Path) -> Path:
@@ -511,92 +516,6 @@ def test_a_segment_on_probability_sees_the_probability_of_the_change_that_moved_
 
 
 # --- the probability as of any instant, in batch (qualify rescore --as-of) ------------------------------
-
-
-def batch_equals_online(workspace: Workspace, sources: Sources, at: datetime) -> int:
-    """Every lead's batch probability at `at` against the online one (serving.subjects at that
-    instant, engagement replayed from the events up to it); returns how many leads were compared."""
-    with workspace.unit_of_work(read_only=True) as uow:
-        model = uow.active_model()
-        found = predictions.active_predictor(uow)
-        assert found is not None
-        batch = batch_probabilities(found, model, sources, at)
-        leads = schema.leads
-        expected = set(
-            uow.connection.execute(
-                select(leads.c.id).where(leads.c.created_at <= at, leads.c.erased_at.is_(None))
-            ).scalars()
-        )
-        ids = sorted(batch)
-        online = found.probabilities(predictions.subjects(uow, ids, dict.fromkeys(ids, at)))
-    assert set(ids) == expected  # the leads created by then, and only those
-    gaps = np.abs(np.array([batch[i] for i in ids]) - online)
-    assert gaps.max(initial=0.0) <= 1e-9, (at, float(gaps.max()))
-    return len(ids)
-
-
-def test_the_probability_as_of_any_instant_in_batch_equals_the_online_one(
-    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
-) -> None:
-    workspace, _, document, _ = learnt
-    export_workspace(workspace, tmp_path / "export")
-    sources = duckdb_sources(tmp_path / "export")
-    past = NOW - timedelta(days=40)
-    with workspace.unit_of_work(read_only=True) as uow:
-        later = uow.connection.execute(
-            select(func.count(func.distinct(schema.events.c.lead_id))).where(schema.events.c.occurred_at > past)
-        ).scalar_one()
-    assert later > 100  # leads whose events after the instant the batch side must not read
-    compared = [batch_equals_online(workspace, sources, at) for at in (past, NOW + timedelta(days=1))]
-    assert 100 < compared[0] < compared[1] == 700
-    scores = batch_scores(workspace, engine="duckdb", as_of=past, export=tmp_path / "export")
-    assert scores.table.column_names == list(COLUMNS) and scores.predictive_version == predictions.version_of(document)
-    rows = scores.table.to_pylist()
-    assert len(rows) == 700 and sum(r["probability"] is not None for r in rows) == compared[0]
-    assert scores.summary()["probabilities"] == compared[0] and scores.summary()["predictive_model"]
-
-
-@pytest.mark.slow
-def test_the_probability_as_of_an_instant_on_postgresql_equals_the_online_one(
-    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], postgres_schema_url: str
-) -> None:
-    from qualify.analytics.engines import postgres_sources
-
-    _, _, document, _ = learnt
-    workspace = open_workspace(Settings(database_url=postgres_schema_url), create=True)
-    with workspace.unit_of_work() as uow:
-        activate_model(uow, default_model_text())
-    build_demo(workspace, seed=3, leads=250, days=90, now=NOW)
-    with workspace.unit_of_work() as uow:  # the model learnt on SQLite: its recipe fixes the features
-        version, _ = predictions.store_model(uow, document)
-        predictions.activate(uow, version)
-    sources = postgres_sources(postgres_schema_url)
-    past = NOW - timedelta(days=30)
-    compared = [batch_equals_online(workspace, sources, at) for at in (past, NOW + timedelta(days=1))]
-    assert 50 < compared[0] < compared[1] == 250
-    scores = batch_scores(workspace, engine="postgres", as_of=past)
-    assert sum(r["probability"] is not None for r in scores.table.to_pylist()) == compared[0]
-    workspace.close()
-
-
-@pytest.mark.slow
-def test_the_probability_as_of_an_instant_on_spark_equals_the_online_one(
-    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
-) -> None:
-    pytest.importorskip("pyspark", reason="Spark is an optional engine: pip install 'qualify[spark]'")
-    from qualify.analytics.engines import spark_sources
-
-    _, _, document, _ = learnt
-    workspace = open_workspace(Settings(database_url=f"sqlite:///{tmp_path / 'small.db'}"), create=True)
-    with workspace.unit_of_work() as uow:
-        activate_model(uow, default_model_text())
-    build_demo(workspace, seed=4, leads=120, days=60, now=NOW)
-    with workspace.unit_of_work() as uow:
-        version, _ = predictions.store_model(uow, document)
-        predictions.activate(uow, version)
-    export_workspace(workspace, tmp_path / "export")
-    assert batch_equals_online(workspace, spark_sources(tmp_path / "export"), NOW - timedelta(days=20)) > 30
-    workspace.close()
 
 
 def test_rescore_exports_every_lead_s_scores_and_probability_and_leads_carry_the_stored_one(
