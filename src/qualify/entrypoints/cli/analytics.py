@@ -456,33 +456,40 @@ def advise(
 
 def _exclude_problems(named: dict[str, Any]) -> None:
     """The keys of an --exclude file that named no lead, on standard error: counted, the first listed."""
-    if not named["skipped"]:
-        return
-    err.print(
-        f"[yellow]note:[/] {named['skipped']:,} of {named['read']:,} keys in {named['file']} name no lead: "
-        + ", ".join(f"{reason} {n:,}" for reason, n in named["problems"].items()),
-        soft_wrap=True,
+    _skipped_rows(
+        named,
+        f"{named['skipped']:,} of {named['read']:,} keys in {named['file']} name no lead",
+        lambda p: f"line {p['line']}, field {p['field']}: {p['value']!r}",
     )
-    for problem in named["examples"][:10]:
-        err.print(f"  line {problem['line']}, field {problem['field']}: {problem['value']!r}", soft_wrap=True)
-    if named["skipped"] > 10:
-        err.print(f"  … and {named['skipped'] - 10:,} more (--json lists {len(named['examples'])})")
 
 
 def _label_problems(read: dict[str, Any]) -> None:
     """The outcome rows that could not be used, on standard error: counted, the first ones listed."""
-    if not read["skipped"]:
+    _skipped_rows(
+        read,
+        f"{read['skipped']:,} of {read['read']:,} outcome rows not used ({read['source']})",
+        _outcome_row,
+    )
+
+
+def _outcome_row(problem: dict[str, Any]) -> str:
+    where = f"line {problem['line']}" if "line" in problem else f"lead {problem['lead']}"
+    return f"{where}, field {problem['field']}: {problem['value']!r}: {problem['reason']}"
+
+
+def _skipped_rows(summary: dict[str, Any], headline: str, describe: Callable[[dict[str, Any]], str]) -> None:
+    """A note on standard error for rows a file gave that could not be used: `headline`, the count
+    per reason, the first ten described, and how many more there are."""
+    if not summary["skipped"]:
         return
     err.print(
-        f"[yellow]note:[/] {read['skipped']:,} of {read['read']:,} outcome rows not used ({read['source']}): "
-        + ", ".join(f"{reason} {n:,}" for reason, n in read["problems"].items()),
+        f"[yellow]note:[/] {headline}: " + ", ".join(f"{reason} {n:,}" for reason, n in summary["problems"].items()),
         soft_wrap=True,
     )
-    for problem in read["examples"][:10]:
-        where = f"line {problem['line']}" if "line" in problem else f"lead {problem['lead']}"
-        err.print(f"  {where}, field {problem['field']}: {problem['value']!r}: {problem['reason']}", soft_wrap=True)
-    if read["skipped"] > 10:
-        err.print(f"  … and {read['skipped'] - 10:,} more (--json lists {len(read['examples'])})")
+    for problem in summary["examples"][:10]:
+        err.print(f"  {describe(problem)}", soft_wrap=True)
+    if summary["skipped"] > 10:
+        err.print(f"  … and {summary['skipped'] - 10:,} more (--json lists {len(summary['examples'])})")
 
 
 @app.command()

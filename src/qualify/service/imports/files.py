@@ -33,7 +33,7 @@ from qualify.adapters.readers import (
 )
 from qualify.domain.errors import InvalidInput, ModelProblem
 from qualify.domain.located_yaml import closest
-from qualify.domain.records import Account, Event, Lead, check_account, make_event, normalise_domain, normalise_email
+from qualify.domain.records import Account, Event, Lead, check_account, make_event, normalise_domain
 from qualify.service.imports.mapping import (  # noqa: F401 - load_mapping and parse_mapping are part of this API
     EXTRAS,
     FIELD_TYPES,
@@ -54,9 +54,11 @@ from qualify.service.lifecycle.stage_facts import (
     KeyedFact,
     StageFact,
     as_history,
+    deal_of,
     imported_fact,
     rebuild_pending,
     record_facts,
+    stage_change_of,
     upsert_deals,
 )
 from qualify.service.pipeline import of
@@ -216,44 +218,8 @@ def _event(data: dict[str, Any], extras: dict[str, Any]) -> Event:
     )
 
 
-def _external_id(data: dict[str, Any]) -> str | None:
-    return str(data.get("external_id") or "").strip() or None
-
-
 def _stage(data: dict[str, Any], extras: dict[str, Any]) -> KeyedFact:
-    if "at" not in data:
-        raise InvalidInput("no value: a stage change needs its instant", field="at")
-    if not (data.get("email") or data.get("external_id")):
-        raise InvalidInput("no value: a stage change needs the lead's email or external_id", field="email")
-    email = normalise_email(data["email"]) if data.get("email") else None
-    fact = imported_fact(
-        at=data["at"],
-        stage=data.get("stage"),
-        action=data.get("action"),
-        by=data.get("by"),
-        reason=data.get("reason"),
-        note=data.get("note"),
-    )
-    return email, _external_id(data), fact
-
-
-def _deal(data: dict[str, Any], extras: dict[str, Any]) -> Deal:
-    if not (data.get("email") or data.get("external_id")):
-        raise InvalidInput("no value: a deal needs its lead's email or external_id", field="email")
-    email = normalise_email(data["email"]) if data.get("email") else None
-    deal = Deal(
-        email,
-        _external_id(data),
-        data.get("deal_id"),
-        data.get("opened_at"),
-        data.get("closed_at"),
-        data.get("outcome"),
-        data.get("amount"),
-        data.get("reason"),
-        data.get("by"),
-        {**data.get("properties", {}), **extras},
-    )
-    return deal.checked()
+    return stage_change_of(data)  # a stage change keeps no other columns
 
 
 _BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Row]] = {
@@ -261,7 +227,7 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Row]] = {
     "accounts": _account,
     "events": _event,
     "stages": _stage,
-    "deals": _deal,
+    "deals": deal_of,
 }
 
 

@@ -15,7 +15,7 @@ to, then accepted as SQL a month later without going back to nurture) are refuse
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -28,12 +28,12 @@ from qualify.adapters.repository import LeadRecord
 from qualify.domain.errors import InvalidInput
 from qualify.domain.evaluator import LeadState
 from qualify.domain.lifecycle import FUNNEL, REASON_CODES, STAGE_ACTIONS, Actor, Stage
-from qualify.domain.records import Lead
+from qualify.domain.records import Lead, normalise_email
 from qualify.domain.replay import ReplayAction, ReplayEvent, replay_lead
 from qualify.service.lifecycle.events import CLOCK_SKEW
 from qualify.service.lifecycle.lead_batch import LeadBatch
-from qualify.service.pipeline import Move, of, react, reacting
-from qualify.service.unit_of_work import UnitOfWork, Workspace, from_ts, retrying
+from qualify.service.pipeline import of, react, reacting
+from qualify.service.unit_of_work import UnitOfWork, Workspace, retrying
 
 FactStatus = Literal["created", "updated", "unchanged", "rejected"]
 OUTCOMES = ("open", "won", "lost")
@@ -107,6 +107,49 @@ def imported_fact(
         reason = None
     who = (by or "").strip() or "import"
     return StageFact(at, target, who[:200], action, None, reason, note)
+
+
+def stage_change_of(data: Mapping[str, Any]) -> KeyedFact:
+    """A row of stage history (a file's row or an API item, by field name) as a keyed fact, or
+    `InvalidInput` naming the field."""
+    if data.get("at") is None:
+        raise InvalidInput("no value: a stage change needs its instant", field="at")
+    email, external_id = _lead_keys(data, "a stage change needs the lead's email or external_id")
+    fact = imported_fact(
+        at=data["at"],
+        stage=data.get("stage"),
+        action=data.get("action"),
+        by=data.get("by"),
+        reason=data.get("reason"),
+        note=data.get("note"),
+    )
+    return email, external_id, fact
+
+
+def deal_of(data: Mapping[str, Any], extras: Mapping[str, Any] | None = None) -> Deal:
+    """A deal from a file's row or an API item, by field name, checked (`Deal.checked`)."""
+    email, external_id = _lead_keys(data, "a deal needs its lead's email or external_id")
+    deal = Deal(
+        email,
+        external_id,
+        data.get("deal_id"),
+        data.get("opened_at"),
+        data.get("closed_at"),
+        data.get("outcome"),
+        data.get("amount"),
+        data.get("reason"),
+        data.get("by"),
+        {**(data.get("properties") or {}), **(extras or {})},
+    )
+    return deal.checked()
+
+
+def _lead_keys(data: Mapping[str, Any], needed: str) -> tuple[str | None, str | None]:
+    email = normalise_email(data["email"]) if data.get("email") else None
+    external_id = str(data.get("external_id") or "").strip() or None
+    if not (email or external_id):
+        raise InvalidInput(f"no value: {needed}", field="email")
+    return email, external_id
 
 
 def contradiction(facts: Iterable[StageFact]) -> tuple[StageFact, StageFact] | None:
@@ -184,8 +227,13 @@ def record_facts(
 
 def _queue(uow: UnitOfWork, lead_ids: Iterable[int], now: datetime) -> None:
     """Queue the leads whose facts changed for a rebuild, in the transaction that changed them."""
-    cutoff = of(uow.workspace).cutoff(now) or now
-    repo.queue_rebuild(uow.connection, lead_ids, now=now, history_before=max(cutoff, now))
+    repo.queue_rebuild(uow.connection, lead_ids, now=now, history_before=_history_cutoff(uow.workspace, now))
+
+
+def _history_cutoff(workspace: Workspace, now: datetime) -> datetime:
+    """Stage facts are history: dated before `now`, or before the workspace's own later cutoff."""
+    cutoff = of(workspace).cutoff(now)
+    return max(cutoff, now) if cutoff else now
 
 
 def _leads_of(
@@ -416,7 +464,7 @@ def upsert_deals(uow: UnitOfWork, deals: Sequence[Deal], *, now: datetime, creat
         if before is not None and all(before[k] == v for k, v in values.items()):
             outcome.statuses.append("unchanged")
             continue
-        previous = [fact_from_row(row) for row in conn.execute(select(f).where(f.c.source == source))]
+        previous = [fact_from_row(row) for row in conn.execute(select(f).where(f.c.source == source))] if before else []
         if before is not None and before["lead_id"] != record.id:
             stored[before["lead_id"]] = [x for x in stored[before["lead_id"]] if x not in previous]
             outcome.lead_ids.add(before["lead_id"])
@@ -447,8 +495,7 @@ def upsert_deals(uow: UnitOfWork, deals: Sequence[Deal], *, now: datetime, creat
 def as_history(workspace: Workspace, now: datetime) -> Workspace:
     """The workspace for which everything dated before `now` (or before its own, later cutoff) is
     history: stage changes and deals start no SLA clock and send nothing."""
-    cutoff = of(workspace).cutoff(now)
-    return reacting(workspace, history_before=max(cutoff, now) if cutoff else now)
+    return reacting(workspace, history_before=_history_cutoff(workspace, now))
 
 
 def rebuild_pending(workspace: Workspace, now: datetime, size: int = 500) -> int:
@@ -467,24 +514,17 @@ def rebuild_pending(workspace: Workspace, now: datetime, size: int = 500) -> int
         cutoff = max(row.history_before for row in rows)
         ids = [row.lead_id for row in rows]
         history = reacting(workspace, history_before=cutoff)
-        done += retrying(history, lambda uow, ids=ids: rebuild_leads(uow, ids, now)).leads  # type: ignore[misc]
+        done += retrying(history, lambda uow, ids=ids: rebuild_leads(uow, ids, now))  # type: ignore[misc]
 
 
 # --- rebuilding -----------------------------------------------------------------------------------
 
 
-@dataclass
-class RebuildSummary:
-    leads: int = 0
-    events: int = 0
-    moves: int = 0
-    facts_skipped: int = 0  # facts the replay found did not apply (a forward step already taken by the model)
-
-
-def rebuild_leads(uow: UnitOfWork, ids: Iterable[int], now: datetime) -> RebuildSummary:
+def rebuild_leads(uow: UnitOfWork, ids: Iterable[int], now: datetime) -> int:
     """Replay these leads' events and stage facts in time order under the active model; write their
-    stage history, scores and stage again. Only moves that were not in the history before reach the
-    after-change pipeline (whose history cutoff keeps the past from firing the present)."""
+    stage history, scores and stage again; returns how many leads were rebuilt (erased ones are
+    not). Only moves that were not in the history before reach the after-change pipeline (whose
+    history cutoff keeps the past from firing the present)."""
     conn = uow.connection
     batch = LeadBatch(uow, uow.active_model(), now)
     wanted = sorted(set(ids))
@@ -493,29 +533,28 @@ def rebuild_leads(uow: UnitOfWork, ids: Iterable[int], now: datetime) -> Rebuild
     for part in repo.chunks(wanted):
         for row in conn.execute(repo.locked_leads().where(leads.c.id.in_(part), leads.c.erased_at.is_(None))):
             records[row.id] = repo.lead_from_row(row)
-    summary = RebuildSummary(leads=len(records))
     q = schema.rebuild_queue
     for part in repo.chunks(wanted):
         conn.execute(delete(q).where(q.c.lead_id.in_(part)))
     if not records:
-        return summary
+        return 0
     for record in records.values():
         batch.remember(record)
     batch.accounts.update(repo.accounts_by_id(conn, {r.account_id for r in records.values() if r.account_id}))
     facts = _stored_facts(uow, records)
     events, before = _events_and_history(uow, list(records))
     awards: list[tuple[int, list[list[Any]]]] = []
-    dropped: set[int] = set()
+    moved_back: list[dict[str, Any]] = []  # leads whose first event or fact is older than their creation
     for lead_id, record in records.items():
         lead_events = events[lead_id]
         lead_facts = facts[lead_id]
         start = min([record.created_at, *(r.occurred_at for r in lead_events[:1]), *(x.at for x in lead_facts[:1])])
         if start < record.created_at:
             record.created_at = start
+            moved_back.append({"b_id": lead_id, "created": start})
         record.state = state = LeadState(stage=Stage.LEAD, stage_entered=start.timestamp())
         rule = batch.refit(record)
-        creator = before[lead_id][0][4] if before[lead_id] else "import"
-        batch.record_history(record, None, Stage.LEAD, start, Actor.SYSTEM, creator, "created")
+        batch.record_history(record, None, Stage.LEAD, start, Actor.SYSTEM, before[lead_id].creator, "created")
         newest = max([start, *(r.occurred_at for r in lead_events[-1:]), *(x.at for x in lead_facts[-1:])])
         run = replay_lead(
             batch.evaluator,
@@ -526,8 +565,6 @@ def rebuild_leads(uow: UnitOfWork, ids: Iterable[int], now: datetime) -> Rebuild
             disqualified_by=rule,
             settle=False,  # as the online path leaves a lead after its newest change; timers run later
         )
-        summary.events += len(lead_events)
-        summary.facts_skipped += run.skipped_actions
         for position, row in enumerate(lead_events):
             new = [[a.rule, a.points] for a in run.awards.get(position, [])]
             if new != row.awards:
@@ -535,60 +572,42 @@ def rebuild_leads(uow: UnitOfWork, ids: Iterable[int], now: datetime) -> Rebuild
         by_fact = {(x.at.timestamp(), x.to_stage): x for x in lead_facts}
         for move in run.moves:
             fact = by_fact.get((move.at, move.to_stage)) if move.actor is Actor.USER else None
-            if fact is None:
-                batch.record_moves(record, [move])
-                continue
-            batch.history.append(
-                Move(
-                    record,
-                    {
-                        "from_stage": move.from_stage.value,
-                        "to_stage": move.to_stage.value,
-                        "at": from_ts(move.at),
-                        "actor": Actor.USER.value,
-                        "by": fact.by,
-                        "reason": fact.reason,
-                        "note": fact.note,
-                        "fit_score": move.fit,
-                        "fit_grade": move.grade,
-                        "engagement_score": move.engagement,
-                        "persona": move.persona,
-                        "model_version": batch.model.version,
-                    },
-                )
-            )
-        dropped.add(lead_id)
+            batch.record_moves(record, [move], by=fact.by if fact else None)
+            if fact is not None:  # a person's move: their reason and note, as they gave them
+                batch.history[-1].values.update(reason=fact.reason, note=fact.note)
     h = schema.stage_history
-    for part in repo.chunks(sorted(dropped)):
+    for part in repo.chunks(list(records)):
         conn.execute(delete(h).where(h.c.lead_id.in_(part)))
     repo.update_awards(conn, awards)
-    starts = [{"b_id": r.id, "created": r.created_at} for r in records.values()]
-    conn.execute(update(leads).where(leads.c.id == bindparam("b_id")).values(created_at=bindparam("created")), starts)
+    if moved_back:
+        conn.execute(
+            update(leads).where(leads.c.id == bindparam("b_id")).values(created_at=bindparam("created")), moved_back
+        )
     changed = batch.write()
-    summary.moves = sum(1 for m in changed.moves if m.values["from_stage"] is not None)
     # Only what the history did not hold before is news for the reactions.
-    changed.moves = [m for m in changed.moves if _move_key(m.values) not in before[m.values["lead_id"]]]
+    changed.moves = [m for m in changed.moves if _move_key(m.values) not in before[m.values["lead_id"]].moves]
     changed.judge_at = now.timestamp()
     react(uow, changed, batch)
-    return summary
+    return len(records)
 
 
 def _move_key(values: dict[str, Any]) -> tuple[Any, ...]:
     return (values["from_stage"], values["to_stage"], round(values["at"].timestamp(), 3), values["actor"])
 
 
-class _History(list[tuple[Any, ...]]):
-    """A lead's history rows as move keys (`in` tests a key), the creation row first."""
+@dataclass
+class _Before:
+    """A lead's stage history before its rebuild: who created it, and its moves (as `_move_key`s)."""
 
-    def __contains__(self, key: object) -> bool:
-        return any(row[:4] == key for row in self)
+    creator: str = "import"
+    moves: set[tuple[Any, ...]] = field(default_factory=set)
 
 
-def _events_and_history(uow: UnitOfWork, ids: list[int]) -> tuple[dict[int, list[Any]], dict[int, _History]]:
+def _events_and_history(uow: UnitOfWork, ids: list[int]) -> tuple[dict[int, list[Any]], dict[int, _Before]]:
     conn = uow.connection
     e, h = schema.events, schema.stage_history
     events: dict[int, list[Any]] = defaultdict(list)
-    history: dict[int, _History] = defaultdict(_History)
+    history: dict[int, _Before] = defaultdict(_Before)
     for part in repo.chunks(sorted(ids)):
         for row in conn.execute(
             select(e.c.id, e.c.lead_id, e.c.type, e.c.occurred_at, e.c.properties, e.c.awards)
@@ -601,6 +620,8 @@ def _events_and_history(uow: UnitOfWork, ids: list[int]) -> tuple[dict[int, list
             .where(h.c.lead_id.in_(part))
             .order_by(h.c.id)
         ):
-            key = (row.from_stage, row.to_stage, round(row.at.timestamp(), 3), row.actor, row.by)
-            history[row.lead_id].append(key)
+            known = history[row.lead_id]
+            if row.from_stage is None and not known.moves:
+                known.creator = row.by
+            known.moves.add((row.from_stage, row.to_stage, round(row.at.timestamp(), 3), row.actor))
     return events, history

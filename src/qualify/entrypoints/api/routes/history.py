@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from qualify.domain.access import Permission
 from qualify.domain.errors import InvalidInput
-from qualify.domain.records import check_document, normalise_email
+from qualify.domain.records import check_document
 from qualify.entrypoints.api.deps import LeadWriter, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.limits import batch_items
 from qualify.entrypoints.api.schemas import MAX_BATCH, DealIn, HistoryResponse, StageChangeIn, UpsertResult
@@ -25,9 +25,10 @@ from qualify.service.lifecycle.stage_facts import (
     FactsOutcome,
     KeyedFact,
     as_history,
-    imported_fact,
+    deal_of,
     rebuild_pending,
     record_facts,
+    stage_change_of,
     upsert_deals,
 )
 from qualify.service.unit_of_work import UnitOfWork, Workspace, retrying, utcnow
@@ -90,24 +91,11 @@ async def put_deals(request: Request, workspace: WorkspaceDep, caller: LeadWrite
 
 
 def _fact(item: StageChangeIn) -> KeyedFact:
-    email = normalise_email(item.email) if item.email else None
-    if not (email or item.external_id):
-        raise InvalidInput("no value: a stage change needs the lead's email or external_id", field="email")
-    fact = imported_fact(
-        at=item.at, stage=item.stage, action=item.action, by=item.by, reason=item.reason, note=item.note
-    )
-    return email, item.external_id, fact
+    return stage_change_of(item.model_dump())
 
 
 def _deal(item: DealIn) -> Deal:
-    email = normalise_email(item.email) if item.email else None
-    if not (email or item.external_id):
-        raise InvalidInput("no value: a deal needs its lead's email or external_id", field="email")
-    properties = check_document(item.properties, "properties")
-    return Deal(
-        email, item.external_id, item.deal_id, item.opened_at, item.closed_at, item.outcome, item.amount,
-        item.reason, item.by, properties,
-    ).checked()  # fmt: skip
+    return deal_of({**item.model_dump(), "properties": check_document(item.properties, "properties")})
 
 
 def _write_facts(uow: UnitOfWork, records: list[Any], source: str, now: datetime) -> FactsOutcome:
