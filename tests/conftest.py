@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -369,3 +370,33 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return "serial" if Path(path).stem in SERIAL_MODULES else path
 
     return ByModule(config, log)
+
+
+def batch_equals_online(workspace: Workspace, sources: Any, at: datetime) -> int:
+    """Every lead's batch probability at `at` against the online one (serving.subjects at that
+    instant, engagement replayed from the events up to it) from `sources` (batch_evaluator.Sources);
+    returns how many leads were compared."""
+    import numpy as np
+    from sqlalchemy import select
+
+    from qualify.adapters import schema
+    from qualify.service.analytics.batch_scores import batch_probabilities
+    from qualify.service.predictions import serving as predictions
+
+    with workspace.unit_of_work(read_only=True) as uow:
+        model = uow.active_model()
+        found = predictions.active_predictor(uow)
+        assert found is not None
+        batch = batch_probabilities(found, model, sources, at)
+        leads = schema.leads
+        expected = set(
+            uow.connection.execute(
+                select(leads.c.id).where(leads.c.created_at <= at, leads.c.erased_at.is_(None))
+            ).scalars()
+        )
+        ids = sorted(batch)
+        online = found.probabilities(predictions.subjects(uow, ids, dict.fromkeys(ids, at)))
+    assert set(ids) == expected  # the leads created by then, and only those
+    gaps = np.abs(np.array([batch[i] for i in ids]) - online)
+    assert gaps.max(initial=0.0) <= 1e-9, (at, float(gaps.max()))
+    return len(ids)

@@ -157,7 +157,7 @@ def test_a_bonus_is_no_behaviour_feature_but_counts_in_the_engagement_score(
     recipe = Recipe({"score_bonus": "score_bonus", "page_view": "page_view"}, {"engaged_x": "score_bonus:recycle-q1"})
     subject = Subject(
         1, T0 + timedelta(days=1), T0, {}, 80.0, "A", None, 15.0,
-        events=[("score_bonus", day, "score_bonus:recycle-q1"), ("page_view", day, None)],
+        events=[("score_bonus", day, "score_bonus:recycle-q1", {}), ("page_view", day, None, {})],
     )  # fmt: skip
     features = feature_row(subject, recipe)
     assert (features["events_score_bonus"], features["engaged_x"], features["events_page_view"]) == (0, 0, 1)

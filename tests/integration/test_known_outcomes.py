@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
+from qualify.adapters import schema
 from qualify.analytics.engines import duckdb_sources
 from qualify.bootstrap import open_workspace
 from qualify.domain.errors import InvalidInput
@@ -219,6 +221,28 @@ def test_evaluate_on_the_command_line_fits_80_columns(world: tuple[Workspace, Pa
     assert unknown.exit_code == 2 and "no lead has the attribute 'colour'" in unknown.stderr
     both = runner.invoke(app, [*args, "--label", "converted", "--labels", "x.csv"])
     assert both.exit_code == 2 and "not both" in both.stderr
+
+
+def test_evaluate_leaves_out_the_leads_an_exclude_file_names(
+    world: tuple[Workspace, Path, TrainingOutcome], tmp_path: Path
+) -> None:
+    workspace, folder, _ = world
+    with workspace.unit_of_work() as uow:
+        emails = list(
+            uow.connection.execute(select(schema.leads.c.email).order_by(schema.leads.c.id).limit(7)).scalars()
+        )
+    keep_out = tmp_path / "holdout.txt"
+    keep_out.write_text("\n".join([*emails, "nobody@nowhere.test"]) + "\n", encoding="utf-8")
+    args = ["evaluate", "--db", workspace.settings.database_url, "--export", str(folder / "export")]
+    done = runner.invoke(app, [*args, "--label", "converted", "--exclude", str(keep_out), "--json"])
+    assert done.exit_code == 0, done.stderr
+    judged = json.loads(done.stdout)
+    assert judged["exclude"]["leads"] == 7 and judged["exclude"]["skipped"] == 1
+    assert judged["leads"] == LEADS - 2 - judged["exclude"]["excluded"] and judged["exclude"]["excluded"] >= 5
+    assert all(score["leads"] == judged["leads"] for score in judged["scores"].values())
+    assert "1 of 8 keys" in done.stderr and "'nobody@nowhere.test'" in done.stderr
+    shown = runner.invoke(app, [*args, "--label", "converted", "--exclude", str(keep_out)])
+    assert f"Excluded: {judged['exclude']['excluded']} leads not judged (7 named in" in shown.stdout
 
 
 def test_train_on_the_command_line_with_a_label(world: tuple[Workspace, Path, TrainingOutcome]) -> None:

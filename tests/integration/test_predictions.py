@@ -16,6 +16,7 @@ import ibis
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
@@ -24,12 +25,15 @@ from qualify.analytics.batch_evaluator import engagement_at_cutoffs
 from qualify.analytics.engines import duckdb_sources
 from qualify.bootstrap import open_workspace
 from qualify.demo.world import build_demo
+from qualify.domain.access import Role
 from qualify.domain.automation import load_automation
 from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import Event
+from qualify.entrypoints.api import create_app
 from qualify.entrypoints.cli import app
 from qualify.predictive.features import TrainingSet, default_end, training_set
 from qualify.predictive.training import Trained, train
+from qualify.service.admin.api_keys import create_key
 from qualify.service.analytics.batch_scores import COLUMNS
 from qualify.service.analytics.export import export_workspace
 from qualify.service.automation.definitions import put_segments
@@ -259,7 +263,8 @@ def test_train_stores_a_version_that_a_second_identical_run_finds_again(
     assert first["stored"] and again["version"] == first["version"] and again["active"]
     written = json.loads((tmp_path / "model.json").read_text())
     assert predictions.version_of(written) == first["version"] and set(written["recipe"]) == {
-        "kinds", "items", "recent_days", "attributes", "numeric_attributes", "flags"
+        "kinds", "items", "recent_days", "attributes", "numeric_attributes", "flags",
+        "numbers", "values", "weighted", "deals", "account",
     }  # fmt: skip
     assert written["recipe"]["attributes"] == {"attribute_budget": "budget"} and written["recipe"]["flags"]
     assert written["learnt_from"] and all(first <= last for first, last in written["learnt_from"])
@@ -552,6 +557,12 @@ def test_rescore_exports_every_lead_s_scores_and_probability_and_leads_carry_the
     listed = json.loads(runner.invoke(app, ["leads", *db, "--json", "--limit", "5"]).stdout)
     assert all(r["predictive_version"] == version and 0 <= r["probability"] <= 1 for r in listed)
     assert all(r["probability_at"] for r in listed)
+    with workspace.unit_of_work() as uow:
+        token, _ = create_key(uow, "reader", Role.ADMIN.value)
+    with TestClient(create_app(workspace=workspace)) as client:
+        page = client.get("/v1/leads", params={"limit": 5}, headers={"Authorization": f"Bearer {token}"}).json()
+    assert [(r["id"], r["probability"]) for r in page["items"]] == [(r["id"], r["probability"]) for r in listed]
+    assert all(r["predictive_version"] == version and r["probability_at"] for r in page["items"])
     exported = runner.invoke(app, ["export", "parquet", str(tmp_path / "export"), *db, "--json"])
     assert exported.exit_code == 0, exported.output
     leads = pq.read_table(tmp_path / "export" / "leads.parquet").to_pylist()

@@ -4,23 +4,23 @@ on DuckDB, PostgreSQL and Spark. Apart from test_predictions.py so that the two 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from sqlalchemy import func, select
+from tests.conftest import batch_equals_online, workspace_on
+from tests.integration.test_crm_features import AS_OF, build
 from tests.integration.test_predictions import NOW, trained_world
 
 from qualify.adapters import schema
-from qualify.analytics.batch_evaluator import Sources
 from qualify.analytics.engines import duckdb_sources
 from qualify.bootstrap import open_workspace
 from qualify.demo.world import build_demo
 from qualify.domain.model_loader import default_model_text
 from qualify.predictive.features import TrainingSet
-from qualify.service.analytics.batch_scores import COLUMNS, batch_probabilities, batch_scores
+from qualify.service.analytics.batch_scores import COLUMNS, batch_scores
 from qualify.service.analytics.export import export_workspace
 from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.predictions import serving as predictions
@@ -34,28 +34,6 @@ def learnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace
     world = trained_world(tmp_path_factory.mktemp("probability-as-of"))
     yield world
     world[0].close()
-
-
-def batch_equals_online(workspace: Workspace, sources: Sources, at: datetime) -> int:
-    """Every lead's batch probability at `at` against the online one (serving.subjects at that
-    instant, engagement replayed from the events up to it); returns how many leads were compared."""
-    with workspace.unit_of_work(read_only=True) as uow:
-        model = uow.active_model()
-        found = predictions.active_predictor(uow)
-        assert found is not None
-        batch = batch_probabilities(found, model, sources, at)
-        leads = schema.leads
-        expected = set(
-            uow.connection.execute(
-                select(leads.c.id).where(leads.c.created_at <= at, leads.c.erased_at.is_(None))
-            ).scalars()
-        )
-        ids = sorted(batch)
-        online = found.probabilities(predictions.subjects(uow, ids, dict.fromkeys(ids, at)))
-    assert set(ids) == expected  # the leads created by then, and only those
-    gaps = np.abs(np.array([batch[i] for i in ids]) - online)
-    assert gaps.max(initial=0.0) <= 1e-9, (at, float(gaps.max()))
-    return len(ids)
 
 
 def test_the_probability_as_of_any_instant_in_batch_equals_the_online_one(
@@ -120,3 +98,17 @@ def test_the_probability_as_of_an_instant_on_spark_equals_the_online_one(
     export_workspace(workspace, tmp_path / "export")
     assert batch_equals_online(workspace, spark_sources(tmp_path / "export"), NOW - timedelta(days=20)) > 30
     workspace.close()
+
+
+@pytest.mark.slow
+def test_features_from_a_crm_history_on_spark_equal_the_online_ones(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Event properties, recency weights, deals and account roll-ups (test_crm_features.py) on Spark."""
+    pytest.importorskip("pyspark", reason="Spark is an optional engine: pip install 'qualify[spark]'")
+    from qualify.analytics.engines import spark_sources
+
+    with workspace_on("sqlite", request, tmp_path) as workspace:
+        crm = build(workspace, tmp_path, "sqlite")
+        assert crm.predictor.recipe.deals and crm.predictor.recipe.account and crm.predictor.recipe.numbers
+        assert batch_equals_online(workspace, spark_sources(tmp_path / "export"), AS_OF) > 50

@@ -6,6 +6,7 @@ Layout of an export directory:
     accounts.parquet
     leads.parquet
     stage_history.parquet
+    deals.parquet                      the deals (imported with `qualify import deals`)
     events/date=YYYY-MM-DD/part-N.parquet    partitioned by the UTC day the event occurred
 
 Times are UTC timestamps (microseconds). `attributes` and `properties` are maps of text to text
@@ -139,6 +140,7 @@ def export_parquet(
         "accounts": _write_table(conn, schema.accounts, directory / "accounts.parquet"),
         "leads": _write_table(conn, schema.leads, directory / "leads.parquet"),
         "stage_history": _write_table(conn, schema.stage_history, directory / "stage_history.parquet"),
+        "deals": _write_table(conn, schema.deals, directory / "deals.parquet"),
         "events": _write_events(conn, directory / "events", progress, total_events),
     }
     manifest = {"exported_at": now.isoformat(), "model_version": model_version, "counts": counts, "format": 1}

@@ -33,12 +33,13 @@ _ACCOUNT_COLUMNS = ("domain", *ACCOUNT_FIELDS)
 
 @dataclass(frozen=True)
 class Sources:
-    """The tables the batch side reads: leads, accounts, events and stage history of one workspace."""
+    """The tables the batch side reads: leads, accounts, events, stage history and deals of one workspace."""
 
     leads: ir.Table
     accounts: ir.Table
     events: ir.Table
     history: ir.Table | None = None
+    deals: ir.Table | None = None  # exports older than the deals' import have none
 
 
 @ibis.udf.scalar.builtin(name="jsonb_extract_path_text")  # type: ignore[untyped-decorator]

@@ -21,6 +21,7 @@ def duckdb_sources(export: Path, connection: Any | None = None) -> Sources:
         accounts=con.read_parquet(str(export / "accounts.parquet")),
         events=events.drop("date"),
         history=_history(con, export),
+        deals=_optional(con, export / "deals.parquet"),
     )
 
 
@@ -48,6 +49,7 @@ def postgres_sources(database_url: str) -> Sources:
         accounts=con.table("accounts"),
         events=con.table("events"),
         history=con.table("stage_history"),
+        deals=con.table("deals"),
     )
 
 
@@ -78,11 +80,15 @@ def spark_sources(export: Path, session: Any | None = None) -> Sources:
         accounts=con.read_parquet(str(export / "accounts.parquet")),
         events=con.read_parquet(str(export / "events")).drop("date"),
         history=_history(con, export),
+        deals=_optional(con, export / "deals.parquet"),
     )
 
 
 def _history(con: Any, export: Path) -> Any:
     """The stage history, where the files have one: scoring needs none (the batch benchmark's
     generated world has none); the funnel reports say they need it."""
-    path = export / "stage_history.parquet"
+    return _optional(con, export / "stage_history.parquet")
+
+
+def _optional(con: Any, path: Path) -> Any:
     return con.read_parquet(str(path)) if path.exists() else None

@@ -22,6 +22,7 @@ training.py names fields that look filled in after the outcome.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
@@ -33,8 +34,9 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from qualify.analytics.batch_evaluator import DAY_SECONDS, Sources, engagement_at_cutoffs, fit_scores
+from qualify.analytics.batch_evaluator import DAY_SECONDS, Sources, engagement_at_cutoffs, fit_scores, value_text
 from qualify.analytics.reports import TARGETS, content_item, days_between, first_entries
+from qualify.domain.content import CONTENT_KEYS
 from qualify.domain.engagement import BONUS_EVENT
 from qualify.domain.errors import InvalidInput
 from qualify.domain.scoring_model import ScoringModel
@@ -42,16 +44,30 @@ from qualify.domain.values import as_text
 from qualify.predictive.models import FeatureSpec
 from qualify.predictive.recipe import (
     ACCOUNT_CATEGORIES,
+    ACCOUNT_COLUMNS,
     ACCOUNT_NUMBERS,
     DIGITS,
+    HALF_LIFE_DAYS,
     LEAD_CATEGORIES,
     LEAD_FLAGS,
+    NUMBER_PATTERN,
+    OPPORTUNITY,
+    QUALIFIED,
     Recipe,
 )
 
 CONTENT_ITEMS = 15
 ATTRIBUTES = 60  # lead attributes as features, the most common first
 ATTRIBUTE_MIN_LEADS = 20  # an attribute on fewer leads is no feature
+PROPERTY_MIN_EVENTS = 20  # a property (or a value of one) on fewer events is no feature
+NUMERIC_PROPERTIES = 20  # numeric event properties as features (a sum and a mean each), the most common first
+PROPERTY_VALUES = 30  # frequent values of categorical event properties as features (a count each)
+VALUES_PER_PROPERTY = 3
+PROPERTY_MAX_VALUES = 20  # a property with more different values is an identifier or free text
+DISCOVERY_EVENTS = 200_000  # the properties are found among the oldest this many events
+# Families of features `--without` can leave out by name (docs/predictive.md): the event properties'
+# sums, means and value counts, the recency-weighted counts, the deal features, the account roll-ups.
+FAMILIES = ("event-properties", "recency-weights", "deals", "account-roll-ups")
 _CUTOFF = re.compile(r"^(created\+(\d+)|mql)$")
 
 
@@ -326,6 +342,144 @@ def discover_attributes(
     return columns, tuple(numeric), left_out
 
 
+def discover_properties(events: ir.Table) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Which event properties are features, from the oldest `DISCOVERY_EVENTS` behaviour events:
+    per event kind, a property on at least `PROPERTY_MIN_EVENTS` events whose every value is a
+    number (NUMBER_PATTERN) gives a sum and a mean (the `NUMERIC_PROPERTIES` most common); one with
+    at most `PROPERTY_MAX_VALUES` different texts gives a count of each of its `VALUES_PER_PROPERTY`
+    most frequent values seen on that many events (the `PROPERTY_VALUES` most frequent in all). The
+    properties that name content (CONTENT_KEYS) are the content items' already, and nested values
+    (lists, documents) are no features."""
+    behaviour = events.filter(events.type != BONUS_EVENT)
+    sample = behaviour.order_by("id").limit(DISCOVERY_EVENTS).select("type", "properties").to_pandas()
+    if sample.empty:
+        return {}, {}
+    texts = _attribute_texts(sample["properties"])
+    numbers: list[tuple[int, str, str]] = []
+    values: list[tuple[int, str, str, str]] = []
+    number = re.compile(NUMBER_PATTERN)
+    for kind, rows in texts.groupby(sample["type"].to_numpy(), sort=True):
+        for name in sorted(str(c) for c in rows.columns):
+            found = rows[name].dropna()
+            if name in CONTENT_KEYS or len(found) < PROPERTY_MIN_EVENTS:
+                continue
+            if all(number.match(text) for text in found):
+                numbers.append((len(found), str(kind), name))
+                continue
+            counts = found.value_counts()
+            if len(counts) > PROPERTY_MAX_VALUES:
+                continue
+            frequent = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:VALUES_PER_PROPERTY]
+            values.extend(
+                (int(n), str(kind), name, str(text))
+                for text, n in frequent
+                if n >= PROPERTY_MIN_EVENTS and not str(text).startswith(("{", "["))
+            )
+    number_columns: dict[str, list[str]] = {}
+    for _, kind, name in sorted(numbers, key=lambda t: (-t[0], t[1], t[2]))[:NUMERIC_PROPERTIES]:
+        number_columns.setdefault(_slug(f"{kind}_{name}"), [kind, name])
+    value_columns: dict[str, list[str]] = {}
+    for _, kind, name, text in sorted(values, key=lambda t: (-t[0], t[1], t[2], t[3]))[:PROPERTY_VALUES]:
+        value_columns.setdefault(f"count_{_slug(f'{kind}_{name}_{text}')}", [kind, name, text])
+    return number_columns, value_columns
+
+
+def _has_rows(table: ir.Table | None) -> bool:
+    return table is not None and bool(table.limit(1).count().to_pyarrow().as_py())
+
+
+def _shared_accounts(leads: ir.Table) -> bool:
+    """Whether any account has two leads or more (else account roll-ups would be all zero)."""
+    accounts = leads.filter(leads.account_id.notnull()).group_by("account_id").aggregate(n=lambda t: t.count())
+    return bool(accounts.filter(accounts.n > 1).limit(1).count().to_pyarrow().as_py())
+
+
+def _property_features(seen: ir.Table, recipe: Recipe) -> dict[str, Any]:
+    """Aggregates over each row's events up to its cutoff (`seen`): the numeric properties' sums and
+    means, the frequent values' counts, and each kind's recency-weighted count (recipe.py's
+    `feature_row` computes the same for one lead)."""
+    out: dict[str, Any] = {}
+    for slug, (kind, name) in recipe.numbers.items():
+        text = value_text(seen.properties, name)
+        # Only a text that is a number reaches the cast (an engine may refuse to cast other text).
+        number = ibis.ifelse((seen.type == kind) & text.re_search(NUMBER_PATTERN), text, ibis.null("string"))
+        value = number.cast("float64")
+        out[f"sum_{slug}"] = value.sum()
+        out[f"mean_{slug}"] = value.mean()
+    for column, (kind, name, wanted) in recipe.values.items():
+        out[column] = ((seen.type == kind) & (value_text(seen.properties, name) == wanted)).ifelse(1, 0).sum()
+    if recipe.weighted:
+        age = days_between(seen.cutoff, seen.occurred_at)
+        weight = (age * (-math.log(2.0) / HALF_LIFE_DAYS)).exp()
+        for slug, kind in recipe.kinds.items():
+            out[f"weighted_{slug}"] = (seen.type == kind).ifelse(weight, 0.0).sum()
+    return out
+
+
+def _deal_features(deals: ir.Table, rows: ir.Table) -> ir.Table:
+    """Each row's deals as of its cutoff (recipe.py's `deal_features`), keyed by `deal_lead`."""
+    joined = deals.join(rows, deals.lead_id == rows.lead_id).select(
+        deal_lead=rows.lead_id,
+        cutoff=rows.cutoff,
+        opened=deals.opened_at,
+        closed=deals.closed_at,
+        outcome=deals.outcome,
+        amount=deals.amount.cast("float64"),
+    )
+    is_open = (
+        joined.opened.notnull()
+        & (joined.opened <= joined.cutoff)
+        & (joined.closed.isnull() | (joined.closed > joined.cutoff))
+    )
+    lost = (joined.outcome == "lost") & joined.closed.notnull() & (joined.closed <= joined.cutoff)
+    return joined.group_by("deal_lead").aggregate(
+        deals_open=is_open.ifelse(1, 0).sum(),
+        days_deal_open=is_open.ifelse(days_between(joined.cutoff, joined.opened), ibis.null("float64")).max(),
+        open_deal_amount=is_open.ifelse(joined.amount.fill_null(0.0), 0.0).sum(),
+        deals_lost=lost.ifelse(1, 0).sum(),
+    )
+
+
+def _account_features(sources: Sources, behaviour: ir.Table, rows: ir.Table, recent_days: int) -> ir.Table:
+    """Each row's account roll-ups as of its cutoff (recipe.py's `account_features`): the other
+    (not erased) leads at its account, keyed by `account_lead`."""
+    leads, history = sources.leads, sources.history
+    assert history is not None
+    if "erased_at" in leads.columns:
+        leads = leads.filter(leads.erased_at.isnull())
+    mine = rows.join(leads, rows.lead_id == leads.id).select(
+        account_lead=rows.lead_id, account_cutoff=rows.cutoff, account=leads.account_id
+    )
+    mine = mine.filter(mine.account.notnull())
+    others = leads.filter(leads.account_id.notnull()).select(
+        peer=leads.id, peer_account=leads.account_id, peer_created=leads.created_at
+    )
+    pairs = mine.join(others, (mine.account == others.peer_account) & (mine.account_lead != others.peer))
+    for name, stages in (("qualified_at", QUALIFIED), ("opportunity_at", OPPORTUNITY)):
+        entered = history.filter(history.to_stage.isin(stages))
+        first = entered.group_by(first_lead=entered.lead_id).aggregate(**{name: entered.at.min()})
+        pairs = pairs.left_join(first, pairs.peer == first.first_lead).drop("first_lead")
+    people = pairs.group_by("account_lead").aggregate(
+        account_other_leads=(pairs.peer_created <= pairs.account_cutoff).ifelse(1, 0).sum(),
+        account_other_qualified=(pairs.qualified_at.notnull() & (pairs.qualified_at <= pairs.account_cutoff))
+        .ifelse(1, 0)
+        .sum(),
+        account_other_opportunities=(pairs.opportunity_at.notnull() & (pairs.opportunity_at <= pairs.account_cutoff))
+        .ifelse(1, 0)
+        .sum(),
+    )
+    acts = pairs.join(behaviour, pairs.peer == behaviour.lead_id).select(
+        acts_lead=pairs.account_lead, cutoff=pairs.account_cutoff, occurred=behaviour.occurred_at
+    )
+    acts = acts.filter(acts.occurred <= acts.cutoff)
+    activity = acts.group_by("acts_lead").aggregate(
+        account_other_events=acts.count(),
+        account_other_recent_events=(days_between(acts.cutoff, acts.occurred) <= recent_days).ifelse(1, 0).sum(),
+    )
+    joined = people.left_join(activity, people.account_lead == activity.acts_lead).drop("acts_lead")
+    return joined.select("account_lead", *ACCOUNT_COLUMNS)
+
+
 def _attribute_texts(values: pd.Series) -> pd.DataFrame:
     """Each lead's attributes (a map from the export, a JSON document from PostgreSQL) as text
     columns, as `as_text` writes them."""
@@ -374,7 +528,23 @@ def _features(
         kinds = sorted(
             row["type"] for row in behaviour_events.select("type").distinct().to_pyarrow().to_pylist() if row["type"]
         )
-        recipe = Recipe({_slug(kind): kind for kind in kinds}, {}, flags=True)
+        off = set(without) & set(FAMILIES)
+        number_properties, property_values = discover_properties(events) if "event-properties" not in off else ({}, {})
+        recipe = Recipe(
+            {_slug(kind): kind for kind in kinds},
+            {},
+            flags=True,
+            numbers=number_properties,
+            values=property_values,
+            weighted="recency-weights" not in off,
+            deals="deals" not in off and _has_rows(sources.deals),
+            account="account-roll-ups" not in off and _shared_accounts(leads),
+        )
+    if recipe.deals and sources.deals is None:
+        raise InvalidInput(
+            "the model reads the leads' deals: this export has no deals.parquet (export the workspace again)",
+            field="deals",
+        )
     age = days_between(seen.cutoff, seen.occurred_at)
     per_kind: dict[str, Any] = {}
     for slug, kind in recipe.kinds.items():
@@ -382,6 +552,7 @@ def _features(
         per_kind[f"events_{slug}"] = is_kind.ifelse(1, 0).sum()
         per_kind[f"recent_{slug}"] = (is_kind & (age <= recipe.recent_days)).ifelse(1, 0).sum()
         per_kind[f"days_since_{slug}"] = is_kind.ifelse(age, ibis.null("float64")).min()
+    per_kind.update(_property_features(seen, recipe))
     behaviour = seen.group_by(behaviour_lead=seen.lead_id).aggregate(**per_kind) if per_kind else None
 
     items = seen.select(lead_id=seen.lead_id, item=content_item(seen)).filter(lambda t: t.item.notnull())
@@ -418,25 +589,39 @@ def _features(
         table = table.left_join(behaviour, table.lead_id == behaviour.behaviour_lead)
     if engaged is not None:
         table = table.left_join(engaged, table.lead_id == engaged.content_lead)
+    if recipe.deals:
+        assert sources.deals is not None
+        deals = _deal_features(sources.deals, rows)
+        table = table.left_join(deals, table.lead_id == deals.deal_lead)
+    if recipe.account:
+        account = _account_features(sources, behaviour_events, rows, recipe.recent_days)
+        table = table.left_join(account, table.lead_id == account.account_lead)
     frame = table.order_by(order).to_pandas()
     texts = _attribute_texts(frame.pop("attributes"))
     skipped: dict[str, str] = {}
     if not given:
         columns, numbers, skipped = discover_attributes(texts, without)
         recipe = replace(recipe, attributes=columns, numeric_attributes=numbers)
+    columns_of: dict[str, pd.Series] = {}
     for column, name in recipe.attributes.items():
         values = texts[name] if name in texts else pd.Series(None, index=frame.index, dtype=object)
         if column in recipe.numeric_attributes:
-            frame[column] = pd.to_numeric(values, errors="coerce").astype(float)
+            columns_of[column] = pd.to_numeric(values, errors="coerce").astype(float)
         else:
-            frame[column] = values.astype(object).where(values.notna(), None)
+            columns_of[column] = values.astype(object).where(values.notna(), None)
+    extra = recipe.extra_columns()
+    for name in extra:  # a column no row has (no deals, say) is still there
+        if name not in frame:
+            columns_of[name] = pd.Series(np.nan, index=frame.index)
+    frame = pd.concat([frame, pd.DataFrame(columns_of, index=frame.index)], axis=1).copy()  # one block, not many
 
     frame["days_since_created"] = (frame["cutoff"] - frame["created_at"]).dt.total_seconds() / DAY_SECONDS
     frame["days_in_stage"] = (frame["cutoff"] - frame["stage_entered"]).dt.total_seconds() / DAY_SECONDS
     frame = frame.rename(columns={"fit": "fit_score", "grade": "fit_grade", "engagement": "engagement_score"})
-    counted = [c for c in per_kind if not c.startswith("days_since_")] + list(content_columns)
-    frame[counted] = frame[counted].fillna(0)
-    frame["engagement_score"] = frame["engagement_score"].fillna(0.0)
+    known_absent = ("days_since_", "mean_", "days_deal_open")  # NaN: nothing to tell; the others count
+    counted = [c for c in dict.fromkeys((*per_kind, *extra)) if not c.startswith(known_absent)]
+    counted += list(content_columns)
+    frame = frame.fillna(dict.fromkeys(counted, 0) | {"engagement_score": 0.0})
     frame["rule_score"] = frame["fit_score"] + frame["engagement_score"]
     numeric = (
         *(f"account_{c}" for c in ACCOUNT_NUMBERS),
@@ -447,6 +632,7 @@ def _features(
         *per_kind,
         *content_columns,
         *recipe.numeric_attributes,
+        *(c for c in extra if c not in per_kind),
     )
     categorical = (
         *LEAD_CATEGORIES,
@@ -463,11 +649,11 @@ def _features(
     spec = FeatureSpec(numeric, categorical)
     if without and not given:
         named = {f"attribute_{_slug(name)}" for name in without} | set(without)
-        unknown = sorted(n for n in without if n not in spec.columns and n not in skipped)
+        unknown = sorted(n for n in without if n not in spec.columns and n not in skipped and n not in FAMILIES)
         if unknown:
             raise InvalidInput(
-                f"--without {', '.join(unknown)}: no such feature or lead attribute "
-                f"(features: {', '.join(spec.columns)})",
+                f"--without {', '.join(unknown)}: no such feature, family of features or lead attribute "
+                f"(families: {', '.join(FAMILIES)}; features: {', '.join(spec.columns)})",
                 field="without",
             )
         spec = FeatureSpec(tuple(c for c in numeric if c not in named), tuple(c for c in categorical if c not in named))

@@ -21,7 +21,15 @@ import numpy as np
 import pandas as pd
 
 from qualify.predictive.models import MISSING, categories_of
-from qualify.predictive.recipe import ACCOUNT_CATEGORIES, LEAD_CATEGORIES, LEAD_FLAGS, Recipe, Subject, feature_row
+from qualify.predictive.recipe import (
+    ACCOUNT_CATEGORIES,
+    HALF_LIFE_DAYS,
+    LEAD_CATEGORIES,
+    LEAD_FLAGS,
+    Recipe,
+    Subject,
+    feature_row,
+)
 from qualify.predictive.training import Trained
 
 
@@ -189,4 +197,47 @@ def describe(name: str, value: Any, recipe: Recipe) -> str:
     if name in recipe.items:
         item = _item_words(recipe.items[name])
         return f"{item}: yes" if value else f"{item}: never"
-    return f"{name} = {value}"
+    return _crm_words(name, value, recipe) or f"{name} = {value}"
+
+
+def _people(count: Any, one: str, many: str) -> str:
+    n = int(count)
+    return f"{n} {one if n == 1 else many}"
+
+
+def _crm_words(name: str, value: Any, recipe: Recipe) -> str | None:
+    """The words of the event-property, recency, deal and account features (None: not one)."""
+    for prefix in ("sum_", "mean_"):
+        slug = name.removeprefix(prefix)
+        if name.startswith(prefix) and slug in recipe.numbers:
+            kind, prop = (_kind_words(part) for part in recipe.numbers[slug])
+            if prefix == "sum_":
+                return f"{kind} {prop}: {float(value):,.4g} in all"
+            return f"no {kind} with {prop} yet" if _missing(value) else f"{kind} {prop}: {float(value):,.3g} on average"
+    if name in recipe.values:
+        kind, prop, text = (_kind_words(part) for part in recipe.values[name])
+        return f"{kind} {prop} {text} {_times(value)}" if value else f"{kind} {prop} {text}: never"
+    slug = name.removeprefix("weighted_")
+    if name.startswith("weighted_") and slug in recipe.kinds:
+        kind = _kind_words(recipe.kinds[slug])
+        if not value:
+            return f"no {kind} yet"
+        return f"{kind} {float(value):.2f} recency-weighted ({HALF_LIFE_DAYS:.0f}-day half-life)"
+    recent = recipe.recent_days
+    words: dict[str, Any] = {
+        "deals_open": lambda v: "no open deal" if not v else _people(v, "open deal", "open deals"),
+        "days_deal_open": lambda v: "no deal open" if _missing(v) else f"a deal open for {float(v):.0f} days",
+        "open_deal_amount": lambda v: "no open deal amount" if not v else f"open deals worth {float(v):,.0f}",
+        "deals_lost": lambda v: "no deal lost before" if not v else f"{_people(v, 'deal', 'deals')} lost before",
+        "account_other_leads": lambda v: f"{_people(v, 'other person', 'other people')} at the account",
+        "account_other_events": lambda v: f"{_people(v, 'event', 'events')} by others at the account",
+        "account_other_recent_events": lambda v: (
+            f"{_people(v, 'event', 'events')} by others at the account in the last {recent} days"
+        ),
+        "account_other_qualified": lambda v: f"{_people(v, 'other person', 'other people')} at the account qualified",
+        "account_other_opportunities": lambda v: (
+            f"{_people(v, 'other person', 'other people')} at the account reached an opportunity"
+        ),
+    }
+    found = words.get(name)
+    return None if found is None else str(found(value))

@@ -4,6 +4,8 @@ light to import (the ingestion path uses it), shared by the training sets and on
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,7 +18,14 @@ LEAD_FLAGS = ("do_not_email", "do_not_call")  # booleans, read as categories
 ACCOUNT_CATEGORIES = ("industry", "country")
 ACCOUNT_NUMBERS = ("employees", "revenue")
 RECENT_DAYS = 7
+HALF_LIFE_DAYS = 30.0  # of the recency-weighted event counts
 DIGITS = 9  # numeric features are rounded to this many decimals (see training_set)
+# A property's text is a number when it reads as one, written plainly (no spaces, no inf or nan):
+# the same test in the query engines (features.py) and here.
+NUMBER_PATTERN = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+_NUMBER = re.compile(NUMBER_PATTERN)
+QUALIFIED = ("mql", "sql", "opportunity", "customer", "evangelist")  # a colleague "qualified": entered one
+OPPORTUNITY = ("opportunity", "customer", "evangelist")
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,13 @@ class Recipe:
     attributes: dict[str, str] = field(default_factory=dict)  # column -> lead attribute (attribute_<slug>)
     numeric_attributes: tuple[str, ...] = ()  # the attribute columns read as numbers; the others are categories
     flags: bool = False  # whether do_not_email and do_not_call are features (models trained before had neither)
+    # Event properties: column slug -> [event type, property] of a numeric one (sum_<slug>, mean_<slug>);
+    # column -> [event type, property, value] of a categorical one's frequent value (a count).
+    numbers: dict[str, list[str]] = field(default_factory=dict)
+    values: dict[str, list[str]] = field(default_factory=dict)
+    weighted: bool = False  # weighted_<kind>: the events of each kind, each weighted by its age's decay
+    deals: bool = False  # the lead's deals as of the instant: open ones, their age and amount, lost ones
+    account: bool = False  # roll-ups of the other leads at the lead's account as of the instant
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +56,11 @@ class Recipe:
             "attributes": self.attributes,
             "numeric_attributes": list(self.numeric_attributes),
             "flags": self.flags,
+            "numbers": self.numbers,
+            "values": self.values,
+            "weighted": self.weighted,
+            "deals": self.deals,
+            "account": self.account,
         }
 
     @classmethod
@@ -51,7 +72,45 @@ class Recipe:
             dict(data.get("attributes", {})),
             tuple(data.get("numeric_attributes", ())),
             bool(data.get("flags", False)),
+            {k: list(v) for k, v in data.get("numbers", {}).items()},
+            {k: list(v) for k, v in data.get("values", {}).items()},
+            bool(data.get("weighted", False)),
+            bool(data.get("deals", False)),
+            bool(data.get("account", False)),
         )
+
+    def extra_columns(self) -> tuple[str, ...]:
+        """The numeric columns of the event-property, recency, deal and account features, in order."""
+        return (
+            *(f"{side}_{slug}" for slug in self.numbers for side in ("sum", "mean")),
+            *self.values,
+            *((f"weighted_{slug}" for slug in self.kinds) if self.weighted else ()),
+            *(DEAL_COLUMNS if self.deals else ()),
+            *(ACCOUNT_COLUMNS if self.account else ()),
+        )
+
+
+DEAL_COLUMNS = ("deals_open", "days_deal_open", "open_deal_amount", "deals_lost")
+ACCOUNT_COLUMNS = (
+    "account_other_leads",
+    "account_other_events",
+    "account_other_recent_events",
+    "account_other_qualified",
+    "account_other_opportunities",
+)
+
+
+def property_number(value: Any) -> float | None:
+    """An event property's value as a number, where its text is one (NUMBER_PATTERN), else None."""
+    text = as_text(value)
+    if text is None or isinstance(value, (dict, list)) or _NUMBER.match(text) is None:
+        return None
+    return float(text)
+
+
+def decay(age_days: float) -> float:
+    """The weight of an event `age_days` old in a recency-weighted count: halved every HALF_LIFE_DAYS."""
+    return math.exp(-math.log(2.0) * age_days / HALF_LIFE_DAYS)
 
 
 def attribute_number(value: Any) -> float:
@@ -78,6 +137,27 @@ def attribute_features(attributes: dict[str, Any], recipe: Recipe) -> dict[str, 
 DAY_SECONDS = 86_400.0
 
 
+@dataclass(frozen=True)
+class DealFact:
+    """One of the lead's deals, as the store has it now (its dates tell what was known when)."""
+
+    opened_at: datetime | None
+    closed_at: datetime | None
+    outcome: str  # open | won | lost
+    amount: float | None
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another lead at the same account: when it was created, when its behaviour events occurred,
+    and when it first entered a qualified stage (QUALIFIED) and an opportunity (OPPORTUNITY)."""
+
+    created_at: datetime
+    events: tuple[datetime, ...]
+    qualified_at: datetime | None
+    opportunity_at: datetime | None
+
+
 @dataclass
 class Subject:
     """One lead as known at `at`: what the features are built from."""
@@ -90,9 +170,46 @@ class Subject:
     fit_grade: str
     persona: str | None
     engagement_score: float
-    events: list[tuple[str, datetime, str | None]] = field(default_factory=list)  # type, occurred_at, item
+    # type, occurred_at, item, properties
+    events: Sequence[tuple[str, datetime, str | None, Mapping[str, Any] | None]] = field(default_factory=list)
     stage: str | None = None  # the stage at `at`, and when the lead entered it
     stage_entered: datetime | None = None
+    deals: list[DealFact] = field(default_factory=list)
+    peers: list[Peer] = field(default_factory=list)  # the other leads at its account
+    rollups: dict[str, float] | None = None  # or their roll-ups at `at`, counted by the store (`account_features`)
+
+
+def deal_features(deals: list[DealFact], at: datetime) -> dict[str, float]:
+    """The deals open at `at` (opened by then, not closed by then): how many, the days since the
+    oldest opened (NaN: none open), their amounts' sum; and the deals lost by then."""
+    open_deals = [
+        d for d in deals if d.opened_at is not None and d.opened_at <= at and (d.closed_at is None or d.closed_at > at)
+    ]
+    lost = [d for d in deals if d.outcome == "lost" and d.closed_at is not None and d.closed_at <= at]
+    opened = [d.opened_at for d in open_deals if d.opened_at is not None]
+    return {
+        "deals_open": float(len(open_deals)),
+        "days_deal_open": (at - min(opened)).total_seconds() / DAY_SECONDS if opened else math.nan,
+        "open_deal_amount": math.fsum(d.amount or 0.0 for d in open_deals),
+        "deals_lost": float(len(lost)),
+    }
+
+
+def account_features(peers: list[Peer], at: datetime, recent_days: int) -> dict[str, float]:
+    """The other leads at the account as of `at`: how many had been created, their behaviour events
+    by then (and in the last `recent_days`), how many had qualified and reached an opportunity."""
+    events = [t for p in peers for t in p.events if t <= at]
+    return {
+        "account_other_leads": float(sum(p.created_at <= at for p in peers)),
+        "account_other_events": float(len(events)),
+        "account_other_recent_events": float(
+            sum((at - t).total_seconds() / DAY_SECONDS <= recent_days for t in events)
+        ),
+        "account_other_qualified": float(sum(p.qualified_at is not None and p.qualified_at <= at for p in peers)),
+        "account_other_opportunities": float(
+            sum(p.opportunity_at is not None and p.opportunity_at <= at for p in peers)
+        ),
+    }
 
 
 def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
@@ -122,12 +239,29 @@ def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
         row[f"events_{slug}"] = 0
         row[f"recent_{slug}"] = 0
         row[f"days_since_{slug}"] = math.nan
+    for name in recipe.extra_columns():
+        row[name] = 0.0
+    numbers: dict[str, list[float]] = {slug: [] for slug in recipe.numbers}
+    by_property: dict[tuple[str, str], list[str]] = {}
+    for slug, (kind, name) in recipe.numbers.items():
+        by_property.setdefault((kind, name), []).append(slug)
+    by_value: dict[tuple[str, str, str], str] = {(k, n, v): column for column, (k, n, v) in recipe.values.items()}
+    value_properties = {(k, n) for k, n, _ in by_value}
     engaged = set()
-    for kind, occurred, item in subject.events:
+    for kind, occurred, item, properties in subject.events:
         if occurred > subject.at or kind == BONUS_EVENT:  # a workflow's bonus is not behaviour (features.py)
             continue
         if item is not None:
             engaged.add(item)
+        for (wanted, name), columns in by_property.items():
+            if wanted == kind and properties and (number := property_number(properties.get(name))) is not None:
+                for slug in columns:
+                    numbers[slug].append(number)
+        for wanted, name in value_properties:
+            if wanted == kind and properties and name in properties:
+                column = by_value.get((kind, name, str(as_text(properties[name]))))
+                if column is not None:
+                    row[column] += 1
         found = slugs.get(kind)
         if found is None:
             continue
@@ -137,6 +271,18 @@ def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
         row[f"recent_{slug}"] += int(age <= recipe.recent_days)
         since = row[f"days_since_{slug}"]
         row[f"days_since_{slug}"] = age if math.isnan(since) else min(since, age)
+        if recipe.weighted:
+            row[f"weighted_{slug}"] += decay(age)
     for column, item in recipe.items.items():
         row[column] = int(item in engaged)
+    for slug, found_numbers in numbers.items():
+        row[f"sum_{slug}"] = math.fsum(found_numbers)
+        row[f"mean_{slug}"] = math.fsum(found_numbers) / len(found_numbers) if found_numbers else math.nan
+    if recipe.deals:
+        row.update(deal_features(subject.deals, subject.at))
+    if recipe.account:
+        rollups = subject.rollups
+        if rollups is None:
+            rollups = account_features(subject.peers, subject.at, recipe.recent_days)
+        row.update(rollups)
     return {name: round(value, DIGITS) if isinstance(value, float) else value for name, value in row.items()}

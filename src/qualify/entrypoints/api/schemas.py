@@ -256,6 +256,11 @@ class LeadSummary(BaseModel):
     engagement_score: float
     score: float
     scored_at: datetime | None
+    probability: float | None = Field(
+        None, description="the active predictive model's probability, as of `probability_at`; null without one"
+    )
+    probability_at: datetime | None = None
+    predictive_version: str | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -207,7 +207,11 @@ def train(
     labels: LabelsOption = None,
     without: Annotated[
         list[str] | None,
-        typer.Option("--without", help="Leave this feature or lead attribute out of the model (repeat for more)."),
+        typer.Option(
+            "--without",
+            help="Leave this feature, family of features (event-properties, recency-weights, deals, "
+            "account-roll-ups) or lead attribute out of the model (repeat for more).",
+        ),
     ] = None,
     exclude: Annotated[
         Path | None,
@@ -503,6 +507,14 @@ def evaluate(
         int,
         typer.Option("--folds", min=2, help="Folds to judge a predictive model out of fold on leads it learnt from."),
     ] = 5,
+    exclude: Annotated[
+        Path | None,
+        typer.Option(
+            "--exclude",
+            help="Judge without the leads this file names (as train --exclude reads it: CSV with an email, "
+            "external_id or lead column, or one key per line). Keys that name no lead are reported.",
+        ),
+    ] = None,
     engine: EngineOption = BatchEngine.duckdb,
     export: ExportOption = None,
     db: DbOption = None,
@@ -518,10 +530,12 @@ def evaluate(
         candidate = load_model(model.read_text(encoding="utf-8"), str(model)) if model is not None else None
         result = evaluate_scores(
             workspace, label=label, labels_file=labels, candidate=candidate, engine=engine.value, export=export,
-            folds=folds,
+            folds=folds, exclude_file=exclude,
         )  # fmt: skip
     report = result.report
     _label_problems(report["labels"])
+    if "exclude" in report:
+        _exclude_problems(report["exclude"])
     if as_json:
         _print_json(report)
         return
@@ -543,6 +557,9 @@ def _show_evaluation(report: dict[str, Any]) -> None:
         f"{report['positives'] / max(report['leads'], 1):.1%}; {read['source']}), scored as of "
         f"{report['instants']}.",
     )
+    if "exclude" in report:
+        named = report["exclude"]
+        out.print(f"Excluded: {named['excluded']:,} leads not judged ({named['leads']:,} named in {named['file']}).")
     scores = report["scores"]
     names = {"rules": "active rules", "candidate": "candidate", "predictive": "probability"}
     table = Table("95% intervals under", *(f"{names[k]}\n{v['model']}" for k, v in scores.items()))

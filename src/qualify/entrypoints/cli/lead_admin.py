@@ -76,7 +76,7 @@ def export_parquet_command(
     counts = manifest["counts"]
     out.print(
         f"Exported to {directory}: {counts['accounts']:,} accounts, {counts['leads']:,} leads, "
-        f"{counts['events']:,} events, {counts['stage_history']:,} stage changes."
+        f"{counts['events']:,} events, {counts['stage_history']:,} stage changes, {counts['deals']:,} deals."
     )
 
 

@@ -38,8 +38,17 @@ from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.replay import Replay, ReplayAction, ReplayEvent, replay_lead
 from qualify.domain.scoring_model import ScoringModel
 from qualify.domain.statistics import percentile, wilson_interval
-from qualify.predictive.recipe import ACCOUNT_CATEGORIES, ACCOUNT_NUMBERS, LEAD_CATEGORIES, LEAD_FLAGS, Subject
+from qualify.predictive.recipe import (
+    ACCOUNT_CATEGORIES,
+    ACCOUNT_NUMBERS,
+    LEAD_CATEGORIES,
+    LEAD_FLAGS,
+    DealFact,
+    Peer,
+    Subject,
+)
 from qualify.service.predictions import serving as predictions
+from qualify.service.predictions.context import deals_of, peers_of
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 if TYPE_CHECKING:
@@ -201,11 +210,20 @@ ProbabilityHook = Callable[[LeadState, float, int], float]
 
 
 def _probability_hook(
-    found: Predictor, profile: dict[str, Any], created: datetime, events: list[ReplayEvent]
+    found: Predictor,
+    profile: dict[str, Any],
+    created: datetime,
+    events: list[ReplayEvent],
+    deals: list[DealFact],
+    peers: list[Peer],
 ) -> ProbabilityHook:
     """The predictive model's probability of one lead as the replay goes: its profile as now, its
-    first `n` events, its replayed scores and stage (what `subjects` reads from the store online)."""
-    seen = [(e.type, datetime.fromtimestamp(e.occurred_at, UTC), content_item(e.type, e.properties)) for e in events]
+    first `n` events, its replayed scores and stage, its deals and its account's other leads as
+    they really went (what `subjects` reads from the store online)."""
+    seen = [
+        (e.type, datetime.fromtimestamp(e.occurred_at, UTC), content_item(e.type, e.properties), e.properties)
+        for e in events
+    ]
 
     def probability(state: LeadState, instant: float, n: int) -> float:
         subject = Subject(
@@ -220,6 +238,8 @@ def _probability_hook(
             events=seen[:n],
             stage=state.stage.value,
             stage_entered=datetime.fromtimestamp(state.stage_entered, UTC),
+            deals=deals,
+            peers=peers,
         )
         return found.probability_one(subject)
 
@@ -258,6 +278,8 @@ def _histories(
             truths[lead_id].reached.setdefault(to, []).append(ts)
         elif to is Stage.MQL and actor != Actor.USER:
             truths[lead_id].model_mqls.append(ts)
+    deals = deals_of(conn, ids) if found is not None and found.recipe.deals else {}
+    peers = peers_of(conn, ids) if found is not None and found.recipe.account else {}
     for record in records:
         assert record.id is not None
         account = accounts.get(record.account_id) if record.account_id else None
@@ -270,7 +292,14 @@ def _histories(
                 for name in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS)
             }
             profile["attributes"] = record.lead.attributes or {}
-            hook = _probability_hook(found, profile, record.created_at, events.get(record.id, []))
+            hook = _probability_hook(
+                found,
+                profile,
+                record.created_at,
+                events.get(record.id, []),
+                deals.get(record.id, []),
+                peers.get(record.id, []),
+            )
 
         def state_of(model: ScoringModel, values: dict[str, Any] = values, created: float = created) -> Any:
             fit = score_fit(model, values)

@@ -21,7 +21,7 @@ import numpy as np
 from qualify.analytics.batch_evaluator import Sources
 from qualify.domain.scoring_model import ScoringModel
 from qualify.service.analytics.batch_scores import on_engine
-from qualify.service.analytics.outcomes import known_outcomes
+from qualify.service.analytics.outcomes import excluded_leads, known_outcomes
 from qualify.service.analytics.training import in_ranges
 from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import Workspace
@@ -46,9 +46,11 @@ def evaluate_scores(
     engine: str = "duckdb",
     export: Path | None = None,
     folds: int = FOLDS,
+    exclude_file: Path | None = None,
 ) -> Evaluation:
     """Every score the workspace can give (module doc), judged against the outcomes of `label`
-    (a lead attribute or field) or `labels_file`."""
+    (a lead attribute or field) or `labels_file`; the leads `exclude_file` names are not judged
+    (outcomes.py's `excluded_leads` reads it, as `qualify train --exclude` does)."""
     from qualify.predictive.features import outcome_set, rule_scores
     from qualify.predictive.metrics import evaluate
     from qualify.predictive.training import (
@@ -60,6 +62,12 @@ def evaluate_scores(
     )
 
     outcomes = known_outcomes(workspace, label=label, labels_file=labels_file)
+    excluded = excluded_leads(workspace, exclude_file) if exclude_file is not None else None
+    dropped = 0
+    if excluded is not None and excluded.lead_ids:
+        named = outcomes.frame["lead_id"].isin(sorted(excluded.lead_ids))
+        dropped = int(named.sum())
+        outcomes.frame = outcomes.frame[~named].reset_index(drop=True)
     with workspace.unit_of_work(read_only=True) as uow:
         active = uow.active_model()
         found = predictions.active_predictor(uow)
@@ -116,4 +124,6 @@ def evaluate_scores(
         "positives": int(labels.sum()),
         "scores": scores,
     }
+    if excluded is not None:
+        report["exclude"] = excluded.summary() | {"excluded": dropped}
     return Evaluation(report)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -31,11 +31,13 @@ from qualify.predictive.recipe import (
     ACCOUNT_NUMBERS,
     LEAD_CATEGORIES,
     LEAD_FLAGS,
+    RECENT_DAYS,
     Recipe,
     Subject,
 )
 from qualify.service.audit import record_audit
 from qualify.service.pipeline import Run, of
+from qualify.service.predictions.context import deals_of, rollups_of
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 if TYPE_CHECKING:  # the models' libraries load only when a model is used
@@ -204,8 +206,11 @@ def engagement_at(model: ScoringModel, events: list[tuple[str, datetime, Any]], 
     return state.value_at(at.timestamp())
 
 
-def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] | None = None) -> list[Subject]:
-    """Leads as the features need them, each at `at[id]` (default its newest event, or creation).
+def subjects(
+    uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] | None = None, recipe: Recipe | None = None
+) -> list[Subject]:
+    """Leads as the features need them, each at `at[id]` (default its newest event, or creation);
+    their deals and their account's other leads only where `recipe` reads them (no recipe: always).
 
     Nothing after that instant is read but the profile and the fit (as they are now): where the
     lead has events after it, its engagement is replayed from the events up to it (the stored
@@ -239,19 +244,29 @@ def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] |
             select(h.c.lead_id, h.c.at, h.c.to_stage).where(h.c.lead_id.in_(part)).order_by(h.c.at, h.c.id)
         ):
             changes[lead_id].append((at_, to_stage))
-        happened: dict[int, list[tuple[str, datetime, str | None]]] = defaultdict(list)
+        happened: dict[int, list[tuple[str, datetime, str | None, Mapping[str, Any] | None]]] = defaultdict(list)
         applied: dict[int, list[tuple[str, datetime, Any]]] = defaultdict(list)  # in application order
         for lead_id, kind, occurred, properties in conn.execute(
             select(events.c.lead_id, events.c.type, events.c.occurred_at, events.c.properties)
             .where(events.c.lead_id.in_(part))
             .order_by(events.c.id)
         ):
-            happened[lead_id].append((kind, occurred, content_item(kind, properties or {})))
+            happened[lead_id].append((kind, occurred, content_item(kind, properties or {}), properties))
             applied[lead_id].append((kind, occurred, properties))
-        for row in conn.execute(query):
+        deals = deals_of(conn, part) if recipe is None or recipe.deals else {}
+        rows = list(conn.execute(query))
+        instants = {}
+        for row in rows:
+            newest = max(row.last_event_at or row.created_at, row.created_at)  # events may predate the lead
+            instants[row.id] = (at or {}).get(row.id) or newest
+        rollups = (
+            rollups_of(conn, instants, recipe.recent_days if recipe else RECENT_DAYS)
+            if recipe is None or recipe.account
+            else {}
+        )
+        for row in rows:
             m = row._mapping
-            newest = max(m["last_event_at"] or m["created_at"], m["created_at"])  # events may predate the lead
-            when = (at or {}).get(m["id"]) or newest
+            when = instants[m["id"]]
             mine = applied.get(m["id"], [])
             if any(occurred > when for _, occurred, _ in mine):  # a past instant: what was known then
                 model = model or uow.active_model()
@@ -278,6 +293,8 @@ def subjects(uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] |
                     events=happened.get(m["id"], []),
                     stage=stage,
                     stage_entered=entered,
+                    deals=deals.get(m["id"], []),
+                    rollups=rollups.get(m["id"]),
                 )
             )
     return out
@@ -293,7 +310,7 @@ def refresh(
     table = schema.leads
     out: dict[int, tuple[float, datetime]] = {}
     for part in chunks(sorted(set(lead_ids)), CHUNK):
-        people = subjects(uow, part)
+        people = subjects(uow, part, recipe=found.recipe)
         values = found.probabilities(people)
         rows: list[dict[str, Any]] = [
             {"b_id": s.lead_id, "probability": float(p), "probability_at": s.at, "predictive_version": found.version}
@@ -383,7 +400,7 @@ def explain_lead(uow: UnitOfWork, lead_id: int) -> dict[str, Any] | None:
     if row is None or row.predictive_version is None or row.probability is None:
         return None
     found = predictor(uow, row.predictive_version)
-    [explanation] = found.explain(subjects(uow, [lead_id], {lead_id: row.probability_at}))
+    [explanation] = found.explain(subjects(uow, [lead_id], {lead_id: row.probability_at}, found.recipe))
     return {"model_version": found.version, "at": row.probability_at.isoformat(), **explanation.as_dict()}
 
 
