@@ -176,6 +176,53 @@ def test_a_deal_imported_again_replaces_its_outcome(sqlite_workspace: Workspace,
         assert [r["field"] for r in csv.DictReader(handle)] == ["closed_at", "opened_at", "outcome"]
 
 
+def test_a_deal_keyed_by_its_account_goes_to_the_lead_most_recently_active_by_then(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    events = write_csv(
+        tmp_path / "events.csv",
+        ["event_id", "email", "type", "occurred_at"],
+        [
+            ["a", "ann@north.com", "page_view", iso(T0)],
+            ["b", "ben@north.com", "page_view", iso(T0 + 2 * DAY)],
+            ["c", "ann@north.com", "email_open", iso(T0 + 5 * DAY)],  # Ann again, before the first deal
+            ["d", "ben@north.com", "email_click", iso(T0 + 20 * DAY)],  # Ben, before the second
+        ],
+    )
+    accounts = write_csv(tmp_path / "accounts.csv", ["domain", "name"], [["north.com", "North"], ["empty.io", "E"]])
+    deals = write_csv(
+        tmp_path / "deals.csv",
+        ["deal_id", "account_domain", "email", "opened_at", "closed_at", "outcome", "amount"],
+        [
+            ["O-1", "north.com", "", iso(T0 + 10 * DAY), iso(T0 + 15 * DAY), "lost", "9000"],
+            ["O-2", "https://www.North.com/", "", iso(T0 + 30 * DAY), "", "open", "5000"],
+            ["O-3", "north.com", "ben@north.com", iso(T0 + 11 * DAY), "", "open", ""],  # a contact wins
+            ["O-4", "empty.io", "", iso(T0 + 10 * DAY), "", "open", ""],
+            ["O-5", "not a domain", "", iso(T0 + 10 * DAY), "", "open", ""],
+        ],
+    )
+    history = reacting(workspace, history_before=NOW)
+    import_file(workspace, "accounts", accounts, now=NOW)
+    import_file(history, "events", events, now=NOW)
+    summary = import_file(workspace, "deals", deals, now=NOW)
+    assert (summary.created, summary.rejected) == (3, 2)
+    assert summary.rejects_path is not None
+    with summary.rejects_path.open(encoding="utf-8") as handle:
+        rejects = {int(r["line"]): (r["field"], r["reason"]) for r in csv.DictReader(handle)}
+    assert rejects[5] == ("account_domain", "no lead at the account empty.io: import its people first")
+    assert rejects[6][0] == "account_domain" and "not a web domain" in rejects[6][1]
+    with workspace.unit_of_work() as uow:
+        owners = dict(
+            uow.connection.execute(
+                select(schema.deals.c.deal_id, schema.leads.c.email).join(
+                    schema.leads, schema.leads.c.id == schema.deals.c.lead_id
+                )
+            ).all()
+        )
+    assert owners == {"O-1": "ann@north.com", "O-2": "ben@north.com", "O-3": "ben@north.com"}
+    assert [t for _, t, *_ in history_of(workspace, "ann@north.com")][-2:] == ["opportunity", "nurture"]
+
+
 def test_a_leads_file_brings_its_lifecycle_dates(sqlite_workspace: Workspace, tmp_path: Path) -> None:
     mapping = parse_mapping(
         """

@@ -126,6 +126,12 @@ class DealIn(BaseModel):
     deal_id: str | None = Field(default=None, max_length=200)
     email: str | None = Field(default=None, max_length=254)
     external_id: str | None = Field(default=None, max_length=200)
+    account_domain: str | None = Field(
+        default=None,
+        max_length=253,
+        description="the account, for a deal with no contact: it goes to the account's lead most recently "
+        "active by the deal's first date",
+    )
     opened_at: AwareDatetime | None = None
     closed_at: AwareDatetime | None = None
     outcome: Literal["open", "won", "lost"] | None = None

@@ -175,7 +175,7 @@ _REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "accounts": (("domain",),),
     "events": (("event_id",), ("type",), ("occurred_at",), ("email", "external_id")),
     "stages": (("email", "external_id"), ("stage", "action"), ("at",)),
-    "deals": (("email", "external_id"), ("opened_at", "closed_at")),
+    "deals": (("email", "external_id", "account_domain"), ("opened_at", "closed_at")),
 }
 
 

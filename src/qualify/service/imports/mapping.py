@@ -67,6 +67,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
         "deal_id": "str",
         "email": "str",
         "external_id": "str",
+        "account_domain": "str",
         "opened_at": "timestamp",
         "closed_at": "timestamp",
         "outcome": "str",

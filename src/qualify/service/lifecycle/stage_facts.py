@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
@@ -28,7 +28,7 @@ from qualify.adapters.repository import LeadRecord
 from qualify.domain.errors import InvalidInput
 from qualify.domain.evaluator import LeadState
 from qualify.domain.lifecycle import FUNNEL, REASON_CODES, STAGE_ACTIONS, Actor, Stage
-from qualify.domain.records import Lead, normalise_email
+from qualify.domain.records import Lead, normalise_domain, normalise_email
 from qualify.domain.replay import ReplayAction, ReplayEvent, replay_lead
 from qualify.service.lifecycle.events import CLOCK_SKEW
 from qualify.service.lifecycle.lead_batch import LeadBatch
@@ -127,8 +127,18 @@ def stage_change_of(data: Mapping[str, Any]) -> KeyedFact:
 
 
 def deal_of(data: Mapping[str, Any], extras: Mapping[str, Any] | None = None) -> Deal:
-    """A deal from a file's row or an API item, by field name, checked (`Deal.checked`)."""
-    email, external_id = _lead_keys(data, "a deal needs its lead's email or external_id")
+    """A deal from a file's row or an API item, by field name, checked (`Deal.checked`): with the
+    lead's email or external id, or else its account's domain (`upsert_deals` picks the lead)."""
+    account = None
+    if data.get("account_domain"):
+        try:
+            account = normalise_domain(str(data["account_domain"]))
+        except InvalidInput as error:
+            raise InvalidInput(error.message, field="account_domain") from None
+    if account is not None and not (data.get("email") or data.get("external_id")):
+        email, external_id = None, None
+    else:
+        email, external_id = _lead_keys(data, "a deal needs its lead's email or external_id, or its account_domain")
     deal = Deal(
         email,
         external_id,
@@ -140,6 +150,7 @@ def deal_of(data: Mapping[str, Any], extras: Mapping[str, Any] | None = None) ->
         data.get("reason"),
         data.get("by"),
         {**(data.get("properties") or {}), **(extras or {})},
+        account,
     )
     return deal.checked()
 
@@ -252,6 +263,45 @@ def _leads_of(
     return [batch.get(e, x) for e, x, _ in keys]
 
 
+def _account_leads(uow: UnitOfWork, deals: Sequence[Deal]) -> list[LeadRecord | None]:
+    """The lead each deal keyed by its account goes to: of the account's leads (not erased) created
+    by the deal's first date, the one most recently active by then (its newest event at or before
+    it, else its creation); with none created by then, the account's first lead; None where the
+    account has no lead."""
+    if not deals:
+        return []
+    conn, leads, accounts, events = uow.connection, schema.leads, schema.accounts, schema.events
+    domains = sorted({d.account_domain for d in deals if d.account_domain})
+    members: dict[str, list[tuple[int, datetime]]] = defaultdict(list)
+    for part in repo.chunks(domains):
+        for domain, lead_id, created in conn.execute(
+            select(accounts.c.domain, leads.c.id, leads.c.created_at)
+            .join(leads, leads.c.account_id == accounts.c.id)
+            .where(accounts.c.domain.in_(part), leads.c.erased_at.is_(None))
+            .order_by(leads.c.created_at, leads.c.id)
+        ):
+            members[domain].append((lead_id, created))
+    chosen: list[int | None] = []
+    for deal in deals:
+        people = members.get(deal.account_domain or "", [])
+        at = deal.first_at
+        before = [lead_id for lead_id, created in people if created <= at]
+        if not before:
+            chosen.append(people[0][0] if people else None)
+            continue
+        newest = dict(
+            conn.execute(
+                select(events.c.lead_id, func.max(events.c.occurred_at))
+                .where(events.c.lead_id.in_(before), events.c.occurred_at <= at)
+                .group_by(events.c.lead_id)
+            ).all()
+        )
+        created_at = dict(people)
+        chosen.append(max(before, key=lambda i: (newest.get(i) or created_at[i], created_at[i], i)))
+    found = {r.id: r for r in repo.find_leads_by_id(conn, sorted({i for i in chosen if i is not None}))}
+    return [found.get(i) if i is not None else None for i in chosen]
+
+
 def _refusal(
     fact: StageFact, record: LeadRecord | None, email: str | None, external_id: str | None, now: datetime
 ) -> tuple[str, str] | None:
@@ -360,6 +410,7 @@ class Deal:
     reason: str | None = None
     by: str | None = None
     properties: dict[str, Any] = field(default_factory=dict)
+    account_domain: str | None = None  # a deal keyed by its account: it goes to one of its leads (upsert_deals)
 
     def checked(self) -> Deal:
         """The deal with its outcome and id settled, or `InvalidInput` naming the field."""
@@ -385,10 +436,11 @@ class Deal:
             )
         if self.amount is not None and not (-1e15 < self.amount < 1e15):
             raise InvalidInput(f"amount {self.amount} is out of range", field="amount")
-        deal_id = self.deal_id or f"{self.email or self.external_id}@{self.first_at.isoformat()}"
+        key = self.email or self.external_id or self.account_domain
+        deal_id = self.deal_id or f"{key}@{self.first_at.isoformat()}"
         return Deal(
             self.email, self.external_id, deal_id[:200], self.opened_at, closed_at, outcome, self.amount,
-            self.reason, self.by, properties,
+            self.reason, self.by, properties, self.account_domain,
         )  # fmt: skip
 
     @property
@@ -428,9 +480,12 @@ def upsert_deals(uow: UnitOfWork, deals: Sequence[Deal], *, now: datetime, creat
         except InvalidInput as error:
             checked.append(error)
     good = [deal for deal in checked if isinstance(deal, Deal)]
+    by_lead = [x for x in good if x.email or x.external_id]
     batch = LeadBatch(uow, uow.active_model(), now)
-    found = _leads_of(uow, batch, [(x.email, x.external_id, x.first_at) for x in good], create_unknown)
-    records = dict(zip((id(x) for x in good), found, strict=True))
+    found = _leads_of(uow, batch, [(x.email, x.external_id, x.first_at) for x in by_lead], create_unknown)
+    records: dict[int, LeadRecord | None] = dict(zip((id(x) for x in by_lead), found, strict=True))
+    by_account = [x for x in good if not (x.email or x.external_id)]
+    records.update(zip((id(x) for x in by_account), _account_leads(uow, by_account), strict=True))
     ids = {r.id for r in found if r is not None and r.id is not None}
     stored = _stored_facts(uow, ids)
     existing: dict[str | None, dict[str, Any]] = {
@@ -446,6 +501,8 @@ def upsert_deals(uow: UnitOfWork, deals: Sequence[Deal], *, now: datetime, creat
         deal = item
         record, facts = records[id(deal)], deal.facts()
         problem = _refusal(facts[-1], record, deal.email, deal.external_id, now)
+        if record is None and deal.account_domain and not (deal.email or deal.external_id):
+            problem = ("account_domain", f"no lead at the account {deal.account_domain}: import its people first")
         if problem is not None or record is None or record.id is None:
             outcome.statuses.append("rejected")
             outcome.problems[index] = problem or ("email", "no lead")
