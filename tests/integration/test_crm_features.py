@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import ibis
 import numpy as np
@@ -18,12 +19,15 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 from tests.conftest import batch_equals_online, workspace_on
+from typer.testing import CliRunner
 
 from qualify.adapters import schema
 from qualify.analytics.batch_evaluator import Sources
 from qualify.analytics.engines import duckdb_sources, postgres_sources
 from qualify.demo.crm import CrmShape, generate_crm_history, write_crm_history
 from qualify.domain.errors import InvalidInput
+from qualify.domain.model_loader import default_model_text
+from qualify.entrypoints.cli import app
 from qualify.predictive.features import TrainingSet, features_as_of, training_set
 from qualify.predictive.online import Predictor, describe
 from qualify.predictive.recipe import ACCOUNT_COLUMNS, DEAL_COLUMNS, decay
@@ -245,3 +249,29 @@ def test_a_family_of_features_is_left_out_by_name(crm: Crm) -> None:
         training_set(
             model, crm.sources, target="customer", within_days=150, cutoff="created+45", end=NOW, without=("deal",)
         )
+
+
+def test_every_report_has_something_to_say_right_after_the_import(crm: Crm, tmp_path: Path) -> None:
+    """The commands a user runs first, on the imported history alone (no live event yet)."""
+    runner, db = CliRunner(), ["--db", crm.workspace.settings.database_url]
+
+    def run(*args: str) -> Any:
+        done = runner.invoke(app, [*args, *db, "--json"])
+        assert done.exit_code == 0, (args, done.output)
+        return json.loads(done.stdout)
+
+    funnel = run("funnel")
+    assert funnel["total_leads"] == SHAPE.people and funnel["reached"]["customer"] > 10
+    cohorts = run("report", "cohorts")
+    assert len(cohorts) > 6 and sum(c["leads"] for c in cohorts) == SHAPE.people
+    assert sum(c["customer"]["count"] for c in cohorts) == funnel["reached"]["customer"]
+    content = run("report", "content", "--target", "customer")
+    assert content["items"] and content["converted"]
+    model = tmp_path / "candidate.yaml"
+    model.write_text(default_model_text(), encoding="utf-8")
+    backtest = run("backtest", str(model), "--from", "2024-03-01T00:00:00Z", "--to", "2025-12-01T00:00:00Z")
+    # History is received when it happened: a backtest over the past replays it.
+    assert backtest["events"] > 1000 and len(backtest["weeks"]) > 50
+    assert backtest["models"]["candidate"]["customers"] > 10
+    advice = run("advise", "--capacity", "5", "--target", "customer", "--within", "150", "--cutoff", "created+45")
+    assert advice["chosen"]["flagged"] > 0 and advice["converted"] > 0

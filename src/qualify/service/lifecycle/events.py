@@ -75,6 +75,13 @@ def ingest_events(
     if defer_late:
         queued = repo.queued_for_rebuild(uow.connection, [r.id for r in batch.records() if r.id is not None])
     outcomes, rows = _evaluate(batch, events, stored, queued)
+    history_before = of(uow.workspace).history_before
+    if history_before is not None:
+        # An import of history: what the CRM knew when it happened, Qualify knows as of then too
+        # (a backtest replays events as they were received).
+        for _, row in rows:
+            if row["occurred_at"] < history_before:
+                row["received_at"] = row["occurred_at"]
     changed = batch.write(rows)
     if batch.late:
         cutoff = of(uow.workspace).cutoff(now) or now
