@@ -119,7 +119,7 @@ def test_without_leaves_features_out_and_names_the_unknown(world: tuple[Workspac
     left = train_model(workspace, label="converted", store=False, without=("plan", "stage"), export=folder / "export")
     features = left.report["features"]["numeric"] + left.report["features"]["categorical"]
     assert "attribute_plan" not in features and "stage" not in features and "attribute_visits" in features
-    with pytest.raises(InvalidInput, match="--without colour: no such feature or lead attribute"):
+    with pytest.raises(InvalidInput, match="--without colour: no such feature, family of features or lead attribute"):
         train_model(workspace, label="converted", store=False, without=("colour",), export=folder / "export")
     with pytest.raises(InvalidInput, match="no lead has the attribute 'convertd'"):
         train_model(workspace, label="convertd", store=False, export=folder / "export")
