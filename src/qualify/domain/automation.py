@@ -326,11 +326,11 @@ def content_version(document: Mapping[str, Any]) -> str:
 # --- loading -------------------------------------------------------------------------------------
 
 
-def load_automation(text: str, source: str = "<automation>") -> AutomationDocument:
+def load_automation(text: str, source: str = "<automation>", *, stored: bool = False) -> AutomationDocument:
     """Parse and validate a document of `segments:`, `workflows:` and `templates:`; raise
-    `AutomationError` listing every problem with its line and field."""
+    `AutomationError` listing every problem with its line and field (`stored`: as `load_model`)."""
     try:
-        doc = LocatedYaml(text, source)
+        doc = LocatedYaml(text, source, stored=stored)
     except YamlSyntaxError as error:
         raise AutomationError([error.problem], source) from error
     refuse_nul(doc, doc.data)
@@ -341,15 +341,15 @@ def load_automation(text: str, source: str = "<automation>") -> AutomationDocume
     return result
 
 
-def load_segment(definition: Mapping[str, Any], source: str = "<segment>") -> Segment:
-    """One segment from its definition (as stored, or as sent to the API)."""
-    parsed = load_automation(json.dumps({"segments": [dict(definition)]}, default=str, ensure_ascii=False), source)
-    return parsed.segments[0]
+def load_segment(definition: Mapping[str, Any], source: str = "<segment>", *, stored: bool = False) -> Segment:
+    """One segment from its definition (as sent to the API, or `stored`)."""
+    text = json.dumps({"segments": [dict(definition)]}, default=str, ensure_ascii=False)
+    return load_automation(text, source, stored=stored).segments[0]
 
 
-def load_workflow(definition: Mapping[str, Any], source: str = "<workflow>") -> Workflow:
-    parsed = load_automation(json.dumps({"workflows": [dict(definition)]}, default=str, ensure_ascii=False), source)
-    return parsed.workflows[0]
+def load_workflow(definition: Mapping[str, Any], source: str = "<workflow>", *, stored: bool = False) -> Workflow:
+    text = json.dumps({"workflows": [dict(definition)]}, default=str, ensure_ascii=False)
+    return load_automation(text, source, stored=stored).workflows[0]
 
 
 class _AutomationLoader(Validator):

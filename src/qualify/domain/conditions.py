@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import re2  # type: ignore[import-untyped]
+
 OPERATORS = ("equals", "not_equals", "in", "not_in", "regex", "not_regex", "range", "exists")
 # Operators that a missing value satisfies: "is not X" holds for nothing.
 NEGATIVE = ("not_equals", "not_in", "not_regex")
@@ -25,6 +27,22 @@ def _fold(value: Any) -> Any:
 # engines would not. The batch side (analytics/conditions.py) uses the same pattern.
 NUMBER_PATTERN = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
 _NUMBER = re.compile(NUMBER_PATTERN)
+
+
+def compile_regex(text: str) -> Any:
+    """`text` as a case-insensitive RE2 pattern (google-re2): a search takes time linear in the text
+    searched, whatever the pattern, so no value can stall a process — Python's `re` backtracks, and
+    `^([a-z]+)+$` on 30 letters and a digit takes seconds, holding the interpreter lock. RE2 has no
+    look-around and no back-references (as DuckDB, which runs RE2 too); what it refuses raises
+    ValueError with its reason."""
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False
+    try:
+        return re2.compile(text, options)
+    except re2.error as error:
+        reason = error.args[0] if error.args else error
+        raise ValueError(reason.decode() if isinstance(reason, bytes) else str(reason)) from None
 
 
 def _as_number(value: Any) -> float | None:
@@ -49,7 +67,7 @@ class Condition:
     field: str
     op: str
     value: Any
-    pattern: re.Pattern[str] | None = None
+    pattern: Any = None  # the compiled RE2 pattern of regex and not_regex (compile_regex)
 
     def test(self, actual: Any) -> bool:
         op = self.op

@@ -18,6 +18,11 @@ from qualify.domain.errors import ModelProblem
 
 _LAST_STEP = re.compile(r"(\.[^.\[]+|\[\d+\])$")
 _NULLS = ("", "~", "null", "Null", "NULL")
+# Bounds on what a document may hold, so that no text can take the reader's memory or time: the
+# nesting of lists and mappings, and the values once every alias is followed (a "billion laughs"
+# document of a few hundred bytes expands ten-fold per level of aliases).
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
 
 
 class YamlSyntaxError(Exception):
@@ -35,13 +40,19 @@ class LocatedYaml:
     text NO, not false), which is what value maps of an import need.
     """
 
-    def __init__(self, text: str, source: str, *, typed_scalars: bool = True) -> None:
+    def __init__(self, text: str, source: str, *, typed_scalars: bool = True, stored: bool = False) -> None:
         self.source = source
+        # Read from the store: accepted when it was written, under rules that may have tightened
+        # since (a regular expression RE2 refuses still loads, with Python's engine).
+        self.stored = stored
         self.lines: dict[str, int] = {}
         self.problems: list[ModelProblem] = []
         self._typed = typed_scalars
         self._constructor = SafeConstructor()
+        self._values = 0
+        self._open: set[int] = set()  # the collections being converted: an alias to one is a cycle
         try:
+            _check_nesting(text)  # before composing: the composer recurses once per level
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as error:
             raise YamlSyntaxError(_syntax_problem(error)) from error
@@ -49,6 +60,29 @@ class LocatedYaml:
 
     def _convert(self, node: Node, path: str) -> Any:
         self.lines.setdefault(path or "(document)", node.start_mark.line + 1)
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise YamlSyntaxError(
+                ModelProblem(
+                    path or "(document)",
+                    f"the document holds more than {MAX_VALUES:,} values once its aliases are followed: "
+                    "write it out, or use fewer aliases",
+                    node.start_mark.line + 1,
+                )
+            )
+        if isinstance(node, (MappingNode, SequenceNode)):
+            if id(node) in self._open:
+                self.problem(path, "an alias refers to the list or mapping that holds it")
+                return None
+            self._open.add(id(node))
+            try:
+                return self._collection(node, path)
+            finally:
+                self._open.discard(id(node))
+        assert isinstance(node, ScalarNode)
+        return self._scalar(node)
+
+    def _collection(self, node: MappingNode | SequenceNode, path: str) -> Any:
         if isinstance(node, MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -59,10 +93,7 @@ class LocatedYaml:
                     self.problem(child, "appears twice")
                 out[key] = self._convert(value_node, child)
             return out
-        if isinstance(node, SequenceNode):
-            return [self._convert(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
-        assert isinstance(node, ScalarNode)
-        return self._scalar(node)
+        return [self._convert(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
 
     def _scalar(self, node: ScalarNode) -> Any:
         if self._typed:
@@ -80,6 +111,20 @@ class LocatedYaml:
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(ModelProblem(path or "(document)", message, self.line(path)))
+
+
+def _check_nesting(text: str) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH, naming the line, from the parser's events
+    (which, unlike composing, takes no stack per level)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark is not None else None
+                raise YamlSyntaxError(ModelProblem("(document)", f"nested more than {MAX_DEPTH} levels deep", line))
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def _syntax_problem(error: yaml.YAMLError) -> ModelProblem:

@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from qualify.domain import records
-from qualify.domain.conditions import OPERATORS, Condition
+from qualify.domain.conditions import OPERATORS, Condition, compile_regex
 from qualify.domain.engagement import BONUS_AWARD, BONUS_EVENT
 from qualify.domain.errors import ModelError, ModelProblem
 from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, closest, kind_of
@@ -74,10 +74,11 @@ def known_field(name: str) -> bool:
     return name.startswith("account.") and name.removeprefix("account.") in ACCOUNT_FIELDS
 
 
-def load_model(text: str, source: str = "<model>") -> ScoringModel:
-    """Parse and validate a scoring model; raise `ModelError` listing every problem found."""
+def load_model(text: str, source: str = "<model>", *, stored: bool = False) -> ScoringModel:
+    """Parse and validate a scoring model; raise `ModelError` listing every problem found. A
+    `stored` one (read back from the store) keeps loading what it was accepted with."""
     try:
-        doc = LocatedYaml(text, source)
+        doc = LocatedYaml(text, source, stored=stored)
     except YamlSyntaxError as error:
         raise ModelError([error.problem], source) from error
     refuse_nul(doc, doc.data)
@@ -231,9 +232,14 @@ class _Validator:
                 self.doc.problem(at, "must be a text")
                 return None
             try:
-                pattern = re.compile(arg, re.IGNORECASE)
-            except re.error as exc:
-                self.doc.problem(at, f"not a valid regular expression: {exc}")
+                pattern = compile_regex(arg)
+            except ValueError as exc:
+                if self.doc.stored:  # accepted before RE2: loads as it did (batch_problems names it)
+                    return Condition(name, op, arg, re.compile(arg, re.IGNORECASE))
+                self.doc.problem(
+                    at,
+                    f"not a regular expression this product runs: {exc} (RE2 syntax: no look-around or back-references)",
+                )
                 return None
             return Condition(name, op, arg, pattern)
         if op == "range":

@@ -103,7 +103,7 @@ class Workspace:
 
     def model_by_version(self, version: str, document: str) -> ScoringModel:
         if version not in self._models:
-            self._models[version] = load_model(document, f"model {version}")
+            self._models[version] = load_model(document, f"model {version}", stored=True)
         return self._models[version]
 
     def close(self) -> None:

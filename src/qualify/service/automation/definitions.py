@@ -73,11 +73,11 @@ def definitions(uow: UnitOfWork) -> Definitions:
     found: Definitions | None = cache.get(versions)
     if found is None:
         segments = tuple(
-            load_segment(json.loads(doc), f"segment {name}")
+            load_segment(json.loads(doc), f"segment {name}", stored=True)
             for name, doc in conn.execute(select(s.c.name, s.c.document).order_by(s.c.name))
         )
         workflows = tuple(
-            load_workflow(json.loads(doc), f"workflow {name}")
+            load_workflow(json.loads(doc), f"workflow {name}", stored=True)
             for name, doc in conn.execute(select(w.c.name, w.c.document).where(w.c.active).order_by(w.c.name))
         )
         found = Definitions(segments, workflows)
@@ -216,7 +216,7 @@ def set_workflow_active(uow: UnitOfWork, name: str, active: bool, *, by: str, no
         raise NotFound(f"no workflow {name!r}")
     if active:
         document = conn.execute(select(table.c.document).where(table.c.name == name)).scalar_one()
-        missing = load_workflow(json.loads(document), f"workflow {name}").segments() - set(
+        missing = load_workflow(json.loads(document), f"workflow {name}", stored=True).segments() - set(
             conn.execute(select(schema.segments.c.name)).scalars()
         )
         if missing:

@@ -62,7 +62,7 @@ def list_segments(uow: UnitOfWork) -> list[SegmentInfo]:
                 int(counts.get(row.name, 0)),
                 row.updated_at,
                 row.refreshed_at,
-                load_segment(definition, f"segment {row.name}").tests.describe(),
+                load_segment(definition, f"segment {row.name}", stored=True).tests.describe(),
             )
         )
     return out
@@ -229,7 +229,7 @@ def list_workflows(uow: UnitOfWork) -> list[WorkflowInfo]:
     out = []
     for row in conn.execute(select(w).order_by(w.c.name)):
         definition = json.loads(row.document)
-        workflow = load_workflow(definition, f"workflow {row.name}")
+        workflow = load_workflow(definition, f"workflow {row.name}", stored=True)
         out.append(
             WorkflowInfo(
                 row.name,

@@ -1,0 +1,93 @@
+"""Attacks on a running server and on the command line (docs/security.md, "Hostile documents"):
+each test sends what an attacker did and holds the defence. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.conftest import write_csv
+from tests.integration.test_tracking import beacon, identify_body
+from typer.testing import CliRunner
+
+from qualify.domain.access import Role
+from qualify.entrypoints.api import create_app
+from qualify.entrypoints.cli import app
+from qualify.service.admin.api_keys import create_key
+from qualify.service.unit_of_work import Workspace
+
+
+def alias_bomb(levels: int = 6) -> str:
+    """A "billion laughs" document: each level lists the one before ten times."""
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * 10) + "]"]
+    for level in range(1, levels + 1):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_YAML = {
+    "alias bomb": (alias_bomb(), "more than 100,000 values once its aliases are followed"),
+    "an alias inside itself": ("name: x\nfit: &a [*a]\n", "an alias refers to the list or mapping that holds it"),
+    "500 levels deep": ("name: " + "[" * 500 + "]" * 500 + "\n", "nested more than 64 levels deep"),
+}
+
+
+@pytest.fixture
+def api(workspace: Workspace) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    with workspace.unit_of_work() as uow:
+        token, _ = create_key(uow, "marketing", Role.MARKETING.value)
+    with TestClient(create_app(workspace=workspace)) as client:
+        yield client, {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("attack", sorted(HOSTILE_YAML))
+def test_a_hostile_model_document_is_refused_with_its_place_in_well_under_a_second(
+    api: tuple[TestClient, dict[str, str]], attack: str
+) -> None:
+    client, key = api
+    document, reason = HOSTILE_YAML[attack]
+    started = time.perf_counter()
+    answer = client.post("/v1/models/validate", json={"document": document}, headers=key)
+    assert time.perf_counter() - started < 1.0
+    assert answer.status_code == 422, answer.text
+    problems = answer.json()["problems"]
+    assert any(reason in p["message"] and p["line"] for p in problems), problems
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("attack", sorted(HOSTILE_YAML))
+def test_a_hostile_import_mapping_is_refused_without_a_traceback(tmp_path: Path, attack: str) -> None:
+    document, reason = HOSTILE_YAML[attack]
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(document, encoding="utf-8")
+    leads = write_csv(tmp_path / "leads.csv", ["email"], [["ann@acme.com"]])
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    assert CliRunner().invoke(app, ["init", "--db", db]).exit_code == 0
+    started = time.perf_counter()
+    done = CliRunner().invoke(app, ["import", "leads", str(leads), "--mapping", str(mapping), "--db", db])
+    assert time.perf_counter() - started < 2.0
+    assert done.exit_code == 2, done.output
+    assert reason in done.stderr and "Traceback" not in done.output
+
+
+def test_a_backtracking_regex_cannot_stall_the_server(
+    api: tuple[TestClient, dict[str, str]], workspace: Workspace
+) -> None:
+    """`^([a-z]+)+$` backtracks exponentially in Python's engine: 26 letters and a digit took 5.85 s,
+    with /healthz blocked. RE2 matches in linear time."""
+    client, key = api
+    segment = {"description": "nested quantifiers", "when": [{"field": "first_name", "regex": "^([a-z]+)+$"}]}
+    assert client.put("/v1/segments/evil", json=segment, headers=key).status_code == 200
+    started = time.perf_counter()
+    name = "a" * 27 + "1"  # Python's engine: about 7 s on this machine kind, doubling with each letter
+    answer = beacon(client, "identify", identify_body("victim@acme.com", first_name=name))
+    assert answer.status_code == 200, answer.text
+    assert time.perf_counter() - started < 2.0
+    look_around = {"when": [{"field": "first_name", "regex": "^(?!admin)"}]}
+    refused = client.put("/v1/segments/peek", json=look_around, headers=key)
+    assert refused.status_code == 422
+    [problem] = refused.json()["problems"]
+    assert problem["field"].endswith("when[0].regex") and "no look-around" in problem["message"]
