@@ -4,6 +4,7 @@ each test sends what an attacker did and holds the defence. On SQLite and Postgr
 from __future__ import annotations
 
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,3 +92,48 @@ def test_a_backtracking_regex_cannot_stall_the_server(
     assert refused.status_code == 422
     [problem] = refused.json()["problems"]
     assert problem["field"].endswith("when[0].regex") and "no look-around" in problem["message"]
+
+
+HOSTILE_TEMPLATES = {
+    "a filter building a gigabyte": ('{{ "x"|center(10**9) }}', "the filter center would build more than"),
+    "a string method building a gigabyte": ('{{ "x".ljust(10**9) }}', "str.ljust would build more than"),
+    "a format width": ('{{ "%0999999999d" % 1 }}', "a width or precision would build more than"),
+    "replacing into a gigabyte": (
+        '{% set s = "x" * 100000 %}{{ s|replace("x", "y" * 100000) }}',
+        "the filter replace would build more than",
+    ),
+    "doubling a text": (
+        "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% endif %}{% endmacro %}{{ d('x', 40) }}",
+        "joining texts with ~ would build more than",
+    ),
+    "nested loops": (
+        "Hi\n{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "the template takes more than 100,000 steps",
+    ),
+    "a macro calling itself twice": (
+        "{% macro m(n) %}{% if n %}{{ m(n - 1) }}{{ m(n - 1) }}{% endif %}{% endmacro %}{{ m(40) }}",
+        "the template takes more than 100,000 steps",
+    ),
+    "a huge output": ('{% for i in range(20000) %}{{ "x" * 100 }}{% endfor %}', "longer than 1,000,000 characters"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(HOSTILE_TEMPLATES))
+def test_a_hostile_email_template_is_stopped_while_it_renders(
+    api: tuple[TestClient, dict[str, str]], attack: str
+) -> None:
+    """`{{ "x"|center(10**9) }}` took the server from 0.15 to 2.09 GB before the output limit was
+    checked; nested loops ran for minutes. Limits now hold while the template renders."""
+    client, key = api
+    source, reason = HOSTILE_TEMPLATES[attack]
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        answer = client.put("/v1/templates/evil", json={"subject": "Hello", "text": source}, headers=key)
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert answer.status_code == 422, answer.text
+    assert reason in answer.json()["detail"] and "text" in answer.json()["detail"], answer.json()
+    assert elapsed < 5.0 and peak < 100_000_000, (elapsed, peak)

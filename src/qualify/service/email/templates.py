@@ -76,13 +76,10 @@ def render_part(part: Part, source: str, context: Mapping[str, Any]) -> str:
         name, line = compiled.unknown[0]
         raise EmailRenderError(f"{part}, line {line}: unknown name {name!r}; known names: {', '.join(CONTEXT_NAMES)}")
     try:
-        rendered = compiled.render(context)
+        return compiled.render(context, max_chars=SOURCE_MAX)  # stopped there, not checked after
     except RenderFailure as error:
         where = f"{part}, line {error.line}" if error.line else part
         raise EmailRenderError(f"{where}: {error.message} ({error.kind})") from None
-    if len(rendered) > SOURCE_MAX:
-        raise EmailRenderError(f"{part}: the rendered text is longer than {SOURCE_MAX:,} characters")
-    return rendered
 
 
 def _sources(template: EmailTemplate) -> list[tuple[Part, str]]:
