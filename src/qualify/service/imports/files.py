@@ -23,6 +23,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any, TypeAlias
 
+from qualify.adapters.csv_cells import safe_cell
 from qualify.adapters.readers import (
     BadValue,
     RawRow,
@@ -438,7 +439,8 @@ class _Rejects:
             self.handle = self.path.open("w", encoding="utf-8", newline="")
             self.writer = csv.writer(self.handle)
             self.writer.writerow(self.COLUMNS)
-        self.writer.writerow([str(self.source), row.line, field_name or "(row)", reason, row.raw])
+        cells = [str(self.source), row.line, field_name or "(row)", reason, row.raw]
+        self.writer.writerow([safe_cell(cell) for cell in cells])  # no cell a spreadsheet would run as a formula
         self.count += 1
 
     def finish(self) -> Path | None:
