@@ -4,6 +4,7 @@ each test sends what an attacker did and holds the defence. On SQLite and Postgr
 from __future__ import annotations
 
 import csv
+import re
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from tests.integration.test_tracking import beacon, identify_body
 from typer.testing import CliRunner
 
 from qualify.domain.access import Role
+from qualify.entrypoints import web
 from qualify.entrypoints.api import create_app
 from qualify.entrypoints.cli import app
 from qualify.service.admin.api_keys import create_key
@@ -181,3 +183,18 @@ def _number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_the_dashboard_cannot_be_framed_and_runs_only_its_own_script(workspace: Workspace) -> None:
+    with TestClient(create_app(workspace=workspace)) as client:
+        for path in ("/app/login", "/app/static/app.js", "/app/funnel"):
+            answer = client.get(path, follow_redirects=False)
+            policy = answer.headers["content-security-policy"]
+            assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy, path
+            assert answer.headers["x-frame-options"] == "DENY" and answer.headers["x-content-type-options"] == "nosniff"
+        assert "content-security-policy" not in client.get("/healthz").headers  # the API's JSON needs none
+    # What the policy would block, the pages must not hold: inline scripts, handlers, style attributes.
+    templates = Path(web.__file__).parent / "templates"
+    for page in templates.glob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r"<script(?![^>]*\bsrc=)|\son[a-z]+\s*=|\sstyle\s*=", text), page.name
