@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         le=64,
         description="Deliveries one worker sends at the same time.",
     )
+    webhook_allow: str = Field(
+        default="",
+        max_length=2000,
+        description=(
+            "Internal receivers webhooks may reach all the same, comma-separated: host names, addresses "
+            "and networks (`127.0.0.1,10.0.0.0/8,hooks.internal`). Unset: public receivers only."
+        ),
+    )
     # --- security (docs/security.md) ---------------------------------------------------------------
     ingest_rate: float = Field(
         default=5000.0,

@@ -195,7 +195,7 @@ def test_a_dead_delivery_shows_over_the_api_and_a_retry_delivers_it(workspace: W
                 assert dead.status_code == 200
                 [shown] = dead.json()
                 assert (shown["attempts"], shown["last_status"]) == (3, 500)
-                assert shown["last_error"] == "HTTP 500 Internal Server Error: receiver is down"
+                assert shown["last_error"] == "HTTP 500 Internal Server Error"  # never the receiver's answer
                 assert shown["url"] == down.url and shown["payload"]["lead"]["email"] == "jane@acme.com"
                 refused = client.post(
                     f"/v1/webhooks/deliveries/{shown['id']}/retry", headers={"Authorization": f"Bearer {sales}"}

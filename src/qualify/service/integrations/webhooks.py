@@ -34,13 +34,14 @@ import httpx
 from sqlalchemy import Connection, Row, select, update
 
 from qualify.adapters import schema
-from qualify.adapters.webhook_client import Outcome, post
+from qualify.adapters.webhook_client import PUBLIC_ONLY, Allowed, Outcome, internal_host, post
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.service import delivery
 from qualify.service.audit import record_audit
 from qualify.service.delivery import RetryPolicy
 from qualify.service.integrations.announcements import DEAD, DELIVERED, PENDING, STATUSES, normalise_kind
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
+from qualify.settings import Settings
 
 SIGNATURE_HEADER, DELIVERY_HEADER, KIND_HEADER = "Qualify-Signature", "Qualify-Delivery", "Qualify-Kind"
 SECRET_PREFIX = "whsec_"
@@ -70,15 +71,29 @@ def _subscription(row: Row[Any]) -> WebhookSubscription:
     return WebhookSubscription(row.id, row.url, tuple(row.kinds), row.description, row.active, row.created_at)
 
 
-def check_url(url: str) -> str:
-    """An absolute http(s) URL with a host, or `InvalidInput`."""
+def check_url(url: str, allowed: Allowed = PUBLIC_ONLY) -> str:
+    """An absolute http(s) URL with a public host (adapters/webhook_client.py) and no user name or
+    password in it, or `InvalidInput`."""
     url = url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
         raise InvalidInput(
             f"{url!r} is not an http:// or https:// URL with a host (at most 2,000 characters)", field="url"
         )
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput(f"{url!r} holds a user name or password: sign with the secret instead", field="url")
+    why = internal_host(parts.hostname, allowed)
+    if why is not None:
+        raise InvalidInput(
+            f"{url!r}: {why}; webhooks reach public receivers only, unless QUALIFY_WEBHOOK_ALLOW names the host "
+            "or its network",
+            field="url",
+        )
     return url
+
+
+def allowed_receivers(settings: Settings) -> Allowed:
+    return Allowed.parse(settings.webhook_allow)
 
 
 def check_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
@@ -101,7 +116,7 @@ def add_subscription(
     now: datetime | None = None,
 ) -> tuple[WebhookSubscription, str]:
     """Subscribe `url` to `kinds`; returns the subscription and its signing secret (made up if not given)."""
-    url, checked = check_url(url), check_kinds(kinds)
+    url, checked = check_url(url, allowed_receivers(uow.workspace.settings)), check_kinds(kinds)
     if secret is not None and not 16 <= len(secret) <= 200:
         raise InvalidInput(
             "a secret must be 16 to 200 characters long (leave it out to get a random one)", field="secret"
@@ -308,8 +323,9 @@ def delivery_body(claim: ClaimedDelivery) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
-def send(client: httpx.Client, claim: ClaimedDelivery) -> Outcome:
-    """POST one delivery, signed; any 2xx is delivered, anything else (3xx included) a failure."""
+def send(client: httpx.Client, claim: ClaimedDelivery, allowed: Allowed = PUBLIC_ONLY) -> Outcome:
+    """POST one delivery, signed, to a public receiver (or an `allowed` one); any 2xx is delivered,
+    anything else (3xx included) a failure."""
     if not claim.active:
         return Outcome(False, None, "subscription removed")
     body = delivery_body(claim)
@@ -319,7 +335,7 @@ def send(client: httpx.Client, claim: ClaimedDelivery) -> Outcome:
         DELIVERY_HEADER: str(claim.id),
         KIND_HEADER: claim.kind,
     }
-    return post(client, claim.url, body, headers)
+    return post(client, claim.url, body, headers, allowed)
 
 
 def record_outcome(
@@ -356,11 +372,12 @@ def deliver_due(
     started = time.monotonic()
     # A lease outlasts the slowest batch: every send of it timing out, one wave after another.
     lease = policy.lease(CLAIM_BATCH, concurrency)
+    allowed = allowed_receivers(workspace.settings)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="qualify-webhook") as pool:
         while True:
             with workspace.unit_of_work() as uow:
                 claims = claim_due(uow.connection, now, limit=CLAIM_BATCH, lease=lease)
-            sending = {pool.submit(send, client, claim): claim for claim in claims}
+            sending = {pool.submit(send, client, claim, allowed): claim for claim in claims}
             for future in as_completed(sending):
                 with workspace.unit_of_work() as uow:
                     status = record_outcome(
