@@ -4,8 +4,10 @@ each test sends what an attacker did and holds the defence. On SQLite and Postgr
 from __future__ import annotations
 
 import csv
+import gzip
 import re
 import socket
+import stat
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -25,7 +27,10 @@ from qualify.domain.access import Role
 from qualify.entrypoints import web
 from qualify.entrypoints.api import create_app
 from qualify.entrypoints.cli import app
+from qualify.entrypoints.web.session import Session, sign
+from qualify.entrypoints.web.session import verify as verify_session
 from qualify.service.admin.api_keys import create_key
+from qualify.service.admin.users import session_secret
 from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
@@ -274,3 +279,35 @@ def test_a_delivery_goes_only_to_the_address_that_was_checked(monkeypatch: pytes
         receiver.close()
     # The name is resolved once per attempt; the connection itself goes to the checked address.
     assert [host for host in resolved if host != "127.0.0.1"] == ["hooks.example.com"] * 3
+
+
+def test_workspaces_and_backups_are_the_owner_s_and_keep_no_key_to_forge_a_session(tmp_path: Path) -> None:
+    """The SQLite workspace and `qualify backup` files were 0644, and the backup held the session
+    key, from which an admin cookie valid for ten years was forged (the server took the expiry
+    from the cookie)."""
+    runner, db = CliRunner(), ["--db", f"sqlite:///{tmp_path / 'w.db'}"]
+    assert runner.invoke(app, ["init", *db]).exit_code == 0
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'w.db'}")
+    workspace = open_workspace(settings)
+    with workspace.unit_of_work() as uow:
+        key = session_secret(uow, None)  # the key the dashboard made and keeps in the workspace
+    workspace.close()
+    assert runner.invoke(app, ["backup", str(tmp_path / "plain.qbk"), *db]).exit_code == 0
+    assert runner.invoke(app, ["backup", str(tmp_path / "whole.qbk"), "--with-secrets", *db]).exit_code == 0
+    for name in ("w.db", "plain.qbk", "whole.qbk"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    assert key.decode() not in _backup_text(tmp_path / "plain.qbk")
+    assert key.decode() in _backup_text(tmp_path / "whole.qbk")
+    restored = f"sqlite:///{tmp_path / 'restored.db'}"
+    done = runner.invoke(app, ["restore", str(tmp_path / "plain.qbk"), "--db", restored])
+    assert done.exit_code == 0, done.output
+    assert stat.S_IMODE((tmp_path / "restored.db").stat().st_mode) == 0o600
+    # A cookie signed with the key, claiming ten years: refused whatever its signature.
+    forged = sign(Session(1, "csrf", time.time() + 10 * 365 * 86_400), key)
+    assert verify_session(forged, key) is None
+    assert verify_session(sign(Session(1, "csrf", time.time() + 3600), key), key) is not None
+
+
+def _backup_text(path: Path) -> str:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return handle.read()

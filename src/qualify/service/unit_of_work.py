@@ -148,6 +148,8 @@ def open_workspace(
     settings = settings or Settings()
     if not create:
         _refuse_missing_sqlite_file(settings.database_url)
+    else:
+        private_sqlite_file(settings.database_url)
     engine = create_store_engine(settings.database_url)
     if create:
         migrate(engine)
@@ -161,6 +163,24 @@ def open_workspace(
         if current != head:
             migrate(engine)  # migrations are additive; an older workspace is brought up to date
     return Workspace(settings, engine, pipeline=pipeline)
+
+
+def private_sqlite_file(url: str) -> None:
+    """A new SQLite workspace file is made readable by its owner only (0600): it holds people's
+    personal data and the dashboard's session key. SQLite gives its -wal and -shm files the same."""
+    import contextlib
+    import os
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database).expanduser()
+    if not path.exists() and path.parent.is_dir():
+        with contextlib.suppress(FileExistsError):  # made by another process meanwhile: its mode is its own
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _refuse_missing_sqlite_file(url: str) -> None:

@@ -392,6 +392,13 @@ def backup(
     file: Annotated[
         str, typer.Argument(help="Where to write the backup (gzip JSON Lines), e.g. qualify-2026-11-23.qbk.")
     ],
+    with_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--with-secrets",
+            help="Also keep the dashboard's session key (left out by default: whoever holds it can sign in as anyone).",
+        ),
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -401,7 +408,7 @@ def backup(
     from qualify.service.admin.backup import backup as write_backup
 
     with _workspace(db) as workspace, _errors():
-        manifest = write_backup(workspace, Path(file))
+        manifest = write_backup(workspace, Path(file), secrets=with_secrets)
     if as_json:
         _print_json(manifest.as_dict() | {"file": file})
         return

@@ -21,6 +21,7 @@ from typing import Any
 COOKIE = "qualify_session"
 LIFETIME = 12 * 3600  # seconds a session lasts
 PRE_LIFETIME = 3600  # seconds a login form stays valid
+CLOCK_SLACK = 60  # seconds between the clocks of servers that share the key
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,13 @@ def verify(value: str | None, key: bytes, *, now: float | None = None) -> Sessio
         session = Session(data["u"], str(data["c"]), float(data["e"]), int(data.get("g", 0)))
     except (ValueError, KeyError, TypeError):
         return None
-    return session if session.expires > (now or time.time()) else None
+    now = now or time.time()
+    # The server's own limit, whatever the cookie says: an expiry further off than a session lasts
+    # was not made here (a key that leaked could otherwise sign a cookie valid for years).
+    longest = LIFETIME if session.user_id is not None else PRE_LIFETIME
+    if session.expires > now + longest + CLOCK_SLACK:
+        return None
+    return session if session.expires > now else None
 
 
 def new_session(user_id: int | None, epoch: int = 0) -> Session:

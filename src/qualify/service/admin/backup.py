@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +30,7 @@ from qualify.adapters import schema
 from qualify.adapters.schema import UTCDateTime
 from qualify.adapters.store import READ_ONLY, create_store_engine, head_revision, migrate, schema_revision
 from qualify.domain.errors import InvalidInput, QualifyError
-from qualify.service.unit_of_work import Workspace, utcnow
+from qualify.service.unit_of_work import Workspace, private_sqlite_file, utcnow
 
 FORMAT, VERSION = "qualify-backup", 1
 BATCH = 1000
@@ -45,6 +46,7 @@ class Manifest:
     created_at: str
     counts: dict[str, int] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
+    secrets: bool = False  # whether the dashboard's session key is in it (`backup(..., secrets=True)`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +54,7 @@ class Manifest:
             "created_at": self.created_at,
             "counts": self.counts,
             "checksums": self.checksums,
+            "secrets": self.secrets,
         }
 
 
@@ -79,8 +82,15 @@ def _canonical(values: dict[str, Any]) -> bytes:
     return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
-def _rows(conn: Connection, table: Table) -> Iterator[dict[str, Any]]:
+# Rows of `workspace_settings` that are secrets: the dashboard's session key, from which anyone
+# holding it could sign themselves in as an admin. Kept out of a backup unless asked for.
+SECRET_SETTINGS = ("session_secret",)
+
+
+def _rows(conn: Connection, table: Table, *, secrets: bool = True) -> Iterator[dict[str, Any]]:
     ordered = select(table).order_by(*table.primary_key.columns)
+    if not secrets and table is schema.workspace_settings:
+        ordered = ordered.where(table.c.key.not_in(SECRET_SETTINGS))
     for row in conn.execution_options(yield_per=BATCH).execute(ordered):
         yield _encode(table, row)
 
@@ -95,12 +105,16 @@ def _snapshot(workspace: Workspace) -> Connection:
     return conn
 
 
-def backup(workspace: Workspace, path: Path) -> Manifest:
-    """Write every row of the workspace to `path` (gzip JSON Lines); return the manifest written."""
+def backup(workspace: Workspace, path: Path, *, secrets: bool = False) -> Manifest:
+    """Write every row of the workspace to `path` (gzip JSON Lines, readable by its owner only);
+    return the manifest written. The session key stays out unless `secrets` (a workspace restored
+    without it makes a new one: its dashboard sessions start afresh)."""
     revision = schema_revision(workspace.engine) or "?"
-    manifest = Manifest(revision, utcnow().isoformat())
+    manifest = Manifest(revision, utcnow().isoformat(), secrets=secrets)
     conn = _snapshot(workspace)
     partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # personal data: the owner's only
     try:
         with gzip.open(partial, "wt", encoding="utf-8") as out:
             out.write(
@@ -111,7 +125,7 @@ def backup(workspace: Workspace, path: Path) -> Manifest:
             )
             for table in _tables():
                 digest, count = hashlib.sha256(), 0
-                for values in _rows(conn, table):
+                for values in _rows(conn, table, secrets=secrets):
                     digest.update(_canonical(values))
                     out.write(json.dumps({"t": table.name, "r": values}, ensure_ascii=False) + "\n")
                     count += 1
@@ -133,7 +147,7 @@ def verify(workspace: Workspace, manifest: Manifest) -> list[str]:
     try:
         for table in _tables():
             digest, count = hashlib.sha256(), 0
-            for values in _rows(conn, table):
+            for values in _rows(conn, table, secrets=manifest.secrets):
                 digest.update(_canonical(values))
                 count += 1
             want_count = manifest.counts.get(table.name, 0)
@@ -161,6 +175,7 @@ def _read(handle: IO[str], source: str) -> Iterator[tuple[int, dict[str, Any]]]:
 def restore(url: str, path: Path) -> Manifest:
     """Restore the backup at `path` into the database at `url`, which must hold no rows of a
     workspace; then check that every table equals the backup. Returns the backup's manifest."""
+    private_sqlite_file(url)  # a new SQLite file: the owner's only, as `qualify init` makes one
     engine = create_store_engine(url)
     try:
         with gzip.open(path, "rt", encoding="utf-8") as handle:
@@ -189,7 +204,13 @@ def restore(url: str, path: Path) -> Manifest:
         raise InvalidInput(f"{path}: cannot be read whole ({error}); the backup is damaged", field="file") from error
     finally:
         engine.dispose()
-    manifest = Manifest(revision, str(footer.get("created_at")), dict(footer["counts"]), dict(footer["checksums"]))
+    manifest = Manifest(
+        revision,
+        str(footer.get("created_at")),
+        dict(footer["counts"]),
+        dict(footer["checksums"]),
+        bool(footer.get("secrets", True)),  # backups made before kept every row
+    )
     from qualify.service.unit_of_work import open_workspace
     from qualify.settings import Settings
 
