@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 
-from qualify.domain.conditions import Condition, all_match
+from qualify.domain.conditions import Condition, all_match, compile_regex
 
 MISSING: tuple[Any, ...] = (None, "", "   ")
 
 
 def regex(pattern: str, field: str = "title") -> Condition:
-    # The loader compiles patterns case-insensitively; do the same here.
-    return Condition(field, "regex", pattern, re.compile(pattern, re.IGNORECASE))
+    # As the loader compiles them: RE2, case-insensitive.
+    return Condition(field, "regex", pattern, compile_regex(pattern))
 
 
 @pytest.mark.parametrize(
@@ -156,11 +155,10 @@ def test_conditions_describe_themselves_for_explanations(condition: Condition, t
 
 
 def test_not_regex_holds_for_values_without_a_match_and_for_missing_ones() -> None:
-    import re
 
     from qualify.domain.conditions import Condition
 
-    condition = Condition("url", "not_regex", "/(pricing|careers)", re.compile("/(pricing|careers)", re.IGNORECASE))
+    condition = Condition("url", "not_regex", "/(pricing|careers)", compile_regex("/(pricing|careers)"))
     assert condition.test("/blog/post") and condition.test(None) and condition.test("  ")
     assert not condition.test("/PRICING") and not condition.test("/careers/engineer")
     assert condition.describe() == "url !~ /(pricing|careers)"
@@ -183,3 +181,11 @@ def test_not_regex_holds_for_values_without_a_match_and_for_missing_ones() -> No
 def test_a_text_reads_as_a_number_only_in_plain_decimal_notation(text: str, reads: bool) -> None:
     """The same notation as the batch engines read (analytics/conditions.py), so both sides agree."""
     assert Condition("attributes.budget", "range", (-1e9, 1e9)).test(text) is reads
+
+
+def test_a_regex_gives_the_same_answer_remembered_or_not() -> None:
+    condition = regex("^(senior|lead) ")
+    texts = ["Senior Analyst", "Lead Engineer", "Analyst", "x" * 300 + "senior ", "senior " + "x" * 300]
+    first = [condition.test(t) for t in texts]
+    assert first == [True, True, False, False, True]
+    assert [condition.test(t) for t in texts] == first  # the short ones now from memory, the long ones searched

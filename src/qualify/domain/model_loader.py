@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from qualify.domain import records
-from qualify.domain.conditions import OPERATORS, Condition, compile_regex
+from qualify.domain.conditions import OPERATORS, Condition, Regex, compile_regex
 from qualify.domain.engagement import BONUS_AWARD, BONUS_EVENT
 from qualify.domain.errors import ModelError, ModelProblem
 from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, closest, kind_of
@@ -235,7 +235,7 @@ class _Validator:
                 pattern = compile_regex(arg)
             except ValueError as exc:
                 if self.doc.stored:  # accepted before RE2: loads as it did (batch_problems names it)
-                    return Condition(name, op, arg, re.compile(arg, re.IGNORECASE))
+                    return Condition(name, op, arg, Regex(re.compile(arg, re.IGNORECASE)))
                 self.doc.problem(
                     at,
                     f"not a regular expression this product runs: {exc} (RE2 syntax: no look-around or back-references)",
