@@ -32,6 +32,14 @@ class Settings(BaseSettings):
         default=True,
         description="An event for an email or external id that is not in the store creates the lead.",
     )
+    create_leads_from_external_ids: bool = Field(
+        default=True,
+        description=(
+            "An event over the API that names a lead by an external id alone, unknown to the store, creates "
+            "the lead (with QUALIFY_CREATE_UNKNOWN_LEADS); false: it is rejected, so that only your CRM's "
+            "ids, imported first, are taken."
+        ),
+    )
     batch_size: int = Field(
         default=1000,
         ge=1,

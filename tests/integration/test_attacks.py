@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import re
 import socket
 import stat
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 from qualify.adapters.webhook_client import Allowed, new_client, post
 from qualify.bootstrap import open_workspace
 from qualify.domain.access import Role
+from qualify.domain.model_loader import default_model_text
 from qualify.entrypoints import web
 from qualify.entrypoints.api import create_app
 from qualify.entrypoints.cli import app
@@ -31,6 +33,7 @@ from qualify.entrypoints.web.session import Session, sign
 from qualify.entrypoints.web.session import verify as verify_session
 from qualify.service.admin.api_keys import create_key
 from qualify.service.admin.users import session_secret
+from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
@@ -311,3 +314,38 @@ def test_workspaces_and_backups_are_the_owner_s_and_keep_no_key_to_forge_a_sessi
 def _backup_text(path: Path) -> str:
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         return handle.read()
+
+
+def test_an_ingest_key_learns_no_email_and_may_be_kept_from_making_leads(workspace: Workspace, tmp_path: Path) -> None:
+    """An ingest (write-only) key sent `"external_id": "CRM-42"` and got back the lead's email."""
+    with workspace.unit_of_work() as uow:
+        ingest, _ = create_key(uow, "pipe", Role.INGEST.value)
+        marketing, _ = create_key(uow, "mkt", Role.MARKETING.value)
+    event = {"type": "page_view", "occurred_at": "2026-01-05T10:00:00Z", "external_id": "CRM-42"}
+    with TestClient(create_app(workspace=workspace)) as client:
+        first = {**event, "event_id": "e-1", "email": "secret.person@hidden.example"}
+        made = client.post("/v1/events", json=first, headers={"Authorization": f"Bearer {marketing}"}).json()
+        assert made["results"][0]["lead"] == "secret.person@hidden.example"  # a key that may read leads is told
+        blind = client.post(
+            "/v1/events", json={**event, "event_id": "e-2"}, headers={"Authorization": f"Bearer {ingest}"}
+        ).json()
+        assert blind["accepted"] == 1 and blind["results"][0]["lead"] is None
+        assert "hidden.example" not in json.dumps(blind)
+    # With leads made from external ids alone switched off, an unknown id is refused, not a new lead.
+    strict = Settings(database_url=f"sqlite:///{tmp_path / 'strict.db'}", create_leads_from_external_ids=False)
+    kept = open_workspace(strict, create=True)
+    with kept.unit_of_work() as uow:
+        activate_model(uow, default_model_text())
+        token, _ = create_key(uow, "pipe", Role.INGEST.value)
+    with TestClient(create_app(workspace=kept)) as client:
+        unknown = {**event, "event_id": "e-3", "external_id": "CRM-999"}
+        answer = client.post("/v1/events", json=unknown, headers={"Authorization": f"Bearer {token}"}).json()
+        [result] = answer["results"]
+        assert (result["status"], result["field"]) == ("rejected", "external_id")
+        assert result["reason"] == "no lead CRM-999 (creating leads from an external id alone is off)"
+        by_email = {**event, "event_id": "e-4", "email": "new@acme.com", "external_id": None}
+        assert (
+            client.post("/v1/events", json=by_email, headers={"Authorization": f"Bearer {token}"}).json()["accepted"]
+            == 1
+        )
+    kept.close()

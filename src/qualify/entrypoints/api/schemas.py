@@ -65,7 +65,9 @@ class EventResult(BaseModel):
     status: Literal["accepted", "duplicate", "rejected"]
     reason: str | None = None
     field: str | None = None
-    lead: str | None = None
+    lead: str | None = Field(
+        default=None, description="the lead it went to (its email or external id); only for a key that may read leads"
+    )
 
 
 class IngestResponse(BaseModel):

@@ -55,11 +55,13 @@ def ingest_events(
     now: datetime | None = None,
     by: str = "event",
     defer_late: bool = False,
+    create_from_external_id: bool = True,
 ) -> list[EventOutcome]:
     """Apply `events` in order; return one outcome per event, in the same order.
 
     An event whose `event_id` is already stored (or earlier in the batch) is a duplicate
-    and changes nothing. An event for an unknown lead creates it when `create_unknown`.
+    and changes nothing. An event for an unknown lead creates it when `create_unknown` (one that
+    names it by an external id alone, only when `create_from_external_id` too).
     With `defer_late` (an import of history: the workspace has a history cutoff), an event dated
     before its lead's newest event or stage change is stored without being scored, and its lead
     queued to be rebuilt in time order (`stage_facts.rebuild_pending`), as are the later events
@@ -70,11 +72,11 @@ def ingest_events(
     """
     now = now or utcnow()
     batch = LeadBatch(uow, uow.active_model(), now)
-    stored = _load(batch, events, create_unknown, by)
+    stored = _load(batch, events, create_unknown, by, create_from_external_id)
     queued: set[int] | None = None
     if defer_late:
         queued = repo.queued_for_rebuild(uow.connection, [r.id for r in batch.records() if r.id is not None])
-    outcomes, rows = _evaluate(batch, events, stored, queued)
+    outcomes, rows = _evaluate(batch, events, stored, queued, create_unknown and not create_from_external_id)
     history_before = of(uow.workspace).history_before
     if history_before is not None:
         # An import of history: what the CRM knew when it happened, Qualify knows as of then too
@@ -91,19 +93,27 @@ def ingest_events(
     return outcomes
 
 
-def _load(batch: LeadBatch, events: list[Event], create_unknown: bool, by: str) -> set[str]:
+def _load(
+    batch: LeadBatch, events: list[Event], create_unknown: bool, by: str, create_from_external_id: bool = True
+) -> set[str]:
     """The event ids already stored, the leads the events name (scoring state only), and, when
-    `create_unknown`, a new lead for each key the store lacks. Returns the stored ids."""
+    `create_unknown`, a new lead for each key the store lacks (an external id alone, only when
+    `create_from_external_id`). Returns the stored ids."""
     stored = repo.existing_event_ids(batch.conn, [e.event_id for e in events])
     batch.load({e.email for e in events if e.email}, {e.external_id for e in events if e.external_id}, profile=False)
     if create_unknown:
         latest = batch.now + CLOCK_SKEW
-        _create_unknown_leads(batch, [e for e in events if e.occurred_at <= latest], stored, by)
+        creating = [e for e in events if e.occurred_at <= latest and (e.email or create_from_external_id)]
+        _create_unknown_leads(batch, creating, stored, by)
     return stored
 
 
 def _evaluate(
-    batch: LeadBatch, events: list[Event], stored: set[str], queued: set[int] | None = None
+    batch: LeadBatch,
+    events: list[Event],
+    stored: set[str],
+    queued: set[int] | None = None,
+    created_from_ids: bool = False,  # leads were created for unknown keys, but not for external ids alone
 ) -> tuple[list[EventOutcome], list[tuple[LeadRecord, dict[str, Any]]]]:
     """Each event in order through the online evaluator (engagement, then the stage policy), in
     memory: the outcomes, and the event rows to write. Only a late event (dated before the
@@ -123,11 +133,12 @@ def _evaluate(
         record = batch.get(event.email, event.external_id)
         if record is None:
             who = event.email or event.external_id
+            off = "from an external id alone" if created_from_ids and not event.email else "from events"
             outcomes.append(
                 EventOutcome(
                     event.event_id,
                     REJECTED,
-                    f"no lead {who} (creating leads from events is off)",
+                    f"no lead {who} (creating leads {off} is off)",
                     field="email" if event.email else "external_id",
                 )
             )

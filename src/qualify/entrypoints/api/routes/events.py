@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from qualify.domain.access import Permission
+from qualify.domain.access import Permission, allows
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import Event, make_event
 from qualify.entrypoints.api.deps import Ingester, WorkspaceDep, permission_doc
@@ -90,6 +90,9 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
             results[index] = checked
         else:
             valid.append((index, checked))
+    # The lead each event went to is personal data (an email): only a key that may read leads
+    # is told it; an ingest key writes blind.
+    may_read = allows(caller.role, Permission.READ_LEADS)
     if valid:
         # Idempotent by event_id, so a batch that lost a race (two requests creating the same
         # new lead, a deadlock) is simply applied again.
@@ -99,6 +102,7 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
                 uow,
                 [e for _, e in valid],
                 create_unknown=workspace.settings.create_unknown_leads,
+                create_from_external_id=workspace.settings.create_leads_from_external_ids,
                 by=f"api:{caller.name}",
             ),
         )
@@ -109,7 +113,7 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
                 status=outcome.status,
                 reason=outcome.reason,
                 field=outcome.field,
-                lead=outcome.lead,
+                lead=outcome.lead if may_read else None,
             )
     done = [r for r in results if r is not None]
     return IngestResponse(
