@@ -349,3 +349,40 @@ def test_an_ingest_key_learns_no_email_and_may_be_kept_from_making_leads(workspa
             == 1
         )
     kept.close()
+
+
+def test_a_parquet_decompression_bomb_is_rejected_row_by_row_without_filling_the_memory(tmp_path: Path) -> None:
+    """A 48 KB Parquet file (20,000 rows sharing one dictionary-encoded 1 MiB text) made `qualify
+    import` try to allocate 2 GiB and print a traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 20_000
+    bomb = pa.table(
+        {
+            "email": [f"p{i}@acme.com" for i in range(rows)],
+            "note": pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array(["x" * (1 << 20)])),
+        }
+    )
+    path = tmp_path / "leads.parquet"
+    pq.write_table(bomb, path, compression="zstd")
+    assert path.stat().st_size < 200_000
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"email": ["ok@acme.com"], "note": ["short"]}), good)
+    runner, db = CliRunner(), ["--db", f"sqlite:///{tmp_path / 'w.db'}"]
+    assert runner.invoke(app, ["init", *db]).exit_code == 0
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        done = runner.invoke(app, ["import", "leads", str(path), *db, "--json"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 60 and peak < 300_000_000, peak
+    assert done.exit_code != 2 and "Traceback" not in done.output, done.output
+    summary = json.loads(done.stdout)
+    assert summary["rejected"] == rows and summary["created"] == 0
+    with open(summary["rejects_path"], encoding="utf-8") as handle:
+        first = next(csv.DictReader(handle))
+    assert first["reason"] == "row 1 holds 1,048,587 bytes of text; the limit is 1,048,576 bytes a row"
+    assert json.loads(runner.invoke(app, ["import", "leads", str(good), *db, "--json"]).stdout)["created"] == 1

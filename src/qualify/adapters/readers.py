@@ -290,24 +290,85 @@ def _jsonl_rows(handle: IO[bytes]) -> Iterator[RawRow]:
 # --- Parquet ------------------------------------------------------------------------------------
 
 
+# Parquet compresses, and a dictionary-encoded column can hold one huge text shared by every row:
+# a 48 KB file can expand to gigabytes. So a row group's size is checked before it is read, the
+# text columns are read as dictionaries (each distinct text once), and each row's size is known
+# before it is decoded: a row with more than PARQUET_ROW_BYTES of text is rejected unread (no row
+# that large could be imported: a lead's fields are short, and its attributes or an event's
+# properties hold at most 65,536 characters), and rows are decoded a group of at most
+# PARQUET_DECODE_BYTES at a time.
+PARQUET_ROW_GROUP_BYTES = 1 << 30  # uncompressed bytes of one row group
+PARQUET_ROW_BYTES = 1 << 20
+PARQUET_DECODE_BYTES = 64 << 20
+
+
 def _parquet_table(path: Path) -> Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        schema = pq.read_schema(path)
+        texts = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
+        parquet = pq.ParquetFile(path, read_dictionary=texts)
     except (pa.ArrowException, OSError) as error:
         raise InvalidInput(f"{path}: not a readable Parquet file: {error}") from error
+    metadata = parquet.metadata
+    for index in range(metadata.num_row_groups):
+        size = metadata.row_group(index).total_byte_size
+        if size > PARQUET_ROW_GROUP_BYTES:
+            raise InvalidInput(
+                f"{path}: row group {index + 1} holds {size:,} bytes uncompressed; the limit is "
+                f"{PARQUET_ROW_GROUP_BYTES:,}: write the file with smaller row groups",
+                field="file",
+            )
     columns = list(parquet.schema_arrow.names)
-    return Table(path, columns, parquet.metadata.num_rows, _parquet_rows(parquet))
+    return Table(path, columns, metadata.num_rows, _parquet_rows(parquet))
+
+
+def _row_sizes(batch: Any) -> list[int]:
+    """Each row's bytes of text, from the dictionaries' lengths: nothing is decoded."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sizes = [0] * batch.num_rows
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type):
+            lengths = pc.binary_length(column.dictionary).take(column.indices)
+        elif pa.types.is_string(column.type) or pa.types.is_binary(column.type):
+            lengths = pc.binary_length(column)
+        else:
+            continue
+        for i, length in enumerate(lengths.to_pylist()):
+            sizes[i] += length or 0
+    return sizes
 
 
 def _parquet_rows(parquet: Any) -> Iterator[RawRow]:
     number = 0
-    for batch in parquet.iter_batches(batch_size=10_000):
-        for values in batch.to_pylist():
-            number += 1
-            yield RawRow(number, values, clip(json.dumps(values, default=_json_default, ensure_ascii=False)))
+    for batch in parquet.iter_batches(batch_size=1_000):
+        sizes = _row_sizes(batch)
+        start = 0
+        while start < batch.num_rows:
+            if sizes[start] > PARQUET_ROW_BYTES:
+                number += 1
+                problem = (
+                    f"row {number} holds {sizes[start]:,} bytes of text; the limit is {PARQUET_ROW_BYTES:,} bytes a row"
+                )
+                yield RawRow(number, {}, f"(a row of {sizes[start]:,} bytes of text)", problem)
+                start += 1
+                continue
+            end, total = start, 0
+            while (
+                end < batch.num_rows and sizes[end] <= PARQUET_ROW_BYTES and total + sizes[end] <= PARQUET_DECODE_BYTES
+            ):
+                total += sizes[end]
+                end += 1
+            end = max(end, start + 1)
+            for values in batch.slice(start, end - start).to_pylist():
+                number += 1
+                shown = {k: clip(v) if isinstance(v, str) else v for k, v in values.items()}  # no long text dumped
+                yield RawRow(number, values, clip(json.dumps(shown, default=_json_default, ensure_ascii=False)))
+            start = end
 
 
 def _json_default(value: Any) -> Any:
