@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from qualify.adapters.schema import metadata
 from qualify.adapters.store import create_store_engine, head_revision, migrate, schema_revision
+from qualify.service import unit_of_work
+from qualify.service.unit_of_work import WorkspaceNotReady
+from qualify.settings import Settings
 
 
 def test_migrated_schema_matches_the_declared_tables(database_url: str) -> None:
@@ -34,3 +42,43 @@ def test_sqlite_workspaces_use_write_ahead_logging(tmp_path: object) -> None:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
     engine.dispose()
+
+
+def test_an_upgrade_repairs_the_data_its_constraint_needs_and_a_failed_one_says_what_to_do(
+    database_url: str,
+) -> None:
+    """A workspace at schema 0003 where concurrent activations left two models active failed
+    migration 0004 (its unique index) from every command, with no way out."""
+    engine = create_store_engine(database_url)
+    migrate(engine, "0003")
+    with engine.begin() as connection:
+        for version, activated in (("older", "2026-01-01 10:00:00"), ("newer", "2026-01-02 10:00:00")):
+            connection.execute(
+                text(
+                    "INSERT INTO scoring_models (version, name, document, created_at, activated_at, active) "
+                    "VALUES (:v, 'm', 'name: m', :t, :t, :on)"
+                ),
+                {"v": version, "t": activated, "on": True},
+            )
+    migrate(engine)
+    with engine.connect() as connection:
+        active = connection.execute(text("SELECT version FROM scoring_models WHERE active")).scalars().all()
+    assert active == ["newer"] and schema_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_a_failed_upgrade_is_one_line_that_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    engine = create_store_engine(url)
+    migrate(engine, "0008")
+    engine.dispose()
+
+    def broken(engine: Any, revision: str = "head") -> None:
+        raise OperationalError("ALTER TABLE leads", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(unit_of_work, "migrate", broken)
+    with pytest.raises(WorkspaceNotReady) as caught:
+        unit_of_work.open_workspace(Settings(database_url=url))
+    message = str(caught.value)
+    assert "\n" not in message and "failed (OperationalError: disk I/O error)" in message
+    assert "nothing was changed" in message and "restore a backup" in message

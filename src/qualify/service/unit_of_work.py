@@ -152,7 +152,7 @@ def open_workspace(
         private_sqlite_file(settings.database_url)
     engine = create_store_engine(settings.database_url)
     if create:
-        migrate(engine)
+        _upgrade(engine, settings.database_url)
     else:
         current, head = schema_revision(engine), head_revision()
         if current is None:
@@ -161,8 +161,23 @@ def open_workspace(
                 f"no Qualify workspace at {_safe_url(settings.database_url)}: run `qualify init` first"
             )
         if current != head:
-            migrate(engine)  # migrations are additive; an older workspace is brought up to date
+            _upgrade(engine, settings.database_url)  # migrations are additive; an older workspace is brought up to date
     return Workspace(settings, engine, pipeline=pipeline)
+
+
+def _upgrade(engine: Engine, url: str) -> None:
+    """Migrate to the newest schema, or say in one line what failed and what to do: the upgrade
+    runs in one transaction, so a failed one leaves the workspace as it was."""
+    try:
+        migrate(engine)
+    except Exception as error:  # any database error of any migration
+        engine.dispose()
+        cause = str(getattr(error, "orig", None) or error).strip().splitlines()[0][:300]
+        raise WorkspaceNotReady(
+            f"upgrading the workspace at {_safe_url(url)} to schema {head_revision()} failed "
+            f"({type(error).__name__}: {cause}); nothing was changed: keep using the version that made it, "
+            "restore a backup, or report this line"
+        ) from error
 
 
 def private_sqlite_file(url: str) -> None:
