@@ -11,12 +11,13 @@ import socket
 import stat
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 from tests.conftest import write_csv
 from tests.e2e.test_webhooks_http import Receiver
 from tests.integration.test_tracking import beacon, identify_body
@@ -31,6 +32,7 @@ from qualify.entrypoints.api import create_app
 from qualify.entrypoints.cli import app
 from qualify.entrypoints.web.session import Session, sign
 from qualify.entrypoints.web.session import verify as verify_session
+from qualify.service.admin import users
 from qualify.service.admin.api_keys import create_key
 from qualify.service.admin.users import session_secret
 from qualify.service.lifecycle.scoring_models import activate_model
@@ -386,3 +388,52 @@ def test_a_parquet_decompression_bomb_is_rejected_row_by_row_without_filling_the
         first = next(csv.DictReader(handle))
     assert first["reason"] == "row 1 holds 1,048,587 bytes of text; the limit is 1,048,576 bytes a row"
     assert json.loads(runner.invoke(app, ["import", "leads", str(good), *db, "--json"]).stdout)["created"] == 1
+
+
+def _limit_sqlite(workspace: Workspace, pragma: str) -> Callable[..., None]:
+    """Every new connection of the workspace gets `pragma` (a full disk, a read-only file); returns
+    the listener, to remove it."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if "max_page_count" in pragma:
+            pages = cursor.execute("PRAGMA page_count").fetchone()[0]
+            cursor.execute(f"PRAGMA max_page_count={pages}")
+        else:
+            cursor.execute(pragma)
+        cursor.close()
+
+    event.listen(workspace.engine, "connect", on_connect)
+    workspace.engine.dispose()
+    return on_connect
+
+
+def test_a_full_disk_or_a_read_only_database_is_named_not_a_conflict(
+    sqlite_workspace: Workspace, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On a full disk, 106 batches got `409 Concurrent changes: try again` and nothing was logged; a
+    read-only SQLite file gave a 500 on /app/login whose log line held a fresh session key."""
+    workspace = sqlite_workspace
+    with workspace.unit_of_work() as uow:
+        token, _ = create_key(uow, "pipe", Role.INGEST.value)
+    full_disk = _limit_sqlite(workspace, "max_page_count")
+    events = [
+        {"event_id": f"e-{i}", "type": "page_view", "occurred_at": "2026-01-05T10:00:00Z", "email": f"p{i}@acme.com",
+         "properties": {"url": "/" + "x" * 2000}}
+        for i in range(300)
+    ]  # fmt: skip
+    with TestClient(create_app(workspace=workspace), raise_server_exceptions=False) as client:
+        full = client.post("/v1/events", json=events, headers={"Authorization": f"Bearer {token}"})
+    assert full.status_code == 503, full.text
+    assert full.json()["detail"].startswith("the database's disk is full: nothing was written")
+    assert any(r.levelname == "ERROR" and "disk is full" in r.getMessage() for r in caplog.records)
+
+    caplog.clear()
+    event.remove(workspace.engine, "connect", full_disk)
+    _limit_sqlite(workspace, "PRAGMA query_only=ON")
+    marker = "MARKER-of-a-fresh-session-key-" + "k" * 40
+    monkeypatch.setattr(users.secrets, "token_urlsafe", lambda n: marker)
+    with TestClient(create_app(workspace=workspace), raise_server_exceptions=False) as client:
+        page = client.get("/app/login")
+    assert page.status_code == 503 and "the database is read-only" in page.text
+    assert marker not in caplog.text and marker not in page.text

@@ -15,8 +15,10 @@ from sqlalchemy.engine import make_url
 
 
 def create_store_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for the workspace at `url`; SQLite gets WAL and foreign keys."""
+    """An engine for the workspace at `url`; SQLite gets WAL and foreign keys. A database error
+    never shows the statement's parameters (people's data, keys) in its message or a log line."""
     parsed = make_url(url)
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +27,29 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+# What the database says when it cannot store anything, whoever writes: no retry gets past it.
+_STORAGE_FAILURES = (
+    ("database or disk is full", "the database's disk is full"),
+    ("no space left on device", "the database's disk is full"),
+    ("could not extend file", "the database's disk is full"),
+    ("readonly database", "the database is read-only"),
+    ("read-only transaction", "the database is read-only"),
+    ("disk i/o error", "the database's disk failed to read or write (I/O error)"),
+)
+_STORAGE_CODES = {"53100": "the database's disk is full", "25006": "the database is read-only"}
+
+
+def storage_failure(error: BaseException) -> str | None:
+    """Why the database cannot store anything (disk full, read-only, I/O error), or None for any
+    other error (a conflict another attempt may get past, say)."""
+    original = getattr(error, "orig", None) or error
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if code in _STORAGE_CODES:
+        return _STORAGE_CODES[str(code)]
+    text = str(original).lower()
+    return next((why for needle, why in _STORAGE_FAILURES if needle in text), None)
 
 
 READ_ONLY = "qualify_read_only"

@@ -8,12 +8,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from qualify.adapters.store import storage_failure
 from qualify.domain.errors import Conflict, IllegalTransition, InvalidInput, ModelError, NotFound, QualifyError
 from qualify.domain.records import MAX_DOCUMENT_DEPTH
 from qualify.service.admin.api_keys import AuthenticationFailed
+from qualify.service.unit_of_work import StoreUnavailable
 
 _log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -33,6 +35,7 @@ _STATUS: list[tuple[type[Exception], int, str, str]] = [
     (Forbidden, 403, "forbidden", "The key's role does not allow this"),
     (NotFound, 404, "not-found", "Not found"),
     (IllegalTransition, 409, "illegal-transition", "The lifecycle does not allow this stage change"),
+    (StoreUnavailable, 503, "store-unavailable", "The database cannot store anything now"),
     (Conflict, 409, "conflict", "Concurrent changes: try again"),
     (TooLarge, 413, "too-large", "Request too large"),
     (ModelError, 422, "invalid-model", "The scoring model does not validate"),
@@ -90,6 +93,9 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(422, "invalid-input", "Invalid input", f"the store cannot hold a value sent: {reason}")
 
     async def on_unexpected(_: Request, error: Exception) -> JSONResponse:
+        # A full disk or a read-only database is no bug: 503 naming it (and an error in the log).
+        if isinstance(error, OperationalError) and (why := storage_failure(error)) is not None:
+            return _from_error(StoreUnavailable(why))
         # A bug, not bad input: say so in the same shape, without internals in the answer.
         return problem(500, "internal-error", "Internal error", "something went wrong on the server; it is logged")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -14,7 +15,14 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from qualify.adapters import schema
-from qualify.adapters.store import READ_ONLY, create_store_engine, head_revision, migrate, schema_revision
+from qualify.adapters.store import (
+    READ_ONLY,
+    create_store_engine,
+    head_revision,
+    migrate,
+    schema_revision,
+    storage_failure,
+)
 from qualify.domain.errors import Conflict, NotFound, QualifyError
 from qualify.domain.model_loader import load_model
 from qualify.domain.scoring_model import ScoringModel
@@ -114,6 +122,15 @@ class WorkspaceNotReady(QualifyError):
     pass
 
 
+class StoreUnavailable(QualifyError):
+    """The database cannot store anything now (its disk is full, it is read-only): nothing was
+    written, and no retry will help until an operator acts. Logged as an error where it happens."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"{why}: nothing was written; the operator must free space or make it writable")
+        logging.getLogger("qualify.store").error("%s: nothing was written", why)
+
+
 T = TypeVar("T")
 
 # Failures another attempt can get past: a unique key another process inserted first (e.g. the
@@ -129,6 +146,8 @@ def retrying(workspace: Workspace, use_case: Callable[[UnitOfWork], T], *, attem
             with workspace.unit_of_work() as uow:
                 return use_case(uow)
         except _TRANSIENT as error:
+            if (why := storage_failure(error)) is not None:
+                raise StoreUnavailable(why) from error
             if attempt == attempts:
                 raise Conflict(
                     f"the change kept conflicting with concurrent writes ({type(error.orig).__name__}); try again"

@@ -15,10 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.exc import OperationalError
 
+from qualify.adapters.store import storage_failure
 from qualify.bootstrap import open_workspace
 from qualify.domain.errors import ModelError, QualifyError
-from qualify.service.unit_of_work import Workspace
+from qualify.service.unit_of_work import StoreUnavailable, Workspace
 from qualify.settings import Settings
 
 app = typer.Typer(
@@ -83,6 +85,11 @@ def _errors() -> Iterator[None]:
         _fail(error.render())
     except QualifyError as error:
         _fail(str(error))
+    except OperationalError as error:
+        why = storage_failure(error)
+        if why is None:
+            raise
+        _fail(str(StoreUnavailable(why)))
     except FileNotFoundError as error:
         _fail(f"no such file: {error.filename}")
 
