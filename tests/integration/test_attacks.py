@@ -12,21 +12,25 @@ import stat
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, select
 from tests.conftest import write_csv
 from tests.e2e.test_webhooks_http import Receiver
 from tests.integration.test_tracking import beacon, identify_body
 from typer.testing import CliRunner
 
+from qualify.adapters import repository as repo
+from qualify.adapters import schema
 from qualify.adapters.webhook_client import Allowed, new_client, post
 from qualify.bootstrap import open_workspace
 from qualify.domain.access import Role
 from qualify.domain.model_loader import default_model_text
+from qualify.domain.records import Lead
 from qualify.entrypoints import web
 from qualify.entrypoints.api import create_app
 from qualify.entrypoints.cli import app
@@ -35,6 +39,7 @@ from qualify.entrypoints.web.session import verify as verify_session
 from qualify.service.admin import users
 from qualify.service.admin.api_keys import create_key
 from qualify.service.admin.users import session_secret
+from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
@@ -437,3 +442,28 @@ def test_a_full_disk_or_a_read_only_database_is_named_not_a_conflict(
         page = client.get("/app/login")
     assert page.status_code == 503 and "the database is read-only" in page.text
     assert marker not in caplog.text and marker not in page.text
+
+
+def test_a_public_form_cannot_rename_a_lead(workspace: Workspace) -> None:
+    """`POST /t/identify` (public, no key) with an existing lead's email and a first name of
+    "Your account is suspended. Verify now at http://evil.example/verify" overwrote the CRM's name,
+    which a workflow then put into an email's subject."""
+    with workspace.unit_of_work() as uow:
+        upsert_leads(uow, [Lead(email="jane@acme.com", first_name="Jane")], now=datetime.now(UTC), by="api")
+    phishing = "Your account is suspended. Verify now at http://evil.example/verify"
+    with TestClient(create_app(workspace=workspace)) as client:
+        answer = beacon(client, "identify", identify_body("jane@acme.com", first_name=phishing, last_name="Doe"))
+        assert answer.status_code == 200, answer.text
+        fresh = beacon(client, "identify", identify_body("new@acme.com", "submit-0002", first_name="Nia"))
+        assert fresh.status_code == 200, fresh.text
+    with workspace.unit_of_work(read_only=True) as uow:
+        jane = repo.find_lead(uow.connection, "jane@acme.com")
+        nia = repo.find_lead(uow.connection, "new@acme.com")
+        submits = uow.connection.execute(
+            select(schema.events.c.properties).where(schema.events.c.type == "form_submit").order_by(schema.events.c.id)
+        ).scalars()
+        first_submit = next(iter(submits))
+    assert jane is not None and nia is not None
+    # The trusted name stays; an empty field is filled; what the form said is kept apart, on the submit.
+    assert (jane.lead.first_name, jane.lead.last_name, nia.lead.first_name) == ("Jane", "Doe", "Nia")
+    assert first_submit["submitted_first_name"] == phishing

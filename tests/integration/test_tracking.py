@@ -124,7 +124,9 @@ def test_identify_stitches_the_history_onto_a_new_lead_with_its_original_times(
         [["pricing page", 8.0]],
         [["form submitted", 8.0]],
     ]
-    assert events[3].properties == {"url": SITE + "/contact", "form": "demo"}
+    assert events[3].properties == {  # what the form said of the person, kept as it was sent
+        "url": SITE + "/contact", "form": "demo", "submitted_first_name": "Jane", "submitted_last_name": "Doe",
+    }  # fmt: skip
 
     lead = lead_row(workspace, "jane@acme.com")
     assert (lead.first_name, lead.last_name, lead.source) == ("Jane", "Doe", "website")
@@ -236,7 +238,7 @@ def test_a_visitor_identifying_with_another_email_moves_to_the_newest_lead(works
     assert visitor.identified_at == T0 + timedelta(minutes=2)
 
 
-def test_a_known_lead_keeps_its_source_and_gets_the_form_s_names(workspace: Workspace) -> None:
+def test_a_known_lead_keeps_its_source_and_its_name_and_gets_only_the_names_it_lacked(workspace: Workspace) -> None:
     with workspace.unit_of_work() as uow:
         upsert_leads(uow, [Lead(email="jane@acme.com", first_name="J.", source="g2", created_at=T0)], now=T0)
     with workspace.unit_of_work() as uow:
@@ -245,7 +247,8 @@ def test_a_known_lead_keeps_its_source_and_gets_the_form_s_names(workspace: Work
         who = tracking.identification(VISITOR, "submit-0001", " JANE@acme.com ", first_name=" Jane\n", last_name="Doe")
         assert tracking.identify(uow, who).stitched == 1
     lead = lead_row(workspace, "jane@acme.com")
-    assert (lead.first_name, lead.last_name, lead.source, lead.created_at) == ("Jane", "Doe", "g2", T0)
+    # A public form fills what is empty and replaces nothing a trusted source set (docs/tracking.md).
+    assert (lead.first_name, lead.last_name, lead.source, lead.created_at) == ("J.", "Doe", "g2", T0)
     assert count(workspace, schema.leads) == 1
 
 

@@ -275,6 +275,9 @@ def identify(
     submit = page_properties(who.url, who.title)
     if who.form:
         submit["form"] = who.form
+    # What the form says of the person is anyone's word: kept on the submit as it was sent, and put
+    # on the lead only where the lead has nothing yet (`_fill_profile`).
+    submit.update({f"submitted_{k}": v for k, v in (("first_name", who.first_name), ("last_name", who.last_name)) if v})
     events.append(Event(EVENT_PREFIX + who.event_id, "form_submit", now, who.email, properties=submit))
     outcomes = ingest_events(uow, events, create_unknown=create_unknown, now=now, by="web")
     record = repo.find_lead(conn, who.email)  # after ingestion: it may have just been created
@@ -355,12 +358,15 @@ def _lead_ref(conn: Connection, lead_id: int) -> tuple[str | None, str | None] |
 
 
 def _fill_profile(uow: UnitOfWork, stored: Lead, who: Identification, waiting: Sequence[Any], now: datetime) -> None:
-    """Names from the form; and a source for a lead that has none (a lead the form just created):
-    the first page view's utm_source, else "website"."""
+    """Names from the form where the lead has none, and a source for a lead that has none (a lead
+    the form just created): the first page view's utm_source, else "website". A public form never
+    replaces what a trusted source (an import, the API, a person) set: anyone may post it with
+    anyone's email, and names go into outgoing email."""
     first_source = next((row.properties.get("utm_source") for row in waiting if row.properties.get("utm_source")), None)
+    first_name = None if stored.first_name else who.first_name
+    last_name = None if stored.last_name else who.last_name
     source = None if stored.source else (first_source or "website")
-    changes = {"first_name": who.first_name, "last_name": who.last_name, "source": source}
-    if not any(value and value != getattr(stored, name) for name, value in changes.items()):
+    if not (first_name or last_name or source):
         return
-    lead = Lead(email=who.email, first_name=who.first_name, last_name=who.last_name, source=source)
+    lead = Lead(email=who.email, first_name=first_name, last_name=last_name, source=source)
     upsert_leads(uow, [lead], now=now, by="web")
