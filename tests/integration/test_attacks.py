@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
+from qualify.adapters.store import head_revision
 from qualify.adapters.webhook_client import Allowed, new_client, post
 from qualify.bootstrap import open_workspace
 from qualify.domain.access import Role
@@ -467,3 +468,26 @@ def test_a_public_form_cannot_rename_a_lead(workspace: Workspace) -> None:
     # The trusted name stays; an empty field is filled; what the form said is kept apart, on the submit.
     assert (jane.lead.first_name, jane.lead.last_name, nia.lead.first_name) == ("Jane", "Doe", "Nia")
     assert first_submit["submitted_first_name"] == phishing
+
+
+def test_a_backup_with_a_monstrous_line_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
+    """A 1.5 MB backup holding one 1.5 GiB line exhausted the memory of `qualify restore`."""
+    path = tmp_path / "evil.qbk"
+    header = json.dumps({"format": "qualify-backup", "version": 1, "revision": head_revision(), "created_at": "x"})
+    with gzip.open(path, "wt", encoding="utf-8") as out:
+        out.write(header + "\n")
+        out.write('{"t": "leads", "r": {"note": "')
+        chunk = "x" * (1 << 20)
+        for _ in range(80):  # 80 MiB on one line, a few hundred KB compressed
+            out.write(chunk)
+        out.write('"}}\n')
+    assert path.stat().st_size < 1_000_000
+    runner = CliRunner()
+    tracemalloc.start()
+    try:
+        done = runner.invoke(app, ["restore", str(path), "--db", f"sqlite:///{tmp_path / 'target.db'}"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert done.exit_code == 2 and "line 2: longer than 67,108,864 characters" in done.stderr, done.output
+    assert peak < 400_000_000, peak

@@ -161,8 +161,21 @@ def verify(workspace: Workspace, manifest: Manifest) -> list[str]:
     return problems
 
 
+# The longest line a backup may hold: one row (the largest are stored predictive models, a few MB).
+# A longer one is refused before it is read whole, so a crafted file cannot exhaust the memory.
+MAX_LINE_CHARS = 64 << 20
+
+
 def _read(handle: IO[str], source: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in enumerate(handle, start=1):
+    number = 0
+    while line := handle.readline(MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise InvalidInput(
+                f"{source}, line {number}: longer than {MAX_LINE_CHARS:,} characters, which no row is; "
+                "the backup is damaged or was not made by qualify backup",
+                field="file",
+            )
         try:
             item = json.loads(line)
         except json.JSONDecodeError as error:
