@@ -3,6 +3,7 @@ light to import (the ingestion path uses it), shared by the training sets and on
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -78,6 +79,22 @@ class Recipe:
             bool(data.get("deals", False)),
             bool(data.get("account", False)),
         )
+
+    @functools.cached_property
+    def kind_slugs(self) -> dict[str, str]:
+        """Event type -> its column slug (the inverse of `kinds`)."""
+        return {kind: slug for slug, kind in self.kinds.items()}
+
+    @functools.cached_property
+    def property_reads(self) -> dict[str, list[tuple[str, list[str], dict[str, str]]]]:
+        """Per event type, the properties its features read: (property, the `numbers` slugs it
+        feeds, its frequent values' `values` columns by text). Built once per recipe, not per lead."""
+        reads: dict[str, dict[str, tuple[list[str], dict[str, str]]]] = {}
+        for slug, (kind, name) in self.numbers.items():
+            reads.setdefault(kind, {}).setdefault(name, ([], {}))[0].append(slug)
+        for column, (kind, name, text) in self.values.items():
+            reads.setdefault(kind, {}).setdefault(name, ([], {}))[1][text] = column
+        return {kind: [(name, *found) for name, found in names.items()] for kind, names in reads.items()}
 
     def extra_columns(self) -> tuple[str, ...]:
         """The numeric columns of the event-property, recency, deal and account features, in order."""
@@ -234,7 +251,7 @@ def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
         if subject.stage_entered is not None
         else math.nan,
     )
-    slugs = {kind: slug for slug, kind in recipe.kinds.items()}
+    slugs, reads = recipe.kind_slugs, recipe.property_reads
     for slug in recipe.kinds:
         row[f"events_{slug}"] = 0
         row[f"recent_{slug}"] = 0
@@ -242,24 +259,20 @@ def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
     for name in recipe.extra_columns():
         row[name] = 0.0
     numbers: dict[str, list[float]] = {slug: [] for slug in recipe.numbers}
-    by_property: dict[tuple[str, str], list[str]] = {}
-    for slug, (kind, name) in recipe.numbers.items():
-        by_property.setdefault((kind, name), []).append(slug)
-    by_value: dict[tuple[str, str, str], str] = {(k, n, v): column for column, (k, n, v) in recipe.values.items()}
-    value_properties = {(k, n) for k, n, _ in by_value}
     engaged = set()
     for kind, occurred, item, properties in subject.events:
         if occurred > subject.at or kind == BONUS_EVENT:  # a workflow's bonus is not behaviour (features.py)
             continue
         if item is not None:
             engaged.add(item)
-        for (wanted, name), columns in by_property.items():
-            if wanted == kind and properties and (number := property_number(properties.get(name))) is not None:
-                for slug in columns:
-                    numbers[slug].append(number)
-        for wanted, name in value_properties:
-            if wanted == kind and properties and name in properties:
-                column = by_value.get((kind, name, str(as_text(properties[name]))))
+        if properties:
+            for name, number_slugs, value_columns in reads.get(kind, ()):
+                if name not in properties:
+                    continue
+                if number_slugs and (number := property_number(properties[name])) is not None:
+                    for slug in number_slugs:
+                        numbers[slug].append(number)
+                column = value_columns.get(str(as_text(properties[name])))
                 if column is not None:
                     row[column] += 1
         found = slugs.get(kind)
@@ -276,8 +289,9 @@ def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
     for column, item in recipe.items.items():
         row[column] = int(item in engaged)
     for slug, found_numbers in numbers.items():
-        row[f"sum_{slug}"] = math.fsum(found_numbers)
-        row[f"mean_{slug}"] = math.fsum(found_numbers) / len(found_numbers) if found_numbers else math.nan
+        total = math.fsum(found_numbers)
+        row[f"sum_{slug}"] = total
+        row[f"mean_{slug}"] = total / len(found_numbers) if found_numbers else math.nan
     if recipe.deals:
         row.update(deal_features(subject.deals, subject.at))
     if recipe.account:

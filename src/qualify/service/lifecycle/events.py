@@ -113,7 +113,7 @@ def _evaluate(
     events: list[Event],
     stored: set[str],
     queued: set[int] | None = None,
-    created_from_ids: bool = False,  # leads were created for unknown keys, but not for external ids alone
+    external_ids_off: bool = False,  # unknown leads were created, but not from an external id alone
 ) -> tuple[list[EventOutcome], list[tuple[LeadRecord, dict[str, Any]]]]:
     """Each event in order through the online evaluator (engagement, then the stage policy), in
     memory: the outcomes, and the event rows to write. Only a late event (dated before the
@@ -133,7 +133,7 @@ def _evaluate(
         record = batch.get(event.email, event.external_id)
         if record is None:
             who = event.email or event.external_id
-            off = "from an external id alone" if created_from_ids and not event.email else "from events"
+            off = "from an external id alone" if external_ids_off and not event.email else "from events"
             outcomes.append(
                 EventOutcome(
                     event.event_id,
