@@ -404,3 +404,20 @@ def batch_equals_online(workspace: Workspace, sources: Any, at: datetime) -> int
     gaps = np.abs(np.array([batch[i] for i in ids]) - online)
     assert gaps.max(initial=0.0) <= 1e-9, (at, float(gaps.max()))
     return len(ids)
+
+
+SALES_REP = "sam.rivera"  # a rep of the default model's north-america team
+
+
+def key_for(uow: Any, role: str, name: str | None = None, *, user: str = SALES_REP) -> str:
+    """A bearer token of `role`; a sales key acts for `user`, added as a dashboard user if missing."""
+    from qualify.service.admin.api_keys import create_key
+    from qualify.service.admin.users import add_user, list_users
+
+    bound = None
+    if role == "sales":
+        if user not in {u.name for u in list_users(uow)}:
+            add_user(uow, user, "sales", "a long enough password")
+        bound = user
+    token, _ = create_key(uow, name or f"{role}-key", role, user=bound)
+    return token

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from qualify.domain.access import Permission, Role, allows
 from qualify.entrypoints.api import create_app
-from qualify.service.admin.api_keys import create_key
 from qualify.service.unit_of_work import Workspace
+from tests.conftest import key_for
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -23,8 +23,7 @@ def api(workspace: Workspace) -> Iterator[tuple[TestClient, dict[str, dict[str, 
     headers = {}
     with workspace.unit_of_work() as uow:
         for role in Role:
-            token, _ = create_key(uow, f"{role.value}-key", role.value)
-            headers[role.value] = {"Authorization": f"Bearer {token}"}
+            headers[role.value] = {"Authorization": f"Bearer {key_for(uow, role.value)}"}
     with TestClient(create_app(workspace=workspace)) as client:
         yield client, headers
 
@@ -134,23 +133,27 @@ def test_every_route_with_every_role(api: Any) -> None:
                 assert role.value in answer.json()["detail"]
 
 
-def test_stage_actions_answer_with_the_right_problem(api: Any) -> None:
+def test_stage_actions_answer_with_the_right_problem(api: Any, workspace: Workspace) -> None:
     client, keys = api
     client.post("/v1/events", json=event(1, "demo_request", days=0), headers=keys["ingest"])
+    owner = client.get("/v1/leads/jane@acme.com", headers=keys["sales"]).json()["owner"]
+    with workspace.unit_of_work() as uow:
+        rep = {"Authorization": f"Bearer {key_for(uow, 'sales', 'rep-key', user=owner)}"}
     url = "/v1/leads/jane@acme.com/actions"
     at = (T0 + timedelta(hours=2)).isoformat()
-    assert client.post(f"{url}/win", json={"at": at}, headers=keys["sales"]).status_code == 409
-    missing_reason = client.post(f"{url}/reject", json={"at": at}, headers=keys["sales"])
+    assert client.post(f"{url}/win", json={"at": at}, headers=rep).status_code == 409
+    missing_reason = client.post(f"{url}/reject", json={"at": at}, headers=rep)
     assert missing_reason.status_code == 422 and missing_reason.json()["field"] == "reason"
-    assert client.post("/v1/leads/ghost@acme.com/actions/accept", json={}, headers=keys["sales"]).status_code == 404
-    assert client.post(f"{url}/promote", json={}, headers=keys["sales"]).status_code == 422
-    done = client.post(f"{url}/accept", json={"at": at, "note": "keen"}, headers=keys["sales"])
+    assert client.post("/v1/leads/ghost@acme.com/actions/accept", json={}, headers=rep).status_code == 404
+    assert client.post(f"{url}/promote", json={}, headers=rep).status_code == 422
+    done = client.post(f"{url}/accept", json={"at": at, "note": "keen"}, headers=rep)
     assert done.status_code == 200, done.text
     assert (done.json()["from"], done.json()["to"]) == ("mql", "sql")
-    history = client.get("/v1/leads/jane@acme.com", headers=keys["sales"]).json()["history"]
-    assert history[-1]["by"] == "sales-key" and history[-1]["note"] == "keen"
+    history = client.get("/v1/leads/jane@acme.com", headers=rep).json()["history"]
+    assert history[-1]["by"] == owner and history[-1]["note"] == "keen"
     audit = client.get("/v1/audit", headers=keys["admin"]).json()
-    assert audit[0]["action"] == "stage.accept" and audit[0]["key_id"] == keys["sales"]["Authorization"].split("_")[1]
+    assert audit[0]["action"] == "stage.accept" and audit[0]["actor"] == owner
+    assert audit[0]["key_id"] == rep["Authorization"].split("_")[1]
 
 
 def test_leads_are_upserted_listed_with_filters_and_paged_by_cursor(api: Any) -> None:
@@ -259,7 +262,7 @@ def test_events_and_actions_dated_in_the_future_are_refused_and_times_need_a_zon
     assert "in the future" in answer["results"][0]["reason"]
     client.post("/v1/events", json=event(3, "demo_request", email="joe@acme.com", days=-1), headers=keys["ingest"])
     late = client.post(
-        "/v1/leads/joe@acme.com/actions/accept", json={"at": "2099-01-01T00:00:00Z"}, headers=keys["sales"]
+        "/v1/leads/joe@acme.com/actions/accept", json={"at": "2099-01-01T00:00:00Z"}, headers=keys["admin"]
     )
     assert late.status_code == 422 and late.json()["field"] == "at"
     naive = client.get("/v1/leads", params={"created_from": "2026-01-01T00:00:00"}, headers=keys["sales"])

@@ -29,8 +29,8 @@ from schemathesis.checks import (
 
 from qualify.domain.access import Role
 from qualify.entrypoints.api.app import create_app
-from qualify.service.admin.api_keys import create_key
 from qualify.service.unit_of_work import Workspace
+from tests.conftest import key_for
 from tests.dashboard_world import world
 
 EXAMPLES = int(os.environ.get("QUALIFY_FUZZ_EXAMPLES", "10"))
@@ -47,7 +47,7 @@ CHECKS = [
 def keys(workspace: Workspace) -> dict[str, dict[str, str]]:
     world(workspace, leads=6)  # leads, events, users: something for the reads to find
     with workspace.unit_of_work() as uow:
-        made = {role.value: create_key(uow, f"fuzz-{role.value}", role.value)[0] for role in Role}
+        made = {role.value: key_for(uow, role.value, f"fuzz-{role.value}") for role in Role}
     return {role: {"Authorization": f"Bearer {token}"} for role, token in made.items()} | {"nobody": {}}
 
 

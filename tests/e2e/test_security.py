@@ -31,6 +31,7 @@ from qualify.entrypoints.web import router as dashboard_router
 from qualify.service.admin.api_keys import create_key
 from qualify.service.admin.users import add_user, placeholder_password, weak_secret
 from qualify.service.unit_of_work import Workspace
+from tests.conftest import key_for
 from tests.dashboard_world import PASSWORD, world
 from tests.e2e.test_serve import SCRIPT, free_port, run
 
@@ -247,8 +248,7 @@ def api(workspace: Workspace) -> Iterator[tuple[TestClient, dict[str, dict[str, 
     headers = {}
     with workspace.unit_of_work() as uow:
         for role in Role:
-            token, _ = create_key(uow, f"{role.value}-key", role.value)
-            headers[role.value] = {"Authorization": f"Bearer {token}"}
+            headers[role.value] = {"Authorization": f"Bearer {key_for(uow, role.value)}"}
         add_user(uow, "mia", "marketing", PASSWORD)
     with TestClient(create_app(workspace=workspace)) as client:
         yield client, headers

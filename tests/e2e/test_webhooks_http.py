@@ -31,6 +31,7 @@ from qualify.service.integrations.webhooks import add_subscription, list_deliver
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.unit_of_work import Workspace
 from qualify.service.worker import Worker
+from tests.conftest import key_for
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SECRET = "whsec_test-secret-0123456789"
@@ -178,7 +179,7 @@ def test_a_dead_delivery_shows_over_the_api_and_a_retry_delivers_it(workspace: W
     down = Receiver(failures=10**6)
     with workspace.unit_of_work() as uow:
         admin, _ = create_key(uow, "ops", "admin")
-        sales, _ = create_key(uow, "rep", "sales")
+        sales = key_for(uow, "sales", "rep")
     try:
         subscribe(workspace, down.url, "lead.mql")
         make_mql(workspace)

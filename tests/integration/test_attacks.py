@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
-from tests.conftest import write_csv
+from tests.conftest import key_for, write_csv
 from tests.e2e.test_webhooks_http import Receiver
 from tests.integration.test_tracking import beacon, identify_body
 from typer.testing import CliRunner
@@ -491,3 +491,64 @@ def test_a_backup_with_a_monstrous_line_is_refused_before_it_is_read_whole(tmp_p
         tracemalloc.stop()
     assert done.exit_code == 2 and "line 2: longer than 67,108,864 characters" in done.stderr, done.output
     assert peak < 400_000_000, peak
+
+
+def test_a_sales_key_acts_only_as_its_rep_and_only_on_their_leads(workspace: Workspace) -> None:
+    """A sales key rejected another rep's lead with `"by"` set to that rep: history and audit named
+    the other rep. The dashboard refused the same act."""
+    with workspace.unit_of_work() as uow:
+        ingest = key_for(uow, Role.INGEST.value)
+        admin = key_for(uow, Role.ADMIN.value)
+    demo = {"event_id": "d-1", "type": "demo_request", "occurred_at": datetime.now(UTC).isoformat()}
+    with TestClient(create_app(workspace=workspace)) as client:
+        client.post(
+            "/v1/events", json={**demo, "email": "jane@acme.com"}, headers={"Authorization": f"Bearer {ingest}"}
+        )
+        owner = client.get("/v1/leads/jane@acme.com", headers={"Authorization": f"Bearer {admin}"}).json()["owner"]
+        assert owner, "the lead went to a rep"
+        with workspace.unit_of_work() as uow:
+            own = {"Authorization": f"Bearer {key_for(uow, 'sales', 'own', user=owner)}"}
+            other = {"Authorization": f"Bearer {key_for(uow, 'sales', 'other', user='not.' + owner)}"}
+            # A sales key made before keys had users, whose name is no user's: left unbound by the upgrade.
+            unbound, _ = create_key(uow, "old", Role.ADMIN.value)
+            uow.connection.execute(
+                schema.api_keys.update().where(schema.api_keys.c.name == "old").values(role=Role.SALES.value)
+            )
+        url = "/v1/leads/jane@acme.com/actions/reject"
+        body = {"reason": "no_budget", "by": owner}
+        impersonating = client.post(url, json=body, headers=other)
+        assert impersonating.status_code == 403 and "cannot record an action by" in impersonating.json()["detail"]
+        not_theirs = client.post(url, json={"reason": "no_budget"}, headers=other)
+        assert not_theirs.status_code == 403 and not_theirs.json()["type"].endswith("/not-your-lead")
+        old = {"Authorization": f"Bearer {unbound}"}
+        assert client.get("/v1/leads/jane@acme.com", headers=old).status_code == 200  # it may still read
+        refused = client.post(url, json={"reason": "no_budget"}, headers=old)
+        assert refused.status_code == 403 and "--user REP" in refused.json()["detail"]
+        assert client.get("/v1/leads/jane@acme.com", headers=own).json()["stage"] == "mql"  # nothing happened
+        done = client.post(url, json={"reason": "no_budget"}, headers=own)
+        assert done.status_code == 200, done.text
+        history = client.get("/v1/leads/jane@acme.com", headers=own).json()["history"]
+        assert history[-1]["by"] == owner
+    with workspace.unit_of_work(read_only=True) as uow:
+        actors = uow.connection.execute(
+            select(schema.audit_log.c.actor).where(schema.audit_log.c.action == "stage.reject")
+        ).scalars()
+        assert list(actors) == [owner]
+
+
+def test_a_sales_key_cannot_be_made_without_its_rep(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", "--db", db]).exit_code == 0
+    unbound = runner.invoke(app, ["keys", "create", "crm", "--role", "sales", "--db", db])
+    assert unbound.exit_code == 2 and "a sales key acts for one rep: say whom with --user NAME" in unbound.stderr
+    nobody = runner.invoke(app, ["keys", "create", "crm", "--role", "sales", "--user", "ghost", "--db", db])
+    assert nobody.exit_code == 2 and "no enabled user 'ghost'" in nobody.stderr
+    added = runner.invoke(
+        app, ["users", "add", "ana", "--role", "sales", "--password-stdin", "--db", db], input="p" * 12
+    )
+    assert added.exit_code == 0, added.output
+    made = runner.invoke(app, ["keys", "create", "crm", "--role", "sales", "--user", "ana", "--json", "--db", db])
+    assert made.exit_code == 0 and json.loads(made.stdout)["user"] == "ana"
+    listed = runner.invoke(app, ["keys", "list", "--json", "--db", db])
+    assert json.loads(listed.stdout)[0]["user"] == "ana"

@@ -82,3 +82,37 @@ def test_a_failed_upgrade_is_one_line_that_says_what_to_do(tmp_path: Path, monke
     message = str(caught.value)
     assert "\n" not in message and "failed (OperationalError: disk I/O error)" in message
     assert "nothing was changed" in message and "restore a backup" in message
+
+
+def test_the_upgrade_binds_each_sales_key_to_the_user_of_its_name(database_url: str) -> None:
+    """Keys had no user before 0010: a sales key named after an enabled user now acts as that
+    user; the others stay unbound (they may read, their actions are refused)."""
+    engine = create_store_engine(database_url)
+    migrate(engine, "0009")
+    with engine.begin() as connection:
+        for name, disabled in (("sam.rivera", None), ("gone.rep", "2026-01-01 00:00:00")):
+            connection.execute(
+                text(
+                    "INSERT INTO users (name, role, password_hash, created_at, disabled_at, session_epoch) "
+                    "VALUES (:n, 'sales', 'x', '2026-01-01 00:00:00', :d, 0)"
+                ),
+                {"n": name, "d": disabled},
+            )
+        for key_id, name, role in (
+            ("k1", "sam.rivera", "sales"),
+            ("k2", "gone.rep", "sales"),
+            ("k3", "crm-sync", "sales"),
+            ("k4", "sam.rivera", "admin"),
+        ):
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (key_id, secret_hash, name, role, created_at) "
+                    "VALUES (:k, 'x', :n, :r, '2026-01-01 00:00:00')"
+                ),
+                {"k": key_id, "n": name, "r": role},
+            )
+    migrate(engine)
+    with engine.connect() as connection:
+        bound = dict(connection.execute(text("SELECT key_id, user_name FROM api_keys ORDER BY key_id")).all())
+    engine.dispose()
+    assert bound == {"k1": "sam.rivera", "k2": None, "k3": None, "k4": None}

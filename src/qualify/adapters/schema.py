@@ -319,6 +319,9 @@ api_keys = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked_at", UTCDateTime()),
     Column("last_used_at", UTCDateTime()),
+    # The dashboard user a key acts for (every sales key has one): a stage action's `by` is this
+    # user, a sales key acts only on the leads this user owns, and disabling the user stops the key.
+    Column("user_name", String(200)),
 )
 
 audit_log = Table(

@@ -57,5 +57,9 @@ class NotFound(QualifyError):
     """A lead, account or model that does not exist."""
 
 
+class NotYourLead(QualifyError):
+    """A sales rep acted on a lead another rep owns (or a key bound to no rep acted as one)."""
+
+
 class Conflict(QualifyError):
     """A change that lost to concurrent writes every time it was tried."""

@@ -12,7 +12,15 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qualify.adapters.store import storage_failure
-from qualify.domain.errors import Conflict, IllegalTransition, InvalidInput, ModelError, NotFound, QualifyError
+from qualify.domain.errors import (
+    Conflict,
+    IllegalTransition,
+    InvalidInput,
+    ModelError,
+    NotFound,
+    NotYourLead,
+    QualifyError,
+)
 from qualify.domain.records import MAX_DOCUMENT_DEPTH
 from qualify.service.admin.api_keys import AuthenticationFailed
 from qualify.service.unit_of_work import StoreUnavailable
@@ -33,6 +41,7 @@ class TooLarge(QualifyError):
 _STATUS: list[tuple[type[Exception], int, str, str]] = [
     (AuthenticationFailed, 401, "unauthenticated", "Missing or invalid API key"),
     (Forbidden, 403, "forbidden", "The key's role does not allow this"),
+    (NotYourLead, 403, "not-your-lead", "A sales key acts only on its rep's own leads"),
     (NotFound, 404, "not-found", "Not found"),
     (IllegalTransition, 409, "illegal-transition", "The lifecycle does not allow this stage change"),
     (StoreUnavailable, 503, "store-unavailable", "The database cannot store anything now"),

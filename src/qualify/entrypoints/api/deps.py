@@ -48,6 +48,15 @@ def require(permission: Permission) -> Callable[..., Identity]:
     return check
 
 
+def acting(caller: Identity, claimed: str | None) -> str:
+    """Who an action is recorded as: a key bound to a user acts as that user (naming anyone
+    else is refused); another key acts as the `by` it sends, else as its own name."""
+    claimed = claimed.strip() if claimed else None
+    if caller.user is not None and claimed and claimed != caller.user:
+        raise Forbidden(f"this key acts as {caller.user}; it cannot record an action by {claimed!r}")
+    return caller.user or claimed or caller.name
+
+
 def permission_doc(permission: Permission) -> dict[str, Any]:
     """OpenAPI extension naming the permission a route needs (and the roles that have it)."""
     return {"x-permission": permission.value, "x-roles": [r.value for r in roles_with(permission)]}

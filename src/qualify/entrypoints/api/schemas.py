@@ -326,7 +326,11 @@ class StageActionIn(BaseModel):
 
     reason: str | None = Field(default=None, description="reason code; required by reject, disqualify and lose")
     note: str | None = Field(default=None, max_length=2000)
-    by: str | None = Field(default=None, max_length=200, description="who acts; default: the API key's name")
+    by: str | None = Field(
+        default=None,
+        max_length=200,
+        description="who acts; default: the key's user, else its name. A key bound to a user may name only that user",
+    )
     at: AwareDatetime | None = Field(default=None, description="when it happened; default: now")
 
     @field_validator("reason", "note", "by")
@@ -371,6 +375,7 @@ class KeyOut(BaseModel):
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    user: str | None = Field(default=None, description="the dashboard user the key acts for (every sales key has one)")
 
 
 # --- webhooks ----------------------------------------------------------------------------------------

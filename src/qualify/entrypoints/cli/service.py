@@ -98,6 +98,14 @@ def keys_create(
     role: Annotated[
         str, typer.Option("--role", help="admin, marketing, sales or ingest (docs/api.md lists what each may do).")
     ],
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            help="The dashboard user the key acts for (required for sales keys): its stage actions are "
+            "recorded as theirs, a sales key acts only on their leads, and it stops when they are disabled.",
+        ),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -105,17 +113,18 @@ def keys_create(
     from qualify.service.admin.api_keys import create_key
 
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
-        token, info = create_key(uow, name, role)
+        token, info = create_key(uow, name, role, user=user)
     if as_json:
-        _print_json({"key": token, "key_id": info.key_id, "name": info.name, "role": info.role})
+        _print_json({"key": token, "key_id": info.key_id, "name": info.name, "role": info.role, "user": info.user})
         return
-    out.print(f"Created {info.role} key {info.key_id} for {info.name}. Keep it now, it is not shown again:")
+    acting = f", acting as {info.user}" if info.user else ""
+    out.print(f"Created {info.role} key {info.key_id} for {info.name}{acting}. Keep it now, it is not shown again:")
     sys.stdout.write(token + "\n")
 
 
 @keys_app.command("list")
 def keys_list(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """List keys: id, name, role, created, last used, revoked (never the secret)."""
+    """List keys: id, name, role, the user it acts for, created, last used, revoked (never the secret)."""
     from qualify.service.admin.api_keys import list_keys
 
     with _workspace(db) as workspace, workspace.unit_of_work() as uow:
@@ -123,12 +132,13 @@ def keys_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         _print_json([asdict(k) for k in keys])
         return
-    table = Table("key id", "name", "role", "created", "last used", "revoked")
+    table = Table("key id", "name", "role", "user", "created", "last used", "revoked")
     for k in keys:
         table.add_row(
             k.key_id,
             k.name,
             k.role,
+            k.user or "",
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",
             f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",

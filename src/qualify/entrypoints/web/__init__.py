@@ -266,8 +266,8 @@ def queue_action(
     reason: Annotated[str | None, Form()] = None,
     note: Annotated[str | None, Form()] = None,
 ) -> Response:
-    from qualify.domain.errors import NotFound
-    from qualify.service.lifecycle.stages import NotYourLead, queue_stage_action
+    from qualify.domain.errors import NotFound, NotYourLead
+    from qualify.service.lifecycle.stages import queue_stage_action
     from qualify.service.reading.sales_queue import sales_queue
 
     user = _checked(who, csrf)

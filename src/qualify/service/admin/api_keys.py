@@ -25,12 +25,18 @@ class AuthenticationFailed(QualifyError):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is calling: the key's id, name and role."""
+    """Who is calling: the key's id, name and role, and the user it acts for (if bound to one)."""
 
     key_id: str
     name: str
     role: Role
     stale: bool = False  # its last use was noted over a minute ago: note this one (touch_key)
+    user: str | None = None
+
+    @property
+    def acts_as(self) -> str:
+        """Who a change made with this key is recorded as: its user, else the key's name."""
+        return self.user or self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,7 @@ class KeyInfo:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    user: str | None = None
 
 
 def _hash(secret: str) -> str:
@@ -48,8 +55,15 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(uow: UnitOfWork, name: str, role: str, *, by: str = "cli") -> tuple[str, KeyInfo]:
-    """Create a key; returns the full token (shown once, never stored) and its public info."""
+def create_key(
+    uow: UnitOfWork, name: str, role: str, *, user: str | None = None, by: str = "cli"
+) -> tuple[str, KeyInfo]:
+    """Create a key; returns the full token (shown once, never stored) and its public info.
+
+    A key bound to a `user` (an enabled dashboard user) acts as that person: its stage actions
+    are recorded as theirs, and it stops working when they are disabled. Every sales key is
+    bound to one, and acts only on the leads its user owns, as the dashboard lets a rep do.
+    """
     if not name.strip():
         raise InvalidInput("a key needs a name saying who or what uses it", field="name")
     try:
@@ -58,17 +72,37 @@ def create_key(uow: UnitOfWork, name: str, role: str, *, by: str = "cli") -> tup
         raise InvalidInput(
             f"unknown role {role!r}; expected one of: {', '.join(r.value for r in Role)}", field="role"
         ) from None
+    if user is not None:
+        user = user.strip()
+        users = schema.users
+        found = uow.connection.execute(
+            select(users.c.id).where(users.c.name == user, users.c.disabled_at.is_(None))
+        ).first()
+        if found is None:
+            raise InvalidInput(
+                f"no enabled user {user!r}: add them first with `qualify users add {user or 'NAME'} --role sales`",
+                field="user",
+            )
+    elif checked is Role.SALES:
+        raise InvalidInput(
+            "a sales key acts for one rep: say whom with --user NAME (a dashboard user, see `qualify users add`)",
+            field="user",
+        )
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     now = utcnow()
     uow.connection.execute(
         schema.api_keys.insert().values(
-            key_id=key_id, secret_hash=_hash(secret), name=name.strip(), role=checked.value, created_at=now
+            key_id=key_id,
+            secret_hash=_hash(secret),
+            name=name.strip(),
+            role=checked.value,
+            created_at=now,
+            user_name=user,
         )
     )
-    record_audit(
-        uow, actor=by, action="key.create", target=key_id, details={"name": name.strip(), "role": checked.value}
-    )
-    return f"{PREFIX}_{key_id}_{secret}", KeyInfo(key_id, name.strip(), checked.value, now, None, None)
+    details = {"name": name.strip(), "role": checked.value} | ({"user": user} if user else {})
+    record_audit(uow, actor=by, action="key.create", target=key_id, details=details)
+    return f"{PREFIX}_{key_id}_{secret}", KeyInfo(key_id, name.strip(), checked.value, now, None, None, user)
 
 
 def authenticate(uow: UnitOfWork, token: str) -> Identity:
@@ -77,19 +111,30 @@ def authenticate(uow: UnitOfWork, token: str) -> Identity:
     if len(parts) != 3 or parts[0] != PREFIX:
         raise AuthenticationFailed("not a Qualify API key")
     _, key_id, secret = parts
-    keys = schema.api_keys
+    keys, users = schema.api_keys, schema.users
     row = uow.connection.execute(
-        select(keys.c.secret_hash, keys.c.name, keys.c.role, keys.c.revoked_at, keys.c.last_used_at).where(
-            keys.c.key_id == key_id
+        select(
+            keys.c.secret_hash,
+            keys.c.name,
+            keys.c.role,
+            keys.c.revoked_at,
+            keys.c.last_used_at,
+            keys.c.user_name,
+            users.c.disabled_at,
+            users.c.id.label("user_id"),
         )
+        .select_from(keys.outerjoin(users, users.c.name == keys.c.user_name))
+        .where(keys.c.key_id == key_id)
     ).first()
     # Compare even when the key is unknown, so timing does not tell which keys exist.
     stored = row.secret_hash if row is not None else _hash("")
     if not hmac.compare_digest(stored, _hash(secret)) or row is None or row.revoked_at is not None:
         raise AuthenticationFailed("unknown, wrong or revoked API key")
+    if row.user_name is not None and (row.user_id is None or row.disabled_at is not None):
+        raise AuthenticationFailed("unknown, wrong or revoked API key")  # its user was disabled
     # Use is noted at most once a minute: a write on every request would serialise SQLite.
     stale = row.last_used_at is None or (utcnow() - row.last_used_at).total_seconds() > 60
-    return Identity(key_id, row.name, Role(row.role), stale)
+    return Identity(key_id, row.name, Role(row.role), stale, row.user_name)
 
 
 def touch_key(uow: UnitOfWork, key_id: str) -> None:
@@ -101,7 +146,9 @@ def touch_key(uow: UnitOfWork, key_id: str) -> None:
 def list_keys(uow: UnitOfWork) -> list[KeyInfo]:
     k = schema.api_keys
     rows = uow.connection.execute(
-        select(k.c.key_id, k.c.name, k.c.role, k.c.created_at, k.c.revoked_at, k.c.last_used_at).order_by(k.c.id)
+        select(
+            k.c.key_id, k.c.name, k.c.role, k.c.created_at, k.c.revoked_at, k.c.last_used_at, k.c.user_name
+        ).order_by(k.c.id)
     )
     return [KeyInfo(*row) for row in rows]
 

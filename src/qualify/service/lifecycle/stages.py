@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
-from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound, QualifyError
+from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound, NotYourLead, QualifyError
 from qualify.domain.lifecycle import Actor, Stage, check_action
 from qualify.service.audit import record_audit
 from qualify.service.lifecycle.events import CLOCK_SKEW
@@ -51,11 +51,13 @@ def apply_stage_action(
     at: datetime | None = None,
     now: datetime | None = None,
     key_id: str | None = None,
+    owned_by: str | None = None,
 ) -> StageChange:
     """Apply a person's stage action to a lead, recording who, when and why.
 
     The lead is first brought up to `at` (a decay-out timer may have fired), so the
-    action is checked against the stage the lead really is in at that moment.
+    action is checked against the stage the lead really is in at that moment. With
+    `owned_by` (a sales rep acting), a lead that rep does not own raises NotYourLead.
     """
     if not by or not by.strip():
         raise InvalidInput("say who acts: --by NAME", field="by")
@@ -64,6 +66,11 @@ def apply_stage_action(
     record = repo.find_lead(uow.connection, lead_key, for_update=True)
     if record is None:
         raise NotFound(f"no lead {lead_key!r}")
+    if owned_by is not None:
+        leads = schema.leads
+        owner = uow.connection.execute(select(leads.c.owner).where(leads.c.id == record.id)).scalar()
+        if owner != owned_by:
+            raise NotYourLead(f"{lead_key} is not {owned_by}'s lead: a sales rep acts only on the leads they own")
     if at > now + CLOCK_SKEW:
         raise InvalidInput(f"an action cannot be dated in the future ({at.isoformat()})", field="at")
     if at.timestamp() < record.state.stage_entered:
@@ -109,10 +116,6 @@ def apply_stage_action(
     )
 
 
-class NotYourLead(QualifyError):
-    """A person who sees only their own leads acted on someone else's."""
-
-
 def queue_stage_action(
     uow: UnitOfWork,
     lead_id: int,
@@ -130,15 +133,15 @@ def queue_stage_action(
     theirs; returns why the lifecycle refused the action (the lead is left as it was), else None.
     """
     leads = schema.leads
-    found = uow.connection.execute(
-        select(leads.c.owner).where(leads.c.id == lead_id, leads.c.erased_at.is_(None))
-    ).first()
+    found = uow.connection.execute(select(leads.c.id).where(leads.c.id == lead_id, leads.c.erased_at.is_(None))).first()
     if found is None:
         raise NotFound(f"no lead #{lead_id}")
-    if own_leads_only and found.owner != by:
-        raise NotYourLead(f"lead #{lead_id} is not {by}'s")
     try:
-        apply_stage_action(uow, f"#{lead_id}", action, by=by, reason=reason, note=note)
+        apply_stage_action(
+            uow, f"#{lead_id}", action, by=by, reason=reason, note=note, owned_by=by if own_leads_only else None
+        )
+    except NotYourLead:
+        raise
     except QualifyError as problem:
         return str(problem)
     return None

@@ -39,7 +39,7 @@ def get_keys(workspace: WorkspaceDep, caller: KeyManager) -> list[KeyOut]:
 def delete_key(key_id: str, workspace: WorkspaceDep, caller: KeyManager) -> None:
     """Revoke a key: it stops working at once."""
     with workspace.unit_of_work() as uow:
-        revoke_key(uow, key_id, by=caller.name)
+        revoke_key(uow, key_id, by=caller.acts_as)
 
 
 @router.get("/audit", responses=PROBLEM_RESPONSES, openapi_extra=permission_doc(Permission.READ_AUDIT))

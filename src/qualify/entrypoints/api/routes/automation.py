@@ -97,7 +97,7 @@ def put_segment(name: Name, definition: SegmentBody, workspace: WorkspaceDep, ca
     """Create or replace a segment; every lead is tested against it at once (the answer says how many entered)."""
     segment = load_segment({**definition, "name": name}, f"segment {name}")
     with workspace.unit_of_work() as uow:
-        applied = definitions.put_segments(uow, [segment], by=caller.name)
+        applied = definitions.put_segments(uow, [segment], by=caller.acts_as)
     moved = segments.refresh_segments(workspace, names=[name]) if not applied.unchanged else None
     with workspace.unit_of_work(read_only=True) as uow:
         return reading.segment_info(uow, name).as_dict() | {"applied": applied.as_dict(), "refresh": moved}
@@ -113,7 +113,7 @@ def get_segment(name: Name, workspace: WorkspaceDep, caller: LeadReader) -> dict
 def delete_segment(name: Name, workspace: WorkspaceDep, caller: Automator) -> None:
     """Delete a segment (refused while a workflow is triggered by it); its members' exits are recorded."""
     with workspace.unit_of_work() as uow:
-        definitions.delete_segment(uow, name, by=caller.name)
+        definitions.delete_segment(uow, name, by=caller.acts_as)
 
 
 @router.get("/segments/{name}/members", responses=NOT_FOUND, openapi_extra=READ)
@@ -160,7 +160,7 @@ def put_workflow(name: Name, definition: WorkflowBody, workspace: WorkspaceDep, 
     """Create or replace a workflow (active). The templates it sends and the segment that triggers it must exist."""
     workflow = load_workflow({**definition, "name": name}, f"workflow {name}")
     with workspace.unit_of_work() as uow:
-        applied = definitions.put_workflows(uow, AutomationDocument(workflows=(workflow,)), by=caller.name)
+        applied = definitions.put_workflows(uow, AutomationDocument(workflows=(workflow,)), by=caller.acts_as)
         return reading.workflow_info(uow, name).as_dict() | {"applied": applied.as_dict()}
 
 
@@ -174,13 +174,13 @@ def get_workflow(name: Name, workspace: WorkspaceDep, caller: LeadReader) -> dic
 def pause_workflow(name: Name, workspace: WorkspaceDep, caller: Automator) -> dict[str, int]:
     """Pause: nobody new is enrolled and the runs in progress stop (each logged)."""
     with workspace.unit_of_work() as uow:
-        return {"stopped": definitions.set_workflow_active(uow, name, False, by=caller.name)}
+        return {"stopped": definitions.set_workflow_active(uow, name, False, by=caller.acts_as)}
 
 
 @router.post("/workflows/{name}/resume", status_code=204, responses=NOT_FOUND, openapi_extra=WRITE)
 def resume_workflow(name: Name, workspace: WorkspaceDep, caller: Automator) -> None:
     with workspace.unit_of_work() as uow:
-        definitions.set_workflow_active(uow, name, True, by=caller.name)
+        definitions.set_workflow_active(uow, name, True, by=caller.acts_as)
 
 
 @router.put("/templates/{name}", status_code=204, responses=PROBLEM_RESPONSES, openapi_extra=WRITE)
@@ -188,7 +188,7 @@ def put_template(name: Name, body: TemplateIn, workspace: WorkspaceDep, caller: 
     """Create or replace an email template (Jinja2; docs/email.md lists what it may use)."""
     document = AutomationDocument(templates=(Template(name, body.subject, body.text, body.html),))
     with workspace.unit_of_work() as uow:
-        definitions.put_workflows(uow, document, by=caller.name)
+        definitions.put_workflows(uow, document, by=caller.acts_as)
 
 
 @router.get("/leads/{key}/automation", responses=NOT_FOUND, openapi_extra=READ)

@@ -9,11 +9,19 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from qualify.domain.access import Permission
-from qualify.domain.errors import InvalidInput
+from qualify.domain.access import Permission, Role
+from qualify.domain.errors import InvalidInput, NotYourLead
 from qualify.domain.lifecycle import STAGE_ACTIONS
 from qualify.domain.records import Account, Lead, normalise_domain
-from qualify.entrypoints.api.deps import Eraser, LeadReader, LeadWriter, StageActor, WorkspaceDep, permission_doc
+from qualify.entrypoints.api.deps import (
+    Eraser,
+    LeadReader,
+    LeadWriter,
+    StageActor,
+    WorkspaceDep,
+    acting,
+    permission_doc,
+)
 from qualify.entrypoints.api.schemas import (
     MAX_BATCH,
     AccountIn,
@@ -42,7 +50,9 @@ class MergeIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"duplicate": "j.doe@acme.com"}]})
 
     duplicate: str = Field(max_length=254, description="the lead to fold into this one: email, external id or #id")
-    by: str | None = Field(default=None, max_length=200, description="who merges; default: the API key's name")
+    by: str | None = Field(
+        default=None, max_length=200, description="who merges; default: the key's user, else its name"
+    )
 
 
 class MergeOut(BaseModel):
@@ -229,11 +239,28 @@ def _account(item: AccountIn) -> Account:
 def post_stage_action(
     key: KeyPath, action: Action, body: StageActionIn, workspace: WorkspaceDep, caller: StageActor
 ) -> StageChangeOut:
-    """A person's stage action, with the same rules and errors as `qualify stage ACTION`."""
-    by = body.by or caller.name
+    """A person's stage action, with the same rules and errors as `qualify stage ACTION`.
+
+    A key bound to a user acts as that user (`by`, if sent, must name them); a sales key acts
+    only on the leads its user owns (403 `not-your-lead` otherwise), as in the dashboard."""
+    by = acting(caller, body.by)
+    if caller.role is Role.SALES and caller.user is None:
+        raise NotYourLead(
+            "this sales key is bound to no user, so it may read but not act; make one that acts for a rep "
+            "with `qualify keys create NAME --role sales --user REP`"
+        )
+    owned_by = caller.user if caller.role is Role.SALES else None
     with workspace.unit_of_work() as uow:
         change = apply_stage_action(
-            uow, key, action, by=by, reason=body.reason, note=body.note, at=body.at, key_id=caller.key_id
+            uow,
+            key,
+            action,
+            by=by,
+            reason=body.reason,
+            note=body.note,
+            at=body.at,
+            key_id=caller.key_id,
+            owned_by=owned_by,
         )
     return StageChangeOut.model_validate(change.as_dict(action))
 
@@ -247,7 +274,7 @@ def post_stage_action(
 def post_merge(key: KeyPath, body: MergeIn, workspace: WorkspaceDep, caller: LeadWriter) -> MergeOut:
     """Fold the duplicate into this lead: all events kept, the duplicate's keys redirected here."""
     with workspace.unit_of_work() as uow:
-        result = merge_leads(uow, key, body.duplicate, by=body.by or caller.name, key_id=caller.key_id)
+        result = merge_leads(uow, key, body.duplicate, by=acting(caller, body.by), key_id=caller.key_id)
     return MergeOut(kept=result.kept, merged=result.merged, events_moved=result.events_moved)
 
 
@@ -275,4 +302,4 @@ def delete_lead(key: KeyPath, workspace: WorkspaceDep, caller: Eraser) -> None:
     """Erase the person (GDPR): events and personal data deleted; the nameless row stays so the
     funnel's counts do not change. The audit log names the lead by id only."""
     with workspace.unit_of_work() as uow:
-        erase_lead(uow, key, by=caller.name, key_id=caller.key_id)
+        erase_lead(uow, key, by=caller.acts_as, key_id=caller.key_id)

@@ -50,6 +50,7 @@ def post_validate(body: ModelIn, caller: ModelReader) -> ModelOut:
 def post_activate(body: ModelIn, workspace: WorkspaceDep, caller: ModelWriter) -> ModelOut:
     """Store a model version and make it active (leads are rescored by `qualify score`)."""
     model, changed = retrying(
-        workspace, lambda uow: activate_model(uow, body.document, "request body", by=caller.name, key_id=caller.key_id)
+        workspace,
+        lambda uow: activate_model(uow, body.document, "request body", by=caller.acts_as, key_id=caller.key_id),
     )
     return ModelOut(name=model.name, version=model.version, changed=changed)

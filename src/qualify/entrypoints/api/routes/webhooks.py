@@ -37,7 +37,7 @@ def post_webhook(body: WebhookIn, workspace: WorkspaceDep, caller: WebhookManage
             body.kinds,
             secret=body.secret,
             description=body.description,
-            by=caller.name,
+            by=caller.acts_as,
             key_id=caller.key_id,
         )
     return WebhookCreated(**asdict(subscription), secret=secret)
@@ -47,7 +47,7 @@ def post_webhook(body: WebhookIn, workspace: WorkspaceDep, caller: WebhookManage
 def delete_webhook(webhook_id: RowId, workspace: WorkspaceDep, caller: WebhookManager) -> None:
     """Remove a subscription: nothing more is sent to it, and its pending deliveries become dead."""
     with workspace.unit_of_work() as uow:
-        webhooks.remove_subscription(uow, webhook_id, by=caller.name, key_id=caller.key_id)
+        webhooks.remove_subscription(uow, webhook_id, by=caller.acts_as, key_id=caller.key_id)
 
 
 @router.get("/deliveries", response_model=list[DeliveryOut], responses=PROBLEM_RESPONSES, openapi_extra=DOC)
@@ -73,5 +73,5 @@ def get_deliveries(
 def post_retry(delivery_id: RowId, workspace: WorkspaceDep, caller: WebhookManager) -> DeliveryOut:
     """Queue a dead delivery again, due now, with a fresh set of attempts (the worker sends it)."""
     with workspace.unit_of_work() as uow:
-        delivery = webhooks.retry_delivery(uow, delivery_id, by=caller.name, key_id=caller.key_id)
+        delivery = webhooks.retry_delivery(uow, delivery_id, by=caller.acts_as, key_id=caller.key_id)
     return DeliveryOut(**asdict(delivery))
