@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from qualify.adapters import schema
 from qualify.domain.engagement import EngagementState
@@ -125,6 +127,27 @@ def locked_leads() -> Any:
     holds its row until commit on PostgreSQL, so a concurrent writer cannot slip in between
     (SQLite ignores it: its writers take turns already)."""
     return select(schema.leads).order_by(schema.leads.c.id).with_for_update()
+
+
+LEAD_KEY_LOCKS = 256  # lead keys share this many advisory locks: a batch holds at most as many
+_LEAD_KEY_LOCK_CLASS = 0x5175  # the first key of those advisory locks ("Qu"), apart from any other use
+
+
+def lock_lead_keys(conn: Connection, keys: Iterable[str]) -> bool:
+    """Hold, until the transaction ends, the locks of these lead keys (emails, and external ids
+    as `ext:<id>`), so that two transactions cannot both create a lead for one key: the second
+    waits for the first to commit and then finds its lead. Keys hash onto `LEAD_KEY_LOCKS`
+    locks taken in order (no two batches deadlock on them, and a batch holds a bounded number).
+    PostgreSQL only: SQLite's writers take turns already. Returns whether it locked anything."""
+    if conn.dialect.name != "postgresql":
+        return False
+    buckets = sorted({zlib.crc32(key.encode()) % LEAD_KEY_LOCKS for key in keys})
+    if buckets:
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:lock_class, b) FROM unnest(CAST(:buckets AS integer[])) AS b"),
+            {"lock_class": _LEAD_KEY_LOCK_CLASS, "buckets": buckets},
+        )
+    return bool(buckets)
 
 
 def find_leads_by_id(conn: Connection, ids: Iterable[int], *, profile: bool = True) -> list[LeadRecord]:
@@ -338,12 +361,22 @@ def account_values(account: Account) -> dict[str, Any]:
     return values
 
 
-def insert_accounts(conn: Connection, accounts: list[Account], now: datetime) -> list[int]:
+def insert_accounts(conn: Connection, accounts: list[Account], now: datetime) -> dict[str, int]:
+    """Insert accounts (distinct domains); returns the id of each one inserted, by domain.
+
+    A domain another transaction inserted first is left out of the answer, not an error: on
+    PostgreSQL the insert waits for that transaction to end, so `find_accounts` then reads its
+    account. Two batches naming one new company thus both go through on their first try."""
     if not accounts:
-        return []
+        return {}
     rows = [{**account_values(a), "created_at": now, "updated_at": now} for a in accounts]
-    statement = schema.accounts.insert().returning(schema.accounts.c.id, sort_by_parameter_order=True)
-    return list(conn.execute(statement, rows).scalars().all())
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(schema.accounts)
+        .on_conflict_do_nothing(index_elements=[schema.accounts.c.domain])
+        .returning(schema.accounts.c.domain, schema.accounts.c.id)
+    )
+    return {row.domain: row.id for row in conn.execute(statement, rows)}
 
 
 def update_accounts(conn: Connection, accounts: list[tuple[int, Account]], now: datetime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,15 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    logging.getLogger("psycopg").addFilter(_second_errors)
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _second_errors(record: logging.LogRecord) -> bool:
+    """Drop psycopg's warning that ending a batch's pipeline failed too, after the error that
+    ended it (a unique key another writer took, a deadlock): that error is raised and handled
+    (`retrying` runs the batch again), and the echo only alarmed the reader of `qualify import`."""
+    return not str(record.msg).startswith("error ignored terminating")
 
 
 # What the database says when it cannot store anything, whoever writes: no retry gets past it.

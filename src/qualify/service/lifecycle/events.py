@@ -99,11 +99,20 @@ def _load(
     """The event ids already stored, the leads the events name (scoring state only), and, when
     `create_unknown`, a new lead for each key the store lacks (an external id alone, only when
     `create_from_external_id`). Returns the stored ids."""
-    stored = repo.existing_event_ids(batch.conn, [e.event_id for e in events])
     batch.load({e.email for e in events if e.email}, {e.external_id for e in events if e.external_id}, profile=False)
+    creating: list[Event] = []
     if create_unknown:
         latest = batch.now + CLOCK_SKEW
         creating = [e for e in events if e.occurred_at <= latest and (e.email or create_from_external_id)]
+        unknown = [e for e in creating if batch.get(e.email, e.external_id) is None]
+        batch.claim(
+            {e.email for e in unknown if e.email}, {e.external_id for e in unknown if e.external_id}, profile=False
+        )
+    # Read once the leads are locked (their rows, and on PostgreSQL the keys of those to create):
+    # a batch that held them first has committed by now, so its events are found as duplicates
+    # here instead of failing this batch's insert.
+    stored = repo.existing_event_ids(batch.conn, [e.event_id for e in events])
+    if creating:
         _create_unknown_leads(batch, creating, stored, by)
     return stored
 

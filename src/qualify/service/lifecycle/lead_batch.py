@@ -51,6 +51,17 @@ class LeadBatch:
         missing = {r.account_id for r in records if r.account_id is not None} - self.accounts.keys()
         self.accounts.update(repo.accounts_by_id(self.conn, missing))
 
+    def claim(self, emails: Iterable[str], external_ids: Iterable[str], *, profile: bool = True) -> None:
+        """Before creating leads for keys `load` did not find: lock those keys (`lock_lead_keys`)
+        and load them again, so that a lead another transaction created meanwhile is found
+        rather than made twice (which its unique key would refuse, failing the whole batch)."""
+        emails = sorted({e for e in emails if e and e not in self.by_email})
+        external_ids = sorted({x for x in external_ids if x and x not in self.by_external})
+        if not emails and not external_ids:
+            return
+        if repo.lock_lead_keys(self.conn, [*emails, *(f"ext:{x}" for x in external_ids)]):
+            self.load(emails, external_ids, profile=profile)
+
     def _load_aliases(self, emails: list[str], external_ids: list[str], profile: bool) -> list[LeadRecord]:
         """Keys of merged leads find the lead they were merged into."""
         targets = repo.alias_targets(self.conn, emails, external_ids) if emails or external_ids else {}
@@ -103,9 +114,13 @@ class LeadBatch:
             self.account_ids[domain] = account_id
             self.accounts[account_id] = account
         missing = sorted(wanted - self.account_ids.keys())
-        created = [Account(domain=d) for d in missing]
-        for account, account_id in zip(created, repo.insert_accounts(self.conn, created, self.now), strict=True):
-            self.account_ids[account.domain] = account_id
+        inserted = repo.insert_accounts(self.conn, [Account(domain=d) for d in missing], self.now)
+        for domain, account_id in inserted.items():
+            self.account_ids[domain] = account_id
+            self.accounts[account_id] = Account(domain=domain)
+        # Made meanwhile by another transaction (now committed): read as it is.
+        for domain, (account_id, account) in repo.find_accounts(self.conn, set(missing) - inserted.keys()).items():
+            self.account_ids[domain] = account_id
             self.accounts[account_id] = account
 
     def account_of(self, record: LeadRecord) -> Account | None:

@@ -43,6 +43,7 @@ def upsert_accounts(
     existing = repo.find_accounts(conn, [a.domain for a in accounts])
     to_insert: dict[str, Account] = {}
     to_update: dict[int, Account] = {}
+    created_at: dict[str, int] = {}  # the place of each domain's "created" status
     for account in accounts:
         if account.domain in to_insert:
             _merge_account(to_insert[account.domain], account)
@@ -56,8 +57,15 @@ def upsert_accounts(
                 outcome.statuses.append("unchanged")
         else:
             to_insert[account.domain] = account
+            created_at[account.domain] = len(outcome.statuses)
             outcome.statuses.append("created")
-    repo.insert_accounts(conn, list(to_insert.values()), now)
+    inserted = repo.insert_accounts(conn, list(to_insert.values()), now)
+    # A domain another transaction created meanwhile: what this batch says is merged into it.
+    for domain, (account_id, stored) in repo.find_accounts(conn, to_insert.keys() - inserted.keys()).items():
+        changed = _merge_account(stored, to_insert[domain])
+        if changed:
+            to_update[account_id] = stored
+        outcome.statuses[created_at[domain]] = "updated" if changed else "unchanged"
     repo.update_accounts(conn, list(to_update.items()), now)
     if to_update:
         _refit_account_leads(uow, list(to_update), now, by)
@@ -140,10 +148,10 @@ def upsert_leads(
     if accounts:
         upsert_accounts(uow, accounts, now=now, by=by)
     batch = LeadBatch(uow, uow.active_model(), now)
-    batch.load(
-        [lead.email for lead in leads if lead.email],
-        [lead.external_id for lead in leads if lead.external_id],
-    )
+    emails = [lead.email for lead in leads if lead.email]
+    external_ids = [lead.external_id for lead in leads if lead.external_id]
+    batch.load(emails, external_ids)
+    batch.claim(emails, external_ids)
     batch.ensure_accounts(lead.account_domain for lead in leads if lead.account_domain)
     outcome = UpsertOutcome()
     for index, lead in enumerate(leads):

@@ -254,6 +254,7 @@ def _leads_of(
     at the instant of their first fact, so that a later leads file fills in who they are."""
     batch.load({e for e, _, _ in keys if e}, {x for _, x, _ in keys if x}, profile=False)
     if create_unknown:
+        batch.claim({e for e, _, _ in keys if e}, {x for _, x, _ in keys if x}, profile=False)
         unknown = [(e, x, at) for e, x, at in keys if (e or x) and batch.get(e, x) is None]
         batch.ensure_accounts(Lead(email=e, external_id=x).account_domain or "" for e, x, _ in unknown)
         for email, external_id, at in sorted(unknown, key=lambda k: k[2]):
