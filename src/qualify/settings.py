@@ -24,6 +24,13 @@ class Settings(BaseSettings):
             "unset: one made once and kept in the workspace."
         ),
     )
+    backup_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The key that signs backups (32 characters or more, not a placeholder): `qualify backup` signs "
+            "with it and `qualify restore` refuses a backup it did not sign; unset: backups are unsigned."
+        ),
+    )
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
         description="Where the workspace lives: sqlite:///path.db or postgresql+psycopg://user@host/db.",

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import re
+import secrets
 import socket
 import stat
 import time
@@ -552,3 +554,120 @@ def test_a_sales_key_cannot_be_made_without_its_rep(tmp_path: Path) -> None:
     assert made.exit_code == 0 and json.loads(made.stdout)["user"] == "ana"
     listed = runner.invoke(app, ["keys", "list", "--json", "--db", db])
     assert json.loads(listed.stdout)[0]["user"] == "ana"
+
+
+def said(result: Any) -> str:
+    """What a command printed, as one line (the terminal's wrapping undone)."""
+    return " ".join(result.output.split())
+
+
+def _forge(source: Path, target: Path, change: Callable[[list[dict[str, Any]]], None]) -> None:
+    """The attack on a backup: edit its rows, then recompute the footer's counts and checksums."""
+    with gzip.open(source, "rt", encoding="utf-8") as handle:
+        items = [json.loads(line) for line in handle]
+    header, rows, footer = items[0], [i for i in items[1:] if "t" in i], items[-1]
+    change(rows)
+    manifest = footer["footer"]
+    for table in manifest["counts"]:
+        digest, count = hashlib.sha256(), 0
+        for row in (r["r"] for r in rows if r["t"] == table):
+            digest.update(json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+            count += 1
+        manifest["counts"][table], manifest["checksums"][table] = count, digest.hexdigest()
+    with gzip.open(target, "wt", encoding="utf-8") as out:
+        for item in (header, *rows, footer):
+            out.write(json.dumps(item, ensure_ascii=False) + "\n")
+
+
+def test_an_edited_backup_is_refused_and_a_signed_one_cannot_be_forged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup edited to add an admin user and a lead in stage `pwned`, its checksums recomputed,
+    restored as "every table matches": the new admin signed in, and the lead answered 500 everywhere."""
+    runner = CliRunner()
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    assert runner.invoke(app, ["init", "--db", source]).exit_code == 0
+    workspace = open_workspace(Settings(database_url=source))
+    with workspace.unit_of_work() as uow:
+        upsert_leads(uow, [Lead(email="jane@acme.com", first_name="Jane")], now=datetime.now(UTC), by="api")
+        users.add_user(uow, "ana", "admin", "a long enough password")
+    workspace.close()
+    plain = tmp_path / "plain.qbk"
+    assert runner.invoke(app, ["backup", str(plain), "--db", source]).exit_code == 0
+
+    def pwn(rows: list[dict[str, Any]]) -> None:
+        lead = next(r["r"] for r in rows if r["t"] == "leads")
+        lead["stage"] = "pwned"
+
+    def add_admin(rows: list[dict[str, Any]]) -> None:
+        ana = next(r for r in rows if r["t"] == "users")
+        eve = {**ana["r"], "id": ana["r"]["id"] + 1, "name": "eve"}
+        rows.insert(rows.index(ana) + 1, {"t": "users", "r": eve})
+
+    def restore_of(path: Path, *extra: str, env: dict[str, str] | None = None) -> Any:
+        target = f"sqlite:///{tmp_path / f'restored-{time.monotonic_ns()}.db'}"
+        return runner.invoke(app, ["restore", str(path), *extra, "--db", target], env=env)
+
+    # Unsigned: every value is checked as live input, so the impossible stage is refused whole.
+    _forge(plain, pwned := tmp_path / "pwned.qbk", pwn)
+    refused = restore_of(pwned)
+    assert refused.exit_code == 2, refused.output
+    assert re.search(r"pwned\.qbk, line \d+: leads\.stage: 'pwned' is not a lifecycle stage", refused.stderr)
+    assert "nothing was restored" in refused.stderr
+    # A well-formed admin added by hand is what checks cannot see: signing is the defence.
+    key = {"QUALIFY_BACKUP_KEY": "k3y-" + secrets.token_urlsafe(32)}
+    signed = tmp_path / "signed.qbk"
+    made = runner.invoke(app, ["backup", str(signed), "--db", source], env=key)
+    assert made.exit_code == 0 and ", signed." in said(made), made.output
+    _forge(signed, forged := tmp_path / "forged.qbk", add_admin)
+    caught = restore_of(forged, env=key)
+    assert caught.exit_code == 2 and "the signature does not match" in caught.stderr, caught.output
+    other_key = restore_of(signed, env={"QUALIFY_BACKUP_KEY": "k3y-" + secrets.token_urlsafe(32)})
+    assert other_key.exit_code == 2 and "the signature does not match" in other_key.stderr
+    no_key = restore_of(signed)
+    assert no_key.exit_code == 2 and "the backup is signed: set QUALIFY_BACKUP_KEY" in no_key.stderr
+    not_signed = restore_of(plain, env=key)
+    assert not_signed.exit_code == 2 and "the backup is not signed" in not_signed.stderr
+    weak = runner.invoke(app, ["backup", str(tmp_path / "w.qbk"), "--db", source], env={"QUALIFY_BACKUP_KEY": "x" * 40})
+    assert weak.exit_code == 2 and "QUALIFY_BACKUP_KEY cannot sign backups: it is one character repeated" in weak.stderr
+    # The genuine ones restore: signed with its key, and unsigned when told to.
+    good = restore_of(signed, env=key)
+    assert good.exit_code == 0 and "its signature is good" in said(good), good.output
+    told = restore_of(plain, "--unsigned", env=key)
+    assert told.exit_code == 0 and "it is unsigned" in said(told), told.output
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "why"),
+    [
+        ("leads", "email", "Jane@ACME.com ", "is not an email address as the product stores one"),
+        ("leads", "fit_score", float("inf"), "not a finite number"),
+        ("leads", "created_at", "2026-01-01T10:00:00", "a time without a zone"),
+        ("leads", "first_name", "x" * 201, "201 characters; the column holds 200"),
+        ("leads", "attributes", {"a": "\u0000"}, "contains a NUL character"),
+        ("users", "role", "root", "'root' is not a dashboard role"),
+        ("users", "password_hash", "plain-text", "not a password hash the product makes"),
+        ("scoring_models", "document", "name: [", "the document does not load"),
+    ],
+)
+def test_every_restored_value_is_checked_as_live_input(
+    tmp_path: Path, table: str, column: str, value: Any, why: str
+) -> None:
+    source = tmp_path / "source.db"
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{source}"), create=True)
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, default_model_text())
+        upsert_leads(uow, [Lead(email="jane@acme.com", first_name="Jane")], now=datetime.now(UTC), by="api")
+        users.add_user(uow, "ana", "admin", "a long enough password")
+    runner = CliRunner()
+    plain = tmp_path / "plain.qbk"
+    assert runner.invoke(app, ["backup", str(plain), "--db", f"sqlite:///{source}"]).exit_code == 0
+    workspace.close()
+
+    def edit(rows: list[dict[str, Any]]) -> None:
+        next(r["r"] for r in rows if r["t"] == table)[column] = value
+
+    _forge(plain, edited := tmp_path / "edited.qbk", edit)
+    refused = runner.invoke(app, ["restore", str(edited), "--db", f"sqlite:///{tmp_path / 'target.db'}"])
+    assert refused.exit_code == 2, refused.output
+    assert f"{table}.{column}: " in refused.stderr and why in refused.stderr, refused.stderr

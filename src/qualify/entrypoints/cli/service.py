@@ -412,40 +412,74 @@ def backup(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write every row of the workspace to FILE, in one consistent snapshot, with per-table checksums."""
+    """Write every row of the workspace to FILE, in one consistent snapshot, with per-table checksums;
+    signed when QUALIFY_BACKUP_KEY is set."""
     from pathlib import Path
 
     from qualify.service.admin.backup import backup as write_backup
 
+    key = _backup_key(db)
     with _workspace(db) as workspace, _errors():
-        manifest = write_backup(workspace, Path(file), secrets=with_secrets)
+        manifest = write_backup(workspace, Path(file), secrets=with_secrets, key=key)
     if as_json:
         _print_json(manifest.as_dict() | {"file": file})
         return
     rows = sum(manifest.counts.values())
+    signed = "signed" if manifest.signed else "unsigned (set QUALIFY_BACKUP_KEY to sign backups)"
     out.print(
-        f"Backed up {rows:,} rows of {len(manifest.counts)} tables (schema {manifest.revision}) to {escape(file)}."
+        f"Backed up {rows:,} rows of {len(manifest.counts)} tables (schema {manifest.revision}) to {escape(file)}, "
+        f"{signed}."
     )
+
+
+def _backup_key(db: str | None) -> str | None:
+    """QUALIFY_BACKUP_KEY, refused (exit 2) when it is a placeholder or too weak to sign with."""
+    from qualify.service.admin.users import weak_secret
+
+    key = _settings(db).backup_key
+    if key is None:
+        return None
+    if (why := weak_secret(key)) is not None:
+        _fail(f"QUALIFY_BACKUP_KEY cannot sign backups: {why}")
+    return key.get_secret_value()
 
 
 @app.command()
 def restore(
     file: Annotated[str, typer.Argument(help="A backup made by `qualify backup`.")],
+    unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--unsigned",
+            help="Restore without checking a signature (a backup from before QUALIFY_BACKUP_KEY was set); "
+            "every row is still checked as live input.",
+        ),
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Restore FILE into an empty database (SQLite or PostgreSQL), then check every table against it."""
+    """Restore FILE into an empty database (SQLite or PostgreSQL), checking every row as live input
+    and, with QUALIFY_BACKUP_KEY, its signature; then check every table against it."""
     from pathlib import Path
 
     from qualify.service.admin.backup import restore as read_backup
 
     settings = _settings(db)
+    key = None if unsigned else _backup_key(db)
     with _errors():
         if not Path(file).is_file():
             raise FileNotFoundError(2, "no such file", file)
-        manifest = read_backup(settings.database_url, Path(file))
+        manifest = read_backup(settings.database_url, Path(file), key=key, unsigned=unsigned)
     if as_json:
         _print_json(manifest.as_dict() | {"verified": True})
         return
     rows = sum(manifest.counts.values())
-    out.print(f"Restored {rows:,} rows of {len(manifest.counts)} tables; every table matches the backup's checksums.")
+    signed = (
+        "its signature is good"
+        if manifest.signed
+        else "it is unsigned: its rows were checked, but who made it cannot be told"
+    )
+    out.print(
+        f"Restored {rows:,} rows of {len(manifest.counts)} tables; every table matches the backup's checksums; "
+        f"{signed}."
+    )
