@@ -6,6 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from qualify import __version__
 from qualify.bootstrap import open_workspace
@@ -51,7 +55,11 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
             if owned:
                 app.state.workspace.close()
 
-    app = FastAPI(title="Qualify", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # The interactive docs' assets come from the installed package (swagger-ui-bundle), not from
+    # a CDN: `/docs` works on a machine with no way out to the internet.
+    app = FastAPI(
+        title="Qualify", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     if workspace is not None:
         app.state.workspace = workspace
     install_problem_handlers(app)
@@ -66,7 +74,26 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
 
     install_dashboard(app)
     _add_problem_schema(app)
+    _add_offline_docs(app)
     return app
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """Swagger UI at `/docs`, every file of it served from the installed package."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Qualify API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 def _add_problem_schema(app: FastAPI) -> None:
