@@ -297,6 +297,29 @@ users = Table(
     Column("session_epoch", Integer, nullable=False, default=0, server_default="0"),
 )
 
+# A user's saved views of the lead list: a name and the list's query string (filters and sort).
+saved_views = Table(
+    "saved_views",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("query", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("user_id", "name"),
+)
+
+# Notes people write on a lead (the lead page), shown with its stage history.
+lead_notes = Table(
+    "lead_notes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+)
+
 # Values a workspace keeps for itself, e.g. the key that signs dashboard sessions when the
 # settings give none.
 workspace_settings = Table(

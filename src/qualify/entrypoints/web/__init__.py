@@ -9,13 +9,15 @@ elsewhere, so the dashboard works offline.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path as FilePath
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -292,6 +294,227 @@ def queue_action(
         row=row, csrf=who[1].csrf, reasons=REASON_CODES, error=error, done=None if error else action
     )
     return HTMLResponse(html, status_code=422 if error else 200)
+
+
+# --- leads list -------------------------------------------------------------------------------------
+
+LIST_PAGE = 50
+EXPORT_MAX = 100_000  # rows of one CSV export
+# The lead list's query parameters: what a link, a saved view and the CSV export carry.
+LIST_PARAMS = (
+    "q", "stage", "grade", "persona", "owner", "segment", "source", "min_score", "max_score",
+    "min_probability", "max_probability", "created_from", "created_to", "active_from", "active_to", "sort", "order",
+)  # fmt: skip
+
+
+def _list_filter(params: Any, user: users.User, *, limit: int = LIST_PAGE) -> tuple[Any, list[str]]:
+    """The lead list's filter from query parameters, and what was ignored as not a value (a number
+    or a date that is not one). A sales rep's list holds only their own leads."""
+    from qualify.service.reading.lead_list import SORTS, LeadFilter
+
+    ignored: list[str] = []
+
+    def number(name: str, scale: float = 1.0) -> float | None:
+        text = (params.get(name) or "").strip()
+        if not text:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            ignored.append(f"{name.replace('_', ' ')} {text[:40]!r} is not a number")
+            return None
+        return value * scale
+
+    def day(name: str, *, end: bool = False) -> datetime | None:
+        text = params.get(name) or ""
+        found = _day(text)
+        if text and found is None:
+            ignored.append(f"{name.replace('_', ' ')} {text[:40]!r} is not a date")
+        return found + timedelta(days=1) if found and end else found
+
+    def text(name: str) -> str | None:
+        value = (params.get(name) or "").strip()
+        return value or None
+
+    sort = params.get("sort") or "score"
+    wanted = LeadFilter(
+        search=text("q"),
+        stage=text("stage"),
+        grade=text("grade"),
+        persona=text("persona"),
+        owner=text("owner") if user.sees_every_lead else user.name,
+        segment=text("segment"),
+        source=text("source"),
+        min_score=number("min_score"),
+        max_score=number("max_score"),
+        min_probability=number("min_probability", 0.01),
+        max_probability=number("max_probability", 0.01),
+        created_from=day("created_from"),
+        created_to=day("created_to", end=True),
+        active_from=day("active_from"),
+        active_to=day("active_to", end=True),
+        sort=sort if sort in SORTS else "score",
+        ascending=params.get("order") == "asc",
+        limit=limit,
+        cursor=text("cursor"),
+    )
+    return wanted, ignored
+
+
+def _list_query(params: Any, **changes: str | None) -> str:
+    """The list's query string with `changes` (None removes a parameter); the page restarts."""
+    kept = {k: params.get(k) for k in LIST_PARAMS if params.get(k)}
+    kept.pop("cursor", None)
+    for name, value in changes.items():
+        if value is None:
+            kept.pop(name, None)
+        else:
+            kept[name] = value
+    return urlencode(kept)
+
+
+def _leads_list(request: Request, user: users.User, params: Any, *, notice: str | None = None) -> HTMLResponse:
+    from qualify.domain.lifecycle import Stage
+    from qualify.domain.scoring_model import GRADES
+    from qualify.service.admin.saved_views import list_views
+    from qualify.service.lifecycle.lead_ops import BULK_ACTIONS
+    from qualify.service.reading.dashboard import list_choices
+    from qualify.service.reading.lead_list import count_leads, list_page
+
+    wanted, ignored = _list_filter(params, user)
+    problem: str | None = None
+    rows: list[dict[str, Any]] = []
+    following: str | None = None
+    total = 0
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        try:
+            rows, following = list_page(uow, wanted)
+            total = count_leads(uow, wanted)
+        except QualifyError as error:
+            problem = str(error)
+        choices = list_choices(uow)
+        views = list_views(uow, user.id)
+    return _page(
+        "leads.html",
+        request,
+        status=422 if problem else 200,
+        rows=rows,
+        total=total,
+        following=following,
+        params={k: params.get(k) or "" for k in LIST_PARAMS},
+        query=_list_query(params),
+        link=lambda **changes: "?" + _list_query(params, **changes),
+        at_start=not params.get("cursor"),
+        sort=wanted.sort,
+        ascending=wanted.ascending,
+        stages=[s.value for s in Stage],
+        grades=GRADES,
+        choices=choices,
+        views=views,
+        bulk_actions=BULK_ACTIONS if user.sees_every_lead else {},
+        ignored=ignored,
+        problem=problem,
+        notice=notice,
+    )
+
+
+@router.get("/leads")
+def leads_page(request: Request, who: SignedIn) -> HTMLResponse:
+    """Every lead (a sales rep's own), searched, filtered, sorted and paged by cursor."""
+    return _leads_list(request, who[0], request.query_params)
+
+
+@router.get("/leads.csv")
+def leads_export(request: Request, who: SignedIn) -> Response:
+    """The current view of the list, every page of it, as CSV with every score."""
+    from qualify.adapters.csv_cells import safe_cell
+    from qualify.service.reading.lead_list import list_page
+
+    wanted, _ = _list_filter(request.query_params, who[0], limit=1000)
+    wanted.cursor = None
+    columns = (
+        "id", "email", "external_id", "first_name", "last_name", "title", "account", "account_domain", "stage",
+        "owner", "fit_grade", "persona", "fit_score", "engagement_score", "score", "probability", "source",
+        "created_at", "last_event_at",
+    )  # fmt: skip
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    written = 0
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        try:
+            while written < EXPORT_MAX:
+                rows, following = list_page(uow, wanted)
+                for row in rows:
+                    writer.writerow([safe_cell(row.get(c)) for c in columns])
+                written += len(rows)
+                if following is None:
+                    break
+                wanted.cursor = following
+        except QualifyError as error:
+            return HTMLResponse(escape(str(error)), status_code=422)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="qualify-leads.csv"'},
+    )
+
+
+@router.post("/leads/bulk")
+def leads_bulk(
+    request: Request,
+    who: Manager,
+    csrf: Annotated[str, Form()] = "",
+    action: Annotated[str, Form()] = "",
+    value: Annotated[str, Form(max_length=300)] = "",
+    lead: Annotated[list[int] | None, Form()] = None,
+    back: Annotated[str, Form(max_length=4000)] = "",
+) -> HTMLResponse:
+    """One action on the leads ticked in the list; answered with the list and what was done."""
+    from qualify.service.lifecycle.lead_ops import bulk_action
+
+    user = _checked(who, csrf)
+    params = dict(parse_qsl(back))
+    try:
+        with _workspace(request).unit_of_work() as uow:
+            done = bulk_action(uow, lead or [], action, value, by=user.name)
+        notice = done.summary()
+    except QualifyError as error:
+        notice = f"Nothing was changed: {error}"
+    return _leads_list(request, user, params, notice=notice)
+
+
+@router.post("/leads/views")
+def leads_save_view(
+    request: Request,
+    who: SignedIn,
+    csrf: Annotated[str, Form()] = "",
+    name: Annotated[str, Form(max_length=300)] = "",
+    query: Annotated[str, Form(max_length=4000)] = "",
+) -> Response:
+    from qualify.service.admin.saved_views import save_view
+
+    user = _checked(who, csrf)
+    try:
+        with _workspace(request).unit_of_work() as uow:
+            view = save_view(uow, user.id, name, query)
+    except QualifyError as error:
+        return _leads_list(request, user, dict(parse_qsl(query)), notice=f"The view was not saved: {error}")
+    return RedirectResponse(f"/app/leads?{view.query}", status_code=303)
+
+
+@router.post("/leads/views/{view_id}/delete")
+def leads_delete_view(
+    request: Request, view_id: Annotated[int, Path(ge=1, le=MAX_ID)], who: SignedIn, csrf: Annotated[str, Form()] = ""
+) -> RedirectResponse:
+    from qualify.service.admin.saved_views import delete_view
+
+    user = _checked(who, csrf)
+    with _workspace(request).unit_of_work() as uow:
+        delete_view(uow, user.id, view_id)
+    return RedirectResponse("/app/leads", status_code=303)
 
 
 # --- lead -------------------------------------------------------------------------------------------

@@ -22,27 +22,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, exists, func, select, update
+from sqlalchemy import Row, exists, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.automation import Step, Workflow, merge_needs
 from qualify.domain.errors import QualifyError
-from qualify.domain.lifecycle import Actor, Stage
+from qualify.domain.lifecycle import Actor
 from qualify.domain.records import Event
 from qualify.service.automation.definitions import definitions
 from qualify.service.automation.facts import lead_facts
 from qualify.service.automation.history import finish, log_step
 from qualify.service.integrations import announcements as outbox
 from qualify.service.lifecycle.events import ingest_events
-from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.lifecycle.lead_ops import move_to_nurture, set_tag
 from qualify.service.pipeline import Changed, react
 from qualify.service.unit_of_work import UnitOfWork, Workspace
 
 NOTIFY = outbox.WORKFLOW_NOTIFY
 log = logging.getLogger(__name__)
-NURTURABLE = (Stage.LEAD, Stage.MQL)  # a workflow may park these in nurture; later stages are sales' call
 
 
 @dataclass(slots=True)
@@ -307,44 +306,12 @@ def _changed(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
 
 
 def _tag(uow: UnitOfWork, lead_id: int, tag: str, add: bool, workflow: Workflow, now: datetime) -> tuple[str, str]:
-    conn = uow.connection
-    t = schema.lead_tags
-    # Tags match whatever their case, as segments test them: "VIP" and "vip" are one tag.
-    same = and_(t.c.lead_id == lead_id, func.lower(t.c.tag) == tag.lower())
-    present = conn.execute(select(t.c.tag).where(same)).first() is not None
-    if add == present:
+    if not set_tag(uow, lead_id, tag, add, by=f"workflow {workflow.name}", now=now):
         return "skipped", f"already {'tagged' if add else 'not tagged'} {tag!r}"
-    if add:
-        conn.execute(t.insert().values(lead_id=lead_id, tag=tag, added_at=now, by=f"workflow {workflow.name}"[:200]))
-    else:
-        conn.execute(delete(t).where(same))
-    _changed(uow, lead_id, now)
     return "done", f"{'added' if add else 'removed'} tag {tag!r}"
 
 
 def _nurture(uow: UnitOfWork, lead_id: int, workflow: Workflow, reason: str, now: datetime) -> tuple[str, str]:
-    record = repo.find_lead(uow.connection, f"#{lead_id}", for_update=True)
-    assert record is not None
-    batch = LeadBatch(uow, uow.active_model(), now)
-    batch.remember(record)
-    timer_moves = batch.evaluator.run_timers(record.state, now.timestamp())
-    if timer_moves:
-        batch.record_moves(record, timer_moves)
-    before = record.state.stage
-    if before not in NURTURABLE:
-        if timer_moves:
-            _write(uow, batch)
-        return "skipped", f"the lead is {before.value}: only {', '.join(s.value for s in NURTURABLE)} go to nurture"
-    why = reason or f"workflow {workflow.name}"
-    batch.record_history(record, before, Stage.NURTURE, now, Actor.SYSTEM, f"workflow {workflow.name}"[:200], why[:300])
-    record.state.stage = Stage.NURTURE
-    record.state.stage_entered = now.timestamp()
-    record.changed = True
-    _write(uow, batch)
-    return "done", f"moved from {before.value} to nurture"
-
-
-def _write(uow: UnitOfWork, batch: LeadBatch) -> None:
-    changed = batch.write()
-    changed.judge = False  # a workflow decided: not judged again on the probability
-    react(uow, changed, batch)
+    by = f"workflow {workflow.name}"
+    moved, said = move_to_nurture(uow, lead_id, by=by, reason=reason or by, now=now, actor=Actor.SYSTEM)
+    return ("done" if moved else "skipped"), said

@@ -67,6 +67,25 @@ def filter_choices(uow: UnitOfWork) -> dict[str, list[str]]:
     }
 
 
+def list_choices(uow: UnitOfWork) -> dict[str, list[str]]:
+    """The values the lead list's filters offer: owners, personas and sources in the store, and
+    the segments defined (each list sorted, at most 500)."""
+    leads = schema.leads
+    out = {
+        name: [
+            v
+            for v in uow.connection.execute(
+                select(leads.c[name]).where(leads.c[name].is_not(None)).distinct().order_by(leads.c[name]).limit(500)
+            ).scalars()
+            if v
+        ]
+        for name in ("owner", "persona", "source")
+    }
+    segments = schema.segments
+    out["segment"] = list(uow.connection.execute(select(segments.c.name).order_by(segments.c.name)).scalars())
+    return out
+
+
 def rejection_reasons(uow: UnitOfWork) -> list[tuple[str, int]]:
     """Why people sent MQLs back to nurture (a rejection's reason code) and how often, commonest first."""
     h = schema.stage_history

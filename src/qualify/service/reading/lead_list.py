@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select
 
 from qualify.adapters import schema
 from qualify.domain.errors import InvalidInput
@@ -17,15 +17,20 @@ from qualify.domain.records import check_storable
 from qualify.domain.scoring_model import GRADES
 
 _leads = schema.leads
-# Every sort is descending, then by id ascending so that ties have a fixed order.
+# Sorts are descending unless asked otherwise, then by id so that ties have a fixed order. A lead
+# with no probability sorts as -1, one with no event by its creation: keys are never NULL, so
+# the keyset comparison of the next page holds.
 SORTS: dict[str, ColumnElement[Any]] = {
     "score": (_leads.c.fit_score + _leads.c.engagement_score),
     "fit": _leads.c.fit_score,
     "engagement": _leads.c.engagement_score,
+    "probability": func.coalesce(_leads.c.probability, literal(-1.0)),
     "created": _leads.c.created_at,
     "updated": _leads.c.updated_at,
+    "activity": func.coalesce(_leads.c.last_event_at, _leads.c.created_at),
 }
-_TIME_SORTS = ("created", "updated")
+_TIME_SORTS = ("created", "updated", "activity")
+MAX_SEARCH = 200
 
 
 @dataclass
@@ -42,7 +47,16 @@ class LeadFilter:
     created_to: datetime | None = None
     updated_from: datetime | None = None
     updated_to: datetime | None = None
+    # Words to find in the name, email, external id, title or company (each word somewhere).
+    search: str | None = None
+    segment: str | None = None
+    source: str | None = None
+    min_probability: float | None = None
+    max_probability: float | None = None
+    active_from: datetime | None = None  # the lead's newest event
+    active_to: datetime | None = None
     sort: str = "score"
+    ascending: bool = False
     limit: int = 50
     offset: int = 0
     cursor: str | None = None
@@ -59,6 +73,7 @@ def list_page(uow: Any, wanted: LeadFilter) -> tuple[list[dict[str, Any]], str |
         raise InvalidInput(f"unknown sort {wanted.sort!r}; expected one of: {', '.join(SORTS)}", field="sort")
     key = SORTS[wanted.sort]
     accounts = schema.accounts
+    order = (key.asc(), _leads.c.id.desc()) if wanted.ascending else (key.desc(), _leads.c.id)
     statement = (
         select(
             _leads.c.id,
@@ -81,16 +96,23 @@ def list_page(uow: Any, wanted: LeadFilter) -> tuple[list[dict[str, Any]], str |
             _leads.c.predictive_version,
             _leads.c.created_at,
             _leads.c.updated_at,
+            _leads.c.last_event_at,
+            _leads.c.source,
+            _leads.c.sla_due_at,
+            accounts.c.domain.label("account_domain"),
             key.label("sort_value"),
         )
         .select_from(_leads.outerjoin(accounts, _leads.c.account_id == accounts.c.id))
         .where(*_conditions(wanted))
-        .order_by(key.desc(), _leads.c.id)
+        .order_by(*order)
         .limit(wanted.limit + 1)
     )
     if wanted.cursor:
-        value, last_id = _decode(wanted.cursor, wanted.sort)
-        statement = statement.where(or_(key < value, and_(key == value, _leads.c.id > last_id)))
+        value, last_id = _decode(wanted.cursor, _cursor_kind(wanted))
+        if wanted.ascending:
+            statement = statement.where(or_(key > value, and_(key == value, _leads.c.id < last_id)))
+        else:
+            statement = statement.where(or_(key < value, and_(key == value, _leads.c.id > last_id)))
     elif wanted.offset:
         statement = statement.offset(wanted.offset)
     rows = [dict(r._mapping) for r in uow.connection.execute(statement)]
@@ -98,15 +120,58 @@ def list_page(uow: Any, wanted: LeadFilter) -> tuple[list[dict[str, Any]], str |
     rows = rows[: wanted.limit]
     for row in rows:
         row["score"] = round(row["fit_score"] + row["engagement_score"], 2)
-    following = _encode(rows[-1]["sort_value"], rows[-1]["id"], wanted.sort) if more and rows else None
+    following = _encode(rows[-1]["sort_value"], rows[-1]["id"], _cursor_kind(wanted)) if more and rows else None
     for row in rows:
         del row["sort_value"]
     return rows, following
 
 
+def count_leads(uow: Any, wanted: LeadFilter) -> int:
+    """How many leads the filter matches, all pages together."""
+    accounts = schema.accounts
+    counted = (
+        select(func.count())
+        .select_from(_leads.outerjoin(accounts, _leads.c.account_id == accounts.c.id))
+        .where(*_conditions(wanted))
+    )
+    return int(uow.connection.execute(counted).scalar() or 0)
+
+
+def _cursor_kind(wanted: LeadFilter) -> str:
+    """What a cursor is made for: its sort and direction (a cursor of another is refused)."""
+    return f"{wanted.sort}:asc" if wanted.ascending else wanted.sort
+
+
+def _like(word: str) -> str:
+    """A LIKE pattern finding `word` anywhere, its own % and _ taken literally."""
+    return "%" + word.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _search(text: str) -> list[ColumnElement[bool]]:
+    """Each word of `text` in one of the fields a person would search by (case-insensitive)."""
+    if len(text) > MAX_SEARCH:
+        raise InvalidInput(f"{len(text):,} characters; a search is at most {MAX_SEARCH}", field="search")
+    accounts = schema.accounts
+    fields = (
+        _leads.c.email,
+        _leads.c.person_email,
+        _leads.c.external_id,
+        _leads.c.first_name,
+        _leads.c.last_name,
+        _leads.c.title,
+        accounts.c.name,
+        accounts.c.domain,
+    )
+    out: list[ColumnElement[bool]] = []
+    for word in text.split()[:8]:
+        pattern = _like(word)
+        out.append(or_(*(func.lower(field).like(pattern, escape="\\") for field in fields)))
+    return out
+
+
 def _conditions(wanted: LeadFilter) -> list[ColumnElement[bool]]:
     out: list[ColumnElement[bool]] = [_leads.c.erased_at.is_(None)]
-    for name in ("stage", "grade", "persona", "owner"):
+    for name in ("stage", "grade", "persona", "owner", "search", "segment", "source"):
         # Values are bound as parameters, never spliced into SQL; but PostgreSQL refuses a text
         # holding NUL outright, so it is answered as the bad input it is, on every engine alike.
         check_storable(getattr(wanted, name), name)
@@ -130,10 +195,20 @@ def _conditions(wanted: LeadFilter) -> list[ColumnElement[bool]]:
         (_leads.c.created_at, wanted.created_to, False),
         (_leads.c.updated_at, wanted.updated_from, True),
         (_leads.c.updated_at, wanted.updated_to, False),
+        (_leads.c.source, wanted.source, None),
+        (_leads.c.probability, wanted.min_probability, True),
+        (_leads.c.probability, wanted.max_probability, False),
+        (_leads.c.last_event_at, wanted.active_from, True),
+        (_leads.c.last_event_at, wanted.active_to, False),
     ):
         if value is None:
             continue
         out.append(column == value if above is None else (column >= value if above else column < value))
+    if wanted.search and wanted.search.strip():
+        out += _search(wanted.search)
+    if wanted.segment:
+        members = schema.segment_members
+        out.append(exists().where(members.c.lead_id == _leads.c.id, members.c.segment == wanted.segment))
     return out
 
 

@@ -1,0 +1,212 @@
+"""The dashboard's lead list: search, filters, sort, cursor pages with a true total, CSV export,
+saved views and bulk actions, and what a sales rep may see and do. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from tests.dashboard_world import PASSWORD, world
+from tests.integration.test_dashboard import sign_in, token
+
+from qualify.adapters import schema
+from qualify.domain.errors import InvalidInput
+from qualify.domain.records import Lead
+from qualify.entrypoints.api.app import create_app
+from qualify.service.admin.users import add_user
+from qualify.service.lifecycle.lead_ops import BULK_MAX, bulk_action
+from qualify.service.lifecycle.leads import upsert_leads
+from qualify.service.reading.lead_list import LeadFilter, count_leads, list_page
+from qualify.service.unit_of_work import Workspace
+
+
+@pytest.fixture
+def client(workspace: Workspace) -> Iterator[TestClient]:
+    world(workspace, leads=12)
+    with workspace.unit_of_work() as uow:
+        upsert_leads(
+            uow,
+            [
+                Lead(email="odd_one@bigco.com", first_name="Percy", last_name="100%", external_id="CRM-77"),
+                Lead(email="=cmd@evil.example", title="=HYPERLINK(1)"),
+            ],
+            now=datetime.now(UTC),
+        )
+        add_user(uow, "mia", "marketing", PASSWORD)
+    with TestClient(create_app(workspace=workspace)) as test_client:
+        yield test_client
+
+
+def ids_of(html: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<tr data-lead="(\d+)"', html)]
+
+
+def total_of(html: str) -> int:
+    found = re.search(r'data-total="(\d+)"', html)
+    assert found, html[:300]
+    return int(found.group(1))
+
+
+def test_search_finds_by_name_email_company_and_id_and_takes_wildcards_literally(client: TestClient) -> None:
+    sign_in(client, "ana")
+    for words, expected in (
+        ("percy", 1),
+        ("CRM-77", 1),
+        ("odd_one", 1),
+        ("100%", 1),  # the % is a character, not "anything"
+        ("vera1", 3),  # Vera1, Vera10, Vera11
+        ("othercorp", 6),  # the company's domain and name
+        ("vera othercorp", 6),  # every word somewhere
+        ("o_d", 0),  # the _ is a character, not "any one"
+    ):
+        page = client.get("/app/leads", params={"q": words})
+        assert page.status_code == 200
+        assert total_of(page.text) == len(ids_of(page.text)) == expected, words
+
+
+def test_pages_by_cursor_reach_every_lead_once_in_either_order(client: TestClient, workspace: Workspace) -> None:
+    sign_in(client, "ana")
+    for order in ("desc", "asc"):
+        for sort in ("score", "probability", "activity", "created"):
+            seen: list[int] = []
+            url, params = "/app/leads", {"sort": sort, "order": order}
+            while True:
+                page = client.get(url, params=params)
+                assert page.status_code == 200, page.text[:300]
+                assert total_of(page.text) == 14
+                seen += ids_of(page.text)
+                following = re.search(r'<a href="\?([^"]+)" rel="next"', page.text)
+                if not following:
+                    break
+                params = {k: v[0] for k, v in parse_qs(following.group(1).replace("&amp;", "&")).items()}
+            assert sorted(seen) == sorted(set(seen)) and len(seen) == 14, (sort, order)
+    with workspace.unit_of_work(read_only=True) as uow:
+        first, cursor = list_page(uow, LeadFilter(sort="score", limit=5))
+        rest, _ = list_page(uow, LeadFilter(sort="score", limit=50, cursor=cursor))
+        scores = [r["score"] for r in first + rest]
+        ascending = [r["score"] for r in list_page(uow, LeadFilter(sort="score", ascending=True, limit=50))[0]]
+    assert scores == sorted(scores, reverse=True) and ascending == sorted(ascending)
+    with workspace.unit_of_work(read_only=True) as uow, pytest.raises(InvalidInput, match="cursor"):
+        list_page(uow, LeadFilter(sort="score", ascending=True, cursor=cursor))  # a cursor of the other order
+
+
+def test_filters_combine_and_bad_values_are_said_not_crashed_on(client: TestClient, workspace: Workspace) -> None:
+    sign_in(client, "ana")
+    mqls = client.get("/app/leads", params={"stage": "mql", "owner": "sam.rivera"})
+    with workspace.unit_of_work(read_only=True) as uow:
+        expected = count_leads(uow, LeadFilter(stage="mql", owner="sam.rivera"))
+    assert expected > 0 and total_of(mqls.text) == expected
+    odd = client.get("/app/leads", params={"min_score": "lots", "created_from": "2026-99-01"})
+    assert odd.status_code == 200
+    assert "Ignored: min score &#39;lots&#39; is not a number." in odd.text
+    assert "Ignored: created from &#39;2026-99-01&#39; is not a date." in odd.text
+    bad = client.get("/app/leads", params={"stage": "pwned"})
+    assert bad.status_code == 422 and "unknown stage &#39;pwned&#39;" in bad.text
+    high = client.get("/app/leads", params={"min_probability": "101"})
+    assert high.status_code == 200 and total_of(high.text) == 0
+
+
+def test_a_sales_rep_lists_only_their_own_leads_and_cannot_act_in_bulk(
+    client: TestClient, workspace: Workspace
+) -> None:
+    sign_in(client, "sam.rivera")
+    page = client.get("/app/leads", params={"owner": "ana"})  # asking for another's leads changes nothing
+    with workspace.unit_of_work(read_only=True) as uow:
+        own = set(
+            uow.connection.execute(select(schema.leads.c.id).where(schema.leads.c.owner == "sam.rivera")).scalars()
+        )
+    assert own and set(ids_of(page.text)) == own and total_of(page.text) == len(own)
+    assert 'action="/app/leads/bulk"' in page.text and 'name="action"' not in page.text
+    refused = client.post("/app/leads/bulk", data={"csrf": token(page.text), "action": "tag", "value": "x", "lead": 1})
+    assert refused.status_code == 403
+    exported = list(csv.DictReader(io.StringIO(client.get("/app/leads.csv").text)))
+    assert {int(r["id"]) for r in exported} == own
+
+
+def test_bulk_actions_change_the_ticked_leads_and_are_audited(client: TestClient, workspace: Workspace) -> None:
+    sign_in(client, "mia")
+    page = client.get("/app/leads", params={"q": "vera"})
+    picked = ids_of(page.text)[:3]
+    done = client.post(
+        "/app/leads/bulk",
+        data={"csrf": token(page.text), "action": "assign", "value": "dana.kim", "lead": picked, "back": "q=vera"},
+    )
+    assert done.status_code == 200 and "assign owner: 3 lead(s) changed" in done.text
+    assert total_of(done.text) == 12  # the list comes back as it was, with what was done
+    tagged = client.post(
+        "/app/leads/bulk", data={"csrf": token(done.text), "action": "tag", "value": "VIP", "lead": picked[:2]}
+    )
+    assert "add tag: 2 lead(s) changed" in tagged.text
+    again = client.post(
+        "/app/leads/bulk", data={"csrf": token(done.text), "action": "tag", "value": "vip", "lead": picked[:2]}
+    )
+    assert "add tag: 0 lead(s) changed, 2 left as they were" in again.text  # tags match whatever their case
+    forged = client.post("/app/leads/bulk", data={"csrf": "forged", "action": "tag", "value": "x", "lead": picked})
+    assert forged.status_code == 403
+    with workspace.unit_of_work(read_only=True) as uow:
+        leads, tags, audit = schema.leads, schema.lead_tags, schema.audit_log
+        owners = uow.connection.execute(select(leads.c.owner, leads.c.owner_rule).where(leads.c.id.in_(picked))).all()
+        tagged_ids = set(uow.connection.execute(select(tags.c.lead_id).where(tags.c.tag == "VIP")).scalars())
+        entries = uow.connection.execute(
+            select(audit.c.action, audit.c.actor, audit.c.details).where(audit.c.action.like("lead.bulk.%"))
+        ).all()
+        assigned = uow.connection.execute(
+            select(func.count()).select_from(schema.assignments).where(schema.assignments.c.owner == "dana.kim")
+        ).scalar()
+    assert owners == [("dana.kim", "assigned by mia")] * 3 and assigned == 3
+    assert tagged_ids == set(picked[:2])
+    assert [(a, who) for a, who, _ in entries] == [
+        ("lead.bulk.assign", "mia"),
+        ("lead.bulk.tag", "mia"),
+        ("lead.bulk.tag", "mia"),
+    ]
+    assert sorted(entries[0][2]["changed"]) == sorted(picked)
+    with workspace.unit_of_work() as uow:
+        with pytest.raises(InvalidInput, match=f"at most {BULK_MAX:,}"):
+            bulk_action(uow, list(range(1, BULK_MAX + 2)), "tag", "x", by="mia")
+        with pytest.raises(InvalidInput, match="say the owner"):
+            bulk_action(uow, picked, "assign", " ", by="mia")
+        moved = bulk_action(uow, picked, "nurture", "not now", by="mia")
+    assert len(moved.changed) == 3  # MQLs may be parked in nurture
+
+
+def test_saved_views_belong_to_their_user(client: TestClient) -> None:
+    sign_in(client, "ana")
+    page = client.get("/app/leads")
+    saved = client.post(
+        "/app/leads/views",
+        data={"csrf": token(page.text), "name": "Big co VPs", "query": "q=bigco&sort=fit&order=asc&cursor=abc"},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303
+    target = urlparse(saved.headers["location"])
+    assert parse_qs(target.query) == {"q": ["bigco"], "sort": ["fit"], "order": ["asc"]}  # no page is kept
+    listed = client.get("/app/leads").text
+    assert "Big co VPs" in listed
+    view_id = re.search(r'action="/app/leads/views/(\d+)/delete"', listed)
+    assert view_id
+    client.cookies.clear()
+    sign_in(client, "mia")
+    theirs = client.get("/app/leads").text
+    assert "Big co VPs" not in theirs
+    client.post(f"/app/leads/views/{view_id.group(1)}/delete", data={"csrf": token(theirs)})
+    client.cookies.clear()
+    sign_in(client, "ana")
+    assert "Big co VPs" in client.get("/app/leads").text  # another user cannot delete it
+
+
+def test_the_csv_export_holds_every_page_and_no_formula(client: TestClient) -> None:
+    sign_in(client, "ana")
+    exported = client.get("/app/leads.csv", params={"sort": "created"})
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert len(rows) == 14 and {"fit_score", "engagement_score", "score", "probability"} <= rows[0].keys()
+    evil = next(r for r in rows if "evil.example" in r["email"])
+    assert evil["email"].startswith("'=") and evil["title"] == "'=HYPERLINK(1)"
