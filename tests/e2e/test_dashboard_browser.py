@@ -209,3 +209,71 @@ def test_the_api_docs_work_with_the_network_unreachable(page: Any, server: Serve
     assert page.locator(".opblock").count() >= 30  # every operation is listed
     assert elsewhere == []
     shot(page, "api-docs")
+
+
+def shots(page: Any, name: str) -> None:
+    """The page at a laptop's size and a phone's (1440×900, 390×844); on the phone nothing but
+    a table's own scroller may be wider than the screen."""
+    for width, height in ((1440, 900), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        shot(page, f"{name}-{width}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} is wider than {width} px"
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def test_find_a_lead_by_search_and_act_on_it_from_its_page(page: Any, server: Server) -> None:
+    sign_in(page, server, "ana")
+    page.get_by_role("link", name="Leads").click()
+    page.wait_for_url(re.compile(r"/app/leads"))
+    shots(page, "leads")
+    page.get_by_label("Stage").select_option("mql")
+    page.get_by_role("button", name="Apply", exact=True).click()
+    name = page.locator("tr[data-lead] td a").first.inner_text()
+    page.goto(f"{server.url}/app/leads")
+    page.get_by_role("searchbox", name="Search").fill(name)
+    page.keyboard.press("Enter")  # the search form submits from the keyboard
+    page.wait_for_url(re.compile(r"q="))
+    assert page.locator("tr[data-lead]").count() == 1
+    page.get_by_role("link", name=name).click()
+    page.wait_for_url(re.compile(r"/app/leads/\d+$"))
+    assert page.get_by_role("heading", level=1).inner_text() == name
+    shots(page, "lead-actions")
+    actions = page.get_by_role("region", name="Act on this lead")
+    actions.get_by_role("button", name="Accept").click()
+    page.wait_for_load_state()
+    assert page.locator("strong[data-stage]").inner_text() == "sql"
+    page.get_by_label("Add a note").fill("Booked a call for Tuesday")
+    page.get_by_role("button", name="Save note").click()
+    page.get_by_text("Booked a call for Tuesday").wait_for()
+    page.get_by_role("link", name="← Leads").click()
+    page.wait_for_url(re.compile(r"/app/leads$"))
+
+
+def test_bulk_assign_from_a_saved_view(page: Any, server: Server) -> None:
+    sign_in(page, server, "ana")
+    page.goto(f"{server.url}/app/leads?stage=mql&sort=fit&order=asc")
+    page.get_by_label("Save this view as").fill("MQLs by fit")
+    page.get_by_role("button", name="Save view").click()
+    page.goto(f"{server.url}/app/leads")
+    page.get_by_role("link", name="MQLs by fit").click()
+    page.wait_for_url(re.compile(r"stage=mql"))
+    boxes = page.locator("tr[data-lead] input[type=checkbox]")
+    assert boxes.count() >= 2
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.get_by_label("Action").select_option("assign")
+    page.get_by_label("Owner, tag or reason").fill("dana.kim")
+    page.get_by_role("button", name="Apply to the ticked leads").click()
+    page.get_by_role("status").wait_for()
+    assert "assign owner: 2 lead(s) changed" in page.get_by_role("status").inner_text()
+    assert page.locator("td", has_text="dana.kim").count() == 2
+    shots(page, "leads-bulk")
+
+
+def test_a_sales_rep_lists_only_their_leads_without_bulk_actions(page: Any, server: Server) -> None:
+    sign_in(page, server, "sam.rivera")
+    page.goto(f"{server.url}/app/leads")
+    assert "of yours" in page.get_by_role("heading", level=1).inner_text()
+    assert page.get_by_role("group", name="With the leads ticked").count() == 0
+    assert page.get_by_label("Owner").count() == 0
+    shots(page, "leads-sales")

@@ -327,6 +327,11 @@ DASHBOARD = {
     ("POST", "/app/leads/views"): "signed_in",
     ("POST", "/app/leads/views/{view_id}/delete"): "signed_in",
     ("GET", "/app/leads/{lead_id}"): "signed_in",
+    ("POST", "/app/leads/{lead_id}/actions/{action}"): "signed_in",
+    ("POST", "/app/leads/{lead_id}/owner"): "manager",
+    ("POST", "/app/leads/{lead_id}/nurture"): "manager",
+    ("POST", "/app/leads/{lead_id}/tags"): "signed_in",
+    ("POST", "/app/leads/{lead_id}/notes"): "signed_in",
     ("GET", "/app/automation"): "manager",
     ("GET", "/app/insights"): "manager",
     ("GET", "/app/model"): "manager",
@@ -372,7 +377,7 @@ def test_every_dashboard_route_with_no_session_and_with_every_role(api: Any, wor
         for method, path, who in guarded:
             if path == "/app/logout":
                 continue
-            url = _concrete(path).replace("/queue/1/", f"/queue/{owned}/")
+            url = _concrete(path).replace("/queue/1/", f"/queue/{owned}/").replace("/leads/1/", f"/leads/{owned}/")
             if method == "POST":
                 forged = client.post(url, data={"csrf": "forged"}, follow_redirects=False)
                 assert forged.status_code == 403, f"{role}: POST {path} without the form's token: {forged.status_code}"

@@ -210,3 +210,88 @@ def test_the_csv_export_holds_every_page_and_no_formula(client: TestClient) -> N
     assert len(rows) == 14 and {"fit_score", "engagement_score", "score", "probability"} <= rows[0].keys()
     evil = next(r for r in rows if "evil.example" in r["email"])
     assert evil["email"].startswith("'=") and evil["title"] == "'=HYPERLINK(1)"
+
+
+def test_a_lead_is_worked_from_its_page_within_the_role_s_rights(client: TestClient, workspace: Workspace) -> None:
+    with workspace.unit_of_work() as uow:
+        leads = schema.leads
+        mine = uow.connection.execute(
+            select(leads.c.id).where(leads.c.owner == "sam.rivera", leads.c.stage == "mql").order_by(leads.c.id)
+        ).scalar()
+        theirs = uow.connection.execute(
+            select(leads.c.id).where(leads.c.owner != "sam.rivera", leads.c.stage == "mql").order_by(leads.c.id)
+        ).scalar()
+        upsert_leads(
+            uow,
+            [Lead(email="vp0@bigco.com", do_not_email=True, attributes={"Lead Quality": "High in Relevance"})],
+            now=datetime.now(UTC),
+        )
+    assert mine and theirs
+    sign_in(client, "sam.rivera")
+    other = client.get(f"/app/leads/{theirs}").text
+    assert "Act on this lead" not in other and 'action="/app/leads/' not in other.split("Notes")[0].split("Owner")[1]
+    refused = client.post(f"/app/leads/{theirs}/actions/accept", data={"csrf": token(other)})
+    assert refused.status_code == 403
+    assert (
+        client.post(f"/app/leads/{theirs}/owner", data={"csrf": token(other), "owner": "sam.rivera"}).status_code == 403
+    )
+    page = client.get(f"/app/leads/{mine}").text
+    assert "← Leads" in page and "Act on this lead" in page and "no budget" in page  # reason codes in words
+    unreasoned = client.post(f"/app/leads/{mine}/actions/reject", data={"csrf": token(page)})
+    assert unreasoned.status_code == 422 and "needs a reason code" in unreasoned.text
+    rejected = client.post(
+        f"/app/leads/{mine}/actions/reject",
+        data={"csrf": token(page), "reason": "no_budget", "note": "next quarter"},
+        follow_redirects=False,
+    )
+    assert rejected.status_code == 303 and rejected.headers["location"] == f"/app/leads/{mine}"
+    noted = client.post(f"/app/leads/{mine}/notes", data={"csrf": token(page), "note": "Called: <b>call back</b>"})
+    assert noted.status_code == 200 and "Called: &lt;b&gt;call back&lt;/b&gt;" in noted.text
+    tagged = client.post(f"/app/leads/{mine}/tags", data={"csrf": token(page), "tag": "hot"})
+    assert '<span class="tag">hot</span>' in tagged.text
+    untagged = client.post(f"/app/leads/{mine}/tags", data={"csrf": token(page), "tag": "hot", "remove": "true"})
+    assert '<span class="tag">hot</span>' not in untagged.text
+    after = client.get(f"/app/leads/{mine}").text
+    assert 'data-stage="nurture"' in after and "no budget — next quarter" in after
+    with workspace.unit_of_work(read_only=True) as uow:
+        by = uow.connection.execute(
+            select(schema.stage_history.c.by)
+            .where(schema.stage_history.c.lead_id == mine)
+            .order_by(schema.stage_history.c.id.desc())
+        ).scalar()
+    assert by == "sam.rivera"
+    client.cookies.clear()
+    sign_in(client, "ana")
+    jane = client.get("/app/leads/1").text
+    assert "Unsubscribed: no email is sent to this lead." in jane and "Lead Quality" in jane
+    moved = client.post(f"/app/leads/{theirs}/owner", data={"csrf": token(jane), "owner": "dana.kim"})
+    assert moved.status_code == 200 and "dana.kim" in moved.text and "assigned by ana" in moved.text
+    parked = client.post(f"/app/leads/{theirs}/nurture", data={"csrf": token(jane), "reason": "not yet"})
+    assert 'data-stage="nurture"' in parked.text
+    again = client.post(f"/app/leads/{theirs}/nurture", data={"csrf": token(jane), "reason": "not yet"})
+    assert again.status_code == 422 and "only lead, mql go to nurture" in again.text
+
+
+def test_notes_are_exported_moved_by_a_merge_and_erased_with_the_lead(workspace: Workspace) -> None:
+    from qualify.service.lifecycle.lead_admin import erase_lead, export_lead, merge_leads
+    from qualify.service.lifecycle.lead_ops import add_note, notes_of
+
+    world(workspace, leads=2)
+    with workspace.unit_of_work() as uow:
+        first, second = (repo_id(uow, f"vp{i}@{d}") for i, d in ((0, "bigco.com"), (1, "othercorp.com")))
+        add_note(uow, second, "met at the fair", by="ana")
+        with pytest.raises(InvalidInput, match="write something"):
+            add_note(uow, second, "   ", by="ana")
+        merge_leads(uow, "vp0@bigco.com", "vp1@othercorp.com", by="ana")
+        assert [n["text"] for n in notes_of(uow, first)] == ["met at the fair"]
+        assert [n["text"] for n in export_lead(uow, "vp0@bigco.com")["notes"]] == ["met at the fair"]
+        erase_lead(uow, "vp0@bigco.com", by="ana")
+        assert notes_of(uow, first) == []
+
+
+def repo_id(uow: object, email: str) -> int:
+    from qualify.adapters import repository as repo
+
+    found = repo.find_lead(uow.connection, email)  # type: ignore[attr-defined]
+    assert found is not None and found.id is not None
+    return found.id

@@ -131,6 +131,24 @@ REASON_CODES = (
     "not_ready",
     "other",
 )
+# Each reason code in words, for people reading pages and reports.
+REASON_WORDS = {
+    "no_budget": "no budget",
+    "no_authority": "no authority to buy",
+    "no_need": "no need",
+    "bad_timing": "bad timing",
+    "not_reachable": "could not be reached",
+    "wrong_contact": "wrong contact",
+    "duplicate": "a duplicate",
+    "competitor": "a competitor",
+    "student": "a student",
+    "spam": "spam",
+    "lost_to_competitor": "lost to a competitor",
+    "price": "price",
+    "not_ready": "not ready",
+    "other": "other (see the note)",
+}
+assert set(REASON_WORDS) == set(REASON_CODES)
 
 
 @dataclass(frozen=True, slots=True)

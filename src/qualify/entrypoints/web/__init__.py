@@ -26,8 +26,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qualify.adapters.schema import MAX_ID
-from qualify.domain.errors import QualifyError
-from qualify.domain.lifecycle import FUNNEL, REASON_CODES
+from qualify.domain.errors import IllegalTransition, QualifyError
+from qualify.domain.lifecycle import FUNNEL, REASON_CODES, REASON_WORDS
 from qualify.entrypoints.ratelimit import TokenBucket, app_bucket
 from qualify.entrypoints.web import session as sessions
 from qualify.service.admin import users
@@ -526,11 +526,19 @@ TIMELINE_PAGE = 20
 def lead_page(
     request: Request, lead_id: LeadId, who: SignedIn, page: Annotated[int, Query(le=1_000_000)] = 1
 ) -> HTMLResponse:
+    return _lead(request, who[0], lead_id, page=max(page, 1))
+
+
+def _lead(
+    request: Request, user: users.User, lead_id: int, *, page: int = 1, problem: str | None = None
+) -> HTMLResponse:
+    """The lead page; with `problem`, an action on it was refused (said at the top, status 422)."""
     from qualify.domain.errors import NotFound
+    from qualify.domain.lifecycle import STAGE_ACTIONS, Stage
     from qualify.service.automation.reading import lead_automation
+    from qualify.service.lifecycle.lead_ops import NURTURABLE, notes_of
     from qualify.service.reading.queries import engagement_over_time, lead_profile
 
-    page = max(page, 1)
     with _workspace(request).unit_of_work(read_only=True) as uow:
         try:
             profile = lead_profile(
@@ -540,15 +548,133 @@ def lead_page(
             return _page("not_found.html", request, status=404, what=f"lead #{lead_id}")
         series = engagement_over_time(uow, lead_id)
         automation = lead_automation(uow, lead_id)
+        notes = notes_of(uow, lead_id)
+    may_act = user.sees_every_lead or profile.owner == user.name
+    stage = Stage(profile.stage)
     return _page(
         "lead.html",
         request,
+        status=422 if problem else 200,
         profile=profile,
         automation=automation,
+        notes=notes,
         chart=_line_chart(series, [h for h in profile.history if h["to"] in ("mql", "sql")]),
         page=page,
         pages=max(1, -(-profile.events_total // TIMELINE_PAGE)),
+        actions=[a for a in STAGE_ACTIONS.values() if stage in a.sources] if may_act else [],
+        may_act=may_act,
+        may_assign=user.sees_every_lead,
+        may_nurture=user.sees_every_lead and stage in NURTURABLE,
+        reasons=REASON_WORDS,
+        problem=problem,
     )
+
+
+def _lead_change(request: Request, user: users.User, lead_id: int, change: Callable[[Any], object]) -> Response:
+    """Run `change(uow)` on the lead, then show its page again: a redirect when done, the page
+    with the reason when refused (a sales rep may change only their own leads)."""
+    from qualify.domain.errors import NotFound
+    from qualify.service.lifecycle.lead_ops import owner_of
+
+    try:
+        with _workspace(request).unit_of_work() as uow:
+            owner = owner_of(uow, lead_id)  # NotFound for a lead that is not there, or was erased
+            if not user.sees_every_lead and owner != user.name:
+                raise Refused
+            change(uow)
+    except NotFound:
+        return _page("not_found.html", request, status=404, what=f"lead #{lead_id}")
+    except QualifyError as error:
+        return _lead(request, user, lead_id, problem=str(error))
+    return RedirectResponse(f"/app/leads/{lead_id}", status_code=303)
+
+
+@router.post("/leads/{lead_id}/actions/{action}")
+def lead_action(
+    request: Request,
+    lead_id: LeadId,
+    action: Annotated[str, Path(max_length=40)],
+    who: SignedIn,
+    csrf: Annotated[str, Form()] = "",
+    reason: Annotated[str | None, Form(max_length=40)] = None,
+    note: Annotated[str | None, Form(max_length=2000)] = None,
+) -> Response:
+    """A stage action from the lead page, with the lifecycle's rules (a rep: on their own leads)."""
+    from qualify.service.lifecycle.stages import apply_stage_action
+
+    user = _checked(who, csrf)
+    return _lead_change(
+        request,
+        user,
+        lead_id,
+        lambda uow: apply_stage_action(
+            uow, f"#{lead_id}", action, by=user.name, reason=reason or None, note=note or None
+        ),
+    )
+
+
+@router.post("/leads/{lead_id}/owner")
+def lead_owner(
+    request: Request,
+    lead_id: LeadId,
+    who: Manager,
+    csrf: Annotated[str, Form()] = "",
+    owner: Annotated[str, Form(max_length=300)] = "",
+) -> Response:
+    from qualify.service.lifecycle.lead_ops import bulk_action
+
+    user = _checked(who, csrf)
+    return _lead_change(request, user, lead_id, lambda uow: bulk_action(uow, [lead_id], "assign", owner, by=user.name))
+
+
+@router.post("/leads/{lead_id}/nurture")
+def lead_nurture(
+    request: Request,
+    lead_id: LeadId,
+    who: Manager,
+    csrf: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form(max_length=300)] = "",
+) -> Response:
+    from qualify.service.lifecycle.lead_ops import bulk_action
+
+    user = _checked(who, csrf)
+
+    def park(uow: Any) -> None:
+        done = bulk_action(uow, [lead_id], "nurture", reason, by=user.name)
+        if done.skipped:
+            raise IllegalTransition(done.skipped[lead_id])
+
+    return _lead_change(request, user, lead_id, park)
+
+
+@router.post("/leads/{lead_id}/tags")
+def lead_tags(
+    request: Request,
+    lead_id: LeadId,
+    who: SignedIn,
+    csrf: Annotated[str, Form()] = "",
+    tag: Annotated[str, Form(max_length=300)] = "",
+    remove: Annotated[bool, Form()] = False,
+) -> Response:
+    from qualify.service.lifecycle.lead_ops import bulk_action
+
+    user = _checked(who, csrf)
+    action = "untag" if remove else "tag"
+    return _lead_change(request, user, lead_id, lambda uow: bulk_action(uow, [lead_id], action, tag, by=user.name))
+
+
+@router.post("/leads/{lead_id}/notes")
+def lead_note(
+    request: Request,
+    lead_id: LeadId,
+    who: SignedIn,
+    csrf: Annotated[str, Form()] = "",
+    note: Annotated[str, Form(max_length=8000)] = "",
+) -> Response:
+    from qualify.service.lifecycle.lead_ops import add_note
+
+    user = _checked(who, csrf)
+    return _lead_change(request, user, lead_id, lambda uow: add_note(uow, lead_id, note, by=user.name))
 
 
 def _line_chart(series: list[tuple[datetime, float]], marks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -59,6 +59,7 @@ def merge_leads(
     merge_facts(uow, gone.id, kept.id)
     conn.execute(update(schema.assignments).where(schema.assignments.c.lead_id == gone.id).values(lead_id=kept.id))
     conn.execute(update(schema.lead_aliases).where(schema.lead_aliases.c.lead_id == gone.id).values(lead_id=kept.id))
+    conn.execute(update(schema.lead_notes).where(schema.lead_notes.c.lead_id == gone.id).values(lead_id=kept.id))
     pipeline.of(uow.workspace).lead_merged(uow, gone.id, kept.id, now)  # automation, email, web visitors follow
     fill = {
         name: getattr(gone.lead, name)
@@ -137,6 +138,10 @@ def export_lead(uow: UnitOfWork, key: str) -> dict[str, Any]:
             dict(r._mapping) for r in conn.execute(select(schema.deals).where(schema.deals.c.lead_id == lead_id))
         ],
         "aliases": [dict(r._mapping) for r in conn.execute(select(al).where(al.c.lead_id == lead_id))],
+        "notes": [
+            dict(r._mapping)
+            for r in conn.execute(select(schema.lead_notes).where(schema.lead_notes.c.lead_id == lead_id))
+        ],
         "audit": [
             dict(r._mapping)
             for r in conn.execute(
@@ -190,6 +195,7 @@ def _erase(uow: UnitOfWork, record: LeadRecord, by: str, key_id: str | None, now
     conn.execute(delete(aliases).where(aliases.c.lead_id == lead_id))
     pipeline.of(uow.workspace).lead_erased(uow, lead_id, now)  # automation, email, web visitors forget
     conn.execute(update(schema.stage_history).where(schema.stage_history.c.lead_id == lead_id).values(note=None))
+    conn.execute(delete(schema.lead_notes).where(schema.lead_notes.c.lead_id == lead_id))
     forget_facts(uow, lead_id)
     conn.execute(
         update(schema.leads)

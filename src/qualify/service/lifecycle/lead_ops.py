@@ -16,7 +16,7 @@ from sqlalchemy import and_, delete, func, select, update
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
-from qualify.domain.errors import InvalidInput
+from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.records import check_text
 from qualify.service.audit import record_audit
@@ -75,6 +75,41 @@ def move_to_nurture(
     record.changed = True
     _write(uow, batch)
     return True, f"moved from {before.value} to nurture"
+
+
+MAX_NOTE = 4000
+
+
+def owner_of(uow: UnitOfWork, lead_id: int) -> str | None:
+    """The lead's owner (None: nobody's), or NotFound when there is no such lead (or it was erased)."""
+    leads = schema.leads
+    found = uow.connection.execute(
+        select(leads.c.owner).where(leads.c.id == lead_id, leads.c.erased_at.is_(None))
+    ).first()
+    if found is None:
+        raise NotFound(f"no lead #{lead_id}")
+    owner: str | None = found.owner
+    return owner
+
+
+def add_note(uow: UnitOfWork, lead_id: int, text: str, *, by: str, now: datetime | None = None) -> None:
+    """A person's note on a lead, kept with its history (and in the audit log)."""
+    text = text.strip()
+    if not text:
+        raise InvalidInput("write something", field="note")
+    check_text(text, "note", MAX_NOTE)
+    now = now or utcnow()
+    uow.connection.execute(schema.lead_notes.insert().values(lead_id=lead_id, at=now, by=by[:200], text=text))
+    record_audit(uow, actor=by, action="lead.note", target=f"#{lead_id}", at=now)
+
+
+def notes_of(uow: UnitOfWork, lead_id: int) -> list[dict[str, object]]:
+    """The lead's notes, newest first."""
+    notes = schema.lead_notes
+    rows = uow.connection.execute(
+        select(notes.c.at, notes.c.by, notes.c.text).where(notes.c.lead_id == lead_id).order_by(notes.c.at.desc())
+    )
+    return [dict(row._mapping) for row in rows]
 
 
 def _write(uow: UnitOfWork, batch: LeadBatch) -> None:
