@@ -268,6 +268,9 @@ def test_bulk_assign_from_a_saved_view(page: Any, server: Server) -> None:
     assert "assign owner: 2 lead(s) changed" in page.get_by_role("status").inner_text()
     assert page.locator("td", has_text="dana.kim").count() == 2
     shots(page, "leads-bulk")
+    page.goto(f"{server.url}/app/queue?sort=due")
+    assert page.get_by_label("Order").input_value() == "due"
+    shots(page, "queue-by-due")
 
 
 def test_a_sales_rep_lists_only_their_leads_without_bulk_actions(page: Any, server: Server) -> None:
@@ -277,3 +280,6 @@ def test_a_sales_rep_lists_only_their_leads_without_bulk_actions(page: Any, serv
     assert page.get_by_role("group", name="With the leads ticked").count() == 0
     assert page.get_by_label("Owner").count() == 0
     shots(page, "leads-sales")
+    page.goto(f"{server.url}/app/queue")
+    assert "of your MQLs waiting" in page.get_by_role("heading", level=1).inner_text()
+    shots(page, "queue-sales")

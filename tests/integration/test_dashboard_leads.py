@@ -295,3 +295,44 @@ def repo_id(uow: object, email: str) -> int:
     found = repo.find_lead(uow.connection, email)  # type: ignore[attr-defined]
     assert found is not None and found.id is not None
     return found.id
+
+
+def test_the_queue_pages_with_a_true_total_sorts_filters_and_flags_overdue_mqls(
+    workspace: Workspace,
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    world(workspace, leads=57)
+    with workspace.unit_of_work() as uow:
+        leads = schema.leads
+        late = uow.connection.execute(select(leads.c.id).where(leads.c.stage == "mql").order_by(leads.c.id)).scalar()
+        uow.connection.execute(
+            update(leads).where(leads.c.id == late).values(sla_due_at=datetime.now(UTC) - timedelta(hours=5))
+        )
+        mqls = uow.connection.execute(select(func.count()).where(leads.c.stage == "mql")).scalar()
+        sams = uow.connection.execute(
+            select(func.count()).where(leads.c.stage == "mql", leads.c.owner == "sam.rivera")
+        ).scalar()
+    assert mqls == 57
+    with TestClient(create_app(workspace=workspace)) as client:
+        sign_in(client, "ana")
+        first = client.get("/app/queue").text
+        assert total_of(first) == 57 and first.count("<tr data-row") == 50 and "page 1 of 2" in first
+        second = client.get("/app/queue", params={"page": 2}).text
+        assert second.count("<tr data-row") == 7
+        ids = re.findall(r'id="lead-(\d+)"', first) + re.findall(r'id="lead-(\d+)"', second)
+        assert len(set(ids)) == 57  # every MQL once over the pages
+        by_due = client.get("/app/queue", params={"sort": "due"}).text
+        assert re.findall(r'id="lead-(\d+)"', by_due)[0] == str(late)
+        assert '<tr data-row id="lead-' + str(late) + '" class="overdue">' in by_due and "overdue by 5 h" in by_due
+        assert "MQL for " in by_due and '<th scope="col">owner</th>' in by_due
+        theirs = client.get("/app/queue", params={"owner": "sam.rivera"}).text
+        assert total_of(theirs) == sams
+        odd = client.get("/app/queue", params={"sort": "nonsense", "grade": "Z"})
+        assert odd.status_code == 200 and total_of(odd.text) == 57
+        client.cookies.clear()
+        sign_in(client, "sam.rivera")
+        own = client.get("/app/queue", params={"owner": "ana"}).text
+        assert total_of(own) == sams and '<th scope="col">owner</th>' not in own

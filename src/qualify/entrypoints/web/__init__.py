@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qualify.adapters.schema import MAX_ID
 from qualify.domain.errors import IllegalTransition, QualifyError
-from qualify.domain.lifecycle import FUNNEL, REASON_CODES, REASON_WORDS
+from qualify.domain.lifecycle import FUNNEL, REASON_WORDS
 from qualify.entrypoints.ratelimit import TokenBucket, app_bucket
 from qualify.entrypoints.web import session as sessions
 from qualify.service.admin import users
@@ -36,6 +36,19 @@ from qualify.service.unit_of_work import Workspace, utcnow
 HERE = FilePath(__file__).parent
 QUEUE_SIZE = 50
 templates = Environment(loader=PackageLoader("qualify.entrypoints.web", "templates"), autoescape=select_autoescape())
+
+
+def _span(seconds: float) -> str:
+    """A duration in the largest whole unit that fits: 45 min, 3 h, 2 d."""
+    seconds = abs(seconds)
+    if seconds < 3600:
+        return f"{max(1, int(seconds // 60))} min"
+    if seconds < 2 * 86_400:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86_400)} d"
+
+
+templates.filters["span"] = _span
 
 
 class SignInNeeded(Exception):
@@ -248,14 +261,51 @@ def funnel_page(
 # --- sales queue -----------------------------------------------------------------------------------
 
 
+QUEUE_SORTS = {"score": "best score", "due": "SLA due soonest", "newest": "newest MQL", "probability": "likeliest"}
+
+
 @router.get("/queue")
-def queue_page(request: Request, who: SignedIn) -> HTMLResponse:
-    from qualify.service.reading.sales_queue import sales_queue
+def queue_page(
+    request: Request,
+    who: SignedIn,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    sort: Annotated[str, Query(max_length=20)] = "score",
+    owner: Annotated[str, Query(max_length=200)] = "",
+    grade: Annotated[str, Query(max_length=5)] = "",
+) -> HTMLResponse:
+    """MQLs waiting for sales (a rep's own), a page at a time with the true total."""
+    from qualify.domain.scoring_model import GRADES
+    from qualify.service.reading.dashboard import list_choices
+    from qualify.service.reading.sales_queue import count_queue, sales_queue
 
     user = who[0]
+    whose = (owner or None) if user.sees_every_lead else user.name
+    sort = sort if sort in QUEUE_SORTS else "score"
+    grade = grade if grade in GRADES else ""
     with _workspace(request).unit_of_work(read_only=True) as uow:
-        rows = sales_queue(uow, owner=None if user.sees_every_lead else user.name, limit=QUEUE_SIZE)
-    return _page("queue.html", request, rows=rows, reasons=REASON_CODES, now=utcnow())
+        total = count_queue(uow, owner=whose, grade=grade or None)
+        rows = sales_queue(
+            uow, owner=whose, grade=grade or None, sort=sort, limit=QUEUE_SIZE, offset=(page - 1) * QUEUE_SIZE
+        )
+        owners = list_choices(uow)["owner"] if user.sees_every_lead else []
+    query = {k: v for k, v in (("sort", sort), ("owner", owner), ("grade", grade)) if v}
+    return _page(
+        "queue.html",
+        request,
+        rows=rows,
+        total=total,
+        page=page,
+        pages=max(1, -(-total // QUEUE_SIZE)),
+        query=urlencode(query),
+        sort=sort,
+        sorts=QUEUE_SORTS,
+        owner=owner,
+        owners=owners,
+        grade=grade,
+        grades=GRADES,
+        reasons=REASON_WORDS,
+        now=utcnow(),
+    )
 
 
 @router.post("/queue/{lead_id}/{action}")
@@ -291,8 +341,9 @@ def queue_action(
     with _workspace(request).unit_of_work(read_only=True) as uow:
         [row] = sales_queue(uow, ids=[lead_id])
     html = templates.get_template("_queue_row.html").render(
-        row=row, csrf=who[1].csrf, reasons=REASON_CODES, error=error, done=None if error else action
-    )
+        row=row, csrf=who[1].csrf, reasons=REASON_WORDS, error=error, done=None if error else action, now=utcnow(),
+        user=user,
+    )  # fmt: skip
     return HTMLResponse(html, status_code=422 if error else 200)
 
 

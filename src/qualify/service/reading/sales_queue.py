@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, literal, select
 
 from qualify.adapters import schema
 from qualify.domain.engagement import Award, AwardedEvent, EngagementState, explain_engagement
@@ -35,7 +36,34 @@ class QueueRow:
     probability: float | None
     owner: str | None
     sla_due_at: datetime | None
+    mql_since: datetime | None = None  # when it entered its stage (an MQL's time waiting)
     reasons: list[str] = field(default_factory=list)
+    reasons_as_of: datetime | None = None  # the predictive reasons are that instant's, not now's
+
+
+_leads = schema.leads
+# The queue's orders: best first, the SLA due soonest (none last), the newest MQL, the likeliest.
+SORTS: dict[str, tuple[ColumnElement[Any], ...]] = {
+    "score": ((_leads.c.fit_score + _leads.c.engagement_score).desc(),),
+    "due": (_leads.c.sla_due_at.is_(None), _leads.c.sla_due_at.asc()),
+    "newest": (_leads.c.stage_entered_at.desc(),),
+    "probability": (func.coalesce(_leads.c.probability, literal(-1.0)).desc(),),
+}
+
+
+def _waiting(owner: str | None, grade: str | None) -> list[ColumnElement[bool]]:
+    """The MQLs the queue holds: not erased, of `owner` and of `grade` when given."""
+    out = [_leads.c.erased_at.is_(None), _leads.c.stage == Stage.MQL.value]
+    if owner is not None:
+        out.append(_leads.c.owner == owner)
+    if grade:
+        out.append(_leads.c.fit_grade == grade)
+    return out
+
+
+def count_queue(uow: UnitOfWork, *, owner: str | None = None, grade: str | None = None) -> int:
+    """How many MQLs wait (of `owner`, of `grade`), every page together."""
+    return int(uow.connection.execute(select(func.count()).where(*_waiting(owner, grade))).scalar() or 0)
 
 
 def sales_queue(
@@ -44,10 +72,13 @@ def sales_queue(
     owner: str | None = None,
     ids: list[int] | None = None,
     limit: int = 50,
+    offset: int = 0,
+    sort: str = "score",
+    grade: str | None = None,
     now: datetime | None = None,
 ) -> list[QueueRow]:
-    """MQLs (of `owner`, or everyone's), highest fit + engagement first; or the leads `ids`
-    whatever their stage (a row after a decision)."""
+    """MQLs (of `owner`, or everyone's; of `grade`) in the `sort` order (`SORTS`), a page of
+    `limit` from `offset`; or the leads `ids` whatever their stage (a row after a decision)."""
     now = now or utcnow()
     leads, accounts = schema.leads, schema.accounts
     query = (
@@ -65,6 +96,7 @@ def sales_queue(
             leads.c.probability_at,
             leads.c.owner,
             leads.c.sla_due_at,
+            leads.c.stage_entered_at,
             accounts.c.name.label("account_name"),
             accounts.c.domain,
         )
@@ -74,10 +106,8 @@ def sales_queue(
     if ids is not None:
         query = query.where(leads.c.id.in_(ids))
     else:
-        query = query.where(leads.c.stage == Stage.MQL.value)
-        if owner is not None:
-            query = query.where(leads.c.owner == owner)
-        query = query.order_by((leads.c.fit_score + leads.c.engagement_score).desc(), leads.c.id).limit(limit)
+        order = SORTS.get(sort, SORTS["score"])
+        query = query.where(*_waiting(owner, grade)).order_by(*order, leads.c.id).limit(limit).offset(offset)
     rows = uow.connection.execute(query).all()
     at = now.timestamp()
     out = [
@@ -93,6 +123,7 @@ def sales_queue(
             probability=r.probability,
             owner=r.owner,
             sla_due_at=r.sla_due_at,
+            mql_since=r.stage_entered_at,
         )
         for r in rows
     ]
@@ -136,3 +167,5 @@ def _add_reasons(uow: UnitOfWork, rows: list[QueueRow], scored: dict[int, dateti
     for row in rows:
         row.reasons = ([why[row.id]] if row.id in why else []) + more.get(row.id, [])
         row.reasons = row.reasons[:REASONS]
+        if found is not None and row.id in scored:
+            row.reasons_as_of = scored[row.id]
