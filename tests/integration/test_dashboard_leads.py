@@ -336,3 +336,62 @@ def test_the_queue_pages_with_a_true_total_sorts_filters_and_flags_overdue_mqls(
         sign_in(client, "sam.rivera")
         own = client.get("/app/queue", params={"owner": "ana"}).text
         assert total_of(own) == sams and '<th scope="col">owner</th>' not in own
+
+
+def test_an_admin_manages_users_and_a_user_changes_their_own_password(workspace: Workspace) -> None:
+    from tests.conftest import key_for
+
+    world(workspace, leads=2)
+    with workspace.unit_of_work() as uow:
+        sams_key = key_for(uow, "sales", "sam-sync", user="sam.rivera")
+    with TestClient(create_app(workspace=workspace)) as admin, TestClient(create_app(workspace=workspace)) as sam:
+        sign_in(admin, "ana")
+        sign_in(sam, "sam.rivera")
+        page = admin.get("/app/users").text
+        ids = dict(re.findall(r'action="/app/users/(\d+)/role".*?Role of ([\w.]+)', page, re.S))
+        ids = {name: int(i) for i, name in ids.items()}
+        csrf = token(page)
+        added = admin.post("/app/users", data={"csrf": csrf, "name": "mia", "role": "marketing", "password": "p" * 12})
+        assert "Added marketing user mia." in added.text and 'data-user="mia"' in added.text
+        short = admin.post("/app/users", data={"csrf": csrf, "name": "tim", "role": "sales", "password": "short"})
+        assert short.status_code == 422 and "at least 10 characters" in short.text
+        last = admin.post(f"/app/users/{ids['ana']}/role", data={"csrf": csrf, "role": "sales"})
+        assert last.status_code == 422 and "ana is the last admin" in last.text
+        # Disabled: the rep's open session ends at once, and so does their API key.
+        assert sam.get("/app/queue").status_code == 200
+        bearer = {"Authorization": f"Bearer {sams_key}"}
+        assert sam.get("/v1/leads", headers=bearer).status_code == 200
+        admin.post(f"/app/users/{ids['sam.rivera']}/disable", data={"csrf": csrf})
+        assert sam.get("/app/queue", follow_redirects=False).status_code == 303
+        assert sam.get("/v1/leads", headers=bearer).status_code == 401
+        assert sign_in(sam, "sam.rivera").status_code == 401  # type: ignore[attr-defined]
+        admin.post(f"/app/users/{ids['sam.rivera']}/enable", data={"csrf": csrf})
+        reset = admin.post(f"/app/users/{ids['sam.rivera']}/password", data={"csrf": csrf, "password": "n" * 12})
+        assert "every session of that user has ended" in reset.text
+        assert sign_in(sam, "sam.rivera").status_code == 401  # type: ignore[attr-defined]
+        assert sign_in(sam, "sam.rivera", "n" * 12).status_code == 303  # type: ignore[attr-defined]
+        promoted = admin.post(f"/app/users/{ids['sam.rivera']}/role", data={"csrf": csrf, "role": "marketing"})
+        assert "The role is now marketing." in promoted.text
+        assert sam.get("/app/insights").status_code == 200  # the new role holds on the next request
+        # Their own password: the current one is asked for; other sessions end, this one goes on.
+        mine = sam.get("/app/me").text
+        wrong = sam.post(
+            "/app/me/password", data={"csrf": token(mine), "current": "bad", "password": "z" * 12, "again": "z" * 12}
+        )
+        assert wrong.status_code == 422 and "the current password is not right" in wrong.text
+        with TestClient(create_app(workspace=workspace)) as elsewhere:
+            sign_in(elsewhere, "sam.rivera", "n" * 12)
+            changed = sam.post(
+                "/app/me/password",
+                data={"csrf": token(mine), "current": "n" * 12, "password": "z" * 12, "again": "z" * 12},
+            )
+            assert "Password changed" in changed.text
+            assert sam.get("/app/queue").status_code == 200
+            assert elsewhere.get("/app/queue", follow_redirects=False).status_code == 303
+    with workspace.unit_of_work(read_only=True) as uow:
+        actions = list(
+            uow.connection.execute(
+                select(schema.audit_log.c.action).where(schema.audit_log.c.action.like("user.%"))
+            ).scalars()
+        )
+    assert {"user.add", "user.disable", "user.enable", "user.password", "user.role"} <= set(actions)

@@ -26,7 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qualify.adapters.schema import MAX_ID
-from qualify.domain.errors import IllegalTransition, QualifyError
+from qualify.domain.errors import IllegalTransition, InvalidInput, QualifyError
 from qualify.domain.lifecycle import FUNNEL, REASON_WORDS
 from qualify.entrypoints.ratelimit import TokenBucket, app_bucket
 from qualify.entrypoints.web import session as sessions
@@ -99,8 +99,17 @@ def manager(
     return who
 
 
+def admin(
+    who: Annotated[tuple[users.User, sessions.Session], Depends(signed_in)],
+) -> tuple[users.User, sessions.Session]:
+    if who[0].role != "admin":
+        raise Refused
+    return who
+
+
 SignedIn = Annotated[tuple[users.User, sessions.Session], Depends(signed_in)]
 Manager = Annotated[tuple[users.User, sessions.Session], Depends(manager)]
+Admin = Annotated[tuple[users.User, sessions.Session], Depends(admin)]
 
 
 def _checked(who: tuple[users.User, sessions.Session], token: str | None) -> users.User:
@@ -345,6 +354,125 @@ def queue_action(
         user=user,
     )  # fmt: skip
     return HTMLResponse(html, status_code=422 if error else 200)
+
+
+# --- users ----------------------------------------------------------------------------------------
+
+
+def _users_page(request: Request, *, notice: str | None = None, problem: str | None = None) -> HTMLResponse:
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        people = users.list_users(uow)
+    return _page(
+        "users.html",
+        request,
+        status=422 if problem else 200,
+        people=people,
+        roles=users.ROLES,
+        minimum=users.MIN_PASSWORD,
+        notice=notice,
+        problem=problem,
+    )
+
+
+@router.get("/users")
+def users_page(request: Request, who: Admin) -> HTMLResponse:
+    """The people who sign in: add, change role, disable, reset a password (admin only)."""
+    return _users_page(request)
+
+
+def _user_change(request: Request, change: Callable[[Any], object], done: str) -> HTMLResponse:
+    try:
+        with _workspace(request).unit_of_work() as uow:
+            change(uow)
+    except QualifyError as error:
+        return _users_page(request, problem=str(error))
+    return _users_page(request, notice=done)
+
+
+@router.post("/users")
+def users_add(
+    request: Request,
+    who: Admin,
+    csrf: Annotated[str, Form()] = "",
+    name: Annotated[str, Form(max_length=300)] = "",
+    role: Annotated[str, Form(max_length=20)] = "",
+    password: Annotated[str, Form(max_length=2000)] = "",
+) -> HTMLResponse:
+    me = _checked(who, csrf)
+    return _user_change(
+        request, lambda uow: users.add_user(uow, name, role, password, by=me.name), f"Added {role} user {name.strip()}."
+    )
+
+
+@router.post("/users/{user_id}/role")
+def users_role(
+    request: Request,
+    user_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    who: Admin,
+    csrf: Annotated[str, Form()] = "",
+    role: Annotated[str, Form(max_length=20)] = "",
+) -> HTMLResponse:
+    me = _checked(who, csrf)
+    return _user_change(request, lambda uow: users.set_role(uow, user_id, role, by=me.name), f"The role is now {role}.")
+
+
+@router.post("/users/{user_id}/{change}")
+def users_switch(
+    request: Request,
+    user_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    change: Annotated[str, Path(pattern="^(disable|enable|password)$")],
+    who: Admin,
+    csrf: Annotated[str, Form()] = "",
+    password: Annotated[str, Form(max_length=2000)] = "",
+) -> HTMLResponse:
+    """Disable (signed out at once, API keys stopped), enable, or set a new password."""
+    me = _checked(who, csrf)
+    if change == "password":
+        return _user_change(
+            request,
+            lambda uow: users.set_password(uow, user_id, password, by=me.name),
+            "Password set; every session of that user has ended.",
+        )
+    disabled = change == "disable"
+    return _user_change(
+        request,
+        lambda uow: users.set_disabled(uow, user_id, disabled, by=me.name),
+        "Disabled: signed out everywhere." if disabled else "Enabled again.",
+    )
+
+
+@router.get("/me")
+def me_page(request: Request, who: SignedIn) -> HTMLResponse:
+    """The signed-in user's own page: change their password."""
+    return _page("me.html", request, minimum=users.MIN_PASSWORD, notice=None, problem=None)
+
+
+@router.post("/me/password")
+def me_password(
+    request: Request,
+    who: SignedIn,
+    csrf: Annotated[str, Form()] = "",
+    current: Annotated[str, Form(max_length=2000)] = "",
+    password: Annotated[str, Form(max_length=2000)] = "",
+    again: Annotated[str, Form(max_length=2000)] = "",
+) -> HTMLResponse:
+    """A new password, given the current one; every other session ends, this one goes on."""
+    me = _checked(who, csrf)
+    try:
+        if password != again:
+            raise InvalidInput("the new password and its repetition differ", field="again")
+        with _workspace(request).unit_of_work() as uow:
+            epoch = users.set_password(uow, me.id, password, by=me.name, current=current)
+    except QualifyError as error:
+        return _page("me.html", request, status=422, minimum=users.MIN_PASSWORD, notice=None, problem=str(error))
+    fresh = sessions.new_session(me.id, epoch)
+    request.state.session = fresh
+    response = _page(
+        "me.html", request, minimum=users.MIN_PASSWORD, notice="Password changed; your other sessions have ended.",
+        problem=None,
+    )  # fmt: skip
+    _set_cookie(request, response, fresh)
+    return response
 
 
 # --- leads list -------------------------------------------------------------------------------------

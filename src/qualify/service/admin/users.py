@@ -17,11 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from qualify.adapters import schema
-from qualify.domain.errors import Conflict, InvalidInput
+from qualify.domain.errors import Conflict, InvalidInput, NotFound
 from qualify.service.audit import record_audit
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
@@ -92,8 +92,7 @@ def add_user(uow: UnitOfWork, name: str, role: str, password: str, *, by: str = 
         raise InvalidInput("a user name is 1 to 200 characters", field="name")
     if role not in ROLES:
         raise InvalidInput(f"unknown role {role!r}; expected one of: {', '.join(ROLES)}", field="role")
-    if len(password) < MIN_PASSWORD:
-        raise InvalidInput(f"a password has at least {MIN_PASSWORD} characters", field="password")
+    _check_password(password)
     now = utcnow()
     try:
         with uow.connection.begin_nested():
@@ -106,6 +105,74 @@ def add_user(uow: UnitOfWork, name: str, role: str, password: str, *, by: str = 
         raise Conflict(f"a user named {name!r} exists already") from None
     record_audit(uow, actor=by, action="user.add", target=name, details={"role": role})
     return User(user_id, name, role, now)
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"a password has at least {MIN_PASSWORD} characters", field="password")
+    if len(password) > 1024:
+        raise InvalidInput("a password has at most 1,024 characters", field="password")
+
+
+def _user_row(uow: UnitOfWork, user_id: int) -> Any:
+    row = uow.connection.execute(select(schema.users).where(schema.users.c.id == user_id)).first()
+    if row is None:
+        raise NotFound(f"no user #{user_id}")
+    return row
+
+
+def _active_admins(uow: UnitOfWork) -> int:
+    t = schema.users
+    return int(
+        uow.connection.execute(select(func.count()).where(t.c.role == "admin", t.c.disabled_at.is_(None))).scalar() or 0
+    )
+
+
+def set_role(uow: UnitOfWork, user_id: int, role: str, *, by: str) -> None:
+    """Give the user another role; the workspace's last enabled admin keeps theirs."""
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}; expected one of: {', '.join(ROLES)}", field="role")
+    row = _user_row(uow, user_id)
+    if row.role == role:
+        return
+    if row.role == "admin" and row.disabled_at is None and _active_admins(uow) <= 1:
+        raise Conflict(f"{row.name} is the last admin: make another admin first")
+    t = schema.users
+    # A new role takes effect on the next request; sessions carry the user's id, not the role.
+    uow.connection.execute(update(t).where(t.c.id == user_id).values(role=role))
+    record_audit(uow, actor=by, action="user.role", target=row.name, details={"from": row.role, "to": role})
+
+
+def set_disabled(uow: UnitOfWork, user_id: int, disabled: bool, *, by: str) -> None:
+    """Disable a user (signed out at once, their API keys stop) or enable them again."""
+    row = _user_row(uow, user_id)
+    if (row.disabled_at is not None) == disabled:
+        return
+    if disabled and row.role == "admin" and _active_admins(uow) <= 1:
+        raise Conflict(f"{row.name} is the last admin: make another admin first")
+    t = schema.users
+    values: dict[str, Any] = {"disabled_at": utcnow() if disabled else None}
+    if disabled:
+        values["session_epoch"] = t.c.session_epoch + 1
+    uow.connection.execute(update(t).where(t.c.id == user_id).values(**values))
+    record_audit(uow, actor=by, action="user.disable" if disabled else "user.enable", target=row.name)
+
+
+def set_password(uow: UnitOfWork, user_id: int, password: str, *, by: str, current: str | None = None) -> int:
+    """A new password (an admin's reset, or the user's own change with their `current` one);
+    every session made before ends. Returns the user's new session epoch."""
+    _check_password(password)
+    row = _user_row(uow, user_id)
+    if current is not None and not verify_password(current, row.password_hash):
+        raise InvalidInput("the current password is not right", field="current")
+    t = schema.users
+    uow.connection.execute(
+        update(t)
+        .where(t.c.id == user_id)
+        .values(password_hash=hash_password(password), session_epoch=t.c.session_epoch + 1)
+    )
+    record_audit(uow, actor=by, action="user.password", target=row.name)
+    return int(row.session_epoch) + 1
 
 
 def _columns() -> tuple[Any, ...]:
