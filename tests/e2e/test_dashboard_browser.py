@@ -247,6 +247,13 @@ def test_find_a_lead_by_search_and_act_on_it_from_its_page(page: Any, server: Se
     page.get_by_text("Booked a call for Tuesday").wait_for()
     page.get_by_role("link", name="← Leads").click()
     page.wait_for_url(re.compile(r"/app/leads$"))
+    page.get_by_role("link", name="Accounts").click()
+    page.wait_for_url(re.compile(r"/app/accounts$"))
+    shots(page, "accounts")
+    page.locator("tr[data-account] a").first.click()
+    page.wait_for_url(re.compile(r"/app/accounts/\d+$"))
+    assert page.get_by_role("img", name=re.compile("Engagement points earned per week")).is_visible()
+    shots(page, "account")
 
 
 def test_bulk_assign_from_a_saved_view(page: Any, server: Server) -> None:

@@ -339,6 +339,8 @@ DASHBOARD = {
     ("POST", "/app/leads/{lead_id}/nurture"): "manager",
     ("POST", "/app/leads/{lead_id}/tags"): "signed_in",
     ("POST", "/app/leads/{lead_id}/notes"): "signed_in",
+    ("GET", "/app/accounts"): "signed_in",
+    ("GET", "/app/accounts/{account_id}"): "signed_in",
     ("GET", "/app/users"): "admin",
     ("POST", "/app/users"): "admin",
     ("POST", "/app/users/{user_id}/role"): "admin",

@@ -395,3 +395,44 @@ def test_an_admin_manages_users_and_a_user_changes_their_own_password(workspace:
             ).scalars()
         )
     assert {"user.add", "user.disable", "user.enable", "user.password", "user.role"} <= set(actions)
+
+
+def test_accounts_list_their_people_and_pipeline_and_an_account_page_shows_its_leads(
+    client: TestClient, workspace: Workspace
+) -> None:
+    from datetime import timedelta
+
+    from qualify.service.lifecycle.stage_facts import Deal, upsert_deals
+
+    now = datetime.now(UTC)
+    with workspace.unit_of_work() as uow:
+        upsert_deals(
+            uow,
+            [Deal(email="vp1@othercorp.com", external_id=None, deal_id="D-1", opened_at=now - timedelta(days=1),
+                  outcome="open", amount=12000.0)],
+            now=now,
+        )  # fmt: skip
+    sign_in(client, "ana")
+    listed = client.get("/app/accounts").text
+    assert total_of(listed) == 3  # the fixture's evil.example too
+    rows = dict(re.findall(r'<tr data-account="(\d+)">\s*<td><a href="/app/accounts/\d+">([\w.]+)</a>', listed))
+    assert set(rows.values()) == {"bigco.com", "othercorp.com", "evil.example"}
+    assert total_of(client.get("/app/accounts", params={"q": "OTHER"}).text) == 1
+    assert client.get("/app/accounts", params={"sort": "bogus"}).status_code == 200
+    other = next(i for i, name in rows.items() if name == "othercorp.com")
+    page = client.get(f"/app/accounts/{other}").text
+    assert "Leads (6)" in page and "D-1" in page and "12,000" in page
+    assert "← Accounts" in page and 'data-stage-count="mql"' in page
+    assert re.search(r"week of \d{4}-\d\d-\d\d: [1-9][\d.]* points", page)  # this week's demo requests
+    lead = client.get("/app/leads/2").text  # vp1@othercorp.com
+    assert f'href="/app/accounts/{other}"' in lead
+    assert client.get("/app/accounts/999999").status_code == 404
+    client.cookies.clear()
+    sign_in(client, "sam.rivera")
+    with workspace.unit_of_work(read_only=True) as uow:
+        theirs = set(
+            uow.connection.execute(
+                select(schema.leads.c.account_id).where(schema.leads.c.owner == "sam.rivera")
+            ).scalars()
+        )
+    assert total_of(client.get("/app/accounts").text) == len(theirs - {None})

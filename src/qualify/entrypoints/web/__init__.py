@@ -696,6 +696,62 @@ def leads_delete_view(
     return RedirectResponse("/app/leads", status_code=303)
 
 
+# --- accounts -------------------------------------------------------------------------------------
+
+ACCOUNT_PAGE = 50
+
+
+@router.get("/accounts")
+def accounts_page(
+    request: Request,
+    who: SignedIn,
+    q: Annotated[str, Query(max_length=200)] = "",
+    sort: Annotated[str, Query(max_length=20)] = "engagement",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> HTMLResponse:
+    """Accounts with their people and pipeline (a sales rep: those where they own a lead)."""
+    from qualify.service.reading.accounts import ACCOUNT_SORTS, list_accounts
+
+    user = who[0]
+    sort = sort if sort in ACCOUNT_SORTS else "engagement"
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        rows, total = list_accounts(
+            uow,
+            search=q or None,
+            owner=None if user.sees_every_lead else user.name,
+            sort=sort,
+            limit=ACCOUNT_PAGE,
+            offset=(page - 1) * ACCOUNT_PAGE,
+        )
+    return _page(
+        "accounts.html",
+        request,
+        rows=rows,
+        total=total,
+        q=q,
+        sort=sort,
+        sorts=ACCOUNT_SORTS,
+        page=page,
+        pages=max(1, -(-total // ACCOUNT_PAGE)),
+        query=urlencode({k: v for k, v in (("q", q), ("sort", sort)) if v}),
+    )
+
+
+@router.get("/accounts/{account_id}")
+def account_page(request: Request, account_id: Annotated[int, Path(ge=1, le=MAX_ID)], who: SignedIn) -> HTMLResponse:
+    """One account: its people and their stages, engagement week by week, open deals, owner."""
+    from qualify.domain.errors import NotFound
+    from qualify.service.reading.accounts import account_view
+
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        try:
+            view = account_view(uow, account_id)
+        except NotFound:
+            return _page("not_found.html", request, status=404, what=f"account #{account_id}")
+    peak = max((points for _, points in view.weekly), default=0.0) or 1.0
+    return _page("account.html", request, view=view, peak=peak)
+
+
 # --- lead -------------------------------------------------------------------------------------------
 
 TIMELINE_PAGE = 20

@@ -142,7 +142,7 @@ def _cursor_kind(wanted: LeadFilter) -> str:
     return f"{wanted.sort}:asc" if wanted.ascending else wanted.sort
 
 
-def _like(word: str) -> str:
+def like_pattern(word: str) -> str:
     """A LIKE pattern finding `word` anywhere, its own % and _ taken literally."""
     return "%" + word.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -164,7 +164,7 @@ def _search(text: str) -> list[ColumnElement[bool]]:
     )
     out: list[ColumnElement[bool]] = []
     for word in text.split()[:8]:
-        pattern = _like(word)
+        pattern = like_pattern(word)
         out.append(or_(*(func.lower(field).like(pattern, escape="\\") for field in fields)))
     return out
 

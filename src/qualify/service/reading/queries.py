@@ -102,6 +102,7 @@ def lead_profile(
     account_dict = None
     if account is not None:
         account_dict = {
+            "id": record.account_id,
             "domain": account.domain,
             **{n: getattr(account, n) for n in ACCOUNT_FIELDS},
             "attributes": account.attributes,

@@ -1,0 +1,207 @@
+"""Accounts as the dashboard shows them: a list with each account's people and pipeline, and one
+account's page (its leads, stages, engagement week by week across its people, open deals).
+
+Account scores come with the accounts issue; the page is laid out so that they slot in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select
+
+from qualify.adapters import schema
+from qualify.domain.errors import InvalidInput, NotFound
+from qualify.domain.lifecycle import Stage
+from qualify.service.reading.lead_list import MAX_SEARCH, like_pattern
+from qualify.service.unit_of_work import UnitOfWork, utcnow
+
+_accounts, _leads = schema.accounts, schema.leads
+_live = and_(_leads.c.account_id == _accounts.c.id, _leads.c.erased_at.is_(None))
+ACCOUNT_SORTS = ("engagement", "leads", "activity", "name")
+WEEKS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    id: int
+    domain: str
+    name: str | None
+    industry: str | None
+    employees: int | None
+    country: str | None
+    leads: int
+    engaged: float  # the sum of its leads' engagement, as last scored
+    mqls: int  # leads in MQL now
+    pipeline: int  # leads in SQL or opportunity now
+    customers: int
+    last_activity: datetime | None
+
+
+def _conditions(search: str | None, owner: str | None) -> list[ColumnElement[bool]]:
+    out: list[ColumnElement[bool]] = []
+    if search and search.strip():
+        if len(search) > MAX_SEARCH:
+            raise InvalidInput(f"{len(search):,} characters; a search is at most {MAX_SEARCH}", field="search")
+        for word in search.split()[:8]:
+            pattern = like_pattern(word)
+            out.append(
+                or_(
+                    func.lower(_accounts.c.name).like(pattern, escape="\\"),
+                    func.lower(_accounts.c.domain).like(pattern, escape="\\"),
+                )
+            )
+    if owner is not None:  # a sales rep: the accounts where they own a lead
+        out.append(exists().where(_live, _leads.c.owner == owner))
+    return out
+
+
+def list_accounts(
+    uow: UnitOfWork,
+    *,
+    search: str | None = None,
+    owner: str | None = None,
+    sort: str = "engagement",
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[AccountRow], int]:
+    """A page of accounts with their people and pipeline counted, and how many match in all."""
+    if sort not in ACCOUNT_SORTS:
+        raise InvalidInput(f"unknown sort {sort!r}; expected one of: {', '.join(ACCOUNT_SORTS)}", field="sort")
+    counts = (
+        select(
+            _leads.c.account_id,
+            func.count().label("leads"),
+            func.sum(_leads.c.engagement_score).label("engaged"),
+            func.sum(case((_leads.c.stage == Stage.MQL.value, 1), else_=0)).label("mqls"),
+            func.sum(case((_leads.c.stage.in_([Stage.SQL.value, Stage.OPPORTUNITY.value]), 1), else_=0)).label(
+                "pipeline"
+            ),
+            func.sum(case((_leads.c.stage.in_([Stage.CUSTOMER.value, Stage.EVANGELIST.value]), 1), else_=0)).label(
+                "customers"
+            ),
+            func.max(_leads.c.last_event_at).label("last_activity"),
+        )
+        .where(_leads.c.erased_at.is_(None), _leads.c.account_id.is_not(None))
+        .group_by(_leads.c.account_id)
+        .subquery()
+    )
+    where = _conditions(search, owner)
+    order = {
+        "engagement": (func.coalesce(counts.c.engaged, 0.0).desc(),),
+        "leads": (func.coalesce(counts.c.leads, 0).desc(),),
+        "activity": (counts.c.last_activity.is_(None), counts.c.last_activity.desc()),
+        "name": (func.lower(func.coalesce(_accounts.c.name, _accounts.c.domain)).asc(),),
+    }[sort]
+    rows = uow.connection.execute(
+        select(
+            _accounts.c.id,
+            _accounts.c.domain,
+            _accounts.c.name,
+            _accounts.c.industry,
+            _accounts.c.employees,
+            _accounts.c.country,
+            func.coalesce(counts.c.leads, 0),
+            func.coalesce(counts.c.engaged, 0.0),
+            func.coalesce(counts.c.mqls, 0),
+            func.coalesce(counts.c.pipeline, 0),
+            func.coalesce(counts.c.customers, 0),
+            counts.c.last_activity,
+        )
+        .select_from(_accounts.outerjoin(counts, counts.c.account_id == _accounts.c.id))
+        .where(*where)
+        .order_by(*order, _accounts.c.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    total = uow.connection.execute(select(func.count()).select_from(_accounts).where(*where)).scalar() or 0
+    return [AccountRow(*tuple(row)) for row in rows], int(total)
+
+
+@dataclass
+class AccountView:
+    account: dict[str, Any]
+    leads: list[dict[str, Any]]
+    stages: dict[str, int]
+    weekly: list[tuple[datetime, float]]  # engagement points earned by its people, week by week
+    deals: list[dict[str, Any]]  # open deals of its leads
+    owner: str | None  # the account's rep: the owner of its most recently assigned lead
+    owners: list[str] = field(default_factory=list)
+
+
+def account_view(uow: UnitOfWork, account_id: int, *, now: datetime | None = None) -> AccountView:
+    """One account: its profile, its leads (best first), stage counts, weekly engagement of its
+    people over the last 12 weeks, its open deals and its owner."""
+    now = now or utcnow()
+    conn = uow.connection
+    row = conn.execute(select(_accounts).where(_accounts.c.id == account_id)).first()
+    if row is None:
+        raise NotFound(f"no account #{account_id}")
+    account = dict(row._mapping)
+    people = [
+        dict(r._mapping)
+        for r in conn.execute(
+            select(
+                _leads.c.id,
+                _leads.c.email,
+                _leads.c.first_name,
+                _leads.c.last_name,
+                _leads.c.title,
+                _leads.c.stage,
+                _leads.c.owner,
+                _leads.c.owner_assigned_at,
+                _leads.c.fit_score,
+                _leads.c.fit_grade,
+                _leads.c.engagement_score,
+                _leads.c.probability,
+                _leads.c.last_event_at,
+            )
+            .where(_leads.c.account_id == account_id, _leads.c.erased_at.is_(None))
+            .order_by((_leads.c.fit_score + _leads.c.engagement_score).desc(), _leads.c.id)
+            .limit(500)
+        )
+    ]
+    stages = Counter(p["stage"] for p in people)
+    assigned = [p for p in people if p["owner"] and p["owner_assigned_at"]]
+    owner = max(assigned, key=lambda p: p["owner_assigned_at"])["owner"] if assigned else None
+    return AccountView(
+        account,
+        people,
+        {s.value: stages.get(s.value, 0) for s in Stage},
+        _weekly(uow, account_id, now),
+        _open_deals(uow, account_id),
+        owner,
+        sorted({p["owner"] for p in people if p["owner"]}),
+    )
+
+
+def _weekly(uow: UnitOfWork, account_id: int, now: datetime) -> list[tuple[datetime, float]]:
+    """The engagement points the account's people earned each week (awards as given, not decayed)."""
+    start = (now - timedelta(days=now.weekday(), weeks=WEEKS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    events = schema.events
+    totals = [0.0] * WEEKS
+    for occurred, awards in uow.connection.execute(
+        select(events.c.occurred_at, events.c.awards)
+        .join(_leads, _leads.c.id == events.c.lead_id)
+        .where(_leads.c.account_id == account_id, _leads.c.erased_at.is_(None), events.c.occurred_at >= start)
+    ):
+        week = (occurred - start).days // 7
+        if 0 <= week < WEEKS and awards:
+            totals[week] += sum(points for _, points in awards)
+    return [(start + timedelta(weeks=w), round(t, 1)) for w, t in enumerate(totals)]
+
+
+def _open_deals(uow: UnitOfWork, account_id: int) -> list[dict[str, Any]]:
+    deals = schema.deals
+    return [
+        dict(r._mapping)
+        for r in uow.connection.execute(
+            select(deals.c.deal_id, deals.c.opened_at, deals.c.amount, _leads.c.id.label("lead_id"), _leads.c.email)
+            .join(_leads, _leads.c.id == deals.c.lead_id)
+            .where(_leads.c.account_id == account_id, deals.c.outcome == "open")
+            .order_by(deals.c.opened_at)
+        )
+    ]
