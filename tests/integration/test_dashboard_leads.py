@@ -436,3 +436,23 @@ def test_accounts_list_their_people_and_pipeline_and_an_account_page_shows_its_l
             ).scalars()
         )
     assert total_of(client.get("/app/accounts").text) == len(theirs - {None})
+
+
+def test_charts_say_their_values_and_a_sales_rep_s_funnel_is_theirs(client: TestClient, workspace: Workspace) -> None:
+    from qualify.service.lifecycle.stages import apply_stage_action
+
+    with workspace.unit_of_work() as uow:
+        apply_stage_action(uow, "vp3@othercorp.com", "reject", by="ana", reason="no_authority")
+    sign_in(client, "ana")
+    funnel = client.get("/app/funnel").text
+    assert re.search(r'class="tick value" text-anchor="middle">\d+</text>', funnel)  # weekly bars carry values
+    lead = client.get("/app/leads/1").text
+    assert 'class="threshold"' in lead and "MQL 25" in lead  # grade A becomes MQL at 25
+    insights = client.get("/app/insights").text
+    assert 'data-reason="no_authority">no authority to buy</text>' in insights
+    client.cookies.clear()
+    sign_in(client, "sam.rivera")
+    own = client.get("/app/funnel").text
+    with workspace.unit_of_work(read_only=True) as uow:
+        mine = uow.connection.execute(select(func.count()).where(schema.leads.c.owner == "sam.rivera")).scalar()
+    assert f"({mine} leads of yours)" in own and 'id="filter-owner"' not in own

@@ -49,6 +49,8 @@ def _span(seconds: float) -> str:
 
 
 templates.filters["span"] = _span
+templates.filters["n"] = lambda value: f"{value:,}"  # a count with thousands separators
+templates.filters["reason"] = lambda code: REASON_WORDS.get(code, code)  # a reason code in words
 
 
 class SignInNeeded(Exception):
@@ -247,6 +249,8 @@ def funnel_page(
     given = (source, channel, persona, owner, campaign)
     # Like a date that is not one, a value no lead can hold (NUL) filters nothing.
     chosen = {name: value for name, value in zip(FILTERS, given, strict=True) if value and "\x00" not in value}
+    if not who[0].sees_every_lead:
+        chosen["owner"] = who[0].name  # a sales rep's funnel is of their own leads
     with _workspace(request).unit_of_work(read_only=True) as uow:
         view = funnel_view(uow, created_from=created_from, created_to=until, where=chosen)
     report = view.report
@@ -793,7 +797,9 @@ def _lead(
         profile=profile,
         automation=automation,
         notes=notes,
-        chart=_line_chart(series, [h for h in profile.history if h["to"] in ("mql", "sql")]),
+        chart=_line_chart(
+            series, [h for h in profile.history if h["to"] in ("mql", "sql")], _mql_threshold(request, profile)
+        ),
         page=page,
         pages=max(1, -(-profile.events_total // TIMELINE_PAGE)),
         actions=[a for a in STAGE_ACTIONS.values() if stage in a.sources] if may_act else [],
@@ -803,6 +809,13 @@ def _lead(
         reasons=REASON_WORDS,
         problem=problem,
     )
+
+
+def _mql_threshold(request: Request, profile: Any) -> float | None:
+    """The engagement at which a lead of this grade becomes MQL under the active model (None: never)."""
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        threshold = uow.active_model().policy.mql_thresholds.get(profile.scores["grade"])
+    return float(threshold) if threshold is not None else None
 
 
 def _lead_change(request: Request, user: users.User, lead_id: int, change: Callable[[Any], object]) -> Response:
@@ -912,13 +925,16 @@ def lead_note(
     return _lead_change(request, user, lead_id, lambda uow: add_note(uow, lead_id, note, by=user.name))
 
 
-def _line_chart(series: list[tuple[datetime, float]], marks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Coordinates of an SVG line (640 × 160) for a score over time, with the MQL/SQL entries marked."""
+def _line_chart(
+    series: list[tuple[datetime, float]], marks: list[dict[str, Any]], threshold: float | None = None
+) -> dict[str, Any]:
+    """Coordinates of an SVG line (640 × 160) for a score over time, with the MQL/SQL entries marked
+    and the engagement at which the lead's grade becomes MQL drawn across (`threshold`)."""
     if not series:
-        return {"points": "", "marks": [], "peak": 0, "start": "", "end": ""}
+        return {"points": "", "marks": [], "peak": 0, "start": "", "end": "", "threshold": None}
     start, end = series[0][0].timestamp(), series[-1][0].timestamp()
     span = max(end - start, 1.0)
-    peak = max(value for _, value in series) or 1.0
+    peak = max([value for _, value in series] + [threshold or 0.0]) or 1.0
 
     def x(moment: datetime) -> float:
         return round(40 + 590 * (moment.timestamp() - start) / span, 1)
@@ -932,6 +948,7 @@ def _line_chart(series: list[tuple[datetime, float]], marks: list[dict[str, Any]
         "peak": round(peak, 1),
         "start": series[0][0].date().isoformat(),
         "end": series[-1][0].date().isoformat(),
+        "threshold": {"y": y(threshold), "value": threshold} if threshold is not None else None,
     }
 
 
