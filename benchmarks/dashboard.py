@@ -34,8 +34,10 @@ from qualify.service.admin.users import add_user
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model
+from qualify.service.reading.accounts import account_view, list_accounts
+from qualify.service.reading.lead_list import LeadFilter, count_leads, list_page
 from qualify.service.reading.queries import funnel, lead_profile
-from qualify.service.reading.sales_queue import sales_queue
+from qualify.service.reading.sales_queue import count_queue, sales_queue
 from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
@@ -115,6 +117,10 @@ def main() -> None:
         print(f"{args.leads:,} leads built in {time.perf_counter() - started:.1f} s")
         with workspace.unit_of_work(read_only=True) as uow:
             some = sales_queue(uow, limit=1)[0].id
+            account = list_accounts(uow, limit=1)[0][0].id
+
+        def listed(wanted: LeadFilter) -> Callable[[Any], Any]:
+            return lambda uow: (list_page(uow, wanted), count_leads(uow, wanted))
 
         def service(use: Callable[[Any], Any]) -> Callable[[], Any]:
             def run() -> Any:
@@ -127,22 +133,34 @@ def main() -> None:
             "/app/funnel": ("funnel report", service(lambda uow: funnel(uow))),
             "/app/queue": ("sales queue (50)", service(lambda uow: sales_queue(uow))),
             f"/app/leads/{some}": ("lead profile", service(lambda uow: lead_profile(uow, f"#{some}"))),
-        }
+            "/app/leads": ("lead list page + count", service(listed(LeadFilter()))),
+            "/app/leads?q=person123": ("the same, searched", service(listed(LeadFilter(search="person123")))),
+            "/app/leads?stage=mql&sort=probability": (
+                "the same, filtered",
+                service(listed(LeadFilter(stage="mql", sort="probability")))
+            ),
+            "/app/accounts": ("account list", service(lambda uow: list_accounts(uow))),
+            f"/app/accounts/{account}": ("account view", service(lambda uow: account_view(uow, account))),
+            "/app/queue?page=2&sort=due": ("queue page 2 + count", service(lambda uow: (
+                sales_queue(uow, sort="due", offset=50), count_queue(uow)
+            ))),
+        }  # fmt: skip
         with TestClient(create_app(workspace=workspace)) as client:
             form = client.get("/app/login").text
             csrf = re.search(r'name="csrf" value="([^"]+)"', form)
             assert csrf is not None
             client.post("/app/login", data={"name": "admin", "password": PASSWORD, "csrf": csrf.group(1)})
-            print(f"{'page':<24}{'page s':>10}{'service s':>12}{'ratio':>8}  reference")
-            for path in ("/app/funnel", "/app/queue", f"/app/leads/{some}", "/app/model", "/app/insights"):
+            print(f"{'page':<40}{'page s':>10}{'service s':>12}{'ratio':>8}  reference")
+            pages = ("/app/funnel", "/app/queue", f"/app/leads/{some}", "/app/model", "/app/insights", "/app/users")
+            for path in (*pages, *(p for p in references if p not in pages)):
                 assert client.get(path).status_code == 200, path  # warm: imports, caches
                 page = median_time(lambda path=path: client.get(path), args.repeat)
                 if path in references:
                     name, reference = references[path]
                     base = median_time(reference, args.repeat)
-                    print(f"{path:<24}{page:>10.3f}{base:>12.3f}{page / base:>8.2f}  {name}")
+                    print(f"{path:<40}{page:>10.3f}{base:>12.3f}{page / base:>8.2f}  {name}")
                 else:
-                    print(f"{path:<24}{page:>10.3f}{'':>12}{'':>8}")
+                    print(f"{path:<40}{page:>10.3f}{'':>12}{'':>8}")
         workspace.close()
 
 

@@ -23,7 +23,7 @@ from qualify.entrypoints.api.app import create_app
 from qualify.service.admin.users import add_user
 from qualify.service.lifecycle.lead_ops import BULK_MAX, bulk_action
 from qualify.service.lifecycle.leads import upsert_leads
-from qualify.service.reading.lead_list import LeadFilter, count_leads, list_page
+from qualify.service.reading.lead_list import SORTS, LeadFilter, count_leads, list_page
 from qualify.service.unit_of_work import Workspace
 
 
@@ -88,6 +88,15 @@ def test_pages_by_cursor_reach_every_lead_once_in_either_order(client: TestClien
                 params = {k: v[0] for k, v in parse_qs(following.group(1).replace("&amp;", "&")).items()}
             assert sorted(seen) == sorted(set(seen)) and len(seen) == 14, (sort, order)
     with workspace.unit_of_work(read_only=True) as uow:
+        for sort in SORTS:  # every sort, both ways, three at a time: each lead once, in order
+            for ascending in (False, True):
+                wanted, got = LeadFilter(sort=sort, ascending=ascending, limit=3), []
+                while True:
+                    rows, wanted.cursor = list_page(uow, wanted)
+                    got += [int(r["id"]) for r in rows]
+                    if wanted.cursor is None:
+                        break
+                assert sorted(got) == sorted(set(got)) and len(got) == 14, (sort, ascending)
         first, cursor = list_page(uow, LeadFilter(sort="score", limit=5))
         rest, _ = list_page(uow, LeadFilter(sort="score", limit=50, cursor=cursor))
         scores = [r["score"] for r in first + rest]
@@ -456,3 +465,23 @@ def test_charts_say_their_values_and_a_sales_rep_s_funnel_is_theirs(client: Test
     with workspace.unit_of_work(read_only=True) as uow:
         mine = uow.connection.execute(select(func.count()).where(schema.leads.c.owner == "sam.rivera")).scalar()
     assert f"({mine} leads of yours)" in own and 'id="filter-owner"' not in own
+
+
+def test_the_api_lists_leads_with_the_same_search_filters_and_order(client: TestClient, workspace: Workspace) -> None:
+    from tests.conftest import key_for
+
+    with workspace.unit_of_work() as uow:
+        bearer = {"Authorization": f"Bearer {key_for(uow, 'admin')}"}
+    found = client.get("/v1/leads", params={"q": "othercorp vera"}, headers=bearer).json()["items"]
+    assert len(found) == 6 and all("othercorp" in lead["email"] for lead in found)
+    up = client.get("/v1/leads", params={"sort": "created", "order": "asc", "limit": 5}, headers=bearer).json()
+    rest = client.get(
+        "/v1/leads",
+        params={"sort": "created", "order": "asc", "limit": 50, "cursor": up["next_cursor"]},
+        headers=bearer,
+    ).json()["items"]
+    times = [lead["created_at"] for lead in up["items"] + rest]
+    assert len(times) == 14 and times == sorted(times)
+    wrong = client.get("/v1/leads", params={"sort": "created", "cursor": up["next_cursor"]}, headers=bearer)
+    assert wrong.status_code == 422 and wrong.json()["field"] == "cursor"  # made for the other order
+    assert client.get("/v1/leads", params={"min_probability": 2}, headers=bearer).status_code == 422

@@ -224,7 +224,7 @@ def _decode(cursor: str, sort: str) -> tuple[Any, int]:
         made_for, value, lead_id = json.loads(base64.urlsafe_b64decode(padded))
         if made_for != sort or not isinstance(lead_id, int):
             raise ValueError("cursor of another sort")
-        if sort in _TIME_SORTS:
+        if sort.split(":")[0] in _TIME_SORTS:
             moment = datetime.fromisoformat(value)
             if moment.tzinfo is None:
                 raise ValueError("a time without a zone")

@@ -82,12 +82,31 @@ def get_leads(
     created_to: AwareDatetime | None = None,
     updated_from: AwareDatetime | None = None,
     updated_to: AwareDatetime | None = None,
-    sort: Literal["score", "fit", "engagement", "created", "updated"] = "score",
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="words to find in the name, email, external id, title or company"),
+    ] = None,
+    segment: Annotated[str | None, Query(max_length=100, description="members of this segment")] = None,
+    source: Annotated[str | None, Query(max_length=200)] = None,
+    min_probability: Annotated[float | None, Query(ge=0, le=1)] = None,
+    max_probability: Annotated[float | None, Query(ge=0, le=1)] = None,
+    active_from: Annotated[AwareDatetime | None, Query(description="newest event at or after")] = None,
+    active_to: Annotated[AwareDatetime | None, Query(description="newest event before")] = None,
+    sort: Literal["score", "fit", "engagement", "probability", "created", "updated", "activity"] = "score",
+    order: Literal["desc", "asc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=400, description="`next_cursor` of the previous page")] = None,
 ) -> LeadPage:
-    """Leads matching every filter given, best first; page with `cursor`."""
+    """Leads matching every filter given, best first (or `order=asc`); page with `cursor`."""
     wanted = LeadFilter(
+        search=q,
+        segment=segment,
+        source=source,
+        min_probability=min_probability,
+        max_probability=max_probability,
+        active_from=active_from,
+        active_to=active_to,
+        ascending=order == "asc",
         stage=stage,
         grade=grade,
         persona=persona,
