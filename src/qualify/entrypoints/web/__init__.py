@@ -288,8 +288,7 @@ def queue_page(
 ) -> HTMLResponse:
     """MQLs waiting for sales (a rep's own), a page at a time with the true total."""
     from qualify.domain.scoring_model import GRADES
-    from qualify.service.reading.dashboard import list_choices
-    from qualify.service.reading.sales_queue import count_queue, sales_queue
+    from qualify.service.reading.sales_queue import count_queue, queue_owners, sales_queue
 
     user = who[0]
     whose = (owner or None) if user.sees_every_lead else user.name
@@ -300,7 +299,7 @@ def queue_page(
         rows = sales_queue(
             uow, owner=whose, grade=grade or None, sort=sort, limit=QUEUE_SIZE, offset=(page - 1) * QUEUE_SIZE
         )
-        owners = list_choices(uow)["owner"] if user.sees_every_lead else []
+        owners = queue_owners(uow) if user.sees_every_lead else []
     query = {k: v for k, v in (("sort", sort), ("owner", owner), ("grade", grade)) if v}
     return _page(
         "queue.html",

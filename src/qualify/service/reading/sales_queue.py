@@ -61,6 +61,15 @@ def _waiting(owner: str | None, grade: str | None) -> list[ColumnElement[bool]]:
     return out
 
 
+def queue_owners(uow: UnitOfWork) -> list[str]:
+    """The reps who have MQLs waiting, by name (the queue's owner filter)."""
+    owner = _leads.c.owner
+    rows = uow.connection.execute(
+        select(owner).where(*_waiting(None, None), owner.is_not(None)).distinct().order_by(owner)
+    ).scalars()
+    return [o for o in rows if o]
+
+
 def count_queue(uow: UnitOfWork, *, owner: str | None = None, grade: str | None = None) -> int:
     """How many MQLs wait (of `owner`, of `grade`), every page together."""
     return int(uow.connection.execute(select(func.count()).where(*_waiting(owner, grade))).scalar() or 0)
