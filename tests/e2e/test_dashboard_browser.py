@@ -161,6 +161,11 @@ def test_the_model_page_opens_for_an_admin_and_is_refused_to_a_sales_rep(page: A
     page.locator('[data-backtest="candidate-mqls"]').wait_for()
     assert int(page.locator('[data-backtest="against-mqls"]').inner_text()) >= 10
     shot(page, "model")
+    page.get_by_label(re.compile("I have read this backtest: MQLs go from")).check()
+    page.get_by_role("button", name=re.compile(r"^Activate ")).click()
+    page.get_by_text(re.compile(r"^Activated \w+ \(MQLs in the backtest")).wait_for()
+    assert "yes" in page.locator("tbody tr", has_text="yes").first.inner_text()
+    shots(page, "model-activated")
     page.get_by_role("link", name="Insights").click()
     page.wait_for_url(re.compile(r"/app/insights"))
     assert page.get_by_role("heading", name="Why sales rejected MQLs").is_visible()

@@ -352,6 +352,7 @@ DASHBOARD = {
     ("GET", "/app/model"): "manager",
     ("POST", "/app/model/validate"): "manager",
     ("POST", "/app/model/backtest"): "manager",
+    ("POST", "/app/model/activate"): "admin",
 }
 
 

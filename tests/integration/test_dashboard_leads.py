@@ -8,6 +8,7 @@ import io
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -485,3 +486,46 @@ def test_the_api_lists_leads_with_the_same_search_filters_and_order(client: Test
     wrong = client.get("/v1/leads", params={"sort": "created", "cursor": up["next_cursor"]}, headers=bearer)
     assert wrong.status_code == 422 and wrong.json()["field"] == "cursor"  # made for the other order
     assert client.get("/v1/leads", params={"min_probability": 2}, headers=bearer).status_code == 422
+
+
+def test_an_admin_activates_a_candidate_only_after_backtesting_that_very_version(
+    client: TestClient, workspace: Workspace
+) -> None:
+    from qualify.domain.model_loader import default_model_text
+
+    original = default_model_text()
+    candidate = original.replace("thresholds: {A: 25, B: 40, C: 70}", "thresholds: {A: 60, B: 80, C: 95}")
+    other = original.replace("thresholds: {A: 25, B: 40, C: 70}", "thresholds: {A: 61, B: 80, C: 95}")
+    sign_in(client, "mia")
+    page = client.get("/app/model").text
+    tested = client.post("/app/model/backtest", data={"csrf": token(page), "document": candidate})
+    assert tested.status_code == 200 and 'action="/app/model/activate"' not in tested.text  # marketing may not
+    client.cookies.clear()
+    sign_in(client, "ana")
+    page = client.get("/app/model").text
+    tested = client.post("/app/model/backtest", data={"csrf": token(page), "document": candidate}).text
+    proof = re.search(r'name="proof" value="([^"]+)"', tested)
+    assert proof and "I have read this backtest: MQLs go from" in tested
+    good = {"csrf": token(page), "document": candidate, "proof": proof.group(1), "confirm": "yes"}
+
+    def activate(**changes: str) -> Any:
+        return client.post("/app/model/activate", data={**good, **changes})
+
+    assert "confirm the change: MQLs in the backtest go from" in activate(confirm="").text
+    forged = good["proof"].rsplit("|", 1)[0] + "|" + "0" * 64
+    assert "backtest the candidate first" in activate(proof=forged).text
+    assert "not the version that was backtested" in activate(document=other).text
+    with workspace.unit_of_work(read_only=True) as uow:
+        before = uow.active_model().version
+    done = activate()
+    assert done.status_code == 200 and "Activated " in done.text
+    with workspace.unit_of_work(read_only=True) as uow:
+        after = uow.active_model().version
+        actor = uow.connection.execute(
+            select(schema.audit_log.c.actor)
+            .where(schema.audit_log.c.action.like("model.%"))
+            .order_by(schema.audit_log.c.id.desc())
+        ).scalar()
+    assert after != before and actor == "ana"
+    again = activate(document=original)  # the proof was for another version, against another active model
+    assert again.status_code == 422 and "Not activated" in again.text

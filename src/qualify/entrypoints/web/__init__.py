@@ -10,6 +10,8 @@ elsewhere, so the dashboard works offline.
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
 import math
 from collections.abc import Callable
@@ -998,12 +1000,21 @@ def insights_page(request: Request, who: Manager) -> HTMLResponse:
 
 @router.get("/model")
 def model_page(request: Request, who: Manager) -> HTMLResponse:
+    return _model_page(request)
+
+
+def _model_page(
+    request: Request, *, notice: str | None = None, problem: str | None = None, status: int = 200
+) -> HTMLResponse:
     from qualify.service.lifecycle.scoring_models import active_document, model_history
 
     with _workspace(request).unit_of_work(read_only=True) as uow:
         version, document = active_document(uow)
         versions = model_history(uow)
-    return _page("model.html", request, version=version, document=document, versions=versions)
+    return _page(
+        "model.html", request, status=status, version=version, document=document, versions=versions,
+        notice=notice, problem=problem,
+    )  # fmt: skip
 
 
 def _checked_model(document: str) -> tuple[Any, list[dict[str, object]]]:
@@ -1046,7 +1057,67 @@ def model_backtest(
         report = backtest(workspace, model, active, changes=10).as_dict()
     except QualifyError as problem:
         return HTMLResponse(f'<p class="error" role="alert">{escape(str(problem))}</p>', status_code=422)
-    return HTMLResponse(templates.get_template("_backtest.html").render(report=report))
+    activation = None
+    if who[0].role == "admin" and model.version != active.version:
+        before, after = report["models"]["against"]["mqls"], report["models"]["candidate"]["mqls"]
+        proof = f"{model.version}|{active.version}|{before}|{after}|{int(utcnow().timestamp())}"
+        activation = {
+            "proof": f"{proof}|{_sign_proof(request, proof)}",
+            "document": document,
+            "before": before,
+            "after": after,
+        }
+    html = templates.get_template("_backtest.html").render(report=report, activation=activation, csrf=who[1].csrf)
+    return HTMLResponse(html)
+
+
+BACKTEST_VALID_SECONDS = 3600  # an activation must follow its backtest within the hour
+
+
+def _sign_proof(request: Request, proof: str) -> str:
+    return hmac.new(_key(request), b"backtest|" + proof.encode(), hashlib.sha256).hexdigest()
+
+
+@router.post("/model/activate")
+def model_activate(
+    request: Request,
+    who: Admin,
+    csrf: Annotated[str, Form()] = "",
+    document: Annotated[str, Form(max_length=1_000_000)] = "",
+    proof: Annotated[str, Form(max_length=400)] = "",
+    confirm: Annotated[str, Form(max_length=10)] = "",
+) -> HTMLResponse:
+    """Make the candidate the active model: an admin, after a backtest of that very version
+    against the model active now (within the hour), confirming the MQL change it showed."""
+    from qualify.service.lifecycle.scoring_models import activate_model
+
+    user = _checked(who, csrf)
+    *parts, signature = proof.split("|") if proof.count("|") == 5 else ["", "", "", "", "", ""]
+    version, against, before, after, made = parts
+    model, _ = _checked_model(document)
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        current = uow.active_model().version
+    if not hmac.compare_digest(signature, _sign_proof(request, "|".join(parts))):
+        why = "backtest the candidate first: activation follows a backtest of that very version"
+    elif model is None or model.version != version:
+        why = "the candidate is not the version that was backtested: backtest it again"
+    elif current != against:
+        why = f"the active model changed since the backtest ({against} then, {current} now): backtest again"
+    elif utcnow().timestamp() - int(made) > BACKTEST_VALID_SECONDS:
+        why = "the backtest is over an hour old: backtest again"
+    elif confirm != "yes":
+        why = f"confirm the change: MQLs in the backtest go from {before} to {after}"
+    else:
+        why = ""
+    if why:
+        return _model_page(request, problem=f"Not activated: {why}.", status=422)
+    with _workspace(request).unit_of_work() as uow:
+        activate_model(uow, document, "the dashboard's editor", by=user.name)
+    return _model_page(
+        request,
+        notice=f"Activated {version} (MQLs in the backtest: {before} → {after}). New events are scored with it; "
+        "`qualify score` rescores every lead now.",
+    )
 
 
 # The dashboard's pages load their own script and style sheet and nothing else: no inline script,
