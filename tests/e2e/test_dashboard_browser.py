@@ -319,3 +319,26 @@ def test_an_admin_adds_and_disables_a_user_who_then_cannot_sign_in(page: Any, se
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     assert "Wrong name or password" in page.get_by_role("alert").inner_text()
+
+
+def test_a_segment_is_written_tried_and_applied_in_the_editor_and_its_members_listed(
+    page: Any, server: Server
+) -> None:
+    sign_in(page, server, "ana")
+    page.get_by_role("link", name="Segments").click()
+    page.get_by_role("link", name="Edit segments and workflows").click()
+    page.wait_for_url(re.compile(r"/app/automation/editor"))
+    editor = page.get_by_label("Segments and workflows YAML")
+    editor.fill("segments:\n  - name: vps\n    when: 5\n")
+    page.locator("#validation").get_by_text(re.compile("line 3")).wait_for()
+    editor.fill("segments:\n  - name: vps\n    when: [{field: title, equals: VP Marketing}]\n")
+    page.get_by_text("Valid: 1 segment").wait_for()
+    page.get_by_role("button", name="Dry run").click()
+    page.locator('[data-preview="vps"]').wait_for()
+    assert int(page.locator('[data-preview="vps"] [data-members]').inner_text()) >= 10
+    shots(page, "automation-editor")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_text(re.compile(r"^Applied\. Segments: 1 created")).wait_for()
+    page.goto(f"{server.url}/app/automation/segments/vps")
+    assert page.locator("tr[data-member]").count() >= 10
+    shots(page, "segment-members")

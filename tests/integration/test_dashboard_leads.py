@@ -529,3 +529,40 @@ def test_an_admin_activates_a_candidate_only_after_backtesting_that_very_version
     assert after != before and actor == "ana"
     again = activate(document=original)  # the proof was for another version, against another active model
     assert again.status_code == 422 and "Not activated" in again.text
+
+
+def test_segments_and_workflows_are_edited_tried_and_applied_in_the_page(
+    client: TestClient, workspace: Workspace
+) -> None:
+    sign_in(client, "mia")
+    page = client.get("/app/automation/editor").text
+    assert "segments: []" in page and "workflows: []" in page  # an empty workspace's document
+    csrf = token(page)
+    bad = client.post(
+        "/app/automation/validate", data={"csrf": csrf, "document": "segments:\n  - name: x\n    when: 5\n"}
+    )
+    assert bad.status_code == 422 and "line 3" in bad.text
+    document = """segments:
+  - name: demo-askers
+    when: [{event: demo_request}]
+workflows:
+  - name: tag-demo-askers
+    trigger: {entered_segment: demo-askers}
+    steps: [{add_tag: demo}]
+"""
+    valid = client.post("/app/automation/validate", data={"csrf": csrf, "document": document})
+    assert valid.status_code == 200 and "Valid: 1 segment, 1 workflow" in valid.text
+    tried = client.post("/app/automation/preview", data={"csrf": csrf, "document": document}).text
+    assert re.search(r"<span data-members>12</span> members; 12 would enter, 0 would leave", tried)
+    assert "Workflow <strong>tag-demo-askers</strong> would enrol the 12 who enter" in tried
+    with workspace.unit_of_work(read_only=True) as uow:
+        assert uow.connection.execute(select(func.count()).select_from(schema.segments)).scalar() == 0  # a dry run
+    applied = client.post("/app/automation/apply", data={"csrf": csrf, "document": document})
+    assert applied.status_code == 200 and "Segments: 1 created" in applied.text and "12 leads entered" in applied.text
+    members = client.get("/app/automation/segments/demo-askers").text
+    assert members.count("<tr data-member=") == 12
+    again = client.post("/app/automation/apply", data={"csrf": csrf, "document": "segments: [{name: 5"})
+    assert again.status_code == 422 and "Not applied" in again.text
+    client.cookies.clear()
+    sign_in(client, "sam.rivera")
+    assert client.get("/app/automation/editor").status_code == 403

@@ -968,6 +968,122 @@ def automation_page(request: Request, who: Manager) -> HTMLResponse:
     return _page("automation.html", request, segments=segments, workflows=workflows)
 
 
+def _checked_automation(document: str) -> tuple[Any, list[dict[str, object]]]:
+    from qualify.domain.automation import AutomationError, load_automation
+
+    try:
+        return load_automation(document, "editor"), []
+    except AutomationError as error:
+        return None, [problem.as_dict() for problem in error.problems]
+
+
+@router.get("/automation/editor")
+def automation_editor(request: Request, who: Manager) -> HTMLResponse:
+    """Segments and workflows edited in the page: checked as you type, tried, then applied."""
+    return _automation_editor(request)
+
+
+def _automation_editor(
+    request: Request, *, document: str | None = None, notice: str | None = None, problem: str | None = None
+) -> HTMLResponse:
+    from qualify.service.automation.definitions import editor_document
+
+    if document is None:
+        with _workspace(request).unit_of_work(read_only=True) as uow:
+            document = editor_document(uow)
+    return _page(
+        "automation_editor.html", request, status=422 if problem else 200, document=document, notice=notice,
+        problem=problem,
+    )  # fmt: skip
+
+
+@router.post("/automation/validate")
+def automation_validate(
+    who: Manager, document: Annotated[str, Form(max_length=1_000_000)] = "", csrf: Annotated[str, Form()] = ""
+) -> HTMLResponse:
+    """The document's problems (line, field, message), or what it defines."""
+    _checked(who, csrf)
+    found, problems = _checked_automation(document)
+    html = templates.get_template("_automation_validation.html").render(found=found, problems=problems)
+    return HTMLResponse(html, status_code=200 if found else 422)
+
+
+@router.post("/automation/preview")
+def automation_preview(
+    request: Request, who: Manager, document: Annotated[str, Form(max_length=1_000_000)] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> HTMLResponse:  # fmt: skip
+    """A dry run: who each segment would hold now (and who would enter or leave), and which
+    workflows those entries would start. Nothing is written."""
+    from qualify.service.automation.segments import preview_segments
+    from qualify.service.reading.lead_list import names_of
+
+    _checked(who, csrf)
+    found, problems = _checked_automation(document)
+    if found is None:
+        html = templates.get_template("_automation_validation.html").render(found=None, problems=problems)
+        return HTMLResponse(html, status_code=422)
+    workspace = _workspace(request)
+    previews = preview_segments(workspace, found.segments)
+    with workspace.unit_of_work(read_only=True) as uow:
+        names = names_of(uow, [i for p in previews.values() for i in (*p.sample, *p.entering_sample)])
+    html = templates.get_template("_automation_preview.html").render(found=found, previews=previews, names=names)
+    return HTMLResponse(html)
+
+
+@router.post("/automation/apply")
+def automation_apply(
+    request: Request, who: Manager, document: Annotated[str, Form(max_length=1_000_000)] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> HTMLResponse:  # fmt: skip
+    """Create or replace the document's segments and workflows (as `qualify workflows apply`),
+    then test every lead against the segments that changed."""
+    from qualify.service.automation.definitions import put_segments, put_workflows
+    from qualify.service.automation.segments import refresh_segments
+
+    user = _checked(who, csrf)
+    found, problems = _checked_automation(document)
+    if found is None:
+        said = "; ".join(f"line {p['line']}, {p['field']}: {p['message']}" for p in problems[:5])
+        return _automation_editor(request, document=document, problem=f"Not applied: {said}")
+    workspace = _workspace(request)
+    try:
+        with workspace.unit_of_work() as uow:
+            segments = put_segments(uow, found.segments, by=user.name)
+            workflows = put_workflows(uow, found, by=user.name)
+        touched = [*segments.created, *segments.changed]
+        moved = refresh_segments(workspace, names=touched) if touched else None
+    except QualifyError as error:
+        return _automation_editor(request, document=document, problem=f"Not applied: {error}")
+    notice = (
+        f"Applied. Segments: {len(segments.created)} created, {len(segments.changed)} changed; workflows: "
+        f"{len(workflows.created)} created, {len(workflows.changed)} changed."
+    )
+    if moved:
+        notice += f" {moved['entered']:,} leads entered and {moved['left']:,} left the segments that changed."
+    return _automation_editor(request, notice=notice)
+
+
+@router.get("/automation/segments/{name}")
+def segment_page(
+    request: Request,
+    who: Manager,
+    name: Annotated[str, Path(max_length=100)],
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> HTMLResponse:
+    """A segment's members, 100 a page, with their scores and when they entered."""
+    from qualify.domain.errors import NotFound
+    from qualify.service.automation.reading import segment_info, segment_members
+
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        try:
+            info = segment_info(uow, name)
+            members = segment_members(uow, name, limit=100, after_id=after)
+        except NotFound:
+            return _page("not_found.html", request, status=404, what=f"segment {name!r}")
+    return _page("segment.html", request, info=info, members=members, after=after)
+
+
 # --- insights ---------------------------------------------------------------------------------------
 
 

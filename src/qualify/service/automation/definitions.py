@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import yaml
 from sqlalchemy import Connection, delete, select, update
 
 from qualify.adapters import schema
@@ -234,3 +235,17 @@ def set_workflow_active(uow: UnitOfWork, name: str, active: bool, *, by: str, no
         details={"stopped": stopped},
     )
     return stopped
+
+
+def editor_document(uow: UnitOfWork) -> str:
+    """Every segment and every active workflow as one YAML document, as `qualify workflows apply`
+    reads it: what the dashboard's editor starts from."""
+    s, w = schema.segments, schema.workflows
+    conn = uow.connection
+    document: dict[str, Any] = {
+        "segments": [json.loads(doc) for doc in conn.execute(select(s.c.document).order_by(s.c.name)).scalars()],
+        "workflows": [
+            json.loads(doc) for doc in conn.execute(select(w.c.document).where(w.c.active).order_by(w.c.name)).scalars()
+        ],
+    }
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)

@@ -13,6 +13,7 @@ segments that test a field moved for every lead at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, select, tuple_, update
@@ -172,3 +173,61 @@ def refresh_due(workspace: Workspace, now: datetime, every: timedelta) -> int:
         return 0
     result = refresh_segments(workspace, now, names=stale)
     return result["entered"] + result["left"]
+
+
+@dataclass
+class SegmentPreview:
+    """What a dry run found for one segment."""
+
+    members: int = 0
+    entering: int = 0  # members it would have that are not members now
+    leaving: int = 0
+    sample: list[int] = field(default_factory=list)  # lead ids
+    entering_sample: list[int] = field(default_factory=list)
+
+
+def preview_segments(
+    workspace: Workspace, segments: Sequence[Segment], now: datetime | None = None, *, sample: int = 20
+) -> dict[str, SegmentPreview]:
+    """A dry run: who would be in each of `segments` now, without writing anything. For each, the
+    members it would have, how many of them would enter (not members now) and leave, and the
+    first `sample` lead ids of each kind. Read a chunk of leads per read-only unit of work."""
+    now = now or utcnow()
+    at = now.timestamp()
+    out = {s.name: SegmentPreview() for s in segments}
+    if not segments:
+        return out
+    needs = Definitions(tuple(segments), ()).event_needs()
+    names = [s.name for s in segments]
+    after_id = 0
+    while True:
+        with workspace.unit_of_work(read_only=True) as uow:
+            conn = uow.connection
+            leads = schema.leads
+            ids = list(
+                conn.execute(
+                    select(leads.c.id).where(leads.c.id > after_id, leads.c.erased_at.is_(None)).order_by(leads.c.id)
+                    .limit(1000)
+                ).scalars()
+            )  # fmt: skip
+            if not ids:
+                return out
+            facts = lead_facts(conn, ids, now, needs)
+            current = _members(conn, ids, names)
+        for lead_id in ids:
+            lead = facts.get(lead_id)
+            for segment in segments:
+                seen = out[segment.name]
+                inside = lead is not None and segment.tests.holds(lead, at)
+                was = (segment.name, lead_id) in current
+                if inside:
+                    seen.members += 1
+                    if len(seen.sample) < sample:
+                        seen.sample.append(lead_id)
+                if inside and not was:
+                    seen.entering += 1
+                    if len(seen.entering_sample) < sample:
+                        seen.entering_sample.append(lead_id)
+                elif was and not inside:
+                    seen.leaving += 1
+        after_id = ids[-1]

@@ -237,3 +237,15 @@ def _decode(cursor: str, sort: str) -> tuple[Any, int]:
         raise InvalidInput(
             "not a cursor this list gave out (or one for another sort): start again without it", field="cursor"
         ) from None
+
+
+def names_of(uow: Any, lead_ids: list[int]) -> dict[int, str]:
+    """A name to show for each lead: its name, else its email, external id or #id."""
+    names: dict[int, str] = {}
+    for lead_id, first, last, email, external in uow.connection.execute(
+        select(_leads.c.id, _leads.c.first_name, _leads.c.last_name, _leads.c.email, _leads.c.external_id).where(
+            _leads.c.id.in_(sorted(set(lead_ids)))
+        )
+    ):
+        names[lead_id] = " ".join(p for p in (first, last) if p) or email or external or f"#{lead_id}"
+    return names

@@ -46,9 +46,13 @@ if (editor) {
   };
   text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 300); });
   editor.addEventListener("submit", async (event) => {
+    if (event.submitter && event.submitter.hasAttribute("data-plain")) return;  // a whole-page post
     event.preventDefault();
     const target = document.getElementById("backtest");
-    target.innerHTML = "<p role=\"status\">Replaying the history under both models…</p>";
+    const busy = document.createElement("p");
+    busy.setAttribute("role", "status");
+    busy.textContent = editor.dataset.busy || "Replaying the history under both models…";
+    target.replaceChildren(busy);
     try {
       const answer = await fetch(editor.action, { method: "POST", body: new FormData(editor), headers: { "X-Requested-With": "fetch" } });
       target.innerHTML = await answer.text();
