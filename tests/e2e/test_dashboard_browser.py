@@ -310,6 +310,9 @@ def test_an_admin_adds_and_disables_a_user_who_then_cannot_sign_in(page: Any, se
     page.get_by_role("button", name="Disable lee.park").click()
     page.get_by_text("Disabled: signed out everywhere.").wait_for()
     shots(page, "users")
+    page.get_by_role("link", name="Predictive").click()
+    page.wait_for_url(re.compile(r"/app/predictive"))
+    shots(page, "predictive")
     page.get_by_role("link", name="ana (admin)").click()
     page.wait_for_url(re.compile(r"/app/me"))
     shots(page, "me")
@@ -321,9 +324,7 @@ def test_an_admin_adds_and_disables_a_user_who_then_cannot_sign_in(page: Any, se
     assert "Wrong name or password" in page.get_by_role("alert").inner_text()
 
 
-def test_a_segment_is_written_tried_and_applied_in_the_editor_and_its_members_listed(
-    page: Any, server: Server
-) -> None:
+def test_a_segment_is_written_tried_and_applied_in_the_editor_and_its_members_listed(page: Any, server: Server) -> None:
     sign_in(page, server, "ana")
     page.get_by_role("link", name="Segments").click()
     page.get_by_role("link", name="Edit segments and workflows").click()

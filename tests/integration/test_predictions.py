@@ -567,3 +567,53 @@ def test_rescore_exports_every_lead_s_scores_and_probability_and_leads_carry_the
     assert exported.exit_code == 0, exported.output
     leads = pq.read_table(tmp_path / "export" / "leads.parquet").to_pylist()
     assert len(leads) == 700 and all(r["predictive_version"] == version and r["probability_at"] for r in leads)
+
+
+def test_the_dashboard_shows_each_model_beside_the_rule_score_and_an_admin_switches_it(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    import re
+
+    from qualify.service.admin.users import add_user
+
+    _, _, document, database = learnt
+    version = predictions.version_of(document)
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{copy_of(database, tmp_path)}"))
+    with workspace.unit_of_work() as uow:
+        add_user(uow, "ana", "admin", "a long enough password")
+        add_user(uow, "mia", "marketing", "a long enough password")
+
+    def signed_in(client: TestClient, name: str) -> str:
+        form = client.get("/app/login").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert csrf
+        client.post("/app/login", data={"name": name, "password": "a long enough password", "csrf": csrf.group(1)})
+        page = client.get("/app/predictive").text
+        token = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert token
+        return token.group(1)
+
+    with TestClient(create_app(workspace=workspace)) as client:
+        signed_in(client, "mia")
+        listed = client.get("/app/predictive").text
+        assert f'data-version="{version}"' in listed and "<strong>active</strong>" in listed
+        assert "Deactivate" not in listed  # marketing reads, an admin switches
+        page = client.get(f"/app/predictive/{version}").text
+        test = document["report"]["test"]
+        assert f'data-metric="roc_auc">{test["model"]["roc_auc"]:.3f}' in page
+        assert f"{test['rule_score']['roc_auc']:.3f}" in page
+        assert page.count('class="dot"') == sum(1 for b in test["model"]["calibration"] if b["count"])
+        assert "Leakage check" in page and len(re.findall(r"data-importance=", page)) >= 3
+        assert client.get("/app/predictive/p000000000").status_code == 404
+        client.cookies.clear()
+        csrf = signed_in(client, "ana")
+        off = client.post("/app/predictive/none/activate", data={"csrf": csrf})
+        assert off.status_code == 200 and f"Deactivated {version}" in off.text
+        with workspace.unit_of_work(read_only=True) as uow:
+            assert predictions.active_predictor(uow) is None
+            assert predictions.count_scored(uow) == 0  # the background refresh cleared every probability
+        on = client.post(f"/app/predictive/{version}/activate", data={"csrf": csrf})
+        assert f"Activated {version}" in on.text
+        with workspace.unit_of_work(read_only=True) as uow:
+            assert predictions.count_scored(uow) > 0
+    workspace.close()

@@ -21,7 +21,7 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -1082,6 +1082,79 @@ def segment_page(
         except NotFound:
             return _page("not_found.html", request, status=404, what=f"segment {name!r}")
     return _page("segment.html", request, info=info, members=members, after=after)
+
+
+# --- predictive models ------------------------------------------------------------------------------
+
+
+@router.get("/predictive")
+def predictive_page(request: Request, who: Manager) -> HTMLResponse:
+    """The stored predictive models with their metrics beside the rule score's on the same leads."""
+    return _predictive_list(request)
+
+
+def _predictive_list(request: Request, *, notice: str | None = None) -> HTMLResponse:
+    from qualify.service.predictions.serving import count_scored, list_models
+
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        versions = list_models(uow)
+        scored = count_scored(uow)
+    return _page("predictive.html", request, versions=list(reversed(versions)), scored=scored, notice=notice)
+
+
+@router.get("/predictive/{version}")
+def predictive_version(
+    request: Request, who: Manager, version: Annotated[str, Path(max_length=64, pattern="^[a-z0-9]+$")]
+) -> HTMLResponse:
+    """One model: test metrics beside the rule score (ROC AUC, PR AUC, lift), calibration,
+    leakage check and what its probabilities rest on (feature importance)."""
+    from qualify.domain.errors import NotFound
+    from qualify.service.predictions.serving import feature_importance, list_models, model_document
+
+    with _workspace(request).unit_of_work(read_only=True) as uow:
+        try:
+            document = model_document(uow, version)
+        except NotFound:
+            return _page("not_found.html", request, status=404, what=f"predictive model {version}")
+        info = next(v for v in list_models(uow) if v.version == version)
+        importance = feature_importance(uow, version)
+    report = document.get("report", {})
+    test = report.get("test", {})
+    return _page(
+        "predictive_version.html",
+        request,
+        info=info,
+        report=report,
+        model=test.get("model", {}),
+        rule=test.get("rule_score"),
+        importance=importance,
+    )
+
+
+@router.post("/predictive/{version}/activate")
+def predictive_activate(
+    request: Request,
+    background: BackgroundTasks,
+    who: Admin,
+    version: Annotated[str, Path(max_length=64, pattern="^[a-z0-9]+$")],
+    csrf: Annotated[str, Form()] = "",
+) -> HTMLResponse:
+    """Make a model the active one (`none`: no model); every lead's probability is computed again
+    after the answer, in the background."""
+    from qualify.service.predictions.serving import activate, refresh_all
+
+    user = _checked(who, csrf)
+    chosen = None if version == "none" else version
+    try:
+        with _workspace(request).unit_of_work() as uow:
+            previous, changed = activate(uow, chosen, by=user.name)
+    except QualifyError as error:
+        return _predictive_list(request, notice=f"Not changed: {error}")
+    if not changed:
+        return _predictive_list(request, notice="Nothing changed.")
+    background.add_task(refresh_all, _workspace(request))
+    said = f"Activated {chosen}" if chosen else f"Deactivated {previous}"
+    return _predictive_list(request, notice=f"{said}; every lead's probability is being computed again.")
 
 
 # --- insights ---------------------------------------------------------------------------------------

@@ -407,3 +407,33 @@ def explain_lead(uow: UnitOfWork, lead_id: int) -> dict[str, Any] | None:
 def count_scored(uow: UnitOfWork) -> int:
     table = schema.leads
     return int(uow.connection.execute(select(func.count()).where(table.c.probability.is_not(None))).scalar() or 0)
+
+
+def feature_importance(uow: UnitOfWork, version: str, *, sample: int = 300, top: int = 15) -> list[dict[str, Any]]:
+    """What a model's probabilities rest on: each feature's mean absolute contribution (log-odds)
+    over the `sample` most recently active leads as of now, strongest first, with its share of the
+    total. Model-agnostic: the same contributions the lead page explains."""
+    leads = schema.leads
+    ids = list(
+        uow.connection.execute(
+            select(leads.c.id)
+            .where(leads.c.erased_at.is_(None))
+            .order_by(leads.c.last_event_at.desc().nulls_last(), leads.c.id.desc())
+            .limit(sample)
+        ).scalars()
+    )
+    if not ids:
+        return []
+    found = predictor(uow, version)
+    now = utcnow()
+    people = subjects(uow, ids, dict.fromkeys(ids, now), found.recipe)
+    weights: dict[str, float] = {}
+    for explanation in found.explain(people):
+        for part in explanation.contributions:
+            weights[part.feature] = weights.get(part.feature, 0.0) + abs(part.log_odds)
+    total = sum(weights.values()) or 1.0
+    ranked = sorted(weights.items(), key=lambda item: -item[1])[:top]
+    return [
+        {"feature": name, "mean_abs_log_odds": round(weight / len(people), 4), "share": round(weight / total, 4)}
+        for name, weight in ranked
+    ]
