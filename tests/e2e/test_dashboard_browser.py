@@ -148,6 +148,8 @@ def test_the_model_page_opens_for_an_admin_and_is_refused_to_a_sales_rep(page: A
     page.wait_for_url(re.compile(r"/app/model"))
     editor = page.get_by_label("Candidate YAML")
     original = editor.input_value()
+    lines = page.locator(".gutter").inner_text().split()
+    assert lines[:3] == ["1", "2", "3"] and len(lines) == original.count("\n") + 1  # numbered as the problems say
     assert "policy:" in original
     page.get_by_text("Valid: default").wait_for()
     editor.fill(original.replace("thresholds: {A: 25, B: 40, C: 70}", "thresholds: {A: lots, B: 40, C: 70}"))

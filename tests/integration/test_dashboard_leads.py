@@ -566,3 +566,40 @@ workflows:
     client.cookies.clear()
     sign_in(client, "sam.rivera")
     assert client.get("/app/automation/editor").status_code == 403
+
+
+def test_the_list_filters_by_first_touch_campaign(client: TestClient, workspace: Workspace) -> None:
+    from datetime import timedelta
+
+    from qualify.domain.records import Event
+    from qualify.service.lifecycle.events import ingest_events
+
+    now = datetime.now(UTC)
+    with workspace.unit_of_work() as uow:
+        ingest_events(
+            uow,
+            [
+                Event(
+                    "c1",
+                    "page_view",
+                    now - timedelta(days=3),
+                    email="vp1@othercorp.com",
+                    properties={"campaign": "spring"},
+                ),
+                Event(
+                    "c2",
+                    "page_view",
+                    now - timedelta(days=2),
+                    email="vp1@othercorp.com",
+                    properties={"campaign": "autumn"},
+                ),
+                Event(
+                    "c3", "page_view", now - timedelta(days=1), email="vp2@bigco.com", properties={"campaign": "autumn"}
+                ),
+            ],
+            now=now,
+        )
+    sign_in(client, "ana")
+    spring = client.get("/app/leads", params={"campaign": "spring"}).text
+    autumn = client.get("/app/leads", params={"campaign": "autumn"}).text
+    assert total_of(spring) == 1 and total_of(autumn) == 1  # vp1's first touch was spring

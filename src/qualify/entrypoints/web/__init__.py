@@ -486,7 +486,7 @@ LIST_PAGE = 50
 EXPORT_MAX = 100_000  # rows of one CSV export
 # The lead list's query parameters: what a link, a saved view and the CSV export carry.
 LIST_PARAMS = (
-    "q", "stage", "grade", "persona", "owner", "segment", "source", "min_score", "max_score",
+    "q", "stage", "grade", "persona", "owner", "segment", "source", "campaign", "min_score", "max_score",
     "min_probability", "max_probability", "created_from", "created_to", "active_from", "active_to", "sort", "order",
 )  # fmt: skip
 
@@ -531,6 +531,7 @@ def _list_filter(params: Any, user: users.User, *, limit: int = LIST_PAGE) -> tu
         owner=text("owner") if user.sees_every_lead else user.name,
         segment=text("segment"),
         source=text("source"),
+        campaign=text("campaign"),
         min_score=number("min_score"),
         max_score=number("max_score"),
         min_probability=number("min_probability", 0.01),

@@ -51,6 +51,7 @@ class LeadFilter:
     search: str | None = None
     segment: str | None = None
     source: str | None = None
+    campaign: str | None = None  # the `campaign` of the lead's first event that has one (first touch)
     min_probability: float | None = None
     max_probability: float | None = None
     active_from: datetime | None = None  # the lead's newest event
@@ -174,7 +175,7 @@ def _search(text: str, dialect: str) -> list[ColumnElement[bool]]:
 
 def _conditions(wanted: LeadFilter, dialect: str = "") -> list[ColumnElement[bool]]:
     out: list[ColumnElement[bool]] = [_leads.c.erased_at.is_(None)]
-    for name in ("stage", "grade", "persona", "owner", "search", "segment", "source"):
+    for name in ("stage", "grade", "persona", "owner", "search", "segment", "source", "campaign"):
         # Values are bound as parameters, never spliced into SQL; but PostgreSQL refuses a text
         # holding NUL outright, so it is answered as the bad input it is, on every engine alike.
         check_storable(getattr(wanted, name), name)
@@ -209,6 +210,11 @@ def _conditions(wanted: LeadFilter, dialect: str = "") -> list[ColumnElement[boo
         out.append(column == value if above is None else (column >= value if above else column < value))
     if wanted.search and wanted.search.strip():
         out += _search(wanted.search, dialect)
+    if wanted.campaign:
+        from qualify.service.reading.queries import first_campaigns
+
+        first = first_campaigns()
+        out.append(_leads.c.id.in_(select(first.c.lead_id).where(first.c.campaign == wanted.campaign)))
     if wanted.segment:
         members = schema.segment_members
         out.append(exists().where(members.c.lead_id == _leads.c.id, members.c.segment == wanted.segment))

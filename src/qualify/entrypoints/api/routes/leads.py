@@ -88,6 +88,9 @@ def get_leads(
     ] = None,
     segment: Annotated[str | None, Query(max_length=100, description="members of this segment")] = None,
     source: Annotated[str | None, Query(max_length=200)] = None,
+    campaign: Annotated[
+        str | None, Query(max_length=200, description="the `campaign` of the lead's first event that has one")
+    ] = None,
     min_probability: Annotated[float | None, Query(ge=0, le=1)] = None,
     max_probability: Annotated[float | None, Query(ge=0, le=1)] = None,
     active_from: Annotated[AwareDatetime | None, Query(description="newest event at or after")] = None,
@@ -102,6 +105,7 @@ def get_leads(
         search=q,
         segment=segment,
         source=source,
+        campaign=campaign,
         min_probability=min_probability,
         max_probability=max_probability,
         active_from=active_from,

@@ -44,6 +44,24 @@ if (editor) {
       status.textContent = "Could not check the model: " + problem;
     }
   };
+  // Line numbers beside the text, so that "line 12" in a problem is found at a glance.
+  const gutter = document.createElement("pre");
+  gutter.className = "gutter";
+  gutter.setAttribute("aria-hidden", "true");
+  const frame = document.createElement("div");
+  frame.className = "code";
+  text.parentNode.insertBefore(frame, text);
+  frame.append(gutter, text);
+  const number = () => {
+    const lines = text.value.split("\n").length;
+    gutter.textContent = Array.from({ length: lines }, (_, i) => String(i + 1)).join("\n");
+    gutter.style.height = text.offsetHeight + "px";  // as tall as the text box, whatever it holds
+    gutter.scrollTop = text.scrollTop;
+  };
+  new ResizeObserver(number).observe(text);
+  text.addEventListener("scroll", () => { gutter.scrollTop = text.scrollTop; });
+  text.addEventListener("input", number);
+  number();
   text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 300); });
   editor.addEventListener("submit", async (event) => {
     if (event.submitter && event.submitter.hasAttribute("data-plain")) return;  // a whole-page post
