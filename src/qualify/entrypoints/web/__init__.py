@@ -10,8 +10,6 @@ elsewhere, so the dashboard works offline.
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
 import math
 from collections.abc import Callable
@@ -95,25 +93,22 @@ def signed_in(request: Request) -> tuple[users.User, sessions.Session]:
     return user, found
 
 
-def manager(
-    who: Annotated[tuple[users.User, sessions.Session], Depends(signed_in)],
-) -> tuple[users.User, sessions.Session]:
-    if who[0].role == "sales":
-        raise Refused
-    return who
+def _only(*roles: str) -> Callable[..., tuple[users.User, sessions.Session]]:
+    """A dependency admitting a signed-in user of one of `roles` (others are refused, 403)."""
 
+    def check(
+        who: Annotated[tuple[users.User, sessions.Session], Depends(signed_in)],
+    ) -> tuple[users.User, sessions.Session]:
+        if who[0].role not in roles:
+            raise Refused
+        return who
 
-def admin(
-    who: Annotated[tuple[users.User, sessions.Session], Depends(signed_in)],
-) -> tuple[users.User, sessions.Session]:
-    if who[0].role != "admin":
-        raise Refused
-    return who
+    return check
 
 
 SignedIn = Annotated[tuple[users.User, sessions.Session], Depends(signed_in)]
-Manager = Annotated[tuple[users.User, sessions.Session], Depends(manager)]
-Admin = Annotated[tuple[users.User, sessions.Session], Depends(admin)]
+Manager = Annotated[tuple[users.User, sessions.Session], Depends(_only("admin", "marketing"))]
+Admin = Annotated[tuple[users.User, sessions.Session], Depends(_only("admin"))]
 
 
 def _checked(who: tuple[users.User, sessions.Session], token: str | None) -> users.User:
@@ -550,8 +545,7 @@ def _list_filter(params: Any, user: users.User, *, limit: int = LIST_PAGE) -> tu
 
 def _list_query(params: Any, **changes: str | None) -> str:
     """The list's query string with `changes` (None removes a parameter); the page restarts."""
-    kept = {k: params.get(k) for k in LIST_PARAMS if params.get(k)}
-    kept.pop("cursor", None)
+    kept = {k: params.get(k) for k in LIST_PARAMS if params.get(k)}  # never the cursor: the page restarts
     for name, value in changes.items():
         if value is None:
             kept.pop(name, None)
@@ -790,6 +784,8 @@ def _lead(
         series = engagement_over_time(uow, lead_id)
         automation = lead_automation(uow, lead_id)
         notes = notes_of(uow, lead_id)
+        # The engagement at which a lead of this grade becomes MQL under the active model (None: never).
+        threshold = uow.active_model().policy.mql_thresholds.get(profile.scores["grade"])
     may_act = user.sees_every_lead or profile.owner == user.name
     stage = Stage(profile.stage)
     return _page(
@@ -800,7 +796,9 @@ def _lead(
         automation=automation,
         notes=notes,
         chart=_line_chart(
-            series, [h for h in profile.history if h["to"] in ("mql", "sql")], _mql_threshold(request, profile)
+            series,
+            [h for h in profile.history if h["to"] in ("mql", "sql")],
+            float(threshold) if threshold is not None else None,
         ),
         page=page,
         pages=max(1, -(-profile.events_total // TIMELINE_PAGE)),
@@ -811,13 +809,6 @@ def _lead(
         reasons=REASON_WORDS,
         problem=problem,
     )
-
-
-def _mql_threshold(request: Request, profile: Any) -> float | None:
-    """The engagement at which a lead of this grade becomes MQL under the active model (None: never)."""
-    with _workspace(request).unit_of_work(read_only=True) as uow:
-        threshold = uow.active_model().policy.mql_thresholds.get(profile.scores["grade"])
-    return float(threshold) if threshold is not None else None
 
 
 def _lead_change(request: Request, user: users.User, lead_id: int, change: Callable[[Any], object]) -> Response:
@@ -1250,22 +1241,15 @@ def model_backtest(
     activation = None
     if who[0].role == "admin" and model.version != active.version:
         before, after = report["models"]["against"]["mqls"], report["models"]["candidate"]["mqls"]
-        proof = f"{model.version}|{active.version}|{before}|{after}|{int(utcnow().timestamp())}"
-        activation = {
-            "proof": f"{proof}|{_sign_proof(request, proof)}",
-            "document": document,
-            "before": before,
-            "after": after,
-        }
+        fields = {"for": "backtest", "version": model.version, "against": active.version, "before": before}
+        fields |= {"after": after, "made": utcnow().timestamp()}
+        proof = sessions.seal(fields, _key(request))
+        activation = {"proof": proof, "document": document, "before": before, "after": after}
     html = templates.get_template("_backtest.html").render(report=report, activation=activation, csrf=who[1].csrf)
     return HTMLResponse(html)
 
 
 BACKTEST_VALID_SECONDS = 3600  # an activation must follow its backtest within the hour
-
-
-def _sign_proof(request: Request, proof: str) -> str:
-    return hmac.new(_key(request), b"backtest|" + proof.encode(), hashlib.sha256).hexdigest()
 
 
 @router.post("/model/activate")
@@ -1282,18 +1266,20 @@ def model_activate(
     from qualify.service.lifecycle.scoring_models import activate_model
 
     user = _checked(who, csrf)
-    *parts, signature = proof.split("|") if proof.count("|") == 5 else ["", "", "", "", "", ""]
-    version, against, before, after, made = parts
+    tested = sessions.unseal(proof, _key(request)) or {}
+    version, before, after = tested.get("version"), tested.get("before"), tested.get("after")
     model, _ = _checked_model(document)
     with _workspace(request).unit_of_work(read_only=True) as uow:
         current = uow.active_model().version
-    if not hmac.compare_digest(signature, _sign_proof(request, "|".join(parts))):
+    if tested.get("for") != "backtest":
         why = "backtest the candidate first: activation follows a backtest of that very version"
     elif model is None or model.version != version:
         why = "the candidate is not the version that was backtested: backtest it again"
-    elif current != against:
-        why = f"the active model changed since the backtest ({against} then, {current} now): backtest again"
-    elif utcnow().timestamp() - int(made) > BACKTEST_VALID_SECONDS:
+    elif current != tested.get("against"):
+        why = (
+            f"the active model changed since the backtest ({tested.get('against')} then, {current} now): backtest again"
+        )
+    elif utcnow().timestamp() - float(tested.get("made", 0)) > BACKTEST_VALID_SECONDS:
         why = "the backtest is over an hour old: backtest again"
     elif confirm != "yes":
         why = f"confirm the change: MQLs in the backtest go from {before} to {after}"

@@ -40,15 +40,15 @@ def _decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def sign(session: Session, key: bytes) -> str:
-    fields = {"u": session.user_id, "c": session.csrf, "e": session.expires, "g": session.epoch}
+def seal(fields: dict[str, Any], key: bytes) -> str:
+    """`fields` as JSON with an HMAC-SHA256 of it: readable by anyone, changed by no one without `key`."""
     body = _encode(json.dumps(fields).encode())
     mac = hmac.new(key, body.encode(), hashlib.sha256).digest()
     return f"{body}.{_encode(mac)}"
 
 
-def verify(value: str | None, key: bytes, *, now: float | None = None) -> Session | None:
-    """The session in a cookie, or None when it is missing, tampered with or expired."""
+def unseal(value: str | None, key: bytes) -> dict[str, Any] | None:
+    """The fields `seal` made, or None when the value is missing, malformed or tampered with."""
     if not value or "." not in value:
         return None
     body, mac = value.rsplit(".", 1)
@@ -56,7 +56,22 @@ def verify(value: str | None, key: bytes, *, now: float | None = None) -> Sessio
         expected = hmac.new(key, body.encode(), hashlib.sha256).digest()
         if not hmac.compare_digest(expected, _decode(mac)):
             return None
-        data: dict[str, Any] = json.loads(_decode(body))
+        data = json.loads(_decode(body))
+    except (ValueError, TypeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def sign(session: Session, key: bytes) -> str:
+    return seal({"u": session.user_id, "c": session.csrf, "e": session.expires, "g": session.epoch}, key)
+
+
+def verify(value: str | None, key: bytes, *, now: float | None = None) -> Session | None:
+    """The session in a cookie, or None when it is missing, tampered with or expired."""
+    data = unseal(value, key)
+    if data is None:
+        return None
+    try:
         session = Session(data["u"], str(data["c"]), float(data["e"]), int(data.get("g", 0)))
     except (ValueError, KeyError, TypeError):
         return None

@@ -12,7 +12,7 @@ segments that test a field moved for every lead at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -41,6 +41,25 @@ def _members(conn: Connection, lead_ids: Sequence[int], names: Iterable[str] | N
     return out
 
 
+def _tested(
+    segments: Sequence[Segment],
+    lead_ids: Sequence[int],
+    facts: dict[int, LeadFacts],
+    current: set[tuple[str, int]],
+    at: float,
+) -> Iterator[tuple[str, int, bool, bool]]:
+    """Each (segment, lead): whether the lead is in it now, and whether it was a member."""
+    for lead_id in lead_ids:
+        lead = facts.get(lead_id)  # absent: erased, so in no segment
+        for segment in segments:
+            yield (
+                segment.name,
+                lead_id,
+                lead is not None and segment.tests.holds(lead, at),
+                (segment.name, lead_id) in current,
+            )
+
+
 def evaluate_segments(
     conn: Connection,
     segments: Sequence[Segment],
@@ -52,19 +71,12 @@ def evaluate_segments(
     """Test `lead_ids` against `segments`, write who entered and left (members and history), return it."""
     if not segments or not lead_ids:
         return []
-    at = now.timestamp()
-    names = [s.name for s in segments]
-    current = _members(conn, lead_ids, names)
-    changes: list[SegmentChange] = []
-    for lead_id in lead_ids:
-        lead = facts.get(lead_id)  # absent: erased, so in no segment
-        for segment in segments:
-            inside = lead is not None and segment.tests.holds(lead, at)
-            was = (segment.name, lead_id) in current
-            if inside and not was:
-                changes.append((segment.name, lead_id, "entered"))
-            elif was and not inside:
-                changes.append((segment.name, lead_id, "left"))
+    current = _members(conn, lead_ids, [s.name for s in segments])
+    changes: list[SegmentChange] = [
+        (name, lead_id, "entered" if inside else "left")
+        for name, lead_id, inside, was in _tested(segments, lead_ids, facts, current, now.timestamp())
+        if inside != was
+    ]
     entered = [{"segment": s, "lead_id": i, "entered_at": now} for s, i, c in changes if c == "entered"]
     left = [(s, i) for s, i, c in changes if c == "left"]
     if entered:
@@ -214,20 +226,16 @@ def preview_segments(
                 return out
             facts = lead_facts(conn, ids, now, needs)
             current = _members(conn, ids, names)
-        for lead_id in ids:
-            lead = facts.get(lead_id)
-            for segment in segments:
-                seen = out[segment.name]
-                inside = lead is not None and segment.tests.holds(lead, at)
-                was = (segment.name, lead_id) in current
-                if inside:
-                    seen.members += 1
-                    if len(seen.sample) < sample:
-                        seen.sample.append(lead_id)
-                if inside and not was:
-                    seen.entering += 1
-                    if len(seen.entering_sample) < sample:
-                        seen.entering_sample.append(lead_id)
-                elif was and not inside:
-                    seen.leaving += 1
+        for name, lead_id, inside, was in _tested(segments, ids, facts, current, at):
+            seen = out[name]
+            if inside:
+                seen.members += 1
+                if len(seen.sample) < sample:
+                    seen.sample.append(lead_id)
+            if inside and not was:
+                seen.entering += 1
+                if len(seen.entering_sample) < sample:
+                    seen.entering_sample.append(lead_id)
+            elif was and not inside:
+                seen.leaving += 1
         after_id = ids[-1]

@@ -25,7 +25,7 @@ from qualify.service.pipeline import Changed, react
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 NURTURABLE = (Stage.LEAD, Stage.MQL)  # parked in nurture by marketing or a workflow; later stages are sales' call
-MAX_TAG, MAX_OWNER = 100, 200
+MAX_TAG, MAX_OWNER, MAX_REASON, MAX_NOTE = 100, 200, 300, 4000
 BULK_MAX = 1000  # leads one bulk action may change: a page of the list, or a selection of them
 BULK_ACTIONS = {
     "assign": "assign owner",
@@ -33,6 +33,8 @@ BULK_ACTIONS = {
     "untag": "remove tag",
     "nurture": "move to nurture",
 }
+# The longest value each bulk action takes: an owner, a tag, a reason.
+_VALUE_LIMITS = {"assign": MAX_OWNER, "tag": MAX_TAG, "untag": MAX_TAG, "nurture": MAX_REASON}
 
 
 def set_tag(uow: UnitOfWork, lead_id: int, tag: str, add: bool, *, by: str, now: datetime) -> bool:
@@ -69,15 +71,12 @@ def move_to_nurture(
         if timer_moves:
             _write(uow, batch)
         return False, f"the lead is {before.value}: only {', '.join(s.value for s in NURTURABLE)} go to nurture"
-    batch.record_history(record, before, Stage.NURTURE, now, actor, by[:200], reason[:300])
+    batch.record_history(record, before, Stage.NURTURE, now, actor, by[:200], reason[:MAX_REASON])
     record.state.stage = Stage.NURTURE
     record.state.stage_entered = now.timestamp()
     record.changed = True
     _write(uow, batch)
     return True, f"moved from {before.value} to nurture"
-
-
-MAX_NOTE = 4000
 
 
 def owner_of(uow: UnitOfWork, lead_id: int) -> str | None:
@@ -154,7 +153,7 @@ def bulk_action(
     value = value.strip()
     if action in ("assign", "tag", "untag") and not value:
         raise InvalidInput(f"say the {'owner' if action == 'assign' else 'tag'}", field="value")
-    check_text(value, "value", MAX_OWNER if action == "assign" else MAX_TAG if action != "nurture" else 300)
+    check_text(value, "value", _VALUE_LIMITS[action])
     leads = schema.leads
     found = set(
         uow.connection.execute(select(leads.c.id).where(leads.c.id.in_(ids), leads.c.erased_at.is_(None))).scalars()

@@ -6,15 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from qualify.adapters import repository as repo
-from qualify.adapters import schema
 from qualify.domain.errors import IllegalTransition, InvalidInput, NotFound, NotYourLead, QualifyError
 from qualify.domain.lifecycle import Actor, Stage, check_action
 from qualify.service.audit import record_audit
 from qualify.service.lifecycle.events import CLOCK_SKEW
 from qualify.service.lifecycle.lead_batch import LeadBatch
+from qualify.service.lifecycle.lead_ops import owner_of
 from qualify.service.lifecycle.stage_facts import StageFact, record_decision
 from qualify.service.pipeline import react
 from qualify.service.unit_of_work import UnitOfWork, utcnow
@@ -67,9 +65,8 @@ def apply_stage_action(
     if record is None:
         raise NotFound(f"no lead {lead_key!r}")
     if owned_by is not None:
-        leads = schema.leads
-        owner = uow.connection.execute(select(leads.c.owner).where(leads.c.id == record.id)).scalar()
-        if owner != owned_by:
+        assert record.id is not None
+        if owner_of(uow, record.id) != owned_by:
             raise NotYourLead(f"{lead_key} is not {owned_by}'s lead: a sales rep acts only on the leads they own")
     if at > now + CLOCK_SKEW:
         raise InvalidInput(f"an action cannot be dated in the future ({at.isoformat()})", field="at")
@@ -132,10 +129,7 @@ def queue_stage_action(
     Raises NotFound when there is no such lead (or it was erased) and NotYourLead when it is not
     theirs; returns why the lifecycle refused the action (the lead is left as it was), else None.
     """
-    leads = schema.leads
-    found = uow.connection.execute(select(leads.c.id).where(leads.c.id == lead_id, leads.c.erased_at.is_(None))).first()
-    if found is None:
-        raise NotFound(f"no lead #{lead_id}")
+    owner_of(uow, lead_id)  # NotFound when there is no such lead, or it was erased
     try:
         apply_stage_action(
             uow, f"#{lead_id}", action, by=by, reason=reason, note=note, owned_by=by if own_leads_only else None

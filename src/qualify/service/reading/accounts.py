@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, select
 
 from qualify.adapters import schema
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.lifecycle import Stage
-from qualify.service.reading.lead_list import MAX_SEARCH, like_pattern
+from qualify.service.reading.lead_list import search_conditions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 _accounts, _leads = schema.accounts, schema.leads
@@ -41,19 +41,10 @@ class AccountRow:
     last_activity: datetime | None
 
 
-def _conditions(search: str | None, owner: str | None) -> list[ColumnElement[bool]]:
+def _conditions(search: str | None, owner: str | None, dialect: str) -> list[ColumnElement[bool]]:
     out: list[ColumnElement[bool]] = []
     if search and search.strip():
-        if len(search) > MAX_SEARCH:
-            raise InvalidInput(f"{len(search):,} characters; a search is at most {MAX_SEARCH}", field="search")
-        for word in search.split()[:8]:
-            pattern = like_pattern(word)
-            out.append(
-                or_(
-                    func.lower(_accounts.c.name).like(pattern, escape="\\"),
-                    func.lower(_accounts.c.domain).like(pattern, escape="\\"),
-                )
-            )
+        out += search_conditions(search, (_accounts.c.name, _accounts.c.domain), dialect)
     if owner is not None:  # a sales rep: the accounts where they own a lead
         out.append(exists().where(_live, _leads.c.owner == owner))
     return out
@@ -89,7 +80,7 @@ def list_accounts(
         .group_by(_leads.c.account_id)
         .subquery()
     )
-    where = _conditions(search, owner)
+    where = _conditions(search, owner, uow.connection.dialect.name)
     order = {
         "engagement": (func.coalesce(counts.c.engaged, 0.0).desc(),),
         "leads": (func.coalesce(counts.c.leads, 0).desc(),),

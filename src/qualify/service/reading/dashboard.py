@@ -61,26 +61,20 @@ def filter_choices(uow: UnitOfWork) -> dict[str, list[str]]:
     leads = schema.leads
     columns: dict[str, Any] = {name: leads.c[name] for name in FILTERS if name != "campaign"}
     columns["campaign"] = first_campaigns().c.campaign
-    return {
-        name: [v for v in uow.connection.execute(select(column).distinct().order_by(column)).scalars() if v]
-        for name, column in columns.items()
-    }
+    return {name: _distinct(uow, column) for name, column in columns.items()}
+
+
+def _distinct(uow: UnitOfWork, column: Any, limit: int | None = None) -> list[str]:
+    """The distinct values of `column` in the store, sorted, empty ones left out."""
+    query = select(column).where(column.is_not(None)).distinct().order_by(column).limit(limit)
+    return [v for v in uow.connection.execute(query).scalars() if v]
 
 
 def list_choices(uow: UnitOfWork) -> dict[str, list[str]]:
     """The values the lead list's filters offer: owners, personas and sources in the store, and
     the segments defined (each list sorted, at most 500)."""
     leads = schema.leads
-    out = {
-        name: [
-            v
-            for v in uow.connection.execute(
-                select(leads.c[name]).where(leads.c[name].is_not(None)).distinct().order_by(leads.c[name]).limit(500)
-            ).scalars()
-            if v
-        ]
-        for name in ("owner", "persona", "source")
-    }
+    out = {name: _distinct(uow, leads.c[name], 500) for name in ("owner", "persona", "source")}
     segments = schema.segments
     out["segment"] = list(uow.connection.execute(select(segments.c.name).order_by(segments.c.name)).scalars())
     return out

@@ -18,6 +18,7 @@ from qualify.adapters import schema
 from qualify.domain.engagement import Award, AwardedEvent, EngagementState, explain_engagement
 from qualify.domain.lifecycle import Stage
 from qualify.service.predictions import serving as predictions
+from qualify.service.reading.lead_list import display_name
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 REASONS = 3
@@ -122,7 +123,7 @@ def sales_queue(
     out = [
         QueueRow(
             id=r.id,
-            name=" ".join(p for p in (r.first_name, r.last_name) if p) or r.email or r.external_id or f"#{r.id}",
+            name=display_name(r.first_name, r.last_name, r.email, r.external_id, r.id),
             email=r.email,
             company=r.account_name or r.domain or "",
             stage=r.stage,
