@@ -151,10 +151,9 @@ def set_disabled(uow: UnitOfWork, user_id: int, disabled: bool, *, by: str) -> N
     if disabled and row.role == "admin" and _active_admins(uow) <= 1:
         raise Conflict(f"{row.name} is the last admin: make another admin first")
     t = schema.users
-    values: dict[str, Any] = {"disabled_at": utcnow() if disabled else None}
+    uow.connection.execute(update(t).where(t.c.id == user_id).values(disabled_at=utcnow() if disabled else None))
     if disabled:
-        values["session_epoch"] = t.c.session_epoch + 1
-    uow.connection.execute(update(t).where(t.c.id == user_id).values(**values))
+        end_sessions(uow, user_id)
     record_audit(uow, actor=by, action="user.disable" if disabled else "user.enable", target=row.name)
 
 
@@ -166,11 +165,8 @@ def set_password(uow: UnitOfWork, user_id: int, password: str, *, by: str, curre
     if current is not None and not verify_password(current, row.password_hash):
         raise InvalidInput("the current password is not right", field="current")
     t = schema.users
-    uow.connection.execute(
-        update(t)
-        .where(t.c.id == user_id)
-        .values(password_hash=hash_password(password), session_epoch=t.c.session_epoch + 1)
-    )
+    uow.connection.execute(update(t).where(t.c.id == user_id).values(password_hash=hash_password(password)))
+    end_sessions(uow, user_id)
     record_audit(uow, actor=by, action="user.password", target=row.name)
     return int(row.session_epoch) + 1
 
