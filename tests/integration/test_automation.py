@@ -429,3 +429,82 @@ def test_the_facts_read_each_kind_of_event_only_as_far_back_as_a_test_looks(work
         ("page_view", (T0 + 50 * DAY).timestamp(), {"url": "/pricing"}),
     ]
     assert members == {"recent-pricing", "two-downloads"}
+
+
+STATIC = """
+segments:
+  - name: webinar-guests
+    description: people the events team invited by hand
+    static: true
+workflows:
+  - name: welcome-guests
+    trigger: {entered_segment: webinar-guests}
+    steps: [{add_tag: guest}]
+"""
+
+
+def test_a_static_segment_holds_whom_people_put_in_it_until_taken_out(workspace: Workspace) -> None:
+    from qualify.service.automation.segments import set_members
+    from qualify.service.lifecycle.lead_admin import merge_leads
+
+    apply(workspace, STATIC)
+    for email in ("ann@acme.com", "bo@acme.com", "cy@acme.com"):
+        ingest(workspace, make_event(f"v-{email}", "page_view", T0, email=email), now=T0)
+    ann, bo, cy = (lead_id(workspace, e) for e in ("ann@acme.com", "bo@acme.com", "cy@acme.com"))
+    assert members(workspace, "webinar-guests") == set()  # no tests: nobody enters on their own
+    with workspace.unit_of_work() as uow:
+        done = set_members(uow, "webinar-guests", [ann, bo, 999_999], add=True, by="events.team", now=T0 + DAY)
+    assert done.changed == [ann, bo] and done.skipped == {999_999: "no such lead"}
+    assert done.summary() == "add to a static segment: 2 lead(s) changed, 1 left as they were"
+    with workspace.unit_of_work() as uow:
+        again = set_members(uow, "webinar-guests", [ann], add=True, by="events.team", now=T0 + DAY)
+        entered_by = set(
+            uow.connection.execute(
+                select(schema.segment_history.c.by).where(schema.segment_history.c.segment == "webinar-guests")
+            ).scalars()
+        )
+        audit = uow.connection.execute(
+            select(schema.audit_log.c.actor, schema.audit_log.c.action).where(
+                schema.audit_log.c.target == "webinar-guests"
+            )
+        ).all()
+    assert again.changed == [] and again.skipped == {ann: "already in webinar-guests"}
+    assert entered_by == {"people"}
+    assert ("events.team", "segment.add") in [tuple(row) for row in audit]
+    # Entering triggers workflows as any segment's entry does.
+    assert {(w, step) for w, step, *_ in log_of(workspace, "ann@acme.com")} == {("welcome-guests", -1)}
+    # Events, the batch refresh and the dry run keep the members as they are.
+    ingest(workspace, make_event("v2", "page_view", T0 + 2 * DAY, email="cy@acme.com"), now=T0 + 2 * DAY)
+    assert refresh_segments(workspace, T0 + 3 * DAY) == {"leads": 3, "entered": 0, "left": 0}
+    assert members(workspace, "webinar-guests") == {"ann@acme.com", "bo@acme.com"}
+    # A merge carries the duplicate's membership to the kept lead.
+    with workspace.unit_of_work() as uow:
+        merge_leads(uow, "cy@acme.com", "bo@acme.com", by="test", now=T0 + 4 * DAY)
+    assert members(workspace, "webinar-guests") == {"ann@acme.com", "cy@acme.com"}
+    with workspace.unit_of_work() as uow:
+        out = set_members(uow, "webinar-guests", [ann], add=False, by="events.team", now=T0 + 5 * DAY)
+        counts = segment_counts(uow, "webinar-guests", days=7, every_days=7, now=T0 + 6 * DAY)
+        info = segment_info(uow, "webinar-guests")
+    assert out.changed == [ann] and members(workspace, "webinar-guests") == {"cy@acme.com"}
+    assert counts[-1]["members"] == 1
+    assert info.describe == "the leads people put in it"
+    del cy
+
+
+def test_only_a_static_segment_is_filled_by_hand_and_it_takes_no_tests(workspace: Workspace) -> None:
+    from qualify.service.automation.segments import set_members
+
+    apply(workspace, SEGMENTS)
+    ingest(workspace, make_event("v1", "page_view", T0, email="ann@acme.com"), now=T0)
+    ann = lead_id(workspace, "ann@acme.com")
+    with workspace.unit_of_work() as uow, pytest.raises(InvalidInput, match="is dynamic"):
+        set_members(uow, "busy-readers", [ann], add=True, by="x", now=T0)
+    with pytest.raises(AutomationError) as caught:
+        load_automation(
+            "segments:\n  - name: a\n    static: true\n    when: [{tag: vip}]\n  - name: b\n  - name: c\n    static: 'yes'\n",
+            "s.yaml",
+        )
+    said = str(caught.value)
+    assert "segments[0].when: a static segment has no tests" in said
+    assert "segments[1]: missing required key 'when' (or 'static: true'" in said
+    assert "segments[2].static: must be true or false" in said

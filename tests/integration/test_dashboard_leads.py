@@ -187,6 +187,53 @@ def test_bulk_actions_change_the_ticked_leads_and_are_audited(client: TestClient
     assert len(moved.changed) == 3  # MQLs may be parked in nurture
 
 
+def test_the_ticked_leads_go_into_a_static_segment_and_the_api_takes_them_out(
+    client: TestClient, workspace: Workspace
+) -> None:
+    from tests.conftest import key_for
+
+    from qualify.domain.automation import load_automation
+    from qualify.service.automation.definitions import put_segments
+
+    sign_in(client, "mia")
+    page = client.get("/app/leads", params={"q": "vera"})
+    assert "add to a static segment" not in page.text  # no static segment yet: nothing to offer
+    document = load_automation("segments:\n  - {name: call-list, static: true}\n  - {name: vips, when: [{tag: vip}]}\n")
+    with workspace.unit_of_work() as uow:
+        put_segments(uow, document.segments, by="mia")
+        marketing = key_for(uow, "marketing", "mkt")
+        sales = key_for(uow, "sales", "rep")
+    page = client.get("/app/leads", params={"q": "vera"})
+    assert '<option value="segment">add to a static segment</option>' in page.text
+    assert '<select id="bulk-segment" name="segment"><option>call-list</option></select>' in page.text  # not vips
+    picked = ids_of(page.text)[:3]
+    done = client.post(
+        "/app/leads/bulk",
+        data={"csrf": token(page.text), "action": "segment", "segment": "call-list", "lead": picked},
+    )
+    assert "add to a static segment: 3 lead(s) changed" in done.text
+    dynamic = client.post(
+        "/app/leads/bulk", data={"csrf": token(done.text), "action": "segment", "segment": "vips", "lead": picked}
+    )
+    assert "Nothing was changed: segment: &#39;vips&#39; is dynamic" in dynamic.text
+    listed = client.get("/app/leads", params={"segment": "call-list"})
+    assert sorted(ids_of(listed.text)) == sorted(picked)  # the list filters by it as by any segment
+    headers = {"Authorization": f"Bearer {marketing}"}
+    out = client.post("/v1/segments/call-list/members", json={"remove": picked[:1], "add": [999_999]}, headers=headers)
+    assert out.status_code == 200, out.text
+    assert out.json() == {"added": [], "removed": picked[:1], "skipped": {"999999": "no such lead"}}
+    members = client.get("/v1/segments/call-list/members", headers=headers).json()
+    assert sorted(m["id"] for m in members) == sorted(picked[1:])
+    for body, status in (({}, 422), ({"add": ["x"]}, 422), ({"add": [1], "extra": 1}, 422)):
+        assert client.post("/v1/segments/call-list/members", json=body, headers=headers).status_code == status
+    assert client.post("/v1/segments/vips/members", json={"add": picked}, headers=headers).status_code == 422
+    assert client.post("/v1/segments/nope/members", json={"add": picked}, headers=headers).status_code == 404
+    refused = client.post(
+        "/v1/segments/call-list/members", json={"add": picked}, headers={"Authorization": f"Bearer {sales}"}
+    )
+    assert refused.status_code == 403
+
+
 def test_saved_views_belong_to_their_user(client: TestClient) -> None:
     sign_in(client, "ana")
     page = client.get("/app/leads")

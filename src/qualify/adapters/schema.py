@@ -455,7 +455,7 @@ segment_history = Table(
     Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
     Column("change", String(8), nullable=False),  # entered | left
     Column("at", UTCDateTime(), nullable=False),
-    Column("by", String(20), nullable=False),  # online | batch
+    Column("by", String(20), nullable=False),  # online | batch | people
 )
 Index("ix_segment_history_segment_at", segment_history.c.segment, segment_history.c.at)
 

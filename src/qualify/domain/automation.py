@@ -221,10 +221,20 @@ class Segment:
     description: str | None
     tests: Tests
     document: dict[str, Any]  # the definition as written (JSON-able), for the store and the API
+    # A static segment has no tests: its members are the leads people (or the API) put in it, and
+    # they stay until taken out (or erased); testing never adds or removes one.
+    static: bool = False
 
     @property
     def version(self) -> str:
         return content_version(self.document)
+
+    def holds(self, facts: LeadFacts, now: float, *, member: bool) -> bool:
+        """Whether the lead belongs in the segment now; `member`: whether it is in it."""
+        return member if self.static else self.tests.holds(facts, now)
+
+    def describe(self) -> str:
+        return "the leads people put in it" if self.static else self.tests.describe()
 
     @property
     def timed(self) -> bool:
@@ -472,10 +482,18 @@ class _AutomationLoader(Validator):
 
     # --- segments ----------------------------------------------------------------------------
     def segment(self, value: Any, path: str) -> Segment | None:
-        spec = self._mapping(value, path, {"name", "description", "match", "when"}, {"name", "when"})
+        spec = self._mapping(value, path, {"name", "description", "match", "when", "static"}, {"name"})
         if not spec:
             return None
         name = self._name(spec.get("name"), f"{path}.name")
+        static = spec.get("static", False)
+        if not isinstance(static, bool):
+            self.doc.problem(f"{path}.static", f"must be true or false, got {kind_of(static)}")
+            static = False
+        if static and ("when" in spec or "match" in spec):
+            self.doc.problem(f"{path}.when", "a static segment has no tests: people put leads in it")
+        elif not static and "when" not in spec:
+            self.doc.problem(path, "missing required key 'when' (or 'static: true' for a list people fill)")
         match = spec.get("match", "all")
         if match not in ("all", "any"):
             self.doc.problem(f"{path}.match", f"must be 'all' or 'any', got {match!r}")
@@ -488,7 +506,7 @@ class _AutomationLoader(Validator):
             self.doc.problem(f"{path}.description", f"must be a text, got {kind_of(description)}")
         if not name:
             return None
-        return Segment(name, description, tests, _plain(spec))
+        return Segment(name, description, Tests() if static else tests, _plain(spec), static)
 
     # --- templates ---------------------------------------------------------------------------
     def templates(self, value: Any) -> list[Template]:

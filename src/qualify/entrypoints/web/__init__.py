@@ -558,6 +558,8 @@ def _leads_list(request: Request, user: users.User, params: Any, *, notice: str 
     from qualify.domain.lifecycle import Stage
     from qualify.domain.scoring_model import GRADES
     from qualify.service.admin.saved_views import list_views
+    from qualify.service.automation.definitions import definitions
+    from qualify.service.automation.segments import SEGMENT_ACTIONS
     from qualify.service.lifecycle.lead_ops import BULK_ACTIONS
     from qualify.service.reading.dashboard import list_choices
     from qualify.service.reading.lead_list import count_leads, list_page
@@ -575,6 +577,7 @@ def _leads_list(request: Request, user: users.User, params: Any, *, notice: str 
             problem = str(error)
         choices = list_choices(uow)
         views = list_views(uow, user.id)
+        static = [s.name for s in definitions(uow).segments if s.static]
     return _page(
         "leads.html",
         request,
@@ -592,7 +595,8 @@ def _leads_list(request: Request, user: users.User, params: Any, *, notice: str 
         grades=GRADES,
         choices=choices,
         views=views,
-        bulk_actions=BULK_ACTIONS if user.sees_every_lead else {},
+        bulk_actions=(BULK_ACTIONS | (SEGMENT_ACTIONS if static else {})) if user.sees_every_lead else {},
+        static_segments=static,
         ignored=ignored,
         problem=problem,
         notice=notice,
@@ -648,17 +652,22 @@ def leads_bulk(
     csrf: Annotated[str, Form()] = "",
     action: Annotated[str, Form()] = "",
     value: Annotated[str, Form(max_length=300)] = "",
+    segment: Annotated[str, Form(max_length=100)] = "",
     lead: Annotated[list[int] | None, Form()] = None,
     back: Annotated[str, Form(max_length=4000)] = "",
 ) -> HTMLResponse:
     """One action on the leads ticked in the list; answered with the list and what was done."""
+    from qualify.service.automation.segments import SEGMENT_ACTIONS, set_members
     from qualify.service.lifecycle.lead_ops import bulk_action
 
     user = _checked(who, csrf)
     params = dict(parse_qsl(back))
     try:
         with _workspace(request).unit_of_work() as uow:
-            done = bulk_action(uow, lead or [], action, value, by=user.name)
+            if action in SEGMENT_ACTIONS:
+                done = set_members(uow, segment or value, lead or [], add=action == "segment", by=user.name)
+            else:
+                done = bulk_action(uow, lead or [], action, value, by=user.name)
         notice = done.summary()
     except QualifyError as error:
         notice = f"Nothing was changed: {error}"

@@ -6,7 +6,8 @@ Every other part of automation writes through here: membership tested online or 
 (definitions), enrolment, the worker's steps (runs), merges and erasures (lead_data). So it sits
 below them all, and whoever moves a lead in or out of a segment or ends a run leaves the same
 line: the counts over time and a lead's log stay whole. `by` in the history is ONLINE (in the
-transaction of a change to leads) or BATCH (a refresh, a deletion, a merge, an erasure).
+transaction of a change to leads), BATCH (a refresh, a deletion, a merge, an erasure) or PEOPLE
+(a person or the API put a lead in a static segment or took it out).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from sqlalchemy import Connection, update
 
 from qualify.adapters import schema
 
-ONLINE, BATCH = "online", "batch"  # who wrote a history line: a change to leads, or a sweep
+ONLINE, BATCH, PEOPLE = "online", "batch", "people"  # who wrote a history line: a change, a sweep, a person
 SegmentChange = tuple[str, int, str]  # segment, lead id, "entered" | "left"
 
 
 def write_history(conn: Connection, changes: list[SegmentChange], now: datetime, by: str) -> None:
-    """Record segment entries and exits, as of `now`, written `by` ONLINE or BATCH."""
+    """Record segment entries and exits, as of `now`, written `by` ONLINE, BATCH or PEOPLE."""
     if changes:
         conn.execute(
             schema.segment_history.insert(),

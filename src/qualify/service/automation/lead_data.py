@@ -18,9 +18,8 @@ from qualify.service.automation.history import BATCH, finish, write_history
 
 
 def move_lead(conn: Connection, gone: int, kept: int, now: datetime) -> None:
-    """A merge: the duplicate's tags, segment history, workflow runs and log move to the
-    kept lead. Its current memberships go (the kept lead is tested again after the merge), and
-    a run of a workflow the kept lead is running too is stopped rather than run twice."""
+    """A merge: the duplicate's tags, segment history and memberships, workflow runs and log move
+    to the kept lead (which is tested again after the merge), and a run of a workflow the kept lead is running too is stopped rather than run twice."""
     e, t = schema.workflow_enrolments, schema.lead_tags
     # Whatever the kept lead runs or ran is not run again for the same person.
     running = set(conn.execute(select(e.c.workflow).where(e.c.lead_id == kept)).scalars())
@@ -44,10 +43,14 @@ def move_lead(conn: Connection, gone: int, kept: int, now: datetime) -> None:
     conn.execute(delete(t).where(t.c.lead_id == gone, t.c.tag.in_(sorted(kept_tags))))
     for table in (t, schema.segment_history, e, schema.workflow_log):
         conn.execute(update(table).where(table.c.lead_id == gone).values(lead_id=kept))
+    # A membership the kept lead lacks moves to it with its history (a static segment's members
+    # are whoever people put in it; a dynamic one is tested again); a double one leaves, recorded.
     m = schema.segment_members
-    left = list(conn.execute(select(m.c.segment).where(m.c.lead_id == gone)).scalars())
+    kept_in = set(conn.execute(select(m.c.segment).where(m.c.lead_id == kept)).scalars())
+    left = [name for name in conn.execute(select(m.c.segment).where(m.c.lead_id == gone)).scalars() if name in kept_in]
     write_history(conn, [(name, kept, "left") for name in left], now, BATCH)  # the counts stay whole
-    conn.execute(delete(m).where(m.c.lead_id == gone))
+    conn.execute(delete(m).where(m.c.lead_id == gone, m.c.segment.in_(left)))
+    conn.execute(update(m).where(m.c.lead_id == gone).values(lead_id=kept))
 
 
 def forget_lead(conn: Connection, lead_id: int, now: datetime) -> None:

@@ -62,7 +62,7 @@ def list_segments(uow: UnitOfWork) -> list[SegmentInfo]:
                 int(counts.get(row.name, 0)),
                 row.updated_at,
                 row.refreshed_at,
-                load_segment(definition, f"segment {row.name}", stored=True).tests.describe(),
+                load_segment(definition, f"segment {row.name}", stored=True).describe(),
             )
         )
     return out

@@ -21,13 +21,18 @@ from sqlalchemy import Connection, delete, select, tuple_, update
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.automation import LeadFacts, Segment
-from qualify.domain.errors import NotFound
+from qualify.domain.errors import InvalidInput, NotFound
+from qualify.service.audit import record_audit
 from qualify.service.automation.definitions import Definitions, definitions
 from qualify.service.automation.enrolment import enrol_triggered
 from qualify.service.automation.facts import lead_facts
-from qualify.service.automation.history import BATCH, ONLINE, SegmentChange, write_history
+from qualify.service.automation.history import BATCH, ONLINE, PEOPLE, SegmentChange, write_history
+from qualify.service.lifecycle.lead_ops import BulkResult, bulk_ids
 from qualify.service.pipeline import Changed, Run
-from qualify.service.unit_of_work import Workspace, utcnow
+from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
+
+# The bulk actions of the lead list that fill a static segment (beside lifecycle.lead_ops's).
+SEGMENT_ACTIONS = {"segment": "add to a static segment", "unsegment": "remove from a static segment"}
 
 
 def _members(conn: Connection, lead_ids: Sequence[int], names: Iterable[str] | None = None) -> set[tuple[str, int]]:
@@ -52,12 +57,8 @@ def _tested(
     for lead_id in lead_ids:
         lead = facts.get(lead_id)  # absent: erased, so in no segment
         for segment in segments:
-            yield (
-                segment.name,
-                lead_id,
-                lead is not None and segment.tests.holds(lead, at),
-                (segment.name, lead_id) in current,
-            )
+            was = (segment.name, lead_id) in current
+            yield segment.name, lead_id, lead is not None and segment.holds(lead, at, member=was), was
 
 
 def evaluate_segments(
@@ -185,6 +186,54 @@ def refresh_due(workspace: Workspace, now: datetime, every: timedelta) -> int:
         return 0
     result = refresh_segments(workspace, now, names=stale)
     return result["entered"] + result["left"]
+
+
+def set_members(
+    uow: UnitOfWork, name: str, lead_ids: Sequence[int], *, add: bool, by: str, now: datetime | None = None
+) -> BulkResult:
+    """Put leads in a static segment (`add`) or take them out: the entries and exits are recorded
+    as any segment's are (`by` people), the workflows an entry or exit triggers enrol the leads,
+    and the audit log names who did it. Erased or unknown leads, and leads already in (or not in)
+    the segment, are left as they were, each with why."""
+    now = now or utcnow()
+    action = "segment" if add else "unsegment"
+    ids = bulk_ids(lead_ids)
+    conn = uow.connection
+    found = definitions(uow)
+    segment = next((s for s in found.segments if s.name == name), None)
+    if segment is None:
+        raise NotFound(f"no segment {name!r}")
+    if not segment.static:
+        raise InvalidInput(
+            f"{name!r} is dynamic: its members are the leads its tests hold for, so nobody adds or "
+            "removes them by hand; make a static segment (static: true) for a list people fill",
+            field="segment",
+        )
+    leads = schema.leads
+    present = set(conn.execute(select(leads.c.id).where(leads.c.id.in_(ids), leads.c.erased_at.is_(None))).scalars())
+    members = {lead_id for _, lead_id in _members(conn, sorted(present), [name])}
+    skipped = {i: "no such lead" for i in ids if i not in present}
+    skipped |= {i: f"already {'in' if add else 'not in'} {name}" for i in present if (i in members) == add}
+    moving = [i for i in ids if i in present and i not in skipped]
+    changes: list[SegmentChange] = [(name, i, "entered" if add else "left") for i in moving]
+    m = schema.segment_members
+    if add and moving:
+        conn.execute(m.insert(), [{"segment": name, "lead_id": i, "entered_at": now} for i in moving])
+    for part in repo.chunks(moving if not add else []):
+        conn.execute(delete(m).where(m.c.segment == name, m.c.lead_id.in_(list(part))))
+    write_history(conn, changes, now, PEOPLE)
+    if found.workflows and changes:
+        facts = lead_facts(conn, moving, now, found.event_needs())
+        enrol_triggered(conn, found.workflows, Changed(now, lead_ids=moving), changes, facts)
+    record_audit(
+        uow,
+        actor=by,
+        action=f"segment.{'add' if add else 'remove'}",
+        target=name,
+        details={"changed": moving, "skipped": sorted(skipped)},
+        at=now,
+    )
+    return BulkResult(action, moving, skipped, SEGMENT_ACTIONS[action])
 
 
 @dataclass

@@ -122,9 +122,10 @@ class BulkResult:
     action: str
     changed: list[int]
     skipped: dict[int, str]  # lead id → why it was left as it was
+    words: str = ""  # the action in words (BULK_ACTIONS' by default)
 
     def summary(self) -> str:
-        what = BULK_ACTIONS[self.action]
+        what = self.words or BULK_ACTIONS[self.action]
         said = f"{what}: {len(self.changed):,} lead(s) changed"
         return f"{said}, {len(self.skipped):,} left as they were" if self.skipped else said
 
@@ -145,11 +146,7 @@ def bulk_action(
         raise InvalidInput(
             f"unknown bulk action {action!r}; expected one of: {', '.join(BULK_ACTIONS)}", field="action"
         )
-    ids = list(dict.fromkeys(lead_ids))
-    if not ids:
-        raise InvalidInput("select at least one lead", field="leads")
-    if len(ids) > BULK_MAX:
-        raise InvalidInput(f"{len(ids):,} leads selected; one bulk action changes at most {BULK_MAX:,}", field="leads")
+    ids = bulk_ids(lead_ids)
     value = value.strip()
     if action in ("assign", "tag", "untag") and not value:
         raise InvalidInput(f"say the {'owner' if action == 'assign' else 'tag'}", field="value")
@@ -183,6 +180,16 @@ def bulk_action(
         at=now,
     )
     return BulkResult(action, changed, skipped)
+
+
+def bulk_ids(lead_ids: Sequence[int]) -> list[int]:
+    """The leads one bulk action names, each once, in order: at least one and at most BULK_MAX."""
+    ids = list(dict.fromkeys(lead_ids))
+    if not ids:
+        raise InvalidInput("select at least one lead", field="leads")
+    if len(ids) > BULK_MAX:
+        raise InvalidInput(f"{len(ids):,} leads selected; one bulk action changes at most {BULK_MAX:,}", field="leads")
+    return ids
 
 
 def _assign(uow: UnitOfWork, ids: list[int], owner: str, by: str, now: datetime) -> tuple[list[int], dict[int, str]]:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from qualify.adapters.schema import MAX_ID
 from qualify.domain.access import Permission
 from qualify.domain.automation import AutomationDocument, Template, load_segment, load_workflow
+from qualify.domain.errors import InvalidInput
 from qualify.entrypoints.api.deps import Automator, LeadReader, WorkspaceDep, permission_doc
 from qualify.entrypoints.problems import PROBLEM_RESPONSES
 from qualify.service.automation import definitions, reading, segments
@@ -72,6 +73,19 @@ class Refreshed(BaseModel):
     left: int
 
 
+class MembersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"add": [12, 40], "remove": [7]}]})
+
+    add: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(default=[], max_length=1000)
+    remove: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(default=[], max_length=1000)
+
+
+class MembersChanged(BaseModel):
+    added: list[int] = Field(description="lead ids put in the segment")
+    removed: list[int] = Field(description="lead ids taken out")
+    skipped: dict[int, str] = Field(description="lead id → why it was left as it was")
+
+
 class TemplateIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -127,6 +141,25 @@ def get_segment_members(
     """Members by lead id, a page at a time, with when they entered and their scores now."""
     with workspace.unit_of_work(read_only=True) as uow:
         return reading.segment_members(uow, name, limit=limit, after_id=after_id)
+
+
+@router.post("/segments/{name}/members", response_model=MembersChanged, responses=NOT_FOUND, openapi_extra=WRITE)
+def change_segment_members(name: Name, change: MembersIn, workspace: WorkspaceDep, caller: Automator) -> dict[str, Any]:
+    """Put leads in a static segment (`static: true`) and take others out, by lead id, in one
+    transaction; entries and exits are recorded and trigger workflows as any segment's do. A
+    dynamic segment's members are whoever its tests hold for: 422."""
+    if not change.add and not change.remove:
+        raise InvalidInput("name leads to `add` or `remove`", field="add")
+    added: list[int] = []
+    removed: list[int] = []
+    skipped: dict[int, str] = {}
+    with workspace.unit_of_work() as uow:
+        for ids, add, into in ((change.add, True, added), (change.remove, False, removed)):
+            if ids:
+                done = segments.set_members(uow, name, ids, add=add, by=caller.acts_as)
+                into.extend(done.changed)
+                skipped |= done.skipped
+    return {"added": added, "removed": removed, "skipped": skipped}
 
 
 @router.get("/segments/{name}/counts", response_model=list[Counts], responses=NOT_FOUND, openapi_extra=READ)
