@@ -35,8 +35,9 @@ from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.reading.accounts import account_view, list_accounts
+from qualify.service.reading.funnel import funnel
 from qualify.service.reading.lead_list import LeadFilter, count_leads, list_page
-from qualify.service.reading.queries import funnel, lead_profile
+from qualify.service.reading.queries import lead_profile
 from qualify.service.reading.sales_queue import count_queue, sales_queue
 from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
@@ -107,14 +108,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--keep", type=Path, help="build the workspace in this SQLite file, or measure the one it holds already"
+    )
     args = parser.parse_args()
     now = datetime.now(UTC).replace(microsecond=0)
     with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{Path(folder) / 'dashboard.db'}"
-        workspace = open_workspace(Settings(database_url=url), create=True)
-        started = time.perf_counter()
-        build(workspace, args.leads, now)
-        print(f"{args.leads:,} leads built in {time.perf_counter() - started:.1f} s")
+        path = args.keep or Path(folder) / "dashboard.db"
+        made = path.exists()
+        workspace = open_workspace(Settings(database_url=f"sqlite:///{path}"), create=not made)
+        if made:
+            print(f"measuring the workspace in {path}")
+        else:
+            started = time.perf_counter()
+            build(workspace, args.leads, now)
+            print(f"{args.leads:,} leads built in {time.perf_counter() - started:.1f} s")
         with workspace.unit_of_work(read_only=True) as uow:
             some = sales_queue(uow, limit=1)[0].id
             account = list_accounts(uow, limit=1)[0][0].id

@@ -22,7 +22,7 @@ from qualify.entrypoints.web import SIGN_IN_FAILURES, SIGN_IN_REFILL_SECONDS
 from qualify.entrypoints.web import session as sessions
 from qualify.service.admin.users import add_user, authenticate, hash_password, verify_password
 from qualify.service.lifecycle.events import ingest_events
-from qualify.service.reading.queries import funnel
+from qualify.service.reading.funnel import funnel
 from qualify.service.unit_of_work import Workspace
 
 

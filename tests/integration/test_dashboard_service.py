@@ -16,7 +16,8 @@ from qualify.service.analytics.insights import data_version, insights
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.stages import NotYourLead, queue_stage_action
 from qualify.service.reading.dashboard import filter_choices, funnel_view, rejection_reasons, weekly_entries
-from qualify.service.reading.queries import FILTERS, funnel, lead_filters
+from qualify.service.reading.funnel import funnel
+from qualify.service.reading.queries import FILTERS, lead_filters
 from qualify.service.unit_of_work import Workspace
 
 

@@ -17,7 +17,7 @@ from qualify.adapters import schema
 from qualify.demo.world import DemoSummary, WorkspaceNotEmpty, build_demo
 from qualify.domain.lifecycle import REASON_CODES
 from qualify.domain.records import FREE_MAIL_DOMAINS
-from qualify.service.reading.queries import funnel
+from qualify.service.reading.funnel import funnel
 from qualify.service.unit_of_work import Workspace
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

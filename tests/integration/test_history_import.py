@@ -463,7 +463,7 @@ def test_the_olist_funnel_goes_in_with_the_guides_two_commands(
     sqlite_workspace: Workspace, shared_data: Path, tmp_path: Path
 ) -> None:
     from qualify.service.imports.mapping import load_mapping
-    from qualify.service.reading.queries import funnel
+    from qualify.service.reading.funnel import funnel
 
     olist = shared_data / "olist"
     mqls = import_file(

@@ -27,7 +27,7 @@ from qualify.service.email.templates import EmailTemplate, save_templates
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.reading.queries import funnel
+from qualify.service.reading.funnel import funnel
 from qualify.service.unit_of_work import Workspace
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)

@@ -14,7 +14,8 @@ from qualify.domain.records import Lead, make_event
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.lead_admin import erase_lead
 from qualify.service.lifecycle.leads import upsert_leads
-from qualify.service.reading.queries import funnel, lead_profile
+from qualify.service.reading.funnel import funnel
+from qualify.service.reading.queries import lead_profile
 from qualify.service.unit_of_work import Workspace
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

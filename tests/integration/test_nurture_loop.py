@@ -23,7 +23,7 @@ from qualify.service.admin.users import add_user
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.stages import apply_stage_action
-from qualify.service.reading.queries import FunnelReport, funnel
+from qualify.service.reading.funnel import FunnelReport, funnel
 from qualify.service.unit_of_work import Workspace
 from qualify.service.worker import sweep_decay
 

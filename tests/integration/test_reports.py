@@ -30,7 +30,7 @@ from qualify.domain.model_loader import default_model_text
 from qualify.service.analytics.batch_scores import cohort_report
 from qualify.service.analytics.export import export_workspace
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.reading.queries import funnel
+from qualify.service.reading.funnel import funnel
 from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 

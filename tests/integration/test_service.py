@@ -15,8 +15,9 @@ from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.rescoring import rescore_all
 from qualify.service.lifecycle.scoring_models import activate_model, model_history
 from qualify.service.lifecycle.stages import apply_stage_action
+from qualify.service.reading.funnel import funnel
 from qualify.service.reading.lead_list import LeadFilter, list_leads
-from qualify.service.reading.queries import funnel, lead_profile
+from qualify.service.reading.queries import lead_profile
 from qualify.service.unit_of_work import Workspace
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

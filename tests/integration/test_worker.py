@@ -17,7 +17,7 @@ from qualify.domain.records import make_event
 from qualify.service.integrations.webhooks import add_subscription
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.stages import apply_stage_action
-from qualify.service.reading.queries import funnel
+from qualify.service.reading.funnel import funnel
 from qualify.service.unit_of_work import Workspace
 from qualify.service.worker import Worker
 

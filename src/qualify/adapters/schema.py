@@ -23,7 +23,10 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import BigInteger, TypeEngine
 
 # Ids are 32-bit integers in the store: larger ones in a path or query are answered 422, not sent on.
 MAX_ID = 2**31 - 1
@@ -79,6 +82,28 @@ def sqlite_time(value: datetime) -> str:
             raise ValueError("naive datetime given to the store")
         value = value.astimezone(UTC)
     return value.isoformat(sep=" ", timespec="microseconds")[:26]  # drop the "+00:00"
+
+
+class epoch_micros(FunctionElement[int]):
+    """A time column as whole microseconds since 1970 (UTC), exactly, on SQLite as on PostgreSQL:
+    differences of two are what Python's `timedelta` between the times holds, so reports computed
+    in SQL give the figures a Python loop over the rows would."""
+
+    type = BigInteger()
+    name = "epoch_micros"
+    inherit_cache = True
+
+
+@compiles(epoch_micros, "sqlite")
+def _epoch_micros_sqlite(element: epoch_micros, compiler: SQLCompiler, **kw: Any) -> str:
+    # `sqlite_time` text: 'YYYY-MM-DD HH:MM:SS.ffffff', the microseconds from character 21.
+    text = compiler.process(element.clauses, **kw)
+    return f"(CAST(strftime('%s', {text}) AS INTEGER) * 1000000 + CAST(substr({text}, 21, 6) AS INTEGER))"
+
+
+@compiles(epoch_micros, "postgresql")
+def _epoch_micros_postgresql(element: epoch_micros, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)}) * 1000000 AS BIGINT)"
 
 
 def JSONDoc() -> Any:

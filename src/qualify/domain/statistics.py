@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> list[float] | None:
@@ -20,7 +21,18 @@ def percentile(values: list[float], q: float) -> float:
     """The q-quantile, interpolated between the closest ranks: what SQL's `percentile_cont` gives,
     so the store-side reports and the batch engines agree."""
     ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return ranked_percentile(ordered.__getitem__, len(ordered), q)
+
+
+def ranks_needed(count: int, q: float) -> tuple[int, int]:
+    """The 0-based ranks `ranked_percentile` reads for the q-quantile of `count` values."""
+    low = math.floor(q * (count - 1))
+    return low, min(low + 1, count - 1)
+
+
+def ranked_percentile(at_rank: Callable[[int], float], count: int, q: float) -> float:
+    """The q-quantile of `count` values, read by 0-based rank in ascending order (a store that
+    ranks them in SQL hands over only the ranks `ranks_needed` names)."""
+    position = q * (count - 1)
+    low, high = ranks_needed(count, q)
+    return at_rank(low) + (at_rank(high) - at_rank(low)) * (position - low)

@@ -158,7 +158,7 @@ def _days(summary: dict[str, Any], key: str) -> str:
 def _show_nurture_loop(loop: dict[str, Any]) -> None:
     """Leads sent to nurture, by where they came from, how many came back to MQL and how soon, and
     whether the recycled MQLs went on to SQL and customer as often as first-time ones."""
-    from qualify.service.reading.queries import NURTURE_ORIGINS
+    from qualify.service.reading.funnel import NURTURE_ORIGINS
 
     if not loop.get("entries"):
         return

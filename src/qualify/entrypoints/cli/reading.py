@@ -289,7 +289,7 @@ def funnel_(
     as_json: JsonOption = False,
 ) -> None:
     """Counts per stage, stage-to-stage conversion and days spent per stage, from the stage history."""
-    from qualify.service.reading.queries import funnel
+    from qualify.service.reading.funnel import funnel
 
     with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow:
         report = funnel(uow, created_from=_utc(created_from), created_to=_utc(created_to))

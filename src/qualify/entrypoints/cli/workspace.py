@@ -71,7 +71,7 @@ def demo(
     """Build a realistic synthetic B2B world, score it, print its funnel and the dashboard's sign-ins."""
     from qualify.demo.world import build_demo
     from qualify.service.lifecycle.scoring_models import activate_model
-    from qualify.service.reading.queries import funnel
+    from qualify.service.reading.funnel import funnel
 
     _reset_sqlite(db)
     with _workspace(db, create=True) as workspace:

@@ -239,7 +239,8 @@ def funnel_page(
     campaign: str | None = None,
 ) -> HTMLResponse:
     from qualify.service.reading.dashboard import funnel_view
-    from qualify.service.reading.queries import FILTERS, NURTURE_ORIGINS
+    from qualify.service.reading.funnel import NURTURE_ORIGINS
+    from qualify.service.reading.queries import FILTERS
 
     created_from, created_to = _day(start), _day(end)
     until = created_to + timedelta(days=1) if created_to else None

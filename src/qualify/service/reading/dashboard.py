@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 
 from qualify.adapters import schema
-from qualify.service.reading.queries import FILTERS, FunnelReport, first_campaigns, funnel, lead_filters
+from qualify.service.reading.funnel import FunnelReport, funnel
+from qualify.service.reading.queries import FILTERS, first_campaigns, lead_filters
 from qualify.service.unit_of_work import UnitOfWork
 
 WEEKS = 12  # the weekly entries shown on the funnel page
