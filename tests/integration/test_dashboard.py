@@ -365,21 +365,21 @@ def test_the_funnel_filters_by_first_touch_campaign(client: TestClient, workspac
     assert '<option value="summer" selected>' in page.text and 'data-stage="lead">2<' in page.text
 
 
-def test_insights_reuse_their_export_until_the_data_changes(client: TestClient, workspace: Workspace) -> None:
-    if workspace.settings.database_url.startswith("postgresql"):
-        pytest.skip("on PostgreSQL the insights read the store's tables: no export")
+def test_insights_show_the_last_figures_with_their_age_while_newer_are_computed(
+    client: TestClient, workspace: Workspace
+) -> None:
     from tests.dashboard_world import NOW, address
 
     sign_in(client, "ana")
-    assert client.get("/app/insights").status_code == 200
-    first = client.app.state.insights_export[1]  # type: ignore[attr-defined]
-    assert client.get("/app/insights").status_code == 200
-    assert client.app.state.insights_export[1] == first  # type: ignore[attr-defined]
+    first = client.get("/app/insights")
+    assert first.status_code == 200 and "Sources: MQLs" in first.text and "being recomputed" not in first.text
     with workspace.unit_of_work() as uow:
         ingest_events(uow, [Event(event_id="new", type="page_view", occurred_at=NOW, email=address(0))], now=NOW)
-    assert client.get("/app/insights").status_code == 200
-    second = client.app.state.insights_export[1]  # type: ignore[attr-defined]
-    assert second != first and not first.exists() and second.exists()
+    stale = client.get("/app/insights")
+    assert stale.status_code == 200 and "Sources: MQLs" in stale.text
+    assert "The data has changed since: newer figures are being recomputed" in stale.text
+    assert client.app.state.insights.wait(120)  # type: ignore[attr-defined]
+    assert "being recomputed" not in client.get("/app/insights").text
 
 
 def test_a_missing_lead_gets_a_page_that_says_so(client: TestClient) -> None:

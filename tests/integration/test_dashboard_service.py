@@ -3,7 +3,9 @@ with its owner rule, and the insights (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -12,7 +14,7 @@ from tests.dashboard_world import NOW, address, world
 from qualify.adapters import schema
 from qualify.domain.errors import NotFound
 from qualify.domain.records import Event
-from qualify.service.analytics.insights import data_version, insights
+from qualify.service.analytics.insights import InsightsCache, compute, data_version
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.stages import NotYourLead, queue_stage_action
 from qualify.service.reading.dashboard import filter_choices, funnel_view, rejection_reasons, weekly_entries
@@ -81,25 +83,57 @@ def test_a_queue_action_applies_refuses_or_says_why(workspace: Workspace) -> Non
         assert rejection_reasons(uow) == [("no_budget", 1)]
 
 
-def test_insights_read_the_reports_and_keep_their_export_until_the_data_changes(workspace: Workspace) -> None:
+def test_insights_are_read_from_the_last_figures_and_recomputed_off_the_request(workspace: Workspace) -> None:
     world(workspace)
     [(lead_id, _), *_] = mqls(workspace)
     with workspace.unit_of_work() as uow:
         queue_stage_action(uow, lead_id, "reject", by="ana", own_leads_only=False, reason="bad_timing")
-    found = insights(workspace)
+    cache = InsightsCache(workspace)
+    found = cache.read(wait=120)
+    assert found is not None and found.current
     assert found.rejections == [("bad_timing", 1)]
     assert [row["cohort"] for row in found.sources] and found.content["items"] == []  # 8 MQLs: under the support
-    if workspace.settings.database_url.startswith("postgresql"):
-        assert found.export is None  # the store's own tables
-        return
-    assert found.export is not None and found.export[1].exists()
-    again = insights(workspace, found.export)
-    assert again.export == found.export
+    assert (found.content, found.sources) == compute(workspace)  # the batch reports themselves
+    again = cache.read(wait=0)
+    assert again is not None and again.current and again.as_of == found.as_of  # nothing changed: not recomputed
+    other = mqls(workspace)[1][0]
     with workspace.unit_of_work() as uow:
         before = data_version(uow)
         ingest_events(uow, [Event(event_id="new", type="page_view", occurred_at=NOW, email=address(0))], now=NOW)
+        queue_stage_action(uow, other, "reject", by="ana", own_leads_only=False, reason="no_need")
     with workspace.unit_of_work(read_only=True) as uow:
         assert data_version(uow) != before
-    newer = insights(workspace, found.export)
-    assert newer.export is not None and newer.export[1] != found.export[1]
-    assert not found.export[1].exists() and newer.export[1].exists()
+    stale = cache.read(wait=0)  # the last figures at once, said to be older than the data
+    assert stale is not None and stale.as_of == found.as_of and not stale.current
+    assert dict(stale.rejections) == {"bad_timing": 1, "no_need": 1}  # read on every request
+    assert cache.wait(120)
+    newer = cache.read(wait=0)
+    assert newer is not None and newer.current and newer.as_of > found.as_of
+
+
+def test_the_first_insights_wait_for_their_figures_and_a_failure_is_raised(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import qualify.service.analytics.insights as module
+
+    world(workspace, leads=3)
+    release = threading.Event()
+
+    def slow(workspace: Workspace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        release.wait(30)
+        return {"items": []}, []
+
+    monkeypatch.setattr(module, "compute", slow)
+    cache = InsightsCache(workspace)
+    assert cache.read(wait=0.05) is None  # still computing: the page says so and reloads
+    release.set()
+    assert cache.wait(30)
+    found = cache.read(wait=0)
+    assert found is not None and found.content == {"items": []}
+
+    def broken(workspace: Workspace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        raise RuntimeError("the export's disk is full")
+
+    monkeypatch.setattr(module, "compute", broken)
+    with pytest.raises(RuntimeError, match="disk is full"):
+        InsightsCache(workspace).read(wait=30)

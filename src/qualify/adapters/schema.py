@@ -176,6 +176,10 @@ leads = Table(
     Column("predictive_version", String(64)),
 )
 Index("ix_leads_stage_engagement", leads.c.stage, leads.c.engagement_score)
+# The funnel's filters and the lead list offer the values in the store (migration 0012); not on
+# the scores the ingestion path rewrites for every lead it touches.
+Index("ix_leads_source", leads.c.source)
+Index("ix_leads_channel", leads.c.channel)
 
 events = Table(
     "events",

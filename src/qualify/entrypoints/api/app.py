@@ -52,6 +52,9 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
         try:
             yield
         finally:
+            insights = getattr(app.state, "insights", None)
+            if insights is not None:  # the dashboard's insights being computed: let them end first
+                insights.wait(60)
             if owned:
                 app.state.workspace.close()
 

@@ -35,6 +35,7 @@ from qualify.service.unit_of_work import Workspace, utcnow
 
 HERE = FilePath(__file__).parent
 QUEUE_SIZE = 50
+INSIGHTS_WAIT = 10.0  # seconds the first insights request of a process waits for the figures
 templates = Environment(loader=PackageLoader("qualify.entrypoints.web", "templates"), autoescape=select_autoescape())
 
 
@@ -1164,20 +1165,24 @@ def predictive_activate(
 
 @router.get("/insights")
 def insights_page(request: Request, who: Manager) -> HTMLResponse:
-    """Content influence among MQLs, sources with sales' acceptance, and rejection reasons: one query
-    each on the batch side (the store's tables on PostgreSQL, else a Parquet export made for it)."""
-    from qualify.service.analytics.insights import insights
+    """Content influence among MQLs, sources with sales' acceptance, and rejection reasons. The first
+    two are batch reports, computed off the request (service/analytics/insights.py): the page shows
+    the last figures with the instant of their data, and says when newer ones are being computed."""
+    from qualify.service.analytics.insights import InsightsCache
 
-    # Off PostgreSQL they read a Parquet export, kept in the app's state until the data changes.
-    found = insights(_workspace(request), getattr(request.app.state, "insights_export", None))
-    if found.export is not None:
-        request.app.state.insights_export = found.export
+    cache = getattr(request.app.state, "insights", None)
+    if cache is None or cache.workspace is not _workspace(request):
+        cache = request.app.state.insights = InsightsCache(_workspace(request))
+    found = cache.read(wait=INSIGHTS_WAIT)
+    if found is None:
+        return _page("insights.html", request, found=None)
     content = found.content
     items = content["items"][:12]
     top = max((item["lift"] or 0 for item in items), default=0) or 1
     return _page(
         "insights.html",
         request,
+        found=found,
         content=content,
         items=items,
         top=top,

@@ -1,12 +1,23 @@
 """The dashboard's insights: content influence among MQLs, sources with sales' acceptance, and why
-MQLs were rejected. One query each on the batch side: the store's tables on PostgreSQL, else a
-Parquet export made for them and made again only when the data changed."""
+MQLs were rejected.
+
+Content influence and the sources are batch reports (analytics.reports): on PostgreSQL they read
+the store's tables, elsewhere a Parquet export of the workspace made for them (seconds to tens of
+seconds at 100,000 leads). So they are computed off the request, by `InsightsCache`: a request
+reads the last computed figures, with the instant of the data they are of, and when the data has
+changed since (new events, stage changes, leads, another model) starts their recomputation in a
+thread of its own and says so; the next request after it ends reads the new figures. Only the
+first request of a process waits for them (up to `wait` seconds). The rejection reasons are one
+small query, read on every request.
+"""
 
 from __future__ import annotations
 
-import shutil
+import logging
 import tempfile
+import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,40 +29,37 @@ from qualify.analytics.reports import content_influence, sources_report
 from qualify.service.analytics.batch_scores import on_engine
 from qualify.service.analytics.export import export_workspace
 from qualify.service.reading.dashboard import rejection_reasons
-from qualify.service.unit_of_work import UnitOfWork, Workspace
+from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
-# An export kept between calls: the data version it was made of, and its folder.
-KeptExport = tuple[Any, Path]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Insights:
     content: dict[str, Any]  # analytics.reports.content_influence: reaching customer, among MQLs
     sources: list[dict[str, Any]]  # analytics.reports.sources_report, by source
-    rejections: list[tuple[str, int]]  # reason code, how many rejections gave it; commonest first
-    export: KeptExport | None  # the export read, to keep for the next call (None on PostgreSQL)
+    rejections: list[tuple[str, int]]  # reason code, how many rejections gave it; commonest first (now)
+    as_of: datetime  # when the data content and sources were computed from was read
+    current: bool  # False: the data has changed since `as_of`, and newer figures are being computed
 
 
-def insights(workspace: Workspace, kept: KeptExport | None = None) -> Insights:
-    """The insights now. Off PostgreSQL they are read from `kept` while the data has not changed
-    since it was made, else from a new export (and `kept`'s folder is removed)."""
+def compute(workspace: Workspace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Content influence and sources now: on the store's tables on PostgreSQL, else on an export
+    made for them (and removed after)."""
 
     def read(sources: Sources) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         return content_influence(sources, target="customer", among="mql"), sources_report(sources, "source")
 
-    export = None
     if workspace.settings.database_url.startswith("postgresql"):
-        content, by_source = on_engine(workspace, "postgres", None, read)
-    else:
-        export = fresh_export(workspace, kept)
-        content, by_source = on_engine(workspace, "duckdb", export[1], read)
-    with workspace.unit_of_work(read_only=True) as uow:
-        rejections = rejection_reasons(uow)
-    return Insights(content, by_source, rejections, export)
+        return on_engine(workspace, "postgres", None, read)
+    with tempfile.TemporaryDirectory(prefix="qualify-insights-") as folder:
+        export = Path(folder) / "export"
+        export_workspace(workspace, export)
+        return on_engine(workspace, "duckdb", export, read)
 
 
 def data_version(uow: UnitOfWork) -> tuple[Any, ...]:
-    """What changes whenever the export would: the newest event and stage change, the leads'
+    """What changes whenever the figures could: the newest event and stage change, the leads'
     count and latest update, and the active scoring model."""
     conn = uow.connection
     return (
@@ -62,15 +70,72 @@ def data_version(uow: UnitOfWork) -> tuple[Any, ...]:
     )
 
 
-def fresh_export(workspace: Workspace, kept: KeptExport | None) -> KeptExport:
-    """`kept` while the data is as it was when it was made, else a new export (in a folder of its
-    own under the temporary directory; `kept`'s is removed)."""
-    with workspace.unit_of_work(read_only=True) as uow:
-        key = data_version(uow)
-    if kept is not None and kept[0] == key and kept[1].exists():
-        return kept
-    folder = Path(tempfile.mkdtemp(prefix="qualify-insights-")) / "export"
-    export_workspace(workspace, folder)
-    if kept is not None:
-        shutil.rmtree(kept[1].parent, ignore_errors=True)
-    return key, folder
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    version: tuple[Any, ...]
+    content: dict[str, Any]
+    sources: list[dict[str, Any]]
+    as_of: datetime
+
+
+class InsightsCache:
+    """The last computed content influence and sources of one workspace, and their recomputation
+    in a background thread when the data has changed (one at a time)."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self._lock = threading.Lock()
+        self._figures: _Figures | None = None
+        self._running: threading.Thread | None = None
+        self._failed: BaseException | None = None
+
+    def read(self, *, wait: float = 10.0) -> Insights | None:
+        """The insights: the last figures (recomputed in the background when the data has changed
+        since they were made). None while the first figures are still being computed after
+        `wait` seconds; the error of the last computation when it failed and there is nothing
+        to show."""
+        with self.workspace.unit_of_work(read_only=True) as uow:
+            version = data_version(uow)
+            rejections = rejection_reasons(uow)
+        with self._lock:
+            figures = self._figures
+            if figures is None or figures.version != version:
+                self._start()
+        if figures is None:
+            self.wait(wait)
+            with self._lock:
+                figures, failed = self._figures, self._failed
+            if figures is None:
+                if failed is not None:
+                    raise failed
+                return None
+        return Insights(figures.content, figures.sources, rejections, figures.as_of, figures.version == version)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the computation under way, if any; whether none is under way now."""
+        running = self._running
+        if running is not None:
+            running.join(timeout)
+        return self._running is None
+
+    def _start(self) -> None:
+        if self._running is None:  # the lock is held
+            self._failed = None
+            self._running = threading.Thread(target=self._compute, name="qualify-insights", daemon=True)
+            self._running.start()
+
+    def _compute(self) -> None:
+        try:
+            with self.workspace.unit_of_work(read_only=True) as uow:
+                version = data_version(uow)
+            as_of = utcnow()
+            content, sources = compute(self.workspace)
+            with self._lock:
+                self._figures = _Figures(version, content, sources, as_of)
+        except BaseException as error:  # kept for the request that waits; the page says it
+            log.exception("the insights could not be computed")
+            with self._lock:
+                self._failed = error
+        finally:
+            with self._lock:
+                self._running = None

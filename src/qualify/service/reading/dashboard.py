@@ -58,11 +58,19 @@ def weekly_entries(uow: UnitOfWork, conditions: list[ColumnElement[bool]]) -> li
 
 
 def filter_choices(uow: UnitOfWork) -> dict[str, list[str]]:
-    """The distinct values of each funnel filter in the store (the campaign: of first touches), sorted."""
+    """The values of each funnel filter, sorted: the distinct ones in the store (the campaign: of
+    first touches), and for the persona the active model's personas (every lead is scored with it)."""
     leads = schema.leads
-    columns: dict[str, Any] = {name: leads.c[name] for name in FILTERS if name != "campaign"}
+    columns: dict[str, Any] = {name: leads.c[name] for name in FILTERS if name not in ("campaign", "persona")}
     columns["campaign"] = first_campaigns().c.campaign
-    return {name: _distinct(uow, column) for name, column in columns.items()}
+    out = {name: _distinct(uow, column) for name, column in columns.items()}
+    out["persona"] = model_personas(uow)
+    return {name: out[name] for name in FILTERS}
+
+
+def model_personas(uow: UnitOfWork) -> list[str]:
+    """The active scoring model's personas, sorted: what a lead's persona can be."""
+    return sorted(p.name for p in uow.active_model().fit.personas)
 
 
 def _distinct(uow: UnitOfWork, column: Any, limit: int | None = None) -> list[str]:
@@ -72,10 +80,11 @@ def _distinct(uow: UnitOfWork, column: Any, limit: int | None = None) -> list[st
 
 
 def list_choices(uow: UnitOfWork) -> dict[str, list[str]]:
-    """The values the lead list's filters offer: owners, personas and sources in the store, and
-    the segments defined (each list sorted, at most 500)."""
+    """The values the lead list's filters offer: owners and sources in the store, the active
+    model's personas, and the segments defined (each list sorted, at most 500)."""
     leads = schema.leads
-    out = {name: _distinct(uow, leads.c[name], 500) for name in ("owner", "persona", "source")}
+    out = {name: _distinct(uow, leads.c[name], 500) for name in ("owner", "source")}
+    out["persona"] = model_personas(uow)
     segments = schema.segments
     out["segment"] = list(uow.connection.execute(select(segments.c.name).order_by(segments.c.name)).scalars())
     return out
