@@ -12,6 +12,40 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DATABASE_URL = "sqlite:///qualify.db"
 
 
+# The URL schemes Qualify opens, and the one each stands for: hosting providers hand out
+# postgres:// and postgresql://; Qualify talks to PostgreSQL through psycopg 3.
+_SCHEMES = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+
+
+def database_url(value: str) -> str:
+    """A workspace's database URL in the form Qualify opens, or ValueError saying what is wrong:
+    `postgres://` and `postgresql://` become `postgresql+psycopg://`."""
+    text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep or not scheme:
+        raise ValueError(f"{value!r} is not a database URL; expected sqlite:///path.db or postgresql://user@host/db")
+    wanted = _SCHEMES.get(scheme.lower())
+    if wanted is None:
+        backend = scheme.lower().split("+")[0]
+        if backend in ("postgres", "postgresql"):
+            raise ValueError(
+                f"Qualify reaches PostgreSQL through psycopg 3: write postgresql://{rest}, not {scheme}://"
+            )
+        raise ValueError(
+            f"Qualify keeps a workspace in SQLite or PostgreSQL, not {backend}: "
+            "expected sqlite:///path.db or postgresql://user@host/db"
+        )
+    if wanted.startswith("sqlite") and not rest.startswith("/"):
+        raise ValueError(f"{value!r}: a SQLite URL names its file after three slashes, as sqlite:///qualify.db")
+    return f"{wanted}://{rest}"
+
+
 class Settings(BaseSettings):
     """Every setting Qualify reads; documented in docs/configuration.md."""
 
@@ -186,6 +220,11 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000",
         description="The address recipients reach `qualify serve` at: the base of tracking and unsubscribe links.",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        return database_url(value)
 
     @field_validator("email_from")
     @classmethod

@@ -326,3 +326,29 @@ def test_rescore_explains_every_score(tmp_path: Path) -> None:
     lines = why.read_text().splitlines()
     assert lines[0] == '"lead_id","kind","rule","points","event_id","occurred_at"'
     assert summary["contributions"] == len(lines) - 1 > 40
+
+
+def test_a_bad_database_url_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    """Through the real console script: never a traceback, whatever the URL or the server's state."""
+    server = os.environ.get("QUALIFY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    host = server.split("://", 1)[1].rsplit("/", 1)[0]
+    cases = {
+        "notaurl": "is not a database URL",
+        "mysql://u@localhost/db": "SQLite or PostgreSQL, not mysql",
+        "postgresql+psycopg2://u@localhost/db": "write postgresql://u@localhost/db",
+        "sqlite://relative.db": "after three slashes",
+        f"postgres://{host}/qualify_no_such_database": "create it first",
+        "postgresql://postgres@127.0.0.1:1/x": "is PostgreSQL running there",
+        f"sqlite:///{tmp_path}/none.db": "run `qualify init",
+    }
+    for url, said in cases.items():
+        result = qualify("leads", "--db", url)
+        assert result.returncode == 2, (url, result.stderr)
+        assert result.stderr.startswith("error: ") and said in result.stderr, (url, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr
+    # postgres:// (what hosting providers hand out) is PostgreSQL through psycopg.
+    from qualify.settings import Settings
+
+    assert Settings(database_url="postgres://u:p@db.example:5432/app").database_url == (
+        "postgresql+psycopg://u:p@db.example:5432/app"
+    )

@@ -170,6 +170,7 @@ def open_workspace(
     else:
         private_sqlite_file(settings.database_url)
     engine = create_store_engine(settings.database_url)
+    _reach(engine, settings.database_url)
     if create:
         _upgrade(engine, settings.database_url)
     else:
@@ -182,6 +183,34 @@ def open_workspace(
         if current != head:
             _upgrade(engine, settings.database_url)  # migrations are additive; an older workspace is brought up to date
     return Workspace(settings, engine, pipeline=pipeline)
+
+
+# What to do when the database cannot be reached, by what its driver said.
+_UNREACHABLE_HINTS = (
+    ("does not exist", "create it first (createdb NAME), or name one that exists"),
+    ("password authentication failed", "check the user name and password in the URL"),
+    ("no password supplied", "put the password in the URL (postgresql://user:password@host/db)"),
+    ("could not translate host name", "check the host name"),
+    ("name or service not known", "check the host name"),
+    ("connection refused", "is PostgreSQL running there, and on that port?"),
+    ("timeout", "is PostgreSQL running there, and can this machine reach it?"),
+    ("unable to open database file", "check that the folder exists and that you may write in it"),
+)
+
+
+def _reach(engine: Engine, url: str) -> None:
+    """Connect once, or say in one line why the database cannot be reached and what to do."""
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as error:
+        engine.dispose()
+        said = str(error.orig or error).strip()
+        cause = said.splitlines()[-1] if "FATAL" not in said else said[said.index("FATAL") :].splitlines()[0]
+        hint = next((what for needle, what in _UNREACHABLE_HINTS if needle in said.lower()), "check the URL")
+        raise WorkspaceNotReady(
+            f"cannot reach the database at {_safe_url(url)} ({cause.strip()[:300]}): {hint}"
+        ) from error
 
 
 def _upgrade(engine: Engine, url: str) -> None:

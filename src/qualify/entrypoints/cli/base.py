@@ -65,10 +65,12 @@ def _settings(db: str | None) -> Settings:
     try:
         return Settings(database_url=db) if db else Settings()
     except ValidationError as error:
-        problems = "; ".join(
-            f"QUALIFY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
-        )
-        _fail(f"bad setting in the environment: {problems} (see docs/configuration.md)")
+        problems = []
+        for e in error.errors():
+            name = "_".join(str(p) for p in e["loc"])
+            where = "--db" if db and name == "database_url" else f"QUALIFY_{name.upper()}"
+            problems.append(f"{where}: {str(e['msg']).removeprefix('Value error, ')}")
+        _fail(f"bad setting: {'; '.join(problems)} (see docs/configuration.md)")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
