@@ -352,3 +352,35 @@ def test_a_bad_database_url_is_one_line_saying_what_to_do(tmp_path: Path) -> Non
     assert Settings(database_url="postgres://u:p@db.example:5432/app").database_url == (
         "postgresql+psycopg://u:p@db.example:5432/app"
     )
+
+
+def test_the_key_qualify_leads_prints_opens_the_lead_and_is_never_cut(db: str) -> None:
+    from datetime import UTC, datetime
+
+    from qualify.bootstrap import open_workspace
+    from qualify.domain.records import Lead
+    from qualify.service.lifecycle.leads import upsert_leads
+    from qualify.settings import Settings
+
+    workspace = open_workspace(Settings(database_url=db))
+    with workspace.unit_of_work() as uow:
+        upsert_leads(
+            uow,
+            [
+                Lead(external_id="0031t00000ABCDEFGHIJK", title="Head of a very long department name indeed"),
+                Lead(email="a.rather.long.address.for.a.person@a-long-company-name.example", first_name="Ann"),
+            ],
+            now=datetime.now(UTC),
+        )
+    workspace.close()
+    listed = qualify("leads", "--db", db, env={"COLUMNS": "80"})
+    assert listed.returncode == 0, listed.stderr
+    assert "ext:0031t00000ABCDEFGHIJK" in listed.stdout
+    assert "a.rather.long.address.for.a.person@a-long-company-name.example" in listed.stdout
+    assert "Left out to fit the terminal: persona" in listed.stderr
+    short = qualify("leads", "--db", db, "--grade", "D", "--limit", "1", "--sort", "created", env={"COLUMNS": "80"})
+    assert max(len(line) for line in short.stdout.splitlines()) <= 80, short.stdout
+    wide = qualify("leads", "--db", db, env={"COLUMNS": "200"})
+    assert "Head of a very long department name indeed" in wide.stdout and "Left out" not in wide.stderr
+    opened = qualify("lead", "ext:0031t00000ABCDEFGHIJK", "--db", db)
+    assert opened.returncode == 0 and "0031t00000ABCDEFGHIJK" in opened.stdout, opened.stderr

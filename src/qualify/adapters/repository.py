@@ -248,10 +248,13 @@ def _driver_readers(conn: Connection) -> tuple[Callable[[Any], Any], Callable[[A
 
 
 def find_lead(conn: Connection, key: str, *, for_update: bool = False) -> LeadRecord | None:
-    """A lead by email, external id, or `#<id>`; `for_update` locks its row until commit."""
+    """A lead by email, external id (or `ext:<external id>`, as `qualify leads` shows a lead without
+    an email), or `#<id>`; `for_update` locks its row until commit."""
     leads = schema.leads
     if key.startswith("#") and key[1:].isdigit():
         condition = leads.c.id == int(key[1:])
+    elif key.startswith("ext:") and key[4:].strip():
+        return find_lead(conn, key[4:], for_update=for_update)
     else:
         condition = or_(leads.c.email == key.strip().lower(), leads.c.external_id == key.strip())
     statement = select(leads).where(condition)

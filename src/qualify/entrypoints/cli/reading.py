@@ -20,6 +20,7 @@ from qualify.entrypoints.cli.base import (
     _utc,
     _workspace,
     app,
+    err,
     out,
     report_app,
     stage_app,
@@ -169,24 +170,62 @@ def leads(
     if as_json:
         _print_json(rows)
         return
-    table = Table("lead", "name", "title", "account", "stage", "grade", "fit", "engagement", "score", "persona")
-    for r in rows:
-        name = " ".join(p for p in (r["first_name"], r["last_name"]) if p)
-        table.add_row(
-            r["email"] or f"ext:{r['external_id']}",
-            name,
-            r["title"] or "",
-            r["account"] or "",
-            r["stage"],
-            r["fit_grade"],
-            f"{r['fit_score']:.0f}",
-            f"{r['engagement_score']:.1f}",
-            f"{r['score']:.1f}",
-            r["persona"] or "",
-        )
-    out.print(table)
+    cells = [
+        {
+            "lead": r["email"] or f"ext:{r['external_id']}",  # what `qualify lead` takes: never cut
+            "name": " ".join(p for p in (r["first_name"], r["last_name"]) if p),
+            "title": r["title"] or "",
+            "account": r["account"] or "",
+            "stage": r["stage"],
+            "grade": r["fit_grade"],
+            "fit": f"{r['fit_score']:.0f}",
+            "engagement": f"{r['engagement_score']:.1f}",
+            "score": f"{r['score']:.1f}",
+            "persona": r["persona"] or "",
+        }
+        for r in rows
+    ]
+    table, dropped, needed = _fitting_table(cells, keep=("lead", "stage", "grade", "score"), drop=LEADS_DROPPED_FIRST)
+    terminal = out.width
+    out.width = max(terminal, needed)  # wider than the terminal rather than a key cut
+    try:
+        out.print(table)
+    finally:
+        out.width = terminal
+    if dropped:
+        err.print(f"[dim]Left out to fit the terminal: {', '.join(dropped)} (--json has every field).[/]")
     if not rows:
         out.print("No leads match.")
+
+
+# The columns `qualify leads` leaves out first on a narrow terminal, in this order.
+LEADS_DROPPED_FIRST = ("persona", "title", "fit", "engagement", "account", "name")
+
+
+def _fitting_table(
+    rows: list[dict[str, str]], *, keep: tuple[str, ...], drop: tuple[str, ...]
+) -> tuple[Table, list[str], int]:
+    """A table of `rows` (each a column → text mapping, in column order) that fits the terminal:
+    the columns in `drop` are left out in that order until the rest fits, and the columns in
+    `keep` are never cut or wrapped (a key must stay whole to be copied). Also returns the
+    columns left out and the width the table needs."""
+    columns = list(rows[0]) if rows else [*keep, *drop]
+    dropped: list[str] = []
+
+    def width(names: list[str]) -> int:
+        return sum(max([len(n), *(len(r[n]) for r in rows)]) + 3 for n in names) + 1
+
+    for name in drop:
+        if width(columns) <= out.width:
+            break
+        columns.remove(name)
+        dropped.append(name)
+    table = Table()
+    for name in columns:
+        table.add_column(name, no_wrap=name in keep, overflow="fold" if name in keep else "ellipsis")
+    for r in rows:
+        table.add_row(*(r[name] for name in columns))
+    return table, dropped, width(columns)
 
 
 @app.command()
