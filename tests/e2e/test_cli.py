@@ -384,3 +384,17 @@ def test_the_key_qualify_leads_prints_opens_the_lead_and_is_never_cut(db: str) -
     assert "Head of a very long department name indeed" in wide.stdout and "Left out" not in wide.stderr
     opened = qualify("lead", "ext:0031t00000ABCDEFGHIJK", "--db", db)
     assert opened.returncode == 0 and "0031t00000ABCDEFGHIJK" in opened.stdout, opened.stderr
+
+
+def test_help_reads_as_prose_with_a_version_and_a_short_flag() -> None:
+    from qualify import __version__
+
+    version = qualify("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"qualify {__version__}"
+    assert qualify("-V").stdout == version.stdout
+    short = qualify("train", "-h", env={"COLUMNS": "160"})
+    assert short.returncode == 0 and short.stdout == qualify("train", "--help", env={"COLUMNS": "160"}).stdout
+    assert "--activate" in short.stdout and "<bool>" not in short.stdout  # a flag takes no value to show
+    # A docstring's paragraph is one paragraph at any width, not lines broken where the source wraps.
+    text = qualify("import", "--help", env={"COLUMNS": "200"}).stdout
+    assert "Re-importing the same file changes nothing: leads are upserted by email or external id, accounts by" in text

@@ -321,19 +321,28 @@ _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def make_event(
-    event_id: str,
+    event_id: str | None,
     type: str,
-    occurred_at: datetime,
+    occurred_at: datetime | None,
     *,
     email: str | None = None,
     external_id: str | None = None,
     properties: dict[str, Any] | None = None,
+    received_at: datetime | None = None,
 ) -> Event:
-    """Build a valid event or raise `InvalidInput` naming the bad field."""
-    event_id = str(event_id).strip()
-    if not event_id or len(event_id) > MAX_EVENT_ID:
-        raise InvalidInput(f"event_id must be 1 to {MAX_EVENT_ID} characters", field="event_id")
-    check_text(event_id, "event_id", MAX_EVENT_ID)
+    """Build a valid event or raise `InvalidInput` naming the bad field.
+
+    One rule for the API and the file import (docs/events.md): a time without a zone is UTC; an
+    event without `occurred_at` happened when it was received (`received_at`); one without an
+    `event_id` gets one derived from its content (`derived_event_id`), so that sending it again
+    is a duplicate, not a second event."""
+    given = occurred_at
+    if occurred_at is None:
+        if received_at is None:
+            raise InvalidInput("no value: an event needs its occurred_at", field="occurred_at")
+        occurred_at = received_at
+    elif occurred_at.tzinfo is None:
+        occurred_at = occurred_at.replace(tzinfo=UTC)
     if not _EVENT_TYPE.fullmatch(type):
         raise InvalidInput(f"event type {type!r} must be lower_snake_case (a-z, 0-9, _)", field="type")
     if email is not None:
@@ -342,14 +351,38 @@ def make_event(
         external_id = check_text(str(external_id).strip() or None, "external_id", LEAD_TEXT_LIMITS["external_id"])
     if email is None and external_id is None:
         raise InvalidInput("an event needs the lead's email or external_id", field="email")
+    properties = check_document(dict(properties or {}), "properties")
+    if event_id is None or not str(event_id).strip():
+        if event_id is not None:
+            raise InvalidInput(f"event_id must be 1 to {MAX_EVENT_ID} characters", field="event_id")
+        event_id = derived_event_id(type, email, external_id, given, properties)
+    event_id = str(event_id).strip()
+    if len(event_id) > MAX_EVENT_ID:
+        raise InvalidInput(f"event_id must be 1 to {MAX_EVENT_ID} characters", field="event_id")
+    check_text(event_id, "event_id", MAX_EVENT_ID)
     return Event(
         event_id=event_id,
         type=type,
         occurred_at=as_utc(occurred_at),
         email=email,
         external_id=external_id,
-        properties=check_document(dict(properties or {}), "properties"),
+        properties=properties,
     )
+
+
+def derived_event_id(
+    type: str, email: str | None, external_id: str | None, occurred_at: datetime | None, properties: dict[str, Any]
+) -> str:
+    """`auto-` and a hash of what an event says (its type, lead, time as given and properties):
+    the same content gives the same id, so a retry is a duplicate. Two events that say exactly the
+    same without a time are one: send `occurred_at` or an `event_id` to keep them apart."""
+    import hashlib
+
+    moment = None
+    if occurred_at is not None:
+        moment = (occurred_at if occurred_at.tzinfo else occurred_at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    content = json.dumps([type, email, external_id, moment, properties], sort_keys=True, default=str)
+    return "auto-" + hashlib.sha256(content.encode("utf-8")).hexdigest()[:40]
 
 
 def check_account(account: Account) -> Account:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -13,6 +13,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from qualify import __version__
 from qualify.bootstrap import open_workspace
+from qualify.entrypoints.api.deps import known_query
 from qualify.entrypoints.api.limits import BodySizeLimit
 from qualify.entrypoints.api.routes import (
     admin,
@@ -68,8 +69,11 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit)  # request bodies over 16 MiB: 413 (docs/api.md, Limits)
     routers = (events, leads, history, models, admin, webhooks, automation, email_tracking, tracking)
-    for router in (module.router for module in routers):
-        app.include_router(router)
+    for module in routers:
+        # A misspelt filter is refused on the key-authenticated routes; the tracking links and the
+        # page script's routes take what mail clients and browsers add (utm_*, cache busters).
+        strict = module not in (email_tracking, tracking)
+        app.include_router(module.router, dependencies=[Depends(known_query)] if strict else [])
 
     @app.get("/healthz", tags=["health"], summary="Liveness: no key needed")
     def healthz() -> dict[str, str]:

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qualify.domain.access import Permission, allows, roles_with
+from qualify.domain.errors import InvalidInput
 from qualify.entrypoints.problems import Forbidden
 from qualify.service.admin.api_keys import AuthenticationFailed, Identity, authenticate, touch_key
 from qualify.service.unit_of_work import Workspace
@@ -78,3 +79,22 @@ Automator = Annotated[Identity, Depends(require(Permission.AUTOMATION))]
 
 # Routes anyone may call (tracking pixel, click redirect, unsubscribe, web tracking): documented as such.
 PUBLIC_DOC: dict[str, Any] = {"x-public": True}
+
+
+def known_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take (422, naming it and the ones it takes):
+    a misspelt filter (`?stgae=mql`) would otherwise be ignored and answer every lead."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    taken: set[str] = set()
+    waiting = [dependant]
+    while waiting:  # the route's own query parameters and its dependencies'
+        one = waiting.pop()
+        taken.update(param.alias for param in getattr(one, "query_params", ()))
+        waiting.extend(getattr(one, "dependencies", ()))
+    unknown = sorted(set(request.query_params) - taken)
+    if unknown:
+        expected = f"; it takes: {', '.join(sorted(taken))}" if taken else "; it takes none"
+        raise InvalidInput(f"unknown query parameter {unknown[0]!r}{expected}", field=unknown[0])

@@ -42,21 +42,35 @@ EVENT_EXAMPLE: dict[str, Any] = {
 
 
 class EventIn(BaseModel):
-    """One event. The lead is named by `email` or `external_id`; `event_id` makes it idempotent."""
+    """One event, in the shape `qualify import events` reads too (docs/events.md). The lead is named
+    by `email` or `external_id`. `event_id` makes it idempotent: without one, an id is derived from
+    the content, so a retry is a duplicate. `occurred_at` without a zone is UTC; without it, the
+    event happened when it was received. Other top-level keys (`url`, `campaign`, …) are
+    properties, as in a file."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [EVENT_EXAMPLE]},
+        extra="allow",
+        json_schema_extra={
+            "examples": [EVENT_EXAMPLE, {"type": "page_view", "email": "jane.doe@acme.com", "url": "/pricing"}]
+        },
     )
 
-    event_id: str = Field(min_length=1, max_length=200)
+    event_id: str | None = Field(
+        default=None, min_length=1, max_length=200, description="your id for it; absent: derived from the content"
+    )
     type: str = Field(min_length=1, max_length=64, description="lower_snake_case, e.g. page_view, demo_request")
-    occurred_at: AwareDatetime = Field(description="ISO 8601 with a time zone")
+    occurred_at: datetime | None = Field(
+        default=None, description="ISO 8601; without a zone: UTC; absent: when Qualify received it"
+    )
     email: str | None = Field(default=None, max_length=254)
     external_id: str | None = Field(default=None, max_length=200)
     properties: dict[str, Any] = Field(
         default_factory=dict, description=f"url, content_id, title, campaign, channel, …; {_DOCUMENT}"
     )
+
+    def all_properties(self) -> dict[str, Any]:
+        """`properties` with the other top-level keys (which win over a property of their name)."""
+        return {**self.properties, **(self.model_extra or {})}
 
 
 class EventResult(BaseModel):

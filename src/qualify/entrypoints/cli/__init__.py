@@ -14,11 +14,15 @@ from qualify.entrypoints.cli import models  # noqa: F401 - model validate, activ
 from qualify.entrypoints.cli import automation  # noqa: F401 - segments, workflows
 
 # isort: on
-from qualify.entrypoints.cli.base import app
+from qualify.entrypoints.cli.base import app, tidy_help
 
 
 def main() -> None:
-    app()
+    import typer
+
+    command = typer.main.get_command(app)
+    tidy_help(command)
+    command(prog_name="qualify")
 
 
 __all__ = ["app", "main"]

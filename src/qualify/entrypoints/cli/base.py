@@ -7,29 +7,72 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.exc import OperationalError
 
-from qualify.adapters.store import storage_failure
-from qualify.bootstrap import open_workspace
 from qualify.domain.errors import ModelError, QualifyError
-from qualify.service.unit_of_work import StoreUnavailable, Workspace
-from qualify.settings import Settings
 
+if TYPE_CHECKING:  # the store's libraries load when a command opens a workspace, not for --help
+    from qualify.service.unit_of_work import Workspace
+    from qualify.settings import Settings
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     name="qualify",
     help="Qualify: lead qualification that explains itself. Fit, engagement and the funnel, from a scoring model in YAML.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from qualify import __version__
+
+        out.print(f"qualify {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", help="Print the version and exit.", callback=_show_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Qualify: lead qualification that explains itself. Fit, engagement and the funnel, from a scoring model in YAML."""
+
+
+def tidy_help(command: Any) -> None:
+    """Help as people read it, on every command under `command` (a Click group): a flag shows no
+    `<bool>` type, and a paragraph of a docstring is one paragraph, not lines broken where the
+    source wraps them (the terminal wraps it to its width)."""
+    import re
+
+    if command.help:
+        command.help = re.sub(r"(?<!\n)\n(?![\n\b])", " ", command.help)
+    for param in command.params:  # Typer's own Click: told apart by what they say they are
+        if param.param_type_name == "option" and getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    made = command.get_help_option  # made when help is asked for: `--help`, a flag too
+
+    def help_option(ctx: Any) -> Any:
+        option = made(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub)
+
+
 model_app = typer.Typer(help="Validate, activate and show scoring models.", no_args_is_help=True)
 stage_app = typer.Typer(
     help="Stage actions by people: accept, reject, disqualify, open-opportunity, win, lose, advocate.",
@@ -61,7 +104,11 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (see docs/json-output.md).")]
 
 
-def _settings(db: str | None) -> Settings:
+def _settings(db: str | None) -> "Settings":
+    from pydantic import ValidationError
+
+    from qualify.settings import Settings
+
     try:
         return Settings(database_url=db) if db else Settings()
     except ValidationError as error:
@@ -87,17 +134,24 @@ def _errors() -> Iterator[None]:
         _fail(error.render())
     except QualifyError as error:
         _fail(str(error))
-    except OperationalError as error:
-        why = storage_failure(error)
+    except FileNotFoundError as error:
+        _fail(f"no such file: {error.filename}")
+    except Exception as error:
+        from sqlalchemy.exc import OperationalError
+
+        from qualify.adapters.store import storage_failure
+        from qualify.service.unit_of_work import StoreUnavailable
+
+        why = storage_failure(error) if isinstance(error, OperationalError) else None
         if why is None:
             raise
         _fail(str(StoreUnavailable(why)))
-    except FileNotFoundError as error:
-        _fail(f"no such file: {error.filename}")
 
 
 @contextmanager
-def _workspace(db: str | None, *, create: bool = False) -> Iterator[Workspace]:
+def _workspace(db: str | None, *, create: bool = False) -> Iterator["Workspace"]:
+    from qualify.bootstrap import open_workspace
+
     with _errors():
         workspace = open_workspace(_settings(db), create=create)
         try:

@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from qualify.domain.errors import ModelError
-from qualify.domain.model_loader import load_model
 from qualify.entrypoints.cli.base import (
     DbOption,
     JsonOption,
@@ -34,6 +33,8 @@ def model_validate(
 ) -> None:
     """Check a scoring model; every problem is printed with its line and field."""
     try:
+        from qualify.domain.model_loader import load_model
+
         scoring = load_model(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         _fail(f"no such file: {path}")

@@ -3,7 +3,7 @@
 import sys
 from dataclasses import asdict
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -21,7 +21,9 @@ from qualify.entrypoints.cli.base import (
     err,
     out,
 )
-from qualify.settings import Settings
+
+if TYPE_CHECKING:
+    from qualify.settings import Settings
 
 # --- the service -----------------------------------------------------------------------------------
 
@@ -40,7 +42,7 @@ LogLevelOption = Annotated[
 ]
 
 
-def _refuse_weak_secrets(settings: Settings, *, smtp: bool) -> None:
+def _refuse_weak_secrets(settings: "Settings", *, smtp: bool) -> None:
     """Stop with a clear error when a secret in the environment is a placeholder or too weak
     (the message never shows the value)."""
     from qualify.service.admin.users import MIN_SECRET, placeholder_password, weak_secret

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 import typer
 
 from qualify.domain.errors import QualifyError
-from qualify.domain.model_loader import default_model_text
 from qualify.entrypoints.cli.base import (
     DbOption,
     JsonOption,
@@ -47,7 +46,7 @@ def init(
                     f"Workspace ready at {workspace.settings.database_url}; active scoring model kept: {current.name} ({version})."
                 )
                 return
-        document = model.read_text(encoding="utf-8") if model else default_model_text()
+        document = model.read_text(encoding="utf-8") if model else _default_model_text()
         scoring, changed = activate_model(uow, document, str(model) if model else "default_model.yaml")
     verb = "activated" if changed else "already active:"
     out.print(
@@ -76,7 +75,7 @@ def demo(
     _reset_sqlite(db)
     with _workspace(db, create=True) as workspace:
         with workspace.unit_of_work() as uow:
-            activate_model(uow, default_model_text(), "default_model.yaml")
+            activate_model(uow, _default_model_text(), "default_model.yaml")
         with _progress("Building the demo world", not as_json) as progress:
             summary = build_demo(workspace, seed=seed, leads=leads, days=days, progress=progress)
         with workspace.unit_of_work() as uow:
@@ -149,3 +148,9 @@ def _reset_sqlite(url: str) -> None:
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         for suffix in ("", "-wal", "-shm"):
             Path(parsed.database + suffix).unlink(missing_ok=True)
+
+
+def _default_model_text() -> str:
+    from qualify.domain.model_loader import default_model_text
+
+    return default_model_text()

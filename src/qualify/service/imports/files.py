@@ -78,6 +78,7 @@ class RowConverter:
         self.source = source  # the file's name: where imported stage facts came from
         self.extras_name = EXTRAS.get(kind)
         self.used = {rule.column for rule in (*fields, *mapping.extras, *mapping.lifecycle) if rule.column}
+        self.received_at = utcnow()  # the import's instant: when an event without occurred_at happened
 
     @classmethod
     def for_file(cls, mapping: Mapping, kind: Kind, columns: list[str] | None, path: Path) -> RowConverter:
@@ -104,6 +105,8 @@ class RowConverter:
                             f"column {column!r}: {error}", field=f"{self.extras_name}.{column}"
                         ) from None
         try:
+            if self.kind == "events":
+                return _event(data, extras, self.received_at)
             return _BUILDERS[self.kind](data, extras)
         except InvalidInput as error:
             source = next((r.column for r in self.fields if r.target == error.field and r.column), None)
@@ -174,7 +177,7 @@ def _check_mapping(
 _REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "leads": (("email", "external_id"),),
     "accounts": (("domain",),),
-    "events": (("event_id",), ("type",), ("occurred_at",), ("email", "external_id")),
+    "events": (("type",), ("email", "external_id")),  # no event_id, no occurred_at: see _event
     "stages": (("email", "external_id"), ("stage", "action"), ("at",)),
     "deals": (("email", "external_id", "account_domain"), ("opened_at", "closed_at")),
 }
@@ -205,17 +208,19 @@ def _account(data: dict[str, Any], extras: dict[str, Any]) -> Account:
     return check_account(Account(**{**data, "domain": domain, "attributes": {**data.get("attributes", {}), **extras}}))
 
 
-def _event(data: dict[str, Any], extras: dict[str, Any]) -> Event:
-    for name in ("event_id", "type", "occurred_at"):
-        if name not in data:
-            raise InvalidInput(f"no value: an event needs its {name}", field=name)
+def _event(data: dict[str, Any], extras: dict[str, Any], received_at: datetime) -> Event:
+    if "type" not in data:
+        raise InvalidInput("no value: an event needs its type", field="type")
+    # The API's rule (domain.records.make_event): no event_id, one derived from the content; no
+    # occurred_at, the time of the import.
     return make_event(
-        data["event_id"],
+        data.get("event_id"),
         data["type"],
-        data["occurred_at"],
+        data.get("occurred_at"),
         email=data.get("email"),
         external_id=data.get("external_id"),
         properties={**data.get("properties", {}), **extras},
+        received_at=received_at,
     )
 
 
@@ -226,7 +231,6 @@ def _stage(data: dict[str, Any], extras: dict[str, Any]) -> KeyedFact:
 _BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Row]] = {
     "leads": _lead,
     "accounts": _account,
-    "events": _event,
     "stages": _stage,
     "deals": deal_of,
 }
@@ -308,6 +312,7 @@ def import_file(
     history = of(workspace).cutoff(now) is not None
     with open_table(path, delimiter=spec.delimiter) as table:
         converter = RowConverter.for_file(spec, kind, table.columns, path)
+        converter.received_at = now
         with _Rejects(rejects_path, path) as rejects:
             for chunk in _chunks(table.rows, batch_size):
                 _import_chunk(workspace, converter, chunk, rejects, summary, now, history)

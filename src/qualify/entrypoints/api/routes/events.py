@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,7 +20,7 @@ from qualify.entrypoints.problems import PROBLEM_RESPONSES
 from qualify.entrypoints.ratelimit import RATE_LIMITED, check_ingest
 from qualify.service.admin.api_keys import Identity
 from qualify.service.lifecycle.events import ingest_events, sender_refusal
-from qualify.service.unit_of_work import Workspace, retrying
+from qualify.service.unit_of_work import Workspace, retrying, utcnow
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -79,8 +80,9 @@ async def post_events(request: Request, workspace: WorkspaceDep, caller: Ingeste
 def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestResponse:
     results: list[EventResult | None] = [None] * len(items)
     valid: list[tuple[int, Event]] = []
+    received_at = utcnow()
     for index, item in enumerate(items):
-        checked = _check(index, item)
+        checked = _check(index, item, received_at)
         if isinstance(checked, Event) and (refused := sender_refusal(caller.role, checked)) is not None:
             checked = EventResult(
                 index=index, event_id=refused.event_id, status=refused.status, reason=refused.reason,
@@ -124,7 +126,7 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
     )
 
 
-def _check(index: int, item: Any) -> Event | EventResult:
+def _check(index: int, item: Any, received_at: datetime) -> Event | EventResult:
     event_id = str(item.get("event_id"))[:200] if isinstance(item, dict) and item.get("event_id") is not None else None
     if not isinstance(item, dict):
         return EventResult(
@@ -138,7 +140,8 @@ def _check(index: int, item: Any) -> Event | EventResult:
             parsed.occurred_at,
             email=parsed.email,
             external_id=parsed.external_id,
-            properties=parsed.properties,
+            properties=parsed.all_properties(),
+            received_at=received_at,
         )
     except ValidationError as error:
         first = error.errors()[0]
