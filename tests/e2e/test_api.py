@@ -46,7 +46,7 @@ def test_a_batch_is_answered_event_by_event_and_a_replay_changes_nothing(api: An
         event(1, title="Pricing guide"),
         event(2, "page_view", url="/pricing"),
         {"event_id": "bad", "type": "Page View", "occurred_at": T0.isoformat(), "email": "jane@acme.com"},
-        {"event_id": "naive", "type": "page_view", "occurred_at": "2026-03-02T09:00:00", "email": "jane@acme.com"},
+        {"event_id": "typo", "type": "page_view", "occurred_at": "2026-02-30T09:00:00Z", "email": "jane@acme.com"},
         "not an object",
     ]
     answer = client.post("/v1/events", json=batch, headers=keys["ingest"])

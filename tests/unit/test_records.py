@@ -167,7 +167,8 @@ def test_make_event_accepts_an_external_id_alone() -> None:
         ({"email": None, "external_id": None}, "email"),
         ({"email": None, "external_id": "  "}, "email"),
         ({"email": "jane.at.acme.com"}, "email"),
-        ({"occurred_at": datetime(2024, 3, 1, 12, 0)}, "occurred_at"),
+        ({"occurred_at": datetime(1800, 3, 1, 12, 0)}, "occurred_at"),
+        ({"occurred_at": None}, "occurred_at"),  # and nothing received it: no time to give it
     ],
 )
 def test_make_event_names_the_bad_field(kwargs: dict[str, object], field: str) -> None:
@@ -183,6 +184,18 @@ def test_make_event_names_the_bad_field(kwargs: dict[str, object], field: str) -
         make_event(**args)  # type: ignore[arg-type]
     assert caught.value.field == field
     assert str(caught.value).startswith(f"{field}: ")
+
+
+def test_an_event_without_a_zone_id_or_time_follows_one_rule() -> None:
+    naive = make_event("ev-1", "page_view", datetime(2024, 3, 1, 12, 0), email="jane@acme.com")
+    assert naive.occurred_at == datetime(2024, 3, 1, 12, 0, tzinfo=UTC)  # without a zone: UTC
+    received = make_event(None, "page_view", None, email="Jane@Acme.com", properties={"url": "/a"}, received_at=NOON)
+    again = make_event(None, "page_view", None, email="jane@acme.com", properties={"url": "/a"}, received_at=NOON)
+    assert received.occurred_at == NOON and received.event_id == again.event_id  # a retry is a duplicate
+    assert received.event_id.startswith("auto-") and len(received.event_id) <= 200
+    timed = make_event(None, "page_view", NOON, email="jane@acme.com", properties={"url": "/a"})
+    other = make_event(None, "page_view", NOON, email="jane@acme.com", properties={"url": "/b"})
+    assert len({received.event_id, timed.event_id, other.event_id}) == 3
 
 
 def test_make_event_refuses_a_type_with_a_trailing_newline() -> None:
