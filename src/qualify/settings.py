@@ -216,6 +216,13 @@ class Settings(BaseSettings):
         le=7 * 86_400,
         description="Seconds: the longest wait between two sending attempts.",
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description=(
+            "How `qualify serve` and `qualify worker` write their logs: text lines, or JSON lines (time, level, "
+            "logger, message, the request's id) for a log collector."
+        ),
+    )
     public_url: str = Field(
         default="http://127.0.0.1:8000",
         description="The address recipients reach `qualify serve` at: the base of tracking and unsubscribe links.",

@@ -25,7 +25,17 @@ from sqlalchemy import create_engine, select
 from qualify.adapters import schema
 from qualify.domain.access import Role
 from qualify.entrypoints.api import create_app
-from qualify.entrypoints.api.routes import admin, automation, email_tracking, events, leads, models, tracking, webhooks
+from qualify.entrypoints.api.routes import (
+    admin,
+    automation,
+    email_tracking,
+    events,
+    leads,
+    models,
+    operations,
+    tracking,
+    webhooks,
+)
 from qualify.entrypoints.ratelimit import TokenBucket
 from qualify.entrypoints.web import router as dashboard_router
 from qualify.service.admin.api_keys import create_key
@@ -297,8 +307,9 @@ def test_every_route_but_the_public_ones_refuses_a_missing_a_bad_and_a_revoked_k
                 assert answer.json()["type"].endswith("/unauthenticated")
                 checked += 1
     assert checked >= 30 * len(bad)
-    # The documented public routes, and nothing else: tracking pixel, click, unsubscribe, web tracking.
-    assert all(p.split()[1].startswith(("/e/", "/t/", "/healthz")) for p in public), public
+    # The documented public routes, and nothing else: tracking pixel, click, unsubscribe, web
+    # tracking, and the probes (liveness, readiness: they say whether the database answers, no more).
+    assert all(p.split()[1].startswith(("/e/", "/t/", "/healthz", "/readyz")) for p in public), public
 
 
 def test_the_public_routes_answer_without_a_key(api: Any) -> None:
@@ -312,7 +323,7 @@ def test_the_public_routes_answer_without_a_key(api: Any) -> None:
 
 
 def test_routes_left_out_of_the_openapi_document_are_only_cors_preflights() -> None:
-    for module in (admin, automation, email_tracking, events, leads, models, tracking, webhooks):
+    for module in (admin, automation, email_tracking, events, leads, models, operations, tracking, webhooks):
         for route in module.router.routes:
             assert isinstance(route, APIRoute)
             if not route.include_in_schema:

@@ -17,6 +17,7 @@ class Permission(StrEnum):
     READ_AUDIT = "audit:read"
     ERASE = "leads:erase"
     AUTOMATION = "automation:write"  # segments, workflows, email templates
+    READ_METRICS = "metrics:read"  # GET /metrics: counts and queues, no one's data
 
 
 class Role(StrEnum):
@@ -24,6 +25,7 @@ class Role(StrEnum):
     MARKETING = "marketing"
     SALES = "sales"
     INGEST = "ingest"
+    MONITOR = "monitor"  # a Prometheus scraper: metrics, nothing else
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -39,6 +41,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.SALES: frozenset({Permission.READ_LEADS, Permission.STAGE_ACTIONS}),
     Role.INGEST: frozenset({Permission.INGEST}),
+    Role.MONITOR: frozenset({Permission.READ_METRICS}),
 }
 
 

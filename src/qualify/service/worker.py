@@ -28,6 +28,7 @@ import logging
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -78,6 +79,7 @@ class PassSummary:
     delivered: int = 0
     retrying: int = 0
     dead: int = 0
+    seconds: float = 0.0  # how long the pass took
 
     @property
     def busy(self) -> bool:
@@ -253,6 +255,7 @@ class Worker:
         """One pass at `now` (default: the clock): history rebuilds, decay-out, SLA, segments, workflows,
         email, webhooks."""
         now = now or self.clock()
+        started = time.perf_counter()
         summary = PassSummary(now)
         summary.rebuilt = _guarded("history rebuild", rebuild_pending, self.workspace, now)
         summary.decayed = sweep_decay(self.workspace, now)
@@ -275,10 +278,16 @@ class Worker:
             concurrency=self.workspace.settings.webhook_concurrency,
         )
         summary.delivered, summary.retrying, summary.dead = sent.delivered, sent.failed, sent.dead
+        summary.seconds = time.perf_counter() - started
         return summary
 
     def run(
-        self, stop: threading.Event, *, interval: float, on_pass: Callable[[PassSummary], None] | None = None
+        self,
+        stop: threading.Event,
+        *,
+        interval: float,
+        on_pass: Callable[[PassSummary], None] | None = None,
+        on_error: Callable[[], None] | None = None,
     ) -> int:
         """Pass after pass, `interval` seconds apart, until `stop` is set; return how many passes ran."""
         passes = 0
@@ -288,6 +297,8 @@ class Worker:
             except Exception:
                 # A daemon outlives a database restart or a bad model: say so, and try again next pass.
                 log.exception("worker pass failed; trying again in %g s", interval)
+                if on_error is not None:
+                    on_error()
             else:
                 if on_pass is not None:
                     on_pass(summary)

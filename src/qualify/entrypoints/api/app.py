@@ -23,10 +23,12 @@ from qualify.entrypoints.api.routes import (
     history,
     leads,
     models,
+    operations,
     tracking,
     webhooks,
 )
 from qualify.entrypoints.api.schemas import Problem
+from qualify.entrypoints.observability import RequestIds
 from qualify.entrypoints.problems import install_problem_handlers
 from qualify.entrypoints.web import install_dashboard
 from qualify.service.unit_of_work import Workspace
@@ -68,7 +70,8 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
         app.state.workspace = workspace
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit)  # request bodies over 16 MiB: 413 (docs/api.md, Limits)
-    routers = (events, leads, history, models, admin, webhooks, automation, email_tracking, tracking)
+    app.add_middleware(RequestIds)  # outermost: every answer carries X-Request-ID, every request is logged
+    routers = (events, leads, history, models, admin, webhooks, automation, email_tracking, tracking, operations)
     for module in routers:
         # A misspelt filter is refused on the key-authenticated routes; the tracking links and the
         # page script's routes take what mail clients and browsers add (utm_*, cache busters).

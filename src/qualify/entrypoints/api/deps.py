@@ -74,6 +74,7 @@ KeyManager = Annotated[Identity, Depends(require(Permission.MANAGE_KEYS))]
 AuditReader = Annotated[Identity, Depends(require(Permission.READ_AUDIT))]
 Eraser = Annotated[Identity, Depends(require(Permission.ERASE))]
 WebhookManager = Annotated[Identity, Depends(require(Permission.MANAGE_WEBHOOKS))]
+MetricsReader = Annotated[Identity, Depends(require(Permission.READ_METRICS))]
 Automator = Annotated[Identity, Depends(require(Permission.AUTOMATION))]
 
 

@@ -80,6 +80,8 @@ def serve(
         pass  # refuse to start on a missing workspace, with the usual message
     # Worker processes build their own app from the environment, so the URL travels there.
     os.environ["QUALIFY_DATABASE_URL"] = settings.database_url
+    from qualify.entrypoints.observability import log_config
+
     uvicorn.run(
         "qualify.entrypoints.api.app:create_app",
         factory=True,
@@ -87,6 +89,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level.value,
+        log_config=log_config(settings.log_format, log_level.value),
     )
 
 
@@ -98,7 +101,8 @@ app.add_typer(keys_app, name="keys")
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what uses the key, e.g. 'website-tracker' or 'ana.ruiz'.")],
     role: Annotated[
-        str, typer.Option("--role", help="admin, marketing, sales or ingest (docs/api.md lists what each may do).")
+        str,
+        typer.Option("--role", help="admin, marketing, sales, ingest or monitor (docs/api.md lists what each may do)."),
     ],
     user: Annotated[
         str | None,
@@ -213,6 +217,15 @@ def worker(
         ),
     ] = None,
     log_level: LogLevelOption = LogLevel.info,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Serve the worker's Prometheus metrics (pass durations, failed passes) on this port of 127.0.0.1.",
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Run the background work: decay-out, SLA timers, segments, workflow steps, email and webhook delivery.
@@ -239,12 +252,26 @@ def worker(
                 soft_wrap=True,
             )
 
-    _refuse_weak_secrets(_settings(db), smtp=True)
+    from qualify.entrypoints.observability import WORKER_PASS_SECONDS, WORKER_PASSES, JsonLines, serve_metrics
+
+    settings = _settings(db)
+    _refuse_weak_secrets(settings, smtp=True)
     level = getattr(logging, log_level.value.upper())
     # Other libraries (SMTP, HTTP clients) log their own debug lines only at debug.
     root = level if level == logging.DEBUG else max(level, logging.WARNING)
     logging.basicConfig(level=root, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLines())
     logging.getLogger("qualify").setLevel(level)
+    if metrics_port is not None:
+        serve_metrics(metrics_port)
+
+    def measured(summary: PassSummary) -> None:
+        WORKER_PASS_SECONDS.observe(summary.seconds)
+        WORKER_PASSES.labels("done").inc()
+        show(summary)
+
     with _workspace(db) as workspace, Worker(workspace) as running:
         if once:
             with _errors():
@@ -259,7 +286,9 @@ def worker(
                 soft_wrap=True,
                 highlight=False,
             )
-            passes = running.run(stop, interval=every, on_pass=show)
+            passes = running.run(
+                stop, interval=every, on_pass=measured, on_error=lambda: WORKER_PASSES.labels("failed").inc()
+            )
         err.print(f"Worker stopped after {passes:,} passes.", highlight=False)
 
 

@@ -16,6 +16,7 @@ from qualify.domain.records import Event, make_event
 from qualify.entrypoints.api.deps import Ingester, WorkspaceDep, permission_doc
 from qualify.entrypoints.api.limits import batch_items
 from qualify.entrypoints.api.schemas import EVENT_EXAMPLE, MAX_BATCH, EventIn, EventResult, IngestResponse
+from qualify.entrypoints.observability import EVENTS, INGEST_SECONDS
 from qualify.entrypoints.problems import PROBLEM_RESPONSES
 from qualify.entrypoints.ratelimit import RATE_LIMITED, check_ingest
 from qualify.service.admin.api_keys import Identity
@@ -70,11 +71,15 @@ async def post_events(request: Request, workspace: WorkspaceDep, caller: Ingeste
     The answer comes after the commit: an acknowledged event survives a crash.
     Each key may send so many records per second (a batch counts each event): over that, 429.
     """
-    items = batch_items(await request.body(), "events", wrapper="events")
-    if (refused := check_ingest(request, caller, len(items))) is not None:
-        return refused
-    # The store is synchronous: keep the event loop free while it works.
-    return await run_in_threadpool(_ingest, workspace, items, caller)
+    with INGEST_SECONDS.time():
+        items = batch_items(await request.body(), "events", wrapper="events")
+        if (refused := check_ingest(request, caller, len(items))) is not None:
+            return refused
+        # The store is synchronous: keep the event loop free while it works.
+        answer = await run_in_threadpool(_ingest, workspace, items, caller)
+    for status in ("accepted", "duplicate", "rejected"):
+        EVENTS.labels(status).inc(getattr(answer, status))
+    return answer
 
 
 def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestResponse:
