@@ -116,3 +116,16 @@ def test_the_upgrade_binds_each_sales_key_to_the_user_of_its_name(database_url: 
         bound = dict(connection.execute(text("SELECT key_id, user_name FROM api_keys ORDER BY key_id")).all())
     engine.dispose()
     assert bound == {"k1": "sam.rivera", "k2": None, "k3": None, "k4": None}
+
+
+def test_the_head_revision_read_from_the_file_names_is_alembics() -> None:
+    """Opening a workspace reads the newest revision from the migrations' names (NNNN_*.py), without
+    loading Alembic: every migration must revise the one numbered before it."""
+    from alembic.script import ScriptDirectory
+
+    from qualify.adapters.store import _alembic_config, head_revision
+
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    assert head_revision() == scripts.get_current_head()
+    for revision in scripts.walk_revisions():
+        assert revision.down_revision == (f"{int(revision.revision) - 1:04d}" if revision.revision != "0001" else None)

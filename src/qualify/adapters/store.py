@@ -7,11 +7,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 
@@ -85,7 +81,9 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def _alembic_config() -> Config:
+def _alembic_config() -> Any:
+    from alembic.config import Config  # Alembic loads only to migrate: opening a workspace reads two numbers
+
     config = Config()
     config.set_main_option("script_location", str(files("qualify").joinpath("migrations")))
     return config
@@ -93,6 +91,8 @@ def _alembic_config() -> Config:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (idempotent)."""
+    from alembic import command
+
     config = _alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
@@ -100,16 +100,29 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 
 def schema_revision(engine: Engine) -> str | None:
+    """The schema revision the workspace is at (Alembic's version table), or None for a database
+    Qualify has not made."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        found = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return found[0] if len(found) == 1 else None
 
 
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    """The newest schema revision this Qualify writes: the migrations are numbered `NNNN_*.py`, each
+    revising the one before (tests/integration/test_migrations.py checks this against Alembic's
+    own reading of them)."""
+    numbers = [
+        p.name[:4] for p in files("qualify").joinpath("migrations", "versions").iterdir() if p.name[:4].isdigit()
+    ]
+    return max(numbers, default=None)
 
 
 def make_revision(engine: Engine, message: str) -> None:
     """Developer helper: autogenerate a migration from the difference to `schema.metadata`."""
+    from alembic import command
+
     config = _alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection

@@ -149,11 +149,18 @@ def _errors() -> Iterator[None]:
 
 
 @contextmanager
-def _workspace(db: str | None, *, create: bool = False) -> Iterator["Workspace"]:
-    from qualify.bootstrap import open_workspace
-
+def _workspace(db: str | None, *, create: bool = False, reading: bool = False) -> Iterator["Workspace"]:
+    """The workspace at `db`; `reading`: for a command that only reads, without the after-change
+    pipeline (and the libraries its reactions load), so that it starts sooner."""
     with _errors():
-        workspace = open_workspace(_settings(db), create=create)
+        if reading:
+            from qualify.service.unit_of_work import open_workspace as open_store
+
+            workspace = open_store(_settings(db))
+        else:
+            from qualify.bootstrap import open_workspace
+
+            workspace = open_workspace(_settings(db), create=create)
         try:
             yield workspace
         finally:

@@ -163,7 +163,7 @@ def leads(
     """List leads, best first, with their stage, grade, persona and scores (as last scored)."""
     from qualify.service.reading.lead_list import LeadFilter, list_leads
 
-    with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
+    with _workspace(db, reading=True) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
         rows = list_leads(
             uow, LeadFilter(stage=stage, grade=grade, persona=persona, sort=sort.value, limit=limit, offset=offset)
         )
@@ -239,7 +239,7 @@ def lead(
     """One lead: profile, scores with their explanation, timeline and stage history."""
     from qualify.service.reading.queries import lead_profile
 
-    with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
+    with _workspace(db, reading=True) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
         profile = lead_profile(uow, key, timeline_limit=events, timeline_offset=(page - 1) * events)
     if as_json:
         _print_json(profile.as_dict())
@@ -330,7 +330,7 @@ def funnel_(
     """Counts per stage, stage-to-stage conversion and days spent per stage, from the stage history."""
     from qualify.service.reading.funnel import funnel
 
-    with _workspace(db) as workspace, workspace.unit_of_work(read_only=True) as uow:
+    with _workspace(db, reading=True) as workspace, workspace.unit_of_work(read_only=True) as uow:
         report = funnel(uow, created_from=_utc(created_from), created_to=_utc(created_to))
     if as_json:
         _print_json(report.as_dict())
