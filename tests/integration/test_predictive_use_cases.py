@@ -38,7 +38,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspac
         activate_model(uow, default_model_text())
     build_demo(workspace, seed=5, leads=600, days=150, now=NOW)
     export_workspace(workspace, folder / "export")
-    outcome = train_model(workspace, **ASKED, activate=True, export=folder / "export")
+    # On this small world the model ranks no better than the rule score: --activate alone stores it
+    # and says why it was not made active; forced, it is.
+    refused = train_model(workspace, **ASKED, activate=True, export=folder / "export")
+    assert refused.stored and not refused.active
+    assert refused.refused is not None and "not above the rule score's" in refused.refused
+    with workspace.unit_of_work(read_only=True) as uow:
+        assert predictions.active_predictor(uow) is None
+    outcome = train_model(workspace, **ASKED, activate=True, force=True, export=folder / "export")
     yield workspace, folder / "export", outcome
     workspace.close()
 
@@ -51,7 +58,12 @@ def test_training_stores_activates_and_answers_plain_data(
     report = outcome.report
     assert report["training_set"]["rows"] == sum(report["split"].values()) and report["scoring_model"]
     assert set(report["test"]) >= {"model", "rule_score", "naive_bayes"}
-    assert outcome.as_dict() == report | {"version": outcome.version, "stored": True, "active": True}
+    assert outcome.as_dict() == report | {
+        "version": outcome.version,
+        "stored": True,
+        "active": True,
+        "activation_refused": None,
+    }
     json.dumps(outcome.as_dict(), default=str)  # plain data
     with workspace.unit_of_work(read_only=True) as uow:
         found = predictions.active_predictor(uow)

@@ -202,7 +202,15 @@ def train(
         bool, typer.Option("--store/--no-store", help="Store the model as a version in the workspace (qualify models).")
     ] = True,
     activate: Annotated[
-        bool, typer.Option("--activate", help="Make the stored model the active one and score every lead with it.")
+        bool,
+        typer.Option(
+            "--activate",
+            help="Make the stored model the active one and score every lead with it, if it ranks the judged "
+            "leads better than the rule score (exit 1 and only stored otherwise).",
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --activate: activate even a model that does not beat the rule score.")
     ] = False,
     label: LabelOption = None,
     labels: LabelsOption = None,
@@ -239,7 +247,7 @@ def train(
         result = train_model(
             workspace, target=target, within_days=within, cutoff=cutoff, end=_utc(end), exclude_leaks=exclude_leaks,
             store=store, activate=activate, engine=engine.value, export=export, label=label, labels_file=labels,
-            without=tuple(without or ()), exclude_file=exclude,
+            without=tuple(without or ()), exclude_file=exclude, force=force,
         )  # fmt: skip
     if out_file is not None:
         out_file.write_text(json.dumps(result.document, default=str) + "\n", encoding="utf-8")
@@ -289,7 +297,12 @@ def train(
     choice = report["choice"]
     folded = report["validation"]["method"] == "cross-validation"
     where = f"mean over {report['validation']['folds']} folds" if folded else "on the choice part"
-    out.print(f"Chosen: {choice['chosen']} (AUC {where} {choice['auc']}), calibrated with {report['calibration']}.")
+    scores = choice["auc"] if isinstance(choice["auc"], dict) else {choice["chosen"]: choice["auc"]}
+    ranked = ", ".join(f"{name} {auc:.3f}" for name, auc in sorted(scores.items(), key=lambda item: -item[1]))
+    out.print(
+        f"Chosen: {choice['chosen']}, the better ranking of the candidates (ROC AUC {where}: {ranked}); "
+        f"calibrated with {report['calibration']}."
+    )
     table = Table(
         "out of fold" if folded else "on the newest leads", "ROC AUC", "PR AUC", "Brier", "ECE",
         "top 10%: lift / capture", title="Metrics",
@@ -308,11 +321,15 @@ def train(
     if folded:
         spread = report["cross_validation"]["model"]
         out.print(f"ROC AUC per fold: {spread['mean']:.4f} ± {spread['std']:.4f} (mean ± standard deviation).")
-    if store or activate:
-        state = "stored and active: every lead scored" if activate else "stored; `qualify models activate` to use it"
+    if result.stored:
+        state = (
+            "stored and active: every lead scored" if result.active else "stored; `qualify models activate` to use it"
+        )
         out.print(f"Model {version} {state}.")
     if out_file:
         out.print(f"Model written to {out_file}.")
+    if result.refused:
+        _fail(f"not activated: {result.refused}. Add --force to activate it anyway.", code=1)
 
 
 @app.command("learn-points")

@@ -34,10 +34,37 @@ class TrainingOutcome:
     version: str
     stored: bool
     active: bool
+    refused: str | None = None  # why `activate` was not done (the model does not beat the rule score)
 
     def as_dict(self) -> dict[str, Any]:
         """The report with the version and where it went (`qualify train --json`)."""
-        return self.report | {"version": self.version, "stored": self.stored, "active": self.active}
+        return self.report | {
+            "version": self.version,
+            "stored": self.stored,
+            "active": self.active,
+            "activation_refused": self.refused,
+        }
+
+
+def beats_rule_score(report: dict[str, Any]) -> str | None:
+    """None when the model ranks the judged leads better than the rule score does (ROC AUC), else
+    why not, in words: a model that does not beat the score it would replace is not made active
+    unless forced."""
+    test = report["test"]
+    model, rule = test["model"].get("roc_auc"), test.get("rule_score", {}).get("roc_auc")
+    if model is None or rule is None or model > rule:
+        return None
+    where = "out of fold" if report["validation"]["method"] == "cross-validation" else "on the newest leads"
+    others = [
+        f"{name.replace('_', ' ')} {metrics['roc_auc']:.3f}"
+        for name, metrics in test.items()
+        if name not in ("model", "rule_score") and "uncalibrated" not in name and metrics.get("roc_auc") is not None
+    ]
+    beside = f" ({', '.join(others)})" if others else ""
+    return (
+        f"{where} it ranks converters with ROC AUC {model:.3f}, not above the rule score's {rule:.3f}{beside}: "
+        "it would rank leads worse than the score it replaces"
+    )
 
 
 def train_model(
@@ -56,6 +83,7 @@ def train_model(
     labels_file: Path | None = None,
     without: tuple[str, ...] = (),
     exclude_file: Path | None = None,
+    force: bool = False,
 ) -> TrainingOutcome:
     """Learn the probability of reaching `target` within `within_days` of the `cutoff` from the
     data up to `end` (default: its latest event or stage change) — or, with `label` or
@@ -63,7 +91,8 @@ def train_model(
     are left out, and so are the leads named in `exclude_file` (from the rows, and so from the
     features found in the data, the time split or cross-validation, and `learnt_from`). Stored
     when `store` or `activate`; with `activate`, made the active model and every lead scored
-    with it."""
+    with it, unless it does not beat the rule score on the judged leads (`beats_rule_score`) and
+    `force` is not given: then it is only stored, and `refused` says why."""
     from qualify.predictive.features import default_end, outcome_set, training_set
     from qualify.predictive.training import time_split, train, train_cross_validated
 
@@ -110,14 +139,18 @@ def train_model(
         ids = ids[[*old, *middle]]
     document = predictions.artefact(trained, rows.recipe, report) | {"learnt_from": id_ranges(ids)}
     version = predictions.version_of(document)
-    if store or activate:
+    refused = beats_rule_score(report) if activate and not force else None
+    activate = activate and refused is None
+    if store or activate or refused:
         with workspace.unit_of_work() as uow:
             predictions.store_model(uow, document)
             if activate:
                 predictions.activate(uow, version)
         if activate:
             predictions.refresh_all(workspace)
-    return TrainingOutcome(report, document, version, stored=store or activate, active=activate)
+    return TrainingOutcome(
+        report, document, version, stored=store or activate or refused is not None, active=activate, refused=refused
+    )
 
 
 def id_ranges(ids: Any) -> list[list[int]]:
