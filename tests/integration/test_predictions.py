@@ -332,6 +332,11 @@ def test_advise_recommends_a_threshold_from_capacity_or_costs(
     assert by_cost["chosen"]["cost_per_week"] == min(p["cost_per_week"] for p in by_cost["around"])
     shown = runner.invoke(app, [*base, "--capacity", "5"])
     assert "MQL when probability ≥" in shown.output and "precision" in shown.output
+    line = f"{advice['chosen']['threshold']:.2f}"
+    assert f"policy.mql.probability: {{A: {line}, B: {line}, C: {line}}}" in shown.output  # what to write
+    assert "cost / week" not in shown.output  # no costs were given: no empty column
+    costs = runner.invoke(app, [*base, "--miss-cost", "20", "--score", "rule"]).output
+    assert "cost / week" in costs and "the policy has no line on fit + engagement" in costs
     neither = runner.invoke(app, base)
     assert neither.exit_code != 0 and "either --capacity or --miss-cost" in neither.output
 

@@ -457,23 +457,55 @@ def advise(
             else "  flag no one: every threshold costs more than it saves."
         )
     else:
+        line = _threshold(score, chosen["threshold"])
         out.print(
-            f"  MQL when {score.value} ≥ [bold]{chosen['threshold']:.4g}[/]: {chosen['volume_per_week']:g} MQLs a week, "
+            f"  MQL when {score.value} ≥ [bold]{line}[/]: {_per_week(chosen['volume_per_week'])} MQLs a week, "
             f"precision {_percent(chosen['precision'])}, recall {_percent(chosen['recall'])}."
         )
+        out.print(f"  To use it: {_how_to_set(score, line)}", soft_wrap=True)
     if "break_even_probability" in advice and score is AdviceScore.probability:
-        out.print(f"  (a calibrated probability breaks even at {advice['break_even_probability']:g})")
-    table = Table("threshold", "MQLs / week", "precision (95%)", "recall", "cost / week", title="Around it")
+        out.print(f"  (a calibrated probability breaks even at {advice['break_even_probability']:.2f})")
+    costs = miss_cost is not None
+    columns = ["threshold", "MQLs / week", "precision (95%)", "recall", *(["cost / week"] if costs else [])]
+    table = Table(*columns, title="Around it")
     for point in advice["around"]:
         interval = point["precision_95"]
         table.add_row(
-            f"{point['threshold']:.4g}",
-            f"{point['volume_per_week']:g}",
+            _threshold(score, point["threshold"]),
+            _per_week(point["volume_per_week"]),
             f"{_percent(point['precision'])} ({_percent(interval[0])}–{_percent(interval[1])})" if interval else "—",
             _percent(point["recall"]),
-            f"{point['cost_per_week']:g}" if miss_cost is not None else "—",
+            *([f"{point['cost_per_week']:,.1f}"] if costs else []),
         )
     out.print(table)
+
+
+def _threshold(score: AdviceScore, value: float) -> str:
+    """A threshold as the policy would take it: a probability to 2 decimals, a score to 1."""
+    return f"{value:.2f}" if score is AdviceScore.probability else f"{value:.1f}"
+
+
+def _per_week(volume: float) -> str:
+    """Leads a week as people say it: whole above 10, one decimal below."""
+    return f"{volume:,.0f}" if volume >= 10 else f"{volume:.1f}"
+
+
+def _how_to_set(score: AdviceScore, line: str) -> str:
+    """What to write in the scoring model to make this threshold the MQL line."""
+    if score is AdviceScore.probability:
+        return (
+            f"in the scoring model, policy.mql.probability: {{A: {line}, B: {line}, C: {line}}} and combine: any "
+            "(a lead qualifies on its probability alone), then `qualify model activate` (docs/scoring-model.md)."
+        )
+    if score is AdviceScore.engagement:
+        return (
+            f"in the scoring model, policy.mql.thresholds: {{A: {line}, B: {line}, C: {line}}} (or lower for A, "
+            "higher for C), then `qualify model activate` (docs/scoring-model.md)."
+        )
+    return (
+        "the policy has no line on fit + engagement: rank the queue by it, or run again with --score engagement "
+        "for a threshold the policy takes."
+    )
 
 
 def _exclude_problems(named: dict[str, Any]) -> None:
