@@ -398,3 +398,25 @@ def test_help_reads_as_prose_with_a_version_and_a_short_flag() -> None:
     # A docstring's paragraph is one paragraph at any width, not lines broken where the source wraps.
     text = qualify("import", "--help", env={"COLUMNS": "200"}).stdout
     assert "Re-importing the same file changes nothing: leads are upserted by email or external id, accounts by" in text
+
+
+def test_long_work_shows_its_step_on_a_terminal_and_nothing_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from qualify.entrypoints.cli import base
+
+    screen = io.StringIO()
+    monkeypatch.setattr(base, "err", Console(file=screen, force_terminal=True, width=100))
+    with base._working("Training") as step:
+        step("fitting and judging the candidates on 9,240 leads")
+        base.err.file.flush()
+    assert "Training: fitting and judging the candidates on 9,240 leads" in screen.getvalue()
+    quiet = io.StringIO()
+    monkeypatch.setattr(base, "err", Console(file=quiet, force_terminal=False))
+    with base._working("Training") as step:
+        step("anything")
+    with base._working("Training", enabled=False) as step:  # --json
+        step("anything")
+    assert quiet.getvalue() == ""

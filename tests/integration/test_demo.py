@@ -188,6 +188,7 @@ def test_progress_is_reported_up_to_the_total(sqlite_workspace: Workspace) -> No
     )
     assert calls and calls[-1][0] == calls[-1][1]
     assert all(a[0] <= b[0] for a, b in itertools.pairwise(calls))
+    assert {total for _, total in calls} == {calls[0][1]}  # the total never jumps
     with sqlite_workspace.unit_of_work() as uow:
         assert uow.connection.execute(select(func.count()).select_from(schema.leads)).scalar_one() == 50
 

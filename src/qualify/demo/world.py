@@ -36,7 +36,8 @@ from qualify.service.unit_of_work import UnitOfWork, Workspace
 
 Progress = Callable[[int, int], None]
 WINDOW = timedelta(days=1)  # one transaction per simulated day
-EVENTS_PER_LEAD_GUESS = 60  # for the progress total until the simulation has said
+PROGRESS_STEPS = 1000  # progress is reported in thousandths of the whole build
+SIMULATION_SHARE = 0.25  # of the build's time, measured: simulating people; the rest is storing and scoring
 
 
 class WorkspaceNotEmpty(QualifyError):
@@ -82,9 +83,10 @@ def build_demo(
     _require_empty(workspace)
     now = now or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = now - timedelta(days=days)
-    tracker = _Tracker(progress, leads * (2 + EVENTS_PER_LEAD_GUESS))
+    tracker = _Tracker(progress, 0.0, SIMULATION_SHARE, leads)
     timelines = _simulate(workspace, seed, leads, start, now, tracker)
-    tracker.total = 2 * leads + sum(len(t.items) for t in timelines)
+    # The simulation has said how much there is to store: the rest of the bar is that.
+    tracker.phase(SIMULATION_SHARE, 1.0 - SIMULATION_SHARE, 2 * leads + sum(len(t.items) for t in timelines))
     replayed = _replay(workspace, timelines, now, tracker)
     rescore_all(workspace, now=now)
     tracker.advance(len(timelines))
@@ -112,14 +114,23 @@ def _require_empty(workspace: Workspace) -> None:
 
 @dataclass
 class _Tracker:
+    """Progress over phases of known shares of the whole, reported in PROGRESS_STEPS: the total
+    never changes and the bar never moves back when a phase learns how much work it has."""
+
     progress: Progress | None
-    total: int
+    start: float  # where the phase begins, as a share of the whole
+    share: float  # how much of the whole it is
+    total: int  # its units of work
     done: int = 0
+
+    def phase(self, start: float, share: float, total: int) -> None:
+        self.start, self.share, self.total, self.done = start, share, max(total, 1), 0
 
     def advance(self, amount: int) -> None:
         self.done += amount
         if self.progress is not None:
-            self.progress(min(self.done, self.total), self.total)
+            whole = self.start + self.share * min(self.done, self.total) / max(self.total, 1)
+            self.progress(round(whole * PROGRESS_STEPS), PROGRESS_STEPS)
 
 
 def _simulate(

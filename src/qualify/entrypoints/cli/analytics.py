@@ -17,6 +17,7 @@ from qualify.entrypoints.cli.base import (
     _print_json,
     _progress,
     _utc,
+    _working,
     _workspace,
     app,
     err,
@@ -243,11 +244,11 @@ def train(
 
     from qualify.service.analytics.training import train_model
 
-    with _workspace(db) as workspace, _errors():
+    with _workspace(db) as workspace, _errors(), _working("Training", not as_json) as step:
         result = train_model(
             workspace, target=target, within_days=within, cutoff=cutoff, end=_utc(end), exclude_leaks=exclude_leaks,
             store=store, activate=activate, engine=engine.value, export=export, label=label, labels_file=labels,
-            without=tuple(without or ()), exclude_file=exclude, force=force,
+            without=tuple(without or ()), exclude_file=exclude, force=force, progress=step,
         )  # fmt: skip
     if out_file is not None:
         out_file.write_text(json.dumps(result.document, default=str) + "\n", encoding="utf-8")
@@ -348,7 +349,7 @@ def learn_points_command(
     judged beside the active model on the newest leads (which it did not learn from)."""
     from qualify.service.analytics.learned_points import learn_scorecard
 
-    with _workspace(db) as workspace, _errors():
+    with _workspace(db) as workspace, _errors(), _working("Learning points", not as_json):
         learned = learn_scorecard(
             workspace, target=target, within_days=within, cutoff=cutoff, end=_utc(end), engine=engine.value,
             export=export,
@@ -435,7 +436,7 @@ def advise(
 
     if (capacity is None) == (miss_cost is None):
         _fail(EITHER)
-    with _workspace(db) as workspace, _errors():
+    with _workspace(db) as workspace, _errors(), _working("Judging thresholds", not as_json):
         found = advise_threshold(
             workspace, capacity=capacity, miss_cost=miss_cost, call_cost=call_cost, score=score.value, target=target,
             within_days=within, cutoff=cutoff, since=_utc(since), engine=engine.value, export=export,
@@ -576,7 +577,7 @@ def evaluate(
     from qualify.domain.model_loader import load_model
     from qualify.service.analytics.evaluation import evaluate_scores
 
-    with _workspace(db) as workspace, _errors():
+    with _workspace(db) as workspace, _errors(), _working("Evaluating", not as_json):
         candidate = load_model(model.read_text(encoding="utf-8"), str(model)) if model is not None else None
         result = evaluate_scores(
             workspace, label=label, labels_file=labels, candidate=candidate, engine=engine.value, export=export,
@@ -775,7 +776,7 @@ def _report(db: str | None, engine: BatchEngine, export: Path | None, use: Calla
     --json, else return it for the table."""
     from qualify.service.analytics.batch_scores import on_engine
 
-    with _workspace(db) as workspace, _errors():
+    with _workspace(db) as workspace, _errors(), _working(f"Computing the report on {engine.value}", not as_json):
         data = on_engine(workspace, engine.value, export, use)
     if as_json:
         _print_json(data)

@@ -189,20 +189,45 @@ def _json_default(value: Any) -> Any:
 
 
 @contextmanager
-def _progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int | None], None]]:
-    """A progress bar on the terminal; silent when stderr is not one or output is JSON."""
+def _progress(
+    label: str, enabled: bool = True, *, percent: bool = False
+) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar on the terminal, with done / total (or, `percent`, the share done); silent
+    when stderr is not one or output is JSON."""
     if not enabled or not err.is_terminal:
         yield lambda done, total: None
         return
-    with Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
-    ) as bar:
+    from rich.progress import TaskProgressColumn
+
+    amount = TaskProgressColumn() if percent else MofNCompleteColumn()
+    with Progress(TextColumn(label), BarColumn(), amount, TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def _working(label: str, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A spinner on standard error with `label`, the current step (set with the function yielded)
+    and the time so far, for work that takes seconds; silent when stderr is not a terminal or the
+    output is JSON."""
+    if not enabled or not err.is_terminal:
+        yield lambda step: None
+        return
+    from rich.progress import SpinnerColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+    ) as spinner:
+        task = spinner.add_task(f"{label}…", total=None)
+
+        def step(text: str) -> None:
+            spinner.update(task, description=f"{label}: {text}…")
+
+        yield step
 
 
 def _share(rate: dict[str, Any]) -> str:

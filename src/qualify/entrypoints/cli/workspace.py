@@ -76,7 +76,7 @@ def demo(
     with _workspace(db, create=True) as workspace:
         with workspace.unit_of_work() as uow:
             activate_model(uow, _default_model_text(), "default_model.yaml")
-        with _progress("Building the demo world", not as_json) as progress:
+        with _progress("Building the demo world", not as_json, percent=True) as progress:
             summary = build_demo(workspace, seed=seed, leads=leads, days=days, progress=progress)
         with workspace.unit_of_work() as uow:
             report = funnel(uow)

@@ -12,6 +12,7 @@ like the backtest; the stored models themselves are service.predictions.serving'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -84,6 +85,7 @@ def train_model(
     without: tuple[str, ...] = (),
     exclude_file: Path | None = None,
     force: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> TrainingOutcome:
     """Learn the probability of reaching `target` within `within_days` of the `cutoff` from the
     data up to `end` (default: its latest event or stage change) — or, with `label` or
@@ -92,7 +94,9 @@ def train_model(
     features found in the data, the time split or cross-validation, and `learnt_from`). Stored
     when `store` or `activate`; with `activate`, made the active model and every lead scored
     with it, unless it does not beat the rule score on the judged leads (`beats_rule_score`) and
-    `force` is not given: then it is only stored, and `refused` says why."""
+    `force` is not given: then it is only stored, and `refused` says why. `progress` is told each
+    step as it starts."""
+    step = progress or (lambda _text: None)
     from qualify.predictive.features import default_end, outcome_set, training_set
     from qualify.predictive.training import time_split, train, train_cross_validated
 
@@ -110,6 +114,7 @@ def train_model(
             outcomes.frame = outcomes.frame[~named].reset_index(drop=True)
 
     def build(sources: Sources) -> tuple[Any, Any]:
+        step("building the training set")
         if outcomes is not None:
             rows = outcome_set(
                 model, sources, outcomes.frame, name=outcomes.source,
@@ -122,11 +127,13 @@ def train_model(
                 end=end or default_end(sources), without=without, exclude=keep_out,
             )  # fmt: skip
         fit = train_cross_validated if outcomes is not None and rows.cutoff != "given instants" else train
+        step(f"fitting and judging the candidates on {len(rows.frame):,} leads")
         return rows, fit(
             rows.frame, rows.labels, rows.times, rows.spec,
             rule_scores=rows.frame["rule_score"].to_numpy(), exclude_leaks=exclude_leaks,
         )  # fmt: skip
 
+    step("reading the history" if export is None and engine != "postgres" else "reading the tables")
     rows, trained = on_engine(workspace, engine, export, build)
     report = {"training_set": rows.summary(), "scoring_model": model.version, **trained.report}
     if outcomes is not None:
@@ -147,6 +154,7 @@ def train_model(
             if activate:
                 predictions.activate(uow, version)
         if activate:
+            step("scoring every lead with it")
             predictions.refresh_all(workspace)
     return TrainingOutcome(
         report, document, version, stored=store or activate or refused is not None, active=activate, refused=refused
