@@ -420,3 +420,15 @@ def test_long_work_shows_its_step_on_a_terminal_and_nothing_otherwise(monkeypatc
     with base._working("Training", enabled=False) as step:  # --json
         step("anything")
     assert quiet.getvalue() == ""
+
+
+def test_the_demo_suggests_whole_commands_that_work_as_pasted(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    built = qualify("demo", "--db", db, "--leads", "40", "--days", "20", env={"COLUMNS": "80"})
+    assert built.returncode == 0, built.stderr
+    suggested = [line.strip() for line in built.stdout.splitlines() if line.startswith("  qualify ")]
+    assert [c.split()[:2] for c in suggested] == [["qualify", "leads"], ["qualify", "lead"], ["qualify", "serve"]]
+    assert suggested[0].endswith("--stage mql") and "@" in suggested[1].split()[-1]  # whole: never wrapped
+    for command in suggested[:2]:  # and each runs as printed, on a lead the demo made
+        ran = qualify(*command.split()[1:])
+        assert ran.returncode == 0, (command, ran.stderr)

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from qualify.domain.errors import QualifyError
 from qualify.entrypoints.cli.base import (
@@ -81,6 +82,7 @@ def demo(
         with workspace.unit_of_work() as uow:
             report = funnel(uow)
             people = _demo_users(uow)
+            example = _an_mql(uow)
     dashboard = {"url": "http://127.0.0.1:8000/app/", **people}
     if as_json:
         _print_json({"demo": summary.as_dict(), "funnel": report.as_dict(), "database_url": db, "dashboard": dashboard})
@@ -92,16 +94,27 @@ def demo(
         f"{summary.stage_actions:,} sales decisions ({summary.seconds:.1f} s)."
     )
     _show_funnel(report)
+    # Each command on a line of its own, never wrapped: it is copied and pasted as it is.
+    out.print("Next, the MQLs and one of them:")
+    for command in (f"qualify leads --db {db} --stage mql", f"qualify lead --db {db} {example}"):
+        out.print(f"  [bold]{escape(command)}[/]", soft_wrap=True, highlight=False)
+    out.print("The dashboard:")
+    out.print(f"  [bold]qualify serve --db {escape(db)}[/]", soft_wrap=True, highlight=False)
     out.print(
-        "Next: [bold]qualify leads --db " + db + " --stage mql[/] or [bold]qualify lead --db " + db + " <email>[/]"
-    )
-    out.print(
-        f"Dashboard: [bold]qualify serve --db {db}[/], open {dashboard['url']} and sign in as "
-        f"{people['admin']} (admin) or a sales rep such as {people['sales'][0]}, password {people['password']}",
+        f"then open {dashboard['url']} and sign in as {people['admin']} (admin) or a sales rep such as "
+        f"{people['sales'][0]}, password {people['password']}",
         highlight=False,
     )
     if serve:
         _serve_demo(db, dashboard["url"])
+
+
+def _an_mql(uow: Any) -> str:
+    """The key of the best-scored MQL (else the best lead): a lead the demo just made, for the next command."""
+    from qualify.service.reading.lead_list import LeadFilter, list_leads
+
+    rows = list_leads(uow, LeadFilter(stage="mql", limit=1)) or list_leads(uow, LeadFilter(limit=1))
+    return str(rows[0]["email"] or f"ext:{rows[0]['external_id']}") if rows else "'#1'"
 
 
 def _demo_users(uow: Any) -> dict[str, Any]:
