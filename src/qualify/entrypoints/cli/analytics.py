@@ -937,18 +937,19 @@ def report_content(
         f"{converted['count']:,} of {data['leads']:,} leads ({'all' if among is Among.leads else 'that reached MQL'}) "
         f"reached {target.value}. Items engaged by fewer than {min_support} leads left out: {data['items_below_support']:,}."
     )
-    table = Table(
-        "item", "engaged", f"→ {target.value} if engaged", "if not", "lift (95%)", title=f"Influence by {by.value}"
-    )
+    table = Table(title=f"Influence by {by.value}")
+    table.add_column("item", overflow="fold", ratio=3)  # a long name wraps whole: it is never cut
+    for name in ("engaged", f"→ {target.value} if engaged", "if not", "lift (95%)"):
+        table.add_column(name, ratio=1)
     for row in data["items"][:top]:
         interval = row["interval_95"]
-        lift = "—" if row["lift"] is None else f"{row['lift']:.2f}"
+        lift = "—" if row["lift"] is None else f"{row['lift']:.1f}"
         table.add_row(
             row["item"],
             f"{row['engaged']:,}",
             _share(row["engaged_converted"]),
             _share(row["others_converted"]),
-            lift + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else ""),
+            lift + (f" ({interval[0]:.1f}–{interval[1]:.1f})" if interval else ""),
         )
     out.print(table)
     journeys = data["paths"]
@@ -959,7 +960,10 @@ def report_content(
         f"{groups['dropped_off']['leads']:,} dropped off after MQL (median {_num(groups['dropped_off']['events_median'])} "
         f"events, {_num(groups['dropped_off']['days_median'])} days)."
     )
-    path_table = Table("path", "converted", "dropped off", title="Paths of converters and of leads who dropped off")
+    path_table = Table(title="Paths of converters and of leads who dropped off")
+    path_table.add_column("path", overflow="fold", ratio=3)
+    path_table.add_column("converted", ratio=1)
+    path_table.add_column("dropped off", ratio=1)
     for row in journeys["paths"]:
         path_table.add_row(
             row["path"],
