@@ -205,3 +205,22 @@ def test_the_demo_refuses_a_workspace_that_already_has_leads(sqlite_workspace: W
     build_demo(sqlite_workspace, seed=1, leads=10, days=7, now=NOW)
     with pytest.raises(WorkspaceNotEmpty, match="already has 10 leads"):
         build_demo(sqlite_workspace, seed=1, leads=10, days=7, now=NOW)
+
+
+def test_the_demo_shows_segments_workflows_and_a_webhook_that_send_nothing(sqlite_workspace: Workspace) -> None:
+    from qualify.service.automation.reading import list_segments, list_workflows
+    from qualify.service.integrations.webhooks import list_subscriptions
+
+    build_demo(sqlite_workspace, seed=3, leads=120, days=60, now=NOW)
+    with sqlite_workspace.unit_of_work(read_only=True) as uow:
+        segments = {s.name: s for s in list_segments(uow)}
+        workflows = {w.name: w for w in list_workflows(uow)}
+        hooks = list_subscriptions(uow)
+        added = uow.connection.execute(
+            select(func.count()).select_from(schema.audit_log).where(schema.audit_log.c.action == "webhook.add")
+        ).scalar_one()
+    assert set(segments) == {"pricing-readers", "best-fit-engaged", "gone-quiet", "event-invitees"}
+    assert segments["pricing-readers"].members > 0 and segments["event-invitees"].members == 0
+    assert not workflows["nurture-comeback"].as_dict()["active"]  # the one that emails is paused
+    assert workflows["pricing-follow-up"].as_dict()["active"]
+    assert hooks == [] and added == 1  # added, then switched off

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from qualify.adapters import schema
+from qualify.demo.automation import add_demo_automation
 from qualify.demo.behaviour import Decision, LeadTimeline, simulate_lead
 from qualify.demo.marketing import marketing_calendar
 from qualify.demo.population import DemoLead, generate_population
@@ -89,6 +90,7 @@ def build_demo(
     tracker.phase(SIMULATION_SHARE, 1.0 - SIMULATION_SHARE, 2 * leads + sum(len(t.items) for t in timelines))
     replayed = _replay(workspace, timelines, now, tracker)
     rescore_all(workspace, now=now)
+    add_demo_automation(workspace, now)
     tracker.advance(len(timelines))
     return DemoSummary(
         accounts=replayed.accounts,
