@@ -32,7 +32,8 @@ move = st.tuples(
     st.sampled_from(LATER),
     st.sampled_from(ACTORS),
     st.sampled_from(REASONS),
-    st.sampled_from([0, 1, 90, 3_600, 86_400, 5 * 86_400 + 7, 12.5]),
+    # 0.9997 s and the like: a time whose fraction SQLite's strftime would round up to a second.
+    st.sampled_from([0, 1, 90, 3_600, 86_400, 5 * 86_400 + 7, 12.5, 0.9997, 59.999_6, 0.000_4]),
 )
 lead = st.fixed_dictionaries(
     {
@@ -156,3 +157,24 @@ def test_a_funnel_with_every_kind_of_move_agrees_and_is_not_empty(workspace: Wor
     assert report["days_in_stage"]["mql"] == {"count": 3, "median": 2.0, "p90": 7.6}
     assert report["sla"]["clocks"] == 2 and report["sla"]["breached"] == 2
     assert report["reasons"] == {"mql->nurture": {"bad_timing": 1}, "nurture->disqualified": {"no_budget": 1}}
+
+
+def test_times_read_as_whole_microseconds_on_both_engines(workspace: Workspace) -> None:
+    """SQLite's strftime rounds a fraction to milliseconds (59.9997 s reads as the next second):
+    the store's reading of a time must not."""
+    from sqlalchemy import literal, select
+
+    from qualify.adapters.schema import UTCDateTime, epoch_micros
+
+    moments = [
+        datetime(2026, 3, 2, 9, 0, 59, 999_700, tzinfo=UTC),
+        datetime(2026, 3, 2, 9, 0, 59, 999_400, tzinfo=UTC),
+        datetime(2026, 3, 2, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(2026, 3, 2, 9, 0, 0, 1, tzinfo=UTC),
+    ]
+    with workspace.unit_of_work(read_only=True) as uow:
+        for moment in moments:
+            read = uow.connection.execute(select(epoch_micros(literal(moment, UTCDateTime())))).scalar_one()
+            expected = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+            assert read == expected, moment

@@ -96,9 +96,13 @@ class epoch_micros(FunctionElement[int]):
 
 @compiles(epoch_micros, "sqlite")
 def _epoch_micros_sqlite(element: epoch_micros, compiler: SQLCompiler, **kw: Any) -> str:
-    # `sqlite_time` text: 'YYYY-MM-DD HH:MM:SS.ffffff', the microseconds from character 21.
+    # `sqlite_time` text: 'YYYY-MM-DD HH:MM:SS.ffffff', the microseconds from character 21. The whole
+    # seconds are read from the first 19 characters only: strftime rounds a fraction to milliseconds
+    # and would count .9995 s and more as the next second.
     text = compiler.process(element.clauses, **kw)
-    return f"(CAST(strftime('%s', {text}) AS INTEGER) * 1000000 + CAST(substr({text}, 21, 6) AS INTEGER))"
+    return (
+        f"(CAST(strftime('%s', substr({text}, 1, 19)) AS INTEGER) * 1000000 + CAST(substr({text}, 21, 6) AS INTEGER))"
+    )
 
 
 @compiles(epoch_micros, "postgresql")
