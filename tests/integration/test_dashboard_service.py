@@ -137,3 +137,27 @@ def test_the_first_insights_wait_for_their_figures_and_a_failure_is_raised(
     monkeypatch.setattr(module, "compute", broken)
     with pytest.raises(RuntimeError, match="disk is full"):
         InsightsCache(workspace).read(wait=30)
+
+
+def test_a_recomputation_that_fails_is_said_and_retried_at_most_once_a_minute(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import qualify.service.analytics.insights as module
+
+    world(workspace, leads=3)
+    cache = InsightsCache(workspace)
+    assert cache.read(wait=120) is not None
+    calls = []
+
+    def broken(workspace: Workspace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        calls.append(1)
+        raise RuntimeError("the export's disk is full")
+
+    monkeypatch.setattr(module, "compute", broken)
+    with workspace.unit_of_work() as uow:
+        ingest_events(uow, [Event(event_id="later", type="page_view", occurred_at=NOW, email=address(0))], now=NOW)
+    cache.read(wait=0)
+    assert cache.wait(30)
+    shown = cache.read(wait=0)  # the old figures, the failure said, and no new attempt within the minute
+    assert shown is not None and not shown.current and shown.failed is not None and "disk is full" in shown.failed
+    assert cache.wait(1) and len(calls) == 1

@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from swagger_ui_bundle import swagger_ui_path
 
 from qualify import __version__
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
         finally:
             insights = getattr(app.state, "insights", None)
             if insights is not None:  # the dashboard's insights being computed: let them end first
-                insights.wait(60)
+                await run_in_threadpool(insights.wait, 60)
             if owned:
                 app.state.workspace.close()
 

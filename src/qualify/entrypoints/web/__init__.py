@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -36,6 +37,7 @@ from qualify.service.unit_of_work import Workspace, utcnow
 HERE = FilePath(__file__).parent
 QUEUE_SIZE = 50
 INSIGHTS_WAIT = 10.0  # seconds the first insights request of a process waits for the figures
+_INSIGHTS_LOCK = threading.Lock()
 templates = Environment(loader=PackageLoader("qualify.entrypoints.web", "templates"), autoescape=select_autoescape())
 
 
@@ -1170,9 +1172,10 @@ def insights_page(request: Request, who: Manager) -> HTMLResponse:
     the last figures with the instant of their data, and says when newer ones are being computed."""
     from qualify.service.analytics.insights import InsightsCache
 
-    cache = getattr(request.app.state, "insights", None)
-    if cache is None or cache.workspace is not _workspace(request):
-        cache = request.app.state.insights = InsightsCache(_workspace(request))
+    with _INSIGHTS_LOCK:  # one cache, so two first requests at once start one computation
+        cache = getattr(request.app.state, "insights", None)
+        if cache is None or cache.workspace is not _workspace(request):
+            cache = request.app.state.insights = InsightsCache(_workspace(request))
     found = cache.read(wait=INSIGHTS_WAIT)
     if found is None:
         return _page("insights.html", request, found=None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ class Insights:
     rejections: list[tuple[str, int]]  # reason code, how many rejections gave it; commonest first (now)
     as_of: datetime  # when the data content and sources were computed from was read
     current: bool  # False: the data has changed since `as_of`, and newer figures are being computed
+    failed: str | None = None  # the last recomputation's error, while it is retried (RETRY_AFTER apart)
 
 
 def compute(workspace: Workspace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -78,9 +80,13 @@ class _Figures:
     as_of: datetime
 
 
+RETRY_AFTER = 60.0  # seconds between recomputations that fail
+
+
 class InsightsCache:
     """The last computed content influence and sources of one workspace, and their recomputation
-    in a background thread when the data has changed (one at a time)."""
+    in a background thread when the data has changed (one at a time; after a failure, not again
+    for RETRY_AFTER seconds)."""
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
@@ -88,6 +94,7 @@ class InsightsCache:
         self._figures: _Figures | None = None
         self._running: threading.Thread | None = None
         self._failed: BaseException | None = None
+        self._failed_at = 0.0  # time.monotonic() of the last failure
 
     def read(self, *, wait: float = 10.0) -> Insights | None:
         """The insights: the last figures (recomputed in the background when the data has changed
@@ -104,12 +111,14 @@ class InsightsCache:
         if figures is None:
             self.wait(wait)
             with self._lock:
-                figures, failed = self._figures, self._failed
+                figures, error = self._figures, self._failed
             if figures is None:
-                if failed is not None:
-                    raise failed
+                if error is not None:
+                    raise error
                 return None
-        return Insights(figures.content, figures.sources, rejections, figures.as_of, figures.version == version)
+        with self._lock:
+            said = None if self._failed is None else f"{type(self._failed).__name__}: {self._failed}"[:300]
+        return Insights(figures.content, figures.sources, rejections, figures.as_of, figures.version == version, said)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the computation under way, if any; whether none is under way now."""
@@ -119,9 +128,11 @@ class InsightsCache:
         return self._running is None
 
     def _start(self) -> None:
-        if self._running is None:  # the lock is held
-            self._failed = None
-            self._running = threading.Thread(target=self._compute, name="qualify-insights", daemon=True)
+        """Start a recomputation (the lock is held), unless one runs or the last failed lately.
+        Not a daemon: an interpreter that exits lets it finish, so its export is always removed."""
+        lately = self._failed is not None and time.monotonic() - self._failed_at < RETRY_AFTER
+        if self._running is None and not lately:
+            self._running = threading.Thread(target=self._compute, name="qualify-insights")
             self._running.start()
 
     def _compute(self) -> None:
@@ -132,10 +143,11 @@ class InsightsCache:
             content, sources = compute(self.workspace)
             with self._lock:
                 self._figures = _Figures(version, content, sources, as_of)
-        except BaseException as error:  # kept for the request that waits; the page says it
+                self._failed = None
+        except Exception as error:  # kept for the request that waits, and said on the page
             log.exception("the insights could not be computed")
             with self._lock:
-                self._failed = error
+                self._failed, self._failed_at = error, time.monotonic()
         finally:
             with self._lock:
                 self._running = None
