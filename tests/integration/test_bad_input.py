@@ -207,6 +207,14 @@ FILE_CASES = [
         kept=["e1"],
     ),
     FileCase(
+        "a JSONL row with an event field misspelt",
+        "events",
+        "events.jsonl",
+        jsonl({"event_id": "e1", "type": "page_view", "email": "ann@acme.com", "occurredAt": WHEN}, ev("e2")),
+        kept=["e2"],
+        rejects={1: ("occurredAt", "did you mean 'occurred_at'?")},
+    ),
+    FileCase(
         "a JSONL row without a type",
         "events",
         "events.jsonl",
@@ -603,6 +611,8 @@ EVENT_CASES: list[tuple[dict[str, Any] | str, tuple[str, str] | None]] = [
     (ev("big-prop", properties={"blob": "x" * 70_000}), ("properties.blob", "65,536")),
     (ev("top-level-key", colour="blue"), None),  # a property, as a file's extra column
     (ev("nul-top-level", colour="a\u0000"), ("properties.colour", "NUL character")),
+    (ev("camel-case", occurredAt="2026-03-01T09:00:00Z"), ("occurredAt", "did you mean 'occurred_at'?")),
+    (ev("auto-3f2a"), ("event_id", "may not start with 'auto-'")),
     ("not an object", ("", "an event must be a JSON object")),
 ]
 

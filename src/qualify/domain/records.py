@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -368,6 +369,23 @@ def make_event(
         external_id=external_id,
         properties=properties,
     )
+
+
+EVENT_FIELDS = ("event_id", "type", "occurred_at", "email", "external_id", "properties")
+_EVENT_FIELDS_BY_LETTERS = {name.replace("_", ""): name for name in EVENT_FIELDS}
+
+
+def check_event_keys(keys: Iterable[str], event_id: object = None) -> None:
+    """Refuse (InvalidInput naming it) a top-level key of an event that is one of its own fields
+    written another way (`eventId`, `occurredAt`, `External-ID`): taken for a property, it would
+    leave the event with a derived id or the time of receipt. And an `event_id` of the `auto-`
+    ids Qualify derives: a sender could otherwise take one before the event it belongs to."""
+    for key in keys:
+        meant = _EVENT_FIELDS_BY_LETTERS.get(key.lower().replace("_", "").replace("-", ""))
+        if meant is not None and key != meant:
+            raise InvalidInput(f"did you mean {meant!r}? (other top-level keys are properties)", field=key)
+    if isinstance(event_id, str) and event_id.strip().lower().startswith("auto-"):
+        raise InvalidInput("may not start with 'auto-': Qualify derives those ids from the content", field="event_id")
 
 
 def derived_event_id(

@@ -132,14 +132,17 @@ class RequestIds:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            # The path as sent, its control characters escaped: a %0A in it cannot start a line of its own.
+            path = str(scope.get("path", "")).encode("unicode_escape").decode("ascii")
+            method = str(scope.get("method", ""))
             access_log.info(
                 "%s %s %d",
-                scope.get("method", ""),
-                scope.get("path", ""),
+                method,
+                path,
                 status,
                 extra={
-                    "method": scope.get("method", ""),
-                    "path": scope.get("path", ""),
+                    "method": method,
+                    "path": path,
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 },
@@ -147,8 +150,9 @@ class RequestIds:
             REQUEST_ID.reset(token)
 
 
-# Fields of a log record that are Python's own; any other set with `extra=` goes into the line.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Fields of a log record that are Python's own; any other set with `extra=` goes into the line
+# (uvicorn's `color_message`, the message with terminal colours, is left out).
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 
 
 class JsonLines(logging.Formatter):
@@ -156,15 +160,19 @@ class JsonLines(logging.Formatter):
     request is being answered, the fields given with `extra=`, and the exception when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        # The line's own fields first: the standard ones are written over them, never the other way.
+        line: dict[str, Any] = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+        line.update(
+            {
+                "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+        line.pop("request_id", None)
         if (request_id := REQUEST_ID.get()) is not None:
             line["request_id"] = request_id
-        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)

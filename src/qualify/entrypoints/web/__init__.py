@@ -32,7 +32,7 @@ from qualify.domain.lifecycle import FUNNEL, REASON_WORDS
 from qualify.entrypoints.ratelimit import TokenBucket, app_bucket
 from qualify.entrypoints.web import session as sessions
 from qualify.service.admin import users
-from qualify.service.unit_of_work import Workspace, utcnow
+from qualify.service.unit_of_work import Workspace, retrying, utcnow
 
 HERE = FilePath(__file__).parent
 QUEUE_SIZE = 50
@@ -667,10 +667,11 @@ def leads_bulk(
     user = _checked(who, csrf)
     params = dict(parse_qsl(back))
     try:
-        with _workspace(request).unit_of_work() as uow:
-            if action in SEGMENT_ACTIONS:
-                done = set_members(uow, segment or value, lead or [], add=action == "segment", by=user.name)
-            else:
+        if action in SEGMENT_ACTIONS:  # retried: another person adding the same lead at once is a conflict
+            name, add = segment or value, action == "segment"
+            done = retrying(_workspace(request), lambda uow: set_members(uow, name, lead or [], add=add, by=user.name))
+        else:
+            with _workspace(request).unit_of_work() as uow:
                 done = bulk_action(uow, lead or [], action, value, by=user.name)
         notice = done.summary()
     except QualifyError as error:

@@ -34,7 +34,7 @@ from qualify.adapters.readers import (
 )
 from qualify.domain.errors import InvalidInput, ModelProblem
 from qualify.domain.located_yaml import closest
-from qualify.domain.records import Account, Event, Lead, check_account, make_event, normalise_domain
+from qualify.domain.records import Account, Event, Lead, check_account, check_event_keys, make_event, normalise_domain
 from qualify.service.imports.mapping import (  # noqa: F401 - load_mapping and parse_mapping are part of this API
     EXTRAS,
     FIELD_TYPES,
@@ -211,6 +211,7 @@ def _account(data: dict[str, Any], extras: dict[str, Any]) -> Account:
 def _event(data: dict[str, Any], extras: dict[str, Any], received_at: datetime) -> Event:
     if "type" not in data:
         raise InvalidInput("no value: an event needs its type", field="type")
+    check_event_keys(extras, data.get("event_id"))
     # The API's rule (domain.records.make_event): no event_id, one derived from the content; no
     # occurred_at, the time of the import.
     return make_event(

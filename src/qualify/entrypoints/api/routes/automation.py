@@ -18,6 +18,7 @@ from qualify.domain.errors import InvalidInput
 from qualify.entrypoints.api.deps import Automator, LeadReader, WorkspaceDep, permission_doc
 from qualify.entrypoints.problems import PROBLEM_RESPONSES
 from qualify.service.automation import definitions, reading, segments
+from qualify.service.unit_of_work import UnitOfWork, retrying
 
 router = APIRouter(prefix="/v1", tags=["automation"])
 READ, WRITE = permission_doc(Permission.READ_LEADS), permission_doc(Permission.AUTOMATION)
@@ -150,16 +151,19 @@ def change_segment_members(name: Name, change: MembersIn, workspace: WorkspaceDe
     dynamic segment's members are whoever its tests hold for: 422."""
     if not change.add and not change.remove:
         raise InvalidInput("name leads to `add` or `remove`", field="add")
-    added: list[int] = []
-    removed: list[int] = []
-    skipped: dict[int, str] = {}
-    with workspace.unit_of_work() as uow:
+
+    def apply(uow: UnitOfWork) -> dict[str, Any]:  # retried whole: a concurrent change of the same members
+        added: list[int] = []
+        removed: list[int] = []
+        skipped: dict[int, str] = {}
         for ids, add, into in ((change.add, True, added), (change.remove, False, removed)):
             if ids:
                 done = segments.set_members(uow, name, ids, add=add, by=caller.acts_as)
                 into.extend(done.changed)
                 skipped |= done.skipped
-    return {"added": added, "removed": removed, "skipped": skipped}
+        return {"added": added, "removed": removed, "skipped": skipped}
+
+    return retrying(workspace, apply)
 
 
 @router.get("/segments/{name}/counts", response_model=list[Counts], responses=NOT_FOUND, openapi_extra=READ)

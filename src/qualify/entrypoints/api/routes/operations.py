@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -13,6 +15,7 @@ from qualify.entrypoints.problems import PROBLEM_RESPONSES
 from qualify.service.reading.operations import database_answers
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
 
 
 @router.get(
@@ -22,11 +25,13 @@ router = APIRouter(tags=["health"])
     openapi_extra=PUBLIC_DOC,
 )
 async def readyz(workspace: WorkspaceDep) -> JSONResponse:
-    """200 when a query on the database answers now, else 503 with why (never the URL)."""
+    """200 when a query on the database answers now, else 503 (why is logged, not answered)."""
     why = await run_in_threadpool(database_answers, workspace)
     if why is None:
         return JSONResponse({"status": "ready"})
-    return JSONResponse({"status": "unavailable", "detail": f"the database does not answer: {why}"}, status_code=503)
+    # A public route: the driver's words (host, port, user) go to the log, not to the caller.
+    log.warning("not ready: the database does not answer (%s)", why)
+    return JSONResponse({"status": "unavailable", "detail": "the database does not answer"}, status_code=503)
 
 
 @router.get(
