@@ -35,9 +35,10 @@ def test_the_benchmark_runs_at_a_tiny_size(args: list[str]) -> None:
 @pytest.mark.slow
 def test_the_predictive_benchmark_runs_on_the_real_data(shared_data: Path) -> None:
     result = subprocess.run(
-        # The demo part runs at a tiny size above: here only the real data's parts.
-        [sys.executable, "benchmarks/predictive.py", "--data", str(shared_data), "--only", "xeducation", "olist"],
+        # The demo part runs at a tiny size above, and X Education's training through the command
+        # line with its figures checked (test_known_outcomes.py): here the Olist part.
+        [sys.executable, "benchmarks/predictive.py", "--data", str(shared_data), "--only", "olist"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "ratio to best baseline" in result.stdout and "Olist" in result.stdout and "X Education" in result.stdout
+    assert "ratio to best baseline" in result.stdout and "Olist" in result.stdout

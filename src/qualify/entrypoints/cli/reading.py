@@ -1,5 +1,6 @@
 """Commands on leads: import, score, leads, lead, funnel, and people's stage actions."""
 
+import sys
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -157,6 +158,13 @@ def leads(
     ] = SortKey.score,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     offset: Annotated[int, typer.Option(min=0)] = 0,
+    keys: Annotated[
+        bool,
+        typer.Option(
+            "--keys",
+            help="Print only the leads' keys, one a line: for a shell's $(…) or xargs, as `qualify lead` takes them.",
+        ),
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -169,6 +177,9 @@ def leads(
         )
     if as_json:
         _print_json(rows)
+        return
+    if keys:
+        sys.stdout.write("".join(f"{r['email'] or 'ext:' + r['external_id']}\n" for r in rows))
         return
     cells = [
         {
