@@ -274,6 +274,14 @@ def test_x_education_through_the_command_line_alone(shared_data: Path, tmp_path:
     assert trained["leakage"] == [] and trained["choice"]["chosen"] == "boosted"
     assert trained["cross_validation"]["boosted (uncalibrated)"]["mean"] >= 0.917
     assert trained["cross_validation"]["model"]["mean"] >= 0.915 and trained["test"]["model"]["ece"] <= 0.02
+    # The example scoring model beside the mapping: the figures examples/xeducation/README.md gives.
+    example = mapping.with_name("model.yaml")
+    scored = json.loads(
+        runner.invoke(app, ["evaluate", "--label", "converted", "--model", str(example), "--db", db, "--json"]).stdout
+    )
+    assert scored["scores"]["rules"]["roc_auc"] == 0.5  # the default model: every lead fit 0
+    assert scored["scores"]["candidate"]["roc_auc"] == pytest.approx(0.820, abs=0.002)
+    assert scored["scores"]["candidate"]["top"][0]["rate"] == pytest.approx(0.942, abs=0.002)
     judged = json.loads(runner.invoke(app, ["evaluate", "--label", "converted", "--db", db, "--json"]).stdout)
     predictive = judged["scores"]["predictive"]
     assert predictive["judged"] == "out of fold"
