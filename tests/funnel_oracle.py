@@ -1,13 +1,13 @@
 """The funnel report as it was computed before it moved into the store's SQL: every stage history
 row read in Python, lead by lead. Kept as the oracle the SQL report is tested against
-(tests/integration/test_funnel_sql.py), not used by the product."""
+(tests/integration/test_funnel_sql.py), not used by the product. It fills the product's
+FunnelReport and reads its constants: only the counting is its own."""
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from qualify.adapters import schema
 from qualify.domain.lifecycle import FUNNEL, Actor, Stage
-from qualify.domain.statistics import percentile, wilson_interval
+from qualify.domain.statistics import counted_rate, percentile, wilson_interval
+from qualify.service.reading.funnel import NURTURE_ORIGINS, SLA_OUTCOMES, FunnelReport
 from qualify.service.reading.queries import lead_filters
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
@@ -28,27 +29,6 @@ class Move(NamedTuple):
     reason: str | None
     from_stage: str  # "" for the lead's first entry
     actor: str
-
-
-@dataclass
-class FunnelReport:
-    """Counts per stage now, and from the stage history: how many reached each stage,
-    the conversion from each funnel stage to the next, days spent in each stage, how the
-    MQLs' SLA clocks ended (`sla_compliance`), and the nurture loop (`nurture_loop`)."""
-
-    total_leads: int
-    current: dict[str, int]
-    reached: dict[str, int]
-    conversion: list[dict[str, Any]]
-    days_in_stage: dict[str, dict[str, float | int | None]]
-    recycled: dict[str, int]
-    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
-    sla: dict[str, int | float | None] = field(default_factory=dict)
-    acceptance: dict[str, Any] = field(default_factory=dict)
-    nurture_loop: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def funnel(
@@ -155,7 +135,7 @@ def _acceptance(decisions: Counter[str], hours: list[float]) -> dict[str, Any]:
     decided = sum(decisions.values())
 
     def share(stage: Stage) -> dict[str, Any]:
-        return _rate(decisions.get(stage.value, 0), decided)
+        return counted_rate(decisions.get(stage.value, 0), decided)
 
     return {
         "decided": decided,
@@ -164,18 +144,6 @@ def _acceptance(decisions: Counter[str], hours: list[float]) -> dict[str, Any]:
         "disqualified": share(Stage.DISQUALIFIED),
         "hours_to_decision": _summary(hours),
     }
-
-
-# Where a lead entering nurture came from, with the words the CLI and the dashboard show; `other`
-# takes what the lifecycle does not make today (history imported from another system, say), so
-# the entries always add up, and is reported only when there is some.
-NURTURE_ORIGINS = {
-    "rejected_mql": "rejected MQL",
-    "decayed_out": "decayed out of MQL",
-    "lost_sql": "lost as SQL",
-    "lost_opportunity": "lost as opportunity",
-    "other": "other",
-}
 
 
 def nurture_origin(move: Move) -> str:
@@ -256,40 +224,31 @@ def nurture_loop(histories: Iterable[list[Move]]) -> dict[str, Any]:
     return {
         "entries": entries,
         "leads": leads,
-        "recycled": _rate(outcomes["recycled"], entries),
+        "recycled": counted_rate(outcomes["recycled"], entries),
         "disqualified": outcomes["disqualified"],
         "open": outcomes["open"],
         "days_to_mql": _summary(days),
         "by_origin": {
             origin: {
                 "entries": origin_entries[origin],
-                "recycled": _rate(origin_recycled[origin], origin_entries[origin]),
+                "recycled": counted_rate(origin_recycled[origin], origin_entries[origin]),
                 "days_to_mql": _summary(origin_days[origin]),
             }
             for origin in origins
         },
         "by_reason": {
-            reason: {"entries": count, "recycled": _rate(reason_recycled[reason], count)}
+            reason: {"entries": count, "recycled": counted_rate(reason_recycled[reason], count)}
             for reason, count in reason_entries.most_common()
         },
         "after_mql": {
             kind: {
                 "mqls": counts["mqls"],
                 "open": counts["open"],
-                "sql": _rate(counts["sql"], counts["mqls"]),
-                "customer": _rate(counts["customer"], counts["mqls"]),
+                "sql": counted_rate(counts["sql"], counts["mqls"]),
+                "customer": counted_rate(counts["customer"], counts["mqls"]),
             }
             for kind, counts in after.items()
         },
-    }
-
-
-def _rate(count: int, total: int) -> dict[str, Any]:
-    """A count out of `total`, its share rounded to 4 decimals and the share's Wilson interval."""
-    return {
-        "count": count,
-        "rate": round(count / total, 4) if total else None,
-        "interval_95": wilson_interval(count, total),
     }
 
 
@@ -297,9 +256,6 @@ def _summary(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"count": 0, "median": None, "p90": None}
     return {"count": len(values), "median": round(percentile(values, 0.5), 2), "p90": round(percentile(values, 0.9), 2)}
-
-
-SLA_OUTCOMES = ("met", "breached", "open", "stopped")
 
 
 def sla_compliance(

@@ -17,7 +17,7 @@ from qualify.analytics.batch_evaluator import DAY_SECONDS, Sources, value_text
 from qualify.domain.content import CONTENT_KEYS
 from qualify.domain.errors import InvalidInput
 from qualify.domain.lifecycle import FUNNEL, Stage
-from qualify.domain.statistics import wilson_interval
+from qualify.domain.statistics import counted_rate
 
 LATER_STAGES = ("mql", "sql", "opportunity", "customer")
 COHORT_KEYS = ("month", "source", "channel", "campaign")
@@ -33,14 +33,6 @@ def _history(sources: Sources) -> ir.Table:
     if sources.history is None:
         raise InvalidInput("this report needs the stage history", field="history")
     return sources.history
-
-
-def _rate(count: int, total: int) -> dict[str, Any]:
-    return {
-        "count": count,
-        "rate": round(count / total, 4) if total else None,
-        "interval_95": wilson_interval(count, total),
-    }
 
 
 # --- cohorts ----------------------------------------------------------------------------------
@@ -87,7 +79,7 @@ def cohorts(sources: Sources, by: str = "month") -> list[dict[str, Any]]:
     rows = counted.order_by("cohort").to_pyarrow().to_pylist()
     return [
         {"cohort": row["cohort"], "leads": int(row["leads"])}
-        | {stage: _rate(int(row[stage] or 0), int(row["leads"])) for stage in LATER_STAGES}
+        | {stage: counted_rate(int(row[stage] or 0), int(row["leads"])) for stage in LATER_STAGES}
         for row in rows
     ]
 
@@ -220,13 +212,13 @@ def sources_report(sources: Sources, by: str = "source") -> list[dict[str, Any]]
             {
                 "cohort": row["cohort"],
                 "leads": int(row["leads"]),
-                "mql": _rate(int(row["mql"] or 0), int(row["leads"])),
+                "mql": counted_rate(int(row["mql"] or 0), int(row["leads"])),
                 "decisions": decisions_made,
-                "accepted": _rate(accepted, decisions_made),
+                "accepted": counted_rate(accepted, decisions_made),
                 "rejected": rejected,
                 "disqualified": disqualified,
                 "top_rejection_reason": {"reason": reason[0], "count": reason[1]} if reason else None,
-                "customer": _rate(int(row["customer"] or 0), int(row["leads"])),
+                "customer": counted_rate(int(row["customer"] or 0), int(row["leads"])),
             }
         )
     return out
@@ -335,8 +327,8 @@ def content_influence(
             {
                 "item": row["item"],
                 "engaged": n1,
-                "engaged_converted": _rate(a, n1),
-                "others_converted": _rate(c, n0),
+                "engaged_converted": counted_rate(a, n1),
+                "others_converted": counted_rate(c, n0),
                 **relative_risk(a, n1, c, n0),
             }
         )
@@ -346,7 +338,7 @@ def content_influence(
         "by": by,
         "among": among,
         "leads": total,
-        "converted": _rate(converted, total),
+        "converted": counted_rate(converted, total),
         "min_support": min_support,
         "items_below_support": rare,
         "items": rows,

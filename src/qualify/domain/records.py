@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -394,8 +395,6 @@ def derived_event_id(
     """`auto-` and a hash of what an event says (its type, lead, time as given and properties):
     the same content gives the same id, so a retry is a duplicate. Two events that say exactly the
     same without a time are one: send `occurred_at` or an `event_id` to keep them apart."""
-    import hashlib
-
     moment = None
     if occurred_at is not None:
         moment = (occurred_at if occurred_at.tzinfo else occurred_at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> list[float] | None:
@@ -15,6 +16,16 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> list[fl
     centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def counted_rate(count: int, total: int) -> dict[str, Any]:
+    """A count out of `total` as the reports give it: the count, its share rounded to 4 decimals
+    (None out of nothing) and the share's 95 % Wilson interval."""
+    return {
+        "count": count,
+        "rate": round(count / total, 4) if total else None,
+        "interval_95": wilson_interval(count, total),
+    }
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -85,17 +85,28 @@ PUBLIC_DOC: dict[str, Any] = {"x-public": True}
 def known_query(request: Request) -> None:
     """Refuse a query parameter the route does not take (422, naming it and the ones it takes):
     a misspelt filter (`?stgae=mql`) would otherwise be ignored and answer every lead."""
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
+    if not request.query_params:
         return
-    taken: set[str] = set()
-    waiting = [dependant]
-    while waiting:  # the route's own query parameters and its dependencies'
-        one = waiting.pop()
-        taken.update(param.alias for param in getattr(one, "query_params", ()))
-        waiting.extend(getattr(one, "dependencies", ()))
+    route = request.scope.get("route")
+    if route is None or getattr(route, "dependant", None) is None:
+        return
+    taken = _query_names(route)
     unknown = sorted(set(request.query_params) - taken)
     if unknown:
         expected = f"; it takes: {', '.join(sorted(taken))}" if taken else "; it takes none"
         raise InvalidInput(f"unknown query parameter {unknown[0]!r}{expected}", field=unknown[0])
+
+
+def _query_names(route: Any) -> frozenset[str]:
+    """The query parameters a route takes, its own and its dependencies' (read once per route and
+    kept on it: routes compare by path and methods, so they cannot key a cache)."""
+    found: frozenset[str] | None = getattr(route, "_qualify_query_names", None)
+    if found is None:
+        taken: set[str] = set()
+        waiting = [route.dependant]
+        while waiting:
+            one = waiting.pop()
+            taken.update(param.alias for param in getattr(one, "query_params", ()))
+            waiting.extend(getattr(one, "dependencies", ()))
+        found = route._qualify_query_names = frozenset(taken)
+    return found

@@ -37,7 +37,7 @@ from qualify.domain.fit import disqualifying_rule, profile_values, score_fit
 from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.replay import Replay, ReplayAction, ReplayEvent, replay_lead
 from qualify.domain.scoring_model import ScoringModel
-from qualify.domain.statistics import percentile, wilson_interval
+from qualify.domain.statistics import counted_rate, percentile
 from qualify.predictive.recipe import (
     ACCOUNT_CATEGORIES,
     ACCOUNT_NUMBERS,
@@ -330,14 +330,6 @@ def _weeks(start: datetime, end: datetime) -> Iterator[tuple[datetime, tuple[flo
         monday += WEEK
 
 
-def _rate(count: int, total: int) -> dict[str, Any]:
-    return {
-        "count": count,
-        "rate": round(count / total, 4) if total else None,
-        "interval_95": wilson_interval(count, total),
-    }
-
-
 def _totals(
     outcomes: dict[int, LeadOutcome], truths: dict[int, Truth], conversions: dict[int, float], span: tuple[float, float]
 ) -> dict[str, Any]:
@@ -351,7 +343,7 @@ def _totals(
         if i < len(entries) and entries[i] < high:
             flagged[lead_id] = entries[i]
     precision = {
-        stage.value: _rate(sum(truths[i].reached_after(stage, at) for i, at in flagged.items()), len(flagged))
+        stage.value: counted_rate(sum(truths[i].reached_after(stage, at) for i, at in flagged.items()), len(flagged))
         for stage in OUTCOMES
     }
     customers = {i: at for i, at in conversions.items() if low <= at < high}
@@ -364,7 +356,7 @@ def _totals(
         "mqls": len(flagged),
         "precision": precision,
         "customers": len(customers),
-        "recall": _rate(len(lead_days), len(customers)),
+        "recall": counted_rate(len(lead_days), len(customers)),
         "lead_time_days": _spread(lead_days),
     }
 

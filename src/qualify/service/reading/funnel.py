@@ -42,7 +42,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from qualify.adapters import schema
 from qualify.adapters.schema import epoch_micros
 from qualify.domain.lifecycle import FUNNEL, Actor, Stage
-from qualify.domain.statistics import ranked_percentile, ranks_needed, wilson_interval
+from qualify.domain.statistics import counted_rate, ranked_percentile, ranks_needed, wilson_interval
 from qualify.service.reading.queries import lead_filters
 from qualify.service.unit_of_work import UnitOfWork, utcnow
 
@@ -400,9 +400,9 @@ class _Parts:
             reasons={key: _by_count(counts) for key, counts in self.reasons.items()},
             acceptance={
                 "decided": decided,
-                "accepted": _rate(decisions[Stage.SQL.value], decided),
-                "rejected": _rate(decisions[Stage.NURTURE.value], decided),
-                "disqualified": _rate(decisions[Stage.DISQUALIFIED.value], decided),
+                "accepted": counted_rate(decisions[Stage.SQL.value], decided),
+                "rejected": counted_rate(decisions[Stage.NURTURE.value], decided),
+                "disqualified": counted_rate(decisions[Stage.DISQUALIFIED.value], decided),
                 "hours_to_decision": self.spread("hours", "all", SECONDS_PER_HOUR),
             },
             sla=self.sla(),
@@ -448,24 +448,29 @@ class _Parts:
         after = {}
         for kind in ("first_time", "recycled"):
             mqls, still, sql, customer = self.after.get(kind, (0, 0, 0, 0))
-            after[kind] = {"mqls": mqls, "open": still, "sql": _rate(sql, mqls), "customer": _rate(customer, mqls)}
+            after[kind] = {
+                "mqls": mqls,
+                "open": still,
+                "sql": counted_rate(sql, mqls),
+                "customer": counted_rate(customer, mqls),
+            }
         return {
             "entries": entries,
             "leads": leads,
-            "recycled": _rate(outcomes["recycled"], entries),
+            "recycled": counted_rate(outcomes["recycled"], entries),
             "disqualified": outcomes["disqualified"],
             "open": outcomes["open"],
             "days_to_mql": self.spread("nurture_days", "*", SECONDS_PER_DAY),
             "by_origin": {
                 name: {
                     "entries": origin_entries[name],
-                    "recycled": _rate(origin_recycled[name], origin_entries[name]),
+                    "recycled": counted_rate(origin_recycled[name], origin_entries[name]),
                     "days_to_mql": self.spread("nurture_days", name, SECONDS_PER_DAY),
                 }
                 for name in origins
             },
             "by_reason": {
-                reason: {"entries": count, "recycled": _rate(reason_recycled[reason], count)}
+                reason: {"entries": count, "recycled": counted_rate(reason_recycled[reason], count)}
                 for reason, count in _by_count(reason_entries).items()
             },
             "after_mql": after,
@@ -504,12 +509,3 @@ def sla_compliance(
 def _by_count(counts: Mapping[str, int]) -> dict[str, int]:
     """Commonest first, ties by name."""
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-
-
-def _rate(count: int, total: int) -> dict[str, Any]:
-    """A count out of `total`, its share rounded to 4 decimals and the share's Wilson interval."""
-    return {
-        "count": count,
-        "rate": round(count / total, 4) if total else None,
-        "interval_95": wilson_interval(count, total),
-    }
