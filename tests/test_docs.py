@@ -198,6 +198,8 @@ def test_the_automation_example_in_the_docs_validates() -> None:
     text = _read("docs/automation.md")
     example = re.search(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
     assert example is not None
+    shipped = ROOT / "src" / "qualify" / "examples" / "automation.yaml"  # `qualify examples` writes it
+    assert example.group(1) == shipped.read_text(encoding="utf-8")
     document = load_automation(example.group(1), "docs/automation.md")
     assert {s.name for s in document.segments} == {"pricing-readers", "engaged-no-demo"}
     assert [w.name for w in document.workflows] == ["recycle"] and len(document.workflows[0].steps) == 7

@@ -432,3 +432,39 @@ def test_the_demo_suggests_whole_commands_that_work_as_pasted(tmp_path: Path) ->
     for command in suggested[:2]:  # and each runs as printed, on a lead the demo made
         ran = qualify(*command.split()[1:])
         assert ran.returncode == 0, (command, ran.stderr)
+
+
+def test_examples_writes_the_shipped_files_anywhere_and_keeps_the_ones_you_changed(tmp_path: Path) -> None:
+    """`qualify examples` works wherever Qualify is installed: the README's tour needs no checkout."""
+    folder = tmp_path / "mine"
+    written = subprocess.run(
+        [str(Path(sys.executable).with_name("qualify")), "examples", str(folder), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert written.returncode == 0, written.stderr
+    report = json.loads(written.stdout)
+    assert {"leads.csv", "mapping.yaml", "events.jsonl", "automation.yaml", "xeducation/model.yaml"} <= set(
+        report["written"]
+    )
+    assert (folder / "crm" / "hubspot-contacts.yaml").is_file() and report["unchanged"] == report["kept"] == []
+    (folder / "leads.csv").write_text("email\nmine@acme.com\n", encoding="utf-8")
+    code, out, _ = invoke("examples", str(folder))
+    assert code == 0 and "0 example files written" in out and "Kept 1 you changed (leads.csv); --force" in out
+    assert (folder / "leads.csv").read_text(encoding="utf-8") == "email\nmine@acme.com\n"
+    code, out, _ = invoke("examples", str(folder), "--force")
+    assert code == 0 and "1 example files written" in out
+    assert (folder / "leads.csv").read_text(encoding="utf-8").startswith("E-mail,Given name")
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    code, _, err = invoke("examples", str(tmp_path / "file"))
+    assert code == 2 and "cannot write it" in err and "Traceback" not in err
+
+
+def test_users_add_without_a_terminal_says_to_use_password_stdin(db: str) -> None:
+    done = qualify("users", "add", "ana.ruiz", "--role", "admin", "--db", db)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "error: no terminal to ask the password on: give it on standard input with --password-stdin"
+    )

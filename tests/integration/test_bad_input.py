@@ -646,7 +646,7 @@ def test_the_api_and_a_file_take_one_event_shape(
     """examples/events.jsonl as it is, and events without an id or a time: the API and the import
     store the same events, and sending one again is a duplicate."""
     client, headers = api
-    examples = Path(__file__).resolve().parents[2] / "examples" / "events.jsonl"
+    examples = Path(__file__).resolve().parents[2] / "src" / "qualify" / "examples" / "events.jsonl"
     documents = [json.loads(line) for line in examples.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert any("url" in d or "campaign" in d for d in documents)  # top-level properties, as people write them
     answer = client.post("/v1/events", json=documents, headers=headers).json()

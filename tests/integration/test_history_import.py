@@ -447,18 +447,22 @@ def test_any_order_of_files_and_batches_gives_one_time_ordered_replay(
 
 # --- the real data of the guide --------------------------------------------------------------------
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "qualify" / "examples"
 
 
 def test_every_example_mapping_validates() -> None:
+    from qualify.domain.automation import load_automation
     from qualify.domain.model_loader import load_model
     from qualify.service.imports.mapping import load_mapping
 
-    models = set(EXAMPLES.rglob("model.yaml"))  # example scoring models are named so; the rest are mappings
+    models = set(EXAMPLES.rglob("model.yaml"))  # example scoring models are named so
     assert models
     for path in models:  # the example scoring models (examples/xeducation/model.yaml) load as models
         load_model(path.read_text(encoding="utf-8"), str(path))
-    kinds = {path.name: load_mapping(path).kind for path in sorted(EXAMPLES.rglob("*.yaml")) if path not in models}
+    automation = EXAMPLES / "automation.yaml"  # segments and workflows (docs/automation.md); the rest are mappings
+    assert load_automation(automation.read_text(encoding="utf-8"), str(automation)).segments
+    mappings = sorted(set(EXAMPLES.rglob("*.yaml")) - models - {automation})
+    kinds = {path.name: load_mapping(path).kind for path in mappings}
     assert {"hubspot-contacts.yaml", "salesforce-lead-history.yaml", "deals.yaml", "mqls.yaml"} <= kinds.keys()
     assert set(kinds.values()) >= {"leads", "stages", "deals"}
 

@@ -17,7 +17,7 @@ from qualify.service.imports.files import MappingError, import_file, load_mappin
 from qualify.service.reading.queries import lead_profile
 from qualify.service.unit_of_work import Workspace
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "qualify" / "examples"
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 # line 1 header (with a BOM); 2 good; 3 not an email; 4 bad time; 5-6 a good multi-line note;

@@ -261,7 +261,7 @@ def test_x_education_through_the_command_line_alone(shared_data: Path, tmp_path:
     """The figures docs/predictive.md quotes: import with the shipped mapping, train on the label
     column, evaluate; 5-fold cross-validated, as benchmarks/predictive.py measures."""
     db = f"sqlite:///{tmp_path / 'xeducation.db'}"
-    mapping = Path(__file__).resolve().parents[2] / "examples" / "xeducation" / "mapping.yaml"
+    mapping = Path(__file__).resolve().parents[2] / "src" / "qualify" / "examples" / "xeducation" / "mapping.yaml"
     assert runner.invoke(app, ["init", "--db", db]).exit_code == 0
     imported = runner.invoke(
         app, ["import", "leads", str(shared_data / "xeducation_leads.csv"), "--mapping", str(mapping), "--db", db]

@@ -5,7 +5,7 @@ order `qualify --help` lists them.
 """
 
 # isort: off
-from qualify.entrypoints.cli import workspace  # noqa: F401 - registers init, demo
+from qualify.entrypoints.cli import workspace  # noqa: F401 - registers init, demo, examples
 from qualify.entrypoints.cli import reading  # noqa: F401 - import, score, leads, lead, funnel, stage
 from qualify.entrypoints.cli import lead_admin  # noqa: F401 - merge, export, erase
 from qualify.entrypoints.cli import analytics  # noqa: F401 - rescore, backtest, report

@@ -172,6 +172,8 @@ def users_add(
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
+    elif not sys.stdin.isatty():
+        _fail("no terminal to ask the password on: give it on standard input with --password-stdin")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:

@@ -1,4 +1,4 @@
-"""Commands that make a workspace: init, and demo (a workspace with a synthetic world in it)."""
+"""Commands that make a workspace: init, demo (a workspace with a synthetic world in it) and examples (files to import)."""
 
 from pathlib import Path
 from typing import Annotated, Any
@@ -107,6 +107,73 @@ def demo(
     )
     if serve:
         _serve_demo(db, dashboard["url"])
+
+
+@app.command()
+def examples(
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIRECTORY", help="Where to write them (created if missing).")
+    ] = Path("examples"),
+    force: Annotated[bool, typer.Option("--force", help="Replace example files you have changed.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the example files into DIRECTORY: leads, accounts and events to import, their mappings, CRM and dataset mappings, an example scoring model.
+
+    Files already there as shipped are left alone; one you have changed is kept unless --force.
+    The README's tour and docs/import.md use them from ./examples.
+    """
+    from importlib.resources import files
+
+    source = files("qualify") / "examples"
+    written: list[str] = []
+    unchanged: list[str] = []
+    kept: list[str] = []
+    with _errors():
+        for name, content in sorted(_example_files(source).items()):
+            target = directory / name
+            if target.is_file() and target.read_bytes() == content:
+                unchanged.append(name)
+                continue
+            if target.exists() and not force:
+                kept.append(name)
+                continue
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            except OSError as exc:
+                raise QualifyError(f"{target}: cannot write it ({exc.strerror or exc})") from None
+            written.append(name)
+    if as_json:
+        _print_json({"directory": str(directory), "written": written, "unchanged": unchanged, "kept": kept})
+        return
+    out.print(
+        f"{directory}: {len(written)} example files written, {len(unchanged)} already there.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if kept:
+        out.print(
+            f"Kept {len(kept)} you changed ({', '.join(kept)}); --force replaces them.", highlight=False, soft_wrap=True
+        )
+    out.print(
+        f"Next: [bold]qualify import leads {escape(str(directory / 'leads.csv'))} "
+        f"--mapping {escape(str(directory / 'mapping.yaml'))}[/]",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def _example_files(folder: Any, prefix: str = "") -> dict[str, bytes]:
+    """Every file under the package's examples folder, by its path relative to it."""
+    found: dict[str, bytes] = {}
+    for entry in folder.iterdir():
+        if entry.name.startswith((".", "__")):
+            continue
+        if entry.is_dir():
+            found.update(_example_files(entry, f"{prefix}{entry.name}/"))
+        else:
+            found[prefix + entry.name] = entry.read_bytes()
+    return found
 
 
 def _an_mql(uow: Any) -> str:
