@@ -113,6 +113,43 @@ def test_every_answer_has_a_request_id_and_the_logs_carry_it(
     assert {"time", "message"} <= first.keys()
 
 
+def test_a_bug_is_answered_as_a_problem_with_the_request_id_and_logged(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 500 leaves the request-id middleware like any answer: the caller can quote the id."""
+    import qualify.entrypoints.api.routes.leads as leads_routes
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(leads_routes, "list_page", broken)
+    with workspace.unit_of_work() as uow:
+        admin = {"Authorization": f"Bearer {key_for(uow, 'admin')}"}
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLines())
+    loggers = [logging.getLogger("qualify.access"), logging.getLogger("qualify.errors")]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        with TestClient(create_app(workspace=workspace)) as http:  # the error is not raised on: it is answered
+            answer = http.get("/v1/leads", headers={**admin, "X-Request-ID": "bug-1"})
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert answer.status_code == 500 and answer.headers["x-request-id"] == "bug-1"
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["type"].endswith("internal-error") and "a bug" not in answer.text
+    logged = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["request_id"], line["status"]) for line in logged if line.get("path") == "/v1/leads"] == [
+        ("bug-1", 500)
+    ]
+    error = next(line for line in logged if line["logger"] == "qualify.errors")
+    assert error["request_id"] == "bug-1" and error["level"] == "error" and error["message"] == "GET /v1/leads failed"
+    assert "RuntimeError: a bug" in error["exception"]
+
+
 def test_the_worker_serves_its_pass_durations() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -196,6 +196,13 @@ def test_an_event_without_a_zone_id_or_time_follows_one_rule() -> None:
     timed = make_event(None, "page_view", NOON, email="jane@acme.com", properties={"url": "/a"})
     other = make_event(None, "page_view", NOON, email="jane@acme.com", properties={"url": "/b"})
     assert len({received.event_id, timed.event_id, other.event_id}) == 3
+    # A sender's retry carries a new sentAt: kept as a property, the same event all the same.
+    retried = [
+        make_event(None, "page_view", NOON, email="jane@acme.com", properties={"url": "/a", "sentAt": sent})
+        for sent in ("2024-03-01T12:00:01Z", "2024-03-01T12:05:00Z")
+    ]
+    assert retried[0].event_id == retried[1].event_id == timed.event_id
+    assert retried[1].properties["sentAt"] == "2024-03-01T12:05:00Z"
 
 
 def test_make_event_refuses_a_type_with_a_trailing_newline() -> None:

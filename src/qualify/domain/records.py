@@ -389,16 +389,23 @@ def check_event_keys(keys: Iterable[str], event_id: object = None) -> None:
         raise InvalidInput("may not start with 'auto-': Qualify derives those ids from the content", field="event_id")
 
 
+# When a sender sent (or a relay received) an event: a retry changes them, so they are kept as
+# properties but do not count in an event's derived id.
+DELIVERY_TIMES = frozenset({"sentAt", "sent_at", "receivedAt", "received_at"})
+
+
 def derived_event_id(
     type: str, email: str | None, external_id: str | None, occurred_at: datetime | None, properties: dict[str, Any]
 ) -> str:
-    """`auto-` and a hash of what an event says (its type, lead, time as given and properties):
-    the same content gives the same id, so a retry is a duplicate. Two events that say exactly the
-    same without a time are one: send `occurred_at` or an `event_id` to keep them apart."""
+    """`auto-` and a hash of what an event says (its type, lead, time as given and properties but
+    its delivery times): the same content gives the same id, so a retry is a duplicate. Two events
+    that say exactly the same without a time are one: send `occurred_at` or an `event_id` to keep
+    them apart."""
     moment = None
     if occurred_at is not None:
         moment = (occurred_at if occurred_at.tzinfo else occurred_at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
-    content = json.dumps([type, email, external_id, moment, properties], sort_keys=True, default=str)
+    said = {key: value for key, value in properties.items() if key not in DELIVERY_TIMES}
+    content = json.dumps([type, email, external_id, moment, said], sort_keys=True, default=str)
     return "auto-" + hashlib.sha256(content.encode("utf-8")).hexdigest()[:40]
 
 

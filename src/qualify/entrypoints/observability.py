@@ -101,6 +101,7 @@ def serve_metrics(port: int) -> None:
 REQUEST_ID: ContextVar[str | None] = ContextVar("qualify_request_id", default=None)
 _GIVEN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("qualify.access")
+error_log = logging.getLogger("qualify.errors")
 
 
 class RequestIds:
@@ -120,7 +121,7 @@ class RequestIds:
         request_id = given if _GIVEN_ID.fullmatch(given) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
-        status = 500
+        status = 0  # none sent yet
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -131,9 +132,17 @@ class RequestIds:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            if status:  # the answer had begun: the server ends the connection and logs the error
+                raise
+            # A bug (500) or a store that cannot write (503): answered here, with the id, rather than
+            # by the server's last resort outside this middleware, and logged with the id.
+            from qualify.entrypoints.problems import unexpected
+
+            error_log.error("%s %s failed", scope.get("method", ""), _escaped_path(scope), exc_info=error)
+            await unexpected(error)(scope, receive, send_with_id)
         finally:
-            # The path as sent, its control characters escaped: a %0A in it cannot start a line of its own.
-            path = str(scope.get("path", "")).encode("unicode_escape").decode("ascii")
+            path = _escaped_path(scope)
             method = str(scope.get("method", ""))
             access_log.info(
                 "%s %s %d",
@@ -148,6 +157,11 @@ class RequestIds:
                 },
             )
             REQUEST_ID.reset(token)
+
+
+def _escaped_path(scope: Scope) -> str:
+    """The path as sent, its control characters escaped: a %0A in it cannot start a line of its own."""
+    return str(scope.get("path", "")).encode("unicode_escape").decode("ascii")
 
 
 # Fields of a log record that are Python's own; any other set with `extra=` goes into the line

@@ -102,17 +102,22 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(422, "invalid-input", "Invalid input", f"the store cannot hold a value sent: {reason}")
 
     async def on_unexpected(_: Request, error: Exception) -> JSONResponse:
-        # A full disk or a read-only database is no bug: 503 naming it (and an error in the log).
-        if isinstance(error, OperationalError) and (why := storage_failure(error)) is not None:
-            return _from_error(StoreUnavailable(why))
-        # A bug, not bad input: say so in the same shape, without internals in the answer.
-        return problem(500, "internal-error", "Internal error", "something went wrong on the server; it is logged")
+        return unexpected(error)
 
     app.add_exception_handler(QualifyError, on_qualify_error)
     app.add_exception_handler(DataError, on_store_refusal)
     app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def unexpected(error: Exception) -> JSONResponse:
+    """The answer to an error no handler expected (the request-id middleware sends it, with the id)."""
+    # A full disk or a read-only database is no bug: 503 naming it (and an error in the log).
+    if isinstance(error, OperationalError) and (why := storage_failure(error)) is not None:
+        return _from_error(StoreUnavailable(why))
+    # A bug, not bad input: say so in the same shape, without internals in the answer.
+    return problem(500, "internal-error", "Internal error", "something went wrong on the server; it is logged")
 
 
 def body_too_deep() -> InvalidInput:

@@ -397,3 +397,32 @@ def model_from_dict(data: dict[str, Any]) -> LogisticModel | BoostedModel | Naiv
     if kind == "naive_bayes":
         return NaiveBayesModel(spec, data["bins"], data["edges"], data["ratios"], data["prior"])
     raise ValueError(f"unknown model kind {kind!r}")
+
+
+@dataclass
+class Trained:
+    """A calibrated model ready to score, with how it was chosen and how it did."""
+
+    model: LogisticModel | BoostedModel
+    calibrator: Calibrator
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.model.spec
+
+    def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.calibrator(self.model.raw(frame))
+
+    def probability_one(self, row: dict[str, Any]) -> float:
+        """One lead's probability from a dict of its features, without pandas."""
+        return float(self.calibrator(np.asarray([self.model.raw_one(row)]))[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "calibrator": self.calibrator.to_dict(), "report": self.report}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trained:
+        model = model_from_dict(data["model"])
+        assert not isinstance(model, NaiveBayesModel)
+        return cls(model, Calibrator.from_dict(data["calibrator"]), data.get("report", {}))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qualify.predictive.models import MISSING, categories_of
+from qualify.predictive.models import MISSING, Trained, categories_of
 from qualify.predictive.recipe import (
     ACCOUNT_CATEGORIES,
     HALF_LIFE_DAYS,
@@ -30,7 +30,6 @@ from qualify.predictive.recipe import (
     Subject,
     feature_row,
 )
-from qualify.predictive.training import Trained
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ sales fills in after the first call, say) and names them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,8 +33,8 @@ from qualify.predictive.models import (
     FeatureSpec,
     LogisticModel,
     NaiveBayesModel,
+    Trained,
     categories_of,
-    model_from_dict,
 )
 
 SPLIT = (0.6, 0.2, 0.2)
@@ -43,35 +42,6 @@ FOLDS = 5
 FOLD_SEED = 0  # the folds of benchmarks/predictive.py: the same rows in the same order give the same folds
 LEAKAGE_AUC = 0.95  # a single feature that ranks this well is suspicious
 MIN_ROWS = 200
-
-
-@dataclass
-class Trained:
-    """A calibrated model ready to score, with how it was chosen and how it did."""
-
-    model: LogisticModel | BoostedModel
-    calibrator: Calibrator
-    report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def spec(self) -> FeatureSpec:
-        return self.model.spec
-
-    def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.calibrator(self.model.raw(frame))
-
-    def probability_one(self, row: dict[str, Any]) -> float:
-        """One lead's probability from a dict of its features, without pandas."""
-        return float(self.calibrator(np.asarray([self.model.raw_one(row)]))[0])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "calibrator": self.calibrator.to_dict(), "report": self.report}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Trained:
-        model = model_from_dict(data["model"])
-        assert not isinstance(model, NaiveBayesModel)
-        return cls(model, Calibrator.from_dict(data["calibrator"]), data.get("report", {}))
 
 
 def time_split(times: np.ndarray, shares: tuple[float, float, float] = SPLIT) -> tuple[np.ndarray, ...]:

@@ -41,8 +41,8 @@ from qualify.service.predictions.context import deals_of, rollups_of
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 if TYPE_CHECKING:  # the models' libraries load only when a model is used
+    from qualify.predictive.models import Trained
     from qualify.predictive.online import Predictor
-    from qualify.predictive.training import Trained
 
 CHUNK = 500
 
@@ -179,8 +179,8 @@ def active_predictor(uow: UnitOfWork) -> Predictor | None:
 
 
 def predictor(uow: UnitOfWork, version: str) -> Predictor:
+    from qualify.predictive.models import Trained
     from qualify.predictive.online import Predictor
-    from qualify.predictive.training import Trained
 
     cache = uow.workspace._predictors
     if version not in cache:
