@@ -24,6 +24,21 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v a
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "chromium could not be installed: the browser tests will say so"
 fi
+# Segment's browser library for its browser test: fetched from npm into the virtual environment
+# (never kept in the repository); its version is pinned here.
+ajs_version=1.84.3
+ajs=".venv/share/analytics-next-$ajs_version"
+if [ ! -f "$ajs/umd/index.js" ] && command -v npm >/dev/null 2>&1; then
+  echo "== fetching @segment/analytics-next $ajs_version for the browser tests"
+  scratch=$(mktemp -d)
+  if (cd "$scratch" && npm pack --silent "@segment/analytics-next@$ajs_version" >/dev/null \
+      && tar xzf segment-analytics-next-"$ajs_version".tgz); then
+    mkdir -p "$ajs" && cp -r "$scratch/package/dist/umd" "$ajs/"
+  else
+    echo "analytics-next could not be fetched: its browser test will say so"
+  fi
+  rm -rf "$scratch"
+fi
 if [ "${CI:-}" = "true" ]; then
   export QUALIFY_REQUIRE_POSTGRES=1
   export QUALIFY_REQUIRE_BROWSER=1

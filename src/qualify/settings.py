@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from email.utils import parseaddr
 from typing import Literal
 from urllib.parse import urlsplit
@@ -44,6 +45,9 @@ def database_url(value: str) -> str:
     if wanted.startswith("sqlite") and not rest.startswith("/"):
         raise ValueError(f"{value!r}: a SQLite URL names its file after three slashes, as sqlite:///qualify.db")
     return f"{wanted}://{rest}"
+
+
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # as the domain checks an event type
 
 
 class Settings(BaseSettings):
@@ -227,6 +231,23 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000",
         description="The address recipients reach `qualify serve` at: the base of tracking and unsubscribe links.",
     )
+
+    segment_events: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'Segment track names as Qualify event types, a JSON object: {"Trial Started": "trial_start"}. '
+            "Added to the built-in ones (docs/integrations.md); any other name becomes its own type in "
+            "lower_snake_case."
+        ),
+    )
+
+    @field_validator("segment_events")
+    @classmethod
+    def _check_segment_events(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [f"{name!r}: {kind!r}" for name, kind in value.items() if not _EVENT_TYPE.fullmatch(str(kind))]
+        if bad:
+            raise ValueError(f"event types must be lower_snake_case (a-z, 0-9, _): {', '.join(bad)}")
+        return {str(name).strip(): kind for name, kind in value.items()}
 
     @field_validator("database_url")
     @classmethod

@@ -56,8 +56,8 @@ def blocks(path: Path) -> list[Block]:
         index += 1
         while index < len(lines) and lines[index].strip() != "```":
             text = lines[index]
-            if text.startswith("$ "):
-                command = text[2:]
+            if text.lstrip().startswith("$ "):  # a block in a list item is indented
+                command = text.lstrip()[2:]
                 while command.endswith("\\") and index + 1 < len(lines):
                     index += 1
                     command = command[:-1].rstrip() + " " + lines[index].strip()

@@ -357,7 +357,7 @@ def test_cors_lets_any_site_post_and_the_snippet_is_cacheable(client: TestClient
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == "*"
     assert "POST" in preflight.headers["access-control-allow-methods"]
-    assert preflight.headers["access-control-allow-headers"] == "Content-Type"
+    assert preflight.headers["access-control-allow-headers"] == "Content-Type, Authorization"
     posted = client.post("/t/events", json=view(1, "/"), headers={"Origin": "https://www.acme.com"})
     assert posted.status_code == 200 and posted.headers["access-control-allow-origin"] == "*"
 

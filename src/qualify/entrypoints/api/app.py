@@ -25,6 +25,7 @@ from qualify.entrypoints.api.routes import (
     leads,
     models,
     operations,
+    segment,
     tracking,
     webhooks,
 )
@@ -72,7 +73,9 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit)  # request bodies over 16 MiB: 413 (docs/api.md, Limits)
     app.add_middleware(RequestIds)  # outermost: every answer carries X-Request-ID, every request is logged
-    routers = (events, leads, history, models, admin, webhooks, automation, email_tracking, tracking, operations)
+    routers = (
+        events, leads, history, models, admin, webhooks, automation, email_tracking, tracking, operations, segment,
+    )  # fmt: skip
     for module in routers:
         # A misspelt filter is refused on the key-authenticated routes; the tracking links and the
         # page script's routes take what mail clients and browsers add (utm_*, cache busters).

@@ -36,17 +36,22 @@ def require(permission: Permission) -> Callable[..., Identity]:
         token = credentials.credentials if credentials is not None else x_api_key
         if not token:
             raise AuthenticationFailed("send an API key: Authorization: Bearer qk_…")
-        with workspace.unit_of_work(read_only=True) as uow:
-            identity = authenticate(uow, token)
-        if identity.stale:
-            with workspace.unit_of_work() as uow:
-                touch_key(uow, identity.key_id)
-        if not allows(identity.role, permission):
-            allowed = ", ".join(r.value for r in roles_with(permission))
-            raise Forbidden(f"role {identity.role.value} may not {permission.value}; this needs one of: {allowed}")
-        return identity
+        return authorise(workspace, token, permission)
 
     return check
+
+
+def authorise(workspace: Workspace, token: str, permission: Permission) -> Identity:
+    """The key `token` if its role has `permission` (`AuthenticationFailed`, else `Forbidden`)."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        identity = authenticate(uow, token)
+    if identity.stale:
+        with workspace.unit_of_work() as uow:
+            touch_key(uow, identity.key_id)
+    if not allows(identity.role, permission):
+        allowed = ", ".join(r.value for r in roles_with(permission))
+        raise Forbidden(f"role {identity.role.value} may not {permission.value}; this needs one of: {allowed}")
+    return identity
 
 
 def acting(caller: Identity, claimed: str | None) -> str:

@@ -216,30 +216,51 @@ def record_page_view(
     Idempotent by the browser's event id: a replay answers `duplicate` and changes nothing.
     """
     now = now or utcnow()
+    properties = page_properties(view.url, view.title, view.referrer)
+    return record_visitor_event(
+        uow, view.visitor, view.event_id, "page_view", now, properties, now=now, create_unknown=create_unknown
+    )
+
+
+def record_visitor_event(
+    uow: UnitOfWork,
+    visitor_id: str,
+    event_id: str,
+    type: str,
+    occurred_at: datetime,
+    properties: dict[str, Any],
+    *,
+    now: datetime,
+    create_unknown: bool = True,
+    prefix: str = EVENT_PREFIX,
+    by: str = "web",
+) -> PageViewOutcome:
+    """An event of an anonymous visitor (a page view, or any event a tracking library sends):
+    kept until the visitor identifies, or ingested onto its lead (id `prefix` + `event_id`) once
+    it has. Idempotent by `event_id`."""
     conn = uow.connection
     table = schema.visitor_events
-    if conn.execute(select(table.c.id).where(table.c.event_id == view.event_id)).first() is not None:
+    if conn.execute(select(table.c.id).where(table.c.event_id == event_id)).first() is not None:
         return PageViewOutcome("duplicate", "event_id already recorded")
-    visitor = _visitor_for_update(conn, view.visitor, now)
-    properties = page_properties(view.url, view.title, view.referrer)
+    visitor = _visitor_for_update(conn, visitor_id, now)
     if visitor.lead_id is not None:
         lead = _lead_ref(conn, visitor.lead_id)
         if lead is None:
             # Its lead was erased: the person's traces are gone, and later visits are not collected.
             return PageViewOutcome("dropped", "the visitor's lead was erased")
-        event = Event(EVENT_PREFIX + view.event_id, "page_view", now, *lead, properties=properties)
-        [outcome] = ingest_events(uow, [event], create_unknown=create_unknown, now=now, by="web")
+        event = Event(prefix + event_id, type, occurred_at, *lead, properties=properties)
+        [outcome] = ingest_events(uow, [event], create_unknown=create_unknown, now=now, by=by)
         if outcome.status == ACCEPTED:
             return PageViewOutcome("ingested")
         return PageViewOutcome("duplicate" if outcome.status == DUPLICATE else "dropped", outcome.reason)
     waiting = conn.execute(
-        select(func.count()).select_from(table).where(table.c.visitor_id == view.visitor, table.c.stitched_at.is_(None))
+        select(func.count()).select_from(table).where(table.c.visitor_id == visitor_id, table.c.stitched_at.is_(None))
     ).scalar_one()
     if waiting >= MAX_ANONYMOUS_EVENTS:
-        return PageViewOutcome("dropped", f"the visitor has {MAX_ANONYMOUS_EVENTS} page views waiting already")
+        return PageViewOutcome("dropped", f"the visitor has {MAX_ANONYMOUS_EVENTS} events waiting already")
     conn.execute(
         insert(table).values(
-            visitor_id=view.visitor, event_id=view.event_id, type="page_view", occurred_at=now, properties=properties
+            visitor_id=visitor_id, event_id=event_id, type=type, occurred_at=occurred_at, properties=properties
         )
     )
     return PageViewOutcome("stored")
@@ -260,45 +281,82 @@ def identify(
     browsing as far as anyone could tell then).
     """
     now = now or utcnow()
-    conn = uow.connection
-    visitor = _visitor_for_update(conn, who.visitor, now)
-    table = schema.visitor_events
-    waiting = conn.execute(
-        select(table.c.id, table.c.event_id, table.c.type, table.c.occurred_at, table.c.properties)
-        .where(table.c.visitor_id == who.visitor, table.c.stitched_at.is_(None))
-        .order_by(table.c.occurred_at, table.c.id)
-    ).all()
-    events = [
-        Event(EVENT_PREFIX + row.event_id, row.type, row.occurred_at, who.email, properties=dict(row.properties))
-        for row in waiting
-    ]
     submit = page_properties(who.url, who.title)
     if who.form:
         submit["form"] = who.form
     # What the form says of the person is anyone's word: kept on the submit as it was sent, and put
     # on the lead only where the lead has nothing yet (`_fill_profile`).
     submit.update({f"submitted_{k}": v for k, v in (("first_name", who.first_name), ("last_name", who.last_name)) if v})
-    events.append(Event(EVENT_PREFIX + who.event_id, "form_submit", now, who.email, properties=submit))
-    outcomes = ingest_events(uow, events, create_unknown=create_unknown, now=now, by="web")
-    record = repo.find_lead(conn, who.email)  # after ingestion: it may have just been created
+    form_submit = Event(EVENT_PREFIX + who.event_id, "form_submit", now, who.email, properties=submit)
+    outcome, waiting = _stitch(
+        uow, who.visitor, (who.email, None), [form_submit], now, create_unknown, EVENT_PREFIX, "web"
+    )
+    if outcome.lead_id is not None:
+        record = repo.find_lead(uow.connection, who.email)
+        assert record is not None
+        _fill_profile(uow, record.lead, who, waiting, now)
+    return outcome
+
+
+def link_visitor(
+    uow: UnitOfWork,
+    visitor_id: str,
+    lead: tuple[str | None, str | None],
+    *,
+    now: datetime,
+    create_unknown: bool = True,
+    prefix: str = EVENT_PREFIX,
+    by: str = "web",
+) -> IdentifyOutcome:
+    """Link a visitor to the lead named by (email, external id) and stitch the events it recorded
+    anonymously onto that lead (ids `prefix` + theirs), in this one transaction."""
+    return _stitch(uow, visitor_id, lead, [], now, create_unknown, prefix, by)[0]
+
+
+def _stitch(
+    uow: UnitOfWork,
+    visitor_id: str,
+    lead: tuple[str | None, str | None],
+    also: list[Event],
+    now: datetime,
+    create_unknown: bool,
+    prefix: str,
+    by: str,
+) -> tuple[IdentifyOutcome, Sequence[Any]]:
+    """The visitor's waiting events and `also` ingested onto the lead, the waiting ones marked
+    stitched and the visitor linked to the lead; with the waiting rows."""
+    conn = uow.connection
+    visitor = _visitor_for_update(conn, visitor_id, now)
+    table = schema.visitor_events
+    waiting = conn.execute(
+        select(table.c.id, table.c.event_id, table.c.type, table.c.occurred_at, table.c.properties)
+        .where(table.c.visitor_id == visitor_id, table.c.stitched_at.is_(None))
+        .order_by(table.c.occurred_at, table.c.id)
+    ).all()
+    events = [
+        Event(prefix + row.event_id, row.type, row.occurred_at, *lead, properties=dict(row.properties))
+        for row in waiting
+    ]
+    outcomes = ingest_events(uow, [*events, *also], create_unknown=create_unknown, now=now, by=by)
+    key = lead[0] or lead[1]  # the email, else the external id
+    record = repo.find_lead(conn, key) if key else None  # after ingestion: it may have just been created
     if record is None or record.id is None:
-        return IdentifyOutcome("unknown_lead", None, 0)
+        return IdentifyOutcome("unknown_lead", None, 0), waiting
     done = [row.id for row, outcome in zip(waiting, outcomes, strict=False) if outcome.status in (ACCEPTED, DUPLICATE)]
     for part in repo.chunks(done):
         conn.execute(update(table).where(table.c.id.in_(part)).values(stitched_at=now))
     relinked = visitor.lead_id is not None and visitor.lead_id != record.id
     conn.execute(
         update(schema.visitors)
-        .where(schema.visitors.c.id == who.visitor)
+        .where(schema.visitors.c.id == visitor_id)
         .values(
             lead_id=record.id,
             identified_at=now if visitor.lead_id != record.id else visitor.identified_at,
             last_seen_at=now,
         )
     )
-    _fill_profile(uow, record.lead, who, waiting, now)
     stitched = sum(outcome.status == ACCEPTED for outcome in outcomes[: len(waiting)])
-    return IdentifyOutcome("identified", record.id, stitched, relinked)
+    return IdentifyOutcome("identified", record.id, stitched, relinked), waiting
 
 
 def forget_visitors(uow: UnitOfWork, lead_id: int) -> int:

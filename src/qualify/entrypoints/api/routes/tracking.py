@@ -32,13 +32,13 @@ from qualify.service.web_tracking import visitors as tracking
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization",
     "Access-Control-Max-Age": "86400",
 }
 SNIPPET_MAX_AGE = 3600  # seconds a browser or CDN may keep the snippet before asking again (ETag then)
 
 
-class _PublicRoute(APIRoute):
+class CorsRoute(APIRoute):
     """A route whose every answer carries the CORS headers, problems included: the app's exception
     handlers run outside the route, where a header added by the route itself would be lost."""
 
@@ -71,7 +71,7 @@ async def _handled(request: Request, error: Exception) -> Response:
 
 M = TypeVar("M", bound=BaseModel)
 
-router = APIRouter(prefix="/t", tags=["tracking"], route_class=_PublicRoute)
+router = APIRouter(prefix="/t", tags=["tracking"], route_class=CorsRoute)
 
 
 class PageViewIn(BaseModel):

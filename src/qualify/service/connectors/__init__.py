@@ -1,0 +1,1 @@
+"""Connectors to the systems teams already run: event streams in the Segment spec (and, later, CRMs)."""
