@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -333,3 +334,23 @@ def test_a_crms_history_goes_in_over_http_in_batches(api: Any) -> None:
     assert [h["to"] for h in lead["history"]] == ["lead", "mql", "sql", "opportunity", "customer"]
     assert lead["stage"] == "customer"
     assert client.put("/v1/history/deals", json=deals[:1], headers=keys["sales"]).status_code == 403
+
+
+def test_the_lead_export_streams_every_lead_as_csv_or_json_lines(api: Any) -> None:
+    client, keys = api
+    sent = client.post(
+        "/v1/events",
+        json=[event(1, "demo_request"), event(2, "page_view", email="bo@globex.com", url="/pricing")],
+        headers=keys["admin"],
+    )
+    assert sent.status_code == 200
+    answer = client.get("/v1/leads/export", headers=keys["marketing"])
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    assert 'filename="leads.csv"' in answer.headers["content-disposition"]
+    lines = answer.text.splitlines()
+    assert lines[0].startswith("id,email,external_id,") and "stage_reason" in lines[0] and len(lines) == 3
+    jsonl = client.get("/v1/leads/export", params={"format": "jsonl", "stage": "lead"}, headers=keys["sales"])
+    rows = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert all(row["stage"] == "lead" for row in rows) and {"probability", "owner", "score"} <= rows[0].keys()
+    assert client.get("/v1/leads/export", params={"stage": "maybe"}, headers=keys["admin"]).status_code == 422
+    assert client.get("/v1/leads/export", headers=keys["ingest"]).status_code == 403

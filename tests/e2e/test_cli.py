@@ -468,3 +468,58 @@ def test_users_add_without_a_terminal_says_to_use_password_stdin(db: str) -> Non
     assert done.stderr.strip() == (
         "error: no terminal to ask the password on: give it on standard input with --password-stdin"
     )
+
+
+def test_export_leads_writes_every_lead_with_its_scores_stage_and_reason_in_three_formats(
+    db: str, tmp_path: Path
+) -> None:
+    import csv
+
+    import pyarrow.parquet as pq
+
+    from qualify.bootstrap import open_workspace
+    from qualify.domain.records import Lead, make_event
+    from qualify.service.lifecycle.events import ingest_events
+    from qualify.service.lifecycle.leads import upsert_leads
+    from qualify.service.reading import lead_export
+    from qualify.settings import Settings
+
+    ws = open_workspace(Settings(database_url=db))
+    now = datetime_now()
+    with ws.unit_of_work() as uow:
+        upsert_leads(
+            uow,
+            [
+                Lead(email="vp@acme.com", title="VP Marketing", department="marketing", seniority="vp", country="US"),
+                Lead(email="=cmd@evil.example", title="Intern"),
+                *(Lead(email=f"p{n}@globex.com") for n in range(7)),
+            ],
+        )
+        demo = make_event("d1", "demo_request", now, email="vp@acme.com")
+        ingest_events(uow, [demo, *(make_event(f"v{n}", "page_view", now, email="vp@acme.com") for n in range(3))])
+    ws.close()
+    lead_export.PAGE = 4  # several pages: the export reads a page at a time
+    try:
+        for name in ("leads.csv", "leads.jsonl", "leads.parquet"):
+            code, out, err = invoke("export", "leads", str(tmp_path / name), "--db", db, "--json")
+            assert code == 0, err
+            assert json.loads(out)["leads"] == 9
+    finally:
+        lead_export.PAGE = 1000
+    with (tmp_path / "leads.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(lead_export.COLUMNS) and len(rows) == 9
+    best = rows[0]
+    assert best["email"] == "vp@acme.com" and float(best["score"]) > 0 and best["stage"] != "lead"
+    assert best["stage_reason"] and best["fit_grade"] in "ABCD"
+    assert any(row["email"] == "'=cmd@evil.example" for row in rows)  # no formula for a spreadsheet
+    assert len({row["id"] for row in rows}) == 9  # pages neither repeat nor skip a lead
+    lines = (tmp_path / "leads.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(lines[0])["email"] == "vp@acme.com" and len(lines) == 9
+    table = pq.read_table(tmp_path / "leads.parquet")
+    assert table.num_rows == 9 and str(table.schema.field("probability").type) == "double"
+    assert table.column("email").to_pylist()[0] == "vp@acme.com"
+    code, _, err = invoke("export", "leads", str(tmp_path / "leads.xlsx"), "--db", db)
+    assert code == 2 and ".csv, .jsonl, .parquet" in err
+    code, _, err = invoke("export", "leads", str(tmp_path / "some.csv"), "--stage", "maybe", "--db", db)
+    assert code == 2 and "stage" in err and not (tmp_path / "some.csv").exists()

@@ -1,4 +1,4 @@
-"""Commands for duplicates, personal data and exports: merge, export lead|parquet, erase."""
+"""Commands for duplicates, personal data and exports: merge, export lead|leads|parquet, erase."""
 
 from pathlib import Path
 from typing import Annotated
@@ -38,7 +38,8 @@ def merge(
 
 
 export_app = typer.Typer(
-    help="Export: one person's data as JSON, or the whole workspace as Parquet.", no_args_is_help=True
+    help="Export: one person's data as JSON, every lead's scores as a file, or the whole workspace as Parquet.",
+    no_args_is_help=True,
 )
 app.add_typer(export_app, name="export")
 
@@ -54,6 +55,40 @@ def export_lead_command(
     with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
         document = export_lead(uow, key)
     _print_json(document)
+
+
+@export_app.command("leads")
+def export_leads_command(
+    file: Annotated[Path, typer.Argument(help="Where to write: a .csv, .jsonl or .parquet file.")],
+    stage: Annotated[str | None, typer.Option(help="Only leads in this stage.")] = None,
+    grade: Annotated[str | None, typer.Option(help="Only leads of this fit grade (A-D).")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this owner's leads.")] = None,
+    segment: Annotated[str | None, typer.Option(help="Only the members of this segment.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write every lead with its scores, probability, stage, owner and the reason of its stage, best first.
+
+    The file a spreadsheet or a reverse-ETL tool reads; its columns are in docs/cli.md.
+    """
+    from qualify.adapters.row_files import format_of, write_rows
+    from qualify.service.reading.lead_export import COLUMNS, exported_leads
+    from qualify.service.reading.lead_list import LeadFilter
+
+    try:
+        format_of(file)
+    except ValueError as error:
+        _fail(str(error))
+    wanted = LeadFilter(stage=stage, grade=grade, owner=owner, segment=segment)
+    with _workspace(db, reading=True) as workspace, _errors(), workspace.unit_of_work(read_only=True) as uow:
+        try:
+            written = write_rows(file, COLUMNS, exported_leads(uow, wanted))
+        except OSError as error:
+            _fail(f"{file}: cannot write it ({error.strerror or error})")
+    if as_json:
+        _print_json({"file": str(file), "leads": written, "columns": list(COLUMNS)})
+        return
+    out.print(f"Wrote {written:,} leads to {file}.", highlight=False, soft_wrap=True)
 
 
 @export_app.command("parquet")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from qualify.adapters.row_files import csv_lines, json_lines
 from qualify.domain.access import Permission, Role
 from qualify.domain.errors import InvalidInput, NotYourLead
 from qualify.domain.lifecycle import STAGE_ACTIONS
@@ -39,6 +42,7 @@ from qualify.entrypoints.ratelimit import RATE_LIMITED, check_ingest
 from qualify.service.lifecycle.lead_admin import erase_lead, export_lead, merge_leads
 from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
 from qualify.service.lifecycle.stages import apply_stage_action
+from qualify.service.reading.lead_export import COLUMNS, exported_leads
 from qualify.service.reading.lead_list import LeadFilter, list_page
 from qualify.service.reading.queries import lead_profile
 from qualify.service.unit_of_work import retrying
@@ -128,6 +132,47 @@ def get_leads(
     with workspace.unit_of_work(read_only=True) as uow:
         rows, following = list_page(uow, wanted)
     return LeadPage(items=[LeadSummary(**row) for row in rows], next_cursor=following)
+
+
+@router.get(
+    "/leads/export",
+    response_class=StreamingResponse,
+    responses={
+        **PROBLEM_RESPONSES,
+        200: {
+            "description": "Every lead the filters match, best first, as CSV or JSON Lines",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        },
+    },
+    openapi_extra=permission_doc(Permission.READ_LEADS),
+)
+def export_leads(
+    workspace: WorkspaceDep,
+    caller: LeadReader,
+    format: Literal["csv", "jsonl"] = "csv",
+    stage: Annotated[str | None, Query(max_length=20)] = None,
+    grade: Annotated[str | None, Query(max_length=1)] = None,
+    owner: Annotated[str | None, Query(max_length=200)] = None,
+    segment: Annotated[str | None, Query(max_length=100)] = None,
+) -> StreamingResponse:
+    """Every lead with its scores, probability, stage, owner and the reason of its stage: the
+    columns of `qualify export leads` (docs/cli.md), streamed a page at a time."""
+    wanted = LeadFilter(stage=stage, grade=grade, owner=owner, segment=segment)
+    with workspace.unit_of_work(read_only=True) as uow:
+        list_page(uow, replace(wanted, limit=1))  # a bad filter is a 422 before the download starts
+
+    def lines() -> Iterator[str]:
+        with workspace.unit_of_work(read_only=True) as uow:
+            write = csv_lines if format == "csv" else json_lines
+            yield from write(list(COLUMNS), exported_leads(uow, wanted))
+
+    media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
+    return StreamingResponse(
+        lines(), media_type=media, headers={"Content-Disposition": f'attachment; filename="leads.{format}"'}
+    )
 
 
 @router.get(

@@ -1,0 +1,70 @@
+"""Every lead with its scores, probability, stage, owner and the reason of its stage, a page at a
+time: for spreadsheets and reverse-ETL tools (`qualify export leads`, `GET /v1/leads/export`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from qualify.adapters import schema
+from qualify.service.reading.lead_list import LeadFilter, list_page
+
+PAGE = 1000  # leads read per query: a page of the lead list, so memory stays flat at any size
+
+# The columns, in order, with their kinds (Parquet's types); each documented in docs/cli.md.
+COLUMNS: dict[str, str] = {
+    "id": "int",
+    "email": "text",
+    "external_id": "text",
+    "first_name": "text",
+    "last_name": "text",
+    "title": "text",
+    "account": "text",
+    "account_domain": "text",
+    "source": "text",
+    "stage": "text",
+    "stage_entered_at": "time",
+    "stage_reason": "text",
+    "owner": "text",
+    "fit_score": "float",
+    "fit_grade": "text",
+    "persona": "text",
+    "engagement_score": "float",
+    "score": "float",
+    "probability": "float",
+    "probability_at": "time",
+    "predictive_version": "text",
+    "created_at": "time",
+    "updated_at": "time",
+    "last_event_at": "time",
+}
+
+
+def exported_leads(uow: Any, wanted: LeadFilter | None = None) -> Iterator[dict[str, Any]]:
+    """The leads the filter matches (all, without one), best score first, as rows of `COLUMNS`."""
+    wanted = replace(wanted or LeadFilter(), limit=PAGE, cursor=None, offset=0)
+    while True:
+        rows, following = list_page(uow, wanted)
+        reasons = stage_reasons(uow.connection, [row["id"] for row in rows])
+        for row in rows:
+            row["stage_reason"] = reasons.get(row["id"])
+            yield {column: row.get(column) for column in COLUMNS}
+        if following is None:
+            return
+        wanted = replace(wanted, cursor=following)
+
+
+def stage_reasons(conn: Connection, lead_ids: list[int]) -> dict[int, str | None]:
+    """The reason recorded with each lead's latest stage move ("fit grade A and engagement 31 ≥ 25")."""
+    if not lead_ids:
+        return {}
+    history = schema.stage_history
+    rows = conn.execute(
+        select(history.c.lead_id, history.c.reason)
+        .where(history.c.lead_id.in_(lead_ids))
+        .order_by(history.c.lead_id, history.c.at, history.c.id)
+    )
+    return {row.lead_id: row.reason for row in rows}  # the last of each lead's moves wins
