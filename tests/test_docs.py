@@ -248,3 +248,12 @@ def test_the_architecture_page_describes_every_layer_contract() -> None:
     for name in names:
         short = name.split(":")[0].strip()
         assert short in text, f"docs/architecture.md does not describe the contract {name!r}"
+
+
+def test_the_traits_mapping_of_the_integrations_page_is_a_valid_leads_mapping() -> None:
+    from qualify.service.imports.mapping import parse_mapping
+
+    example = re.search(r"```yaml\n(.*?)```", _read("docs/integrations.md"), flags=re.DOTALL)
+    assert example is not None
+    mapping = parse_mapping(example.group(1), "docs/integrations.md")
+    assert mapping.kind == "leads" and {r.column for r in mapping.fields} >= {"givenName", "address.country"}

@@ -241,6 +241,15 @@ class Settings(BaseSettings):
         ),
     )
 
+    segment_traits: str | None = Field(
+        default=None,
+        description=(
+            "A leads mapping file (the import mapping format) that an identify's traits go through "
+            "instead of the built-in conventions: columns are trait names, nested ones with dots "
+            "(company.name)."
+        ),
+    )
+
     @field_validator("segment_events")
     @classmethod
     def _check_segment_events(cls, value: dict[str, str]) -> dict[str, str]:

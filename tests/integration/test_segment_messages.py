@@ -12,7 +12,7 @@ from sqlalchemy import select
 from qualify.adapters import schema
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import Lead
-from qualify.service.connectors.segment import apply_messages, read_message, snake_case, visitor_of
+from qualify.service.connectors.segment import apply_messages, read_message, snake_case, traits_mapping, visitor_of
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.unit_of_work import Workspace
 
@@ -99,3 +99,47 @@ def test_alias_stitches_a_visitor_and_merges_a_lead_known_by_the_previous_id(wor
     with workspace.unit_of_work() as uow:
         again = apply_messages(uow, [read_message(m, i, received_at=NOW) for i, m in enumerate(messages)], now=NOW)
     assert [o.status for o in again][:2] == ["duplicate", "duplicate"] and again[3].status == "duplicate"
+
+
+TRAITS = """kind: leads
+unmapped: ignore
+fields:
+  first_name: givenName
+  title: jobTitle
+  seniority:
+    column: level
+    map: {VP: vp, Director: director}
+  country:
+    column: address.country
+    map: {United States: US, Germany: DE}
+attributes:
+  company.plan: {name: plan}
+  seats: {name: seats, type: int}
+"""
+
+
+def test_identify_traits_go_through_a_leads_mapping_when_one_is_given(workspace: Workspace, tmp_path: Any) -> None:
+    path = tmp_path / "traits.yaml"
+    path.write_text(TRAITS, encoding="utf-8")
+    mapping = traits_mapping(path)
+    identify = {
+        "type": "identify", "userId": "u-5", "messageId": "i1",
+        "traits": {
+            "email": "max@globex.com", "givenName": "Max", "jobTitle": "VP Sales", "level": "VP",
+            "address": {"country": "Germany"}, "company": {"plan": "team"}, "seats": "12", "ignored": "x",
+        },
+    }  # fmt: skip
+    with workspace.unit_of_work() as uow:
+        [outcome] = apply_messages(uow, [read_message(identify, 0, received_at=NOW)], now=NOW, traits=mapping)
+    assert outcome.status == "accepted"
+    with workspace.unit_of_work(read_only=True) as uow:
+        lead = uow.connection.execute(select(schema.leads).where(schema.leads.c.email == "max@globex.com")).one()
+    assert (lead.first_name, lead.title, lead.seniority, lead.country, lead.external_id) == (
+        "Max", "VP Sales", "vp", "DE", "u-5",
+    )  # fmt: skip
+    assert lead.attributes == {"plan": "team", "seats": 12}
+    assert traits_mapping(path) is mapping  # read once while the file is unchanged
+    path.write_text(TRAITS.replace("fields:", "fieldz:"), encoding="utf-8")
+    with pytest.raises(InvalidInput) as refused:
+        traits_mapping(path)
+    assert "line" in str(refused.value) or refused.value.field

@@ -34,6 +34,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from qualify.adapters import repository as repo
@@ -48,6 +49,8 @@ from qualify.domain.records import (
     normalise_domain,
     normalise_email,
 )
+from qualify.service.imports.files import RowConverter
+from qualify.service.imports.mapping import load_mapping
 from qualify.service.lifecycle.events import ACCEPTED, DUPLICATE, REJECTED, ingest_events
 from qualify.service.lifecycle.lead_admin import merge_leads
 from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
@@ -269,10 +272,17 @@ def _page(kind: str, item: dict[str, Any], properties: dict[str, Any], context: 
 
 
 def apply_messages(
-    uow: UnitOfWork, messages: list[Message], *, create_unknown: bool = True, now: datetime, by: str = BY
+    uow: UnitOfWork,
+    messages: list[Message],
+    *,
+    create_unknown: bool = True,
+    now: datetime,
+    by: str = BY,
+    traits: RowConverter | None = None,
 ) -> list[Outcome]:
     """Apply checked messages in their order; one outcome each. Runs of events for known people
-    are ingested as one batch, as `POST /v1/events` does."""
+    are ingested as one batch, as `POST /v1/events` does. `traits`: the mapping an identify's
+    traits go through (`traits_mapping`), instead of the built-in conventions."""
     outcomes: list[Outcome] = []
     run: list[tuple[Message, Event]] = []
 
@@ -289,7 +299,10 @@ def apply_messages(
                 run.append((message, _event(message, now)))
                 continue
             flush()
-            outcomes.append(_apply_one(uow, message, create_unknown, now, by))
+            if message.kind == "identify":
+                outcomes.append(_identify(uow, message, create_unknown, now, by, traits))
+            else:
+                outcomes.append(_apply_one(uow, message, create_unknown, now, by))
         except InvalidInput as error:
             outcomes.append(Outcome(message.index, message.event_id, REJECTED, str(error), error.field))
     flush()
@@ -333,12 +346,19 @@ def _anonymous_event(uow: UnitOfWork, message: Message, create_unknown: bool, no
     return Outcome(message.index, event_id, status, stored.reason, None if status != REJECTED else "anonymousId")
 
 
-def _identify(uow: UnitOfWork, message: Message, create_unknown: bool, now: datetime, by: str) -> Outcome:
+def _identify(
+    uow: UnitOfWork,
+    message: Message,
+    create_unknown: bool,
+    now: datetime,
+    by: str,
+    traits: RowConverter | None = None,
+) -> Outcome:
     email, external_id = message.lead_key
     if email is None and external_id is None:
         # Traits of someone nobody has named: nothing to keep them on until they are named.
         return Outcome(message.index, message.event_id, REJECTED, "an identify needs a userId or an email", "userId")
-    lead = _lead_from_traits(email, external_id, message.traits)
+    lead = _lead_from_traits(email, external_id, message.traits, traits)
     if create_unknown or _known(uow, email, external_id):
         upsert_leads(uow, [lead], now=now, by=by)
     if message.anonymous_id is not None:
@@ -409,7 +429,40 @@ _HANDLERS: dict[str, Callable[[UnitOfWork, Message, bool, datetime, str], Outcom
 }
 
 
-def _lead_from_traits(email: str | None, external_id: str | None, traits: dict[str, Any]) -> Lead:
+def traits_mapping(path: Path) -> RowConverter:
+    """The leads mapping an identify's traits go through (QUALIFY_SEGMENT_TRAITS), read once per
+    change of the file; its problems named with their line and key (`MappingError`)."""
+    stamp = path.stat().st_mtime_ns if path.is_file() else None
+    cached = _TRAITS.get(path)
+    if cached is None or cached[0] != stamp:
+        mapping = load_mapping(path)
+        if mapping.kind not in (None, "leads"):
+            raise InvalidInput(f"{path}: a traits mapping is a leads mapping (kind: leads), not {mapping.kind}")
+        cached = _TRAITS[path] = (stamp, RowConverter(mapping, "leads", mapping.fields, source="segment"))
+    return cached[1]
+
+
+_TRAITS: dict[Path, tuple[int | None, RowConverter]] = {}
+
+
+def flattened(traits: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested traits as the columns a mapping names: `{"company": {"name": …}}` → `company.name`."""
+    out: dict[str, Any] = {}
+    for key, value in traits.items():
+        if isinstance(value, dict):
+            out.update(flattened(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _lead_from_traits(
+    email: str | None, external_id: str | None, traits: dict[str, Any], mapping: RowConverter | None = None
+) -> Lead:
+    if mapping is not None:
+        converted = mapping.convert(flattened(traits), fixed={"email": email, "external_id": external_id})
+        assert isinstance(converted, Lead)
+        return converted
     fields: dict[str, Any] = {}
     for trait, name in _LEAD_TRAITS.items():
         if isinstance(traits.get(trait), str) and traits[trait].strip():

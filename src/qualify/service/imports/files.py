@@ -88,8 +88,10 @@ class RowConverter:
         _check_required(mapping, kind, fields, columns, path)
         return cls(mapping, kind, fields, path.name)
 
-    def convert(self, values: dict[str, Any]) -> Row:
+    def convert(self, values: dict[str, Any], fixed: dict[str, Any] | None = None) -> Row:
+        """The row's record; `fixed` sets fields whatever the mapping says (a stream's lead key)."""
         data = {r.target: v for r in self.fields if (v := self._value(r, values, r.target)) is not None}
+        data.update({k: v for k, v in (fixed or {}).items() if v is not None})
         extras = {
             r.target: v
             for r in self.mapping.extras

@@ -15,6 +15,7 @@ import binascii
 import json
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -39,6 +40,7 @@ from qualify.service.connectors.segment import (
     Outcome,
     apply_messages,
     read_message,
+    traits_mapping,
 )
 from qualify.service.unit_of_work import Workspace, retrying, utcnow
 
@@ -176,11 +178,21 @@ def _apply(workspace: Workspace, items: list[Any], kind: Kind | None, sent_at: A
             unread.append(
                 Outcome(index, str(message_id)[:200] if message_id else None, "rejected", str(error), error.field)
             )
+    traits_file, traits = workspace.settings.segment_traits, None
+    if traits_file:
+        try:
+            traits = traits_mapping(Path(traits_file))
+        except InvalidInput as error:  # a bad mapping file costs the identify calls, not the events
+            reason = f"QUALIFY_SEGMENT_TRAITS: {error}"
+            unread += [
+                Outcome(m.index, m.event_id, "rejected", reason, "traits") for m in messages if m.kind == "identify"
+            ]
+            messages = [m for m in messages if m.kind != "identify"]
     applied = retrying(
         workspace,
         lambda uow: apply_messages(
             uow, messages, create_unknown=workspace.settings.create_unknown_leads, now=received_at,
-            by=f"segment:{caller.name}",
+            by=f"segment:{caller.name}", traits=traits,
         ),
     ) if messages else []  # fmt: skip
     return sorted([*applied, *unread], key=lambda o: o.index)
