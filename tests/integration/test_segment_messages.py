@@ -84,8 +84,12 @@ def test_alias_stitches_a_visitor_and_merges_a_lead_known_by_the_previous_id(wor
     with workspace.unit_of_work() as uow:
         upsert_leads(uow, [Lead(email="kim@acme.com")])
         read_ = [read_message(m, i, received_at=NOW) for i, m in enumerate(messages)]
-        outcomes = apply_messages(uow, read_, now=NOW)
-    assert [o.status for o in outcomes] == ["stored", "stored", "accepted", "accepted", "accepted", "accepted"]
+        # A key that may only ingest (a web page's public one) may not merge people.
+        refused = apply_messages(uow, read_[3:5], now=NOW)
+    assert [(o.status, o.field) for o in refused] == [("accepted", None), ("rejected", "previousId")]
+    with workspace.unit_of_work() as uow:
+        outcomes = apply_messages(uow, read_, now=NOW, may_merge=True)
+    assert [o.status for o in outcomes] == ["stored", "stored", "accepted", "duplicate", "accepted", "accepted"]
     with workspace.unit_of_work(read_only=True) as uow:
         conn = uow.connection
         leads = conn.execute(select(schema.leads.c.id, schema.leads.c.email, schema.leads.c.external_id)).all()
@@ -97,7 +101,9 @@ def test_alias_stitches_a_visitor_and_merges_a_lead_known_by_the_previous_id(wor
     assert visitor.lead_id == leads[0].id
     # Applying the same messages again changes nothing.
     with workspace.unit_of_work() as uow:
-        again = apply_messages(uow, [read_message(m, i, received_at=NOW) for i, m in enumerate(messages)], now=NOW)
+        again = apply_messages(
+            uow, [read_message(m, i, received_at=NOW) for i, m in enumerate(messages)], now=NOW, may_merge=True
+        )
     assert [o.status for o in again][:2] == ["duplicate", "duplicate"] and again[3].status == "duplicate"
 
 
@@ -143,3 +149,40 @@ def test_identify_traits_go_through_a_leads_mapping_when_one_is_given(workspace:
     with pytest.raises(InvalidInput) as refused:
         traits_mapping(path)
     assert "line" in str(refused.value) or refused.value.field
+
+
+def test_ids_are_taken_literally_and_a_bad_message_is_rejected_alone(workspace: Workspace) -> None:
+    """`#1` is an external id, never lead number 1; traits that do not fit, numbers out of range
+    and impossible times are rejected with their field, and the rest of the batch is applied."""
+    with workspace.unit_of_work() as uow:
+        upsert_leads(uow, [Lead(email="ceo@customer.com", external_id="crm-1", title="CEO")])
+    messages = [
+        {"type": "identify", "userId": "#1", "anonymousId": "attacker", "traits": {"title": "intern"}},
+        {"type": "alias", "previousId": "#1", "userId": "x@evil.example"},
+        {"type": "identify", "userId": "u-2", "traits": {"email": "b@acme.com", "title": "x" * 400}},
+        {"type": "group", "groupId": "g", "userId": "a@acme.com", "traits": {"website": "acme.com", "employees": 1e308 * 10}},
+        {"type": "track", "event": "x", "userId": "a@acme.com", "timestamp": "0001-01-01T00:00:00Z", "sentAt": "9999-12-31T00:00:00Z"},
+        {"type": "track", "event": "Signed Up", "userId": "a@acme.com", "messageId": "ok-1"},
+    ]  # fmt: skip
+    with workspace.unit_of_work() as uow:
+        read_, outcomes = [], []
+        for i, item in enumerate(messages):
+            try:
+                read_.append(read_message(item, i, received_at=NOW))
+            except InvalidInput as error:
+                outcomes.append((i, "rejected", error.field))
+        outcomes += [(o.index, o.status, o.field) for o in apply_messages(uow, read_, now=NOW, may_merge=True)]
+    assert sorted(outcomes) == [
+        (0, "accepted", None),
+        (1, "accepted", None),
+        (2, "rejected", "traits.title"),
+        (3, "rejected", "traits.employees"),
+        (4, "rejected", "sentAt"),
+        (5, "accepted", None),
+    ]
+    with workspace.unit_of_work(read_only=True) as uow:
+        ceo = uow.connection.execute(select(schema.leads).where(schema.leads.c.email == "ceo@customer.com")).one()
+        hash_one = uow.connection.execute(select(schema.leads).where(schema.leads.c.external_id == "#1")).one()
+    assert (ceo.title, ceo.external_id) == ("CEO", "crm-1")  # lead 1 untouched, not merged away
+    # "#1" named a lead of its own (created by the identify), merged into x@evil.example by the alias.
+    assert (hash_one.email, hash_one.title) == ("x@evil.example", "intern") and hash_one.id != ceo.id

@@ -247,6 +247,22 @@ def _driver_readers(conn: Connection) -> tuple[Callable[[Any], Any], Callable[[A
     return (lambda t: t), (lambda d: d)
 
 
+def lead_by_key(conn: Connection, email: str | None, external_id: str | None) -> LeadRecord | None:
+    """The lead an email (else an external id) names exactly, or the lead it was merged into. No
+    key syntax: an external id `#5` or `ext:x` names the lead whose external id it is, nothing else
+    (a stream's ids are anyone's words)."""
+    if email is None and external_id is None:
+        return None
+    leads, aliases = schema.leads, schema.lead_aliases
+    own = leads.c.email == email if email is not None else leads.c.external_id == external_id
+    row = conn.execute(select(leads).where(own)).first()
+    if row is not None:
+        return lead_from_row(row)
+    alias = aliases.c.email == email if email is not None else aliases.c.external_id == external_id
+    merged_into = conn.execute(select(aliases.c.lead_id).where(alias)).scalar()
+    return find_lead(conn, f"#{merged_into}") if merged_into is not None else None
+
+
 def find_lead(conn: Connection, key: str, *, for_update: bool = False) -> LeadRecord | None:
     """A lead by email, external id (or `ext:<external id>`, as `qualify leads` shows a lead without
     an email), or `#<id>`; `for_update` locks its row until commit."""

@@ -72,8 +72,14 @@ def csv_lines(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Iterato
 
 
 def json_lines(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """One JSON object a line, 500 lines a chunk."""
+    lines: list[str] = []
     for row in rows:
-        yield json.dumps({c: row.get(c) for c in columns}, default=_iso, ensure_ascii=False) + "\n"
+        lines.append(json.dumps({c: row.get(c) for c in columns}, default=_iso, ensure_ascii=False) + "\n")
+        if len(lines) == 500:
+            yield "".join(lines)
+            lines.clear()
+    yield "".join(lines)
 
 
 def _text(value: Any) -> Any:

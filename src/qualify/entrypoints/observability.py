@@ -133,7 +133,10 @@ class RequestIds:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as error:
-            if status:  # the answer had begun: the server ends the connection and logs the error
+            if status:  # the answer had begun (a download failing midway): the connection is cut
+                error_log.error(
+                    "%s %s failed mid-answer", scope.get("method", ""), _escaped_path(scope), exc_info=error
+                )
                 raise
             # A bug (500) or a store that cannot write (503): answered here, with the id, rather than
             # by the server's last resort outside this middleware, and logged with the id.

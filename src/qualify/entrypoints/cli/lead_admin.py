@@ -67,7 +67,7 @@ def export_leads_command(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write every lead with its scores, probability, stage, owner and the reason of its stage, best first.
+    """Write every lead with its scores, probability, stage, owner and the reason of its stage, oldest first.
 
     The file a spreadsheet or a reverse-ETL tool reads; its columns are in docs/cli.md.
     """
@@ -80,9 +80,9 @@ def export_leads_command(
     except ValueError as error:
         _fail(str(error))
     wanted = LeadFilter(stage=stage, grade=grade, owner=owner, segment=segment)
-    with _workspace(db, reading=True) as workspace, _errors(), workspace.unit_of_work(read_only=True) as uow:
+    with _workspace(db, reading=True) as workspace, _errors():
         try:
-            written = write_rows(file, COLUMNS, exported_leads(uow, wanted))
+            written = write_rows(file, COLUMNS, exported_leads(workspace, wanted))
         except OSError as error:
             _fail(f"{file}: cannot write it ({error.strerror or error})")
     if as_json:

@@ -32,7 +32,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +44,9 @@ from qualify.domain.records import (
     Event,
     Lead,
     account_domain_for,
+    check_account,
     check_event_keys,
+    derived_event_id,
     make_event,
     normalise_domain,
     normalise_email,
@@ -108,6 +110,7 @@ class Message:
     traits: dict[str, Any] = field(default_factory=dict)
     group_id: str | None = None
     previous_id: str | None = None
+    device_time: datetime | None = None  # the time as the device sent it: a derived id's, stable on a retry
 
     @property
     def lead_key(self) -> tuple[str | None, str | None]:
@@ -191,7 +194,7 @@ def read_message(
         raise InvalidInput("a message needs a userId or an anonymousId", field="userId")
     return Message(
         index, kind, message_id, email, user_id, anonymous_id, occurred_at, event_type, properties, traits,
-        group_id, previous_id,
+        group_id, previous_id, _device_time(item),
     )  # fmt: skip
 
 
@@ -243,15 +246,27 @@ def _time(value: Any, name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _device_time(item: dict[str, Any]) -> datetime | None:
+    return _time(item.get("originalTimestamp"), "originalTimestamp") or _time(item.get("timestamp"), "timestamp")
+
+
 def _occurred_at(item: dict[str, Any], sent_at: Any, received_at: datetime) -> datetime:
-    """The spec's time: the device's corrected by the skew between its `sentAt` and the receipt."""
-    device = _time(item.get("originalTimestamp"), "originalTimestamp") or _time(item.get("timestamp"), "timestamp")
+    """The spec's time: the device's corrected by the skew between its `sentAt` and the receipt.
+    A message relayed by Segment (a webhook destination: it carries Segment's `receivedAt`) has
+    its `timestamp` corrected already, and keeps it."""
+    timestamp = _time(item.get("timestamp"), "timestamp")
+    if item.get("receivedAt") is not None and timestamp is not None:
+        return timestamp
+    device = _device_time(item)
     sent = _time(sent_at, "sentAt")
     if device is None:
         return received_at
     if sent is None:
         return device
-    return received_at - (sent - device)
+    try:
+        return received_at - (sent - device)
+    except OverflowError:
+        raise InvalidInput("sentAt and the time of the message are too far apart to be dates", field="sentAt") from None
 
 
 def _page(kind: str, item: dict[str, Any], properties: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -271,6 +286,18 @@ def _page(kind: str, item: dict[str, Any], properties: dict[str, Any], context: 
 # --- applying -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What every message of one request is applied with."""
+
+    uow: UnitOfWork
+    create_unknown: bool
+    now: datetime
+    by: str
+    traits: RowConverter | None
+    may_merge: bool
+
+
 def apply_messages(
     uow: UnitOfWork,
     messages: list[Message],
@@ -279,10 +306,14 @@ def apply_messages(
     now: datetime,
     by: str = BY,
     traits: RowConverter | None = None,
+    may_merge: bool = False,
 ) -> list[Outcome]:
     """Apply checked messages in their order; one outcome each. Runs of events for known people
-    are ingested as one batch, as `POST /v1/events` does. `traits`: the mapping an identify's
-    traits go through (`traits_mapping`), instead of the built-in conventions."""
+    are ingested as one batch, as `POST /v1/events` does; any other message in a savepoint of its
+    own, so that one rejected leaves nothing half done. `traits`: the mapping an identify's traits
+    go through (`traits_mapping`), instead of the built-in conventions. `may_merge`: an alias may
+    merge two existing leads (a key that may write leads; a browser's public write key may not)."""
+    context = _Run(uow, create_unknown, now, by, traits, may_merge)
     outcomes: list[Outcome] = []
     run: list[tuple[Message, Event]] = []
 
@@ -296,46 +327,59 @@ def apply_messages(
     for message in messages:
         try:
             if message.kind in ("track", "page", "screen") and message.lead_key != (None, None):
-                run.append((message, _event(message, now)))
+                run.append((message, _event(message, now, *message.lead_key)))
                 continue
-            flush()
-            if message.kind == "identify":
-                outcomes.append(_identify(uow, message, create_unknown, now, by, traits))
-            else:
-                outcomes.append(_apply_one(uow, message, create_unknown, now, by))
         except InvalidInput as error:
             outcomes.append(Outcome(message.index, message.event_id, REJECTED, str(error), error.field))
+            continue
+        flush()
+        outcomes.append(_in_savepoint(context, message))
     flush()
     return sorted(outcomes, key=lambda o: o.index)
 
 
-def _event(message: Message, now: datetime) -> Event:
-    email, external_id = message.lead_key
+class _Undone(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+def _in_savepoint(context: _Run, message: Message) -> Outcome:
+    """One message applied in a savepoint: rejected, what it wrote is undone."""
+    try:
+        with context.uow.connection.begin_nested():
+            outcome = _HANDLERS[message.kind](context, message)
+            if outcome.status == REJECTED:
+                raise _Undone(outcome)
+            return outcome
+    except _Undone as undone:
+        return undone.outcome
+    except InvalidInput as error:
+        return Outcome(message.index, message.event_id, REJECTED, str(error), error.field)
+
+
+def _event(message: Message, now: datetime, email: str | None, external_id: str | None) -> Event:
+    """The message's event for the lead (email, external id). Without a messageId its id is derived
+    from what the device sent (its time as sent, not as corrected on arrival), so a retry matches."""
     assert message.type is not None
-    return make_event(
+    event = make_event(
         message.event_id, message.type, message.occurred_at, email=email, external_id=external_id,
         properties=message.properties, received_at=now,
     )  # fmt: skip
+    if message.event_id is None:
+        basis = derived_event_id(message.type, email, external_id, message.device_time, event.properties)
+        event = replace(event, event_id=basis)
+    return event
 
 
-def _apply_one(uow: UnitOfWork, message: Message, create_unknown: bool, now: datetime, by: str) -> Outcome:
-    handler: Callable[[UnitOfWork, Message, bool, datetime, str], Outcome] = _HANDLERS[message.kind]
-    return handler(uow, message, create_unknown, now, by)
-
-
-def _anonymous_event(uow: UnitOfWork, message: Message, create_unknown: bool, now: datetime, by: str) -> Outcome:
+def _anonymous_event(context: _Run, message: Message) -> Outcome:
     """An event of a visitor nobody has named yet: kept for the lead it turns out to be."""
     assert message.anonymous_id is not None and message.type is not None
     visitor = visitor_of(message.anonymous_id)
     # Checked as any event is (its type, its properties), named by the visitor for a derived id.
-    event = make_event(
-        message.event_id, message.type, message.occurred_at, external_id=visitor, properties=message.properties,
-        received_at=now,
-    )  # fmt: skip
-    event_id = event.event_id
+    event = _event(message, context.now, None, visitor)
     stored = record_visitor_event(
-        uow, visitor, event_id, event.type, event.occurred_at, event.properties, now=now,
-        create_unknown=create_unknown, prefix="", by=by,
+        context.uow, visitor, event.event_id, event.type, event.occurred_at, event.properties, now=context.now,
+        create_unknown=context.create_unknown, prefix="", by=context.by,
     )  # fmt: skip
     status: Literal["accepted", "duplicate", "rejected", "stored"] = {
         "stored": "stored",
@@ -343,33 +387,33 @@ def _anonymous_event(uow: UnitOfWork, message: Message, create_unknown: bool, no
         "duplicate": DUPLICATE,
         "dropped": REJECTED,
     }[stored.status]
-    return Outcome(message.index, event_id, status, stored.reason, None if status != REJECTED else "anonymousId")
+    return Outcome(message.index, event.event_id, status, stored.reason, None if status != REJECTED else "anonymousId")
 
 
-def _identify(
-    uow: UnitOfWork,
-    message: Message,
-    create_unknown: bool,
-    now: datetime,
-    by: str,
-    traits: RowConverter | None = None,
-) -> Outcome:
+def _identify(context: _Run, message: Message) -> Outcome:
     email, external_id = message.lead_key
     if email is None and external_id is None:
         # Traits of someone nobody has named: nothing to keep them on until they are named.
         return Outcome(message.index, message.event_id, REJECTED, "an identify needs a userId or an email", "userId")
-    lead = _lead_from_traits(email, external_id, message.traits, traits)
-    if create_unknown or _known(uow, email, external_id):
-        upsert_leads(uow, [lead], now=now, by=by)
+    if not context.create_unknown and _lead_id(context.uow, email, external_id) is None:
+        reason = "no such lead, and QUALIFY_CREATE_UNKNOWN_LEADS is off"
+        return Outcome(message.index, message.event_id, REJECTED, reason, "userId")
+    try:
+        lead = _lead_from_traits(email, external_id, message.traits, context.traits)
+    except InvalidInput as error:
+        return _refused_by(message, {0: error})
+    written = upsert_leads(context.uow, [lead], now=context.now, by=context.by)
+    if written.errors:  # the traits do not fit the lead (another external id, a field too long…)
+        return _refused_by(message, written.errors)
     if message.anonymous_id is not None:
         link_visitor(
-            uow, visitor_of(message.anonymous_id), (email, external_id), now=now, create_unknown=create_unknown,
-            prefix="", by=by,
+            context.uow, visitor_of(message.anonymous_id), (email, external_id), now=context.now,
+            create_unknown=context.create_unknown, prefix="", by=context.by,
         )  # fmt: skip
     return Outcome(message.index, message.event_id, ACCEPTED)
 
 
-def _group(uow: UnitOfWork, message: Message, create_unknown: bool, now: datetime, by: str) -> Outcome:
+def _group(context: _Run, message: Message) -> Outcome:
     traits = message.traits
     email, _ = message.lead_key
     website = traits.get("website") or traits.get("domain")
@@ -389,37 +433,57 @@ def _group(uow: UnitOfWork, message: Message, create_unknown: bool, now: datetim
             **{k: v for k, v in traits.items() if k not in known},
         },
     )
-    upsert_accounts(uow, [account], now=now, by=by)
+    try:
+        check_account(account)
+    except InvalidInput as error:
+        return Outcome(message.index, message.event_id, REJECTED, str(error), f"traits.{error.field}")
+    written = upsert_accounts(context.uow, [account], now=context.now, by=context.by)
+    if written.errors:
+        return _refused_by(message, written.errors)
     return Outcome(message.index, message.event_id, ACCEPTED)
 
 
-def _alias(uow: UnitOfWork, message: Message, create_unknown: bool, now: datetime, by: str) -> Outcome:
+def _alias(context: _Run, message: Message) -> Outcome:
     """The previous id is the same person as the user id: a visitor's events move onto the lead;
-    a lead known by the previous id is merged into the user's."""
+    a lead known by the previous id is merged into the user's (by a key that may write leads)."""
     assert message.previous_id is not None and message.user_id is not None
+    uow = context.uow
     email, external_id = message.lead_key
     previous = Message(message.index, "alias", None, None, message.previous_id, None, message.occurred_at)
-    before_email, before_external = previous.lead_key
-    before = _lead_id(uow, before_email, before_external)
-    if before is not None:
-        if _lead_id(uow, email, external_id) is None:
-            upsert_leads(uow, [Lead(email=email, external_id=external_id)], now=now, by=by)
-        if _lead_id(uow, email, external_id) == before:
-            return Outcome(message.index, message.event_id, ACCEPTED)  # merged already: an alias sent again
-        keep, duplicate = email or f"ext:{external_id}", before_email or f"ext:{before_external}"
-        try:
-            merge_leads(uow, keep, duplicate, by=by, now=now)
-        except QualifyError as error:
-            return Outcome(message.index, message.event_id, REJECTED, str(error), "previousId")
-    else:
+    before = _lead_id(uow, *previous.lead_key)
+    if before is None:
         link_visitor(
-            uow, visitor_of(message.previous_id), (email, external_id), now=now, create_unknown=create_unknown,
-            prefix="", by=by,
+            uow, visitor_of(message.previous_id), (email, external_id), now=context.now,
+            create_unknown=context.create_unknown, prefix="", by=context.by,
         )  # fmt: skip
+        return Outcome(message.index, message.event_id, ACCEPTED)
+    after = _lead_id(uow, email, external_id)
+    if after == before:
+        return Outcome(message.index, message.event_id, ACCEPTED)  # merged already: an alias sent again
+    if not context.may_merge:
+        reason = "merging two leads needs a key that may write leads; this one may only ingest"
+        return Outcome(message.index, message.event_id, REJECTED, reason, "previousId")
+    if after is None:
+        if not context.create_unknown:
+            reason = "no lead for the userId, and QUALIFY_CREATE_UNKNOWN_LEADS is off"
+            return Outcome(message.index, message.event_id, REJECTED, reason, "userId")
+        upsert_leads(uow, [Lead(email=email, external_id=external_id)], now=context.now, by=context.by)
+        after = _lead_id(uow, email, external_id)
+    try:
+        merge_leads(uow, f"#{after}", f"#{before}", by=context.by, now=context.now)
+    except QualifyError as error:
+        return Outcome(message.index, message.event_id, REJECTED, str(error), "previousId")
     return Outcome(message.index, message.event_id, ACCEPTED)
 
 
-_HANDLERS: dict[str, Callable[[UnitOfWork, Message, bool, datetime, str], Outcome]] = {
+def _refused_by(message: Message, errors: dict[int, InvalidInput]) -> Outcome:
+    """A message rejected for what an upsert refused in it, the field named under its traits."""
+    refused = next(iter(errors.values()))
+    field = f"traits.{refused.field}" if refused.field else "traits"
+    return Outcome(message.index, message.event_id, REJECTED, str(refused), field)
+
+
+_HANDLERS: dict[str, Callable[[_Run, Message], Outcome]] = {
     "track": _anonymous_event,
     "page": _anonymous_event,
     "screen": _anonymous_event,
@@ -436,8 +500,8 @@ def traits_mapping(path: Path) -> RowConverter:
     cached = _TRAITS.get(path)
     if cached is None or cached[0] != stamp:
         mapping = load_mapping(path)
-        if mapping.kind not in (None, "leads"):
-            raise InvalidInput(f"{path}: a traits mapping is a leads mapping (kind: leads), not {mapping.kind}")
+        if mapping.kind != "leads":  # so that its fields are checked against a lead's when it is read
+            raise InvalidInput(f"{path}: a traits mapping says `kind: leads` (its fields are a lead's)", field="kind")
         cached = _TRAITS[path] = (stamp, RowConverter(mapping, "leads", mapping.fields, source="segment"))
     return cached[1]
 
@@ -445,12 +509,15 @@ def traits_mapping(path: Path) -> RowConverter:
 _TRAITS: dict[Path, tuple[int | None, RowConverter]] = {}
 
 
-def flattened(traits: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+MAX_FLATTENED = 8  # levels of nested traits a mapping can name; deeper ones stay objects
+
+
+def flattened(traits: dict[str, Any], prefix: str = "", depth: int = 0) -> dict[str, Any]:
     """Nested traits as the columns a mapping names: `{"company": {"name": …}}` → `company.name`."""
     out: dict[str, Any] = {}
     for key, value in traits.items():
-        if isinstance(value, dict):
-            out.update(flattened(value, f"{prefix}{key}."))
+        if isinstance(value, dict) and depth < MAX_FLATTENED:
+            out.update(flattened(value, f"{prefix}{key}.", depth + 1))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -461,7 +528,8 @@ def _lead_from_traits(
 ) -> Lead:
     if mapping is not None:
         converted = mapping.convert(flattened(traits), fixed={"email": email, "external_id": external_id})
-        assert isinstance(converted, Lead)
+        if not isinstance(converted, Lead):
+            raise InvalidInput("QUALIFY_SEGMENT_TRAITS is not a leads mapping", field="traits")
         return converted
     fields: dict[str, Any] = {}
     for trait, name in _LEAD_TRAITS.items():
@@ -477,14 +545,10 @@ def _lead_from_traits(
     return Lead(email=email, external_id=external_id, attributes=attributes, **fields)
 
 
-def _known(uow: UnitOfWork, email: str | None, external_id: str | None) -> bool:
-    return _lead_id(uow, email, external_id) is not None
-
-
 def _lead_id(uow: UnitOfWork, email: str | None, external_id: str | None) -> int | None:
-    """The id of the lead an email or external id names (merged ones included), or None."""
-    key = email or external_id
-    found = repo.find_lead(uow.connection, key) if key is not None else None
+    """The id of the lead an email (else an external id) names exactly, merged ones included; never
+    read as `#id` or `ext:` key syntax: a stream's ids are anyone's words."""
+    found = repo.lead_by_key(uow.connection, email, external_id)
     return found.id if found is not None else None
 
 
@@ -499,10 +563,16 @@ def _text(value: Any) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 
 
+MAX_EMPLOYEES = 10_000_000
+
+
 def _count(value: Any, name: str) -> int | None:
     if value is None or value == "":
         return None
     try:
-        return int(float(value))
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput("must be a number", field=name) from None
+    if not 0 <= number <= MAX_EMPLOYEES:  # inf and nan too
+        raise InvalidInput(f"must be a number from 0 to {MAX_EMPLOYEES:,}", field=name)
+    return int(number)

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, select
 
 from qualify.adapters import schema
 from qualify.service.reading.lead_list import LeadFilter, list_page
+from qualify.service.unit_of_work import Workspace
 
 PAGE = 1000  # leads read per query: a page of the lead list, so memory stays flat at any size
 
@@ -43,12 +44,17 @@ COLUMNS: dict[str, str] = {
 }
 
 
-def exported_leads(uow: Any, wanted: LeadFilter | None = None) -> Iterator[dict[str, Any]]:
-    """The leads the filter matches (all, without one), best score first, as rows of `COLUMNS`."""
-    wanted = replace(wanted or LeadFilter(), limit=PAGE, cursor=None, offset=0)
+def exported_leads(workspace: Workspace, wanted: LeadFilter | None = None) -> Iterator[dict[str, Any]]:
+    """The leads the filter matches (all, without one), oldest first, as rows of `COLUMNS`.
+
+    In the order of their creation, which scoring does not change: a lead scored while the export
+    runs is neither skipped nor written twice (by score, it could move past the page boundary).
+    Each page is read in a short transaction of its own, so a slow reader holds nothing open."""
+    wanted = replace(wanted or LeadFilter(), sort="created", ascending=True, limit=PAGE, cursor=None, offset=0)
     while True:
-        rows, following = list_page(uow, wanted)
-        reasons = stage_reasons(uow.connection, [row["id"] for row in rows])
+        with workspace.unit_of_work(read_only=True) as uow:
+            rows, following = list_page(uow, wanted)
+            reasons = stage_reasons(uow.connection, [row["id"] for row in rows])
         for row in rows:
             row["stage_reason"] = reasons.get(row["id"])
             yield {column: row.get(column) for column in COLUMNS}

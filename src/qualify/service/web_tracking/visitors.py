@@ -292,7 +292,7 @@ def identify(
         uow, who.visitor, (who.email, None), [form_submit], now, create_unknown, EVENT_PREFIX, "web"
     )
     if outcome.lead_id is not None:
-        record = repo.find_lead(uow.connection, who.email)
+        record = repo.lead_by_key(uow.connection, who.email, None)
         assert record is not None
         _fill_profile(uow, record.lead, who, waiting, now)
     return outcome
@@ -338,8 +338,7 @@ def _stitch(
         for row in waiting
     ]
     outcomes = ingest_events(uow, [*events, *also], create_unknown=create_unknown, now=now, by=by)
-    key = lead[0] or lead[1]  # the email, else the external id
-    record = repo.find_lead(conn, key) if key else None  # after ingestion: it may have just been created
+    record = repo.lead_by_key(conn, *lead)  # after ingestion: it may have just been created
     if record is None or record.id is None:
         return IdentifyOutcome("unknown_lead", None, 0), waiting
     done = [row.id for row, outcome in zip(waiting, outcomes, strict=False) if outcome.status in (ACCEPTED, DUPLICATE)]

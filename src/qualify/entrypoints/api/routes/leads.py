@@ -158,16 +158,15 @@ def export_leads(
     owner: Annotated[str | None, Query(max_length=200)] = None,
     segment: Annotated[str | None, Query(max_length=100)] = None,
 ) -> StreamingResponse:
-    """Every lead with its scores, probability, stage, owner and the reason of its stage: the
-    columns of `qualify export leads` (docs/cli.md), streamed a page at a time."""
+    """Every lead with its scores, probability, stage, owner and the reason of its stage, oldest
+    first: the columns of `qualify export leads` (docs/cli.md), streamed a page at a time."""
     wanted = LeadFilter(stage=stage, grade=grade, owner=owner, segment=segment)
     with workspace.unit_of_work(read_only=True) as uow:
         list_page(uow, replace(wanted, limit=1))  # a bad filter is a 422 before the download starts
 
     def lines() -> Iterator[str]:
-        with workspace.unit_of_work(read_only=True) as uow:
-            write = csv_lines if format == "csv" else json_lines
-            yield from write(list(COLUMNS), exported_leads(uow, wanted))
+        write = csv_lines if format == "csv" else json_lines
+        yield from write(list(COLUMNS), exported_leads(workspace, wanted))
 
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     return StreamingResponse(

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from qualify.domain.access import Permission
+from qualify.domain.access import Permission, allows
 from qualify.domain.errors import InvalidInput
 from qualify.entrypoints.api.deps import WorkspaceDep, authorise, permission_doc
 from qualify.entrypoints.api.routes.tracking import CorsRoute
@@ -192,7 +192,7 @@ def _apply(workspace: Workspace, items: list[Any], kind: Kind | None, sent_at: A
         workspace,
         lambda uow: apply_messages(
             uow, messages, create_unknown=workspace.settings.create_unknown_leads, now=received_at,
-            by=f"segment:{caller.name}", traits=traits,
+            by=f"segment:{caller.name}", traits=traits, may_merge=allows(caller.role, Permission.WRITE_LEADS),
         ),
     ) if messages else []  # fmt: skip
     return sorted([*applied, *unread], key=lambda o: o.index)
@@ -218,7 +218,7 @@ async def _body(request: Request, limit: int) -> bytes:
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > limit and request.headers.get("content-encoding", "").lower() != "gzip":
+        if len(raw) > limit:  # gzipped or not: compressed, it is no larger than the limit either
             raise _Refused(_too_large(limit))
     if request.headers.get("content-encoding", "").lower() != "gzip":
         return bytes(raw)
