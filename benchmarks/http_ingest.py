@@ -127,12 +127,17 @@ class Served:
 
 def over_http(server: Served, events: list[Any], batch: int) -> float:
     bodies = [json.dumps([as_json(e) for e in events[s : s + batch]]) for s in range(0, len(events), batch)]
+    return post_batches(server, "/v1/events", server.headers, bodies)
+
+
+def post_batches(server: Served, path: str, headers: dict[str, str], bodies: list[str]) -> float:
+    """Seconds to post every body to `path`, one after the other; each must be answered with nothing rejected."""
     with httpx.Client(
-        base_url=server.base, headers={**server.headers, "Content-Type": "application/json"}, timeout=120
+        base_url=server.base, headers={**headers, "Content-Type": "application/json"}, timeout=120
     ) as client:
         started = time.perf_counter()
         for body in bodies:
-            answer = client.post("/v1/events", content=body)
+            answer = client.post(path, content=body)
             assert answer.status_code == 200 and answer.json()["rejected"] == 0, answer.text[:300]
         return time.perf_counter() - started
 

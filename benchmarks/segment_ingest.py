@@ -17,15 +17,12 @@ import base64
 import json
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from http_ingest import Served, fresh_url, over_http, prepare
+from http_ingest import Served, fresh_url, over_http, post_batches, prepare
 from ingest import make_world
 
 
@@ -50,14 +47,7 @@ def over_segment(server: Served, events: list[Any], batch: int) -> float:
         for s in range(0, len(events), batch)
     ]
     assert max(len(b) for b in bodies) <= 500 * 1024, "a batch over Segment's 500 KB: lower --batch"
-    with httpx.Client(
-        base_url=server.base, headers={**basic, "Content-Type": "application/json"}, timeout=120
-    ) as client:
-        started = time.perf_counter()
-        for body in bodies:
-            answer = client.post("/v1/batch", content=body)
-            assert answer.status_code == 200 and answer.json()["rejected"] == 0, answer.text[:300]
-        return time.perf_counter() - started
+    return post_batches(server, "/v1/batch", basic, bodies)
 
 
 def main() -> None:

@@ -147,12 +147,14 @@ def read_message(
     kind: Kind | None = None,
     sent_at: Any = None,
     event_types: Mapping[str, str] = EVENT_TYPES,
+    measure: bool = True,
 ) -> Message:
     """One message of a request, checked (`InvalidInput` naming the field). `kind` is the route's
-    (a batch's messages say theirs in `type`); `sent_at` the batch's `sentAt` when the message has none."""
+    (a batch's messages say theirs in `type`); `sent_at` the batch's `sentAt` when the message has none.
+    `measure`: hold it to `MAX_MESSAGE` (not needed where the whole request was within it)."""
     if not isinstance(item, dict):
         raise InvalidInput("a message must be a JSON object", field="")
-    if len(json.dumps(item, separators=(",", ":"), ensure_ascii=False, default=str).encode()) > MAX_MESSAGE:
+    if measure and len(json.dumps(item, separators=(",", ":"), ensure_ascii=False, default=str).encode()) > MAX_MESSAGE:
         raise InvalidInput(f"a message may be at most {MAX_MESSAGE // 1024} KB", field="")
     said = item.get("type")
     if kind is None:
@@ -169,7 +171,10 @@ def read_message(
         traits = {**context_traits, **traits}
     user_id = _id(item.get("userId"), "userId")
     anonymous_id = _id(item.get("anonymousId"), "anonymousId")
-    occurred_at = _occurred_at(item, sent_at if item.get("sentAt") is None else item.get("sentAt"), received_at)
+    device_time = _device_time(item)
+    occurred_at = _occurred_at(
+        item, device_time, sent_at if item.get("sentAt") is None else item.get("sentAt"), received_at
+    )
     properties = _object(item.get("properties"), "properties")
     event_type = None
     if kind == "track":
@@ -194,7 +199,7 @@ def read_message(
         raise InvalidInput("a message needs a userId or an anonymousId", field="userId")
     return Message(
         index, kind, message_id, email, user_id, anonymous_id, occurred_at, event_type, properties, traits,
-        group_id, previous_id, _device_time(item),
+        group_id, previous_id, device_time,
     )  # fmt: skip
 
 
@@ -250,14 +255,13 @@ def _device_time(item: dict[str, Any]) -> datetime | None:
     return _time(item.get("originalTimestamp"), "originalTimestamp") or _time(item.get("timestamp"), "timestamp")
 
 
-def _occurred_at(item: dict[str, Any], sent_at: Any, received_at: datetime) -> datetime:
+def _occurred_at(item: dict[str, Any], device: datetime | None, sent_at: Any, received_at: datetime) -> datetime:
     """The spec's time: the device's corrected by the skew between its `sentAt` and the receipt.
     A message relayed by Segment (a webhook destination: it carries Segment's `receivedAt`) has
     its `timestamp` corrected already, and keeps it."""
     timestamp = _time(item.get("timestamp"), "timestamp")
     if item.get("receivedAt") is not None and timestamp is not None:
         return timestamp
-    device = _device_time(item)
     sent = _time(sent_at, "sentAt")
     if device is None:
         return received_at

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
+from qualify.adapters.repository import LeadRecord
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import Event, Lead, normalise_email
 from qualify.service.lifecycle.events import ACCEPTED, DUPLICATE, ingest_events
@@ -288,12 +289,10 @@ def identify(
     # on the lead only where the lead has nothing yet (`_fill_profile`).
     submit.update({f"submitted_{k}": v for k, v in (("first_name", who.first_name), ("last_name", who.last_name)) if v})
     form_submit = Event(EVENT_PREFIX + who.event_id, "form_submit", now, who.email, properties=submit)
-    outcome, waiting = _stitch(
+    outcome, waiting, record = _stitch(
         uow, who.visitor, (who.email, None), [form_submit], now, create_unknown, EVENT_PREFIX, "web"
     )
-    if outcome.lead_id is not None:
-        record = repo.lead_by_key(uow.connection, who.email, None)
-        assert record is not None
+    if record is not None:
         _fill_profile(uow, record.lead, who, waiting, now)
     return outcome
 
@@ -322,9 +321,9 @@ def _stitch(
     create_unknown: bool,
     prefix: str,
     by: str,
-) -> tuple[IdentifyOutcome, Sequence[Any]]:
+) -> tuple[IdentifyOutcome, Sequence[Any], LeadRecord | None]:
     """The visitor's waiting events and `also` ingested onto the lead, the waiting ones marked
-    stitched and the visitor linked to the lead; with the waiting rows."""
+    stitched and the visitor linked to the lead; with the waiting rows and the lead's record."""
     conn = uow.connection
     visitor = _visitor_for_update(conn, visitor_id, now)
     table = schema.visitor_events
@@ -340,7 +339,7 @@ def _stitch(
     outcomes = ingest_events(uow, [*events, *also], create_unknown=create_unknown, now=now, by=by)
     record = repo.lead_by_key(conn, *lead)  # after ingestion: it may have just been created
     if record is None or record.id is None:
-        return IdentifyOutcome("unknown_lead", None, 0), waiting
+        return IdentifyOutcome("unknown_lead", None, 0), waiting, None
     done = [row.id for row, outcome in zip(waiting, outcomes, strict=False) if outcome.status in (ACCEPTED, DUPLICATE)]
     for part in repo.chunks(done):
         conn.execute(update(table).where(table.c.id.in_(part)).values(stitched_at=now))
@@ -355,7 +354,7 @@ def _stitch(
         )
     )
     stitched = sum(outcome.status == ACCEPTED for outcome in outcomes[: len(waiting)])
-    return IdentifyOutcome("identified", record.id, stitched, relinked), waiting
+    return IdentifyOutcome("identified", record.id, stitched, relinked), waiting, record
 
 
 def forget_visitors(uow: UnitOfWork, lead_id: int) -> int:
