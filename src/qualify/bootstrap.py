@@ -11,7 +11,8 @@ the same reactions in the same order (service/pipeline.py says what a reaction i
    (integrations);
 4. `segments`: the touched leads tested against every segment, entries and exits recorded
    (automation);
-5. `workflows`: leads whose change triggers a workflow enrolled (automation).
+5. `workflows`: leads whose change triggers a workflow enrolled (automation);
+6. `crm`: a push to each connected CRM queued for the touched leads it holds (connectors).
 
 A caller that must not start side effects switches reactions off by name, for one workspace:
 `open_workspace(settings, without=("handoff", "announcements", "workflows"))`, or
@@ -25,6 +26,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from qualify.service.automation import enrolment, lead_data, segments
+from qualify.service.connectors import crm
 from qualify.service.email import reading as emails
 from qualify.service.integrations import announcements
 from qualify.service.lifecycle import handoff
@@ -35,7 +37,7 @@ from qualify.service.unit_of_work import open_workspace as open_store
 from qualify.service.web_tracking import visitors
 from qualify.settings import Settings
 
-REACTIONS = ("probability", "handoff", "announcements", "segments", "workflows")
+REACTIONS = ("probability", "handoff", "announcements", "segments", "workflows", "crm")
 
 
 def _email_merge(uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
@@ -62,6 +64,14 @@ def _automation_forget(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
     lead_data.forget_lead(uow.connection, lead_id, now)
 
 
+def _crm_merge(uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
+    crm.move_links(uow, gone, kept)
+
+
+def _crm_forget(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
+    crm.forget_links(uow, lead_id)
+
+
 def default_pipeline() -> Pipeline:
     """The product's pipeline: every reaction on, in the order the module docstring gives."""
     pipeline = Pipeline(
@@ -71,11 +81,13 @@ def default_pipeline() -> Pipeline:
             Reaction("announcements", announcements.react),
             Reaction("segments", segments.react_segments),
             Reaction("workflows", enrolment.react_workflows),
+            Reaction("crm", crm.react),
         ),
         keepers=(
             Keeper("automation", _automation_merge, _automation_forget),
             Keeper("email", _email_merge, _email_forget),
             Keeper("web visitors", _visitors_merge, _visitors_forget),
+            Keeper("crm links", _crm_merge, _crm_forget),
         ),
         refreshed=(("segments", segments.refresh_reading),),
     )

@@ -250,6 +250,32 @@ class Settings(BaseSettings):
         ),
     )
 
+    hubspot_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "A HubSpot private app's access token for `qualify crm` (scopes: crm.objects.contacts, companies and "
+            "deals read and write, crm.schemas.contacts.write); never printed or stored."
+        ),
+    )
+    hubspot_url: str | None = Field(
+        default=None, description="HubSpot's API address; unset: https://api.hubapi.com. For a proxy or a test server."
+    )
+    salesforce_url: str | None = Field(
+        default=None, description="Your Salesforce instance for `qualify crm`, e.g. https://acme.my.salesforce.com."
+    )
+    salesforce_token: SecretStr | None = Field(
+        default=None,
+        description="A Salesforce access token (OAuth, API scope) for `qualify crm`; never printed or stored.",
+    )
+    crm_sync_interval: float = Field(
+        default=900.0,
+        ge=0,
+        description=(
+            "Seconds between the worker's pulls from a connected CRM (pushes leave in every pass); 0 leaves "
+            "pulling to `qualify crm sync`."
+        ),
+    )
+
     @field_validator("segment_events")
     @classmethod
     def _check_segment_events(cls, value: dict[str, str]) -> dict[str, str]:

@@ -82,9 +82,11 @@ def side_effects(workspace: Workspace) -> dict[str, Any]:
 
 def test_the_composition_root_registers_every_reaction_in_the_declared_order() -> None:
     pipeline = default_pipeline()
-    assert pipeline.names == list(REACTIONS) == ["probability", "handoff", "announcements", "segments", "workflows"]
+    assert (
+        pipeline.names == list(REACTIONS) == ["probability", "handoff", "announcements", "segments", "workflows", "crm"]
+    )
     assert pipeline.enabled == frozenset(REACTIONS)
-    assert {k.name for k in pipeline.keepers} == {"automation", "email", "web visitors"}
+    assert {k.name for k in pipeline.keepers} == {"automation", "email", "web visitors", "crm links"}
 
 
 def test_every_reaction_runs_on_a_change(busy: Workspace) -> None:

@@ -424,6 +424,50 @@ webhook_deliveries = Table(
 )
 Index("ix_webhook_deliveries_status_next", webhook_deliveries.c.status, webhook_deliveries.c.next_attempt_at)
 
+# CRM sync (qualify.service.connectors.crm): a connected CRM with its sync mapping and pull cursors;
+# the CRM's records linked to leads, with the sales status last seen and the values last written;
+# and the push outbox, one pending row per lead to write to the CRM, delivered like webhooks.
+crm_connections = Table(
+    "crm_connections",
+    metadata,
+    Column("crm", String(40), primary_key=True),
+    Column("mapping", Text, nullable=False),  # the sync mapping's YAML, as given
+    Column("mapping_name", String(300), nullable=False),
+    Column("account", String(300)),  # whom the credentials belong to, as the CRM said at connect
+    Column("push_to", String(10), nullable=False),  # none | linked (the CRM's own people) | all
+    Column("cursors", JSONDoc(), nullable=False),  # object -> the newest modification pulled
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("pulled_at", UTCDateTime()),  # when the last complete pull ended
+    Column("last_error", Text),
+    Column("last_summary", JSONDoc()),
+)
+crm_records = Table(
+    "crm_records",
+    metadata,
+    Column("crm", String(40), primary_key=True),
+    Column("object", String(80), primary_key=True),
+    Column("record_id", String(200), primary_key=True),
+    Column("lead_id", Integer, ForeignKey("leads.id"), index=True),
+    Column("status", String(200)),  # the sales status last seen on the record
+    Column("pushed", JSONDoc()),  # the values last written to the record
+    Column("pushed_at", UTCDateTime()),
+)
+crm_pushes = Table(
+    "crm_pushes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("crm", String(40), nullable=False),
+    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("status", String(12), nullable=False),  # pending | pushed | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_error", Text),
+    Column("pushed_at", UTCDateTime()),
+)
+Index("ix_crm_pushes_status_next", crm_pushes.c.status, crm_pushes.c.next_attempt_at)
+
 # Handoff: every assignment of an owner, for capacity per rep per week and for the record.
 assignments = Table(
     "assignments",

@@ -127,8 +127,11 @@ class Queue:
         return self.leased or self.pending
 
 
-def claim(conn: Connection, queue: Queue, now: datetime, *, limit: int, lease: float) -> list[int]:
-    """Take up to `limit` due rows, oldest due first, until `now + lease`; their ids, ascending.
+def claim(
+    conn: Connection, queue: Queue, now: datetime, *, limit: int, lease: float, where: ColumnElement[bool] | None = None
+) -> list[int]:
+    """Take up to `limit` due rows (of those `where` selects), oldest due first, until `now + lease`;
+    their ids, ascending.
 
     Commit before sending: the claim is what keeps other workers off these rows.
     """
@@ -139,7 +142,7 @@ def claim(conn: Connection, queue: Queue, now: datetime, *, limit: int, lease: f
     ids = list(
         conn.execute(
             select(t.c.id)
-            .where(t.c.status == queue.pending, t.c.next_attempt_at <= now)
+            .where(t.c.status == queue.pending, t.c.next_attempt_at <= now, *([] if where is None else [where]))
             .order_by(t.c.next_attempt_at, t.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)

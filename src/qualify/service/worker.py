@@ -14,7 +14,9 @@ One pass, in this order:
    (qualify.service.automation.segments);
 4. **workflows**: every due step runs, one transaction each (qualify.service.automation.runs);
 5. **email**: every email due is sent through SMTP (qualify.service.email.sending);
-6. **webhooks**: every delivery due is sent, retried later, or given up as dead.
+6. **webhooks**: every delivery due is sent, retried later, or given up as dead;
+7. **CRM**: each connected CRM's due pushes are written, and its changes pulled once the last
+   pull is older than `QUALIFY_CRM_SYNC_INTERVAL` (qualify.service.connectors.crm).
 
 Decay-out comes first so that an MQL that had decayed out before its due time is not counted
 as a breach; delivery comes last so announcements and emails written by this pass leave in it.
@@ -41,6 +43,7 @@ from sqlalchemy import Connection, Row, select, update
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema, webhook_client
+from qualify.adapters.crm import open_client
 from qualify.adapters.repository import LeadRecord
 from qualify.domain.engagement import DAY
 from qualify.domain.lifecycle import Stage
@@ -49,6 +52,7 @@ from qualify.service import delivery
 from qualify.service.audit import record_audit
 from qualify.service.automation import runs as workflows
 from qualify.service.automation import segments
+from qualify.service.connectors import crm
 from qualify.service.email import sending as email
 from qualify.service.integrations import announcements as outbox
 from qualify.service.integrations import webhooks
@@ -79,6 +83,7 @@ class PassSummary:
     delivered: int = 0
     retrying: int = 0
     dead: int = 0
+    crm_records: int = 0  # written to Qualify or to a CRM by the sync
     seconds: float = 0.0  # how long the pass took
 
     @property
@@ -94,6 +99,7 @@ class PassSummary:
                 self.delivered,
                 self.retrying,
                 self.dead,
+                self.crm_records,
             )
         )
 
@@ -243,8 +249,10 @@ class Worker:
         client: httpx.Client | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = utcnow,
+        crm_clients: crm.ClientFactory = open_client,
     ) -> None:
         self.workspace = workspace
+        self.crm_clients = crm_clients
         self.policy = delivery.webhook_policy(workspace.settings)
         self.client = client or webhook_client.new_client(self.policy.timeout)
         self._owns_client = client is None
@@ -278,6 +286,7 @@ class Worker:
             concurrency=self.workspace.settings.webhook_concurrency,
         )
         summary.delivered, summary.retrying, summary.dead = sent.delivered, sent.failed, sent.dead
+        summary.crm_records = _guarded("crm sync", lambda: crm.run_due(self.workspace, now, clients=self.crm_clients))
         summary.seconds = time.perf_counter() - started
         return summary
 

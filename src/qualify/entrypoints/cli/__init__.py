@@ -12,6 +12,7 @@ from qualify.entrypoints.cli import analytics  # noqa: F401 - rescore, backtest,
 from qualify.entrypoints.cli import service  # noqa: F401 - serve, keys, worker, webhooks
 from qualify.entrypoints.cli import models  # noqa: F401 - model validate, activate, show
 from qualify.entrypoints.cli import automation  # noqa: F401 - segments, workflows
+from qualify.entrypoints.cli import crm  # noqa: F401 - crm connect, sync, status
 
 # isort: on
 from qualify.entrypoints.cli.base import app, tidy_help

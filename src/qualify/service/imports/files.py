@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any, TypeAlias
+from typing import IO, Any, Protocol, TypeAlias
 
 from qualify.adapters.csv_cells import safe_cell
 from qualify.adapters.readers import (
@@ -310,15 +310,13 @@ def import_file(
         raise InvalidInput(f"the rejects file cannot be the input file {path}")
     now = now or utcnow()
     summary = ImportSummary(kind, path)
-    if kind in ("stages", "deals") or spec.lifecycle:
-        workspace = as_history(workspace, now)
-    history = of(workspace).cutoff(now) is not None
+    workspace, history = writing(workspace, kind, spec, now)
     with open_table(path, delimiter=spec.delimiter) as table:
         converter = RowConverter.for_file(spec, kind, table.columns, path)
         converter.received_at = now
         with _Rejects(rejects_path, path) as rejects:
             for chunk in _chunks(table.rows, batch_size):
-                _import_chunk(workspace, converter, chunk, rejects, summary, now, history)
+                import_rows(workspace, converter, chunk, rejects, summary, now, history)
                 if progress:
                     progress(summary.rows_read, table.total)
             summary.rejects_path = rejects.finish()
@@ -328,22 +326,41 @@ def import_file(
     return summary
 
 
+def writing(workspace: Workspace, kind: Kind, mapping: Mapping, now: datetime) -> tuple[Workspace, bool]:
+    """The workspace an import of `kind` writes through, and whether it has a history cutoff: stage
+    changes, deals and lifecycle dates are history (no SLA clock, nothing sent)."""
+    if kind in ("stages", "deals") or mapping.lifecycle:
+        workspace = as_history(workspace, now)
+    return workspace, of(workspace).cutoff(now) is not None
+
+
+class Rejects(Protocol):
+    """Where rows that cannot be imported go, with the field and the reason (a file, a CRM sync's report)."""
+
+    count: int
+
+    def add(self, row: RawRow, field_name: str | None, reason: str) -> None: ...
+
+
 def _chunks(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:
     while chunk := list(islice(rows, size)):
         yield chunk
 
 
-def _import_chunk(
+def import_rows(
     workspace: Workspace,
     converter: RowConverter,
     rows: list[RawRow],
-    rejects: _Rejects,
+    rejects: Rejects,
     summary: ImportSummary,
     now: datetime,
     history: bool,
-) -> None:
+) -> list[Row | None]:
+    """Import one batch of rows in one transaction (retried whole on a lost race); the record of
+    each row, or None for a row rejected (into `rejects`, with its field and reason)."""
     summary.rows_read += len(rows)
     good: list[tuple[RawRow, Row]] = []
+    kept: dict[int, Row | None] = {}
     dates: dict[int, list[StageFact]] = {}  # a leads row's lifecycle dates, by its place in `good`
     source = converter.source
     for row in rows:
@@ -362,12 +379,14 @@ def _import_chunk(
         # Upserts and events are idempotent: a chunk that lost a race is simply applied again.
         records = [record for _, record in good]
         results = retrying(workspace, lambda uow: _write(uow, converter.kind, records, now, source, dates, history))
-        for (row, _), (status, problem) in zip(good, results, strict=True):
+        for (row, record), (status, problem) in zip(good, results, strict=True):
             if problem is None:
                 setattr(summary, status, getattr(summary, status) + 1)
+                kept[id(row)] = record
             else:
                 rejects.add(row, *problem)
     summary.rejected = rejects.count
+    return [kept.get(id(row)) for row in rows]
 
 
 _Result: TypeAlias = tuple[str, tuple[str | None, str] | None]  # status, and (field, reason) when rejected

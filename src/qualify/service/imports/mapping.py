@@ -164,8 +164,35 @@ def parse_mapping(text: str, source: str = "<mapping>") -> Mapping:
     return mapping
 
 
+def read_mapping_part(tree: LocatedYaml, path: str) -> Mapping:
+    """The import mapping written at `path` inside a larger document (a CRM sync mapping's
+    `pull.contacts`); its problems are the document's, with the document's keys and lines."""
+    return _MappingReader(_Part(tree, path)).mapping()
+
+
+class _Part:
+    """A part of a document read as a mapping of its own: its paths and lines are the document's."""
+
+    def __init__(self, tree: LocatedYaml, path: str) -> None:
+        self.whole, self.prefix, self.source = tree, path, tree.source
+        self.data: Any = tree.data
+        for key in path.split("."):
+            self.data = self.data.get(key) if isinstance(self.data, dict) else None
+
+    @property
+    def lines(self) -> dict[str, int]:
+        start = self.prefix + "."
+        return {key[len(start) :]: line for key, line in self.whole.lines.items() if key.startswith(start)}
+
+    def line(self, path: str) -> int | None:
+        return self.whole.line(f"{self.prefix}.{path}" if path else self.prefix)
+
+    def problem(self, path: str, message: str) -> None:
+        self.whole.problem(f"{self.prefix}.{path}" if path else self.prefix, message)
+
+
 class _MappingReader:
-    def __init__(self, tree: LocatedYaml) -> None:
+    def __init__(self, tree: LocatedYaml | _Part) -> None:
         self.tree = tree
 
     def mapping(self) -> Mapping:

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select
 
 from qualify.adapters import schema
 from qualify.service.reading.lead_list import LeadFilter, list_page
-from qualify.service.unit_of_work import Workspace
+from qualify.service.unit_of_work import UnitOfWork, Workspace
 
 PAGE = 1000  # leads read per query: a page of the lead list, so memory stays flat at any size
 
@@ -61,6 +61,19 @@ def exported_leads(workspace: Workspace, wanted: LeadFilter | None = None) -> It
         if following is None:
             return
         wanted = replace(wanted, cursor=following)
+
+
+def lead_rows(uow: UnitOfWork, lead_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The rows of `COLUMNS` of these leads (erased ones left out), by id: what a CRM push writes."""
+    if not lead_ids:
+        return {}
+    wanted = LeadFilter(ids=tuple(lead_ids), sort="created", ascending=True, limit=len(lead_ids))
+    rows, _ = list_page(uow, wanted)
+    reasons = stage_reasons(uow.connection, [row["id"] for row in rows])
+    return {
+        row["id"]: {column: row.get(column) for column in COLUMNS} | {"stage_reason": reasons.get(row["id"])}
+        for row in rows
+    }
 
 
 def stage_reasons(conn: Connection, lead_ids: list[int]) -> dict[int, str | None]:

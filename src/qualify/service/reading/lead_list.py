@@ -56,6 +56,7 @@ class LeadFilter:
     max_probability: float | None = None
     active_from: datetime | None = None  # the lead's newest event
     active_to: datetime | None = None
+    ids: tuple[int, ...] | None = None  # only these leads (a CRM push reads its leads' rows so)
     sort: str = "score"
     ascending: bool = False
     limit: int = 50
@@ -179,6 +180,8 @@ def _searched_fields() -> tuple[Any, ...]:
 
 def _conditions(wanted: LeadFilter, dialect: str = "") -> list[ColumnElement[bool]]:
     out: list[ColumnElement[bool]] = [_leads.c.erased_at.is_(None)]
+    if wanted.ids is not None:
+        out.append(_leads.c.id.in_(wanted.ids))
     for name in ("stage", "grade", "persona", "owner", "search", "segment", "source", "campaign"):
         # Values are bound as parameters, never spliced into SQL; but PostgreSQL refuses a text
         # holding NUL outright, so it is answered as the bad input it is, on every engine alike.

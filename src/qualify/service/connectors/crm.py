@@ -1,0 +1,762 @@
+"""Two-way CRM sync: the CRM's people, companies and deals in; scores, stage and reason out.
+
+**In** (`pull`): each object the sync mapping names, changed since its cursor, page by page,
+through the same import as files (qualify.service.imports.files: upserts by key, deals and
+lifecycle dates as history, rejects with their field and reason). Each person pulled is linked to
+its lead (`crm_records`), and a change of its sales status to a value the mapping maps becomes a
+stage action dated by the record (an imported stage fact: the lead is rebuilt in time order, and
+nothing is announced). The cursor is saved after each page, so an interrupted pull goes on
+where it stopped; records modified in the cursor's own instant are pulled again and change nothing.
+
+**Out** (`push_due`): the `crm` reaction queues a push for every touched lead the CRM holds (or
+every lead, when the mapping creates people) in the change's own transaction: the outbox. A worker
+pass claims due pushes like webhooks (leases, retries with backoff, dead letters), reads the
+leads' current rows and writes the mapped columns, a batch a request; values equal to those last
+written are not sent again. A refused token stops the pass without spending attempts.
+
+The vendors are behind qualify.adapters.crm; `clients` is the seam tests put a loopback server
+behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+
+from qualify.adapters import schema
+from qualify.adapters.crm import CrmClient, CrmError, PushItem, open_client
+from qualify.adapters.readers import RawRow
+from qualify.domain.errors import InvalidInput, NotFound
+from qualify.domain.records import Lead
+from qualify.service import delivery
+from qualify.service.audit import record_audit
+from qualify.service.connectors.crm_mapping import Pull, SyncMapping, load_sync_mapping, parse_sync_mapping
+from qualify.service.imports.files import ImportSummary, RowConverter, import_rows, writing
+from qualify.service.lifecycle.stage_facts import imported_fact, rebuild_pending, record_facts
+from qualify.service.pipeline import Run
+from qualify.service.reading.lead_export import lead_rows
+from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
+from qualify.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PENDING, PUSHED, DEAD = "pending", "pushed", "dead"
+ERASED = "(erased)"  # the status of a CRM record whose lead was erased
+QUEUE = delivery.Queue(schema.crm_pushes, pending=PENDING, done=PUSHED, dead=DEAD)
+PAGE_BATCH = 500  # pulled records imported per transaction
+SAMPLES = 20  # rejected records kept in a sync's summary
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "crm"
+
+ClientFactory = Callable[[str, Settings], CrmClient]
+
+
+def default_mapping(crm: str) -> Path:
+    """The sync mapping Qualify ships for `crm` (`qualify examples` writes it as examples/crm/<crm>-sync.yaml)."""
+    return EXAMPLES / f"{crm}-sync.yaml"
+
+
+# --- connecting ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Connection:
+    crm: str
+    account: str | None
+    mapping_name: str
+    push_to: str
+    cursors: dict[str, str]
+    pulled_at: datetime | None
+    last_error: str | None
+    last_summary: dict[str, Any] | None
+    pending: int = 0
+    dead: int = 0
+    pushed: int = 0
+    linked: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["pulled_at"] = self.pulled_at.isoformat() if self.pulled_at else None
+        return out
+
+
+@dataclass(slots=True)
+class Connected:
+    crm: str
+    account: str
+    notes: list[str]
+    created_fields: list[str]
+    mapping_name: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def connect(
+    workspace: Workspace,
+    crm: str,
+    *,
+    mapping_path: Path | None = None,
+    clients: ClientFactory = open_client,
+    by: str = "cli",
+    now: datetime | None = None,
+) -> Connected:
+    """Check the credentials and the mapping against the CRM (creating the fields the push writes,
+    where the CRM and the mapping allow it), then store the connection. A connection made again
+    keeps its cursors: the next sync goes on from where the last one stopped."""
+    now = now or utcnow()
+    path = mapping_path or default_mapping(crm)
+    mapping = load_sync_mapping(path)
+    if mapping.crm != crm:
+        raise InvalidInput(f"{path.name} is a mapping for {mapping.crm}, not {crm}", field="crm")
+    client = clients(crm, workspace.settings)
+    try:
+        account = client.check()
+        created = []
+        if mapping.push is not None:
+            created = client.ensure_fields(mapping.push.object, mapping.push.specs(), create=mapping.push.create_fields)
+    finally:
+        client.close()
+    push_to = "none" if mapping.push is None else "all" if mapping.push.create else "linked"
+    table = schema.crm_connections
+    with workspace.unit_of_work() as uow:
+        values = {
+            "mapping": mapping.text,
+            "mapping_name": path.name,
+            "account": account.description[:300],
+            "push_to": push_to,
+            "updated_at": now,
+            "last_error": None,
+        }
+        if uow.connection.execute(select(table.c.crm).where(table.c.crm == crm)).first() is None:
+            uow.connection.execute(table.insert().values(crm=crm, cursors={}, created_at=now, **values))
+        else:
+            uow.connection.execute(update(table).where(table.c.crm == crm).values(**values))
+        record_audit(
+            uow,
+            actor=by,
+            action="crm.connect",
+            target=crm,
+            at=now,
+            details={"mapping": path.name, "created_fields": created},
+        )
+    return Connected(crm, account.description, account.notes, created, path.name)
+
+
+def connections(workspace: Workspace) -> list[Connection]:
+    """Every connected CRM, with its outbox and link counts (`qualify crm status`)."""
+    c, p, r = schema.crm_connections, schema.crm_pushes, schema.crm_records
+    out = []
+    with workspace.unit_of_work(read_only=True) as uow:
+        conn = uow.connection
+        for row in conn.execute(select(c).order_by(c.c.crm)):
+            item = Connection(
+                row.crm,
+                row.account,
+                row.mapping_name,
+                row.push_to,
+                dict(row.cursors),
+                row.pulled_at,
+                row.last_error,
+                row.last_summary,
+            )
+            grouped = select(p.c.status, func.count()).where(p.c.crm == row.crm).group_by(p.c.status)
+            counts: dict[str, int] = {status: int(n) for status, n in conn.execute(grouped)}
+            item.pending, item.dead, item.pushed = (int(counts.get(s, 0)) for s in (PENDING, DEAD, PUSHED))
+            item.linked = int(
+                conn.execute(
+                    select(func.count()).select_from(r).where(r.c.crm == row.crm, r.c.lead_id.is_not(None))
+                ).scalar_one()
+            )
+            out.append(item)
+    return out
+
+
+def _connection(uow: UnitOfWork, crm: str) -> tuple[SyncMapping, dict[str, str], datetime | None]:
+    c = schema.crm_connections
+    row = uow.connection.execute(
+        select(c.c.mapping, c.c.mapping_name, c.c.cursors, c.c.pulled_at).where(c.c.crm == crm)
+    ).first()
+    if row is None:
+        raise NotFound(f"{crm} is not connected: run `qualify crm connect {crm}` first")
+    return parse_sync_mapping(row.mapping, row.mapping_name), dict(row.cursors), row.pulled_at
+
+
+# --- pulling ---------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PullSummary:
+    """What a pull did, per object: records read, written, unchanged, rejected; status actions."""
+
+    objects: dict[str, dict[str, int]] = field(default_factory=dict)
+    actions: int = 0
+    rebuilt: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # the first SAMPLES
+
+    def count(self, obj: str, name: str, n: int = 1) -> None:
+        counts = self.objects.setdefault(obj, {"read": 0, "created": 0, "updated": 0, "unchanged": 0, "rejected": 0})
+        counts[name] = counts.get(name, 0) + n
+
+    @property
+    def changed(self) -> int:
+        return sum(c["created"] + c["updated"] for c in self.objects.values()) + self.actions
+
+
+class _Rejected:
+    """The rejects of a pull: counted, the first few kept with the record's id, field and reason."""
+
+    def __init__(self, summary: PullSummary, obj: str) -> None:
+        self.summary, self.obj, self.count = summary, obj, 0
+
+    def add(self, row: RawRow, field_name: str | None, reason: str) -> None:
+        self.count += 1
+        if len(self.summary.rejected) < SAMPLES:
+            self.summary.rejected.append({"object": self.obj, "record": row.raw, "field": field_name, "reason": reason})
+
+
+def pull(
+    workspace: Workspace,
+    crm: str,
+    client: CrmClient,
+    *,
+    now: datetime | None = None,
+    full: bool = False,
+    dry_run: bool = False,
+) -> PullSummary:
+    """Pull every object of the mapping changed since its cursor (`full`: since the start).
+
+    `dry_run` reads and checks every record, and counts what would be created, without writing."""
+    now = now or utcnow()
+    with workspace.unit_of_work(read_only=True) as uow:
+        mapping, cursors, _ = _connection(uow, crm)
+    summary = PullSummary()
+    for spec in mapping.pulls:
+        since = None if full else cursors.get(spec.object)
+        converter = RowConverter.for_file(spec.mapping, spec.kind, None, Path(f"{crm}:{spec.object}"))  # type: ignore[arg-type]
+        converter.received_at = now
+        target, history = writing(workspace, spec.kind, spec.mapping, now)  # type: ignore[arg-type]
+        read = 0
+        for page in client.pull(spec.object, mapping.fields_of(spec), since):
+            for start in range(0, len(page.records), PAGE_BATCH):
+                records = page.records[start : start + PAGE_BATCH]
+                rows = [
+                    RawRow(read + i + 1, r, f"{spec.object} {r.get(client.id_field)}") for i, r in enumerate(records)
+                ]
+                read += len(records)
+                summary.count(spec.object, "read", len(records))
+                if spec.kind == "leads":
+                    rows = _not_erased(workspace, crm, spec.object, rows, client.id_field, summary)
+                if dry_run:
+                    _check_rows(workspace, converter, rows, spec, summary)
+                    continue
+                _import_page(target, crm, spec, mapping, converter, rows, summary, now, history, client.id_field)
+            if not dry_run and page.cursor:
+                _save_cursor(workspace, crm, spec.object, page.cursor, now)
+    if not dry_run:
+        summary.rebuilt = rebuild_pending(workspace, now)
+        c = schema.crm_connections
+        with workspace.unit_of_work() as uow:
+            uow.connection.execute(update(c).where(c.c.crm == crm).values(pulled_at=now, last_error=None))
+    return summary
+
+
+def _import_page(
+    workspace: Workspace,
+    crm: str,
+    spec: Pull,
+    mapping: SyncMapping,
+    converter: RowConverter,
+    rows: list[RawRow],
+    summary: PullSummary,
+    now: datetime,
+    history: bool,
+    id_field: str,
+) -> None:
+    counts = ImportSummary(spec.kind, Path(spec.object))
+    rejects = _Rejected(summary, spec.object)
+    records = import_rows(workspace, converter, rows, rejects, counts, now, history)
+    for name in ("created", "updated", "unchanged"):
+        summary.count(spec.object, name, getattr(counts, name) + (counts.accepted if name == "created" else 0))
+    summary.count(spec.object, "rejected", rejects.count)
+    if spec.kind != "leads":
+        return
+    people = [(row, record) for row, record in zip(rows, records, strict=True) if isinstance(record, Lead)]
+    status = mapping.status if mapping.status and mapping.status.object == spec.object else None
+    with workspace.unit_of_work() as uow:
+        ids = _lead_ids(uow, [record for _, record in people])
+        links = schema.crm_records
+        ids_of = [str(row.values.get(id_field)) for row, _ in people]
+        found = list(
+            uow.connection.execute(
+                select(links.c.record_id, links.c.status, links.c.lead_id).where(
+                    links.c.crm == crm, links.c.object == spec.object, links.c.record_id.in_(ids_of)
+                )
+            )
+        )
+        known = {r.record_id: r.status for r in found}
+        known_leads = {r.record_id: r.lead_id for r in found}
+        linked: set[int] = set()
+        facts = []
+        for (row, record), record_id in zip(people, ids_of, strict=True):
+            lead_id = ids.get((record.email, record.external_id))
+            value = str(row.values.get(status.field) or "") if status else None
+            values = {"lead_id": lead_id, "status": value}
+            if lead_id is not None and (record_id not in known or known_leads.get(record_id) != lead_id):
+                linked.add(lead_id)  # a person newly linked: written back once, changed or not
+            if record_id in known:
+                uow.connection.execute(
+                    update(links)
+                    .where(links.c.crm == crm, links.c.object == spec.object, links.c.record_id == record_id)
+                    .values(**values)
+                )
+            else:
+                uow.connection.execute(
+                    links.insert().values(crm=crm, object=spec.object, record_id=record_id, **values)
+                )
+            if status is None or value == known.get(record_id) or value not in status.actions:
+                continue
+            action = status.actions[value]
+            try:
+                at = _when(row.values.get(status.at), converter)
+                facts.append(
+                    (
+                        record.email,
+                        record.external_id,
+                        imported_fact(
+                            at=at,
+                            action=action.action,
+                            by=crm,
+                            reason=action.reason,
+                            note=action.note or f"{status.field} {value}",
+                        ),
+                    )
+                )
+            except InvalidInput as error:
+                rejects.add(row, f"status.{status.at}", error.message)
+        if linked and mapping.push is not None and mapping.push.object == spec.object:
+            queue_pushes(uow.connection, crm, linked, now)
+    if facts:
+        history_workspace, _ = writing(workspace, "stages", converter.mapping, now)
+        with history_workspace.unit_of_work() as uow:
+            done = record_facts(uow, facts, source=f"{crm}:{spec.object}", now=now, create_unknown=False)
+        summary.actions += sum(1 for s in done.statuses if s == "created")
+        for index, (_, problem) in done.problems.items():
+            summary.count(spec.object, "rejected")
+            if len(summary.rejected) < SAMPLES:
+                summary.rejected.append(
+                    {
+                        "object": spec.object,
+                        "record": f"{facts[index][0] or facts[index][1]}",
+                        "field": "status",
+                        "reason": problem,
+                    }
+                )
+
+
+def _when(raw: Any, converter: RowConverter) -> datetime:
+    from qualify.adapters.readers import BadValue, parse_value
+
+    if raw in (None, ""):
+        raise InvalidInput("no value: the status change needs its date")
+    try:
+        moment = parse_value(
+            raw, "timestamp", timestamp_format=converter.mapping.timestamp_format, zone=converter.mapping.timezone
+        )
+    except BadValue as error:
+        raise InvalidInput(str(error)) from None
+    assert isinstance(moment, datetime)
+    return moment
+
+
+def _lead_ids(uow: UnitOfWork, leads: list[Lead]) -> dict[tuple[str | None, str | None], int]:
+    """Each pulled person's lead id, by the keys it was imported with."""
+    if not leads:
+        return {}
+    t = schema.leads
+    emails = sorted({lead.email for lead in leads if lead.email})
+    external = sorted({lead.external_id for lead in leads if lead.external_id})
+    rows = list(
+        uow.connection.execute(
+            select(t.c.id, t.c.email, t.c.external_id).where(
+                or_(t.c.email.in_(emails), t.c.external_id.in_(external)), t.c.erased_at.is_(None)
+            )
+        )
+    )
+    by_email = {row.email: row.id for row in rows if row.email}
+    by_external = {row.external_id: row.id for row in rows if row.external_id}
+    out = {}
+    for lead in leads:
+        found = by_external.get(lead.external_id) if lead.external_id else None
+        found = found or (by_email.get(lead.email) if lead.email else None)
+        if found is not None:
+            out[(lead.email, lead.external_id)] = found
+    return out
+
+
+def _check_rows(
+    workspace: Workspace, converter: RowConverter, rows: list[RawRow], spec: Pull, summary: PullSummary
+) -> None:
+    """A dry run's page: each record converted (rejects counted), people counted new or known."""
+    rejects = _Rejected(summary, spec.object)
+    leads = []
+    for row in rows:
+        try:
+            record = converter.convert(row.values)
+        except InvalidInput as error:
+            rejects.add(row, error.field, error.message)
+            continue
+        if isinstance(record, Lead):
+            leads.append(record)
+        else:
+            summary.count(spec.object, "updated")  # written again: the count of what a real pull sends through
+    summary.count(spec.object, "rejected", rejects.count)
+    if leads:
+        with workspace.unit_of_work(read_only=True) as uow:
+            known = _lead_ids(uow, leads)
+        for lead in leads:
+            summary.count(spec.object, "updated" if (lead.email, lead.external_id) in known else "created")
+
+
+def _save_cursor(workspace: Workspace, crm: str, obj: str, cursor: str, now: datetime) -> None:
+    c = schema.crm_connections
+    with workspace.unit_of_work() as uow:
+        row = uow.connection.execute(select(c.c.cursors).where(c.c.crm == crm).with_for_update()).first()
+        if row is not None:
+            uow.connection.execute(
+                update(c).where(c.c.crm == crm).values(cursors={**dict(row.cursors), obj: cursor}, updated_at=now)
+            )
+
+
+# --- pushing ---------------------------------------------------------------------------------------
+
+
+def react(run: Run) -> None:
+    """Reaction `crm`: a push queued for each touched lead a connected CRM should hear of, unless
+    one is pending already (the push reads the lead as it is when it leaves)."""
+    touched = run.changed.touched()
+    if not touched:
+        return
+    conn = run.uow.connection
+    c, links = schema.crm_connections, schema.crm_records
+    targets = [
+        (row.crm, row.push_to) for row in conn.execute(select(c.c.crm, c.c.push_to).where(c.c.push_to != "none"))
+    ]
+    for crm, push_to in targets:
+        wanted = set(touched)
+        if push_to == "linked":
+            wanted = set(
+                conn.execute(select(links.c.lead_id).where(links.c.crm == crm, links.c.lead_id.in_(touched))).scalars()
+            )
+        if not wanted:
+            continue
+        queue_pushes(conn, crm, wanted, run.changed.now)
+
+
+def queue_pushes(conn: Any, crm: str, lead_ids: set[int], now: datetime) -> None:
+    """A pending push for each of these leads that has none waiting already."""
+    pushes = schema.crm_pushes
+    if not lead_ids:
+        return
+    waiting = set(
+        conn.execute(
+            select(pushes.c.lead_id).where(
+                pushes.c.crm == crm, pushes.c.status == PENDING, pushes.c.lead_id.in_(lead_ids)
+            )
+        ).scalars()
+    )
+    rows = [
+        {"crm": crm, "lead_id": lead_id, "created_at": now, "status": PENDING, "attempts": 0, "next_attempt_at": now}
+        for lead_id in sorted(lead_ids - waiting)
+    ]
+    if rows:
+        conn.execute(pushes.insert(), rows)
+
+
+@dataclass(slots=True)
+class PushSummary:
+    pushed: int = 0  # written to the CRM
+    unchanged: int = 0  # the CRM had these values already
+    failed: int = 0  # to be tried again
+    dead: int = 0
+    errors: list[str] = field(default_factory=list)  # the first SAMPLES
+
+
+def push_due(
+    workspace: Workspace,
+    crm: str,
+    client: CrmClient,
+    now: datetime,
+    *,
+    rng: random.Random | None = None,
+) -> PushSummary:
+    """Write every due push of `crm`, a batch a request; each outcome in its own transaction."""
+    policy = delivery.webhook_policy(workspace.settings)
+    summary = PushSummary()
+    rng = rng or random.Random()
+    with workspace.unit_of_work(read_only=True) as uow:
+        mapping, _, _ = _connection(uow, crm)
+    if mapping.push is None:
+        return summary
+    push = mapping.push
+    people = mapping.pull_of(push.object)
+    while True:
+        with workspace.unit_of_work() as uow:
+            ids = delivery.claim(
+                uow.connection,
+                QUEUE,
+                now,
+                limit=client.push_limit,
+                lease=policy.lease(1),
+                where=QUEUE.table.c.crm == crm,
+            )
+            claims = _claims(uow, ids)
+            leads = lead_rows(uow, sorted({lead_id for _, lead_id, _ in claims}))
+            linked = _linked(uow, crm, push.object if people else None, list(leads))
+        items: list[tuple[int, int, PushItem]] = []
+        unchanged: list[tuple[int, int, int, dict[str, Any] | None]] = []
+        for row_id, lead_id, attempts in claims:
+            row = leads.get(lead_id)
+            record_id, pushed = linked.get(lead_id, (None, None))
+            if row is None or (record_id is None and not push.create):
+                unchanged.append((row_id, attempts, lead_id, None))
+                continue
+            values = {name: _pushed_value(row.get(column)) for name, column in push.fields.items()}
+            if pushed == values:
+                unchanged.append((row_id, attempts, lead_id, values))
+                continue
+            items.append((row_id, attempts, PushItem(lead_id, record_id, row.get("email"), values)))
+        try:
+            results = {r.lead_id: r for r in client.push(push.object, [item for _, _, item in items])} if items else {}
+        except CrmError as error:  # the whole request: a refused token, the CRM down
+            with workspace.unit_of_work() as uow:
+                delivery.release(uow.connection, QUEUE, ids, now)
+            raise error
+        with workspace.unit_of_work() as uow:
+            for row_id, attempts, _, _ in unchanged:
+                delivery.record_attempt(
+                    uow.connection,
+                    QUEUE,
+                    row_id,
+                    attempts=attempts,
+                    result="done",
+                    now=now,
+                    policy=policy,
+                    rng=rng,
+                    done={"pushed_at": now},
+                )
+                summary.unchanged += 1
+            for row_id, attempts, item in items:
+                result = results.get(item.lead_id)
+                outcome: delivery.Result = (
+                    "done"
+                    if result and result.error is None
+                    else "failed"
+                    if result and result.retryable
+                    else "refused"
+                )
+                problem = None if result is None else result.error
+                status = delivery.record_attempt(
+                    uow.connection, QUEUE, row_id, attempts=attempts, result=outcome, now=now, policy=policy, rng=rng,
+                    values={"last_error": problem if outcome != "done" else None}, done={"pushed_at": now},
+                )  # fmt: skip
+                if outcome == "done" and result is not None:
+                    _remember(uow, crm, push.object, item, result.record_id)
+                    summary.pushed += 1
+                else:
+                    summary.dead += status == DEAD
+                    summary.failed += status != DEAD
+                    if problem and len(summary.errors) < SAMPLES:
+                        summary.errors.append(f"lead {item.lead_id}: {problem}")
+        if len(ids) < client.push_limit:
+            return summary
+
+
+def _claims(uow: UnitOfWork, ids: list[int]) -> list[tuple[int, int, int]]:
+    p = schema.crm_pushes
+    if not ids:
+        return []
+    rows = uow.connection.execute(select(p.c.id, p.c.lead_id, p.c.attempts).where(p.c.id.in_(ids)).order_by(p.c.id))
+    return [(row.id, row.lead_id, row.attempts) for row in rows]
+
+
+def _linked(
+    uow: UnitOfWork, crm: str, obj: str | None, lead_ids: list[int]
+) -> dict[int, tuple[str | None, dict[str, Any] | None]]:
+    links = schema.crm_records
+    statement = select(links.c.lead_id, links.c.record_id, links.c.pushed).where(
+        links.c.crm == crm, links.c.lead_id.in_(lead_ids)
+    )
+    if obj is not None:
+        statement = statement.where(links.c.object == obj)
+    return {
+        row.lead_id: (row.record_id, row.pushed)
+        for row in uow.connection.execute(statement.order_by(links.c.record_id))
+    }
+
+
+def _remember(uow: UnitOfWork, crm: str, obj: str, item: PushItem, record_id: str | None) -> None:
+    links = schema.crm_records
+    record_id = item.record_id or record_id
+    if record_id is None:
+        return
+    where = (links.c.crm == crm, links.c.object == obj, links.c.record_id == record_id)
+    values = {"lead_id": item.lead_id, "pushed": item.values, "pushed_at": utcnow()}
+    if uow.connection.execute(update(links).where(*where).values(**values)).rowcount == 0:
+        uow.connection.execute(links.insert().values(crm=crm, object=obj, record_id=record_id, **values))
+
+
+def _pushed_value(value: Any) -> Any:
+    """A value as written and remembered: times as ISO text, numbers to two decimals."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return round(value, 2)
+    return value
+
+
+# --- the whole sync, and the worker's share --------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SyncSummary:
+    crm: str
+    pulled: PullSummary
+    pushed: PushSummary
+    dry_run: bool = False
+    pending: int = 0  # pushes waiting (a dry run sends none)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sync(
+    workspace: Workspace,
+    crm: str,
+    *,
+    clients: ClientFactory = open_client,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    full: bool = False,
+) -> SyncSummary:
+    """Pull what changed, then push what is due (`qualify crm sync`). A failure is kept on the
+    connection (`qualify crm status`) and raised."""
+    now = now or utcnow()
+    client = clients(crm, workspace.settings)
+    try:
+        pulled = pull(workspace, crm, client, now=now, full=full, dry_run=dry_run)
+        pushed = PushSummary() if dry_run else push_due(workspace, crm, client, now)
+    except CrmError as error:
+        _fail(workspace, crm, error.message, now)
+        raise
+    finally:
+        client.close()
+    summary = SyncSummary(crm, pulled, pushed, dry_run, _pending(workspace, crm, now))
+    if not dry_run:
+        c = schema.crm_connections
+        with workspace.unit_of_work() as uow:
+            uow.connection.execute(update(c).where(c.c.crm == crm).values(last_summary=_brief(summary), updated_at=now))
+    return summary
+
+
+def run_due(workspace: Workspace, now: datetime, *, clients: ClientFactory = open_client) -> int:
+    """The worker's share: each connected CRM's due pushes, and its pull once the last one is older
+    than `QUALIFY_CRM_SYNC_INTERVAL`. Returns how many records were written either way."""
+    interval = workspace.settings.crm_sync_interval
+    c = schema.crm_connections
+    with workspace.unit_of_work(read_only=True) as uow:
+        due = [
+            (row.crm, row.pulled_at) for row in uow.connection.execute(select(c.c.crm, c.c.pulled_at).order_by(c.c.crm))
+        ]
+    done = 0
+    for crm, pulled_at in due:
+        try:
+            client = clients(crm, workspace.settings)
+        except CrmError as error:
+            _fail(workspace, crm, error.message, now)
+            continue
+        try:
+            if interval > 0 and (pulled_at is None or now - pulled_at >= timedelta(seconds=interval)):
+                done += pull(workspace, crm, client, now=now).changed
+            done += push_due(workspace, crm, client, now).pushed
+        except CrmError as error:
+            log.warning("crm sync with %s failed: %s", crm, error.message)
+            _fail(workspace, crm, error.message, now)
+        finally:
+            client.close()
+    return done
+
+
+def _pending(workspace: Workspace, crm: str, now: datetime) -> int:
+    p = schema.crm_pushes
+    with workspace.unit_of_work(read_only=True) as uow:
+        return int(
+            uow.connection.execute(
+                select(func.count()).select_from(p).where(p.c.crm == crm, p.c.status == PENDING)
+            ).scalar_one()
+        )
+
+
+def _fail(workspace: Workspace, crm: str, message: str, now: datetime) -> None:
+    c = schema.crm_connections
+    with workspace.unit_of_work() as uow:
+        uow.connection.execute(update(c).where(c.c.crm == crm).values(last_error=f"{now.isoformat()}: {message}"))
+
+
+def _brief(summary: SyncSummary) -> dict[str, Any]:
+    return {
+        "objects": summary.pulled.objects,
+        "actions": summary.pulled.actions,
+        "pushed": summary.pushed.pushed,
+        "dead": summary.pushed.dead,
+    }
+
+
+# --- merges and erasures ---------------------------------------------------------------------------
+
+
+def move_links(uow: UnitOfWork, gone: int, kept: int) -> None:
+    """A merge: the CRM records of the lead merged away now name the kept lead; its pushes go."""
+    links, pushes = schema.crm_records, schema.crm_pushes
+    uow.connection.execute(update(links).where(links.c.lead_id == gone).values(lead_id=kept))
+    uow.connection.execute(delete(pushes).where(pushes.c.lead_id == gone))
+
+
+def forget_links(uow: UnitOfWork, lead_id: int) -> None:
+    """An erasure: nothing more is written to the lead's CRM records, and the records are marked
+    so that a pull does not bring the person back (`ERASED`: the record's id, and nothing of the person)."""
+    links, pushes = schema.crm_records, schema.crm_pushes
+    uow.connection.execute(
+        update(links).where(links.c.lead_id == lead_id).values(lead_id=None, status=ERASED, pushed=None)
+    )
+    uow.connection.execute(delete(pushes).where(pushes.c.lead_id == lead_id))
+
+
+def _not_erased(
+    workspace: Workspace, crm: str, obj: str, rows: list[RawRow], id_field: str, summary: PullSummary
+) -> list[RawRow]:
+    """The pulled people not erased in Qualify; an erased one is left out and counted as rejected."""
+    links = schema.crm_records
+    ids = [str(row.values.get(id_field)) for row in rows]
+    with workspace.unit_of_work(read_only=True) as uow:
+        erased = set(
+            uow.connection.execute(
+                select(links.c.record_id).where(
+                    links.c.crm == crm, links.c.object == obj, links.c.status == ERASED, links.c.record_id.in_(ids)
+                )
+            ).scalars()
+        )
+    if not erased:
+        return rows
+    rejects = _Rejected(summary, obj)
+    for row, record_id in zip(rows, ids, strict=True):
+        if record_id in erased:
+            rejects.add(row, None, "erased in Qualify: not imported again (delete it in the CRM too)")
+    summary.count(obj, "rejected", rejects.count)
+    return [row for row, record_id in zip(rows, ids, strict=True) if record_id not in erased]
