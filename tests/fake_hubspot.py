@@ -368,6 +368,8 @@ class FakeHubSpot:
         record = self.objects[object_type][record_id]
         props = record["properties"]
         stage_before = props.get("lifecyclestage")
+        changed = record.setdefault("changed", {})  # when each property took its value: its history
+        changed.update({name: stamp for name, value in values.items() if props.get(name) != value})
         props.update(values)
         stage = values.get("lifecyclestage")  # HubSpot stamps the date a contact enters a lifecycle stage
         entered = f"hs_lifecyclestage_{stage}_date"
@@ -389,8 +391,18 @@ class FakeHubSpot:
         view: Json = {"id": record["id"], "properties": {k: v for k, v in shown.items() if k in defined}}
         view |= {"createdAt": record["createdAt"], "updatedAt": record["updatedAt"], "archived": record["archived"]}
         if history:
-            entry = {"timestamp": record["updatedAt"], "sourceType": "API"}
-            past = {name: [entry | {"value": props[name]}] if props.get(name) is not None else [] for name in history}
+            past = {
+                name: [
+                    {
+                        "value": props[name],
+                        "timestamp": record.get("changed", {}).get(name, record["updatedAt"]),
+                        "sourceType": "CRM_UI",
+                    }
+                ]
+                if props.get(name) is not None
+                else []
+                for name in history
+            }
             view["propertiesWithHistory"] = {name: entries for name, entries in past.items() if name in defined}
         return view
 

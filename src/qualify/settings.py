@@ -253,8 +253,8 @@ class Settings(BaseSettings):
     hubspot_token: SecretStr | None = Field(
         default=None,
         description=(
-            "A HubSpot private app's access token for `qualify crm` (scopes: crm.objects.contacts, companies and "
-            "deals read and write, crm.schemas.contacts.write); never printed or stored."
+            "A HubSpot private app's access token for `qualify crm` (scopes: crm.objects.contacts read and write, "
+            "crm.objects.companies and deals read, crm.schemas.contacts read and write); never printed or stored."
         ),
     )
     hubspot_url: str | None = Field(

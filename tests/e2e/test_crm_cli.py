@@ -66,7 +66,7 @@ def test_crm_connect_and_sync_with_salesforce(tmp_path: Path) -> None:
         }
         missing = qualify("crm", "connect", "salesforce", env=env)
         assert missing.returncode == 2 and "Qualify_Stage__c" in missing.stderr
-        for name in ("Stage", "Stage_Reason", "Fit_Grade"):
+        for name in ("Stage", "Stage_Reason", "MQL_Reason", "Fit_Grade", "Owner"):
             sf.add_field("Lead", f"Qualify_{name}__c", "string")
         for name in ("Fit_Score", "Engagement", "Score", "Probability"):
             sf.add_field("Lead", f"Qualify_{name}__c", "double")

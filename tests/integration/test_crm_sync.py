@@ -88,7 +88,7 @@ def test_hubspot_round_trip(workspace: Workspace) -> None:
                 "hs_lifecyclestage_marketingqualifiedlead_date": "2026-11-10T10:00:00.000Z",
             },
         )
-        hub.add("contacts", {"firstname": "No email"})
+        hub.add("contacts", {"email": "long@acme.com", "jobtitle": "Head of " * 60})  # longer than a title may be
         deal = hub.add(
             "deals",
             {
@@ -109,7 +109,7 @@ def test_hubspot_round_trip(workspace: Workspace) -> None:
         first = crm.sync(workspace, "hubspot", clients=clients, now=T1)
         contacts = first.pulled.objects["contacts"]
         assert (contacts["read"], contacts["created"], contacts["rejected"]) == (4, 3, 1)
-        assert first.pulled.rejected[0]["field"] == "email"
+        assert first.pulled.rejected[0]["field"] == "title"
         assert first.pulled.objects["companies"]["created"] == 1 and first.pulled.objects["deals"]["created"] == 1
         # The won deal took Ann to customer at its close date; Cy's lifecycle date made him an MQL then.
         ann_lead = lead(workspace, "ann@acme.com")
@@ -130,7 +130,11 @@ def test_hubspot_round_trip(workspace: Workspace) -> None:
         # A rep marks Bob unqualified in HubSpot: the next sync records it, dated, with its reason.
         clock.at = T2
         hub.update("contacts", bob, {"hs_lead_status": "UNQUALIFIED"})
+        clock.at = T2 + timedelta(hours=2)  # edited again later: the status still changed at T2
+        hub.update("contacts", bob, {"firstname": "Robert"})
         clock.at = T3
+        planned = crm.sync(workspace, "hubspot", clients=clients, now=T3, dry_run=True)
+        assert planned.pulled.actions == 1 and lead(workspace, "bob@acme.com").stage == "lead"
         second = crm.sync(workspace, "hubspot", clients=clients, now=T3)
         assert second.pulled.actions == 1 and second.pushed.pushed == 1
         bob_lead = lead(workspace, "bob@acme.com")
@@ -202,7 +206,7 @@ def test_a_refused_token_spends_no_attempt_and_is_kept_on_the_connection(workspa
 def test_salesforce_round_trip(workspace: Workspace) -> None:
     clock = Clock(T0)
     with FakeSalesforce(clock=clock, page_size=2) as sf:
-        for name in ("Stage", "Stage_Reason", "Fit_Grade"):
+        for name in ("Stage", "Stage_Reason", "MQL_Reason", "Fit_Grade", "Owner"):
             sf.add_field("Lead", f"Qualify_{name}__c", "string")
         for name in ("Fit_Score", "Engagement", "Score", "Probability"):
             sf.add_field("Lead", f"Qualify_{name}__c", "double")
@@ -328,3 +332,63 @@ def test_the_worker_pulls_on_its_interval_and_pushes_in_every_pass(sqlite_worksp
             later = T1 + timedelta(seconds=workspace.settings.crm_sync_interval + 1)
             assert worker.run_once(later).crm_records >= 2
         assert crm.connections(workspace)[0].linked == 2 and hub.problems == []
+
+
+def test_a_change_while_a_push_is_on_its_way_is_pushed_after_it(sqlite_workspace: Workspace) -> None:
+    from qualify.domain.records import make_event
+    from qualify.service import delivery
+
+    workspace = sqlite_workspace
+    with FakeHubSpot() as hub:
+        hub.add("contacts", {"email": "ann@acme.com", "jobtitle": "VP Marketing"})
+        clients = lambda name, settings: HubSpotClient("pat-test-token", hub.url)  # noqa: E731
+        crm.connect(workspace, "hubspot", clients=clients, now=T1)
+        crm.sync(workspace, "hubspot", clients=clients, now=T1)
+        with workspace.unit_of_work() as uow:
+            ingest_events(uow, [make_event(None, "email_click", T1, email="ann@acme.com")], now=T1)
+            claimed = delivery.claim(uow.connection, crm.QUEUE, T1, limit=10, lease=60)  # a worker sends it...
+        with workspace.unit_of_work() as uow:  # ...while the lead changes again
+            ingest_events(uow, [make_event(None, "demo_request", T1, email="ann@acme.com")], now=T1)
+        with workspace.unit_of_work(read_only=True) as uow:
+            rows = uow.connection.execute(
+                select(schema.crm_pushes.c.id, schema.crm_pushes.c.status).order_by(schema.crm_pushes.c.id)
+            ).all()
+        assert [tuple(r) for r in rows][-2:] == [(claimed[0], crm.SENDING), (claimed[0] + 1, crm.PENDING)]
+
+
+def test_a_refused_token_while_pushing_spends_no_attempt(sqlite_workspace: Workspace) -> None:
+    from qualify.domain.records import make_event
+
+    workspace = sqlite_workspace
+    with FakeHubSpot() as hub:
+        hub.add("contacts", {"email": "ann@acme.com"})
+        good = lambda name, settings: HubSpotClient("pat-test-token", hub.url)  # noqa: E731
+        crm.connect(workspace, "hubspot", clients=good, now=T1)
+        crm.sync(workspace, "hubspot", clients=good, now=T1)
+        with workspace.unit_of_work() as uow:
+            ingest_events(uow, [make_event(None, "email_click", T1, email="ann@acme.com")], now=T1)
+        with pytest.raises(CrmError, match="refused the token"):
+            crm.push_due(workspace, "hubspot", HubSpotClient("revoked", hub.url), T1)
+        p = schema.crm_pushes
+        with workspace.unit_of_work(read_only=True) as uow:
+            row = uow.connection.execute(
+                select(p.c.status, p.c.attempts, p.c.next_attempt_at).where(p.c.status != "pushed")
+            ).one()
+        assert row.status == "pending" and row.attempts == 0 and row.next_attempt_at > T1
+        assert crm.push_due(workspace, "hubspot", good("hubspot", None), T1 + timedelta(minutes=2)).pushed == 1
+
+
+def test_one_pull_of_a_crm_at_a_time(sqlite_workspace: Workspace) -> None:
+    workspace = sqlite_workspace
+    with FakeHubSpot() as hub:
+        hub.add("contacts", {"email": "ann@acme.com"})
+        clients = lambda name, settings: HubSpotClient("pat-test-token", hub.url)  # noqa: E731
+        crm.connect(workspace, "hubspot", clients=clients, now=T1)
+        pages = HubSpotClient("pat-test-token", hub.url).pull("contacts", ["email"], None)
+        with workspace.unit_of_work() as uow:  # a pull holds the lease...
+            uow.connection.execute(
+                schema.crm_connections.update().values(pulling_until=datetime.now(UTC) + timedelta(minutes=5))
+            )
+        with pytest.raises(CrmError, match="another pull of hubspot is running"):
+            crm.sync(workspace, "hubspot", clients=clients, now=T1)
+        assert next(iter(pages)).records  # ...and the CRM still answers; only Qualify's side waited

@@ -453,6 +453,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "qualify" / "examples"
 def test_every_example_mapping_validates() -> None:
     from qualify.domain.automation import load_automation
     from qualify.domain.model_loader import load_model
+    from qualify.service.connectors.crm_mapping import load_sync_mapping
     from qualify.service.imports.mapping import load_mapping
 
     models = set(EXAMPLES.rglob("model.yaml"))  # example scoring models are named so
@@ -461,7 +462,9 @@ def test_every_example_mapping_validates() -> None:
         load_model(path.read_text(encoding="utf-8"), str(path))
     automation = EXAMPLES / "automation.yaml"  # segments and workflows (docs/automation.md); the rest are mappings
     assert load_automation(automation.read_text(encoding="utf-8"), str(automation)).segments
-    mappings = sorted(set(EXAMPLES.rglob("*.yaml")) - models - {automation})
+    syncs = set(EXAMPLES.rglob("*-sync.yaml"))  # the CRM sync mappings (docs/integrations.md)
+    assert {load_sync_mapping(path).crm for path in syncs} == {"hubspot", "salesforce"}
+    mappings = sorted(set(EXAMPLES.rglob("*.yaml")) - models - {automation} - syncs)
     kinds = {path.name: load_mapping(path).kind for path in mappings}
     assert {"hubspot-contacts.yaml", "salesforce-lead-history.yaml", "deals.yaml", "mqls.yaml"} <= kinds.keys()
     assert set(kinds.values()) >= {"leads", "stages", "deals"}

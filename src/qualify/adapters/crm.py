@@ -3,8 +3,9 @@
 A CRM client pulls an object's records changed since a cursor, page by page, and writes values
 onto records in batches. Everything vendor-specific (the official client, paging, rate limits,
 error bodies) stays in the vendor's module (`crm_hubspot`, `crm_salesforce`); the sync
-(qualify.service.connectors.crm) sees only this module. A third CRM is one more module with a
-class that has the `CrmClient` methods, and one line in `VENDORS`.
+(qualify.service.connectors.crm) sees only this module. A third CRM (Pipedrive, Odoo) is one more
+module with a class that has the `CrmClient` methods, one line in `VENDORS`, its credentials in
+the settings, and its default sync mapping in examples/crm/.
 
 Records come flat: a property or field name to its value, a related record's fields under dotted
 names (`Contact.Email`), so that an import mapping (docs/import.md) reads them like a file's row.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from qualify.domain.errors import QualifyError
@@ -102,7 +104,10 @@ class CrmClient(Protocol):
 
     def check(self) -> Account: ...
 
-    def pull(self, obj: str, fields: Sequence[str], since: str | None) -> Iterator[Page]: ...
+    def pull(self, obj: str, fields: Sequence[str], since: str | None, dated: Sequence[str] = ()) -> Iterator[Page]:
+        """The records changed at or after `since`, oldest change first, page by page, with `fields`
+        (and `<field>@at` for each of `dated` where the CRM keeps when the field took its value)."""
+        ...
 
     def ensure_fields(self, obj: str, fields: Sequence[FieldSpec], *, create: bool) -> list[str]: ...
 
@@ -120,6 +125,24 @@ def open_client(vendor: str, settings: Settings, **options: Any) -> CrmClient:
     module, _, name = target.partition(":")
     client: CrmClient = getattr(importlib.import_module(module), name).from_settings(settings, **options)
     return client
+
+
+def behind(cursor: str, seconds: float, *, floor: str | None = None) -> str:
+    """A cursor `seconds` earlier (ISO-8601, UTC), never before `floor`: the next pull starts a
+    little before the newest change seen, for records the CRM made visible late.
+
+    >>> behind("2026-12-06T21:00:00.000Z", 120)
+    '2026-12-06T20:58:00+00:00'
+    """
+    moment = _instant(cursor) - timedelta(seconds=seconds)
+    if floor is not None and moment < _instant(floor):
+        return floor
+    return moment.isoformat()
+
+
+def _instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

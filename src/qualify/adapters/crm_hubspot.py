@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from qualify.adapters.crm import Account, CrmError, FieldSpec, Page, PushItem, PushResult
+from qualify.adapters.crm import Account, CrmError, FieldSpec, Page, PushItem, PushResult, behind
 from qualify.settings import Settings
 
 SEARCH_PAGE = 100
@@ -33,6 +33,7 @@ SEARCH_CAP = 10_000  # HubSpot's search returns no result past this offset
 BATCH = 100  # records a batch read, update or upsert takes
 ASSOCIATION_BATCH = 1000
 RATE_LIMIT_TRIES = 5
+OVERLAP = 120.0  # seconds a saved cursor stays behind the newest change pulled (search indexing lags)
 TIMEOUT = 30.0
 MODIFIED = {"contacts": "lastmodifieddate"}  # the other objects: hs_lastmodifieddate
 GROUPS = {"contacts": "contactinformation", "companies": "companyinformation", "deals": "dealinformation"}
@@ -76,30 +77,36 @@ class HubSpotClient:
             f"HubSpot at {self._hubspot.config.get('host') or 'api.hubapi.com'}", [f"{count} contact properties"]
         )
 
-    def pull(self, obj: str, fields: Sequence[str], since: str | None) -> Iterator[Page]:
+    def pull(self, obj: str, fields: Sequence[str], since: str | None, dated: Sequence[str] = ()) -> Iterator[Page]:
+        """Keyset paging: each page is a new search from the newest modification seen (records
+        modified while the pull runs move to its end instead of shifting an offset past others);
+        `after` pages only within one instant. The cursor given is `OVERLAP` behind, so a record
+        HubSpot's search index had not caught up with is pulled by the next sync."""
         modified = modified_property(obj)
         own = sorted({f for f in fields if "." not in f} | {modified, "hs_object_id"})
         related = _related(fields)
-        after, low = 0, since
+        low, offset, seen = since, 0, set[str]()
         while True:
-            request = _search(modified, low, own, after)
-            body = self._call("objects", "search_api", "do_search", obj, request)
-            found = body.get("results", [])
-            records = [{"id": r["id"], **r.get("properties", {})} for r in found]
-            if related and records:
+            if offset + SEARCH_PAGE > SEARCH_CAP:
+                raise CrmError(
+                    f"more than {SEARCH_CAP:,} {obj} changed in one millisecond: HubSpot's search cannot page past them"
+                )
+            body = self._call("objects", "search_api", "do_search", obj, _search(modified, low, own, offset))
+            found = [r for r in body.get("results", []) if str(r["id"]) not in seen]
+            records = [{"id": str(r["id"]), **(r.get("properties") or {})} for r in found]
+            if records and related:
                 self._add_related(obj, records, related)
-            cursor = records[-1].get(modified) if records else None
-            yield Page(records, cursor or low)
-            following = (body.get("paging") or {}).get("next", {}).get("after")
-            if not following:
+            if records and dated:
+                self._add_dates(obj, records, dated)
+            newest = records[-1].get(modified) if records else None
+            yield Page(records, behind(newest, OVERLAP, floor=since) if newest else since)
+            if not (body.get("paging") or {}).get("next", {}).get("after"):
                 return
-            after = int(following)
-            if after + SEARCH_PAGE > SEARCH_CAP:
-                if cursor is None or cursor == low:
-                    raise CrmError(
-                        f"more than {SEARCH_CAP:,} {obj} changed in the same millisecond: HubSpot's search cannot page past them"
-                    )
-                after, low = 0, cursor
+            if newest is None or newest == low:  # a whole page in one instant: page within it
+                offset += len(body.get("results", []))
+            else:
+                low, offset = newest, 0
+            seen = {str(r["id"]) for r in records if r.get(modified) == low} | (seen if offset else set())
 
     def ensure_fields(self, obj: str, fields: Sequence[FieldSpec], *, create: bool) -> list[str]:
         body = self._call("properties", "core_api", "get_all", obj)
@@ -131,9 +138,8 @@ class HubSpotClient:
 
     def close(self) -> None:
         for api in self._apis.values():
-            client = getattr(getattr(api, "search_api", None) or getattr(api, "core_api", None), "api_client", None)
-            if client is not None:
-                client.close()
+            api.api_client.close()
+        self._apis.clear()
 
     # --- pushing ---------------------------------------------------------------------------------
     def _isolating(
@@ -144,7 +150,9 @@ class HubSpotClient:
         try:
             return send(obj, items)
         except CrmError as error:
-            if error.retryable or error.auth:
+            if error.auth or error.retry_after is not None:
+                raise  # not these records' fault: the pass stops, and spends no attempt
+            if error.retryable:
                 return [PushResult(i.lead_id, i.record_id, error.message, retryable=True) for i in items]
             if len(items) == 1:
                 return [PushResult(items[0].lead_id, items[0].record_id, error.message)]
@@ -177,7 +185,9 @@ class HubSpotClient:
 
         batch = BatchInputSimplePublicObjectBatchInputUpsert(
             inputs=[
-                SimplePublicObjectBatchInputUpsert(id_property="email", id=i.email, properties=_texts(i.values))
+                SimplePublicObjectBatchInputUpsert(
+                    id_property="email", id=i.email, properties={**_texts(i.values), "email": i.email or ""}
+                )
                 for i in items
             ]
         )
@@ -239,16 +249,35 @@ class HubSpotClient:
                 found = values.get(first.get(str(record["id"]), ""), {})
                 record.update({f"{other}.{p}": found.get(p) for p in properties})
 
+    def _add_dates(self, obj: str, records: list[dict[str, Any]], dated: Sequence[str]) -> None:
+        """`<field>@at`: when each record's field took its current value, from its history."""
+        from hubspot.crm.objects import BatchReadInputSimplePublicObjectId, SimplePublicObjectId
+
+        for part in _chunks(records, BATCH):
+            read = BatchReadInputSimplePublicObjectId(
+                inputs=[SimplePublicObjectId(id=r["id"]) for r in part],
+                properties=[],
+                properties_with_history=list(dated),
+            )
+            body = self._call("objects", "batch_api", "read", obj, read)
+            history = {str(r["id"]): r.get("propertiesWithHistory") or {} for r in body.get("results", [])}
+            for record in part:
+                for name in dated:
+                    entries = history.get(record["id"], {}).get(name) or []
+                    newest = max(entries, key=lambda e: str(e.get("timestamp", "")), default=None)
+                    if newest is not None and newest.get("value") == record.get(name):
+                        record[f"{name}@at"] = newest.get("timestamp")
+
     # --- calls -----------------------------------------------------------------------------------
-    def _api(self, which: str) -> Any:
-        if which not in self._apis:
+    def _api(self, which: str, api: str) -> Any:
+        """One API object of the client, made once: each access of the client's discovery makes a
+        new one, with its own connection pool."""
+        key = f"{which}.{api}"
+        if key not in self._apis:
             crm = self._hubspot.crm
-            self._apis[which] = {
-                "objects": lambda: crm.objects,
-                "properties": lambda: crm.properties,
-                "associations": lambda: crm.associations.v4,
-            }[which]()
-        return self._apis[which]
+            group = {"objects": crm.objects, "properties": crm.properties, "associations": crm.associations.v4}
+            self._apis[key] = getattr(group[which], api)
+        return self._apis[key]
 
     def _call(self, which: str, api: str, method: str, *args: Any) -> dict[str, Any]:
         """One request through the client (`which` API's `api.method(*args)`), 429s waited out;
@@ -258,7 +287,7 @@ class HubSpotClient:
             if pause > 0:
                 self._sleep(pause)
             try:
-                response = getattr(getattr(self._api(which), api), method)(*args, **_RAW)
+                response = getattr(self._api(which, api), method)(*args, **_RAW)
             except Exception as error:  # the client's ApiException (one class per API package) or urllib3's
                 status = getattr(error, "status", None)
                 headers = dict(getattr(error, "headers", None) or {})
@@ -269,7 +298,7 @@ class HubSpotClient:
                 raise _error(status, body, headers, error) from None
             headers = dict(response.headers)
             if headers.get("X-HubSpot-RateLimit-Remaining") == "0":
-                self._wait_until = time.monotonic() + _interval(headers)
+                self._wait_until = time.monotonic() + min(_interval(headers), 60.0)
             return _json(response.data)
         raise AssertionError("unreachable")
 
@@ -323,7 +352,7 @@ def _texts(values: dict[str, Any]) -> dict[str, str]:
         elif isinstance(value, datetime):
             out[name] = value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         elif isinstance(value, float):
-            out[name] = format(value, "g")
+            out[name] = repr(value)
         else:
             out[name] = str(value)
     return out

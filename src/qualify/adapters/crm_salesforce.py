@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from qualify.adapters.crm import Account, CrmError, FieldSpec, Page, PushItem, PushResult, flatten
+from qualify.adapters.crm import Account, CrmError, FieldSpec, Page, PushItem, PushResult, behind, flatten
 from qualify.settings import Settings
 
 API_VERSION = "59.0"
@@ -31,6 +31,7 @@ BATCH = 200  # records one sObject Collections request takes
 USAGE_CEILING = 0.9  # of the org's daily API requests, past which the sync waits for the next day
 TIMEOUT = 30.0
 MODIFIED = "SystemModstamp"
+OVERLAP = 60.0  # seconds a saved cursor stays behind the newest change (a transaction commits after its stamp)
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}(\.[A-Za-z][A-Za-z0-9_]{0,79})?$")
 _ID = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
 
@@ -71,7 +72,9 @@ class SalesforceClient:
         notes = [f"{len(described.get('fields', []))} {self.people} fields"]
         return Account(f"Salesforce at {self.instance_url}", notes + self._usage())
 
-    def pull(self, obj: str, fields: Sequence[str], since: str | None) -> Iterator[Page]:
+    def pull(self, obj: str, fields: Sequence[str], since: str | None, dated: Sequence[str] = ()) -> Iterator[Page]:
+        """`dated` is not read here: when a field changed is in Salesforce's field history
+        (`LeadHistory`), which an org keeps only where an admin switched it on."""
         api_name(obj, "object")
         names = list(dict.fromkeys([api_name(f) for f in ("Id", *fields, MODIFIED)]))
         where = f" WHERE {MODIFIED} >= {_literal(since)}" if since else ""
@@ -79,8 +82,8 @@ class SalesforceClient:
         body = self._call(lambda: self._sf.query(soql, timeout=TIMEOUT))
         while True:
             records = [flatten(r) for r in body.get("records", [])]
-            cursor = records[-1].get(MODIFIED) if records else None
-            yield Page(records, cursor or since)
+            newest = records[-1].get(MODIFIED) if records else None
+            yield Page(records, behind(newest, OVERLAP, floor=since) if newest else since)
             following = body.get("nextRecordsUrl")
             if body.get("done", True) or not following:
                 return
@@ -126,9 +129,9 @@ class SalesforceClient:
                     )
                 )
             except CrmError as error:
-                results += [
-                    PushResult(i.lead_id, i.record_id, error.message, error.retryable or error.auth) for i in part
-                ]
+                if error.auth or error.retry_after is not None:
+                    raise  # not these records' fault: the pass stops, and spends no attempt
+                results += [PushResult(i.lead_id, i.record_id, error.message, error.retryable) for i in part]
                 continue
             listed = answers.get("results", [])
             for item, answer in zip(part, listed, strict=False):

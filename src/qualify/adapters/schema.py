@@ -439,6 +439,8 @@ crm_connections = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("pulled_at", UTCDateTime()),  # when the last complete pull ended
+    Column("pulling_until", UTCDateTime()),  # the lease of the pull running, if one is
+    Column("failed_at", UTCDateTime()),  # when the last sync failed (the worker waits an interval)
     Column("last_error", Text),
     Column("last_summary", JSONDoc()),
 )

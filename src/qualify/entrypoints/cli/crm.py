@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from qualify.adapters.crm import VENDORS
 from qualify.entrypoints.cli.base import DbOption, JsonOption, _errors, _print_json, _workspace, app, out
 
 crm_app = typer.Typer(
@@ -16,9 +17,7 @@ crm_app = typer.Typer(
 app.add_typer(crm_app, name="crm")
 
 
-class Vendor(StrEnum):
-    hubspot = "hubspot"
-    salesforce = "salesforce"
+Vendor = StrEnum("Vendor", {name: name for name in VENDORS})  # type: ignore[misc]  # every CRM adapters/crm.py names
 
 
 VendorArgument = Annotated[Vendor, typer.Argument(help="The CRM: hubspot or salesforce.")]
@@ -104,7 +103,7 @@ def crm_status(db: DbOption = None, as_json: JsonOption = False) -> None:
     (waiting, written, given up) and the last error."""
     from qualify.service.connectors.crm import connections
 
-    with _workspace(db) as workspace:
+    with _workspace(db) as workspace, _errors():
         found = connections(workspace)
     if as_json:
         _print_json([c.as_dict() for c in found])

@@ -36,6 +36,8 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("pulled_at", UTCDateTime(), nullable=True),
+        sa.Column("pulling_until", UTCDateTime(), nullable=True),
+        sa.Column("failed_at", UTCDateTime(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("last_summary", _json(), nullable=True),
         sa.PrimaryKeyConstraint("crm", name=op.f("pk_crm_connections")),

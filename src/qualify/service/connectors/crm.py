@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,14 @@ from sqlalchemy import delete, func, or_, select, update
 
 from qualify.adapters import schema
 from qualify.adapters.crm import CrmClient, CrmError, PushItem, open_client
-from qualify.adapters.readers import RawRow
+from qualify.adapters.readers import BadValue, RawRow, parse_value
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.records import Lead
 from qualify.service import delivery
 from qualify.service.audit import record_audit
-from qualify.service.connectors.crm_mapping import Pull, SyncMapping, load_sync_mapping, parse_sync_mapping
+from qualify.service.connectors.crm_mapping import Pull, Status, SyncMapping, load_sync_mapping, parse_sync_mapping
 from qualify.service.imports.files import ImportSummary, RowConverter, import_rows, writing
-from qualify.service.lifecycle.stage_facts import imported_fact, rebuild_pending, record_facts
+from qualify.service.lifecycle.stage_facts import KeyedFact, StageFact, imported_fact, rebuild_pending, record_facts
 from qualify.service.pipeline import Run
 from qualify.service.reading.lead_export import lead_rows
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
@@ -47,9 +48,13 @@ from qualify.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PENDING, PUSHED, DEAD = "pending", "pushed", "dead"
+PENDING, SENDING, PUSHED, DEAD = "pending", "sending", "pushed", "dead"
 ERASED = "(erased)"  # the status of a CRM record whose lead was erased
-QUEUE = delivery.Queue(schema.crm_pushes, pending=PENDING, done=PUSHED, dead=DEAD)
+# A claimed push is `sending`: a change to its lead meanwhile queues a new push, read after it.
+QUEUE = delivery.Queue(schema.crm_pushes, pending=PENDING, done=PUSHED, dead=DEAD, leased=SENDING)
+AUTH_RETRY = 60.0  # seconds before pushes a CRM refused as a whole are tried again
+PULL_LEASE = timedelta(minutes=30)  # how long a pull holds its CRM without saving a cursor
+WORKER_PULL_LIMIT = 5000  # records a worker pass pulls at most: a first sync of a large CRM takes several
 PAGE_BATCH = 500  # pulled records imported per transaction
 SAMPLES = 20  # rejected records kept in a sync's summary
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "crm"
@@ -168,7 +173,8 @@ def connections(workspace: Workspace) -> list[Connection]:
             )
             grouped = select(p.c.status, func.count()).where(p.c.crm == row.crm).group_by(p.c.status)
             counts: dict[str, int] = {status: int(n) for status, n in conn.execute(grouped)}
-            item.pending, item.dead, item.pushed = (int(counts.get(s, 0)) for s in (PENDING, DEAD, PUSHED))
+            item.pending = counts.get(PENDING, 0) + counts.get(SENDING, 0)
+            item.dead, item.pushed = counts.get(DEAD, 0), counts.get(PUSHED, 0)
             item.linked = int(
                 conn.execute(
                     select(func.count()).select_from(r).where(r.c.crm == row.crm, r.c.lead_id.is_not(None))
@@ -197,12 +203,17 @@ class PullSummary:
 
     objects: dict[str, dict[str, int]] = field(default_factory=dict)
     actions: int = 0
+    complete: bool = True  # False: stopped at its limit; the next pull goes on from the cursors
     rebuilt: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)  # the first SAMPLES
 
     def count(self, obj: str, name: str, n: int = 1) -> None:
         counts = self.objects.setdefault(obj, {"read": 0, "created": 0, "updated": 0, "unchanged": 0, "rejected": 0})
         counts[name] = counts.get(name, 0) + n
+
+    @property
+    def read(self) -> int:
+        return sum(c["read"] for c in self.objects.values())
 
     @property
     def changed(self) -> int:
@@ -229,42 +240,106 @@ def pull(
     now: datetime | None = None,
     full: bool = False,
     dry_run: bool = False,
+    limit: int | None = None,
 ) -> PullSummary:
     """Pull every object of the mapping changed since its cursor (`full`: since the start).
 
-    `dry_run` reads and checks every record, and counts what would be created, without writing."""
+    One pull of a CRM runs at a time (a lease on its connection; another is refused). `limit`
+    stops after about that many records: the cursors keep the place, and the next pull goes on
+    from it (`complete` is False). `dry_run` reads and checks every record, and counts what would
+    be created and which status changes would become actions, without writing anything."""
     now = now or utcnow()
     with workspace.unit_of_work(read_only=True) as uow:
         mapping, cursors, _ = _connection(uow, crm)
     summary = PullSummary()
-    for spec in mapping.pulls:
-        since = None if full else cursors.get(spec.object)
-        converter = RowConverter.for_file(spec.mapping, spec.kind, None, Path(f"{crm}:{spec.object}"))  # type: ignore[arg-type]
-        converter.received_at = now
-        target, history = writing(workspace, spec.kind, spec.mapping, now)  # type: ignore[arg-type]
-        read = 0
-        for page in client.pull(spec.object, mapping.fields_of(spec), since):
-            for start in range(0, len(page.records), PAGE_BATCH):
-                records = page.records[start : start + PAGE_BATCH]
-                rows = [
-                    RawRow(read + i + 1, r, f"{spec.object} {r.get(client.id_field)}") for i, r in enumerate(records)
-                ]
-                read += len(records)
-                summary.count(spec.object, "read", len(records))
-                if spec.kind == "leads":
-                    rows = _not_erased(workspace, crm, spec.object, rows, client.id_field, summary)
-                if dry_run:
-                    _check_rows(workspace, converter, rows, spec, summary)
-                    continue
-                _import_page(target, crm, spec, mapping, converter, rows, summary, now, history, client.id_field)
-            if not dry_run and page.cursor:
-                _save_cursor(workspace, crm, spec.object, page.cursor, now)
     if not dry_run:
-        summary.rebuilt = rebuild_pending(workspace, now)
-        c = schema.crm_connections
-        with workspace.unit_of_work() as uow:
-            uow.connection.execute(update(c).where(c.c.crm == crm).values(pulled_at=now, last_error=None))
+        _lease_pull(workspace, crm)
+    try:
+        for spec in mapping.pulls:
+            if not _pull_object(
+                workspace,
+                crm,
+                client,
+                mapping,
+                spec,
+                None if full else cursors.get(spec.object),
+                summary,
+                now,
+                dry_run,
+                limit,
+            ):
+                summary.complete = False
+                break
+        if not dry_run:
+            summary.rebuilt = rebuild_pending(workspace, now)
+    finally:
+        if not dry_run:
+            _end_pull(workspace, crm, now if summary.complete else None)
     return summary
+
+
+def _pull_object(
+    workspace: Workspace,
+    crm: str,
+    client: CrmClient,
+    mapping: SyncMapping,
+    spec: Pull,
+    since: str | None,
+    summary: PullSummary,
+    now: datetime,
+    dry_run: bool,
+    limit: int | None,
+) -> bool:
+    """Pull one object; False when `limit` stopped it before the end."""
+    converter = RowConverter.for_file(spec.mapping, spec.kind, None, Path(f"{crm}:{spec.object}"))  # type: ignore[arg-type]
+    converter.received_at = now
+    target, history = writing(workspace, spec.kind, spec.mapping, now)  # type: ignore[arg-type]
+    status = mapping.status if mapping.status and mapping.status.object == spec.object else None
+    read = 0
+    for page in client.pull(spec.object, mapping.fields_of(spec), since, [status.field] if status else []):
+        for start in range(0, len(page.records), PAGE_BATCH):
+            records = page.records[start : start + PAGE_BATCH]
+            rows = [RawRow(read + i + 1, r, f"{spec.object} {r.get(client.id_field)}") for i, r in enumerate(records)]
+            read += len(records)
+            summary.count(spec.object, "read", len(records))
+            if spec.kind == "leads":
+                rows = _not_erased(workspace, crm, spec.object, rows, client.id_field, summary)
+            if dry_run:
+                _check_rows(workspace, crm, converter, rows, spec, status, summary, client.id_field)
+            else:
+                _import_page(target, crm, spec, mapping, converter, rows, summary, now, history, client.id_field)
+        if not dry_run and page.cursor:
+            _save_cursor(workspace, crm, spec.object, page.cursor, now)
+        if limit is not None and summary.read >= limit:
+            return False
+    return True
+
+
+def _lease_pull(workspace: Workspace, crm: str) -> None:
+    """Hold the CRM's pull lease, or `CrmError` when another pull holds it (on the wall clock: a
+    pull of history passes `now` in the past)."""
+    c, at = schema.crm_connections, utcnow()
+    with workspace.unit_of_work() as uow:
+        taken = uow.connection.execute(
+            update(c)
+            .where(c.c.crm == crm, or_(c.c.pulling_until.is_(None), c.c.pulling_until < at))
+            .values(pulling_until=at + PULL_LEASE)
+        ).rowcount
+        if not taken:
+            until = uow.connection.execute(select(c.c.pulling_until).where(c.c.crm == crm)).scalar()
+            raise CrmError(
+                f"another pull of {crm} is running (its lease ends {until:%H:%M:%S} UTC); try again then",
+                retryable=True,
+            )
+
+
+def _end_pull(workspace: Workspace, crm: str, completed: datetime | None) -> None:
+    c = schema.crm_connections
+    values: dict[str, Any] = {"pulling_until": None}
+    if completed is not None:
+        values.update(pulled_at=completed, last_error=None, failed_at=None)
+    with workspace.unit_of_work() as uow:
+        uow.connection.execute(update(c).where(c.c.crm == crm).values(**values))
 
 
 def _import_page(
@@ -289,28 +364,24 @@ def _import_page(
         return
     people = [(row, record) for row, record in zip(rows, records, strict=True) if isinstance(record, Lead)]
     status = mapping.status if mapping.status and mapping.status.object == spec.object else None
-    with workspace.unit_of_work() as uow:
+    links = schema.crm_records
+    # The links, the statuses seen and the actions they are: one transaction, so that a status is
+    # never marked seen without its action (the stage facts are history: nothing announced).
+    stages, _ = writing(workspace, "stages", converter.mapping, now)
+    with stages.unit_of_work() as uow:
         ids = _lead_ids(uow, [record for _, record in people])
-        links = schema.crm_records
         ids_of = [str(row.values.get(id_field)) for row, _ in people]
-        found = list(
-            uow.connection.execute(
-                select(links.c.record_id, links.c.status, links.c.lead_id).where(
-                    links.c.crm == crm, links.c.object == spec.object, links.c.record_id.in_(ids_of)
-                )
-            )
-        )
-        known = {r.record_id: r.status for r in found}
-        known_leads = {r.record_id: r.lead_id for r in found}
+        known = _links(uow, crm, spec.object, ids_of)
         linked: set[int] = set()
-        facts = []
+        facts: list[tuple[RawRow, KeyedFact]] = []
         for (row, record), record_id in zip(people, ids_of, strict=True):
             lead_id = ids.get((record.email, record.external_id))
+            before = known.get(record_id)
             value = str(row.values.get(status.field) or "") if status else None
-            values = {"lead_id": lead_id, "status": value}
-            if lead_id is not None and (record_id not in known or known_leads.get(record_id) != lead_id):
+            if lead_id is not None and (before is None or before[1] != lead_id):
                 linked.add(lead_id)  # a person newly linked: written back once, changed or not
-            if record_id in known:
+            values = {"lead_id": lead_id, "status": value}
+            if before is not None:
                 uow.connection.execute(
                     update(links)
                     .where(links.c.crm == crm, links.c.object == spec.object, links.c.record_id == record_id)
@@ -320,55 +391,57 @@ def _import_page(
                 uow.connection.execute(
                     links.insert().values(crm=crm, object=spec.object, record_id=record_id, **values)
                 )
-            if status is None or value == known.get(record_id) or value not in status.actions:
-                continue
-            action = status.actions[value]
-            try:
-                at = _when(row.values.get(status.at), converter)
-                facts.append(
-                    (
-                        record.email,
-                        record.external_id,
-                        imported_fact(
-                            at=at,
-                            action=action.action,
-                            by=crm,
-                            reason=action.reason,
-                            note=action.note or f"{status.field} {value}",
-                        ),
+            if status is not None and _acts(status, value, before):
+                try:
+                    facts.append(
+                        (row, (record.email, record.external_id, _status_fact(crm, status, row.values, value)))
                     )
-                )
-            except InvalidInput as error:
-                rejects.add(row, f"status.{status.at}", error.message)
+                except InvalidInput as error:
+                    rejects.add(row, f"status.{status.at}", error.message)
+                    summary.count(spec.object, "rejected")
+        if facts:
+            done = record_facts(
+                uow, [fact for _, fact in facts], source=f"{crm}:{spec.object}", now=now, create_unknown=False
+            )
+            summary.actions += sum(1 for s in done.statuses if s == "created")
+            for index, (_, problem) in done.problems.items():
+                rejects.add(facts[index][0], "status", problem)
+                summary.count(spec.object, "rejected")
         if linked and mapping.push is not None and mapping.push.object == spec.object:
             queue_pushes(uow.connection, crm, linked, now)
-    if facts:
-        history_workspace, _ = writing(workspace, "stages", converter.mapping, now)
-        with history_workspace.unit_of_work() as uow:
-            done = record_facts(uow, facts, source=f"{crm}:{spec.object}", now=now, create_unknown=False)
-        summary.actions += sum(1 for s in done.statuses if s == "created")
-        for index, (_, problem) in done.problems.items():
-            summary.count(spec.object, "rejected")
-            if len(summary.rejected) < SAMPLES:
-                summary.rejected.append(
-                    {
-                        "object": spec.object,
-                        "record": f"{facts[index][0] or facts[index][1]}",
-                        "field": "status",
-                        "reason": problem,
-                    }
-                )
 
 
-def _when(raw: Any, converter: RowConverter) -> datetime:
-    from qualify.adapters.readers import BadValue, parse_value
+def _links(uow: UnitOfWork, crm: str, obj: str, record_ids: list[str]) -> dict[str, tuple[str | None, int | None]]:
+    """The known links among these records: record id -> (status seen, lead id)."""
+    links = schema.crm_records
+    rows = uow.connection.execute(
+        select(links.c.record_id, links.c.status, links.c.lead_id).where(
+            links.c.crm == crm, links.c.object == obj, links.c.record_id.in_(record_ids)
+        )
+    )
+    return {r.record_id: (r.status, r.lead_id) for r in rows}
 
+
+def _acts(status: Status, value: str | None, before: tuple[str | None, int | None] | None) -> bool:
+    """Whether a status value seen is an action: mapped, and not the value seen last time."""
+    return value is not None and value in status.actions and (before is None or before[0] != value)
+
+
+def _status_fact(crm: str, status: Status, values: dict[str, Any], value: str | None) -> StageFact:
+    """The stage fact of a status change: dated when the field took the value where the CRM says
+    (`<field>@at`, from its history), otherwise by the record's `at` field."""
+    action = status.actions[str(value)]
+    raw = values.get(f"{status.field}@at") or values.get(status.at)
+    return imported_fact(
+        at=_when(raw), action=action.action, by=crm, reason=action.reason, note=action.note or f"{status.field} {value}"
+    )
+
+
+def _when(raw: Any) -> datetime:
     if raw in (None, ""):
         raise InvalidInput("no value: the status change needs its date")
     try:
-        moment = parse_value(
-            raw, "timestamp", timestamp_format=converter.mapping.timestamp_format, zone=converter.mapping.timezone
-        )
+        moment = parse_value(raw, "timestamp", timestamp_format=None, zone=UTC)
     except BadValue as error:
         raise InvalidInput(str(error)) from None
     assert isinstance(moment, datetime)
@@ -401,11 +474,19 @@ def _lead_ids(uow: UnitOfWork, leads: list[Lead]) -> dict[tuple[str | None, str 
 
 
 def _check_rows(
-    workspace: Workspace, converter: RowConverter, rows: list[RawRow], spec: Pull, summary: PullSummary
+    workspace: Workspace,
+    crm: str,
+    converter: RowConverter,
+    rows: list[RawRow],
+    spec: Pull,
+    status: Status | None,
+    summary: PullSummary,
+    id_field: str,
 ) -> None:
-    """A dry run's page: each record converted (rejects counted), people counted new or known."""
+    """A dry run's page: each record converted (rejects counted), people counted new or known,
+    and status changes that would be actions counted."""
     rejects = _Rejected(summary, spec.object)
-    leads = []
+    people: list[tuple[RawRow, Lead]] = []
     for row in rows:
         try:
             record = converter.convert(row.values)
@@ -413,25 +494,34 @@ def _check_rows(
             rejects.add(row, error.field, error.message)
             continue
         if isinstance(record, Lead):
-            leads.append(record)
+            people.append((row, record))
         else:
             summary.count(spec.object, "updated")  # written again: the count of what a real pull sends through
     summary.count(spec.object, "rejected", rejects.count)
-    if leads:
-        with workspace.unit_of_work(read_only=True) as uow:
-            known = _lead_ids(uow, leads)
-        for lead in leads:
-            summary.count(spec.object, "updated" if (lead.email, lead.external_id) in known else "created")
+    if not people:
+        return
+    with workspace.unit_of_work(read_only=True) as uow:
+        known = _lead_ids(uow, [lead for _, lead in people])
+        seen = _links(uow, crm, spec.object, [str(row.values.get(id_field)) for row, _ in people])
+    for row, lead in people:
+        summary.count(spec.object, "updated" if (lead.email, lead.external_id) in known else "created")
+        value = str(row.values.get(status.field) or "") if status else None
+        if status is not None and _acts(status, value, seen.get(str(row.values.get(id_field)))):
+            summary.actions += 1
 
 
 def _save_cursor(workspace: Workspace, crm: str, obj: str, cursor: str, now: datetime) -> None:
+    """Keep the place reached, and hold the pull's lease a while longer."""
     c = schema.crm_connections
     with workspace.unit_of_work() as uow:
         row = uow.connection.execute(select(c.c.cursors).where(c.c.crm == crm).with_for_update()).first()
         if row is not None:
-            uow.connection.execute(
-                update(c).where(c.c.crm == crm).values(cursors={**dict(row.cursors), obj: cursor}, updated_at=now)
-            )
+            values = {
+                "cursors": {**dict(row.cursors), obj: cursor},
+                "updated_at": now,
+                "pulling_until": utcnow() + PULL_LEASE,
+            }
+            uow.connection.execute(update(c).where(c.c.crm == crm).values(**values))
 
 
 # --- pushing ---------------------------------------------------------------------------------------
@@ -506,15 +596,16 @@ def push_due(
         return summary
     push = mapping.push
     people = mapping.pull_of(push.object)
+    # A claim outlasts the slowest request of a batch: every record of it sent alone, timing out.
+    lease = policy.lease(client.push_limit)
+    started = time.monotonic()
+    with workspace.unit_of_work() as uow:  # pushes a dead worker held are due again (at least once)
+        delivery.expire_leases(uow.connection, QUEUE, now)
     while True:
+        at = _at(now, started)
         with workspace.unit_of_work() as uow:
             ids = delivery.claim(
-                uow.connection,
-                QUEUE,
-                now,
-                limit=client.push_limit,
-                lease=policy.lease(1),
-                where=QUEUE.table.c.crm == crm,
+                uow.connection, QUEUE, at, limit=client.push_limit, lease=lease, where=QUEUE.table.c.crm == crm
             )
             claims = _claims(uow, ids)
             leads = lead_rows(uow, sorted({lead_id for _, lead_id, _ in claims}))
@@ -534,10 +625,10 @@ def push_due(
             items.append((row_id, attempts, PushItem(lead_id, record_id, row.get("email"), values)))
         try:
             results = {r.lead_id: r for r in client.push(push.object, [item for _, _, item in items])} if items else {}
-        except CrmError as error:  # the whole request: a refused token, the CRM down
-            with workspace.unit_of_work() as uow:
-                delivery.release(uow.connection, QUEUE, ids, now)
-            raise error
+        except CrmError as error:  # not the records' fault (a refused token, a spent allowance): no attempt spent
+            _hold(workspace, ids, at + timedelta(seconds=error.retry_after or AUTH_RETRY))
+            raise
+        now = _at(now, started)
         with workspace.unit_of_work() as uow:
             for row_id, attempts, _, _ in unchanged:
                 delivery.record_attempt(
@@ -576,6 +667,21 @@ def push_due(
                         summary.errors.append(f"lead {item.lead_id}: {problem}")
         if len(ids) < client.push_limit:
             return summary
+
+
+def _hold(workspace: Workspace, ids: list[int], until: datetime) -> None:
+    """Claims the CRM refused as a whole go back to pending, due at `until`, attempts untouched."""
+    t = QUEUE.table
+    with workspace.unit_of_work() as uow:
+        uow.connection.execute(
+            update(t).where(t.c.id.in_(ids), t.c.status == SENDING).values(status=PENDING, next_attempt_at=until)
+        )
+
+
+def _at(now: datetime, started: float) -> datetime:
+    """The pass's `now` plus the time the pass has taken so far: claims and backoff count from
+    when they happen, not from the start of a pass a slow CRM made long."""
+    return now + timedelta(seconds=time.monotonic() - started)
 
 
 def _claims(uow: UnitOfWork, ids: list[int]) -> list[tuple[int, int, int]]:
@@ -666,31 +772,53 @@ def sync(
 
 
 def run_due(workspace: Workspace, now: datetime, *, clients: ClientFactory = open_client) -> int:
-    """The worker's share: each connected CRM's due pushes, and its pull once the last one is older
-    than `QUALIFY_CRM_SYNC_INTERVAL`. Returns how many records were written either way."""
-    interval = workspace.settings.crm_sync_interval
+    """The worker's share: each connected CRM's due pushes, and its pull once the last one (or the
+    last failure) is older than `QUALIFY_CRM_SYNC_INTERVAL`, `WORKER_PULL_LIMIT` records a pass.
+    A failure is kept on the connection and stops neither the other CRM nor the pushes.
+    Returns how many records were written either way."""
+    interval = timedelta(seconds=workspace.settings.crm_sync_interval)
     c = schema.crm_connections
     with workspace.unit_of_work(read_only=True) as uow:
-        due = [
-            (row.crm, row.pulled_at) for row in uow.connection.execute(select(c.c.crm, c.c.pulled_at).order_by(c.c.crm))
-        ]
+        due = list(uow.connection.execute(select(c.c.crm, c.c.pulled_at, c.c.failed_at).order_by(c.c.crm)))
     done = 0
-    for crm, pulled_at in due:
+    for crm, pulled_at, failed_at in due:
         try:
             client = clients(crm, workspace.settings)
         except CrmError as error:
             _fail(workspace, crm, error.message, now)
             continue
         try:
-            if interval > 0 and (pulled_at is None or now - pulled_at >= timedelta(seconds=interval)):
-                done += pull(workspace, crm, client, now=now).changed
-            done += push_due(workspace, crm, client, now).pushed
-        except CrmError as error:
-            log.warning("crm sync with %s failed: %s", crm, error.message)
-            _fail(workspace, crm, error.message, now)
+            last = max((t for t in (pulled_at, failed_at) if t is not None), default=None)
+            if interval and (last is None or now - last >= interval):
+                done += _guarded_part(workspace, crm, now, _pulling, client)
+            done += _guarded_part(workspace, crm, now, _pushing, client)
         finally:
             client.close()
     return done
+
+
+def _pulling(workspace: Workspace, crm: str, client: CrmClient, now: datetime) -> int:
+    return pull(workspace, crm, client, now=now, limit=WORKER_PULL_LIMIT).changed
+
+
+def _pushing(workspace: Workspace, crm: str, client: CrmClient, now: datetime) -> int:
+    return push_due(workspace, crm, client, now).pushed
+
+
+def _guarded_part(
+    workspace: Workspace,
+    crm: str,
+    now: datetime,
+    part: Callable[[Workspace, str, CrmClient, datetime], int],
+    client: CrmClient,
+) -> int:
+    try:
+        return part(workspace, crm, client, now)
+    except Exception as error:  # a CRM's answer, or the store: kept on the connection, tried again later
+        message = error.message if isinstance(error, CrmError) else f"{type(error).__name__}: {error}"
+        log.warning("crm sync with %s failed: %s", crm, message, exc_info=not isinstance(error, CrmError))
+        _fail(workspace, crm, message, now)
+        return 0
 
 
 def _pending(workspace: Workspace, crm: str, now: datetime) -> int:
@@ -706,7 +834,8 @@ def _pending(workspace: Workspace, crm: str, now: datetime) -> int:
 def _fail(workspace: Workspace, crm: str, message: str, now: datetime) -> None:
     c = schema.crm_connections
     with workspace.unit_of_work() as uow:
-        uow.connection.execute(update(c).where(c.c.crm == crm).values(last_error=f"{now.isoformat()}: {message}"))
+        values = {"last_error": f"{now.isoformat()}: {message[:1000]}", "failed_at": now}
+        uow.connection.execute(update(c).where(c.c.crm == crm).values(**values))
 
 
 def _brief(summary: SyncSummary) -> dict[str, Any]:

@@ -39,6 +39,9 @@ from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, closest
 from qualify.service.imports.mapping import Mapping, read_mapping_part
 from qualify.service.reading.lead_export import COLUMNS
 
+# What a push may write: the columns of `qualify export leads`, and the reason the lead became MQL.
+PUSHABLE = {**COLUMNS, "mql_reason": "text"}
+CREATES_PEOPLE = ("hubspot",)  # the CRMs a push may create people in (by email)
 MAX_TEXT = 200_000  # characters of a sync mapping: a page of YAML, not a data file
 PULL_KINDS = ("accounts", "leads", "deals")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
@@ -92,7 +95,7 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Push:
-    """What is written on the people's records: CRM field name -> Qualify column (`COLUMNS`)."""
+    """What is written on the people's records: CRM field name -> Qualify column (`PUSHABLE`)."""
 
     object: str
     fields: dict[str, str]
@@ -101,7 +104,7 @@ class Push:
 
     def specs(self) -> list[FieldSpec]:
         return [
-            FieldSpec(name, f"Qualify {column.replace('_', ' ')}", _FIELD_TYPES[COLUMNS[column]])
+            FieldSpec(name, f"Qualify {column.replace('_', ' ')}", _FIELD_TYPES[PUSHABLE[column]])
             for name, column in self.fields.items()
         ]
 
@@ -159,6 +162,10 @@ class _Reader:
         pulls = self._pulls(data.get("pull"))
         status = self._status(data.get("status"), pulls)
         push = self._push(data.get("push"))
+        if push is not None and push.create and crm in VENDORS and crm not in CREATES_PEOPLE:
+            self.tree.problem(
+                "push.create", f"Qualify writes only to the {crm} records the sync pulled: leave create out"
+            )
         return SyncMapping(str(crm), tuple(pulls), status, push, self.tree.source, text)
 
     def _pulls(self, value: Any) -> list[Pull]:
@@ -229,9 +236,9 @@ class _Reader:
             path = f"push.fields.{name}"
             if not _NAME.match(name):
                 self.tree.problem(path, f"{name!r} is not a field name of the CRM (letters, digits and _)")
-            elif column not in COLUMNS:
+            elif column not in PUSHABLE:
                 self.tree.problem(
-                    path, f"{column!r}{closest(str(column), set(COLUMNS))}; Qualify's columns: {', '.join(COLUMNS)}"
+                    path, f"{column!r}{closest(str(column), set(PUSHABLE))}; Qualify's columns: {', '.join(PUSHABLE)}"
                 )
             else:
                 fields[name] = str(column)

@@ -64,26 +64,33 @@ def exported_leads(workspace: Workspace, wanted: LeadFilter | None = None) -> It
 
 
 def lead_rows(uow: UnitOfWork, lead_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """The rows of `COLUMNS` of these leads (erased ones left out), by id: what a CRM push writes."""
+    """The rows of `COLUMNS` of these leads (erased ones left out), by id, with `mql_reason`: the
+    reason of the lead's latest move to MQL. What a CRM push writes."""
     if not lead_ids:
         return {}
     wanted = LeadFilter(ids=tuple(lead_ids), sort="created", ascending=True, limit=len(lead_ids))
     rows, _ = list_page(uow, wanted)
-    reasons = stage_reasons(uow.connection, [row["id"] for row in rows])
+    ids = [row["id"] for row in rows]
+    reasons, mql = stage_reasons(uow.connection, ids), stage_reasons(uow.connection, ids, to_stage="mql")
     return {
-        row["id"]: {column: row.get(column) for column in COLUMNS} | {"stage_reason": reasons.get(row["id"])}
+        row["id"]: {column: row.get(column) for column in COLUMNS}
+        | {"stage_reason": reasons.get(row["id"]), "mql_reason": mql.get(row["id"])}
         for row in rows
     }
 
 
-def stage_reasons(conn: Connection, lead_ids: list[int]) -> dict[int, str | None]:
-    """The reason recorded with each lead's latest stage move ("fit grade A and engagement 31 ≥ 25")."""
+def stage_reasons(conn: Connection, lead_ids: list[int], *, to_stage: str | None = None) -> dict[int, str | None]:
+    """The reason recorded with each lead's latest stage move ("fit grade A and engagement 31 ≥ 25"),
+    or its latest move to `to_stage`."""
     if not lead_ids:
         return {}
     history = schema.stage_history
-    rows = conn.execute(
+    statement = (
         select(history.c.lead_id, history.c.reason)
         .where(history.c.lead_id.in_(lead_ids))
         .order_by(history.c.lead_id, history.c.at, history.c.id)
     )
+    if to_stage is not None:
+        statement = statement.where(history.c.to_stage == to_stage)
+    rows = conn.execute(statement)
     return {row.lead_id: row.reason for row in rows}  # the last of each lead's moves wins
