@@ -12,7 +12,7 @@ the same reactions in the same order (service/pipeline.py says what a reaction i
 4. `segments`: the touched leads tested against every segment, entries and exits recorded
    (automation);
 5. `workflows`: leads whose change triggers a workflow enrolled (automation);
-6. `crm`: a push to each connected CRM queued for the touched leads it holds (connectors).
+6. `crm`: a push to each connected CRM queued for the touched leads it holds (connectors, crm_outbox).
 
 A caller that must not start side effects switches reactions off by name, for one workspace:
 `open_workspace(settings, without=("handoff", "announcements", "workflows"))`, or
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from qualify.service.automation import enrolment, lead_data, segments
-from qualify.service.connectors import crm
+from qualify.service.connectors import crm_outbox
 from qualify.service.email import reading as emails
 from qualify.service.integrations import announcements
 from qualify.service.lifecycle import handoff
@@ -65,11 +65,11 @@ def _automation_forget(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
 
 
 def _crm_merge(uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
-    crm.move_links(uow, gone, kept)
+    crm_outbox.move_links(uow, gone, kept)
 
 
 def _crm_forget(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
-    crm.forget_links(uow, lead_id)
+    crm_outbox.forget_links(uow, lead_id)
 
 
 def default_pipeline() -> Pipeline:
@@ -81,7 +81,7 @@ def default_pipeline() -> Pipeline:
             Reaction("announcements", announcements.react),
             Reaction("segments", segments.react_segments),
             Reaction("workflows", enrolment.react_workflows),
-            Reaction("crm", crm.react),
+            Reaction("crm", crm_outbox.react),
         ),
         keepers=(
             Keeper("automation", _automation_merge, _automation_forget),

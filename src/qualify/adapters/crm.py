@@ -17,10 +17,12 @@ import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qualify.domain.errors import QualifyError
-from qualify.settings import Settings
+
+if TYPE_CHECKING:
+    from qualify.settings import Settings
 
 # name -> "module:Class"; the module is imported only when that CRM is used (its client is large).
 VENDORS = {

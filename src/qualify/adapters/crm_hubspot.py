@@ -23,10 +23,12 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qualify.adapters.crm import Account, CrmError, FieldSpec, Page, PushItem, PushResult, behind
-from qualify.settings import Settings
+
+if TYPE_CHECKING:
+    from qualify.settings import Settings
 
 SEARCH_PAGE = 100
 SEARCH_CAP = 10_000  # HubSpot's search returns no result past this offset

@@ -21,10 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qualify.adapters.crm import Account, CrmError, FieldSpec, Page, PushItem, PushResult, behind, flatten
-from qualify.settings import Settings
+
+if TYPE_CHECKING:
+    from qualify.settings import Settings
 
 API_VERSION = "59.0"
 BATCH = 200  # records one sObject Collections request takes
