@@ -39,11 +39,12 @@ def test_crm_connect_sync_and_status_with_hubspot(tmp_path: Path) -> None:
         synced = qualify("crm", "sync", "hubspot", env=env)
         assert synced.returncode == 0, synced.stderr
         assert (
-            "Pushed 1 leads" in synced.stdout and hub.objects["contacts"][ann]["properties"]["qualify_stage"] == "lead"
+            "Pushed 1 leads and 1 accounts" in synced.stdout
+            and hub.objects["contacts"][ann]["properties"]["qualify_stage"] == "lead"
         )
 
         status = json.loads(qualify("crm", "status", "--json", env=env).stdout)
-        assert status[0]["crm"] == "hubspot" and status[0]["linked"] == 1 and status[0]["pushed"] == 1
+        assert status[0]["crm"] == "hubspot" and status[0]["linked"] == 1 and status[0]["pushed"] == 2  # Ann, and Acme
         assert set(status[0]["cursors"]) == {"companies", "contacts"}  # no deal yet: nothing to resume from
 
         env["QUALIFY_HUBSPOT_TOKEN"] = "pat-na1-revoked"
@@ -70,6 +71,10 @@ def test_crm_connect_and_sync_with_salesforce(tmp_path: Path) -> None:
             sf.add_field("Lead", f"Qualify_{name}__c", "string")
         for name in ("Fit_Score", "Engagement", "Score", "Probability"):
             sf.add_field("Lead", f"Qualify_{name}__c", "double")
+        for name in ("People", "MQLs", "Best_Score"):
+            sf.add_field("Account", f"Qualify_{name}__c", "double")
+        for name in ("Best_Fit_Grade", "Furthest_Stage"):
+            sf.add_field("Account", f"Qualify_{name}__c", "string")
         assert qualify("crm", "connect", "salesforce", env=env).returncode == 0
         synced = qualify("crm", "sync", "salesforce", "--json", env=env)
         assert synced.returncode == 0, synced.stderr

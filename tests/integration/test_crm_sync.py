@@ -120,12 +120,18 @@ def test_hubspot_round_trip(workspace: Workspace) -> None:
         cy_moves = [m[:2] for m in moves(workspace, lead(workspace, "cy@acme.com").id)]
         assert ("mql", datetime(2026, 11, 10, 10, tzinfo=UTC)) in cy_moves
         # Every pulled person got its scores written back on its contact.
-        assert first.pushed.pushed == 3 and first.pushed.dead == 0
+        assert (first.pushed.pushed, first.pushed.accounts, first.pushed.dead) == (3, 1, 0)
         pushed = hub.objects["contacts"][ann]["properties"]
         assert pushed["qualify_stage"] == "customer" and float(pushed["qualify_fit_score"]) == pytest.approx(
             ann_lead.fit_score, abs=0.01
         )
         assert hub.objects["contacts"][bob]["properties"]["qualify_stage"] == "lead"
+        company = hub.objects["companies"][acme]["properties"]
+        assert (company["qualify_people"], company["qualify_mqls"], company["qualify_furthest_stage"]) == (
+            "3",
+            "2",
+            "customer",
+        )
 
         # A rep marks Bob unqualified in HubSpot: the next sync records it, dated, with its reason.
         clock.at = T2
@@ -210,7 +216,13 @@ def test_salesforce_round_trip(workspace: Workspace) -> None:
             sf.add_field("Lead", f"Qualify_{name}__c", "string")
         for name in ("Fit_Score", "Engagement", "Score", "Probability"):
             sf.add_field("Lead", f"Qualify_{name}__c", "double")
-        sf.add("Account", Name="Acme", Website="https://www.acme.com", Industry="Software", NumberOfEmployees=250)
+        for name in ("People", "MQLs", "Best_Score"):
+            sf.add_field("Account", f"Qualify_{name}__c", "double")
+        for name in ("Best_Fit_Grade", "Furthest_Stage"):
+            sf.add_field("Account", f"Qualify_{name}__c", "string")
+        account = sf.add(
+            "Account", Name="Acme", Website="https://www.acme.com", Industry="Software", NumberOfEmployees=250
+        )
         ann = sf.add(
             "Lead",
             Email="ann@acme.com",
@@ -246,7 +258,10 @@ def test_salesforce_round_trip(workspace: Workspace) -> None:
         assert first.pulled.objects["Opportunity"]["created"] == 1, first.pulled.rejected
         ann_lead = lead(workspace, "ann@acme.com")
         assert ann_lead.external_id == ann and ann_lead.stage == "nurture"  # the lost opportunity sent her back
-        assert first.pushed.pushed == 2 and sf.records["Lead"][ann]["Qualify_Stage__c"] == "nurture"
+        assert (first.pushed.pushed, first.pushed.accounts) == (2, 1) and sf.records["Lead"][ann][
+            "Qualify_Stage__c"
+        ] == "nurture"
+        assert sf.records["Account"][account]["Qualify_People__c"] == 2
         assert sf.records["Lead"][ann]["Qualify_Fit_Score__c"] == pytest.approx(ann_lead.fit_score, abs=0.01)
 
         clock.at = T2

@@ -435,6 +435,7 @@ crm_connections = Table(
     Column("mapping_name", String(300), nullable=False),
     Column("account", String(300)),  # whom the credentials belong to, as the CRM said at connect
     Column("push_to", String(10), nullable=False),  # none | linked (the CRM's own people) | all
+    Column("push_accounts", String(80)),  # the CRM's object the accounts' values are written to, if any
     Column("cursors", JSONDoc(), nullable=False),  # object -> the newest modification pulled
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
@@ -451,6 +452,7 @@ crm_records = Table(
     Column("object", String(80), primary_key=True),
     Column("record_id", String(200), primary_key=True),
     Column("lead_id", Integer, ForeignKey("leads.id"), index=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), index=True),  # a company's record
     Column("status", String(200)),  # the sales status last seen on the record
     Column("pushed", JSONDoc()),  # the values last written to the record
     Column("pushed_at", UTCDateTime()),
@@ -460,9 +462,10 @@ crm_pushes = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("crm", String(40), nullable=False),
-    Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("lead_id", Integer, ForeignKey("leads.id"), index=True),  # a person's push, or
+    Column("account_id", Integer, ForeignKey("accounts.id"), index=True),  # an account's
     Column("created_at", UTCDateTime(), nullable=False),
-    Column("status", String(12), nullable=False),  # pending | pushed | dead
+    Column("status", String(12), nullable=False),  # pending | sending | pushed | dead
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime(), nullable=False),
     Column("last_error", Text),

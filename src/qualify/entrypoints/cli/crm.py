@@ -89,7 +89,7 @@ def crm_sync(
         return
     pushed = summary.pushed
     out.print(
-        f"Pushed {pushed.pushed:,} leads ({pushed.unchanged:,} unchanged, {pushed.failed:,} to retry, "
+        f"Pushed {pushed.pushed:,} leads and {pushed.accounts:,} accounts ({pushed.unchanged:,} unchanged, {pushed.failed:,} to retry, "
         f"{pushed.dead:,} given up); {summary.pending:,} pushes waiting.",
         highlight=False,
     )

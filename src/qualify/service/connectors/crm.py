@@ -26,23 +26,31 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from qualify.adapters import schema
-from qualify.adapters.crm import CrmClient, CrmError, PushItem, open_client
+from qualify.adapters.crm import CrmClient, CrmError, PushItem, PushResult, open_client
 from qualify.adapters.readers import BadValue, RawRow, parse_value
 from qualify.domain.errors import InvalidInput, NotFound
-from qualify.domain.records import Lead
+from qualify.domain.records import Account, Lead
 from qualify.service import delivery
 from qualify.service.audit import record_audit
-from qualify.service.connectors.crm_mapping import Pull, Status, SyncMapping, load_sync_mapping, parse_sync_mapping
+from qualify.service.connectors.crm_mapping import (
+    Pull,
+    Push,
+    Status,
+    SyncMapping,
+    load_sync_mapping,
+    parse_sync_mapping,
+)
 from qualify.service.connectors.crm_outbox import DEAD, ERASED, PENDING, PUSHED, QUEUE, SENDING, queue_pushes
 from qualify.service.imports.files import ImportSummary, RowConverter, import_rows, writing
 from qualify.service.lifecycle.stage_facts import KeyedFact, StageFact, imported_fact, rebuild_pending, record_facts
-from qualify.service.reading.lead_export import lead_rows
+from qualify.service.reading.lead_export import account_rows, lead_rows
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 from qualify.settings import Settings
 
@@ -120,8 +128,9 @@ def connect(
     try:
         account = client.check()
         created = []
-        if mapping.push is not None:
-            created = client.ensure_fields(mapping.push.object, mapping.push.specs(), create=mapping.push.create_fields)
+        for push in (mapping.push, mapping.push_accounts):
+            if push is not None:
+                created += client.ensure_fields(push.object, push.specs(), create=push.create_fields)
     finally:
         client.close()
     push_to = "none" if mapping.push is None else "all" if mapping.push.create else "linked"
@@ -132,6 +141,7 @@ def connect(
             "mapping_name": path.name,
             "account": account.description[:300],
             "push_to": push_to,
+            "push_accounts": mapping.push_accounts.object if mapping.push_accounts else None,
             "updated_at": now,
             "last_error": None,
         }
@@ -356,6 +366,8 @@ def _import_page(
     for name in ("created", "updated", "unchanged"):
         summary.count(spec.object, name, getattr(counts, name) + (counts.accepted if name == "created" else 0))
     summary.count(spec.object, "rejected", rejects.count)
+    if spec.kind == "accounts":
+        _link_accounts(workspace, crm, spec, mapping, rows, records, id_field, now)
     if spec.kind != "leads":
         return
     people = [(row, record) for row, record in zip(rows, records, strict=True) if isinstance(record, Lead)]
@@ -405,6 +417,58 @@ def _import_page(
                 summary.count(spec.object, "rejected")
         if linked and mapping.push is not None and mapping.push.object == spec.object:
             queue_pushes(uow.connection, crm, linked, now)
+
+
+def _link_accounts(
+    workspace: Workspace,
+    crm: str,
+    spec: Pull,
+    mapping: SyncMapping,
+    rows: list[RawRow],
+    records: list[Any],
+    id_field: str,
+    now: datetime,
+) -> None:
+    """Each pulled company linked to its account (by domain); one newly linked is written back once."""
+    pulled = [
+        (str(row.values.get(id_field)), record.domain)
+        for row, record in zip(rows, records, strict=True)
+        if isinstance(record, Account)
+    ]
+    if not pulled:
+        return
+    links, accounts = schema.crm_records, schema.accounts
+    with workspace.unit_of_work() as uow:
+        conn = uow.connection
+        ids = dict(
+            conn.execute(
+                select(accounts.c.domain, accounts.c.id).where(accounts.c.domain.in_({d for _, d in pulled}))
+            ).all()
+        )
+        known = dict(
+            conn.execute(
+                select(links.c.record_id, links.c.account_id).where(
+                    links.c.crm == crm, links.c.object == spec.object, links.c.record_id.in_([r for r, _ in pulled])
+                )
+            ).all()
+        )
+        linked = set()
+        for record_id, domain in pulled:
+            account_id = ids.get(domain)
+            if record_id in known:
+                if known[record_id] == account_id:
+                    continue
+                where = (links.c.crm == crm, links.c.object == spec.object, links.c.record_id == record_id)
+                conn.execute(update(links).where(*where).values(account_id=account_id))
+            else:
+                conn.execute(
+                    links.insert().values(crm=crm, object=spec.object, record_id=record_id, account_id=account_id)
+                )
+            if account_id is not None:
+                linked.add(account_id)
+        push = mapping.push_accounts
+        if linked and push is not None and push.object == spec.object:
+            queue_pushes(conn, crm, linked, now, column="account_id")
 
 
 def _links(uow: UnitOfWork, crm: str, obj: str, record_ids: list[str]) -> dict[str, tuple[str | None, int | None]]:
@@ -525,7 +589,8 @@ def _save_cursor(workspace: Workspace, crm: str, obj: str, cursor: str, now: dat
 
 @dataclass(slots=True)
 class PushSummary:
-    pushed: int = 0  # written to the CRM
+    pushed: int = 0  # people written to the CRM
+    accounts: int = 0  # companies written to the CRM
     unchanged: int = 0  # the CRM had these values already
     failed: int = 0  # to be tried again
     dead: int = 0
@@ -540,62 +605,85 @@ def push_due(
     *,
     rng: random.Random | None = None,
 ) -> PushSummary:
-    """Write every due push of `crm`, a batch a request; each outcome in its own transaction."""
+    """Write every due push of `crm`, people's then accounts', a batch a request; each batch's
+    outcomes in one transaction of their own."""
     policy = delivery.webhook_policy(workspace.settings)
     summary = PushSummary()
-    rng = rng or random.Random()
     with workspace.unit_of_work(read_only=True) as uow:
         mapping, _, _ = _connection(uow, crm)
-    if mapping.push is None:
-        return summary
-    push = mapping.push
-    people = mapping.pull_of(push.object)
-    # A claim outlasts the slowest request of a batch: every record of it sent alone, timing out.
-    lease = policy.lease(client.push_limit)
     started = time.monotonic()
     with workspace.unit_of_work() as uow:  # pushes a dead worker held are due again (at least once)
         delivery.expire_leases(uow.connection, QUEUE, now)
-    while True:
-        at = _at(now, started)
-        with workspace.unit_of_work() as uow:
-            ids = delivery.claim(
-                uow.connection, QUEUE, at, limit=client.push_limit, lease=lease, where=QUEUE.table.c.crm == crm
-            )
-            claims = _claims(uow, ids)
-            leads = lead_rows(uow, sorted({lead_id for _, lead_id, _ in claims}))
-            linked = _linked(uow, crm, push.object if people else None, list(leads))
-        items: list[tuple[int, int, PushItem]] = []
-        unchanged: list[tuple[int, int, int, dict[str, Any] | None]] = []
-        for row_id, lead_id, attempts in claims:
-            row = leads.get(lead_id)
-            record_id, pushed = linked.get(lead_id, (None, None))
-            if row is None or (record_id is None and not push.create):
-                unchanged.append((row_id, attempts, lead_id, None))
-                continue
-            values = {name: _pushed_value(row.get(column)) for name, column in push.fields.items()}
-            if pushed == values:
-                unchanged.append((row_id, attempts, lead_id, values))
-                continue
-            items.append((row_id, attempts, PushItem(lead_id, record_id, row.get("email"), values)))
-        try:
-            results = {r.lead_id: r for r in client.push(push.object, [item for _, _, item in items])} if items else {}
-        except CrmError as error:  # not the records' fault (a refused token, a spent allowance): no attempt spent
-            _hold(workspace, ids, at + timedelta(seconds=error.retry_after or AUTH_RETRY))
-            raise
-        now = _at(now, started)
-        with workspace.unit_of_work() as uow:
-            for row_id, attempts, _, _ in unchanged:
-                delivery.record_attempt(
-                    uow.connection,
-                    QUEUE,
-                    row_id,
-                    attempts=attempts,
-                    result="done",
-                    now=now,
-                    policy=policy,
-                    rng=rng,
-                    done={"pushed_at": now},
-                )
+    run = _PushRun(workspace, crm, client, policy, rng or random.Random(), summary, now, started)
+    if mapping.push is not None:
+        # Without `create`, a person is found by the record the pull linked it to.
+        run.subject("lead_id", mapping.push, mapping.pull_of(mapping.push.object) is not None)
+    if mapping.push_accounts is not None:
+        run.subject("account_id", mapping.push_accounts, True)
+    return summary
+
+
+@dataclass(slots=True)
+class _PushRun:
+    workspace: Workspace
+    crm: str
+    client: CrmClient
+    policy: delivery.RetryPolicy
+    rng: random.Random
+    summary: PushSummary
+    now: datetime
+    started: float
+
+    def subject(self, column: str, push: Push, by_link: bool) -> None:
+        """Every due push of one kind of subject (`lead_id` or `account_id`)."""
+        table = QUEUE.table
+        # A claim outlasts the slowest request of a batch: every record of it sent alone, timing out.
+        lease = self.policy.lease(self.client.push_limit)
+        while True:
+            at = _at(self.now, self.started)
+            with self.workspace.unit_of_work() as uow:
+                where = and_(table.c.crm == self.crm, table.c[column].is_not(None))
+                ids = delivery.claim(uow.connection, QUEUE, at, limit=self.client.push_limit, lease=lease, where=where)
+                claims = _claims(uow, ids, column)
+                subjects = sorted({subject for _, subject, _ in claims})
+                rows = account_rows(uow, subjects) if column == "account_id" else lead_rows(uow, subjects)
+                linked = _linked(uow, self.crm, push.object if by_link else None, list(rows), column)
+            items: list[tuple[int, int, PushItem]] = []
+            unchanged: list[tuple[int, int]] = []
+            for row_id, subject, attempts in claims:
+                row = rows.get(subject)
+                record_id, pushed = linked.get(subject, (None, None))
+                values = {name: _pushed_value(row.get(field)) for name, field in push.fields.items()} if row else None
+                if values is None or (record_id is None and not push.create) or pushed == values:
+                    unchanged.append((row_id, attempts))  # gone, not in the CRM, or written already
+                    continue
+                items.append((row_id, attempts, PushItem(subject, record_id, (row or {}).get("email"), values)))
+            try:
+                sent = [item for _, _, item in items]
+                results = {r.lead_id: r for r in self.client.push(push.object, sent)} if sent else {}
+            except CrmError as error:  # not the records' fault (a refused token, a spent allowance): no attempt spent
+                _hold(self.workspace, ids, at + timedelta(seconds=error.retry_after or AUTH_RETRY))
+                raise
+            self._record(column, push, unchanged, items, results, _at(self.now, self.started))
+            if len(ids) < self.client.push_limit:
+                return
+
+    def _record(
+        self,
+        column: str,
+        push: Push,
+        unchanged: list[tuple[int, int]],
+        items: list[tuple[int, int, PushItem]],
+        results: dict[int, PushResult],
+        at: datetime,
+    ) -> None:
+        summary, record = (
+            self.summary,
+            partial(delivery.record_attempt, queue=QUEUE, now=at, policy=self.policy, rng=self.rng),
+        )
+        with self.workspace.unit_of_work() as uow:
+            for row_id, attempts in unchanged:
+                record(uow.connection, row_id=row_id, attempts=attempts, result="done", done={"pushed_at": at})
                 summary.unchanged += 1
             for row_id, attempts, item in items:
                 result = results.get(item.lead_id)
@@ -607,20 +695,21 @@ def push_due(
                     else "refused"
                 )
                 problem = None if result is None else result.error
-                status = delivery.record_attempt(
-                    uow.connection, QUEUE, row_id, attempts=attempts, result=outcome, now=now, policy=policy, rng=rng,
-                    values={"last_error": problem if outcome != "done" else None}, done={"pushed_at": now},
+                status = record(
+                    uow.connection, row_id=row_id, attempts=attempts, result=outcome,
+                    values={"last_error": problem if outcome != "done" else None}, done={"pushed_at": at},
                 )  # fmt: skip
                 if outcome == "done" and result is not None:
-                    _remember(uow, crm, push.object, item, result.record_id)
-                    summary.pushed += 1
+                    _remember(uow, self.crm, push.object, item, result.record_id, column)
+                    if column == "account_id":
+                        summary.accounts += 1
+                    else:
+                        summary.pushed += 1
                 else:
                     summary.dead += status == DEAD
                     summary.failed += status != DEAD
                     if problem and len(summary.errors) < SAMPLES:
-                        summary.errors.append(f"lead {item.lead_id}: {problem}")
-        if len(ids) < client.push_limit:
-            return summary
+                        summary.errors.append(f"{column.removesuffix('_id')} {item.lead_id}: {problem}")
 
 
 def _hold(workspace: Workspace, ids: list[int], until: datetime) -> None:
@@ -638,36 +727,34 @@ def _at(now: datetime, started: float) -> datetime:
     return now + timedelta(seconds=time.monotonic() - started)
 
 
-def _claims(uow: UnitOfWork, ids: list[int]) -> list[tuple[int, int, int]]:
+def _claims(uow: UnitOfWork, ids: list[int], column: str) -> list[tuple[int, int, int]]:
+    """The claimed pushes: (row id, lead or account id, attempts so far)."""
     p = schema.crm_pushes
     if not ids:
         return []
-    rows = uow.connection.execute(select(p.c.id, p.c.lead_id, p.c.attempts).where(p.c.id.in_(ids)).order_by(p.c.id))
-    return [(row.id, row.lead_id, row.attempts) for row in rows]
+    rows = uow.connection.execute(select(p.c.id, p.c[column], p.c.attempts).where(p.c.id.in_(ids)).order_by(p.c.id))
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
 def _linked(
-    uow: UnitOfWork, crm: str, obj: str | None, lead_ids: list[int]
+    uow: UnitOfWork, crm: str, obj: str | None, ids: list[int], column: str
 ) -> dict[int, tuple[str | None, dict[str, Any] | None]]:
+    """Each lead's (or account's) CRM record and the values last written to it."""
     links = schema.crm_records
-    statement = select(links.c.lead_id, links.c.record_id, links.c.pushed).where(
-        links.c.crm == crm, links.c.lead_id.in_(lead_ids)
-    )
+    key = links.c[column]
+    statement = select(key, links.c.record_id, links.c.pushed).where(links.c.crm == crm, key.in_(ids))
     if obj is not None:
         statement = statement.where(links.c.object == obj)
-    return {
-        row.lead_id: (row.record_id, row.pushed)
-        for row in uow.connection.execute(statement.order_by(links.c.record_id))
-    }
+    return {row[0]: (row[1], row[2]) for row in uow.connection.execute(statement.order_by(links.c.record_id))}
 
 
-def _remember(uow: UnitOfWork, crm: str, obj: str, item: PushItem, record_id: str | None) -> None:
+def _remember(uow: UnitOfWork, crm: str, obj: str, item: PushItem, record_id: str | None, column: str) -> None:
     links = schema.crm_records
     record_id = item.record_id or record_id
     if record_id is None:
         return
     where = (links.c.crm == crm, links.c.object == obj, links.c.record_id == record_id)
-    values = {"lead_id": item.lead_id, "pushed": item.values, "pushed_at": utcnow()}
+    values = {column: item.lead_id, "pushed": item.values, "pushed_at": utcnow()}
     if uow.connection.execute(update(links).where(*where).values(**values)).rowcount == 0:
         uow.connection.execute(links.insert().values(crm=crm, object=obj, record_id=record_id, **values))
 
@@ -756,7 +843,8 @@ def _pulling(workspace: Workspace, crm: str, client: CrmClient, now: datetime) -
 
 
 def _pushing(workspace: Workspace, crm: str, client: CrmClient, now: datetime) -> int:
-    return push_due(workspace, crm, client, now).pushed
+    pushed = push_due(workspace, crm, client, now)
+    return pushed.pushed + pushed.accounts
 
 
 def _guarded_part(
@@ -794,6 +882,7 @@ def _fail(workspace: Workspace, crm: str, message: str, now: datetime) -> None:
 
 def _brief(summary: SyncSummary) -> dict[str, Any]:
     return {
+        "accounts": summary.pushed.accounts,
         "objects": summary.pulled.objects,
         "actions": summary.pulled.actions,
         "pushed": summary.pushed.pushed,

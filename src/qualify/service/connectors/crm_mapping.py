@@ -23,6 +23,10 @@ import mappings: every problem named with its line and key, before anything is s
       fields:
         qualify_stage: stage
         qualify_score: score
+    push_accounts:              # written on the companies pulled: CRM field <- account column
+      object: companies
+      fields:
+        qualify_mqls: mqls
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from qualify.domain.errors import InvalidInput, ModelProblem
 from qualify.domain.lifecycle import REASON_CODES, STAGE_ACTIONS
 from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, closest
 from qualify.service.imports.mapping import Mapping, read_mapping_part
-from qualify.service.reading.lead_export import COLUMNS
+from qualify.service.reading.lead_export import ACCOUNT_COLUMNS, COLUMNS
 
 # What a push may write: the columns of `qualify export leads`, and the reason the lead became MQL.
 PUSHABLE = {**COLUMNS, "mql_reason": "text"}
@@ -46,9 +50,10 @@ MAX_TEXT = 200_000  # characters of a sync mapping: a page of YAML, not a data f
 PULL_KINDS = ("accounts", "leads", "deals")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}(\.[A-Za-z][A-Za-z0-9_]{0,79})?$")
-_TOP = {"crm", "description", "pull", "status", "push"}
+_TOP = {"crm", "description", "pull", "status", "push", "push_accounts"}
 _STATUS = {"object", "field", "at", "map"}
 _PUSH = {"object", "create", "create_fields", "fields"}
+_ACCOUNT_PUSH = {"object", "create_fields", "fields"}
 _FIELD_TYPES = {"float": "number", "int": "number", "text": "text", "time": "datetime"}
 
 
@@ -101,10 +106,12 @@ class Push:
     fields: dict[str, str]
     create: bool = False  # create the people the CRM lacks (HubSpot, by email)
     create_fields: bool = False  # create the CRM fields that are missing (HubSpot properties)
+    accounts: bool = False  # written on the companies' records, from ACCOUNT_COLUMNS
 
     def specs(self) -> list[FieldSpec]:
+        columns = ACCOUNT_COLUMNS if self.accounts else PUSHABLE
         return [
-            FieldSpec(name, f"Qualify {column.replace('_', ' ')}", _FIELD_TYPES[PUSHABLE[column]])
+            FieldSpec(name, f"Qualify {column.replace('_', ' ')}", _FIELD_TYPES[columns[column]])
             for name, column in self.fields.items()
         ]
 
@@ -116,6 +123,7 @@ class SyncMapping:
     status: Status | None
     push: Push | None
     source: str
+    push_accounts: Push | None = None
     text: str = field(repr=False, default="")
 
     def pull_of(self, obj: str) -> Pull | None:
@@ -166,7 +174,8 @@ class _Reader:
             self.tree.problem(
                 "push.create", f"Qualify writes only to the {crm} records the sync pulled: leave create out"
             )
-        return SyncMapping(str(crm), tuple(pulls), status, push, self.tree.source, text)
+        accounts = self._push_accounts(data.get("push_accounts"), pulls)
+        return SyncMapping(str(crm), tuple(pulls), status, push, self.tree.source, accounts, text)
 
     def _pulls(self, value: Any) -> list[Pull]:
         pulls = []
@@ -246,6 +255,35 @@ class _Reader:
             self.tree.problem("push.fields", "name at least one field to write (CRM field: Qualify column)")
         flags = {k: self._flag(data.get(k), f"push.{k}") for k in ("create", "create_fields")}
         return Push(obj, fields, **flags) if obj else None
+
+    def _push_accounts(self, value: Any, pulls: list[Pull]) -> Push | None:
+        """`push_accounts`: the accounts' values written on the companies' records the sync pulled."""
+        if value is None:
+            return None
+        data = self._keys(self._dict(value, "push_accounts"), "push_accounts", _ACCOUNT_PUSH)
+        obj = self._name(data.get("object"), "push_accounts.object")
+        companies = [p.object for p in pulls if p.kind == "accounts"]
+        if obj is not None and obj not in companies:
+            self.tree.problem(
+                "push_accounts.object",
+                f"{obj!r} is not pulled as accounts (pulled as accounts: {', '.join(companies) or 'none'})",
+            )
+        fields = {}
+        for name, column in self._dict(data.get("fields"), "push_accounts.fields").items():
+            path = f"push_accounts.fields.{name}"
+            if not _NAME.match(name):
+                self.tree.problem(path, f"{name!r} is not a field name of the CRM (letters, digits and _)")
+            elif column not in ACCOUNT_COLUMNS:
+                choices = ", ".join(ACCOUNT_COLUMNS)
+                self.tree.problem(
+                    path, f"{column!r}{closest(str(column), set(ACCOUNT_COLUMNS))}; an account's columns: {choices}"
+                )
+            else:
+                fields[name] = str(column)
+        if not fields:
+            self.tree.problem("push_accounts.fields", "name at least one field to write (CRM field: account column)")
+        flag = self._flag(data.get("create_fields"), "push_accounts.create_fields")
+        return Push(obj, fields, create_fields=flag, accounts=True) if obj and fields else None
 
     # --- values ---------------------------------------------------------------------------------
     def _dict(self, value: Any, path: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 
 from qualify.adapters import schema
 from qualify.service import delivery
@@ -23,42 +23,59 @@ QUEUE = delivery.Queue(schema.crm_pushes, pending=PENDING, done=PUSHED, dead=DEA
 
 
 def react(run: Run) -> None:
-    """Reaction `crm`: a push queued for each touched lead a connected CRM should hear of, unless
-    one is pending already (the push reads the lead as it is when it leaves)."""
+    """Reaction `crm`: a push queued for each touched lead a connected CRM should hear of, and for
+    the accounts of those leads where the CRM's companies hear of their accounts, unless one is
+    pending already (a push reads its lead or account as it is when it leaves)."""
     touched = run.changed.touched()
     if not touched:
         return
     conn = run.uow.connection
     c, links = schema.crm_connections, schema.crm_records
-    targets = [
-        (row.crm, row.push_to) for row in conn.execute(select(c.c.crm, c.c.push_to).where(c.c.push_to != "none"))
-    ]
-    for crm, push_to in targets:
-        wanted = set(touched)
+    targets = list(
+        conn.execute(
+            select(c.c.crm, c.c.push_to, c.c.push_accounts).where(
+                or_(c.c.push_to != "none", c.c.push_accounts.is_not(None))
+            )
+        )
+    )
+    for crm, push_to, push_accounts in targets:
+        wanted = set(touched) if push_to == "all" else set()
         if push_to == "linked":
             wanted = set(
                 conn.execute(select(links.c.lead_id).where(links.c.crm == crm, links.c.lead_id.in_(touched))).scalars()
             )
-        if not wanted:
-            continue
         queue_pushes(conn, crm, wanted, run.changed.now)
-
-
-def queue_pushes(conn: Any, crm: str, lead_ids: set[int], now: datetime) -> None:
-    """A pending push for each of these leads that has none waiting already."""
-    pushes = schema.crm_pushes
-    if not lead_ids:
-        return
-    waiting = set(
-        conn.execute(
-            select(pushes.c.lead_id).where(
-                pushes.c.crm == crm, pushes.c.status == PENDING, pushes.c.lead_id.in_(lead_ids)
+        if push_accounts is not None:
+            accounts = {r.account_id for r in run.changed.records if r.account_id is not None}
+            if run.changed.lead_ids:
+                leads = schema.leads
+                accounts |= set(
+                    conn.execute(
+                        select(leads.c.account_id).where(
+                            leads.c.id.in_(run.changed.lead_ids), leads.c.account_id.is_not(None)
+                        )
+                    ).scalars()
+                )
+            linked = set(
+                conn.execute(
+                    select(links.c.account_id).where(links.c.crm == crm, links.c.account_id.in_(accounts))
+                ).scalars()
             )
-        ).scalars()
+            queue_pushes(conn, crm, linked, run.changed.now, column="account_id")
+
+
+def queue_pushes(conn: Any, crm: str, ids: set[int], now: datetime, *, column: str = "lead_id") -> None:
+    """A pending push for each of these leads (or accounts, by `column`) that has none waiting already."""
+    pushes = schema.crm_pushes
+    if not ids:
+        return
+    key = pushes.c[column]
+    waiting = set(
+        conn.execute(select(key).where(pushes.c.crm == crm, pushes.c.status == PENDING, key.in_(ids))).scalars()
     )
     rows = [
-        {"crm": crm, "lead_id": lead_id, "created_at": now, "status": PENDING, "attempts": 0, "next_attempt_at": now}
-        for lead_id in sorted(lead_ids - waiting)
+        {"crm": crm, column: i, "created_at": now, "status": PENDING, "attempts": 0, "next_attempt_at": now}
+        for i in sorted(ids - waiting)
     ]
     if rows:
         conn.execute(pushes.insert(), rows)

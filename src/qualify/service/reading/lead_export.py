@@ -79,6 +79,50 @@ def lead_rows(uow: UnitOfWork, lead_ids: list[int]) -> dict[int, dict[str, Any]]
     }
 
 
+# What a CRM push may write on a company's record: its people's funnel, as their columns add up.
+ACCOUNT_COLUMNS: dict[str, str] = {
+    "people": "int",  # leads at the account
+    "mqls": "int",  # of them, at MQL or further (sql, opportunity, customer, evangelist)
+    "best_score": "float",  # the highest score (fit + engagement) of its people
+    "best_fit_grade": "text",  # the best fit grade of its people
+    "furthest_stage": "text",  # the furthest funnel stage any of its people reached
+    "owner": "text",  # the owner of its person who moved stage last
+}
+_FUNNEL = ("lead", "mql", "sql", "opportunity", "customer", "evangelist")
+
+
+def account_rows(uow: UnitOfWork, account_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The rows of `ACCOUNT_COLUMNS` of these accounts, from their people (erased ones left out)."""
+    if not account_ids:
+        return {}
+    leads = schema.leads
+    rows = uow.connection.execute(
+        select(
+            leads.c.account_id, leads.c.stage, leads.c.fit_score, leads.c.engagement_score, leads.c.fit_grade,
+            leads.c.owner, leads.c.stage_entered_at,
+        ).where(leads.c.account_id.in_(account_ids), leads.c.erased_at.is_(None))
+    )  # fmt: skip
+    out: dict[int, dict[str, Any]] = {
+        i: {"people": 0, "mqls": 0, "best_score": None, "best_fit_grade": None, "furthest_stage": None, "owner": None}
+        for i in account_ids
+    }
+    owned: dict[int, Any] = {}
+    for row in rows:
+        item = out[row.account_id]
+        item["people"] += 1
+        rank = _FUNNEL.index(row.stage) if row.stage in _FUNNEL else -1
+        item["mqls"] += rank >= 1
+        score = round(row.fit_score + row.engagement_score, 2)
+        item["best_score"] = score if item["best_score"] is None else max(item["best_score"], score)
+        if row.fit_grade and (item["best_fit_grade"] is None or row.fit_grade < item["best_fit_grade"]):
+            item["best_fit_grade"] = row.fit_grade
+        if rank >= 0 and (item["furthest_stage"] is None or rank > _FUNNEL.index(item["furthest_stage"])):
+            item["furthest_stage"] = row.stage
+        if row.owner and (row.account_id not in owned or row.stage_entered_at > owned[row.account_id]):
+            item["owner"], owned[row.account_id] = row.owner, row.stage_entered_at
+    return out
+
+
 def stage_reasons(conn: Connection, lead_ids: list[int], *, to_stage: str | None = None) -> dict[int, str | None]:
     """The reason recorded with each lead's latest stage move ("fit grade A and engagement 31 ≥ 25"),
     or its latest move to `to_stage`."""
