@@ -362,42 +362,6 @@ SERIAL_MODULES = {
 }
 
 
-# The modules that take longest go to the workers first (the longest-first rule), so that the
-# run does not end with one worker busy on a long module while the other waits; the docs' command
-# blocks go one doc at a time (each worker prepares its reader's folder once). From `--durations`.
-HEAVY_FIRST = (
-    "serial",
-    "tests/e2e/test_docs_commands.py",
-    "tests/e2e/test_readme.py",
-    "tests/integration/test_predictions.py",
-    "tests/integration/test_batch_parity.py",
-    "tests/integration/test_probability_as_of.py",
-    "tests/integration/test_known_outcomes.py",
-    "tests/integration/test_scorecard.py",
-    "tests/integration/test_reports.py",
-    "tests/integration/test_predictive_use_cases.py",
-    "tests/integration/test_training_set.py",
-)
-SPLIT_MODULES = {"test_docs_commands"}
-
-
-def _scope_of(nodeid: str) -> str:
-    path = nodeid.split("::", 1)[0]
-    stem = Path(path).stem
-    if stem in SERIAL_MODULES:
-        return "serial"
-    return nodeid if stem in SPLIT_MODULES else path
-
-
-def _heavy_rank(scope: str) -> int:
-    return next((i for i, prefix in enumerate(HEAVY_FIRST) if scope.startswith(prefix)), len(HEAVY_FIRST))
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The heavy scopes first (a stable sort: every other test keeps its place)."""
-    items.sort(key=lambda item: _heavy_rank(_scope_of(item.nodeid)))
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getvalue("dist") != "loadgroup":
@@ -406,14 +370,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class ByModule(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            return _scope_of(nodeid)
-
-        def schedule(self) -> None:
-            # Scopes in the order of their first test (pytest_collection_modifyitems puts the heavy
-            # ones first), not xdist's order by number of tests, which sends a module of few long
-            # tests last.
-            config.option.loadscopereorder = False
-            super().schedule()
+            path = nodeid.split("::", 1)[0]
+            return "serial" if Path(path).stem in SERIAL_MODULES else path
 
     return ByModule(config, log)
 
