@@ -72,14 +72,17 @@ def api(workspace: Workspace) -> Iterator[tuple[TestClient, dict[str, str]]]:
 
 
 @pytest.mark.parametrize("attack", sorted(HOSTILE_YAML))
-def test_a_hostile_model_document_is_refused_with_its_place_in_well_under_a_second(
+def test_a_hostile_model_document_is_refused_with_its_place_in_bounded_time(
     api: tuple[TestClient, dict[str, str]], attack: str
 ) -> None:
     client, key = api
     document, reason = HOSTILE_YAML[attack]
     started = time.perf_counter()
     answer = client.post("/v1/models/validate", json={"document": document}, headers=key)
-    assert time.perf_counter() - started < 1.0
+    # Bounded, not fast: followed without a limit these documents expand to billions of values (the
+    # process would run for minutes or exhaust memory). Refused, the request takes 0.3-0.6 s on an
+    # idle 2-core machine and up to 1.5 s there under the whole suite's load: 2.5 s leaves room.
+    assert time.perf_counter() - started < 2.5
     assert answer.status_code == 422, answer.text
     problems = answer.json()["problems"]
     assert any(reason in p["message"] and p["line"] for p in problems), problems
