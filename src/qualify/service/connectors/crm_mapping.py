@@ -240,19 +240,7 @@ class _Reader:
             return None
         data = self._keys(self._dict(value, "push"), "push", _PUSH)
         obj = self._name(data.get("object"), "push.object")
-        fields = {}
-        for name, column in self._dict(data.get("fields"), "push.fields").items():
-            path = f"push.fields.{name}"
-            if not _NAME.match(name):
-                self.tree.problem(path, f"{name!r} is not a field name of the CRM (letters, digits and _)")
-            elif column not in PUSHABLE:
-                self.tree.problem(
-                    path, f"{column!r}{closest(str(column), set(PUSHABLE))}; Qualify's columns: {', '.join(PUSHABLE)}"
-                )
-            else:
-                fields[name] = str(column)
-        if not fields:
-            self.tree.problem("push.fields", "name at least one field to write (CRM field: Qualify column)")
+        fields = self._push_fields(data.get("fields"), "push", PUSHABLE, "Qualify")
         flags = {k: self._flag(data.get(k), f"push.{k}") for k in ("create", "create_fields")}
         return Push(obj, fields, **flags) if obj else None
 
@@ -268,22 +256,27 @@ class _Reader:
                 "push_accounts.object",
                 f"{obj!r} is not pulled as accounts (pulled as accounts: {', '.join(companies) or 'none'})",
             )
+        fields = self._push_fields(data.get("fields"), "push_accounts", ACCOUNT_COLUMNS, "account")
+        flag = self._flag(data.get("create_fields"), "push_accounts.create_fields")
+        return Push(obj, fields, create_fields=flag, accounts=True) if obj and fields else None
+
+    def _push_fields(self, value: Any, key: str, columns: dict[str, str], whose: str) -> dict[str, str]:
+        """`<key>.fields`: CRM field names to the columns (`whose`: Qualify's, or an account's)."""
         fields = {}
-        for name, column in self._dict(data.get("fields"), "push_accounts.fields").items():
-            path = f"push_accounts.fields.{name}"
+        for name, column in self._dict(value, f"{key}.fields").items():
+            path = f"{key}.fields.{name}"
             if not _NAME.match(name):
                 self.tree.problem(path, f"{name!r} is not a field name of the CRM (letters, digits and _)")
-            elif column not in ACCOUNT_COLUMNS:
-                choices = ", ".join(ACCOUNT_COLUMNS)
+            elif column not in columns:
+                label = "Qualify's columns" if whose == "Qualify" else f"an {whose}'s columns"
                 self.tree.problem(
-                    path, f"{column!r}{closest(str(column), set(ACCOUNT_COLUMNS))}; an account's columns: {choices}"
+                    path, f"{column!r}{closest(str(column), set(columns))}; {label}: {', '.join(columns)}"
                 )
             else:
                 fields[name] = str(column)
         if not fields:
-            self.tree.problem("push_accounts.fields", "name at least one field to write (CRM field: account column)")
-        flag = self._flag(data.get("create_fields"), "push_accounts.create_fields")
-        return Push(obj, fields, create_fields=flag, accounts=True) if obj and fields else None
+            self.tree.problem(f"{key}.fields", f"name at least one field to write (CRM field: {whose} column)")
+        return fields
 
     # --- values ---------------------------------------------------------------------------------
     def _dict(self, value: Any, path: str) -> dict[str, Any]:
