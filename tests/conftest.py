@@ -350,6 +350,7 @@ def shared_data() -> Path:
 # go to the workers a module at a time, so that a module's module-scoped fixtures (worlds built once
 # and only read) are built once, not once per worker; and the timing-sensitive crash, load and
 # concurrency tests all go to one worker, so that they never run at the same time as each other.
+# The modules that start a Spark session also share one worker: two JVMs on two cores slow both.
 # (xdist's own loadgroup reads `xdist_group` marks into the node ids, which pytest 9.2 no longer
 # lets it change: the scheduler below groups by the node ids' paths instead.)
 SERIAL_MODULES = {
@@ -360,6 +361,30 @@ SERIAL_MODULES = {
     "test_fuzz_api",
     "test_workflow_crash",
 }
+SPARK_MODULES = {"test_batch_parity", "test_probability_as_of", "test_reports"}
+# Seconds of one worker's time each heavy group took (`--durations`, on two cores): the groups go
+# out longest first, so that the run does not end with one worker busy on a long group while the
+# other waits; every other module comes after them, in xdist's order (most tests first).
+HEAVY_SECONDS = {
+    "spark": 380,
+    "serial": 350,
+    "tests/e2e/test_docs_commands.py": 300,
+    "tests/integration/test_predictions.py": 200,
+    "tests/e2e/test_readme.py": 135,
+    "tests/integration/test_known_outcomes.py": 110,
+    "tests/integration/test_crm_features.py": 80,
+    "tests/integration/test_scorecard.py": 60,
+    "tests/integration/test_training_set.py": 60,
+    "tests/e2e/test_benchmarks.py": 45,
+    "tests/integration/test_predictive_use_cases.py": 40,
+}
+
+
+def _scope_of(nodeid: str) -> str:
+    stem = Path(nodeid.split("::", 1)[0]).stem
+    if stem in SERIAL_MODULES:
+        return "serial"
+    return "spark" if stem in SPARK_MODULES else nodeid.split("::", 1)[0]
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -369,9 +394,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
     class ByModule(LoadScopeScheduling):  # type: ignore[misc]
+        ordered = False
+
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "serial" if Path(path).stem in SERIAL_MODULES else path
+            return _scope_of(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not self.ordered:  # once, before the first unit goes out: the heavy groups first
+                units = sorted(self.workqueue.items(), key=lambda unit: -HEAVY_SECONDS.get(unit[0], 0))
+                self.workqueue.clear()
+                self.workqueue.update(units)  # a stable sort: the rest keep xdist's order
+                self.ordered = True
+            super()._assign_work_unit(node)
 
     return ByModule(config, log)
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -43,21 +44,38 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [SCRIPT, "serve", "--port", str(self.port), "--db", self.db, "--workers", str(self.workers)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=os.environ.copy(),
-            start_new_session=True,  # its own process group: a kill takes the worker processes too
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError("qualify serve did not answer within 30 s")
+        """Start the server and wait for it to answer. A port another process took while the server
+        was down (any outgoing connection may borrow a free port as its own end) moves the server to
+        a fresh one; any other early exit fails with what the server printed."""
+        for _ in range(3):
+            if self._started():
+                return
+            self.port = free_port()
+        raise AssertionError("qualify serve found no free port in three tries")
+
+    def _started(self) -> bool:
+        with tempfile.TemporaryFile() as errors:
+            self.process = subprocess.Popen(
+                [SCRIPT, "serve", "--port", str(self.port), "--db", self.db, "--workers", str(self.workers)],
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                env=os.environ.copy(),
+                start_new_session=True,  # its own process group: a kill takes the worker processes too
+            )
+            deadline = time.monotonic() + 60  # generous: the whole suite loads both cores meanwhile
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                        return True
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+                if self.process.poll() is not None:
+                    errors.seek(0)
+                    printed = errors.read().decode(errors="replace")
+                    if "address already in use" in printed.lower():
+                        return False
+                    raise AssertionError(f"qualify serve exited with {self.process.returncode}:\n{printed}")
+            raise AssertionError("qualify serve did not answer within 60 s")
 
     def kill(self) -> None:
         assert self.process is not None
