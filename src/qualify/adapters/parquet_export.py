@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, Table, func, select
 
@@ -60,18 +61,21 @@ def _convert(name: str, value: Any) -> Any:
     return value
 
 
-def _batches(conn: Connection, table: Table, order: Any) -> Iterator[list[dict[str, Any]]]:
+def _batches(conn: Connection, table: Table, order: Any) -> Iterator[dict[str, list[Any]]]:
+    """The table's rows, CHUNK at a time in key order, as columns (name -> values)."""
     last = None
     key = table.c.id if "id" in table.c else order
+    names = [c.name for c in table.columns]
+    at_key = names.index(key.name)
     while True:
         statement = select(table).order_by(key).limit(CHUNK)
         if last is not None:
             statement = statement.where(key > last)
-        rows = [dict(r._mapping) for r in conn.execute(statement)]
+        rows = conn.execute(statement).all()
         if not rows:
             return
-        last = rows[-1][key.name]
-        yield rows
+        last = rows[-1][at_key]
+        yield dict(zip(names, (list(values) for values in zip(*rows, strict=True)), strict=True))
 
 
 def _arrow_schema(table: Table, extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
@@ -79,18 +83,24 @@ def _arrow_schema(table: Table, extra: dict[str, pa.DataType] | None = None) -> 
     return pa.schema(fields + [pa.field(k, v) for k, v in (extra or {}).items()])
 
 
-def _to_arrow(rows: list[dict[str, Any]], arrow_schema: pa.Schema) -> pa.Table:
-    columns = {f.name: [_convert(f.name, r.get(f.name)) for r in rows] for f in arrow_schema}
-    return pa.table(columns, schema=arrow_schema)
+def _to_arrow(columns: dict[str, list[Any]], arrow_schema: pa.Schema) -> pa.Table:
+    converted = {}
+    for field in arrow_schema:
+        values = columns[field.name]
+        if field.name in ("attributes", "properties", "awards"):
+            values = [_convert(field.name, value) for value in values]
+        converted[field.name] = pa.array(values, field.type)
+    return pa.table(converted, schema=arrow_schema)
 
 
 def _write_table(conn: Connection, table: Table, path: Path) -> int:
     arrow_schema = _arrow_schema(table)
     count = 0
     with pq.ParquetWriter(path, arrow_schema) as writer:
-        for rows in _batches(conn, table, table.c.id):
-            writer.write_table(_to_arrow(rows, arrow_schema))
-            count += len(rows)
+        for columns in _batches(conn, table, table.c.id):
+            arrow = _to_arrow(columns, arrow_schema)
+            writer.write_table(arrow)
+            count += arrow.num_rows
     if count == 0:
         pq.write_table(arrow_schema.empty_table(), path)
     return count
@@ -99,9 +109,9 @@ def _write_table(conn: Connection, table: Table, path: Path) -> int:
 def _write_events(conn: Connection, root: Path, progress: Callable[[int, int], None] | None, total: int) -> int:
     arrow_schema = _arrow_schema(schema.events)
     count = 0
-    for part, rows in enumerate(_batches(conn, schema.events, schema.events.c.id)):
-        table = _to_arrow(rows, arrow_schema)
-        days = pa.array([r["occurred_at"].strftime("%Y-%m-%d") for r in rows], pa.string())
+    for part, columns in enumerate(_batches(conn, schema.events, schema.events.c.id)):
+        table = _to_arrow(columns, arrow_schema)
+        days = pc.strftime(table["occurred_at"], format="%Y-%m-%d")  # the UTC day (the column is in UTC)
         pq.write_to_dataset(
             table.append_column("date", days),
             root,
@@ -109,7 +119,7 @@ def _write_events(conn: Connection, root: Path, progress: Callable[[int, int], N
             basename_template=f"part-{part}-{{i}}.parquet",
             existing_data_behavior="overwrite_or_ignore",
         )
-        count += len(rows)
+        count += table.num_rows
         if progress:
             progress(count, total)
     if count == 0:  # readers expect at least one file with the schema
