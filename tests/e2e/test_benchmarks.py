@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
         ["benchmarks/predictive.py", "--only", "demo", "--demo-leads", "600"],
         ["benchmarks/dashboard.py", "--leads", "400", "--repeat", "1"],
         ["benchmarks/history_import.py", "--people", "60", "--events", "1500"],
+        ["benchmarks/backtest.py", "--leads", "80", "--days", "30", "--chunk", "40"],
     ],
-    ids=["ingest", "batch_scoring", "predictive_demo", "dashboard", "history_import"],
+    ids=["ingest", "batch_scoring", "predictive_demo", "dashboard", "history_import", "backtest"],
 )
 @pytest.mark.slow
 def test_the_benchmark_runs_at_a_tiny_size(args: list[str]) -> None:

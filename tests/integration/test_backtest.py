@@ -42,7 +42,9 @@ def active(workspace: Workspace):  # type: ignore[no-untyped-def]
         return uow.active_model()
 
 
-def test_the_live_model_replayed_reproduces_the_recorded_stage_history(database_url: str) -> None:
+def test_the_live_model_replayed_reproduces_the_recorded_stage_history_in_one_process_or_several(
+    database_url: str,
+) -> None:
     workspace = demo_world(database_url, leads=120)
     model = active(workspace)
     report = backtest(workspace, model, model, end=NOW)
@@ -53,6 +55,11 @@ def test_the_live_model_replayed_reproduces_the_recorded_stage_history(database_
     against, candidate = report.models["against"], report.models["candidate"]
     assert against == candidate and against["actions"] == {"skipped": 0, "from_another_stage": 0}
     assert report.differences["stage_changes"] == 0 and report.changes == []
+    # Leads are independent: replayed in parts by two processes, the report is the same.
+    stricter = load_model(STRICTER)
+    alone = backtest(workspace, stricter, model, end=NOW, chunk=50)
+    together = backtest(workspace, stricter, model, end=NOW, chunk=50, workers=2)
+    assert together.as_dict() == alone.as_dict() and alone.models["candidate"] != alone.models["against"]
     workspace.close()
 
 

@@ -189,3 +189,19 @@ def test_a_regex_gives_the_same_answer_remembered_or_not() -> None:
     first = [condition.test(t) for t in texts]
     assert first == [True, True, False, False, True]
     assert [condition.test(t) for t in texts] == first  # the short ones now from memory, the long ones searched
+
+
+def test_a_pattern_pickles_as_its_text_and_matches_the_same_where_it_is_loaded() -> None:
+    """A backtest's worker processes receive the models pickled: RE2's compiled pattern is made
+    again from its text, and a stored model's pattern from before RE2 (Python's) travels as it is."""
+    import pickle
+    import re
+
+    from qualify.domain.conditions import Regex
+
+    for pattern in (compile_regex("^/pricing(/|$)"), Regex(re.compile(r"^/(?!careers)pricing", re.IGNORECASE))):
+        copy = pickle.loads(pickle.dumps(pattern))
+        assert copy == pattern and type(copy.pattern) is type(pattern.pattern)
+        for text in ("/pricing", "/PRICING/plans", "/careers", "/pricing-old"):
+            assert copy.found_in(text) == pattern.found_in(text)
+        assert copy.found_in("/Pricing") and not copy.found_in("/careers")

@@ -54,6 +54,14 @@ class Regex:
     def __hash__(self) -> int:
         return hash(self.pattern.pattern)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        """Pickled as its pattern's text, compiled again where it is loaded (a backtest's worker
+        processes receive the models this way): RE2's compiled form does not travel. A stored
+        model's pattern from before RE2 is Python's own, which pickles as it is."""
+        if isinstance(self.pattern, re.Pattern):
+            return Regex, (self.pattern,)
+        return compile_regex, (self.pattern.pattern,)
+
     def found_in(self, text: str) -> bool:
         """Whether the pattern matches anywhere in `text`."""
         return self._remembered(text) if len(text) <= REMEMBERED_TEXT else self._search(text)

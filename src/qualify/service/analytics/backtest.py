@@ -19,8 +19,10 @@ the model that was live. Profiles (title, company size, ...) are read as they ar
 from __future__ import annotations
 
 import bisect
+import multiprocessing
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,7 @@ from qualify.predictive.recipe import (
 from qualify.service.predictions import serving as predictions
 from qualify.service.predictions.context import deals_of, peers_of
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
+from qualify.settings import Settings
 
 if TYPE_CHECKING:
     from qualify.predictive.online import Predictor
@@ -123,13 +126,16 @@ def backtest(
     end: datetime | None = None,
     changes: int = 50,
     chunk: int = 2000,
+    workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> BacktestReport:
     """Replay the history of every lead created before `end` under both models and compare.
 
     `start` (default: the first lead's creation) and `end` (default: now) bound the period
     reported; the replay itself starts at each lead's creation. `changes` caps the listed leads
-    whose stage would change (all are counted).
+    whose stage would change (all are counted). Leads are independent: with `workers` above 1,
+    parts of `chunk` leads are replayed in that many processes at once (no more than there are
+    parts), and the report is the one a single process gives (tested).
     """
     end = end or utcnow()
     with workspace.unit_of_work(read_only=True) as uow:
@@ -147,20 +153,13 @@ def backtest(
         with workspace.unit_of_work(read_only=True) as uow:
             found = predictions.active_predictor(uow)
     truths: dict[int, Truth] = {}
-    evaluators = {"against": OnlineEvaluator(against), "candidate": OnlineEvaluator(candidate)}
     events = 0
-    for part in repo.chunks(ids, chunk):
-        with workspace.unit_of_work(read_only=True) as uow:
-            for lead_id, state_of, lead_events, actions, truth, hook in _histories(uow, list(part), end, found):
-                events += len(lead_events)
-                truths[lead_id] = truth
-                for side, evaluator in evaluators.items():
-                    state, rule = state_of(evaluator.model)
-                    run = replay_lead(
-                        evaluator, state, events=lead_events, actions=actions, until=end.timestamp(),
-                        disqualified_by=rule, probability=hook,
-                    )  # fmt: skip
-                    runs[side][lead_id] = _outcome(run, end.timestamp())
+    parts = [list(part) for part in repo.chunks(ids, chunk)]
+    for part in _replayed(workspace, parts, candidate, against, end, found, workers):
+        events += part.events
+        truths.update(part.truths)
+        for side, outcomes in part.runs.items():
+            runs[side].update(outcomes)
         if progress:
             progress(len(truths), len(ids))
     window = (start.timestamp(), end.timestamp())
@@ -203,6 +202,92 @@ def _lead_ids(uow: UnitOfWork, end: datetime) -> list[int]:
     leads = schema.leads
     query = select(leads.c.id).where(leads.c.created_at <= end).order_by(leads.c.id)
     return list(uow.connection.execute(query).scalars())
+
+
+@dataclass
+class _Part:
+    """One part of the leads replayed under both models: their outcomes by side, what really
+    happened to them, and how many events were replayed."""
+
+    runs: dict[str, dict[int, LeadOutcome]]
+    truths: dict[int, Truth]
+    events: int
+
+
+def _replay_part(
+    workspace: Workspace,
+    evaluators: dict[str, OnlineEvaluator],
+    found: Predictor | None,
+    ids: list[int],
+    end: datetime,
+) -> _Part:
+    part = _Part({side: {} for side in evaluators}, {}, 0)
+    with workspace.unit_of_work(read_only=True) as uow:
+        for lead_id, state_of, lead_events, actions, truth, hook in _histories(uow, ids, end, found):
+            part.events += len(lead_events)
+            part.truths[lead_id] = truth
+            for side, evaluator in evaluators.items():
+                state, rule = state_of(evaluator.model)
+                run = replay_lead(
+                    evaluator, state, events=lead_events, actions=actions, until=end.timestamp(),
+                    disqualified_by=rule, probability=hook,
+                )  # fmt: skip
+                part.runs[side][lead_id] = _outcome(run, end.timestamp())
+    return part
+
+
+def _replayed(
+    workspace: Workspace,
+    parts: list[list[int]],
+    candidate: ScoringModel,
+    against: ScoringModel,
+    end: datetime,
+    found: Predictor | None,
+    workers: int,
+) -> Iterator[_Part]:
+    """The parts replayed, in their order: here, or in `workers` processes where there are parts
+    enough (each process gets the models pickled, and loads the predictive model by its version)."""
+    workers = min(workers, len(parts))
+    evaluators = {"against": OnlineEvaluator(against), "candidate": OnlineEvaluator(candidate)}
+    if workers <= 1:
+        for ids in parts:
+            yield _replay_part(workspace, evaluators, found, ids, end)
+        return
+    job = _Job(workspace.settings, against, candidate, found.version if found is not None else None, end)
+    # Processes started afresh ("spawn"): a forked copy of this one would share its open connections.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(job,)) as pool:
+        yield from pool.map(_replay_in_worker, parts)  # in order: the report is the same as in one process
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a worker process needs to replay parts."""
+
+    settings: Settings
+    against: ScoringModel
+    candidate: ScoringModel
+    predictor: str | None  # the predictive model's version
+    end: datetime
+
+
+_WORKER: dict[str, Any] = {}  # in a worker process: its workspace, evaluators, predictor and end
+
+
+def _start_worker(job: _Job) -> None:
+    from qualify.service.unit_of_work import open_workspace
+
+    workspace = open_workspace(job.settings)
+    found = None
+    if job.predictor is not None:
+        with workspace.unit_of_work(read_only=True) as uow:
+            found = predictions.predictor(uow, job.predictor)
+    evaluators = {"against": OnlineEvaluator(job.against), "candidate": OnlineEvaluator(job.candidate)}
+    _WORKER.update(workspace=workspace, evaluators=evaluators, found=found, end=job.end)
+
+
+def _replay_in_worker(ids: list[int]) -> _Part:
+    return _replay_part(_WORKER["workspace"], _WORKER["evaluators"], _WORKER["found"], ids, _WORKER["end"])
 
 
 StateFor = Callable[[ScoringModel], tuple[LeadState, Any]]
