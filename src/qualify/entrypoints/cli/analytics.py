@@ -159,12 +159,19 @@ def backtest(
         with _progress("Replaying leads", not as_json) as progress:
             report = run_backtest(
                 workspace, new, old, start=_utc(start), end=_utc(end), changes=changes,
-                workers=workers or os.cpu_count() or 1, progress=progress,
+                workers=workers or _cores(), progress=progress,
             )  # fmt: skip
     if as_json:
         _print_json(report.as_dict())
         return
     _show_backtest(report.as_dict())
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on (a container's share, not the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 # The options of a point-in-time training set, shared by `train` and `learn-points`.
