@@ -53,6 +53,9 @@ def _arrow_type(column: Any) -> pa.DataType:
     )
 
 
+CONVERTED = ("attributes", "properties", "awards")  # the columns `_convert` rewrites; the others go as read
+
+
 def _convert(name: str, value: Any) -> Any:
     if name in ("attributes", "properties"):
         return text_map(value)
@@ -87,7 +90,7 @@ def _to_arrow(columns: dict[str, list[Any]], arrow_schema: pa.Schema) -> pa.Tabl
     converted = {}
     for field in arrow_schema:
         values = columns[field.name]
-        if field.name in ("attributes", "properties", "awards"):
+        if field.name in CONVERTED:
             values = [_convert(field.name, value) for value in values]
         converted[field.name] = pa.array(values, field.type)
     return pa.table(converted, schema=arrow_schema)

@@ -248,8 +248,8 @@ def _replayed(
     """The parts replayed, in their order: here, or in `workers` processes where there are parts
     enough (each process gets the models pickled, and loads the predictive model by its version)."""
     workers = min(workers, len(parts))
-    evaluators = {"against": OnlineEvaluator(against), "candidate": OnlineEvaluator(candidate)}
     if workers <= 1:
+        evaluators = {"against": OnlineEvaluator(against), "candidate": OnlineEvaluator(candidate)}
         for ids in parts:
             yield _replay_part(workspace, evaluators, found, ids, end)
         return
