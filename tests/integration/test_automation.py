@@ -9,17 +9,19 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.bootstrap import open_workspace
-from qualify.domain.automation import AutomationError, load_automation
+from qualify.domain.automation import STATE_FIELDS, AutomationError, FactNeeds, load_automation
 from qualify.domain.errors import InvalidInput
-from qualify.domain.records import make_event
+from qualify.domain.records import Account, Lead, make_event
 from qualify.service.automation import runs as workflows
 from qualify.service.automation.definitions import definitions, put_segments, put_workflows, set_workflow_active
 from qualify.service.automation.facts import lead_facts
 from qualify.service.automation.reading import lead_automation, segment_counts, segment_info
 from qualify.service.automation.segments import refresh_segments
 from qualify.service.lifecycle.events import ingest_events
+from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
 from qualify.service.lifecycle.stages import apply_stage_action
 from qualify.service.unit_of_work import Workspace
 
@@ -411,9 +413,9 @@ def test_the_facts_read_each_kind_of_event_only_as_far_back_as_a_test_looks(work
     )
     apply(workspace, NEEDS)
     with workspace.unit_of_work() as uow:
-        needs = definitions(uow).event_needs()
+        needs = definitions(uow).needs().events
         lead_id = uow.connection.execute(select(schema.leads.c.id)).scalar_one()
-        facts = lead_facts(uow.connection, [lead_id], now, needs)[lead_id]
+        facts = lead_facts(uow.connection, [lead_id], now, definitions(uow).needs())[lead_id]
     refresh_segments(workspace, now)
     with workspace.unit_of_work() as uow:
         members = set(uow.connection.execute(select(schema.segment_members.c.segment)).scalars())
@@ -508,3 +510,71 @@ def test_only_a_static_segment_is_filled_by_hand_and_it_takes_no_tests(workspace
     assert "segments[0].when: a static segment has no tests" in said
     assert "segments[1]: missing required key 'when' (or 'static: true'" in said
     assert "segments[2].static: must be true or false" in said
+
+
+def test_facts_of_the_leads_a_change_just_wrote_equal_the_facts_read_from_the_store(workspace: Workspace) -> None:
+    """The online reactions take the scoring state of the leads they were handed from memory and
+    read only what some test needs: what they see equals what a full read of the store says."""
+    with workspace.unit_of_work() as uow:
+        upsert_accounts(uow, [Account("acme.com", name="Acme", industry="software", employees=300)], now=T0)
+        upsert_leads(
+            uow,
+            [
+                Lead(email="ann@acme.com", first_name="Ann", title="VP Sales", attributes={"plan": "pro"}),
+                Lead(email="bob@gmail.com", country="DE"),
+            ],
+            now=T0,
+        )
+    ingest(
+        workspace,
+        make_event("v1", "page_view", T0 + DAY, email="ann@acme.com", properties={"url": "/pricing"}),
+        make_event("d1", "demo_request", T0 + 2 * DAY, email="bob@gmail.com"),
+        now=T0 + 3 * DAY,
+    )
+    ids = [lead_id(workspace, "ann@acme.com"), lead_id(workspace, "bob@gmail.com")]
+    with workspace.unit_of_work() as uow:
+        uow.connection.execute(schema.lead_tags.insert().values(lead_id=ids[0], tag="VIP", added_at=T0, by="test"))
+    everything = (
+        load_automation(
+            """
+segments:
+  - name: all-kinds
+    match: any
+    when:
+      - {field: account.industry, equals: software}
+      - {field: attributes.plan, equals: pro}
+      - {field: country, equals: DE}
+      - {field: score, range: {min: 1}}
+      - {field: days_in_stage, range: {min: 1}}
+      - {field: owner, exists: true}
+      - {tag: vip}
+      - {event: page_view, where: {url: /pricing}, within_days: 30}
+""",
+            "test.yaml",
+        )
+        .segments[0]
+        .tests.needs()
+    )
+    state_only = FactNeeds(frozenset({"stage", "score", "fit_grade"}))
+    now = T0 + 5 * DAY
+    with workspace.unit_of_work() as uow:
+        conn = uow.connection
+        written = repo.find_leads_by_id(conn, ids, profile=False)  # as the event ingestion holds them
+        for needs in (everything, state_only):
+            stored = lead_facts(conn, ids, now, needs)
+            remembered = lead_facts(conn, ids, now, needs, known=written)
+            assert sorted(remembered) == sorted(stored) == sorted(ids)
+            for i in ids:
+                assert {f: remembered[i].values.get(f) for f in needs.fields} == {
+                    f: stored[i].values.get(f) for f in needs.fields
+                }
+                assert remembered[i].tags == stored[i].tags
+                assert remembered[i].events == stored[i].events
+        facts = lead_facts(conn, ids, now, everything, known=written)
+        assert facts[ids[0]].values["account.industry"] == "software"
+        assert facts[ids[0]].values["attributes.plan"] == "pro"
+        assert facts[ids[0]].tags == {"vip"}
+        assert [e.type for e in facts[ids[0]].events] == ["page_view"]
+        assert facts[ids[1]].values["country"] == "DE"
+        lean = lead_facts(conn, ids, now, state_only, known=written)[ids[0]]
+        assert set(lean.values) <= set(STATE_FIELDS) and not lean.tags and not lean.events  # nothing else read

@@ -43,9 +43,15 @@ class LeadRecord:
     person_email: str | None = None  # the person's email, on a past journey too (whose `email` is None)
 
 
+def profile_from_row(row: Row[Any], created_at: datetime) -> Lead:
+    """The person's fields of a lead row (the profile columns it holds)."""
+    m = row._mapping
+    return Lead.stored(**{name: m[name] for name in PROFILE_COLUMNS if name in m}, created_at=created_at)
+
+
 def lead_from_row(row: Row[Any]) -> LeadRecord:
     m = row._mapping
-    lead = Lead.stored(**{name: m[name] for name in PROFILE_COLUMNS if name in m}, created_at=m["created_at"])
+    lead = profile_from_row(row, m["created_at"])
     state = LeadState(
         stage=Stage(m["stage"]),
         stage_entered=m["stage_entered_at"].timestamp(),

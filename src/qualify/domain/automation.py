@@ -106,6 +106,35 @@ def merge_needs(*needs: Mapping[str, EventNeed]) -> dict[str, EventNeed]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class FactNeeds:
+    """What some tests need to know about a lead: the fields they read, whether its tags, and
+    which of its events (kind by kind). What no test reads need not be read from the store."""
+
+    fields: frozenset[str] = frozenset()
+    tags: bool = False
+    events: Mapping[str, EventNeed] = field(default_factory=dict)
+
+    @property
+    def profile(self) -> bool:
+        """Whether a test reads a profile or account field (not only the scoring state)."""
+        return bool(self.fields - set(STATE_FIELDS))
+
+    @property
+    def account(self) -> bool:
+        """Whether a test reads an account field."""
+        return any(name.startswith("account.") for name in self.fields)
+
+    def merge(self, *others: FactNeeds) -> FactNeeds:
+        """These needs and the others', together."""
+        every = (self, *others)
+        return FactNeeds(
+            frozenset().union(*(n.fields for n in every)),
+            any(n.tags for n in every),
+            merge_needs(*(n.events for n in every)),
+        )
+
+
 @dataclass(slots=True)
 class LeadFacts:
     """A lead as the tests see it: field values, tags, and its events of the kinds tested."""
@@ -208,6 +237,14 @@ class Tests:
                 for t in self.items
                 if isinstance(t, EventTest)
             )
+        )
+
+    def needs(self) -> FactNeeds:
+        """What these tests need to know about a lead."""
+        return FactNeeds(
+            frozenset(self.fields()),
+            any(isinstance(t, TagTest) for t in self.items),
+            self.event_needs(),
         )
 
     def describe(self) -> str:

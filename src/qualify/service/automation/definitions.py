@@ -23,13 +23,12 @@ from sqlalchemy import Connection, delete, select, update
 from qualify.adapters import schema
 from qualify.domain.automation import (
     AutomationDocument,
-    EventNeed,
+    FactNeeds,
     Segment,
     Tests,
     Workflow,
     load_segment,
     load_workflow,
-    merge_needs,
 )
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.service.audit import record_audit
@@ -54,9 +53,9 @@ class Definitions:
     def _tests(self) -> list[Tests]:
         return [s.tests for s in self.segments] + [t for w in self.workflows for t in (w.when, w.exit)]
 
-    def event_needs(self) -> dict[str, EventNeed]:
-        """The event kinds any test looks at, each with how far back and whether its properties."""
-        return merge_needs(*(t.event_needs() for t in self._tests()))
+    def needs(self) -> FactNeeds:
+        """What any test needs to know about a lead (fields, tags, events)."""
+        return FactNeeds().merge(*(t.needs() for t in self._tests()))
 
 
 def definitions(uow: UnitOfWork) -> Definitions:

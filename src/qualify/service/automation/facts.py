@@ -1,59 +1,86 @@
 """What the segment and workflow tests know about each lead (`LeadFacts`), read from the store.
 
-One read serves every test of a change: the lead's profile and account values, its stage and
-scores as of now, its tags, and of its events only the kinds some test looks at, each only as far
-back as a test looks, with properties only where a test reads them. The online reactions, the
+One read serves every test of a change, and reads only what some test needs: the lead's profile
+and account values where a test reads one, its stage and scores as of now (from memory for the
+leads the change has just written), its tags where a test looks at them, and of its events only
+the kinds some test looks at, each only as far back as a test looks, with properties only where a
+test reads them. The online reactions, the
 batch refresh (segments, enrolment) and the worker's exit tests (runs) all judge leads on these.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, and_, case, null, or_, select
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
-from qualify.domain.automation import EventNeed, LeadFacts, SeenEvent
+from qualify.adapters.repository import LeadRecord
+from qualify.domain.automation import FactNeeds, LeadFacts, SeenEvent
 from qualify.domain.engagement import DAY
 from qualify.domain.fit import profile_values
+from qualify.domain.records import Lead
 
 
 def lead_facts(
     conn: Connection,
     lead_ids: Sequence[int],
     now: datetime,
-    events: Mapping[str, EventNeed],
+    needs: FactNeeds,
+    *,
+    known: Iterable[LeadRecord] = (),
 ) -> dict[int, LeadFacts]:
     """What the tests need to know about each lead, read from the store (erased leads are left out).
 
-    Of its events, only the kinds in `events`, each as far back as some test looks, and with
-    properties only where some test reads them: a lead's long history of page views is not read
-    whole for a test on the last 30 days.
+    Only what `needs` names is read: the profile and account values only where a test reads one,
+    the tags only where a test looks at them, and of the events only the kinds tested, each as
+    far back as some test looks and with properties only where some test reads them (a lead's
+    long history of page views is not read whole for a test on the last 30 days). `known` are
+    leads as the caller's transaction has just written them: their scoring state is taken from
+    memory, and of their rows only the owner and probability (and the profile, if needed) are read.
     """
     leads = schema.leads
-    out: dict[int, LeadFacts] = {}
     at = now.timestamp()
-    rows = []
-    for part in repo.chunks(sorted(set(lead_ids))):
-        rows += list(conn.execute(select(leads).where(leads.c.id.in_(part), leads.c.erased_at.is_(None))))
-    records = [(repo.lead_from_row(row), row) for row in rows]
-    accounts = repo.accounts_by_id(conn, {r.account_id for r, _ in records if r.account_id is not None})
-    for record, row in records:
+    in_memory = {r.id: r for r in known if r.id is not None}
+    ids = sorted(set(lead_ids))
+    found: list[tuple[LeadRecord, Lead | None, Any, Any]] = []  # record, profile, owner, probability
+    narrow = [leads.c.id, leads.c.owner, leads.c.probability]
+    if needs.profile:
+        narrow += [leads.c.account_id, *(leads.c[name] for name in repo.PROFILE_COLUMNS)]
+    for part in repo.chunks([i for i in ids if i in in_memory]):
+        query = select(*narrow).where(leads.c.id.in_(part), leads.c.erased_at.is_(None))
+        for row in conn.execute(query):
+            record = in_memory[row.id]
+            profile = repo.profile_from_row(row, record.created_at) if needs.profile else None
+            found.append((record, profile, row.owner, row.probability))
+    for part in repo.chunks([i for i in ids if i not in in_memory]):
+        for row in conn.execute(select(leads).where(leads.c.id.in_(part), leads.c.erased_at.is_(None))):
+            record = repo.lead_from_row(row)
+            found.append((record, record.lead, row.owner, row.probability))
+    accounts = (
+        repo.accounts_by_id(conn, {r.account_id for r, _, _, _ in found if r.account_id is not None})
+        if needs.account
+        else {}
+    )
+    out: dict[int, LeadFacts] = {}
+    for record, profile, owner, probability in sorted(found, key=lambda f: f[0].id or 0):
         state = record.state
         engagement = state.engagement_at(at)
-        values = profile_values(record.lead, accounts.get(record.account_id) if record.account_id else None)
+        account = accounts.get(record.account_id) if record.account_id is not None else None
+        values = profile_values(profile, account) if profile is not None else {}
         values.update(
             stage=state.stage.value,
             fit_score=state.fit,
             fit_grade=state.grade,
             engagement_score=round(engagement, 6),
             score=round(state.fit + engagement, 6),
-            probability=row.probability,
+            probability=probability,
             persona=state.persona,
-            owner=row.owner,
+            owner=owner,
             days_in_stage=(at - state.stage_entered) / DAY,
             days_since_created=(at - record.created_at.timestamp()) / DAY,
             days_since_last_event=(at - state.last_event) / DAY if state.last_event is not None else None,
@@ -62,14 +89,15 @@ def lead_facts(
         out[record.id] = LeadFacts(record.id, values)
     if not out:
         return out
-    tags: dict[int, set[str]] = defaultdict(set)
-    t = schema.lead_tags
-    for part in repo.chunks(sorted(out)):
-        for lead_id, tag in conn.execute(select(t.c.lead_id, t.c.tag).where(t.c.lead_id.in_(part))):
-            tags[lead_id].add(tag.casefold())
-    for lead_id, found in tags.items():
-        out[lead_id].tags = frozenset(found)
-    if events:
+    if needs.tags:
+        tags: dict[int, set[str]] = defaultdict(set)
+        t = schema.lead_tags
+        for part in repo.chunks(sorted(out)):
+            for lead_id, tag in conn.execute(select(t.c.lead_id, t.c.tag).where(t.c.lead_id.in_(part))):
+                tags[lead_id].add(tag.casefold())
+        for lead_id, names in tags.items():
+            out[lead_id].tags = frozenset(names)
+    if events := needs.events:
         ev = schema.events
         by_window: dict[float | None, list[str]] = defaultdict(list)
         for kind, need in sorted(events.items()):
@@ -90,6 +118,6 @@ def lead_facts(
         )
         for part in repo.chunks(sorted(out)):
             query = select(ev.c.lead_id, ev.c.type, ev.c.occurred_at, properties).where(ev.c.lead_id.in_(part), wanted)
-            for lead_id, kind, occurred, found in conn.execute(query):
-                out[lead_id].events.append(SeenEvent(kind, occurred.timestamp(), found or {}))
+            for lead_id, kind, occurred, seen in conn.execute(query):
+                out[lead_id].events.append(SeenEvent(kind, occurred.timestamp(), seen or {}))
     return out

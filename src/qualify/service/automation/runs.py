@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
-from qualify.domain.automation import Step, Workflow, merge_needs
+from qualify.domain.automation import Step, Workflow
 from qualify.domain.errors import QualifyError
 from qualify.domain.lifecycle import Actor
 from qualify.domain.records import Event
@@ -133,7 +133,7 @@ def run_step(uow: UnitOfWork, run: Row[Any], now: datetime) -> str:
     if workflow is None:
         finish(conn, run.id, run.lead_id, run.workflow, k, "stopped", "stop", "the workflow was paused or removed", now)
         return "stopped"
-    needs = merge_needs(workflow.exit.event_needs(), workflow.when.event_needs())
+    needs = workflow.exit.needs().merge(workflow.when.needs())
     facts = lead_facts(conn, [run.lead_id], now, needs).get(run.lead_id)
     if facts is None:
         finish(conn, run.id, run.lead_id, workflow.name, k, "stopped", "stop", "the lead was erased", now)
