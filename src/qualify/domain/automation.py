@@ -183,19 +183,25 @@ class EventTest:
     max_count: int | None = None
     negate: bool = False
 
-    def count(self, facts: LeadFacts, now: float) -> int:
-        """Events in the window; one dated a little ahead of `now` (clock skew) counts as done."""
+    def count(self, facts: LeadFacts, now: float, *, enough: int | None = None) -> int:
+        """Events in the window (counting stops at `enough`); one dated a little ahead of `now`
+        (clock skew) counts as done."""
         since = now - self.within_days * DAY if self.within_days is not None else None
-        return sum(
-            1
-            for event in facts.events
-            if event.type in self.types
-            and (since is None or event.at >= since)
-            and all(c.test(event.properties.get(c.field)) for c in self.where)
-        )
+        n = 0
+        for event in facts.events:
+            if (
+                event.type in self.types
+                and (since is None or event.at >= since)
+                and all(c.test(event.properties.get(c.field)) for c in self.where)
+            ):
+                n += 1
+                if n == enough:
+                    break
+        return n
 
     def holds(self, facts: LeadFacts, now: float) -> bool:
-        n = self.count(facts, now)
+        # Past min_count (no max) or past max_count, more events change nothing: stop counting.
+        n = self.count(facts, now, enough=self.min_count if self.max_count is None else self.max_count + 1)
         inside = n >= self.min_count and (self.max_count is None or n <= self.max_count)
         return inside is not self.negate
 

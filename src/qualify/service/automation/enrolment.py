@@ -25,7 +25,7 @@ from qualify.adapters import schema
 from qualify.domain.automation import LeadFacts, Workflow
 from qualify.service.automation.definitions import definitions
 from qualify.service.automation.facts import lead_facts
-from qualify.service.automation.history import SegmentChange, log_step
+from qualify.service.automation.history import SegmentChange, log_steps
 from qualify.service.pipeline import Changed, Run
 
 
@@ -87,7 +87,7 @@ def enrol_triggered(
         for workflow, lead_id, last, active in conn.execute(query):
             previous[(workflow, lead_id)] = (last, bool(active))
     now, at = changes.now, changes.now.timestamp()
-    enrolled = 0
+    enrolling: list[tuple[str, int, str]] = []
     for workflow, lead_id, why in candidates:
         before = previous.get((workflow.name, lead_id))
         if before is not None:
@@ -98,10 +98,9 @@ def enrol_triggered(
                 continue
         if not workflow.when.holds(facts[lead_id], at):
             continue
-        enrol(conn, workflow.name, lead_id, why, now)
+        enrolling.append((workflow.name, lead_id, why))
         previous[(workflow.name, lead_id)] = (now, True)
-        enrolled += 1
-    return enrolled
+    return len(enrol(conn, enrolling, now))
 
 
 def _active_flag() -> Any:
@@ -109,23 +108,34 @@ def _active_flag() -> Any:
     return case((e.c.status == "active", 1), else_=0)
 
 
-def enrol(conn: Connection, workflow: str, lead_id: int, why: str, now: datetime) -> int:
+def enrol(conn: Connection, enrolments: Sequence[tuple[str, int, str]], now: datetime) -> list[int]:
+    """Write a due run for each (workflow, lead, why), its log's first line too, in two statements;
+    return the runs' ids in the same order."""
+    if not enrolments:
+        return []
     e = schema.workflow_enrolments
-    enrolment_id = conn.execute(
-        e.insert()
-        .values(
-            workflow=workflow,
-            lead_id=lead_id,
-            status="active",
-            step=0,
-            next_run_at=now,
-            trigger=why[:300],
-            enrolled_at=now,
-        )
-        .returning(e.c.id)
-    ).scalar_one()
-    log_step(conn, enrolment_id, lead_id, workflow, -1, "enrol", "enrolled", why, now)
-    return int(enrolment_id)
+    rows = [
+        {
+            "workflow": workflow,
+            "lead_id": lead_id,
+            "status": "active",
+            "step": 0,
+            "next_run_at": now,
+            "trigger": why[:300],
+            "enrolled_at": now,
+        }
+        for workflow, lead_id, why in enrolments
+    ]
+    ids = [int(i) for i in conn.execute(e.insert().returning(e.c.id, sort_by_parameter_order=True), rows).scalars()]
+    log_steps(
+        conn,
+        [
+            (enrolment_id, lead_id, workflow, -1, "enrol", "enrolled", why)
+            for enrolment_id, (workflow, lead_id, why) in zip(ids, enrolments, strict=True)
+        ],
+        now,
+    )
+    return ids
 
 
 def react_workflows(run: Run) -> None:

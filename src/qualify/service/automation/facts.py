@@ -46,16 +46,17 @@ def lead_facts(
     leads = schema.leads
     at = now.timestamp()
     in_memory = {r.id: r for r in known if r.id is not None}
+    profiles, scores = needs.profile, bool(needs.fields & {"engagement_score", "score"})
     ids = sorted(set(lead_ids))
     found: list[tuple[LeadRecord, Lead | None, Any, Any]] = []  # record, profile, owner, probability
     narrow = [leads.c.id, leads.c.owner, leads.c.probability]
-    if needs.profile:
-        narrow += [leads.c.account_id, *(leads.c[name] for name in repo.PROFILE_COLUMNS)]
+    if profiles:
+        narrow += [leads.c[name] for name in repo.PROFILE_COLUMNS]
     for part in repo.chunks([i for i in ids if i in in_memory]):
         query = select(*narrow).where(leads.c.id.in_(part), leads.c.erased_at.is_(None))
-        for row in conn.execute(query):
+        for row in conn.execute(query).all():
             record = in_memory[row.id]
-            profile = repo.profile_from_row(row, record.created_at) if needs.profile else None
+            profile = repo.profile_from_row(row, record.created_at) if profiles else None
             found.append((record, profile, row.owner, row.probability))
     for part in repo.chunks([i for i in ids if i not in in_memory]):
         for row in conn.execute(select(leads).where(leads.c.id.in_(part), leads.c.erased_at.is_(None))):
@@ -69,15 +70,15 @@ def lead_facts(
     out: dict[int, LeadFacts] = {}
     for record, profile, owner, probability in sorted(found, key=lambda f: f[0].id or 0):
         state = record.state
-        engagement = state.engagement_at(at)
+        engagement = state.engagement_at(at) if scores else 0.0  # decayed to now: only where tested
         account = accounts.get(record.account_id) if record.account_id is not None else None
         values = profile_values(profile, account) if profile is not None else {}
         values.update(
             stage=state.stage.value,
             fit_score=state.fit,
             fit_grade=state.grade,
-            engagement_score=round(engagement, 6),
-            score=round(state.fit + engagement, 6),
+            engagement_score=round(engagement, 6) if scores else None,
+            score=round(state.fit + engagement, 6) if scores else None,
             probability=probability,
             persona=state.persona,
             owner=owner,
@@ -118,6 +119,6 @@ def lead_facts(
         )
         for part in repo.chunks(sorted(out)):
             query = select(ev.c.lead_id, ev.c.type, ev.c.occurred_at, properties).where(ev.c.lead_id.in_(part), wanted)
-            for lead_id, kind, occurred, seen in conn.execute(query):
+            for lead_id, kind, occurred, seen in conn.execute(query).all():
                 out[lead_id].events.append(SeenEvent(kind, occurred.timestamp(), seen or {}))
     return out

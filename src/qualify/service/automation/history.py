@@ -12,6 +12,7 @@ transaction of a change to leads), BATCH (a refresh, a deletion, a merge, an era
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection, update
@@ -46,18 +47,30 @@ def log_step(
     now: datetime,
 ) -> None:
     """One line of a run's log: what `step` did (`action`) and how it went (`outcome`)."""
-    conn.execute(
-        schema.workflow_log.insert().values(
-            enrolment_id=enrolment_id,
-            lead_id=lead_id,
-            workflow=workflow,
-            step=step,
-            action=action,
-            outcome=outcome,
-            detail=(detail or "")[:2000] or None,
-            at=now,
+    log_steps(conn, [(enrolment_id, lead_id, workflow, step, action, outcome, detail)], now)
+
+
+def log_steps(
+    conn: Connection, lines: Sequence[tuple[int, int, str, int, str, str, str | None]], now: datetime
+) -> None:
+    """Lines of runs' logs, in one statement: (enrolment, lead, workflow, step, action, outcome, detail)."""
+    if lines:
+        conn.execute(
+            schema.workflow_log.insert(),
+            [
+                {
+                    "enrolment_id": enrolment_id,
+                    "lead_id": lead_id,
+                    "workflow": workflow,
+                    "step": step,
+                    "action": action,
+                    "outcome": outcome,
+                    "detail": (detail or "")[:2000] or None,
+                    "at": now,
+                }
+                for enrolment_id, lead_id, workflow, step, action, outcome, detail in lines
+            ],
         )
-    )
 
 
 def finish(
