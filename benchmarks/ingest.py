@@ -9,6 +9,8 @@ event's lead, checks idempotency, scores the event, runs the stage policy and up
 Prints both rates and their ratio; not part of the test suite's pass/fail. With --automation it
 also ingests the same events into a workspace with three segments and a workflow (which test
 every touched lead online and enrol on an event), and prints that rate against the plain one.
+With --long-history N it gives one lead N page views, then times events of that lead one at a
+time, with and without a segment that counts its page views (no window), and prints both.
 """
 
 from __future__ import annotations
@@ -140,6 +142,43 @@ def through_service(
     return elapsed
 
 
+LONG_HISTORY = """
+segments:
+  - name: frequent-visitors
+    when: [{event: page_view, min_count: 3}]
+"""
+
+
+def long_history(path: Path, views: int, probes: int, *, automation: bool) -> float:
+    """Seconds per event, one event per batch, for a lead with `views` page views already."""
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{path}"), create=True)
+    with workspace.unit_of_work() as uow:
+        activate_model(uow, default_model_text())
+    if automation:
+        from qualify.domain.automation import load_automation
+        from qualify.service.automation.definitions import put_segments
+
+        with workspace.unit_of_work() as uow:
+            put_segments(uow, load_automation(LONG_HISTORY).segments, by="benchmark")
+    email = "reader@example.com"
+    history = [
+        make_event(f"h-{i}", "page_view", T0 + timedelta(minutes=i), email=email, properties={"url": "/blog/a"})
+        for i in range(views)
+    ]
+    now = T0 + timedelta(minutes=views + probes + 1)
+    for start in range(0, views, 5000):
+        with workspace.unit_of_work() as uow:
+            ingest_events(uow, history[start : start + 5000], now=now)
+    started = time.perf_counter()
+    for i in range(probes):
+        when = T0 + timedelta(minutes=views + i)
+        with workspace.unit_of_work() as uow:
+            ingest_events(uow, [make_event(f"p-{i}", "page_view", when, email=email, properties={"url": "/"})], now=now)
+    elapsed = time.perf_counter() - started
+    workspace.close()
+    return elapsed / probes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
@@ -147,7 +186,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--automation", action="store_true", help="also measure with segments and a workflow")
+    parser.add_argument("--long-history", type=int, metavar="N", help="only time events of one lead with N page views")
     args = parser.parse_args()
+    if args.long_history:
+        with tempfile.TemporaryDirectory() as directory:
+            plain = long_history(Path(directory) / "plain.db", args.long_history, 50, automation=False)
+            counted = long_history(Path(directory) / "counted.db", args.long_history, 50, automation=True)
+        print(f"one lead with {args.long_history:,} page views, 50 events one at a time")
+        print(f"without segments          : {plain * 1000:8.2f} ms per event")
+        print(f"a segment counting views  : {counted * 1000:8.2f} ms per event")
+        print(f"ratio with / without      : {counted / plain:.2f}")
+        return
     leads, events = make_world(args.leads, args.events, args.seed)
     with tempfile.TemporaryDirectory() as directory:
         raw = raw_sqlite(Path(directory) / "raw.db", events, args.batch)

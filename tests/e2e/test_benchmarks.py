@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
     "args",
     [
         ["benchmarks/ingest.py", "--events", "600", "--leads", "50", "--batch", "200", "--automation"],
+        ["benchmarks/ingest.py", "--long-history", "300"],
         ["benchmarks/batch_scoring.py", "--leads", "300", "--events", "3000"],
         # The smallest demo world that `train` takes with room to spare: 327 rows, 38 positive
         # (400 leads give exactly the 200 rows it needs at least).
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
         ["benchmarks/history_import.py", "--people", "60", "--events", "1500"],
         ["benchmarks/backtest.py", "--leads", "80", "--days", "30", "--chunk", "40"],
     ],
-    ids=["ingest", "batch_scoring", "predictive_demo", "dashboard", "history_import", "backtest"],
+    ids=["ingest", "ingest_long_history", "batch_scoring", "predictive_demo", "dashboard", "history_import", "backtest"],
 )
 @pytest.mark.slow
 def test_the_benchmark_runs_at_a_tiny_size(args: list[str]) -> None:

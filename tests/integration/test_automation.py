@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.bootstrap import open_workspace
-from qualify.domain.automation import STATE_FIELDS, AutomationError, FactNeeds, load_automation
+from qualify.domain.automation import STATE_FIELDS, AutomationError, EventCount, FactNeeds, load_automation
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import Account, Lead, make_event
 from qualify.service.automation import runs as workflows
@@ -397,8 +397,9 @@ segments:
 
 
 def test_the_facts_read_each_kind_of_event_only_as_far_back_as_a_test_looks(workspace: Workspace) -> None:
-    """A long history is not read whole: page views only for the 30 days a test looks back, with
-    the properties a `where` reads; downloads for all time, without properties nobody reads."""
+    """A long history is not read whole: page views (which a `where` reads) only for the 30 days a
+    test looks back, with their properties; downloads and clicks, which tests only count, are
+    counted by the store, each over its test's window."""
     lead = "reader@acme.com"
     now = T0 + 60 * DAY
     ingest(
@@ -413,24 +414,61 @@ def test_the_facts_read_each_kind_of_event_only_as_far_back_as_a_test_looks(work
     )
     apply(workspace, NEEDS)
     with workspace.unit_of_work() as uow:
-        needs = definitions(uow).needs().events
+        needs = definitions(uow).needs()
         lead_id = uow.connection.execute(select(schema.leads.c.id)).scalar_one()
-        facts = lead_facts(uow.connection, [lead_id], now, definitions(uow).needs())[lead_id]
+        facts = lead_facts(uow.connection, [lead_id], now, needs)[lead_id]
     refresh_segments(workspace, now)
     with workspace.unit_of_work() as uow:
         members = set(uow.connection.execute(select(schema.segment_members.c.segment)).scalars())
-    assert {kind: (n.days, n.properties) for kind, n in needs.items()} == {
-        "page_view": (30, True),
-        "content_download": (None, False),
-        "email_click": (7, False),
-    }
+    downloads, clicks = EventCount(("content_download",), None), EventCount(("email_click",), 7)
+    assert needs.events == {"page_view": 30}
+    assert needs.counts == {downloads, clicks}
     seen = sorted((e.type, e.at, dict(e.properties)) for e in facts.events)
-    assert seen == [
-        ("content_download", T0.timestamp(), {}),
-        ("content_download", (T0 + 55 * DAY).timestamp(), {}),
-        ("page_view", (T0 + 50 * DAY).timestamp(), {"url": "/pricing"}),
-    ]
+    assert seen == [("page_view", (T0 + 50 * DAY).timestamp(), {"url": "/pricing"})]
+    assert facts.counts == {downloads: 2, clicks: 0}  # the click was 20 days ago
     assert members == {"recent-pricing", "two-downloads"}
+
+
+def test_counted_event_tests_agree_with_the_events_read_one_by_one(workspace: Workspace) -> None:
+    """Where the store counts a test's events, the answer is the one the events themselves give,
+    at the edges of windows and ranges too."""
+    ann, bob = "ann@acme.com", "bob@acme.com"
+    now = T0 + 30 * DAY
+    ingest(
+        workspace,
+        *(make_event(f"a{i}", "page_view", T0 + i * DAY, email=ann, properties={"url": "/"}) for i in range(30)),
+        make_event("a-dl", "content_download", T0 + 29 * DAY, email=ann),
+        make_event("b-view", "page_view", T0 + 23 * DAY, email=bob, properties={"url": "/"}),
+        now=now,
+    )
+    apply(
+        workspace,
+        """
+segments:
+  - name: regulars
+    when: [{event: page_view, within_days: 7, min_count: 7}]
+  - name: light
+    when: [{event: [page_view, content_download], min_count: 1, max_count: 30}]
+  - name: quiet-week
+    when: [{no_event: page_view, within_days: 7}]
+""",
+    )
+    ids = [lead_id(workspace, ann), lead_id(workspace, bob)]
+    with workspace.unit_of_work() as uow:
+        document = definitions(uow)
+        counted = lead_facts(uow.connection, ids, now, document.needs())
+        every_kind = FactNeeds(events={"page_view": None, "content_download": None})
+        one_by_one = lead_facts(uow.connection, ids, now, every_kind)
+    assert counted[ids[0]].counts and not counted[ids[0]].events
+    for segment in document.segments:
+        for i in ids:
+            assert segment.holds(counted[i], now.timestamp(), member=False) is segment.holds(
+                one_by_one[i], now.timestamp(), member=False
+            ), (segment.name, i)
+    refresh_segments(workspace, now)
+    assert members(workspace, "regulars") == {ann}  # days 23–29: seven views in the last seven days
+    assert members(workspace, "light") == {bob}  # ann: 31 of either kind, one too many
+    assert members(workspace, "quiet-week") == set()  # bob's view is seven days old: on the edge
 
 
 STATIC = """

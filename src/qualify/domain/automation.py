@@ -85,35 +85,29 @@ class SeenEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class EventNeed:
-    """What the tests need of one kind of event: how far back (None: all time), and its properties
-    (only tests with `where` read them)."""
+class EventCount:
+    """A count some test needs: the lead's events of `types` in the last `days` days (None: all
+    time), counted by the store instead of read one by one (a test without `where`)."""
 
+    types: tuple[str, ...]
     days: float | None
-    properties: bool
-
-    def merge(self, other: EventNeed) -> EventNeed:
-        days = None if self.days is None or other.days is None else max(self.days, other.days)
-        return EventNeed(days, self.properties or other.properties)
 
 
-def merge_needs(*needs: Mapping[str, EventNeed]) -> dict[str, EventNeed]:
-    """The needs of several lists of tests together, kind by kind."""
-    out: dict[str, EventNeed] = {}
-    for need in needs:
-        for kind, wanted in need.items():
-            out[kind] = out[kind].merge(wanted) if kind in out else wanted
-    return out
+def _longest(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else max(a, b)
 
 
 @dataclass(frozen=True, slots=True)
 class FactNeeds:
-    """What some tests need to know about a lead: the fields they read, whether its tags, and
-    which of its events (kind by kind). What no test reads need not be read from the store."""
+    """What some tests need to know about a lead: the fields they read, whether its tags, the
+    events they read one by one (the kinds a test with `where` looks at, each with how far back:
+    None for all time), and the counts the other event tests need. What no test reads need not be
+    read from the store."""
 
     fields: frozenset[str] = frozenset()
     tags: bool = False
-    events: Mapping[str, EventNeed] = field(default_factory=dict)
+    events: Mapping[str, float | None] = field(default_factory=dict)
+    counts: frozenset[EventCount] = frozenset()
 
     @property
     def profile(self) -> bool:
@@ -128,21 +122,28 @@ class FactNeeds:
     def merge(self, *others: FactNeeds) -> FactNeeds:
         """These needs and the others', together."""
         every = (self, *others)
+        events: dict[str, float | None] = {}
+        for need in every:
+            for kind, days in need.events.items():
+                events[kind] = _longest(events[kind], days) if kind in events else days
         return FactNeeds(
             frozenset().union(*(n.fields for n in every)),
             any(n.tags for n in every),
-            merge_needs(*(n.events for n in every)),
+            events,
+            frozenset().union(*(n.counts for n in every)),
         )
 
 
 @dataclass(slots=True)
 class LeadFacts:
-    """A lead as the tests see it: field values, tags, and its events of the kinds tested."""
+    """A lead as the tests see it: field values, tags, its events of the kinds a `where` test
+    reads, and the counts of events the other event tests need."""
 
     lead_id: int
     values: dict[str, Any]
     tags: frozenset[str] = frozenset()
     events: list[SeenEvent] = field(default_factory=list)
+    counts: dict[EventCount, int] = field(default_factory=dict)
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -183,9 +184,16 @@ class EventTest:
     max_count: int | None = None
     negate: bool = False
 
+    @property
+    def counted(self) -> EventCount:
+        """The count of events this test needs, where the store counts them (no `where`)."""
+        return EventCount(self.types, self.within_days)
+
     def count(self, facts: LeadFacts, now: float, *, enough: int | None = None) -> int:
         """Events in the window (counting stops at `enough`); one dated a little ahead of `now`
-        (clock skew) counts as done."""
+        (clock skew) counts as done. The store's count where the facts hold it."""
+        if not self.where and (stored := facts.counts.get(self.counted)) is not None:
+            return stored
         since = now - self.within_days * DAY if self.within_days is not None else None
         n = 0
         for event in facts.events:
@@ -235,22 +243,19 @@ class Tests:
         """The lead fields these tests read."""
         return {t.condition.field for t in self.items if isinstance(t, FieldTest)}
 
-    def event_needs(self) -> dict[str, EventNeed]:
-        """The kinds of event these tests look at, each with how far back and whether its properties."""
-        return merge_needs(
-            *(
-                {kind: EventNeed(t.within_days, bool(t.where)) for kind in t.types}
-                for t in self.items
-                if isinstance(t, EventTest)
-            )
-        )
-
     def needs(self) -> FactNeeds:
         """What these tests need to know about a lead."""
+        events = [t for t in self.items if isinstance(t, EventTest)]
         return FactNeeds(
             frozenset(self.fields()),
             any(isinstance(t, TagTest) for t in self.items),
-            self.event_needs(),
+        ).merge(
+            *(
+                FactNeeds(events=dict.fromkeys(t.types, t.within_days))
+                if t.where
+                else FactNeeds(counts=frozenset({t.counted}))
+                for t in events
+            )
         )
 
     def describe(self) -> str:

@@ -11,11 +11,11 @@ batch refresh (segments, enrolment) and the worker's exit tests (runs) all judge
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, null, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
@@ -98,27 +98,41 @@ def lead_facts(
                 tags[lead_id].add(tag.casefold())
         for lead_id, names in tags.items():
             out[lead_id].tags = frozenset(names)
-    if events := needs.events:
-        ev = schema.events
+    ev = schema.events
+    if needs.events:
         by_window: dict[float | None, list[str]] = defaultdict(list)
-        for kind, need in sorted(events.items()):
-            by_window[need.days].append(kind)
-        wanted = or_(
-            *(
-                ev.c.type.in_(kinds)
-                if days is None
-                else and_(ev.c.type.in_(kinds), ev.c.occurred_at >= now - timedelta(days=days))
-                for days, kinds in by_window.items()
-            )
-        )
-        with_properties = sorted(kind for kind, need in events.items() if need.properties)
-        properties = (
-            ev.c.properties
-            if len(with_properties) == len(events)
-            else case((ev.c.type.in_(with_properties or [""]), ev.c.properties), else_=null())
-        )
+        for kind, days in sorted(needs.events.items()):
+            by_window[days].append(kind)
         for part in repo.chunks(sorted(out)):
-            query = select(ev.c.lead_id, ev.c.type, ev.c.occurred_at, properties).where(ev.c.lead_id.in_(part), wanted)
-            for lead_id, kind, occurred, seen in conn.execute(query).all():
-                out[lead_id].events.append(SeenEvent(kind, occurred.timestamp(), seen or {}))
+            query = select(ev.c.lead_id, ev.c.type, ev.c.occurred_at, ev.c.properties).where(
+                ev.c.lead_id.in_(part), _any_of(by_window, now)
+            )
+            for lead_id, kind, occurred, properties in conn.execute(query).all():
+                out[lead_id].events.append(SeenEvent(kind, occurred.timestamp(), properties or {}))
+    if needs.counts:
+        # One pass over the leads' events of the counted kinds, one sum per count: a lead with a
+        # long history is counted by the store, not read row by row.
+        counts = sorted(needs.counts, key=lambda c: (c.types, c.days is None, c.days or 0.0))
+        sums = [func.sum(case((_any_of({c.days: list(c.types)}, now), 1), else_=0)) for c in counts]
+        reach = or_(*(_any_of({c.days: list(c.types)}, now) for c in counts))
+        for part in repo.chunks(sorted(out)):
+            query = select(ev.c.lead_id, *sums).where(ev.c.lead_id.in_(part), reach).group_by(ev.c.lead_id)
+            for row in conn.execute(query).all():
+                out[row[0]].counts = {c: int(row[k + 1] or 0) for k, c in enumerate(counts)}
+        for facts in out.values():
+            if not facts.counts:  # no event of any counted kind
+                facts.counts = dict.fromkeys(counts, 0)
     return out
+
+
+def _any_of(kinds_by_window: Mapping[float | None, Sequence[str]], now: datetime) -> ColumnElement[bool]:
+    """Events of these kinds, each within its window (None: all time) back from `now`."""
+    ev = schema.events
+    return or_(
+        *(
+            ev.c.type.in_(sorted(kinds))
+            if days is None
+            else and_(ev.c.type.in_(sorted(kinds)), ev.c.occurred_at >= now - timedelta(days=days))
+            for days, kinds in kinds_by_window.items()
+        )
+    )
