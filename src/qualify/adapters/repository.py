@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from qualify.adapters import schema
+from qualify.adapters import json_codec, schema
 from qualify.domain.engagement import EngagementState
 from qualify.domain.evaluator import LeadState
 from qualify.domain.lifecycle import Stage
@@ -249,7 +248,7 @@ def _scoring_states(conn: Connection, key: str, values: Sequence[Any]) -> list[L
 
 def _driver_readers(conn: Connection) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     if conn.dialect.name == "sqlite":
-        return (lambda t: None if t is None else datetime.fromisoformat(t).replace(tzinfo=UTC)), json.loads
+        return (lambda t: None if t is None else datetime.fromisoformat(t).replace(tzinfo=UTC)), json_codec.loads
     return (lambda t: t), (lambda d: d)
 
 
@@ -460,11 +459,8 @@ def _driver_converters(conn: Connection) -> tuple[Callable[[datetime | None], An
     return (lambda t: t), _json_text
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-
-
 def _json_text(value: Any) -> str:
-    return _encode(value)
+    return json_codec.dumps(value)
 
 
 def _placeholder(conn: Connection) -> str:

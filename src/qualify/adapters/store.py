@@ -10,12 +10,16 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
+from qualify.adapters import json_codec
+
 
 def create_store_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for the workspace at `url`; SQLite gets WAL and foreign keys. A database error
     never shows the statement's parameters (people's data, keys) in its message or a log line."""
     parsed = make_url(url)
     kwargs.setdefault("hide_parameters", True)
+    kwargs.setdefault("json_serializer", json_codec.dumps)
+    kwargs.setdefault("json_deserializer", json_codec.loads)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
