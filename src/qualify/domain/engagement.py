@@ -48,6 +48,11 @@ def half_life_key(half_life_days: float | None) -> str:
     return NO_DECAY if half_life_days is None else repr(float(half_life_days))
 
 
+# Accumulator key -> its half-life in seconds (None: no decay); value_at reads it on every call.
+_SPANS: dict[str, float | None] = {}
+_MISSING = -1.0
+
+
 def decay_factor(elapsed_seconds: float, half_life_days: float | None) -> float:
     if half_life_days is None:
         return 1.0
@@ -93,8 +98,11 @@ class EngagementState:
         """The engagement score at `timestamp` (seconds since the epoch)."""
         total = 0.0
         for key, (value, as_of) in self.accumulators.items():
-            half_life = None if key == NO_DECAY else float(key)
-            total += value * decay_factor(timestamp - as_of, half_life)
+            span = _SPANS.get(key, _MISSING)
+            if span is _MISSING:
+                span = _SPANS[key] = None if key == NO_DECAY else float(key) * DAY
+            # decay_factor's arithmetic exactly, without parsing the key each time
+            total += value if span is None else value * math.pow(2.0, -(timestamp - as_of) / span)
         return total
 
     def add(self, points: float, half_life_days: float | None, timestamp: float) -> None:
