@@ -5,13 +5,17 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from tests.conftest import copy_of_fresh_workspace, write_csv
 
+from qualify.adapters import schema
 from qualify.demo.crm import CrmShape, write_crm_history
 from qualify.domain.records import Lead, make_event
 from qualify.service.imports.files import ImportSummary, import_file
@@ -138,3 +142,39 @@ def test_psycopg_s_echo_of_a_handled_conflict_is_not_printed(caplog: pytest.LogC
         logger.warning("error ignored terminating %r: %s", "<psycopg.Pipeline>", "pipeline aborted")
         logger.warning("something else")
     assert [r.getMessage() for r in caplog.records] == ["something else"]
+
+
+def test_sqlite_writers_of_one_process_take_turns_and_readers_do_not_wait(sqlite_workspace: Workspace) -> None:
+    """On SQLite the writers of one process queue on the workspace's lock, before they take a
+    connection: the second starts as the first commits (not when SQLite's busy handler, sleeping
+    up to 100 ms a step, looks again), and a read meanwhile does not wait."""
+    first_in, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with sqlite_workspace.unit_of_work() as uow:
+            upsert_leads(uow, [Lead(email="first@acme.com")])
+            first_in.set()
+            release.wait(10)
+            order.append("first commits")
+
+    def second() -> None:
+        with sqlite_workspace.unit_of_work() as uow:
+            order.append("second writes")
+            upsert_leads(uow, [Lead(email="second@acme.com")])
+
+    leads = schema.leads
+    with ThreadPoolExecutor(2) as pool:
+        one = pool.submit(first)
+        assert first_in.wait(10)
+        two = pool.submit(second)
+        time.sleep(0.2)  # the second writer has reached its wait
+        assert sqlite_workspace.engine.pool.checkedout() == 1  # it waits for its turn, not in SQLite
+        with sqlite_workspace.unit_of_work(read_only=True) as uow:  # a read does not wait for the writer
+            assert uow.connection.execute(select(func.count()).select_from(leads)).scalar_one() == 0
+        release.set()
+        one.result(10)
+        two.result(10)
+    assert order == ["first commits", "second writes"]
+    with sqlite_workspace.unit_of_work(read_only=True) as uow:
+        assert set(uow.connection.execute(select(leads.c.email)).scalars()) == {"first@acme.com", "second@acme.com"}

@@ -64,6 +64,9 @@ def storage_failure(error: BaseException) -> str | None:
 READ_ONLY = "qualify_read_only"
 
 
+BUSY_TIMEOUT_SECONDS = 30.0  # how long a SQLite writer waits for another's lock before it fails
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # The driver would open transactions itself, lazily at the first write, after the reads a use
     # case bases its writes on; Qualify opens them instead (below), so reads are inside them.
@@ -73,7 +76,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # NORMAL is durable in WAL mode across a process crash; only an OS crash can lose the last commit.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
     cursor.close()
 
 

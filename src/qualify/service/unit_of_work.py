@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from qualify.adapters import schema
 from qualify.adapters.store import (
+    BUSY_TIMEOUT_SECONDS,
     READ_ONLY,
     create_store_engine,
     head_revision,
@@ -48,6 +50,7 @@ class UnitOfWork:
         self.workspace = workspace
         self.read_only = read_only
         self._connection: Connection | None = None
+        self._queued = False  # holds the workspace's write turn (SQLite)
 
     @property
     def connection(self) -> Connection:
@@ -56,10 +59,15 @@ class UnitOfWork:
         return self._connection
 
     def __enter__(self) -> UnitOfWork:
-        self._connection = self.workspace.engine.connect()
-        if self.read_only:
-            self._connection.execution_options(**{READ_ONLY: True})
-        self._connection.begin()
+        self._queued = not self.read_only and self.workspace.takes_turns and self.workspace.write_turn()
+        try:
+            self._connection = self.workspace.engine.connect()
+            if self.read_only:
+                self._connection.execution_options(**{READ_ONLY: True})
+            self._connection.begin()
+        except BaseException:
+            self._end_turn()
+            raise
         return self
 
     def __exit__(
@@ -77,6 +85,12 @@ class UnitOfWork:
         finally:
             self._connection.close()
             self._connection = None
+            self._end_turn()
+
+    def _end_turn(self) -> None:
+        if self._queued:
+            self._queued = False
+            self.workspace.end_write_turn()
 
     def active_model(self) -> ScoringModel:
         return self.workspace.active_model(self.connection)
@@ -94,6 +108,24 @@ class Workspace:
     # The after-change pipeline (a service.pipeline.Pipeline), set by the composition root,
     # qualify.bootstrap; service/pipeline.py reads it (`of`, `react`), so this module need not know it.
     pipeline: object | None = None
+    # SQLite has one writer at a time. Writers of this process take turns on a lock, so that one
+    # waiting for another starts the moment it commits; waiting on SQLite's own lock instead, it
+    # would sleep in growing steps (up to 100 ms each) and look again. Writers in other processes
+    # still meet SQLite's lock (busy_timeout).
+    _writers: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def takes_turns(self) -> bool:
+        """Whether the writers of this process take turns on the workspace's lock (SQLite)."""
+        return self.engine.dialect.name == "sqlite"
+
+    def write_turn(self) -> bool:
+        """Wait for this process's other writers, as long as SQLite would wait for a lock (then go
+        on to meet SQLite's lock and its error); returns whether the turn was taken."""
+        return self._writers.acquire(timeout=BUSY_TIMEOUT_SECONDS)
+
+    def end_write_turn(self) -> None:
+        self._writers.release()
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A transaction; `read_only` ones do not take SQLite's write lock (they must not write)."""
