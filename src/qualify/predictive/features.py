@@ -278,9 +278,9 @@ def outcome_set(
     return TrainingSet(frame, spec, name, 0, cutoff, end, recipe, {}, skipped)
 
 
-def rule_scores(model: ScoringModel, sources: Sources, rows: pd.DataFrame) -> np.ndarray:
-    """fit + engagement under `model` of each row (`lead_id`, `cutoff`) as of its cutoff, in the
-    rows' order: the rule score a training set holds, for another scoring model."""
+def _scored_at_cutoffs(model: ScoringModel, sources: Sources, rows: pd.DataFrame) -> pd.DataFrame:
+    """fit, grade and engagement under `model` of each row (`lead_id`, `cutoff`) as of its cutoff,
+    by lead_id, as the engines give them."""
     table = ibis.memtable(
         pd.DataFrame(
             {
@@ -293,9 +293,30 @@ def rule_scores(model: ScoringModel, sources: Sources, rows: pd.DataFrame) -> np
     engagement = engagement_at_cutoffs(model, sources, table)
     joined = table.left_join(fit, table.lead_id == fit.lead_id).drop("lead_id_right")
     joined = joined.left_join(engagement, joined.lead_id == engagement.lead_id).drop("lead_id_right")
-    found = joined.select("lead_id", "fit", "engagement").to_pandas().set_index("lead_id")
+    return joined.select("lead_id", "fit", "grade", "engagement").to_pandas().set_index("lead_id")
+
+
+def rule_scores(model: ScoringModel, sources: Sources, rows: pd.DataFrame) -> np.ndarray:
+    """fit + engagement under `model` of each row (`lead_id`, `cutoff`) as of its cutoff, in the
+    rows' order: the rule score a training set holds, for another scoring model."""
+    found = _scored_at_cutoffs(model, sources, rows)
     total = found["fit"].fillna(0.0).astype(float) + found["engagement"].fillna(0.0).astype(float)
     return np.asarray(total.reindex(rows["lead_id"].to_numpy()).fillna(0.0).to_numpy(dtype=float))
+
+
+def scores_at_cutoffs(model: ScoringModel, sources: Sources, rows: pd.DataFrame) -> pd.DataFrame:
+    """`fit_score`, `fit_grade` and `engagement_score` under `model` of each row (`lead_id`, `cutoff`)
+    as of its cutoff, by lead_id: what a training set of the same rows built with `model` holds in
+    those columns (rounded as it rounds them), without building every other feature again."""
+    found = _scored_at_cutoffs(model, sources, rows)
+    return pd.DataFrame(
+        {
+            "fit_score": found["fit"].astype(float).round(DIGITS),
+            "fit_grade": found["grade"],
+            "engagement_score": found["engagement"].fillna(0.0).astype(float).round(DIGITS),
+        },
+        index=found.index,
+    )
 
 
 def _numeric_text(values: pd.Series) -> bool:

@@ -86,7 +86,7 @@ from qualify.domain.errors import InvalidInput
 from qualify.domain.fit import FIT_MAX
 from qualify.domain.model_loader import WEEKDAYS, load_model
 from qualify.domain.scoring_model import GRADES, HandoffSpec, Policy, ScoringModel
-from qualify.predictive.features import TrainingSet, training_set
+from qualify.predictive.features import TrainingSet, scores_at_cutoffs
 from qualify.predictive.training import time_split
 
 # Profile columns of the training frame -> the field a fit rule tests, and how its rules read.
@@ -672,11 +672,9 @@ def learn_points(
     learned_grades = _grade_of(fit_score, bands)
     if sources is not None:
         draft = load_model(_render(header, doc), "learned points (draft)")
-        rebuilt = training_set(
-            draft, sources, target=rows.target, within_days=rows.within_days, cutoff=rows.cutoff, end=rows.end,
-            recipe=rows.recipe,
-        )  # fmt: skip
-        by_lead = rebuilt.frame.set_index("lead_id")
+        # The training set's score columns under the draft, for the fitting rows alone: its other
+        # features do not depend on the scoring model, and are not built again.
+        by_lead = scores_at_cutoffs(draft, sources, part[["lead_id", "cutoff"]])
         ids = part["lead_id"].to_numpy()
         learned_engagement = by_lead["engagement_score"].reindex(ids).fillna(0.0).to_numpy(dtype=float)
         learned_grades = by_lead["fit_grade"].reindex(ids).fillna("D").astype(str).to_numpy()
