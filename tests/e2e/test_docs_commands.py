@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_readme import run_in
+from tests.e2e.test_readme import built_demo, copy_files, run_in
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -103,8 +103,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder.mkdir()
     if SHARED.is_dir():
         (base / "shared").symlink_to(SHARED, target_is_directory=True)
+    copy_files(built_demo(tmp_path_factory), folder)  # `qualify demo --leads 600`, as the README's test builds it
     for command in (
-        "qualify demo --leads 600 --json > /dev/null",
         "qualify init",
         "qualify examples",
         "qualify import accounts examples/accounts.csv",

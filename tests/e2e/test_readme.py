@@ -4,22 +4,27 @@ In a fresh folder holding only a demo workspace (the tour writes the example fil
 `qualify examples`: it runs anywhere Qualify is installed, not only in a checkout), each `$ qualify …` line of the tour's console blocks goes through bash with the
 installed console script; none may fail or print a traceback. Left out: `qualify serve`, which
 does not return, and curl, which needs it. The demo is built smaller than the quickstart's (600
-leads instead of 2,000) to keep the suite quick; the commands are the README's, character for
-character.
+leads instead of 2,000) to keep the suite quick, and built once per run (`built_demo`): this test and
+the docs' (test_docs_commands.py) each start from a copy of it. The commands are the README's,
+character for character.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import built_once
+
 ROOT = Path(__file__).resolve().parents[2]
 TOUR_SECTIONS = ("## A short tour", "## The HTTP API")
+DEMO = "qualify demo --leads 600 --json > /dev/null"
 
 
 def tour_commands() -> list[str]:
@@ -44,6 +49,22 @@ def run_in(folder: Path, command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
 
 
+def built_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding only what `DEMO` leaves in an empty one (the demo workspace), built once per
+    run (`built_once`). Copy its files; never change them."""
+
+    def build(folder: Path) -> None:
+        built = run_in(folder, DEMO)
+        assert built.returncode == 0, built.stderr
+
+    return built_once(tmp_path_factory, "demo-600", build)
+
+
+def copy_files(source: Path, target: Path) -> None:
+    for made in source.iterdir():
+        shutil.copy2(made, target / made.name)
+
+
 def test_the_tour_is_found() -> None:
     commands = tour_commands()
     assert len(commands) >= 20 and commands[:2] == ["qualify init", "qualify examples"]
@@ -51,9 +72,10 @@ def test_the_tour_is_found() -> None:
 
 
 @pytest.mark.slow
-def test_every_command_of_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
-    built = run_in(tmp_path, "qualify demo --leads 600 --json > /dev/null")
-    assert built.returncode == 0, built.stderr
+def test_every_command_of_the_readme_tour_runs_as_written(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    copy_files(built_demo(tmp_path_factory), tmp_path)
     for command in tour_commands():
         done = run_in(tmp_path, command)
         assert "Traceback" not in done.stderr, (command, done.stderr[-3000:])

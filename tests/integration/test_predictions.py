@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,6 +20,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from tests.conftest import built_once
 from typer.testing import CliRunner
 
 from qualify.adapters import schema
@@ -52,13 +55,32 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def learnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, TrainingSet, dict[str, Any], Path]]:
     """A demo world, a training set of it, and the document of a model trained on it (stored, active)."""
-    world = trained_world(tmp_path_factory.mktemp("predictions"))
+    world = shared_trained_world(tmp_path_factory, tmp_path_factory.mktemp("predictions"))
     yield world
     world[0].close()
 
 
+def shared_trained_world(
+    tmp_path_factory: pytest.TempPathFactory, folder: Path
+) -> tuple[Workspace, TrainingSet, dict[str, Any], Path]:
+    """The world of `trained_world`, built once per run (`built_once`) and copied into `folder` for
+    each module that asks (test_probability_as_of.py too)."""
+
+    def build(scratch: Path) -> None:
+        workspace, rows, document, database = trained_world(scratch)
+        backup(database, scratch / "world.db")
+        workspace.close()
+        (scratch / "world.pickle").write_bytes(pickle.dumps((rows, document)))
+
+    built = built_once(tmp_path_factory, "trained-world", build)
+    rows, document = pickle.loads((built / "world.pickle").read_bytes())
+    database = folder / "demo.db"
+    shutil.copyfile(built / "world.db", database)
+    return open_workspace(Settings(database_url=f"sqlite:///{database}")), rows, document, database
+
+
 def trained_world(folder: Path) -> tuple[Workspace, TrainingSet, dict[str, Any], Path]:
-    """The world of `learnt`, built in `folder` (other modules' fixtures build their own)."""
+    """The world of `learnt`, built in `folder`."""
     database = folder / "demo.db"
     workspace = open_workspace(Settings(database_url=f"sqlite:///{database}"), create=True)
     with workspace.unit_of_work() as uow:
@@ -80,8 +102,12 @@ def trained_world(folder: Path) -> tuple[Workspace, TrainingSet, dict[str, Any],
 
 def copy_of(database: Path, folder: Path) -> Path:
     """A copy of the learnt workspace's file, for a test that changes it."""
-    copy = folder / "copy.db"
-    # SQLite's backup, not the file's bytes: what the open workspace still holds in its WAL is copied too.
+    return backup(database, folder / "copy.db")
+
+
+def backup(database: Path, copy: Path) -> Path:
+    """`database` copied to `copy` with SQLite's backup, not the file's bytes: what an open workspace
+    still holds in its WAL is copied too."""
     source, target = sqlite3.connect(database), sqlite3.connect(copy)
     try:
         source.backup(target)

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from tests.conftest import batch_equals_online, workspace_on
 from tests.integration.test_crm_features import AS_OF, build
-from tests.integration.test_predictions import NOW, trained_world
+from tests.integration.test_predictions import NOW, shared_trained_world
 
 from qualify.adapters import schema
 from qualify.analytics.engines import duckdb_sources
@@ -30,8 +30,8 @@ from qualify.settings import Settings
 
 @pytest.fixture(scope="module")
 def learnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, TrainingSet, dict[str, Any], Path]]:
-    """test_predictions.py's trained demo world, built for this module."""
-    world = trained_world(tmp_path_factory.mktemp("probability-as-of"))
+    """test_predictions.py's trained demo world, a copy for this module."""
+    world = shared_trained_world(tmp_path_factory, tmp_path_factory.mktemp("probability-as-of"))
     yield world
     world[0].close()
 
