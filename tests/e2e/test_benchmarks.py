@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import postgres_url, require_postgres
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -25,7 +27,15 @@ ROOT = Path(__file__).resolve().parents[2]
         ["benchmarks/history_import.py", "--people", "60", "--events", "1500"],
         ["benchmarks/backtest.py", "--leads", "80", "--days", "30", "--chunk", "40"],
     ],
-    ids=["ingest", "ingest_long_history", "batch_scoring", "predictive_demo", "dashboard", "history_import", "backtest"],
+    ids=[
+        "ingest",
+        "ingest_long_history",
+        "batch_scoring",
+        "predictive_demo",
+        "dashboard",
+        "history_import",
+        "backtest",
+    ],
 )
 @pytest.mark.slow
 def test_the_benchmark_runs_at_a_tiny_size(args: list[str]) -> None:
@@ -44,3 +54,28 @@ def test_the_predictive_benchmark_runs_on_the_real_data(shared_data: Path) -> No
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ratio to best baseline" in result.stdout and "Olist" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_postgres_volume_benchmark_runs_at_a_tiny_size() -> None:
+    require_postgres()
+    args = [
+        "--leads",
+        "400",
+        "--template-leads",
+        "200",
+        "--days",
+        "30",
+        "--batches",
+        "2",
+        "--batch",
+        "20",
+        "--probes",
+        "5",
+    ]
+    result = subprocess.run(
+        [sys.executable, "benchmarks/postgres_volume.py", "--db", postgres_url(), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "grown / template" in result.stdout and "400 leads" in result.stdout, result.stdout[-2000:]
