@@ -6,9 +6,10 @@ run; the two reports are checked equal.
 Builds a demo world on SQLite (`qualify demo`'s world, seed 5, with the default model live), or
 measures the one `--keep FILE` holds (built there when missing). Then backtests a stricter
 candidate (grade thresholds raised) against the live model to the world's end: first in this
-process (the reference), then with `--workers` processes replaying parts of `--chunk` leads. It
-prints the leads, the events replayed, both times, events per second and the ratio of the two
-times. Not part of the test suite's pass/fail.
+process (the reference), then with `--workers` processes replaying parts of `--chunk` leads, or
+with `--spark` as Spark tasks in a local Spark session (one per part). It prints the leads, the
+events replayed, both times, events per second and the ratio of the two times. Not part of the
+test suite's pass/fail.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=2000, help="leads per part (the command line's own)")
     parser.add_argument("--keep", type=Path, help="the SQLite file to build the world in, or to measure")
+    parser.add_argument("--spark", action="store_true", help="compare with Spark tasks instead of worker processes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = args.keep or Path(folder) / "backtest.db"
@@ -58,7 +60,10 @@ def main() -> None:
             alone = backtest(workspace, candidate, live, end=NOW, chunk=args.chunk)
             one = time.perf_counter() - started
             started = time.perf_counter()
-            together = backtest(workspace, candidate, live, end=NOW, chunk=args.chunk, workers=args.workers)
+            together = backtest(
+                workspace, candidate, live, end=NOW, chunk=args.chunk, workers=args.workers,
+                engine="spark" if args.spark else "local",
+            )  # fmt: skip
             several = time.perf_counter() - started
         finally:
             workspace.close()
@@ -66,8 +71,9 @@ def main() -> None:
     replayed = 2 * alone.events  # each event is replayed under both models
     print(f"{alone.leads:,} leads, {alone.events:,} events, two models; reports equal")
     print(f"one process:      {one:7.2f} s  ({replayed / one:,.0f} events/s)")
-    print(f"{args.workers} worker processes: {several:7.2f} s  ({replayed / several:,.0f} events/s)")
-    print(f"ratio one process / {args.workers} workers: {one / several:.2f}")
+    other = "Spark tasks" if args.spark else f"{args.workers} workers"
+    print(f"{other + ':':<17} {several:7.2f} s  ({replayed / several:,.0f} events/s)")
+    print(f"ratio one process / {other}: {one / several:.2f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from qualify.bootstrap import open_workspace
 from qualify.demo.world import build_demo
+from qualify.domain.errors import InvalidInput
 from qualify.domain.model_loader import default_model_text, load_model
 from qualify.entrypoints.cli import app
 from qualify.service.analytics.backtest import backtest
@@ -139,3 +140,9 @@ def test_backtest_on_the_command_line(world: Workspace, tmp_path: Path) -> None:
     assert reversed_period.exit_code == 2 and "must be before" in reversed_period.stderr
     too_early = runner.invoke(app, ["backtest", "active", "--db", db, "--to", "2020-01-01"])
     assert too_early.exit_code == 2 and "nothing to replay" in too_early.stderr
+
+
+def test_an_unknown_engine_is_refused(world: Workspace) -> None:
+    model = active(world)
+    with pytest.raises(InvalidInput, match="unknown engine 'dask'; expected one of: local, spark"):
+        backtest(world, model, model, end=NOW, engine="dask")

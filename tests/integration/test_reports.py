@@ -257,3 +257,25 @@ def history_rows(workspace: Workspace) -> list[object]:
 def funnel_reached(workspace: Workspace, stage: str) -> int:
     with workspace.unit_of_work(read_only=True) as uow:
         return funnel(uow).reached[stage]
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite", "postgres"])
+def test_a_backtest_on_spark_equals_one_process(
+    engine_name: str, small_demo: Workspace, postgres_demo: tuple[Workspace, str]
+) -> None:
+    """The backtest's parts replayed as Spark tasks (executors opening the workspace's database by
+    its URL) give the report one process gives, part order and all."""
+    pytest.importorskip("pyspark", reason="Spark is an optional engine: pip install 'qualify[spark]'")
+    from qualify.domain.model_loader import load_model
+    from qualify.service.analytics.backtest import backtest
+
+    workspace = small_demo if engine_name == "sqlite" else postgres_demo[0]
+    with workspace.unit_of_work(read_only=True) as uow:
+        live = uow.active_model()
+    stricter = load_model(
+        default_model_text().replace("thresholds: {A: 25, B: 40, C: 70}", "thresholds: {A: 45, B: 65, C: 95}")
+    )
+    alone = backtest(workspace, stricter, live, end=NOW, chunk=60)
+    on_spark = backtest(workspace, stricter, live, end=NOW, chunk=60, engine="spark")
+    assert on_spark.as_dict() == alone.as_dict()
+    assert alone.leads == 200 and alone.models["candidate"] != alone.models["against"]

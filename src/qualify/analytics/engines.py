@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +59,18 @@ def spark_session() -> Any:
     """A local Spark session for one machine (Spark on a cluster: pass your own to spark_sources).
 
     The session time zone is UTC, so that the per-day caps count UTC days as the online side does.
+    Python tasks (the backtest's replay) run in this interpreter's executable, where Qualify is.
     """
     from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
     session = (
         SparkSession.builder.master("local[*]")
         .appName("qualify")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "8")
         .getOrCreate()
     )

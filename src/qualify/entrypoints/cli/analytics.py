@@ -33,6 +33,13 @@ class BatchEngine(StrEnum):
     spark = "spark"
 
 
+class ReplayEngine(StrEnum):
+    """Where a backtest replays the leads."""
+
+    local = "local"
+    spark = "spark"
+
+
 EngineOption = Annotated[
     BatchEngine, typer.Option(help="duckdb or spark (over a Parquet export), or postgres (the workspace's tables).")
 ]
@@ -141,6 +148,13 @@ def backtest(
             "is the same whatever the number.",
         ),
     ] = 0,
+    engine: Annotated[
+        ReplayEngine,
+        typer.Option(
+            help="local: this machine's processes (--workers); spark: one Spark task per part, each "
+            "executor reading the workspace's database. The report is the same.",
+        ),
+    ] = ReplayEngine.local,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -159,7 +173,7 @@ def backtest(
         with _progress("Replaying leads", not as_json) as progress:
             report = run_backtest(
                 workspace, new, old, start=_utc(start), end=_utc(end), changes=changes,
-                workers=workers or _cores(), progress=progress,
+                workers=workers or _cores(), engine=engine.value, progress=progress,
             )  # fmt: skip
     if as_json:
         _print_json(report.as_dict())

@@ -21,10 +21,11 @@ from __future__ import annotations
 import bisect
 import multiprocessing
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from qualify.predictive.online import Predictor
 
 OUTCOMES = (Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
+ENGINES = ("local", "spark")  # where the replay runs: this machine's processes, or Spark tasks
 WEEK = timedelta(days=7)
 
 
@@ -127,6 +129,7 @@ def backtest(
     changes: int = 50,
     chunk: int = 2000,
     workers: int = 1,
+    engine: str = "local",
     progress: Callable[[int, int], None] | None = None,
 ) -> BacktestReport:
     """Replay the history of every lead created before `end` under both models and compare.
@@ -135,8 +138,12 @@ def backtest(
     reported; the replay itself starts at each lead's creation. `changes` caps the listed leads
     whose stage would change (all are counted). Leads are independent: with `workers` above 1,
     parts of `chunk` leads are replayed in that many processes at once (no more than there are
-    parts), and the report is the one a single process gives (tested).
+    parts); with `engine` "spark", each part is a Spark task, replayed on an executor that reads
+    the workspace's database itself. Either way the report is the one a single process gives
+    (tested).
     """
+    if engine not in ENGINES:
+        raise InvalidInput(f"unknown engine {engine!r}; expected one of: {', '.join(ENGINES)}", field="engine")
     end = end or utcnow()
     with workspace.unit_of_work(read_only=True) as uow:
         ids = _lead_ids(uow, end)
@@ -155,7 +162,7 @@ def backtest(
     truths: dict[int, Truth] = {}
     events = 0
     parts = [list(part) for part in repo.chunks(ids, chunk)]
-    for part in _replayed(workspace, parts, candidate, against, end, found, workers):
+    for part in _replayed(workspace, parts, candidate, against, end, found, workers, engine):
         events += part.events
         truths.update(part.truths)
         for side, outcomes in part.runs.items():
@@ -244,16 +251,21 @@ def _replayed(
     end: datetime,
     found: Predictor | None,
     workers: int,
+    engine: str = "local",
 ) -> Iterator[_Part]:
-    """The parts replayed, in their order: here, or in `workers` processes where there are parts
-    enough (each process gets the models pickled, and loads the predictive model by its version)."""
+    """The parts replayed, in their order: here, in `workers` processes where there are parts
+    enough, or as Spark tasks (each process or executor gets the models pickled, opens the
+    workspace and loads the predictive model by its version)."""
+    job = _Job(workspace.settings, against, candidate, found.version if found is not None else None, end)
+    if engine == "spark":
+        yield from _replayed_on_spark(job, parts)
+        return
     workers = min(workers, len(parts))
     if workers <= 1:
         evaluators = {"against": OnlineEvaluator(against), "candidate": OnlineEvaluator(candidate)}
         for ids in parts:
             yield _replay_part(workspace, evaluators, found, ids, end)
         return
-    job = _Job(workspace.settings, against, candidate, found.version if found is not None else None, end)
     # Processes started afresh ("spawn"): a forked copy of this one would share its open connections.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(job,)) as pool:
@@ -274,7 +286,8 @@ class _Job:
 _WORKER: dict[str, Any] = {}  # in a worker process: its workspace, evaluators, predictor and end
 
 
-def _start_worker(job: _Job) -> None:
+def _opened(job: _Job) -> tuple[Workspace, dict[str, OnlineEvaluator], Predictor | None]:
+    """In a worker process or on a Spark executor: the workspace, the evaluators and the predictor."""
     from qualify.service.unit_of_work import open_workspace
 
     workspace = open_workspace(job.settings)
@@ -282,12 +295,39 @@ def _start_worker(job: _Job) -> None:
     if job.predictor is not None:
         with workspace.unit_of_work(read_only=True) as uow:
             found = predictions.predictor(uow, job.predictor)
-    evaluators = {"against": OnlineEvaluator(job.against), "candidate": OnlineEvaluator(job.candidate)}
+    return workspace, {"against": OnlineEvaluator(job.against), "candidate": OnlineEvaluator(job.candidate)}, found
+
+
+def _start_worker(job: _Job) -> None:
+    workspace, evaluators, found = _opened(job)
     _WORKER.update(workspace=workspace, evaluators=evaluators, found=found, end=job.end)
 
 
 def _replay_in_worker(ids: list[int]) -> _Part:
     return _replay_part(_WORKER["workspace"], _WORKER["evaluators"], _WORKER["found"], ids, _WORKER["end"])
+
+
+def _replayed_on_spark(job: _Job, parts: list[list[int]]) -> Iterator[_Part]:
+    """The parts replayed as Spark tasks, one task per part, each on an executor that opens the
+    workspace's database itself as a worker process does (so the database must be reachable from
+    the executors: a PostgreSQL URL on a cluster); collected and given back in their order."""
+    from qualify.analytics.engines import spark_session
+
+    context = spark_session().sparkContext
+    numbered = context.parallelize(list(enumerate(parts)), max(1, len(parts)))
+    done = numbered.mapPartitions(partial(_replay_on_executor, job)).collect()
+    for _, part in sorted(done, key=lambda found: found[0]):
+        yield part
+
+
+def _replay_on_executor(job: _Job, numbered: Iterable[tuple[int, list[int]]]) -> Iterator[tuple[int, _Part]]:
+    """One Spark task: its parts of the leads replayed, each with its place in the order."""
+    workspace, evaluators, found = _opened(job)
+    try:
+        for index, ids in numbered:
+            yield index, _replay_part(workspace, evaluators, found, ids, job.end)
+    finally:
+        workspace.close()
 
 
 StateFor = Callable[[ScoringModel], tuple[LeadState, Any]]
