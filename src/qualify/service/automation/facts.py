@@ -4,8 +4,9 @@ One read serves every test of a change, and reads only what some test needs: the
 and account values where a test reads one, its stage and scores as of now (from memory for the
 leads the change has just written), its tags where a test looks at them, and of its events only
 the kinds some test looks at, each only as far back as a test looks, with properties only where a
-test reads them. The online reactions, the
-batch refresh (segments, enrolment) and the worker's exit tests (runs) all judge leads on these.
+test reads them; an event test without `where` gets its count from the store instead. The online
+reactions, the batch refresh (segments, enrolment) and the worker's exit tests (runs) all judge
+leads on these.
 """
 
 from __future__ import annotations
