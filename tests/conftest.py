@@ -53,6 +53,7 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not folder.is_dir():
             scratch = shared / f"{name}-{os.getpid()}"
+            shutil.rmtree(scratch, ignore_errors=True)  # left by a build of this worker that failed
             scratch.mkdir()
             build(scratch)
             scratch.rename(folder)  # whole, or not there

@@ -550,9 +550,27 @@ def test_only_a_static_segment_is_filled_by_hand_and_it_takes_no_tests(workspace
     assert "segments[2].static: must be true or false" in said
 
 
+ALL_KINDS = """
+segments:
+  - name: all-kinds
+    match: any
+    when:
+      - {field: account.industry, equals: software}
+      - {field: attributes.plan, equals: pro}
+      - {field: country, equals: DE}
+      - {field: score, range: {min: 1}}
+      - {field: days_in_stage, range: {min: 1}}
+      - {field: owner, exists: true}
+      - {field: stage, in: [mql, sql]}
+      - {tag: vip}
+      - {event: page_view, where: {url: /pricing}, within_days: 30}
+      - {event: email_click, within_days: 7, min_count: 2}
+"""
+
+
 def test_facts_of_the_leads_a_change_just_wrote_equal_the_facts_read_from_the_store(workspace: Workspace) -> None:
-    """The online reactions take the scoring state of the leads they were handed from memory and
-    read only what some test needs: what they see equals what a full read of the store says."""
+    """Facts of leads given as written (their scoring state taken from memory, only what some test
+    needs read) equal the facts a full read of the store gives."""
     with workspace.unit_of_work() as uow:
         upsert_accounts(uow, [Account("acme.com", name="Acme", industry="software", employees=300)], now=T0)
         upsert_leads(
@@ -572,27 +590,7 @@ def test_facts_of_the_leads_a_change_just_wrote_equal_the_facts_read_from_the_st
     ids = [lead_id(workspace, "ann@acme.com"), lead_id(workspace, "bob@gmail.com")]
     with workspace.unit_of_work() as uow:
         uow.connection.execute(schema.lead_tags.insert().values(lead_id=ids[0], tag="VIP", added_at=T0, by="test"))
-    everything = (
-        load_automation(
-            """
-segments:
-  - name: all-kinds
-    match: any
-    when:
-      - {field: account.industry, equals: software}
-      - {field: attributes.plan, equals: pro}
-      - {field: country, equals: DE}
-      - {field: score, range: {min: 1}}
-      - {field: days_in_stage, range: {min: 1}}
-      - {field: owner, exists: true}
-      - {tag: vip}
-      - {event: page_view, where: {url: /pricing}, within_days: 30}
-""",
-            "test.yaml",
-        )
-        .segments[0]
-        .tests.needs()
-    )
+    everything = load_automation(ALL_KINDS, "test.yaml").segments[0].tests.needs()
     state_only = FactNeeds(frozenset({"stage", "score", "fit_grade"}))
     now = T0 + 5 * DAY
     with workspace.unit_of_work() as uow:
@@ -616,3 +614,52 @@ segments:
         assert facts[ids[1]].values["country"] == "DE"
         lean = lead_facts(conn, ids, now, state_only, known=written)[ids[0]]
         assert set(lean.values) <= set(STATE_FIELDS) and not lean.tags and not lean.events  # nothing else read
+
+
+def test_the_online_reactions_judge_leads_on_what_the_store_holds(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through real ingestion (stage moves, the handoff writing owners, a workflow adding tags), each
+    time the segments reaction judges the leads a change wrote on their state in memory, a full
+    read of the store in the same transaction gives the same facts."""
+    from qualify.service.automation import segments as segments_module
+
+    real = segments_module.lead_facts
+    checked: list[int] = []
+
+    def checking(conn: Any, lead_ids: Any, now: datetime, needs: FactNeeds, *, known: Any = ()) -> Any:
+        known = list(known)
+        seen = real(conn, lead_ids, now, needs, known=known)
+        if known:
+            stored = real(conn, lead_ids, now, needs)
+            assert sorted(seen) == sorted(stored)
+            for i, facts in seen.items():
+                assert {f: facts.values.get(f) for f in needs.fields} == {
+                    f: stored[i].values.get(f) for f in needs.fields
+                }, i
+                assert (facts.tags, facts.events, facts.counts) == (stored[i].tags, stored[i].events, stored[i].counts)
+            checked.append(len(seen))
+        return seen
+
+    monkeypatch.setattr(segments_module, "lead_facts", checking)
+    apply(workspace, SEGMENTS + ALL_KINDS.split("segments:\n", 1)[1] + WORKFLOWS)  # one document: a put replaces all
+    with workspace.unit_of_work() as uow:
+        upsert_accounts(uow, [Account("acme.com", industry="software", employees=300)], now=T0)
+        upsert_leads(uow, [Lead(email="ann@acme.com", title="VP Sales", attributes={"plan": "pro"})], now=T0)
+    people = ["ann@acme.com", "bob@gmail.com", "cy@acme.com"]
+    for day in range(6):
+        ingest(
+            workspace,
+            *(
+                make_event(f"v{day}-{p}", "page_view", T0 + day * DAY, email=p, properties={"url": "/pricing"})
+                for p in people
+            ),
+            *(make_event(f"c{day}-{p}", "email_click", T0 + day * DAY, email=p) for p in people[1:]),
+            *([make_event("demo", "demo_request", T0 + day * DAY, email="bob@gmail.com")] if day == 2 else []),
+            *([make_event("quote", "quote_request", T0 + day * DAY, email="cy@acme.com")] if day == 4 else []),
+            now=T0 + day * DAY,
+        )
+    assert checked == [1] + [len(people)] * 6  # the upsert of ann, then each day's batch
+    with workspace.unit_of_work() as uow:
+        owners = set(uow.connection.execute(select(schema.leads.c.owner)).scalars())
+    assert owners - {None}  # the handoff did write owners the reactions then read

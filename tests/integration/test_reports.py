@@ -260,16 +260,18 @@ def funnel_reached(workspace: Workspace, stage: str) -> int:
 
 
 @pytest.mark.parametrize("engine_name", ["sqlite", "postgres"])
-def test_a_backtest_on_spark_equals_one_process(
-    engine_name: str, small_demo: Workspace, postgres_demo: tuple[Workspace, str]
-) -> None:
+def test_a_backtest_on_spark_equals_one_process(engine_name: str, request: pytest.FixtureRequest) -> None:
     """The backtest's parts replayed as Spark tasks (executors opening the workspace's database by
     its URL) give the report one process gives, part order and all."""
     pytest.importorskip("pyspark", reason="Spark is an optional engine: pip install 'qualify[spark]'")
     from qualify.domain.model_loader import load_model
     from qualify.service.analytics.backtest import backtest
 
-    workspace = small_demo if engine_name == "sqlite" else postgres_demo[0]
+    workspace = (
+        request.getfixturevalue("small_demo")
+        if engine_name == "sqlite"
+        else request.getfixturevalue("postgres_demo")[0]
+    )
     with workspace.unit_of_work(read_only=True) as uow:
         live = uow.active_model()
     stricter = load_model(

@@ -32,6 +32,9 @@ def test_what_is_written_reads_back_as_the_json_module_reads_it(value: object) -
 def test_what_orjson_refuses_the_json_module_answers() -> None:
     assert dumps({1: "a"}) == '{"1":"a"}'  # keys that are not strings
     assert loads(dumps(2**80)) == 2**80
+    for big in (2**80 + 1, -(2**64) - 1, 123456789012345678901234567):  # orjson would read them as floats
+        for text in (dumps({"n": big}), dumps({"n": big}).encode()):
+            assert type(loads(text)["n"]) is int and loads(text)["n"] == big
     assert loads('{"a": NaN, "b": Infinity}')["b"] == float("inf")  # rows the json module once wrote
     with pytest.raises(TypeError):  # as the json module: a time is not JSON
         dumps({"at": datetime(2026, 1, 1, tzinfo=UTC)})

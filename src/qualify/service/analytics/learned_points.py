@@ -44,7 +44,7 @@ def learn_scorecard(
     20 % under the learned model and the active one, and judge both (ROC AUC, PR AUC, top decile)."""
     import numpy as np
 
-    from qualify.predictive.features import default_end, scores_at_cutoffs, training_set
+    from qualify.predictive.features import default_end, rule_scores, training_set
     from qualify.predictive.metrics import evaluate
     from qualify.predictive.scorecard import learn_points
 
@@ -56,11 +56,10 @@ def learn_scorecard(
         until = end or default_end(sources)
         rows = training_set(model, sources, target=target, within_days=within_days, cutoff=cutoff, end=until)
         learned = learn_points(rows, model, sources=sources, current_document=current)
-        # The rule score the same rows would hold in a training set built with the learned model:
-        # only its score columns depend on the model, so only they are computed again.
-        scores = scores_at_cutoffs(learned.model, sources, rows.frame[["lead_id", "cutoff"]])
-        ids = rows.frame["lead_id"].to_numpy()
-        again = (scores["fit_score"] + scores["engagement_score"]).reindex(ids).to_numpy(dtype=float)
+        # The rule score the same rows would hold in a training set built with the learned model
+        # (fit + engagement as of each cutoff, unrounded as its `rule_score` is): only the scores
+        # depend on the model, so only they are computed again.
+        again = rule_scores(learned.model, sources, rows.frame[["lead_id", "cutoff"]])
         return rows, learned, again
 
     rows, learned, again = on_engine(workspace, engine, export, learn)
