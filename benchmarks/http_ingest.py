@@ -16,6 +16,7 @@ Not part of the test suite's pass/fail.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import socket
@@ -56,9 +57,17 @@ def fresh_url(base: str | None, directory: str, name: str) -> str:
         connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     admin.dispose()
+    atexit.register(drop_schema, base, schema)  # the run's schemas do not outlive it
     return (
         make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
     )
+
+
+def drop_schema(base: str, schema: str) -> None:
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    admin.dispose()
 
 
 def prepare(url: str, leads: list[Any]) -> None:
