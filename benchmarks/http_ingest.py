@@ -48,7 +48,9 @@ SCRIPT = str(Path(sys.executable).with_name("qualify"))
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def fresh_url(base: str | None, directory: str, name: str) -> str:
+def fresh_url(base: str | None, directory: str, name: str, *, keep: bool = False) -> str:
+    """A SQLite file in `directory`, or a URL of a new PostgreSQL schema at `base` (dropped when
+    the run ends unless `keep`)."""
     if base is None:
         return f"sqlite:///{Path(directory) / name}.db"
     schema = f"bench_{name}_{os.getpid()}"
@@ -57,7 +59,8 @@ def fresh_url(base: str | None, directory: str, name: str) -> str:
         connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     admin.dispose()
-    atexit.register(drop_schema, base, schema)  # the run's schemas do not outlive it
+    if not keep:
+        atexit.register(drop_schema, base, schema)  # the run's schemas do not outlive it
     return (
         make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
     )

@@ -25,16 +25,20 @@ Not part of the test suite's pass/fail.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Integer, String, create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Integer, String, func, select, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dashboard import median_time
+from http_ingest import fresh_url
 
 from qualify.adapters import schema
 from qualify.bootstrap import open_workspace
@@ -129,15 +133,6 @@ def grow(workspace: Workspace, copies: int) -> dict[str, int]:
     return counts
 
 
-def timed(call: Callable[[], Any], repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def measure(workspace: Workspace, now: datetime, batches: int, batch: int, probes: int, seed: int) -> dict[str, float]:
     rng = random.Random(seed)
     with workspace.unit_of_work(read_only=True) as uow:
@@ -182,30 +177,16 @@ def measure(workspace: Workspace, now: datetime, batches: int, batch: int, probe
 
         return run
 
-    out["sales queue page + count, ms"] = 1000 * timed(read(lambda uow: (sales_queue(uow, limit=50), count_queue(uow))))
-    out["lead page, ms"] = 1000 * timed(read(lambda uow: lead_profile(uow, rng.choice(keys), now=now)))
-    wanted = LeadFilter()
-    out["lead list page + count, ms"] = 1000 * timed(
-        read(lambda uow: (list_page(uow, wanted), count_leads(uow, wanted)))
+    out["sales queue page + count, ms"] = 1000 * median_time(
+        read(lambda uow: (sales_queue(uow, limit=50), count_queue(uow))), 5
     )
-    out["funnel, ms"] = 1000 * timed(read(lambda uow: funnel(uow, now=now)), repeat=3)
+    out["lead page, ms"] = 1000 * median_time(read(lambda uow: lead_profile(uow, rng.choice(keys), now=now)), 5)
+    wanted = LeadFilter()
+    out["lead list page + count, ms"] = 1000 * median_time(
+        read(lambda uow: (list_page(uow, wanted), count_leads(uow, wanted))), 5
+    )
+    out["funnel, ms"] = 1000 * median_time(read(lambda uow: funnel(uow, now=now)), repeat=3)
     return out
-
-
-def fresh_schema(base: str, name: str) -> tuple[str, Callable[[], None]]:
-    """A URL whose connections work in a new schema `name`, and how to drop it."""
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        connection.execute(text(f'CREATE SCHEMA "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()
-
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={name}"})
-    return url.render_as_string(hide_password=False), drop
 
 
 def main() -> None:
@@ -220,7 +201,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the schema (its name is printed)")
     args = parser.parse_args()
     now = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    url, drop = fresh_schema(args.db, f"bench_volume_{os.getpid()}")
+    url = fresh_url(args.db, "", "volume", keep=args.keep)
     workspace = open_workspace(Settings(database_url=url), create=True)
     try:
         with workspace.unit_of_work() as uow:
@@ -250,8 +231,6 @@ def main() -> None:
         workspace.close()
         if args.keep:
             print(f"kept: {url}")
-        else:
-            drop()
 
 
 if __name__ == "__main__":

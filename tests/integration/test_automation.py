@@ -414,7 +414,7 @@ def test_the_facts_read_each_kind_of_event_only_as_far_back_as_a_test_looks(work
     )
     apply(workspace, NEEDS)
     with workspace.unit_of_work() as uow:
-        needs = definitions(uow).needs()
+        needs = definitions(uow).needs
         lead_id = uow.connection.execute(select(schema.leads.c.id)).scalar_one()
         facts = lead_facts(uow.connection, [lead_id], now, needs)[lead_id]
     refresh_segments(workspace, now)
@@ -456,7 +456,7 @@ segments:
     ids = [lead_id(workspace, ann), lead_id(workspace, bob)]
     with workspace.unit_of_work() as uow:
         document = definitions(uow)
-        counted = lead_facts(uow.connection, ids, now, document.needs())
+        counted = lead_facts(uow.connection, ids, now, document.needs)
         every_kind = FactNeeds(events={"page_view": None, "content_download": None})
         one_by_one = lead_facts(uow.connection, ids, now, every_kind)
     assert counted[ids[0]].counts and not counted[ids[0]].events

@@ -42,6 +42,11 @@ class Definitions:
 
     segments: tuple[Segment, ...] = ()
     workflows: tuple[Workflow, ...] = ()
+    # What any test needs to know about a lead (fields, tags, events): merged once, not per batch.
+    needs: FactNeeds = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "needs", FactNeeds().merge(*(t.needs() for t in self._tests())))
 
     @property
     def empty(self) -> bool:
@@ -52,10 +57,6 @@ class Definitions:
 
     def _tests(self) -> list[Tests]:
         return [s.tests for s in self.segments] + [t for w in self.workflows for t in (w.when, w.exit)]
-
-    def needs(self) -> FactNeeds:
-        """What any test needs to know about a lead (fields, tags, events)."""
-        return FactNeeds().merge(*(t.needs() for t in self._tests()))
 
 
 def definitions(uow: UnitOfWork) -> Definitions:

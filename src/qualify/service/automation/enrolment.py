@@ -148,7 +148,7 @@ def react_workflows(run: Run) -> None:
     if "segments" in run.notes:
         moved, facts = run.notes["segments"]
     else:  # segments switched off: no segment triggers, but the rules still need the facts
-        moved, facts = [], lead_facts(conn, changed.touched(), changed.now, found.needs(), known=changed.records)
+        moved, facts = [], lead_facts(conn, changed.touched(), changed.now, found.needs, known=changed.records)
     if run.history_before is not None:  # history enrols nobody: only what is live triggers
         changed = replace(
             changed,

@@ -114,8 +114,9 @@ def lead_facts(
         # One pass over the leads' events of the counted kinds, one sum per count: a lead with a
         # long history is counted by the store, not read row by row.
         counts = sorted(needs.counts, key=lambda c: (c.types, c.days is None, c.days or 0.0))
-        sums = [func.sum(case((_any_of({c.days: list(c.types)}, now), 1), else_=0)) for c in counts]
-        reach = or_(*(_any_of({c.days: list(c.types)}, now) for c in counts))
+        each = [_any_of({c.days: list(c.types)}, now) for c in counts]
+        sums = [func.sum(case((counted, 1), else_=0)) for counted in each]
+        reach = or_(*each)
         for part in repo.chunks(sorted(out)):
             query = select(ev.c.lead_id, *sums).where(ev.c.lead_id.in_(part), reach).group_by(ev.c.lead_id)
             for row in conn.execute(query).all():

@@ -99,7 +99,7 @@ def react_segments(run: Run) -> None:
         return
     conn = run.uow.connection
     ids = changed.touched()
-    facts = lead_facts(conn, ids, changed.now, found.needs(), known=changed.records)
+    facts = lead_facts(conn, ids, changed.now, found.needs, known=changed.records)
     run.notes["segments"] = (evaluate_segments(conn, found.segments, ids, facts, changed.now, ONLINE), facts)
 
 
@@ -154,7 +154,7 @@ def refresh_segments(
                 )
                 return totals
             probe = Definitions(tuple(segments), found.workflows)
-            facts = lead_facts(conn, ids, now, probe.needs())
+            facts = lead_facts(conn, ids, now, probe.needs)
             moved = evaluate_segments(conn, segments, ids, facts, now, BATCH)
             if found.workflows and moved:
                 enrol_triggered(conn, found.workflows, Changed(now, lead_ids=ids), moved, facts)
@@ -223,7 +223,7 @@ def set_members(
         conn.execute(delete(m).where(m.c.segment == name, m.c.lead_id.in_(list(part))))
     write_history(conn, changes, now, PEOPLE)
     if found.workflows and changes:
-        facts = lead_facts(conn, moving, now, found.needs())
+        facts = lead_facts(conn, moving, now, found.needs)
         enrol_triggered(conn, found.workflows, Changed(now, lead_ids=moving), changes, facts)
     record_audit(
         uow,
@@ -258,7 +258,7 @@ def preview_segments(
     out = {s.name: SegmentPreview() for s in segments}
     if not segments:
         return out
-    needs = Definitions(tuple(segments), ()).needs()
+    needs = Definitions(tuple(segments), ()).needs
     names = [s.name for s in segments]
     after_id = 0
     while True:
