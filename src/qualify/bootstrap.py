@@ -31,6 +31,7 @@ from qualify.service.email import reading as emails
 from qualify.service.integrations import announcements
 from qualify.service.lifecycle import handoff
 from qualify.service.pipeline import Keeper, Pipeline, Reaction
+from qualify.service.predictions import behaviour as predictive_behaviour
 from qualify.service.predictions import serving as predictions
 from qualify.service.unit_of_work import UnitOfWork, Workspace
 from qualify.service.unit_of_work import open_workspace as open_store
@@ -88,6 +89,7 @@ def default_pipeline() -> Pipeline:
             Keeper("email", _email_merge, _email_forget),
             Keeper("web visitors", _visitors_merge, _visitors_forget),
             Keeper("crm links", _crm_merge, _crm_forget),
+            Keeper("predictive behaviour", predictive_behaviour.merged, predictive_behaviour.forgotten),
         ),
         refreshed=(("segments", segments.refresh_reading),),
     )

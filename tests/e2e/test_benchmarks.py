@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
         # The smallest demo world that `train` takes with room to spare: 327 rows, 38 positive
         # (400 leads give exactly the 200 rows it needs at least).
         ["benchmarks/predictive.py", "--only", "demo", "--demo-leads", "600"],
+        ["benchmarks/predictive_ingest.py", "--leads", "600", "--events", "400", "--batch", "200"],
         ["benchmarks/dashboard.py", "--leads", "400", "--repeat", "1"],
         ["benchmarks/history_import.py", "--people", "60", "--events", "1500"],
         ["benchmarks/backtest.py", "--leads", "80", "--days", "30", "--chunk", "40"],
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
         "ingest_long_history",
         "batch_scoring",
         "predictive_demo",
+        "predictive_ingest",
         "dashboard",
         "history_import",
         "backtest",

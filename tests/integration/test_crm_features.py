@@ -275,3 +275,29 @@ def test_every_report_has_something_to_say_right_after_the_import(crm: Crm, tmp_
     assert backtest["models"]["candidate"]["customers"] > 10
     advice = run("advise", "--capacity", "5", "--target", "customer", "--within", "150", "--cutoff", "created+45")
     assert advice["chosen"]["flagged"] > 0 and advice["converted"] > 0
+
+
+def test_the_roll_ups_from_the_kept_counts_equal_the_counted_ones(crm: Crm) -> None:
+    """A colleague's events by an instant as its kept count less those after the instant (online,
+    `kept_as`) equal the events counted one by one, at each lead's newest activity and at instants
+    with activity after them; and with some colleagues' rows missing (counted from their events)."""
+    from sqlalchemy import delete, select
+
+    from qualify.adapters import schema
+    from qualify.service.predictions.context import rollups_of
+
+    predictions.refresh_all(crm.workspace)  # every lead's behaviour kept under the active model
+    leads = schema.leads
+    with crm.workspace.unit_of_work() as uow:
+        conn = uow.connection
+        rows = conn.execute(
+            select(leads.c.id, leads.c.created_at, leads.c.last_event_at).where(leads.c.erased_at.is_(None))
+        )
+        newest = {r.id: max(r.last_event_at or r.created_at, r.created_at) for r in rows}
+        recent = crm.predictor.recipe.recent_days
+        for cuts in (newest, dict.fromkeys(newest, AS_OF), dict.fromkeys(newest, NOW)):
+            counted = rollups_of(conn, cuts, recent)
+            assert any(r["account_other_events"] for r in counted.values())
+            assert rollups_of(conn, cuts, recent, kept_as=crm.predictor.version) == counted
+        conn.execute(delete(schema.lead_behaviour).where(schema.lead_behaviour.c.lead_id.in_(sorted(newest)[::3])))
+        assert rollups_of(conn, newest, recent, kept_as=crm.predictor.version) == rollups_of(conn, newest, recent)

@@ -86,7 +86,13 @@ def test_the_composition_root_registers_every_reaction_in_the_declared_order() -
         pipeline.names == list(REACTIONS) == ["probability", "handoff", "announcements", "segments", "workflows", "crm"]
     )
     assert pipeline.enabled == frozenset(REACTIONS)
-    assert {k.name for k in pipeline.keepers} == {"automation", "email", "web visitors", "crm links"}
+    assert {k.name for k in pipeline.keepers} == {
+        "automation",
+        "email",
+        "web visitors",
+        "crm links",
+        "predictive behaviour",
+    }
 
 
 def test_every_reaction_runs_on_a_change(busy: Workspace) -> None:

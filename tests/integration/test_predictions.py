@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from tests.conftest import built_once
 from typer.testing import CliRunner
 
@@ -320,6 +320,14 @@ def test_a_stored_model_works_on_postgresql_too(
         expected = predictions.predictor(uow, version).probabilities(predictions.subjects(uow, [r.id for r in rows]))
         assert lead_profile(uow, "p0@acme.example").prediction is not None
     assert len(rows) == 3 and np.allclose(sorted(r.probability for r in rows), sorted(expected))
+    later = [replace(e, event_id=f"later-{e.event_id}", occurred_at=e.occurred_at + timedelta(days=9)) for e in events]
+    with workspace.unit_of_work() as uow:  # folded into each lead's kept behaviour (the recent windows cut)
+        assert {o.status for o in ingest_events(uow, later[:3], now=at + timedelta(days=10))} == {"accepted"}
+    stored, whole, kept_version = _kept_and_whole(workspace, [r.id for r in rows])
+    assert kept_version == version
+    for lead, (probability, kept_row, newest_event) in stored.items():
+        assert math.isclose(probability, whole[lead][0], abs_tol=1e-9)
+        assert kept_row.version == version and kept_row.through_event == newest_event
     with workspace.unit_of_work() as uow:
         uow.connection.execute(update(schema.predictive_models).values(active=False))
     workspace.close()
@@ -648,4 +656,107 @@ def test_the_dashboard_shows_each_model_beside_the_rule_score_and_an_admin_switc
         assert f"Activated {version}" in on.text
         with workspace.unit_of_work(read_only=True) as uow:
             assert predictions.count_scored(uow) > 0
+    workspace.close()
+
+
+def _kept_and_whole(workspace: Workspace, ids: list[int]) -> tuple[dict[int, Any], dict[int, Any], str]:
+    """Per lead: its stored probability with its kept behaviour row, and the probability with the
+    feature row computed from all its events."""
+    from qualify.predictive.recipe import feature_row
+
+    with workspace.unit_of_work(read_only=True) as uow:
+        found = predictions.active_predictor(uow)
+        assert found is not None
+        people = predictions.subjects(uow, ids, recipe=found.recipe)
+        whole = {
+            s.lead_id: (float(p), feature_row(s, found.recipe))
+            for s, p in zip(people, found.probabilities(people), strict=True)
+        }
+        kept_rows = {
+            row.lead_id: row
+            for row in uow.connection.execute(
+                select(schema.lead_behaviour).where(schema.lead_behaviour.c.lead_id.in_(ids))
+            )
+        }
+        stored = {
+            row.id: (row.probability, kept_rows.get(row.id), uow.connection.execute(
+                select(func.max(schema.events.c.id)).where(schema.events.c.lead_id == row.id)
+            ).scalar())
+            for row in uow.connection.execute(select(schema.leads).where(schema.leads.c.id.in_(ids)))
+        }  # fmt: skip
+        return stored, whole, found.version
+
+
+def test_each_batch_folds_only_its_events_into_the_kept_behaviour_and_gives_the_full_read_s_probability(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    """Batches of events, some dated before the lead's newest and some days apart (the recent
+    windows are cut between batches), then a merge and an erasure: after each, every lead's stored
+    probability and kept behaviour agree with a computation from its whole history."""
+    from qualify.service.lifecycle.lead_admin import erase_lead, merge_leads
+
+    _, _, _, database = learnt
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{copy_of(database, tmp_path)}"))
+    with workspace.unit_of_work(read_only=True) as uow:
+        people = uow.connection.execute(
+            select(schema.leads.c.id, schema.leads.c.email)
+            .where(schema.leads.c.email.is_not(None), schema.leads.c.last_event_at.is_not(None))
+            .order_by(schema.leads.c.id)
+            .limit(4)
+        ).all()
+    ids = [p.id for p in people]
+    kinds = ["page_view", "email_open", "content_download", "email_click", "page_view"]
+
+    def check() -> None:
+        stored, whole, version = _kept_and_whole(workspace, ids)
+        for lead in ids:
+            probability, kept_row, newest_event = stored[lead]
+            assert math.isclose(probability, whole[lead][0], abs_tol=1e-9)
+            assert kept_row is not None and kept_row.version == version and kept_row.through_event == newest_event
+            from qualify.predictive.recipe import Behaviour
+
+            with workspace.unit_of_work(read_only=True) as uow:
+                found = predictions.active_predictor(uow)
+                assert found is not None
+                at = uow.connection.execute(
+                    select(schema.leads.c.probability_at).where(schema.leads.c.id == lead)
+                ).scalar()
+            features = Behaviour.from_json(kept_row.state).features(found.recipe, at)
+            for column, value in features.items():
+                expected = whole[lead][1][column]
+                assert (math.isnan(value) and math.isnan(expected)) or math.isclose(value, expected, abs_tol=1e-9), (
+                    column
+                )
+
+    for batch in range(4):
+        at = NOW + timedelta(days=4 * batch)
+        events = [
+            Event(
+                event_id=f"kept-{batch}-{i}", type=kinds[(batch + i) % len(kinds)],
+                occurred_at=at - timedelta(days=i % 3 * 5, minutes=i), email=p.email,
+                properties={"url": "/pricing"} if i % 2 else {},
+            )
+            for i, p in enumerate(people * 2)
+        ]  # fmt: skip
+        with workspace.unit_of_work() as uow:
+            assert {o.status for o in ingest_events(uow, events, now=at)} == {"accepted"}
+        check()
+    with workspace.unit_of_work() as uow:
+        merge_leads(uow, people[0].email, people[1].email, by="test")  # the kept lead's built again from its events
+        kept_ids = select(schema.lead_behaviour.c.lead_id).where(schema.lead_behaviour.c.lead_id.in_(ids[:2]))
+        assert uow.connection.execute(kept_ids).scalars().all() == [people[0].id]
+    ids.remove(people[1].id)
+    with workspace.unit_of_work() as uow:
+        later = NOW + timedelta(days=20)
+        event = Event(event_id="kept-after-merge", type="page_view", occurred_at=later, email=people[0].email)
+        ingest_events(uow, [event], now=later)
+        erase_lead(uow, people[2].email, by="test")
+        assert (
+            uow.connection.execute(
+                select(schema.lead_behaviour.c.lead_id).where(schema.lead_behaviour.c.lead_id == people[2].id)
+            ).all()
+            == []
+        )
+    ids.remove(people[2].id)
+    check()
     workspace.close()

@@ -316,6 +316,20 @@ Index(
     postgresql_where=predictive_models.c.active,
 )
 
+# Each lead's behaviour features under the active predictive model, kept between batches
+# (`qualify.predictive.recipe.Behaviour`): what its events up to `through_event` (an events.id)
+# made of them, so that a new event is folded in without reading the lead's history again.
+# Derived data: a row of another model version, or none, is rebuilt from the events.
+lead_behaviour = Table(
+    "lead_behaviour",
+    metadata,
+    Column("lead_id", Integer, ForeignKey("leads.id"), primary_key=True),
+    Column("version", String(64), nullable=False),  # the predictive model whose recipe it follows
+    Column("through_event", Integer, nullable=False),
+    Column("events", Integer, nullable=False),  # its behaviour events (no bonus) among them: the roll-ups' count
+    Column("state", JSONDoc(), nullable=False),
+)
+
 # People who sign in to the dashboard, with a role (admin, marketing, sales).
 users = Table(
     "users",

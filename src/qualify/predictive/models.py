@@ -16,6 +16,7 @@ model's raw log-odds. Every model is kept as JSON-able data (`to_dict`): no pick
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -138,7 +139,11 @@ class LogisticModel:
         matrix, _ = self._matrix(frame)
         return np.asarray(matrix @ np.asarray(self.coefficients) + self.intercept)
 
-    def raw_one(self, row: dict[str, Any]) -> float:
+    def raw_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """`raw` of leads given as dicts of features, without pandas."""
+        return np.asarray([self.raw_one(row) for row in rows], dtype=float)
+
+    def raw_one(self, row: Mapping[str, Any]) -> float:
         """`raw` of one lead given as a dict of features, without pandas (the replay's hot path)."""
         total, at = self.intercept, 0
         for name in self.spec.numeric:
@@ -239,14 +244,24 @@ class BoostedModel:
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(self._booster().predict(self._frame(frame), raw_score=True))
 
-    def raw_one(self, row: dict[str, Any]) -> float:
-        """`raw` of one lead given as a dict of features: categories as their codes, without pandas."""
-        values = [math.nan if (v := _number(row.get(name))) is None else v for name in self.spec.numeric]
-        for name in self.spec.categorical:
-            text = category_text(row.get(name))
-            known = self.levels[name]
-            values.append(float(known.index(text)) if text in known else math.nan)
-        return float(self._booster().predict(np.asarray([values], dtype=float), raw_score=True)[0])
+    def raw_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """`raw` of leads given as dicts of features: categories as their codes, without pandas."""
+        codes = [
+            (name, {level: float(i) for i, level in enumerate(self.levels[name])}) for name in self.spec.categorical
+        ]
+        matrix = [
+            [
+                *(math.nan if (v := _number(row.get(name))) is None else v for name in self.spec.numeric),
+                *(known.get(category_text(row.get(name)), math.nan) for name, known in codes),
+            ]
+            for row in rows
+        ]
+        shaped = np.asarray(matrix, dtype=float).reshape(len(rows), len(self.spec.columns))
+        return np.asarray(self._booster().predict(shaped, raw_score=True), dtype=float)
+
+    def raw_one(self, row: Mapping[str, Any]) -> float:
+        """`raw` of one lead given as a dict of features, without pandas."""
+        return float(self.raw_rows([row])[0])
 
     def contributions(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         values = np.asarray(self._booster().predict(self._frame(frame), pred_contrib=True))
@@ -417,6 +432,12 @@ class Trained:
     def probability_one(self, row: dict[str, Any]) -> float:
         """One lead's probability from a dict of its features, without pandas."""
         return float(self.calibrator(np.asarray([self.model.raw_one(row)]))[0])
+
+    def probabilities_of(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """`probabilities` of leads given as dicts of their features, without pandas (the online path)."""
+        if not rows:
+            return np.zeros(0)
+        return np.asarray(self.calibrator(self.model.raw_rows(rows)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "calibrator": self.calibrator.to_dict(), "report": self.report}

@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from qualify.domain.engagement import BONUS_EVENT
@@ -84,6 +84,11 @@ class Recipe:
     def kind_slugs(self) -> dict[str, str]:
         """Event type -> its column slug (the inverse of `kinds`)."""
         return {kind: slug for slug, kind in self.kinds.items()}
+
+    @functools.cached_property
+    def engaged_items(self) -> frozenset[str]:
+        """The content items the features ask about."""
+        return frozenset(self.items.values())
 
     @functools.cached_property
     def property_reads(self) -> dict[str, list[tuple[str, list[str], dict[str, str]]]]:
@@ -194,6 +199,7 @@ class Subject:
     deals: list[DealFact] = field(default_factory=list)
     peers: list[Peer] = field(default_factory=list)  # the other leads at its account
     rollups: dict[str, float] | None = None  # or their roll-ups at `at`, counted by the store (`account_features`)
+    behaviour: Behaviour | None = None  # or the accumulators of its events (then `events` is not read)
 
 
 def deal_features(deals: list[DealFact], at: datetime) -> dict[str, float]:
@@ -229,8 +235,177 @@ def account_features(peers: list[Peer], at: datetime, recent_days: int) -> dict[
     }
 
 
+def _micros(instant: datetime) -> int:
+    """An instant as whole microseconds since the epoch (exact: ages computed from these equal
+    `timedelta.total_seconds()`'s)."""
+    return (instant - _EPOCH) // _MICROSECOND
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_DAY_MICROS = 86_400_000_000
+_LN2 = math.log(2.0)
+_HALF_LIFE_MICROS = HALF_LIFE_DAYS * _DAY_MICROS
+_REBASE_HALF_LIVES = 500.0  # a weighted sum's reference moves before 2**this overflows anything
+
+
+def _grow(partials: list[float], x: float) -> None:
+    """Add `x` to an exact sum kept as non-overlapping partials (Shewchuk's algorithm, as
+    `math.fsum` keeps it): `math.fsum(partials)` is then the correctly rounded sum of every number
+    added, the same as `math.fsum` of them all."""
+    i = 0
+    for y in partials:
+        if abs(x) < abs(y):
+            x, y = y, x
+        high = x + y
+        low = y - (high - x)
+        if low:
+            partials[i] = low
+            i += 1
+        x = high
+    partials[i:] = [x]
+
+
+@dataclass
+class Behaviour:
+    """A lead's behaviour features (per event kind: count, recent count, days since the last one,
+    recency-weighted count; content items engaged with; event properties' sums, means and value
+    counts) kept as accumulators that take one event at a time in O(1) and give the features at
+    any later instant: the per-lead state that online scoring keeps between batches, so a new event
+    costs the same whatever the lead's history (`serving.subjects`).
+
+    Equal to folding the whole history (`feature_row` does that for a subject given its events):
+    counts, sums (exact, as `math.fsum`) and the last event are the same numbers; a recency-weighted
+    count is kept as a sum scaled to a reference instant, equal to within float rounding (features
+    are rounded to DIGITS decimals). The recent events of each kind are kept by instant, those older
+    than the recent window at `pruned_at` dropped: the state then serves instants from `pruned_at` on.
+    """
+
+    kinds: dict[str, list[Any]] = field(default_factory=dict)  # slug -> [count, newest, recent, ref, weighted]
+    items: set[str] = field(default_factory=set)  # the recipe's content items engaged with
+    numbers: dict[str, list[Any]] = field(default_factory=dict)  # slug -> [count, partials, non-finite numbers]
+    values: dict[str, int] = field(default_factory=dict)  # value column -> count
+    newest: int | None = None  # the newest event's instant (microseconds), any kind
+    pruned_at: int | None = None  # the instant the recent windows were last cut at
+    events: int = 0  # every behaviour event folded in, of any kind (what colleagues' roll-ups count)
+
+    def add(
+        self, recipe: Recipe, kind: str, occurred: datetime, item: str | None, properties: Mapping[str, Any] | None
+    ) -> None:
+        """One more event of the lead (a workflow's bonus is not behaviour: ignored)."""
+        if kind == BONUS_EVENT:
+            return
+        micros = _micros(occurred)
+        self.events += 1
+        self.newest = micros if self.newest is None else max(self.newest, micros)
+        if item is not None and item in recipe.engaged_items:
+            self.items.add(item)
+        if properties:
+            for name, number_slugs, value_columns in recipe.property_reads.get(kind, ()):
+                if name not in properties:
+                    continue
+                if number_slugs and (number := property_number(properties[name])) is not None:
+                    for slug in number_slugs:
+                        tally = self.numbers.setdefault(slug, [0, [], []])
+                        tally[0] += 1
+                        if math.isfinite(number):
+                            _grow(tally[1], number)
+                        else:
+                            tally[2].append(number)
+                value_column = value_columns.get(str(as_text(properties[name])))
+                if value_column is not None:
+                    self.values[value_column] = self.values.get(value_column, 0) + 1
+        kind_slug = recipe.kind_slugs.get(kind)
+        if kind_slug is None:
+            return
+        recent = self.pruned_at is None or not self._too_old(recipe, micros, self.pruned_at)
+        found = self.kinds.get(kind_slug)
+        if found is None:
+            self.kinds[kind_slug] = [1, micros, [micros] if recent else [], micros, 1.0]
+            return
+        found[0] += 1
+        found[1] = max(found[1], micros)
+        if recent:
+            found[2].append(micros)
+        if recipe.weighted:
+            shift = (micros - found[3]) / _HALF_LIFE_MICROS
+            if shift > _REBASE_HALF_LIVES:  # a new reference: the older terms scaled down to it
+                found[4] = found[4] * math.exp(-_LN2 * shift) + 1.0
+                found[3] = micros
+            else:
+                found[4] += math.exp(_LN2 * shift)
+
+    @staticmethod
+    def _too_old(recipe: Recipe, micros: int, at: int) -> bool:
+        return (at - micros) / 1_000_000 / DAY_SECONDS > recipe.recent_days
+
+    def prune(self, recipe: Recipe, at: datetime) -> None:
+        """Drop the recent events that are outside the window at `at` (and so at any later instant)."""
+        cut = _micros(at)
+        for tally in self.kinds.values():
+            tally[2] = [m for m in tally[2] if not self._too_old(recipe, m, cut)]
+        self.pruned_at = cut if self.pruned_at is None else max(self.pruned_at, cut)
+
+    def serves(self, at: datetime) -> bool:
+        """Whether the features at `at` can be read from this state: no event after it, no recent
+        event dropped that counts at it."""
+        micros = _micros(at)
+        return (self.newest is None or self.newest <= micros) and (self.pruned_at is None or self.pruned_at <= micros)
+
+    def features(self, recipe: Recipe, at: datetime) -> dict[str, Any]:
+        """The behaviour columns at `at` (unrounded; `feature_row` rounds)."""
+        cut = _micros(at)
+        row: dict[str, Any] = {}
+        for slug in recipe.kinds:
+            found = self.kinds.get(slug)
+            if found is None:
+                row[f"events_{slug}"], row[f"recent_{slug}"], row[f"days_since_{slug}"] = 0, 0, math.nan
+                if recipe.weighted:
+                    row[f"weighted_{slug}"] = 0.0
+                continue
+            row[f"events_{slug}"] = found[0]
+            row[f"recent_{slug}"] = sum(1 for m in found[2] if not self._too_old(recipe, m, cut))
+            row[f"days_since_{slug}"] = (cut - found[1]) / 1_000_000 / DAY_SECONDS
+            if recipe.weighted:
+                row[f"weighted_{slug}"] = found[4] * math.exp(-_LN2 * (cut - found[3]) / _HALF_LIFE_MICROS)
+        for column, item in recipe.items.items():
+            row[column] = int(item in self.items)
+        for slug in recipe.numbers:
+            count, partials, odd = self.numbers.get(slug, (0, [], []))
+            total = math.fsum([*partials, *odd])
+            row[f"sum_{slug}"] = total
+            row[f"mean_{slug}"] = total / count if count else math.nan
+        for column in recipe.values:
+            row[column] = float(self.values.get(column, 0))
+        return row
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kinds": self.kinds,
+            "items": sorted(self.items),
+            "numbers": self.numbers,
+            "values": self.values,
+            "newest": self.newest,
+            "pruned_at": self.pruned_at,
+            "events": self.events,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Behaviour:
+        return cls(
+            {slug: list(tally) for slug, tally in data.get("kinds", {}).items()},
+            set(data.get("items", ())),
+            {slug: [tally[0], list(tally[1]), list(tally[2])] for slug, tally in data.get("numbers", {}).items()},
+            dict(data.get("values", {})),
+            data.get("newest"),
+            data.get("pruned_at"),
+            int(data.get("events", 0)),
+        )
+
+
 def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
-    """The subject's features at `subject.at` (events after it are ignored)."""
+    """The subject's features at `subject.at` (events after it are ignored): from its `behaviour`
+    where it carries one, else from its events."""
     row: dict[str, Any] = {name: subject.profile.get(name) for name in LEAD_CATEGORIES}
     if recipe.flags:
         row.update({name: subject.profile.get(name) for name in LEAD_FLAGS})
@@ -251,47 +426,13 @@ def feature_row(subject: Subject, recipe: Recipe) -> dict[str, Any]:
         if subject.stage_entered is not None
         else math.nan,
     )
-    slugs, reads = recipe.kind_slugs, recipe.property_reads
-    for slug in recipe.kinds:
-        row[f"events_{slug}"] = 0
-        row[f"recent_{slug}"] = 0
-        row[f"days_since_{slug}"] = math.nan
-    for name in recipe.extra_columns():
-        row[name] = 0.0
-    numbers: dict[str, list[float]] = {slug: [] for slug in recipe.numbers}
-    engaged = set()
-    for kind, occurred, item, properties in subject.events:
-        if occurred > subject.at or kind == BONUS_EVENT:  # a workflow's bonus is not behaviour (features.py)
-            continue
-        if item is not None:
-            engaged.add(item)
-        if properties:
-            for name, number_slugs, value_columns in reads.get(kind, ()):
-                if name not in properties:
-                    continue
-                if number_slugs and (number := property_number(properties[name])) is not None:
-                    for slug in number_slugs:
-                        numbers[slug].append(number)
-                column = value_columns.get(str(as_text(properties[name])))
-                if column is not None:
-                    row[column] += 1
-        found = slugs.get(kind)
-        if found is None:
-            continue
-        slug = found
-        age = (subject.at - occurred).total_seconds() / DAY_SECONDS
-        row[f"events_{slug}"] += 1
-        row[f"recent_{slug}"] += int(age <= recipe.recent_days)
-        since = row[f"days_since_{slug}"]
-        row[f"days_since_{slug}"] = age if math.isnan(since) else min(since, age)
-        if recipe.weighted:
-            row[f"weighted_{slug}"] += decay(age)
-    for column, item in recipe.items.items():
-        row[column] = int(item in engaged)
-    for slug, found_numbers in numbers.items():
-        total = math.fsum(found_numbers)
-        row[f"sum_{slug}"] = total
-        row[f"mean_{slug}"] = total / len(found_numbers) if found_numbers else math.nan
+    behaviour = subject.behaviour
+    if behaviour is None:
+        behaviour = Behaviour()
+        for kind, occurred, item, properties in subject.events:
+            if occurred <= subject.at:
+                behaviour.add(recipe, kind, occurred, item, properties)
+    row.update(behaviour.features(recipe, subject.at))
     if recipe.deals:
         row.update(deal_features(subject.deals, subject.at))
     if recipe.account:

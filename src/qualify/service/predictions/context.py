@@ -108,10 +108,18 @@ def _cuts(conn: Any, cuts: dict[int, datetime], recent_days: int) -> Any:
     return select(records.c.cut_lead, records.c.cut_at, records.c.cut_since).cte("cut")
 
 
-def rollups_of(conn: Any, cuts: dict[int, datetime], recent_days: int) -> dict[int, dict[str, float]]:
+def rollups_of(
+    conn: Any, cuts: dict[int, datetime], recent_days: int, *, kept_as: str | None = None
+) -> dict[int, dict[str, float]]:
     """The account roll-ups (recipe.py's `account_features`) of each lead as of its instant in
     `cuts`, counted by the database: what `peers_of` gives, without reading the other leads'
-    events. Leads without an account (or none else at it) get zeros."""
+    events. Leads without an account (or none else at it) get zeros.
+
+    With `kept_as` (the active model's version; its behaviour kept for every lead each change
+    touches, in the change's transaction: `behaviour.py`), a colleague's events by the instant are
+    its kept count less those that occurred after the instant, and the recent ones those since the
+    window's start: only the colleagues' events of the last `recent_days` and later are read, not
+    their histories. A colleague without a kept row of that version is counted from its events."""
     if not cuts:
         return {}
     leads, events, h = schema.leads, schema.events, schema.stage_history
@@ -128,7 +136,7 @@ def rollups_of(conn: Any, cuts: dict[int, datetime], recent_days: int) -> dict[i
     )
     firsts = {
         name: select(h.c.lead_id, func.min(h.c.at).label("first_at"))
-        .where(h.c.to_stage.in_(stages))
+        .where(h.c.to_stage.in_(stages), h.c.lead_id.in_(select(pairs.c.peer_id)))  # the peers', not every lead's
         .group_by(h.c.lead_id)
         .subquery(name)
         for name, stages in (("qualified", QUALIFIED), ("opportunity", OPPORTUNITY))
@@ -159,13 +167,50 @@ def rollups_of(conn: Any, cuts: dict[int, datetime], recent_days: int) -> dict[i
             account_other_opportunities=float(o or 0),
         )  # fmt: skip
     occurred = events.c.occurred_at
-    activity = (
-        select(pairs.c.cut_lead, func.count(), func.sum(case((occurred >= pairs.c.cut_since, 1), else_=0)))
-        .select_from(pairs.join(events, events.c.lead_id == pairs.c.peer_id))
-        .where(occurred <= pairs.c.cut_at, events.c.type != BONUS_EVENT)
+    if kept_as is None:
+        activity = (
+            select(pairs.c.cut_lead, func.count(), func.sum(case((occurred >= pairs.c.cut_since, 1), else_=0)))
+            .select_from(pairs.join(events, events.c.lead_id == pairs.c.peer_id))
+            .where(occurred <= pairs.c.cut_at, events.c.type != BONUS_EVENT)
+            .group_by(pairs.c.cut_lead)
+        )
+        for lead, n, recent in conn.execute(activity):
+            out[lead]["account_other_events"] = float(n)
+            out[lead]["account_other_recent_events"] = float(recent or 0)
+        return out
+    kb = schema.lead_behaviour
+    kept = (
+        select(kb.c.lead_id.label("kept_lead"), kb.c.events.label("kept_events")).where(kb.c.version == kept_as)
+    ).subquery("kept")
+    with_kept = pairs.outerjoin(kept, kept.c.kept_lead == pairs.c.peer_id)
+    is_kept = kept.c.kept_lead.is_not(None)
+    totals = (
+        select(pairs.c.cut_lead, func.sum(kept.c.kept_events))
+        .select_from(pairs.join(kept, kept.c.kept_lead == pairs.c.peer_id))
         .group_by(pairs.c.cut_lead)
     )
-    for lead, n, recent in conn.execute(activity):
-        out[lead]["account_other_events"] = float(n)
+    for lead, n in conn.execute(totals):
+        out[lead]["account_other_events"] = float(n or 0)
+    # The colleagues' events since the window's start (and after the instant): an index range each.
+    late = (
+        select(
+            pairs.c.cut_lead,
+            func.sum(case(((occurred > pairs.c.cut_at) & is_kept, 1), else_=0)),
+            func.sum(case((occurred <= pairs.c.cut_at, 1), else_=0)),
+        )
+        .select_from(with_kept.join(events, events.c.lead_id == pairs.c.peer_id))
+        .where(occurred >= pairs.c.cut_since, events.c.type != BONUS_EVENT)
+        .group_by(pairs.c.cut_lead)
+    )
+    for lead, after, recent in conn.execute(late):
+        out[lead]["account_other_events"] -= float(after or 0)
         out[lead]["account_other_recent_events"] = float(recent or 0)
+    unkept = (  # colleagues without a kept row: their events by the instant, counted
+        select(pairs.c.cut_lead, func.count())
+        .select_from(with_kept.join(events, events.c.lead_id == pairs.c.peer_id))
+        .where(~is_kept, occurred <= pairs.c.cut_at, events.c.type != BONUS_EVENT)
+        .group_by(pairs.c.cut_lead)
+    )
+    for lead, n in conn.execute(unkept):
+        out[lead]["account_other_events"] += float(n)
     return out

@@ -32,11 +32,13 @@ from qualify.predictive.recipe import (
     LEAD_CATEGORIES,
     LEAD_FLAGS,
     RECENT_DAYS,
+    Behaviour,
     Recipe,
     Subject,
 )
 from qualify.service.audit import record_audit
 from qualify.service.pipeline import Run, of
+from qualify.service.predictions import behaviour
 from qualify.service.predictions.context import deals_of, rollups_of
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
@@ -160,6 +162,7 @@ def activate(uow: UnitOfWork, version: str | None, *, by: str = "cli") -> tuple[
     if current == version:
         return current, False
     conn.execute(update(table).where(table.c.active).values(active=False))
+    behaviour.drop(conn)  # kept for the model that was active: another recipe, built again
     if version is not None:
         conn.execute(update(table).where(table.c.version == version).values(active=True, activated_at=utcnow()))
     record_audit(
@@ -207,7 +210,12 @@ def engagement_at(model: ScoringModel, events: list[tuple[str, datetime, Any]], 
 
 
 def subjects(
-    uow: UnitOfWork, lead_ids: Iterable[int], at: dict[int, datetime] | None = None, recipe: Recipe | None = None
+    uow: UnitOfWork,
+    lead_ids: Iterable[int],
+    at: dict[int, datetime] | None = None,
+    recipe: Recipe | None = None,
+    *,
+    kept_as: str | None = None,
 ) -> list[Subject]:
     """Leads as the features need them, each at `at[id]` (default its newest event, or creation);
     their deals and their account's other leads only where `recipe` reads them (no recipe: always).
@@ -215,9 +223,15 @@ def subjects(
     Nothing after that instant is read but the profile and the fit (as they are now): where the
     lead has events after it, its engagement is replayed from the events up to it (the stored
     state holds all of them) with the active scoring model, so a probability as of a past instant
-    is the one the lead had then (`qualify rescore --as-of` computes the same in batch)."""
+    is the one the lead had then (`qualify rescore --as-of` computes the same in batch).
+
+    With `kept_as` (a model version; only at the leads' newest activity, by callers that hold the
+    leads' rows), the behaviour features come from each lead's kept behaviour under that model
+    (`behaviour.py`) with only the events written since folded in, and are kept again; a lead
+    without one has it built from all its events."""
     leads, accounts, events = schema.leads, schema.accounts, schema.events
     conn = uow.connection
+    keeping = kept_as is not None and at is None and recipe is not None
     out: list[Subject] = []
     model: ScoringModel | None = None
     for part in chunks(sorted(set(lead_ids)), CHUNK):
@@ -238,32 +252,51 @@ def subjects(
             .where(leads.c.id.in_(part), leads.c.erased_at.is_(None))
             .order_by(leads.c.id)
         )
+        rows = list(conn.execute(query))
+        instants = {}
+        for row in rows:
+            newest = max(row.last_event_at or row.created_at, row.created_at)  # events may predate the lead
+            instants[row.id] = (at or {}).get(row.id) or newest
         changes: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
         h = schema.stage_history
         for lead_id, at_, to_stage in conn.execute(
             select(h.c.lead_id, h.c.at, h.c.to_stage).where(h.c.lead_id.in_(part)).order_by(h.c.at, h.c.id)
         ):
             changes[lead_id].append((at_, to_stage))
+        states: dict[int, tuple[int, Behaviour]] = {}
+        if keeping:
+            assert kept_as is not None
+            states = {
+                lead: state
+                for lead, state in behaviour.kept(conn, list(instants), kept_as).items()
+                if state[1].serves(instants[lead])
+            }
         happened: dict[int, list[tuple[str, datetime, str | None, Mapping[str, Any] | None]]] = defaultdict(list)
         applied: dict[int, list[tuple[str, datetime, Any]]] = defaultdict(list)  # in application order
-        for lead_id, kind, occurred, properties in conn.execute(
-            select(events.c.lead_id, events.c.type, events.c.occurred_at, events.c.properties)
-            .where(events.c.lead_id.in_(part))
-            .order_by(events.c.id)
-        ):
-            happened[lead_id].append((kind, occurred, content_item(kind, properties or {}), properties))
-            applied[lead_id].append((kind, occurred, properties))
+        throughs: dict[int, int] = {}
+        every = [lead for lead in instants if lead not in states]
+        if every:
+            for lead_id, event_id, kind, occurred, properties in conn.execute(
+                select(events.c.lead_id, events.c.id, events.c.type, events.c.occurred_at, events.c.properties)
+                .where(events.c.lead_id.in_(every))
+                .order_by(events.c.id)
+            ):
+                happened[lead_id].append((kind, occurred, content_item(kind, properties or {}), properties))
+                applied[lead_id].append((kind, occurred, properties))
+                throughs[lead_id] = event_id
+        if states:
+            assert recipe is not None
+            since = min(through for through, _ in states.values())
+            for lead_id, event_id, kind, occurred, properties in conn.execute(
+                select(events.c.lead_id, events.c.id, events.c.type, events.c.occurred_at, events.c.properties)
+                .where(events.c.lead_id.in_(list(states)), events.c.id > since)
+                .order_by(events.c.id)
+            ):
+                through, kept_behaviour = states[lead_id]
+                if event_id > through:
+                    kept_behaviour.add(recipe, kind, occurred, content_item(kind, properties or {}), properties)
+                    states[lead_id] = (event_id, kept_behaviour)
         deals = deals_of(conn, part) if recipe is None or recipe.deals else {}
-        rows = list(conn.execute(query))
-        instants = {}
-        for row in rows:
-            newest = max(row.last_event_at or row.created_at, row.created_at)  # events may predate the lead
-            instants[row.id] = (at or {}).get(row.id) or newest
-        rollups = (
-            rollups_of(conn, instants, recipe.recent_days if recipe else RECENT_DAYS)
-            if recipe is None or recipe.account
-            else {}
-        )
         for row in rows:
             m = row._mapping
             when = instants[m["id"]]
@@ -276,41 +309,61 @@ def subjects(
             # The stage at `when`: the last change at or before it (the history is in time order).
             reached = [change for change in changes.get(m["id"], []) if change[0] <= when]
             entered, stage = reached[-1] if reached else (None, None)
-            out.append(
-                Subject(
-                    lead_id=m["id"],
-                    at=when,
-                    created_at=m["created_at"],
-                    profile={
-                        **{name: m[name] for name in (*LEAD_CATEGORIES, *LEAD_FLAGS)},
-                        "attributes": m["attributes"] or {},
-                        **{f"account_{n}": m[f"account_{n}"] for n in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS)},
-                    },
-                    fit_score=m["fit_score"],
-                    fit_grade=m["fit_grade"],
-                    persona=m["persona"],
-                    engagement_score=engagement,
-                    events=happened.get(m["id"], []),
-                    stage=stage,
-                    stage_entered=entered,
-                    deals=deals.get(m["id"], []),
-                    rollups=rollups.get(m["id"]),
-                )
+            subject = Subject(
+                lead_id=m["id"],
+                at=when,
+                created_at=m["created_at"],
+                profile={
+                    **{name: m[name] for name in (*LEAD_CATEGORIES, *LEAD_FLAGS)},
+                    "attributes": m["attributes"] or {},
+                    **{f"account_{n}": m[f"account_{n}"] for n in (*ACCOUNT_CATEGORIES, *ACCOUNT_NUMBERS)},
+                },
+                fit_score=m["fit_score"],
+                fit_grade=m["fit_grade"],
+                persona=m["persona"],
+                engagement_score=engagement,
+                events=happened.get(m["id"], []),
+                stage=stage,
+                stage_entered=entered,
+                deals=deals.get(m["id"], []),
             )
+            if keeping and recipe is not None:
+                if m["id"] not in states:  # built from every event of the lead (none after `when`)
+                    built = Behaviour()
+                    for kind, occurred, item, properties in subject.events:
+                        built.add(recipe, kind, occurred, item, properties)
+                    states[m["id"]] = (throughs.get(m["id"], 0), built)
+                subject.behaviour = states[m["id"]][1]
+                subject.behaviour.prune(recipe, when)
+            out.append(subject)
+        if keeping:
+            assert kept_as is not None
+            behaviour.keep(conn, kept_as, states)
+    if recipe is None or recipe.account:
+        # After every lead's behaviour is kept: a colleague touched by the same change counts its new events.
+        for part in chunks(out, CHUNK):
+            found = rollups_of(
+                conn, {s.lead_id: s.at for s in part}, recipe.recent_days if recipe else RECENT_DAYS,
+                kept_as=kept_as if keeping else None,
+            )  # fmt: skip
+            for subject in part:
+                subject.rollups = found.get(subject.lead_id)
     return out
 
 
 def refresh(
-    uow: UnitOfWork, lead_ids: Iterable[int], found: Predictor | None = None
+    uow: UnitOfWork, lead_ids: Iterable[int], found: Predictor | None = None, *, keep: bool = False
 ) -> dict[int, tuple[float, datetime]]:
-    """Compute and store the active model's probability of the leads; returns it per lead."""
+    """Compute and store the active model's probability of the leads; returns it per lead. With
+    `keep` (a caller that holds the leads' rows: a batch's reaction), from and into their kept
+    behaviour (`subjects`)."""
     found = found or active_predictor(uow)
     if found is None:
         return {}
     table = schema.leads
     out: dict[int, tuple[float, datetime]] = {}
     for part in chunks(sorted(set(lead_ids)), CHUNK):
-        people = subjects(uow, part, recipe=found.recipe)
+        people = subjects(uow, part, recipe=found.recipe, kept_as=found.version if keep else None)
         values = found.probabilities(people)
         rows: list[dict[str, Any]] = [
             {"b_id": s.lead_id, "probability": float(p), "probability_at": s.at, "predictive_version": found.version}
@@ -348,7 +401,11 @@ def refresh_all(workspace: Workspace, *, chunk: int = 2000, progress: Callable[[
     done = 0
     for part in chunks(ids, chunk):
         with workspace.unit_of_work() as uow:
-            refresh(uow, part)
+            # Their rows held (as a batch holds them), each lead's behaviour is kept for the batches to come.
+            uow.connection.execute(
+                select(table.c.id).where(table.c.id.in_(part)).order_by(table.c.id).with_for_update()
+            )
+            refresh(uow, part, keep=True)
         done += len(part)
         if progress:
             progress(done, len(ids))
@@ -364,12 +421,16 @@ def react(run: Run) -> None:
     timer's decision)."""
     uow, changed = run.uow, run.changed
     touched = {id(r): r for r in changed.records if r.id is not None}
-    if not touched:
+    # Every lead an event was written for, scored or not (an import stores late events unscored):
+    # its kept behaviour takes them in this transaction, as its colleagues' roll-ups count on.
+    written = {row["lead_id"] for row in changed.events} - {r.id for r in touched.values()}
+    if not touched and not written:
         return
     found = active_predictor(uow)
     if found is None:
         return
-    computed = refresh(uow, [r.id for r in touched.values() if r.id is not None], found)
+    ids = [r.id for r in touched.values() if r.id is not None] + sorted(written)
+    computed = refresh(uow, ids, found, keep=True)
     batch = run.batch
     judge = changed.judge and batch is not None and bool(batch.model.policy.mql_probability)
     moved = False
