@@ -246,17 +246,21 @@ class BoostedModel:
 
     def raw_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """`raw` of leads given as dicts of features: categories as their codes, without pandas."""
+        numeric = self.spec.numeric
+        try:  # feature rows hold numbers, booleans and None (NaN) in the numeric columns: read at once
+            numbers = np.array([[row.get(name) for name in numeric] for row in rows], dtype=float)
+        except (TypeError, ValueError):  # text that is no number among them: each value as `_number` reads it
+            numbers = np.array(
+                [[math.nan if (v := _number(row.get(name))) is None else v for name in numeric] for row in rows],
+                dtype=float,
+            )
         codes = [
             (name, {level: float(i) for i, level in enumerate(self.levels[name])}) for name in self.spec.categorical
         ]
-        matrix = [
-            [
-                *(math.nan if (v := _number(row.get(name))) is None else v for name in self.spec.numeric),
-                *(known.get(category_text(row.get(name)), math.nan) for name, known in codes),
-            ]
-            for row in rows
-        ]
-        shaped = np.asarray(matrix, dtype=float).reshape(len(rows), len(self.spec.columns))
+        categories = np.array(
+            [[known.get(category_text(row.get(name)), math.nan) for name, known in codes] for row in rows], dtype=float
+        )
+        shaped = np.hstack([numbers.reshape(len(rows), len(numeric)), categories.reshape(len(rows), len(codes))])
         return np.asarray(self._booster().predict(shaped, raw_score=True), dtype=float)
 
     def raw_one(self, row: Mapping[str, Any]) -> float:

@@ -81,6 +81,23 @@ def peers_of(conn: Any, lead_ids: Sequence[int]) -> dict[int, list[Peer]]:
     }
 
 
+def number_pairs(conn: Any, pairs: Sequence[tuple[int, int]], names: tuple[str, str]) -> Any:
+    """Pairs of integers as a table with columns `names`, read from one JSON parameter (as `_cuts`)."""
+    first, second = names
+    document = json.dumps([list(pair) for pair in pairs])
+    if conn.dialect.name == "sqlite":
+        each = func.json_each(bindparam("pairs", document, type_=Text)).table_valued("value")
+        return select(
+            cast(func.json_extract(each.c.value, "$[0]"), Integer).label(first),
+            cast(func.json_extract(each.c.value, "$[1]"), Integer).label(second),
+        ).cte(f"{first}_pairs")
+    element = func.jsonb_array_elements(cast(bindparam("pairs", document, type_=Text), JSONB)).table_valued("value")
+    return select(
+        cast(element.c.value.op("->>")(0), Integer).label(first),
+        cast(element.c.value.op("->>")(1), Integer).label(second),
+    ).cte(f"{first}_pairs")
+
+
 def _cuts(conn: Any, cuts: dict[int, datetime], recent_days: int) -> Any:
     """The leads and their instants as a table (cut_lead, cut_at, cut_since: `recent_days` before),
     read from one JSON parameter, so that the statement is the same for any number of leads."""

@@ -39,7 +39,7 @@ from qualify.predictive.recipe import (
 from qualify.service.audit import record_audit
 from qualify.service.pipeline import Run, of
 from qualify.service.predictions import behaviour
-from qualify.service.predictions.context import deals_of, rollups_of
+from qualify.service.predictions.context import deals_of, number_pairs, rollups_of
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
 
 if TYPE_CHECKING:  # the models' libraries load only when a model is used
@@ -286,16 +286,19 @@ def subjects(
                 throughs[lead_id] = event_id
         if states:
             assert recipe is not None
-            since = min(through for through, _ in states.values())
+            since = number_pairs(
+                conn, [(lead, through) for lead, (through, _) in sorted(states.items())], ("kept_lead", "kept_through")
+            )
             for lead_id, event_id, kind, occurred, properties in conn.execute(
                 select(events.c.lead_id, events.c.id, events.c.type, events.c.occurred_at, events.c.properties)
-                .where(events.c.lead_id.in_(list(states)), events.c.id > since)
+                .select_from(
+                    since.join(events, (events.c.lead_id == since.c.kept_lead) & (events.c.id > since.c.kept_through))
+                )
                 .order_by(events.c.id)
             ):
-                through, kept_behaviour = states[lead_id]
-                if event_id > through:
-                    kept_behaviour.add(recipe, kind, occurred, content_item(kind, properties or {}), properties)
-                    states[lead_id] = (event_id, kept_behaviour)
+                kept_behaviour = states[lead_id][1]
+                kept_behaviour.add(recipe, kind, occurred, content_item(kind, properties or {}), properties)
+                states[lead_id] = (event_id, kept_behaviour)
         deals = deals_of(conn, part) if recipe is None or recipe.deals else {}
         for row in rows:
             m = row._mapping
