@@ -7,11 +7,14 @@ first. With a model active every batch also computes the touched leads' features
 newest event and stores their probability (and judges the stage policy with it where it has
 probability thresholds).
 
-    python benchmarks/predictive_ingest.py [--leads 600] [--events 6000] [--batch 500]
+    python benchmarks/predictive_ingest.py [--leads 600] [--events 6000] [--batch 500] [--long-history N]
 
-Prints both times and their ratio (without / with: 1.0 means the model costs nothing); not part
+Prints both times and their ratio (without / with: 1.0 means the model costs nothing), and both
+against the same events written by raw sqlite3 executemany (`benchmarks/ingest.py`'s reference:
+everything switched on, the model, the demo's segments and workflows, against the bare rows); not part
 of the test suite's pass/fail. The first batch with a model also loads it (the model's library is
-imported once per process): the ratio is printed with and without that batch.
+imported once per process): the ratio is printed with and without that batch. With --long-history
+N it then gives one lead N more page views and times its next events one a batch, in both copies.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from qualify.demo.world import build_demo
 from qualify.domain.records import Event, make_event
 from qualify.service.lifecycle.events import ingest_events
 from qualify.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import raw_sqlite  # the same reference as benchmarks/ingest.py
 
 KINDS = [
     ("email_open", lambda r: {"campaign": f"c{r.randint(1, 20)}"}),
@@ -93,12 +99,44 @@ def ingest(path: Path, events: list[Event], batch: int) -> list[float]:
     return times
 
 
+def long_history(path: Path, views: int, probes: int) -> float:
+    """Seconds per event, one event per batch, for a demo lead given `views` more page views."""
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{path}"))
+    with workspace.unit_of_work(read_only=True) as uow:
+        email = uow.connection.execute(
+            select(schema.leads.c.email).where(schema.leads.c.email.is_not(None)).order_by(schema.leads.c.id)
+        ).scalar()
+    start = NOW + timedelta(days=2)
+    history = [
+        make_event(f"h-{i}", "page_view", start + timedelta(seconds=i), email=email, properties={"url": "/blog/a"})
+        for i in range(views)
+    ]
+    now = start + timedelta(seconds=views + probes + 1)
+    for first in range(0, views, 5000):
+        with workspace.unit_of_work() as uow:
+            ingest_events(uow, history[first : first + 5000], now=now)
+    began = time.perf_counter()
+    for i in range(probes):
+        when = start + timedelta(seconds=views + i)
+        with workspace.unit_of_work() as uow:
+            ingest_events(uow, [make_event(f"p-{i}", "page_view", when, email=email, properties={"url": "/"})], now=now)
+    elapsed = time.perf_counter() - began
+    workspace.close()
+    return elapsed / probes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leads", type=int, default=600)
     parser.add_argument("--events", type=int, default=6_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--long-history",
+        type=int,
+        metavar="N",
+        help="then give one lead N page views and time its next events, one a batch",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         built = build(Path(folder), args.leads, args.seed)
@@ -114,15 +152,29 @@ def main() -> None:
         if trained.returncode != 0:
             raise SystemExit(f"qualify train failed:\n{trained.stdout}\n{trained.stderr}")
         events = new_events(built, args.events, args.seed)
+        reference = raw_sqlite(Path(folder) / "raw.db", events, args.batch)
         without = ingest(plain, events, args.batch)
         with_model = ingest(modelled, events, args.batch)
+        if args.long_history:
+            per_plain = long_history(plain, args.long_history, 20)
+            per_model = long_history(modelled, args.long_history, 20)
     print(f"{args.leads}-lead demo, {len(events):,} events in batches of {args.batch}")
     print(f"without a predictive model: {sum(without):.2f} s ({len(events) / sum(without):,.0f} events/s)")
     print(f"with one active:            {sum(with_model):.2f} s ({len(events) / sum(with_model):,.0f} events/s)")
+    print(f"raw sqlite3 executemany:    {reference:.2f} s ({len(events) / reference:,.0f} events/s)")
     print(f"ratio without/with: {sum(without) / sum(with_model):.2f}")
+    print(
+        f"ratio with a model, the demo's segments and workflows / raw sqlite3: {reference / sum(with_model):.3f} "
+        f"(without a model: {reference / sum(without):.3f})"
+    )
     if len(without) > 1:
         rest = sum(without[1:]) / sum(with_model[1:])
         print(f"ratio without the first batch (the model loaded, its library imported): {rest:.2f}")
+    if args.long_history:
+        print(
+            f"a lead with {args.long_history:,} more page views, one event a batch: {per_plain * 1000:.1f} ms without "
+            f"a model, {per_model * 1000:.1f} ms with one (ratio {per_plain / per_model:.2f})"
+        )
 
 
 if __name__ == "__main__":

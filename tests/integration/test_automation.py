@@ -12,7 +12,14 @@ from sqlalchemy import func, select
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.bootstrap import open_workspace
-from qualify.domain.automation import STATE_FIELDS, AutomationError, EventCount, FactNeeds, load_automation
+from qualify.domain.automation import (
+    STATE_FIELDS,
+    AutomationError,
+    EventCount,
+    FactNeeds,
+    ValueCount,
+    load_automation,
+)
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import Account, Lead, make_event
 from qualify.service.automation import runs as workflows
@@ -421,10 +428,10 @@ def test_the_facts_read_each_kind_of_event_only_as_far_back_as_a_test_looks(work
     with workspace.unit_of_work() as uow:
         members = set(uow.connection.execute(select(schema.segment_members.c.segment)).scalars())
     downloads, clicks = EventCount(("content_download",), None), EventCount(("email_click",), 7)
-    assert needs.events == {"page_view": 30}
+    pricing = ValueCount(("page_view",), 30, ("url",))
+    assert needs.grouped == {pricing} and not needs.events
     assert needs.counts == {downloads, clicks}
-    seen = sorted((e.type, e.at, dict(e.properties)) for e in facts.events)
-    assert seen == [("page_view", (T0 + 50 * DAY).timestamp(), {"url": "/pricing"})]
+    assert facts.grouped == {pricing: [(("/pricing",), 1)]} and not facts.events  # the old view is 50 days old
     assert facts.counts == {downloads: 2, clicks: 0}  # the click was 20 days ago
     assert members == {"recent-pricing", "two-downloads"}
 
@@ -434,9 +441,17 @@ def test_counted_event_tests_agree_with_the_events_read_one_by_one(workspace: Wo
     at the edges of windows and ranges too."""
     ann, bob = "ann@acme.com", "bob@acme.com"
     now = T0 + 30 * DAY
+    # Values whose JSON text other JSON functions would change: a float rounded to 15 digits, an
+    # integer beyond 64 bits, booleans (read as 1 and 0), a nested object, a null, a missing key.
+    odd: list[dict[str, Any]] = [
+        {"url": "/PRICING ", "seconds": 0.30000000000000004}, {"url": "/pricing", "seconds": 123456789012345678901234},
+        {"url": True, "seconds": "0.3"}, {"url": {"path": "/pricing"}}, {"url": None, "seconds": 1e300}, {},
+        {"url": "/pricing", "seconds": 3}, {"url": "/Pricing", "seconds": 3.0},
+    ]  # fmt: skip
     ingest(
         workspace,
         *(make_event(f"a{i}", "page_view", T0 + i * DAY, email=ann, properties={"url": "/"}) for i in range(30)),
+        *(make_event(f"o{i}", "page_view", T0 + (22 + i) * DAY, email=ann, properties=p) for i, p in enumerate(odd)),
         make_event("a-dl", "content_download", T0 + 29 * DAY, email=ann),
         make_event("b-view", "page_view", T0 + 23 * DAY, email=bob, properties={"url": "/"}),
         now=now,
@@ -451,6 +466,18 @@ segments:
     when: [{event: [page_view, content_download], min_count: 1, max_count: 30}]
   - name: quiet-week
     when: [{no_event: page_view, within_days: 7}]
+  - name: pricing-twice
+    when: [{event: page_view, where: {url: /pricing}, within_days: 7, min_count: 2, max_count: 3}]
+  - name: exact-seconds
+    when: [{event: page_view, where: {seconds: {range: [0.30000000000000004, 0.30000000000000004]}}, min_count: 1}]
+  - name: shown-true
+    when: [{event: page_view, where: {url: "yes", seconds: {regex: "^0[.]3$"}}}]
+  - name: three-seconds
+    when: [{event: page_view, where: {seconds: {equals: 3}}, min_count: 2}]
+  - name: no-url
+    when: [{event: page_view, where: {url: {exists: false}}, min_count: 2}]
+  - name: big
+    when: [{event: page_view, where: {seconds: {regex: "^1234567890123456789012"}}}]
 """,
     )
     ids = [lead_id(workspace, ann), lead_id(workspace, bob)]
@@ -459,7 +486,12 @@ segments:
         counted = lead_facts(uow.connection, ids, now, document.needs)
         every_kind = FactNeeds(events={"page_view": None, "content_download": None})
         one_by_one = lead_facts(uow.connection, ids, now, every_kind)
-    assert counted[ids[0]].counts and not counted[ids[0]].events
+    assert counted[ids[0]].counts and counted[ids[0]].grouped and not counted[ids[0]].events
+    expected = {"pricing-twice": True, "exact-seconds": True, "shown-true": True, "three-seconds": True}
+    expected |= {"no-url": True, "big": True}
+    for segment in document.segments:
+        if segment.name in expected:
+            assert segment.holds(one_by_one[ids[0]], now.timestamp(), member=False), segment.name
     for segment in document.segments:
         for i in ids:
             assert segment.holds(counted[i], now.timestamp(), member=False) is segment.holds(
@@ -605,15 +637,15 @@ def test_facts_of_the_leads_a_change_just_wrote_equal_the_facts_read_from_the_st
                     f: stored[i].values.get(f) for f in needs.fields
                 }
                 assert remembered[i].tags == stored[i].tags
-                assert remembered[i].events == stored[i].events
+                assert remembered[i].events == stored[i].events and remembered[i].grouped == stored[i].grouped
         facts = lead_facts(conn, ids, now, everything, known=written)
         assert facts[ids[0]].values["account.industry"] == "software"
         assert facts[ids[0]].values["attributes.plan"] == "pro"
         assert facts[ids[0]].tags == {"vip"}
-        assert [e.type for e in facts[ids[0]].events] == ["page_view"]
+        assert list(facts[ids[0]].grouped.values()) == [[(("/pricing",), 1)]]
         assert facts[ids[1]].values["country"] == "DE"
         lean = lead_facts(conn, ids, now, state_only, known=written)[ids[0]]
-        assert set(lean.values) <= set(STATE_FIELDS) and not lean.tags and not lean.events  # nothing else read
+        assert set(lean.values) <= set(STATE_FIELDS) and not (lean.tags or lean.events or lean.grouped)  # nothing else
 
 
 def test_the_online_reactions_judge_leads_on_what_the_store_holds(
@@ -637,7 +669,9 @@ def test_the_online_reactions_judge_leads_on_what_the_store_holds(
                 assert {f: facts.values.get(f) for f in needs.fields} == {
                     f: stored[i].values.get(f) for f in needs.fields
                 }, i
-                assert (facts.tags, facts.events, facts.counts) == (stored[i].tags, stored[i].events, stored[i].counts)
+                assert (facts.tags, facts.events, facts.counts, facts.grouped) == (
+                    stored[i].tags, stored[i].events, stored[i].counts, stored[i].grouped
+                )  # fmt: skip
             checked.append(len(seen))
         return seen
 

@@ -71,3 +71,19 @@ def test_counts_at_the_edges_of_the_range() -> None:
     assert EventTest(("page_view",), within_days=2.5, min_count=3, negate=True).holds(
         LeadFacts(1, {}, events=views[:2]), NOW
     )
+
+
+@given(event_tests(), events)
+def test_a_count_from_the_events_grouped_by_value_is_the_full_count(test: EventTest, seen: list[SeenEvent]) -> None:
+    """Counted by the store per distinct value of the properties its conditions read (each value
+    tested once), a test with `where` gets the count of testing the events one by one."""
+    need = test.grouped
+    since = NOW - test.within_days * DAY if test.within_days is not None else float("-inf")
+    groups: dict[tuple[object, ...], int] = {}
+    for e in seen:
+        if e.type in test.types and e.at >= since:
+            key = tuple(e.properties.get(name) for name in need.fields)
+            groups[key] = groups.get(key, 0) + 1
+    facts = LeadFacts(1, {}, grouped={need: list(groups.items())})
+    if test.where:
+        assert test.count(facts, NOW) == full_count(test, seen)

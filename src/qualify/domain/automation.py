@@ -93,21 +93,36 @@ class EventCount:
     days: float | None
 
 
-def _longest(a: float | None, b: float | None) -> float | None:
+@dataclass(frozen=True, slots=True)
+class ValueCount:
+    """What a test with `where` needs: the lead's events of `types` in the last `days` days (None:
+    all time), counted by the store per distinct combination of the values of `fields` (the event
+    properties its conditions read). The test then tests each combination once and adds up the
+    counts of those that pass: the same answer as testing the events one by one, without reading
+    them (a lead's thousands of page views are a handful of distinct URLs)."""
+
+    types: tuple[str, ...]
+    days: float | None
+    fields: tuple[str, ...]
+
+
+def longest(a: float | None, b: float | None) -> float | None:
+    """The longer of two windows back in days (None: all time)."""
     return None if a is None or b is None else max(a, b)
 
 
 @dataclass(frozen=True, slots=True)
 class FactNeeds:
     """What some tests need to know about a lead: the fields they read, whether its tags, the
-    events they read one by one (the kinds a test with `where` looks at, each with how far back:
-    None for all time), and the counts the other event tests need. What no test reads need not be
-    read from the store."""
+    events to read one by one (by kind, each with how far back: None for all time; where the store
+    cannot group a `where` test's events), the counts the event tests without `where` need and the
+    counts per value those with `where` need. What no test reads need not be read from the store."""
 
     fields: frozenset[str] = frozenset()
     tags: bool = False
     events: Mapping[str, float | None] = field(default_factory=dict)
     counts: frozenset[EventCount] = frozenset()
+    grouped: frozenset[ValueCount] = frozenset()
 
     @property
     def profile(self) -> bool:
@@ -125,12 +140,13 @@ class FactNeeds:
         events: dict[str, float | None] = {}
         for need in every:
             for kind, days in need.events.items():
-                events[kind] = _longest(events[kind], days) if kind in events else days
+                events[kind] = longest(events[kind], days) if kind in events else days
         return FactNeeds(
             frozenset().union(*(n.fields for n in every)),
             any(n.tags for n in every),
             events,
             frozenset().union(*(n.counts for n in every)),
+            frozenset().union(*(n.grouped for n in every)),
         )
 
 
@@ -144,6 +160,7 @@ class LeadFacts:
     tags: frozenset[str] = frozenset()
     events: list[SeenEvent] = field(default_factory=list)
     counts: dict[EventCount, int] = field(default_factory=dict)
+    grouped: dict[ValueCount, list[tuple[tuple[Any, ...], int]]] = field(default_factory=dict)  # values, count
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -184,16 +201,25 @@ class EventTest:
     max_count: int | None = None
     negate: bool = False
 
-    @property
-    def counted(self) -> EventCount:
-        """The count of events this test needs, where the store counts them (no `where`)."""
-        return EventCount(self.types, self.within_days)
+    # What the store counts for it: the count of its events (no `where`), or their counts per value
+    # of the fields its conditions read, with where each condition's field is in those values.
+    counted: EventCount = field(init=False, repr=False, compare=False)
+    grouped: ValueCount = field(init=False, repr=False, compare=False)
+    _reads: tuple[tuple[Condition, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = tuple(dict.fromkeys(c.field for c in self.where))
+        object.__setattr__(self, "counted", EventCount(self.types, self.within_days))
+        object.__setattr__(self, "grouped", ValueCount(self.types, self.within_days, fields))
+        object.__setattr__(self, "_reads", tuple((c, fields.index(c.field)) for c in self.where))
 
     def count(self, facts: LeadFacts, now: float, *, enough: int | None = None) -> int:
         """Events in the window (counting stops at `enough`); one dated a little ahead of `now`
         (clock skew) counts as done. The store's count where the facts hold it."""
         if not self.where and (stored := facts.counts.get(self.counted)) is not None:
             return stored
+        if self.where and (groups := facts.grouped.get(self.grouped)) is not None:
+            return sum(n for values, n in groups if all(c.test(values[i]) for c, i in self._reads))
         since = now - self.within_days * DAY if self.within_days is not None else None
         n = 0
         for event in facts.events:
@@ -251,7 +277,7 @@ class Tests:
             any(isinstance(t, TagTest) for t in self.items),
         ).merge(
             *(
-                FactNeeds(events=dict.fromkeys(t.types, t.within_days))
+                FactNeeds(grouped=frozenset({t.grouped}))
                 if t.where
                 else FactNeeds(counts=frozenset({t.counted}))
                 for t in events

@@ -3,8 +3,9 @@
 One read serves every test of a change, and reads only what some test needs: the lead's profile
 and account values where a test reads one, its stage and scores as of now (from memory for the
 leads the change has just written), its tags where a test looks at them, and of its events only
-the kinds some test looks at, each only as far back as a test looks, with properties only where a
-test reads them; an event test without `where` gets its count from the store instead. The online
+counts made by the store, each only as far back as a test looks: an event test without `where`
+gets its count, one with `where` the counts of its events per distinct properties document, each
+document decoded and tested once (a lead's 20,000 page views are a few distinct URLs). The online
 reactions, the batch refresh (segments, enrolment) and the worker's exit tests (runs) all judge
 leads on these.
 """
@@ -16,12 +17,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Text, and_, case, cast, func, or_, select
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
+from qualify.adapters.json_codec import loads
 from qualify.adapters.repository import LeadRecord
-from qualify.domain.automation import FactNeeds, LeadFacts, SeenEvent
+from qualify.domain.automation import FactNeeds, LeadFacts, SeenEvent, ValueCount
 from qualify.domain.engagement import DAY
 from qualify.domain.fit import profile_values
 from qualify.domain.records import Lead
@@ -38,9 +40,9 @@ def lead_facts(
     """What the tests need to know about each lead, read from the store (erased leads are left out).
 
     Only what `needs` names is read: the profile and account values only where a test reads one,
-    the tags only where a test looks at them, and of the events only the kinds tested, each as
-    far back as some test looks and with properties only where some test reads them (a lead's
-    long history of page views is not read whole for a test on the last 30 days). `known` are
+    the tags only where a test looks at them, and of the events only counts, each as far back as
+    some test looks (`needs.events` alone reads events one by one: the reference the counts are
+    tested against). `known` are
     leads as the caller's transaction has just written them: their scoring state is taken from
     memory, and of their rows only the owner and probability (and the profile, if needed) are read.
     """
@@ -100,6 +102,22 @@ def lead_facts(
         for lead_id, names in tags.items():
             out[lead_id].tags = frozenset(names)
     ev = schema.events
+    # A `where` test's events grouped by their properties' stored text: each distinct document is
+    # decoded once (as a row read would decode it) and its counted events tested once per value.
+    document = cast(ev.c.properties, Text)
+    for need in sorted(needs.grouped, key=_order):
+        for part in repo.chunks(sorted(out)):
+            query = (
+                select(ev.c.lead_id, document, func.count())
+                .where(ev.c.lead_id.in_(part), _any_of({need.days: list(need.types)}, now))
+                .group_by(ev.c.lead_id, document)
+            )
+            for lead_id, text, n in conn.execute(query).all():
+                properties = loads(text) if text is not None else {}
+                read = tuple(properties.get(name) if isinstance(properties, dict) else None for name in need.fields)
+                out[lead_id].grouped.setdefault(need, []).append((read, int(n)))
+        for facts in out.values():
+            facts.grouped.setdefault(need, [])
     if needs.events:
         by_window: dict[float | None, list[str]] = defaultdict(list)
         for kind, days in sorted(needs.events.items()):
@@ -125,6 +143,10 @@ def lead_facts(
             if not facts.counts:  # no event of any counted kind
                 facts.counts = dict.fromkeys(counts, 0)
     return out
+
+
+def _order(need: ValueCount) -> tuple[Any, ...]:
+    return (need.types, need.days is None, need.days or 0.0, need.fields)
 
 
 def _any_of(kinds_by_window: Mapping[float | None, Sequence[str]], now: datetime) -> ColumnElement[bool]:

@@ -9,6 +9,7 @@ replay, reads the colleagues themselves (`peers_of`)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -105,11 +106,13 @@ def _cuts(conn: Any, cuts: dict[int, datetime], recent_days: int) -> Any:
     if conn.dialect.name == "sqlite":  # times as the store's text, which sorts as time does
         document = json.dumps([[lead, schema.sqlite_time(at), schema.sqlite_time(since)] for lead, at, since in rows])
         each = func.json_each(bindparam("cuts", document, type_=Text)).table_valued("value")
-        return select(
+        cut = select(
             cast(func.json_extract(each.c.value, "$[0]"), Integer).label("cut_lead"),
             func.json_extract(each.c.value, "$[1]").label("cut_at"),
             func.json_extract(each.c.value, "$[2]").label("cut_since"),
         ).cte("cut")
+        # Read once, not once per event compared with it (a third of the roll-ups' time).
+        return cut.prefix_with("MATERIALIZED") if sqlite3.sqlite_version_info >= (3, 35) else cut
     document = json.dumps(
         [{"cut_lead": lead, "cut_at": at.isoformat(), "cut_since": since.isoformat()} for lead, at, since in rows]
     )
