@@ -3,6 +3,7 @@ light to import (the ingestion path uses it), shared by the training sets and on
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import re
@@ -281,7 +282,9 @@ class Behaviour:
     than the recent window at `pruned_at` dropped: the state then serves instants from `pruned_at` on.
     """
 
-    kinds: dict[str, list[Any]] = field(default_factory=dict)  # slug -> [count, newest, recent, ref, weighted]
+    kinds: dict[str, list[Any]] = field(
+        default_factory=dict
+    )  # slug -> [count, newest, recent (in order), ref, weighted]
     items: set[str] = field(default_factory=set)  # the recipe's content items engaged with
     numbers: dict[str, list[Any]] = field(default_factory=dict)  # slug -> [count, partials, non-finite numbers]
     values: dict[str, int] = field(default_factory=dict)  # value column -> count
@@ -325,8 +328,11 @@ class Behaviour:
             return
         found[0] += 1
         found[1] = max(found[1], micros)
-        if recent:
-            found[2].append(micros)
+        if recent:  # kept in time order (events mostly come in it)
+            if not found[2] or micros >= found[2][-1]:
+                found[2].append(micros)
+            else:
+                bisect.insort(found[2], micros)
         if recipe.weighted:
             shift = (micros - found[3]) / _HALF_LIFE_MICROS
             if shift > _REBASE_HALF_LIVES:  # a new reference: the older terms scaled down to it
@@ -339,11 +345,16 @@ class Behaviour:
     def _too_old(recipe: Recipe, micros: int, at: int) -> bool:
         return (at - micros) / 1_000_000 / DAY_SECONDS > recipe.recent_days
 
+    @classmethod
+    def _first_recent(cls, recipe: Recipe, instants: list[int], at: int) -> int:
+        """Where the instants (in time order) inside the recent window at `at` begin."""
+        return bisect.bisect_left(instants, True, key=lambda m: not cls._too_old(recipe, m, at))
+
     def prune(self, recipe: Recipe, at: datetime) -> None:
         """Drop the recent events that are outside the window at `at` (and so at any later instant)."""
         cut = _micros(at)
         for tally in self.kinds.values():
-            tally[2] = [m for m in tally[2] if not self._too_old(recipe, m, cut)]
+            del tally[2][: self._first_recent(recipe, tally[2], cut)]
         self.pruned_at = cut if self.pruned_at is None else max(self.pruned_at, cut)
 
     def serves(self, at: datetime) -> bool:
@@ -364,7 +375,7 @@ class Behaviour:
                     row[f"weighted_{slug}"] = 0.0
                 continue
             row[f"events_{slug}"] = found[0]
-            row[f"recent_{slug}"] = sum(1 for m in found[2] if not self._too_old(recipe, m, cut))
+            row[f"recent_{slug}"] = len(found[2]) - self._first_recent(recipe, found[2], cut)
             row[f"days_since_{slug}"] = (cut - found[1]) / 1_000_000 / DAY_SECONDS
             if recipe.weighted:
                 row[f"weighted_{slug}"] = found[4] * math.exp(-_LN2 * (cut - found[3]) / _HALF_LIFE_MICROS)
@@ -393,7 +404,7 @@ class Behaviour:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Behaviour:
         return cls(
-            {slug: list(tally) for slug, tally in data.get("kinds", {}).items()},
+            {slug: [*tally[:2], sorted(tally[2]), *tally[3:]] for slug, tally in data.get("kinds", {}).items()},
             set(data.get("items", ())),
             {slug: [tally[0], list(tally[1]), list(tally[2])] for slug, tally in data.get("numbers", {}).items()},
             dict(data.get("values", {})),
