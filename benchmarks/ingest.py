@@ -30,6 +30,7 @@ from qualify.domain.records import Event, Lead, make_event
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model
+from qualify.service.unit_of_work import Workspace
 from qualify.settings import Settings
 
 KINDS = [
@@ -160,23 +161,30 @@ def long_history(path: Path, views: int, probes: int, *, automation: bool) -> fl
 
         with workspace.unit_of_work() as uow:
             put_segments(uow, load_automation(LONG_HISTORY).segments, by="benchmark")
-    email = "reader@example.com"
+    per_event = time_long_history(workspace, "reader@example.com", T0, timedelta(minutes=1), views, probes)
+    workspace.close()
+    return per_event
+
+
+def time_long_history(
+    workspace: Workspace, email: str, start: datetime, step: timedelta, views: int, probes: int
+) -> float:
+    """Give the lead of `email` `views` page views `step` apart from `start` (5,000 a batch), then
+    time `probes` more, one a batch: seconds per event."""
     history = [
-        make_event(f"h-{i}", "page_view", T0 + timedelta(minutes=i), email=email, properties={"url": "/blog/a"})
+        make_event(f"h-{i}", "page_view", start + i * step, email=email, properties={"url": "/blog/a"})
         for i in range(views)
     ]
-    now = T0 + timedelta(minutes=views + probes + 1)
-    for start in range(0, views, 5000):
+    now = start + (views + probes + 1) * step
+    for first in range(0, views, 5000):
         with workspace.unit_of_work() as uow:
-            ingest_events(uow, history[start : start + 5000], now=now)
+            ingest_events(uow, history[first : first + 5000], now=now)
     started = time.perf_counter()
     for i in range(probes):
-        when = T0 + timedelta(minutes=views + i)
+        when = start + (views + i) * step
         with workspace.unit_of_work() as uow:
             ingest_events(uow, [make_event(f"p-{i}", "page_view", when, email=email, properties={"url": "/"})], now=now)
-    elapsed = time.perf_counter() - started
-    workspace.close()
-    return elapsed / probes
+    return (time.perf_counter() - started) / probes
 
 
 def main() -> None:

@@ -39,16 +39,7 @@ from qualify.service.lifecycle.events import ingest_events
 from qualify.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import raw_sqlite  # the same reference as benchmarks/ingest.py
-
-KINDS = [
-    ("email_open", lambda r: {"campaign": f"c{r.randint(1, 20)}"}),
-    ("email_click", lambda r: {"campaign": f"c{r.randint(1, 20)}"}),
-    ("page_view", lambda r: {"url": r.choice(["/", "/pricing", "/blog/a", "/product", "/careers"])}),
-    ("content_download", lambda r: {"content_id": f"k{r.randint(1, 30)}", "title": "Guide"}),
-    ("webinar_attended", lambda r: {"title": "Live"}),
-]
-WEIGHTS = [30, 8, 45, 8, 2]
+from ingest import KINDS, WEIGHTS, raw_sqlite, time_long_history  # the same events, reference and probes
 
 
 def build(folder: Path, leads: int, seed: int) -> Path:
@@ -106,23 +97,9 @@ def long_history(path: Path, views: int, probes: int) -> float:
         email = uow.connection.execute(
             select(schema.leads.c.email).where(schema.leads.c.email.is_not(None)).order_by(schema.leads.c.id)
         ).scalar()
-    start = NOW + timedelta(days=2)
-    history = [
-        make_event(f"h-{i}", "page_view", start + timedelta(seconds=i), email=email, properties={"url": "/blog/a"})
-        for i in range(views)
-    ]
-    now = start + timedelta(seconds=views + probes + 1)
-    for first in range(0, views, 5000):
-        with workspace.unit_of_work() as uow:
-            ingest_events(uow, history[first : first + 5000], now=now)
-    began = time.perf_counter()
-    for i in range(probes):
-        when = start + timedelta(seconds=views + i)
-        with workspace.unit_of_work() as uow:
-            ingest_events(uow, [make_event(f"p-{i}", "page_view", when, email=email, properties={"url": "/"})], now=now)
-    elapsed = time.perf_counter() - began
+    per_event = time_long_history(workspace, email, NOW + timedelta(days=2), timedelta(seconds=1), views, probes)
     workspace.close()
-    return elapsed / probes
+    return per_event
 
 
 def main() -> None:
