@@ -760,3 +760,35 @@ def test_each_batch_folds_only_its_events_into_the_kept_behaviour_and_gives_the_
     ids.remove(people[2].id)
     check()
     workspace.close()
+
+
+def test_an_event_dated_after_the_lead_s_newest_activity_is_left_out_and_its_behaviour_not_kept(
+    learnt: tuple[Workspace, TrainingSet, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    """An import stores an event older than a lead's newest stage change unscored: it can be dated
+    after the lead's newest event, the instant its probability is computed at. The features leave it
+    out, as a read of every event does, and the lead's kept behaviour (which would hold it) is dropped."""
+    from qualify.adapters import repository as repo
+
+    _, _, _, database = learnt
+    workspace = open_workspace(Settings(database_url=f"sqlite:///{copy_of(database, tmp_path)}"))
+    with workspace.unit_of_work(read_only=True) as uow:
+        lead = uow.connection.execute(
+            select(schema.leads.c.id, schema.leads.c.last_event_at)
+            .where(schema.leads.c.last_event_at.is_not(None), schema.leads.c.erased_at.is_(None))
+            .order_by(schema.leads.c.id)
+            .limit(1)
+        ).one()
+    later = lead.last_event_at + timedelta(days=2)
+    with workspace.unit_of_work() as uow:
+        row = {"event_id": "late-unscored", "lead_id": lead.id, "type": "page_view", "occurred_at": later,
+               "received_at": later, "properties": {"url": "/pricing"}, "awards": []}  # fmt: skip
+        repo.insert_events(uow.connection, [row])
+        computed = predictions.refresh(uow, [lead.id], keep=True)
+        kept_row = uow.connection.execute(
+            select(schema.lead_behaviour).where(schema.lead_behaviour.c.lead_id == lead.id)
+        ).first()
+    _, whole, _ = _kept_and_whole(workspace, [lead.id])
+    assert computed[lead.id][1] == lead.last_event_at and kept_row is None
+    assert math.isclose(computed[lead.id][0], whole[lead.id][0], abs_tol=1e-9)
+    workspace.close()

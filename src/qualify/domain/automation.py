@@ -277,9 +277,7 @@ class Tests:
             any(isinstance(t, TagTest) for t in self.items),
         ).merge(
             *(
-                FactNeeds(grouped=frozenset({t.grouped}))
-                if t.where
-                else FactNeeds(counts=frozenset({t.counted}))
+                FactNeeds(grouped=frozenset({t.grouped})) if t.where else FactNeeds(counts=frozenset({t.counted}))
                 for t in events
             )
         )

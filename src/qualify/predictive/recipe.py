@@ -282,9 +282,9 @@ class Behaviour:
     than the recent window at `pruned_at` dropped: the state then serves instants from `pruned_at` on.
     """
 
-    kinds: dict[str, list[Any]] = field(
-        default_factory=dict
-    )  # slug -> [count, newest, recent (in order), ref, weighted]
+    # Per event kind's slug: [count, newest instant, the recent window's instants in time order,
+    # the weighted sum's reference instant, the weighted sum scaled to it].
+    kinds: dict[str, list[Any]] = field(default_factory=dict)
     items: set[str] = field(default_factory=set)  # the recipe's content items engaged with
     numbers: dict[str, list[Any]] = field(default_factory=dict)  # slug -> [count, partials, non-finite numbers]
     values: dict[str, int] = field(default_factory=dict)  # value column -> count
@@ -383,7 +383,8 @@ class Behaviour:
             row[column] = int(item in self.items)
         for slug in recipe.numbers:
             count, partials, odd = self.numbers.get(slug, (0, [], []))
-            total = math.fsum([*partials, *odd])
+            # Infinite numbers add as floats do (and as SQL's sum does): both signs make NaN.
+            total = math.fsum(partials) + sum(odd)
             row[f"sum_{slug}"] = total
             row[f"mean_{slug}"] = total / count if count else math.nan
         for column in recipe.values:
@@ -394,7 +395,10 @@ class Behaviour:
         return {
             "kinds": self.kinds,
             "items": sorted(self.items),
-            "numbers": self.numbers,
+            # Infinite numbers (a text such as 1e400) as their text: JSON has no infinity.
+            "numbers": {
+                slug: [n, partials, [str(x) for x in odd]] for slug, (n, partials, odd) in self.numbers.items()
+            },
             "values": self.values,
             "newest": self.newest,
             "pruned_at": self.pruned_at,
@@ -406,7 +410,10 @@ class Behaviour:
         return cls(
             {slug: [*tally[:2], sorted(tally[2]), *tally[3:]] for slug, tally in data.get("kinds", {}).items()},
             set(data.get("items", ())),
-            {slug: [tally[0], list(tally[1]), list(tally[2])] for slug, tally in data.get("numbers", {}).items()},
+            {
+                slug: [tally[0], list(tally[1]), [float(x) for x in tally[2]]]
+                for slug, tally in data.get("numbers", {}).items()
+            },
             dict(data.get("values", {})),
             data.get("newest"),
             data.get("pruned_at"),

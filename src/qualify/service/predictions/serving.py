@@ -271,19 +271,6 @@ def subjects(
                 for lead, state in behaviour.kept(conn, list(instants), kept_as).items()
                 if state[1].serves(instants[lead])
             }
-        happened: dict[int, list[tuple[str, datetime, str | None, Mapping[str, Any] | None]]] = defaultdict(list)
-        applied: dict[int, list[tuple[str, datetime, Any]]] = defaultdict(list)  # in application order
-        throughs: dict[int, int] = {}
-        every = [lead for lead in instants if lead not in states]
-        if every:
-            for lead_id, event_id, kind, occurred, properties in conn.execute(
-                select(events.c.lead_id, events.c.id, events.c.type, events.c.occurred_at, events.c.properties)
-                .where(events.c.lead_id.in_(every))
-                .order_by(events.c.id)
-            ):
-                happened[lead_id].append((kind, occurred, content_item(kind, properties or {}), properties))
-                applied[lead_id].append((kind, occurred, properties))
-                throughs[lead_id] = event_id
         if states:
             assert recipe is not None
             since = number_pairs(
@@ -299,6 +286,25 @@ def subjects(
                 kept_behaviour = states[lead_id][1]
                 kept_behaviour.add(recipe, kind, occurred, content_item(kind, properties or {}), properties)
                 states[lead_id] = (event_id, kept_behaviour)
+            # A new event dated after the lead's newest activity (an import's late event stored unscored):
+            # the features leave it out, so this lead's are built from its events and not kept.
+            odd = [lead for lead, (_, kept_behaviour) in states.items() if not kept_behaviour.serves(instants[lead])]
+            for lead in odd:
+                del states[lead]
+            behaviour.drop(conn, odd)
+        happened: dict[int, list[tuple[str, datetime, str | None, Mapping[str, Any] | None]]] = defaultdict(list)
+        applied: dict[int, list[tuple[str, datetime, Any]]] = defaultdict(list)  # in application order
+        throughs: dict[int, int] = {}
+        every = [lead for lead in instants if lead not in states]
+        if every:
+            for lead_id, event_id, kind, occurred, properties in conn.execute(
+                select(events.c.lead_id, events.c.id, events.c.type, events.c.occurred_at, events.c.properties)
+                .where(events.c.lead_id.in_(every))
+                .order_by(events.c.id)
+            ):
+                happened[lead_id].append((kind, occurred, content_item(kind, properties or {}), properties))
+                applied[lead_id].append((kind, occurred, properties))
+                throughs[lead_id] = event_id
         deals = deals_of(conn, part) if recipe is None or recipe.deals else {}
         for row in rows:
             m = row._mapping
@@ -331,13 +337,14 @@ def subjects(
                 deals=deals.get(m["id"], []),
             )
             if keeping and recipe is not None:
-                if m["id"] not in states:  # built from every event of the lead (none after `when`)
-                    built = Behaviour()
+                if m["id"] not in states and not any(occurred > when for _, occurred, _ in mine):
+                    built = Behaviour()  # from every event of the lead (none after `when`)
                     for kind, occurred, item, properties in subject.events:
                         built.add(recipe, kind, occurred, item, properties)
                     states[m["id"]] = (throughs.get(m["id"], 0), built)
-                subject.behaviour = states[m["id"]][1]
-                subject.behaviour.prune(recipe, when)
+                if m["id"] in states:
+                    subject.behaviour = states[m["id"]][1]
+                    subject.behaviour.prune(recipe, when)
             out.append(subject)
         if keeping:
             assert kept_as is not None
