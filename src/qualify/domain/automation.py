@@ -106,17 +106,16 @@ class ValueCount:
     fields: tuple[str, ...]
 
 
-def longest(a: float | None, b: float | None) -> float | None:
-    """The longer of two windows back in days (None: all time)."""
+def _longest(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else max(a, b)
 
 
 @dataclass(frozen=True, slots=True)
 class FactNeeds:
     """What some tests need to know about a lead: the fields they read, whether its tags, the
-    events to read one by one (by kind, each with how far back: None for all time; where the store
-    cannot group a `where` test's events), the counts the event tests without `where` need and the
-    counts per value those with `where` need. What no test reads need not be read from the store."""
+    counts the event tests without `where` need and the counts per value those with `where` need.
+    What no test reads need not be read from the store. `events` (by kind, each with how far back:
+    None for all time) has the events read one by one instead: what the counts are tested against."""
 
     fields: frozenset[str] = frozenset()
     tags: bool = False
@@ -140,7 +139,7 @@ class FactNeeds:
         events: dict[str, float | None] = {}
         for need in every:
             for kind, days in need.events.items():
-                events[kind] = longest(events[kind], days) if kind in events else days
+                events[kind] = _longest(events[kind], days) if kind in events else days
         return FactNeeds(
             frozenset().union(*(n.fields for n in every)),
             any(n.tags for n in every),

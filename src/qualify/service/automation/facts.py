@@ -41,10 +41,10 @@ def lead_facts(
 
     Only what `needs` names is read: the profile and account values only where a test reads one,
     the tags only where a test looks at them, and of the events only counts, each as far back as
-    some test looks (`needs.events` alone reads events one by one: the reference the counts are
-    tested against). `known` are
-    leads as the caller's transaction has just written them: their scoring state is taken from
-    memory, and of their rows only the owner and probability (and the profile, if needed) are read.
+    some test looks (`needs.events` alone reads events one by one: what the counts are tested
+    against). `known` are leads as the caller's transaction has just written them: their scoring
+    state is taken from memory, and of their rows only the owner and probability (and the profile,
+    if needed) are read.
     """
     leads = schema.leads
     at = now.timestamp()
