@@ -46,9 +46,10 @@ def from_ts(timestamp: float) -> datetime:
 class UnitOfWork:
     """One transaction: committed when the block ends cleanly, rolled back otherwise."""
 
-    def __init__(self, workspace: Workspace, *, read_only: bool = False) -> None:
+    def __init__(self, workspace: Workspace, *, read_only: bool = False, small: bool = False) -> None:
         self.workspace = workspace
         self.read_only = read_only
+        self.small = small
         self._connection: Connection | None = None
         self._queued = False  # holds the workspace's write turn (SQLite)
 
@@ -59,7 +60,7 @@ class UnitOfWork:
         return self._connection
 
     def __enter__(self) -> UnitOfWork:
-        self._queued = not self.read_only and self.workspace.takes_turns and self.workspace.write_turn()
+        self._queued = not self.read_only and self.workspace.takes_turns and self.workspace.write_turn(small=self.small)
         try:
             self._connection = self.workspace.engine.connect()
             if self.read_only:
@@ -96,6 +97,59 @@ class UnitOfWork:
         return self.workspace.active_model(self.connection)
 
 
+SMALL_CHANGE = 10  # events (or leads) a writer may bring and still go ahead of larger writers waiting
+PATIENCE_SECONDS = 0.5  # a larger writer waiting this long goes ahead of smaller ones arriving after it
+
+
+class WriteTurns:
+    """The writers of one process taking turns (re-entrant, like an RLock): the next turn goes to
+    the waiter with the smallest change, first come first served among equals, so that a single
+    event is not kept behind a queue of large batches (its wait is then the batch being written
+    at most); a large writer that has waited `PATIENCE_SECONDS` counts as small, so it is never
+    kept waiting for ever."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._owner: int | None = None
+        self._depth = 0
+        self._waiting: list[tuple[int, float, bool]] = []  # (arrival, since, small)
+        self._arrivals = 0
+
+    def _next(self, now: float) -> int:
+        """The arrival number of the waiter whose turn it is."""
+        first = min(self._waiting, key=lambda w: (not (w[2] or now - w[1] >= PATIENCE_SECONDS), w[0]))
+        return first[0]
+
+    def acquire(self, *, small: bool, timeout: float) -> bool:
+        me = threading.get_ident()
+        with self._changed:
+            if self._owner == me:
+                self._depth += 1
+                return True
+            self._arrivals += 1
+            mine = (self._arrivals, time.monotonic(), small)
+            self._waiting.append(mine)
+            deadline = mine[1] + timeout
+            while self._owner is not None or self._next(time.monotonic()) != mine[0]:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._waiting.remove(mine)
+                    self._changed.notify_all()
+                    return False
+                # Waking up again by PATIENCE_SECONDS: a large waiter may have become first meanwhile.
+                self._changed.wait(min(left, PATIENCE_SECONDS))
+            self._waiting.remove(mine)
+            self._owner, self._depth = me, 1
+            return True
+
+    def release(self) -> None:
+        with self._changed:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._changed.notify_all()
+
+
 @dataclass
 class Workspace:
     """Everything a use case needs, built once by `open_workspace` (no globals)."""
@@ -112,24 +166,27 @@ class Workspace:
     # waiting for another starts the moment it commits; waiting on SQLite's own lock instead, it
     # would sleep in growing steps (up to 100 ms each) and look again. Writers in other processes
     # still meet SQLite's lock (busy_timeout).
-    _writers: threading.RLock = field(default_factory=threading.RLock)
+    _writers: WriteTurns = field(default_factory=WriteTurns)
 
     @property
     def takes_turns(self) -> bool:
         """Whether the writers of this process take turns on the workspace's lock (SQLite)."""
         return self.engine.dialect.name == "sqlite"
 
-    def write_turn(self) -> bool:
+    def write_turn(self, *, small: bool = False) -> bool:
         """Wait for this process's other writers, as long as SQLite would wait for a lock (then go
-        on to meet SQLite's lock and its error); returns whether the turn was taken."""
-        return self._writers.acquire(timeout=BUSY_TIMEOUT_SECONDS)
+        on to meet SQLite's lock and its error); returns whether the turn was taken. A `small`
+        change (at most SMALL_CHANGE events or leads) goes ahead of larger ones waiting."""
+        return self._writers.acquire(small=small, timeout=BUSY_TIMEOUT_SECONDS)
 
     def end_write_turn(self) -> None:
         self._writers.release()
 
-    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
-        """A transaction; `read_only` ones do not take SQLite's write lock (they must not write)."""
-        return UnitOfWork(self, read_only=read_only)
+    def unit_of_work(self, *, read_only: bool = False, size: int | None = None) -> UnitOfWork:
+        """A transaction; `read_only` ones do not take SQLite's write lock (they must not write).
+        `size`: how many events or leads it will write, where the caller knows (a small change
+        takes its turn ahead of larger ones waiting)."""
+        return UnitOfWork(self, read_only=read_only, small=size is not None and size <= SMALL_CHANGE)
 
     def active_model(self, connection: Connection) -> ScoringModel:
         row = connection.execute(
@@ -171,11 +228,14 @@ T = TypeVar("T")
 _TRANSIENT = (IntegrityError, OperationalError)
 
 
-def retrying(workspace: Workspace, use_case: Callable[[UnitOfWork], T], *, attempts: int = 5) -> T:
-    """Run `use_case` in a unit of work, again in a fresh one after a transient conflict."""
+def retrying(
+    workspace: Workspace, use_case: Callable[[UnitOfWork], T], *, attempts: int = 5, size: int | None = None
+) -> T:
+    """Run `use_case` in a unit of work (of `size`, as `Workspace.unit_of_work` takes it), again in
+    a fresh one after a transient conflict."""
     for attempt in range(1, attempts + 1):
         try:
-            with workspace.unit_of_work() as uow:
+            with workspace.unit_of_work(size=size) as uow:
                 return use_case(uow)
         except _TRANSIENT as error:
             if (why := storage_failure(error)) is not None:

@@ -114,6 +114,7 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
                 create_from_external_id=workspace.settings.create_leads_from_external_ids,
                 by=f"api:{caller.name}",
             ),
+            size=len(valid),
         )
         for (index, event), outcome in zip(valid, outcomes, strict=True):
             results[index] = EventResult(
