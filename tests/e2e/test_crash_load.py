@@ -76,6 +76,12 @@ class Load:
         self.lock = threading.Lock()
         self.acknowledged: dict[str, str] = {}  # event id -> the status the server gave it
         self.requests = self.refused = self.cut_off = self.replayed_duplicates = 0
+        self.sent_at: dict[int, float] = {}  # when each sender's request not answered yet was sent
+
+    def under_way(self, seconds: float) -> bool:
+        """Whether a request was sent at least `seconds` ago and is not answered yet."""
+        with self.lock:
+            return any(time.monotonic() - at >= seconds for at in self.sent_at.values())
 
     def send(self, sender: int) -> None:
         headers = {"Authorization": f"Bearer {self.key}"}
@@ -83,7 +89,13 @@ class Load:
             retried = False
             while True:
                 try:
-                    answer = httpx.post(f"{self.server.url}/v1/events", json=batch, headers=headers, timeout=30)
+                    with self.lock:
+                        self.sent_at[sender] = time.monotonic()
+                    try:
+                        answer = httpx.post(f"{self.server.url}/v1/events", json=batch, headers=headers, timeout=30)
+                    finally:
+                        with self.lock:
+                            del self.sent_at[sender]
                 except httpx.TransportError as error:  # no answer: the server was down, or died while it worked
                     with self.lock:
                         self.requests += 1
@@ -190,6 +202,11 @@ def test_random_kills_under_load_lose_nothing_and_count_nothing_twice(database_u
                 while len(load.acknowledged) < point * total and not any(f.done() for f in senders):
                     time.sleep(0.01)
                 time.sleep(rng.uniform(0, 0.3))
+                # Every other kill waits for a request to be under way, past its connection (after a
+                # restart the senders may all still be pausing before they send again): some are cut off.
+                deadline = time.monotonic() + 5
+                while kills % 2 == 0 and time.monotonic() < deadline and not load.under_way(0.02):
+                    time.sleep(0.005)
                 server.kill()
                 kills += 1
                 server.start()

@@ -9,6 +9,10 @@ until it commits (`repository.locked_leads`), so no event of a lead with a small
 later, except by a merge, which moves the duplicate's events over: a merge and an erasure drop the
 rows of the leads concerned (a pipeline keeper), and they are rebuilt from the events the next
 time. A row of another model version is rebuilt the same way.
+
+Every change that writes a lead's events refreshes its row in the same transaction (the
+`probability` reaction, scored events or not), so a row of the active version is current when
+its transaction commits: the colleagues' roll-ups count on its `events` (`context.rollups_of`).
 """
 
 from __future__ import annotations
