@@ -659,6 +659,20 @@ def test_the_dashboard_shows_each_model_beside_the_rule_score_and_an_admin_switc
     workspace.close()
 
 
+def _active_leads(workspace: Workspace, n: int) -> list[Any]:
+    """The first `n` leads with an email and events (id, email, last_event_at)."""
+    leads = schema.leads
+    with workspace.unit_of_work(read_only=True) as uow:
+        return list(
+            uow.connection.execute(
+                select(leads.c.id, leads.c.email, leads.c.last_event_at)
+                .where(leads.c.email.is_not(None), leads.c.last_event_at.is_not(None), leads.c.erased_at.is_(None))
+                .order_by(leads.c.id)
+                .limit(n)
+            ).all()
+        )
+
+
 def _kept_and_whole(workspace: Workspace, ids: list[int]) -> tuple[dict[int, Any], dict[int, Any], str]:
     """Per lead: its stored probability with its kept behaviour row, and the probability with the
     feature row computed from all its events."""
@@ -697,13 +711,7 @@ def test_each_batch_folds_only_its_events_into_the_kept_behaviour_and_gives_the_
 
     _, _, _, database = learnt
     workspace = open_workspace(Settings(database_url=f"sqlite:///{copy_of(database, tmp_path)}"))
-    with workspace.unit_of_work(read_only=True) as uow:
-        people = uow.connection.execute(
-            select(schema.leads.c.id, schema.leads.c.email)
-            .where(schema.leads.c.email.is_not(None), schema.leads.c.last_event_at.is_not(None))
-            .order_by(schema.leads.c.id)
-            .limit(4)
-        ).all()
+    people = _active_leads(workspace, 4)
     ids = [p.id for p in people]
     kinds = ["page_view", "email_open", "content_download", "email_click", "page_view"]
 
@@ -772,13 +780,7 @@ def test_an_event_dated_after_the_lead_s_newest_activity_is_left_out_and_its_beh
 
     _, _, _, database = learnt
     workspace = open_workspace(Settings(database_url=f"sqlite:///{copy_of(database, tmp_path)}"))
-    with workspace.unit_of_work(read_only=True) as uow:
-        lead = uow.connection.execute(
-            select(schema.leads.c.id, schema.leads.c.last_event_at)
-            .where(schema.leads.c.last_event_at.is_not(None), schema.leads.c.erased_at.is_(None))
-            .order_by(schema.leads.c.id)
-            .limit(1)
-        ).one()
+    [lead] = _active_leads(workspace, 1)
     later = lead.last_event_at + timedelta(days=2)
     with workspace.unit_of_work() as uow:
         row = {"event_id": "late-unscored", "lead_id": lead.id, "type": "page_view", "occurred_at": later,
