@@ -104,20 +104,30 @@ def lead_facts(
     ev = schema.events
     # A `where` test's events grouped by their properties' stored text: each distinct document is
     # decoded once (as a row read would decode it) and its counted events tested once per value.
+    # The grouping does not depend on the fields a test reads: tests on the same kinds and window
+    # share one query.
     document = cast(ev.c.properties, Text)
+    windows: dict[tuple[tuple[str, ...], float | None], list[ValueCount]] = defaultdict(list)
     for need in sorted(needs.grouped, key=_order):
+        windows[(need.types, need.days)].append(need)
+    for (types, days), sharing in windows.items():
+        decoded: dict[str | None, Any] = {}
         for part in repo.chunks(sorted(out)):
             query = (
                 select(ev.c.lead_id, document, func.count())
-                .where(ev.c.lead_id.in_(part), _any_of({need.days: list(need.types)}, now))
+                .where(ev.c.lead_id.in_(part), _any_of({days: list(types)}, now))
                 .group_by(ev.c.lead_id, document)
             )
             for lead_id, text, n in conn.execute(query).all():
-                properties = loads(text) if text is not None else {}
-                read = tuple(properties.get(name) if isinstance(properties, dict) else None for name in need.fields)
-                out[lead_id].grouped.setdefault(need, []).append((read, int(n)))
+                if text not in decoded:
+                    decoded[text] = loads(text) if text is not None else {}
+                properties = decoded[text]
+                for need in sharing:
+                    read = tuple(properties.get(f) if isinstance(properties, dict) else None for f in need.fields)
+                    out[lead_id].grouped.setdefault(need, []).append((read, int(n)))
         for facts in out.values():
-            facts.grouped.setdefault(need, [])
+            for need in sharing:
+                facts.grouped.setdefault(need, [])
     if needs.events:
         by_window: dict[float | None, list[str]] = defaultdict(list)
         for kind, days in sorted(needs.events.items()):
