@@ -1,4 +1,6 @@
-"""Writers in several threads on one workspace lose no update (SQLite takes turns, PostgreSQL locks rows)."""
+"""Writers in several threads lose no update: the writers of one process take turns, and those of
+another process (here a second workspace on the same store) meet SQLite's lock or PostgreSQL's
+row locks."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,17 +25,25 @@ from qualify.service.imports.files import ImportSummary, import_file
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
 from qualify.service.reading.queries import lead_profile
-from qualify.service.unit_of_work import Workspace, retrying
+from qualify.service.unit_of_work import Workspace, WriteTurns, retrying
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def another_process(workspace: Workspace) -> Workspace:
+    """The same store and engine, with writers that do not take turns with `workspace`'s, as those
+    of another process would not."""
+    return replace(workspace, _writers=WriteTurns())
 
 
 def test_concurrent_ingestion_and_upserts_of_one_lead_keep_every_point(workspace: Workspace) -> None:
     with workspace.unit_of_work() as uow:
         upsert_leads(uow, [Lead(email="jane@acme.com", created_at=T0)])
     now = T0 + timedelta(days=1)
+    processes = [workspace, another_process(workspace)]
 
     def send(thread: int) -> None:
+        workspace = processes[thread % 2]
         for n in range(8):
             event = make_event(
                 f"t{thread}-{n}", "content_download", T0 + timedelta(minutes=thread * 10 + n), email="jane@acme.com"
@@ -69,8 +80,9 @@ def test_concurrent_model_activations_leave_exactly_one_active_model(workspace: 
     documents = [
         default_model_text().replace("requalify_margin: 10", f"requalify_margin: {m}") for m in (11, 12, 13, 14)
     ]
+    processes = [workspace, another_process(workspace)] * 2
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda d: retrying(workspace, lambda uow: activate_model(uow, d)), documents))
+        list(pool.map(lambda d, w: retrying(w, lambda uow: activate_model(uow, d)), documents, processes))
     with workspace.unit_of_work(read_only=True) as uow:
         active = uow.connection.execute(
             select(func.count()).select_from(schema.scoring_models).where(schema.scoring_models.c.active)
@@ -94,11 +106,11 @@ def test_two_imports_of_one_file_with_different_batch_sizes_both_succeed(
         path = write_csv(tmp_path / "leads.csv", ["email", "company_name", "title"], rows)
     now = datetime.now(UTC)
 
-    def run(batch_size: int) -> ImportSummary:
-        return import_file(workspace, kind, path, batch_size=batch_size, now=now)
+    def run(batch_size: int, importer: Workspace) -> ImportSummary:
+        return import_file(importer, kind, path, batch_size=batch_size, now=now)
 
     with ThreadPoolExecutor(2) as pool:
-        done = list(pool.map(run, (4000, 150)))
+        done = list(pool.map(run, (4000, 150), (workspace, another_process(workspace))))
     rows_in_file = sum(1 for _ in csv.DictReader(path.open()))
     for summary in done:
         assert summary.rows_read == rows_in_file and summary.rejected == 0
