@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, Row, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from qualify.adapters import json_codec, schema
@@ -271,11 +271,17 @@ def lead_by_key(conn: Connection, email: str | None, external_id: str | None) ->
 def find_lead(conn: Connection, key: str, *, for_update: bool = False) -> LeadRecord | None:
     """A lead by email, external id (or `ext:<external id>`, as `qualify leads` shows a lead without
     an email), or `#<id>`; `for_update` locks its row until commit."""
+    row = find_lead_row(conn, key, for_update=for_update)
+    return lead_from_row(row) if row else None
+
+
+def find_lead_row(conn: Connection, key: str, *, for_update: bool = False) -> Row[Any] | None:
+    """The whole row of the lead `find_lead` finds (every column: its owner, its probability)."""
     leads = schema.leads
     if key.startswith("#") and key[1:].isdigit():
         condition = leads.c.id == int(key[1:])
     elif key.startswith("ext:") and key[4:].strip():
-        return find_lead(conn, key[4:], for_update=for_update)
+        return find_lead_row(conn, key[4:], for_update=for_update)
     else:
         condition = or_(leads.c.email == key.strip().lower(), leads.c.external_id == key.strip())
     statement = select(leads).where(condition)
@@ -290,8 +296,8 @@ def find_lead(conn: Connection, key: str, *, for_update: bool = False) -> LeadRe
             )
         ).scalar()
         if merged_into is not None:
-            return find_lead(conn, f"#{merged_into}", for_update=for_update)
-    return lead_from_row(row) if row else None
+            return find_lead_row(conn, f"#{merged_into}", for_update=for_update)
+    return row
 
 
 def insert_leads(conn: Connection, records: list[LeadRecord], *, scored_at: datetime, now: datetime) -> None:
@@ -507,11 +513,6 @@ def lead_events(
     if limit is not None:
         statement = statement.limit(limit)
     return list(conn.execute(statement))
-
-
-def count_events(conn: Connection, lead_id: int) -> int:
-    e = schema.events
-    return int(conn.execute(select(func.count()).select_from(e).where(e.c.lead_id == lead_id)).scalar_one())
 
 
 def lead_history(conn: Connection, lead_id: int) -> list[Row[Any]]:

@@ -28,6 +28,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy import Connection, String, cast, func, literal_column, null, or_, select, union_all
+
+from qualify.adapters import schema
 from qualify.adapters.repository import LeadRecord
 from qualify.domain.evaluator import AppliedMove, OnlineEvaluator
 from qualify.domain.scoring_model import ScoringModel
@@ -102,6 +105,43 @@ class Batch(Protocol):
     def write(self) -> Changed: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Configured:
+    """What the workspace has set up that reactions act on, read in one statement a run: a
+    reaction with nothing to act on returns without a statement of its own (a single event then
+    costs 5 statements fewer)."""
+
+    predictive: str | None  # the active predictive model's version
+    automation: tuple[tuple[str, str, str], ...]  # ("s" or "w", name, version): segments, active workflows
+    webhooks: bool  # an active webhook subscription
+    crm_pushes: bool  # a CRM connection that writes leads or accounts
+
+    @classmethod
+    def read(cls, conn: Connection) -> Configured:
+        p, s, w = schema.predictive_models, schema.segments, schema.workflows
+        h, c = schema.webhook_subscriptions, schema.crm_connections
+        nothing = cast(null(), String)
+        parts = union_all(
+            select(literal_column("'p'").label("part"), p.c.version.label("name"), nothing.label("version")).where(
+                p.c.active
+            ),
+            select(literal_column("'s'"), s.c.name, s.c.version),
+            select(literal_column("'w'"), w.c.name, w.c.version).where(w.c.active),
+            select(literal_column("'h'"), cast(func.count(), String), nothing).where(h.c.active),
+            select(literal_column("'c'"), cast(func.count(), String), nothing).where(
+                or_(c.c.push_to != "none", c.c.push_accounts.is_not(None))
+            ),
+        ).subquery()
+        rows = list(conn.execute(select(parts).order_by(parts.c.part, parts.c.name)))
+        counts = {part: int(name) for part, name, _ in rows if part in ("h", "c")}
+        return cls(
+            predictive=next((name for part, name, _ in rows if part == "p"), None),
+            automation=tuple((part, name, version) for part, name, version in rows if part in ("s", "w")),
+            webhooks=counts.get("h", 0) > 0,
+            crm_pushes=counts.get("c", 0) > 0,
+        )
+
+
 @dataclass(slots=True)
 class Run:
     """One run of the pipeline: the unit of work, the change so far, and the batch that wrote it.
@@ -116,6 +156,15 @@ class Run:
     notes: dict[str, Any] = field(default_factory=dict)
     _newest: dict[int, datetime] = field(default_factory=dict)  # each lead's newest dated change
     _newest_of: tuple[int, int] = (-1, -1)  # the (moves, events) counts `_newest` was read from
+    _configured: Configured | None = None
+
+    @property
+    def configured(self) -> Configured:
+        """What the workspace has set up for the reactions, read once a run (reactions change no
+        definitions)."""
+        if self._configured is None:
+            self._configured = Configured.read(self.uow.connection)
+        return self._configured
 
     def is_history(self, at: datetime) -> bool:
         """Whether something dated `at` is history: it changes state, not the present (no SLA

@@ -59,17 +59,19 @@ class Definitions:
         return [s.tests for s in self.segments] + [t for w in self.workflows for t in (w.when, w.exit)]
 
 
-def definitions(uow: UnitOfWork) -> Definitions:
-    """The current definitions: one small query for their versions, parsed only when they changed."""
+def definitions(uow: UnitOfWork, versions: tuple[tuple[str, str, str], ...] | None = None) -> Definitions:
+    """The current definitions: one small query for their versions (unless the caller read them:
+    `pipeline.Configured.automation`), parsed only when they changed."""
     conn = uow.connection
     s, w = schema.segments, schema.workflows
-    versions = tuple(
-        [("s", name, version) for name, version in conn.execute(select(s.c.name, s.c.version).order_by(s.c.name))]
-        + [
-            ("w", name, version)
-            for name, version in conn.execute(select(w.c.name, w.c.version).where(w.c.active).order_by(w.c.name))
-        ]
-    )
+    if versions is None:
+        versions = tuple(
+            [("s", name, version) for name, version in conn.execute(select(s.c.name, s.c.version).order_by(s.c.name))]
+            + [
+                ("w", name, version)
+                for name, version in conn.execute(select(w.c.name, w.c.version).where(w.c.active).order_by(w.c.name))
+            ]
+        )
     cache = uow.workspace._automation
     found: Definitions | None = cache.get(versions)
     if found is None:

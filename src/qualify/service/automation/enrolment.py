@@ -141,7 +141,7 @@ def enrol(conn: Connection, enrolments: Sequence[tuple[str, int, str]], now: dat
 def react_workflows(run: Run) -> None:
     """Reaction `workflows`: enrol every lead whose change (a stage entered, a segment entered or
     left, a score crossing, an event) triggers a workflow and passes its enrolment rules."""
-    found = run.notes.get("definitions") or definitions(run.uow)  # read once a run
+    found = run.notes.get("definitions") or definitions(run.uow, run.configured.automation)  # read once a run
     if not found.workflows:
         return
     changed, conn = run.changed, run.uow.connection

@@ -94,7 +94,7 @@ def react_segments(run: Run) -> None:
     transaction; entries and exits recorded. Leaves the facts and the memberships it changed in
     `run.notes` for the workflows' triggers."""
     changed = run.changed
-    found = run.notes["definitions"] = definitions(run.uow)
+    found = run.notes["definitions"] = definitions(run.uow, run.configured.automation)
     if found.empty:
         return
     conn = run.uow.connection

@@ -27,7 +27,7 @@ def react(run: Run) -> None:
     the accounts of those leads where the CRM's companies hear of their accounts, unless one is
     pending already (a push reads its lead or account as it is when it leaves)."""
     touched = run.changed.touched()
-    if not touched:
+    if not touched or not run.configured.crm_pushes:
         return
     conn = run.uow.connection
     c, links = schema.crm_connections, schema.crm_records

@@ -124,6 +124,8 @@ def react(run: Run) -> None:
     """Reaction `announcements`: stage changes, new MQLs and score crossings into the outbox,
     in the change's transaction, for the subscriptions that want them; nothing of history (a
     move dated before the pipeline's cutoff, a crossing by a lead whose change is all history)."""
+    if not run.configured.webhooks:
+        return
     conn, changed = run.uow.connection, run.changed
     subscriptions = active_subscriptions(conn)
     if not subscriptions:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 
 from qualify.adapters import schema
 from qualify.adapters.repository import chunks
@@ -436,9 +436,10 @@ def react(run: Run) -> None:
     written = {row["lead_id"] for row in changed.events} - {r.id for r in touched.values()}
     if not touched and not written:
         return
-    found = active_predictor(uow)
-    if found is None:
+    version = run.configured.predictive
+    if version is None:
         return
+    found = predictor(uow, version)
     ids = [r.id for r in touched.values() if r.id is not None] + sorted(written)
     computed = refresh(uow, ids, found, keep=True)
     batch = run.batch
@@ -460,19 +461,22 @@ def react(run: Run) -> None:
         run.write_again()
 
 
-def explain_lead(uow: UnitOfWork, lead_id: int) -> dict[str, Any] | None:
+def explain_lead(uow: UnitOfWork, lead_id: int, row: Row[Any] | None = None) -> dict[str, Any] | None:
     """The lead's stored probability with its strongest contributions either way, recomputed at
-    the instant it was computed for (so they explain that very number); None without a model."""
-    row = uow.connection.execute(
-        select(schema.leads.c.probability, schema.leads.c.probability_at, schema.leads.c.predictive_version).where(
-            schema.leads.c.id == lead_id
-        )
-    ).first()
-    if row is None or row.predictive_version is None or row.probability is None:
+    the instant it was computed for (so they explain that very number); None without a model.
+    `row`: the lead's row where the caller has read it."""
+    stored: Any = row
+    if stored is None:
+        stored = uow.connection.execute(
+            select(schema.leads.c.probability, schema.leads.c.probability_at, schema.leads.c.predictive_version).where(
+                schema.leads.c.id == lead_id
+            )
+        ).first()
+    if stored is None or stored.predictive_version is None or stored.probability is None:
         return None
-    found = predictor(uow, row.predictive_version)
-    [explanation] = found.explain(subjects(uow, [lead_id], {lead_id: row.probability_at}, found.recipe))
-    return {"model_version": found.version, "at": row.probability_at.isoformat(), **explanation.as_dict()}
+    found = predictor(uow, stored.predictive_version)
+    [explanation] = found.explain(subjects(uow, [lead_id], {lead_id: stored.probability_at}, found.recipe))
+    return {"model_version": found.version, "at": stored.probability_at.isoformat(), **explanation.as_dict()}
 
 
 def count_scored(uow: UnitOfWork) -> int:

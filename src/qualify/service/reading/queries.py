@@ -71,14 +71,16 @@ def lead_profile(
     """Everything about one lead, with scores explained as of `now`."""
     now = now or utcnow()
     conn = uow.connection
-    record = repo.find_lead(conn, key)
-    if record is None:
+    row = repo.find_lead_row(conn, key)
+    if row is None:
         raise NotFound(f"no lead {key!r} (give an email, an external id, or #id)")
+    record = repo.lead_from_row(row)
     assert record.id is not None
     model = uow.active_model()
     account = repo.accounts_by_id(conn, [record.account_id]).get(record.account_id) if record.account_id else None
     fit = score_fit(model, profile_values(record.lead, account))
     at = now.timestamp()
+    events = repo.lead_events(conn, record.id, newest_first=False)  # in the order they were applied
     awarded = [
         AwardedEvent(
             r.occurred_at.timestamp(),
@@ -86,7 +88,7 @@ def lead_profile(
             r.properties,
             tuple(Award(a[0], a[1]) for a in r.awards),
         )
-        for r in repo.lead_events(conn, record.id, newest_first=False)
+        for r in events
         if r.awards
     ]
     engagement_parts = _condense(explain_engagement(model, awarded, at))
@@ -113,7 +115,10 @@ def lead_profile(
             "properties": r.properties,
             "points": round(sum(a[1] for a in r.awards), 4),
         }
-        for r in repo.lead_events(conn, record.id, limit=timeline_limit, offset=timeline_offset)
+        # a page of them newest first, as `repo.lead_events` orders them
+        for r in sorted(events, key=lambda r: (r.occurred_at, r.id), reverse=True)[
+            timeline_offset : timeline_offset + timeline_limit
+        ]
     ]
     history = [
         {
@@ -138,12 +143,6 @@ def lead_profile(
         "as_of": now,
         "model_version": model.version,
     }
-    leads = schema.leads
-    handoff = conn.execute(
-        select(leads.c.owner, leads.c.owner_rule, leads.c.owner_assigned_at, leads.c.sla_due_at).where(
-            leads.c.id == record.id
-        )
-    ).one()
     return LeadProfile(
         lead_dict,
         account_dict,
@@ -153,13 +152,13 @@ def lead_profile(
         list(fit.contributions),
         engagement_parts,
         timeline,
-        repo.count_events(conn, record.id),
+        len(events),
         history,
-        owner=handoff.owner,
-        owner_rule=handoff.owner_rule,
-        owner_assigned_at=handoff.owner_assigned_at,
-        sla_due_at=handoff.sla_due_at,
-        prediction=predictions.explain_lead(uow, record.id),
+        owner=row.owner,
+        owner_rule=row.owner_rule,
+        owner_assigned_at=row.owner_assigned_at,
+        sla_due_at=row.sla_due_at,
+        prediction=predictions.explain_lead(uow, record.id, row),
         journeys=_journeys(conn, record),
     )
 
