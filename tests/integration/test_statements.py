@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import event
 
 from qualify.adapters import schema
@@ -138,3 +139,36 @@ workflows:
         c = schema.crm_connections
         uow.connection.execute(c.update().values(push_accounts="companies"))
         assert Configured.read(uow.connection).crm_pushes
+
+
+def test_events_written_at_once_and_a_duplicate_is_an_integrity_error_that_shows_no_data(workspace: Workspace) -> None:
+    """PostgreSQL takes a batch's events by COPY, SQLite by executemany: either way the rows are
+    in, and a duplicate event id (another process's, which `retrying` gets past) raises
+    SQLAlchemy's IntegrityError without the rows' values in its message."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import IntegrityError
+
+    from qualify.adapters import repository as repo
+
+    with workspace.unit_of_work() as uow:
+        ingest_events(uow, [quote_request(0)], now=NOW)
+        lead_id = uow.connection.execute(select(schema.leads.c.id)).scalar_one()
+
+    def row(event_id: str) -> dict[str, object]:
+        return {
+            "event_id": event_id, "lead_id": lead_id, "type": "page_view", "occurred_at": NOW, "received_at": NOW,
+            "properties": {"url": "/pricing", "note": "tab\tand\nnewline \\ backslash é"}, "awards": [],
+        }  # fmt: skip
+
+    with workspace.unit_of_work() as uow:
+        repo.insert_events(uow.connection, [row("c-1"), row("c-2")])
+    with workspace.unit_of_work(read_only=True) as uow:
+        stored = list(
+            uow.connection.execute(select(schema.events.c.properties).where(schema.events.c.event_id == "c-2"))
+        )
+        assert stored[0].properties["note"] == "tab\tand\nnewline \\ backslash é"
+    with pytest.raises(IntegrityError) as raised, workspace.unit_of_work() as uow:
+        repo.insert_events(uow.connection, [row("c-3"), row("c-1")])
+    assert "/pricing" not in str(raised.value) and "backslash" not in str(raised.value)
+    with workspace.unit_of_work(read_only=True) as uow:
+        assert uow.connection.execute(select(func.count()).select_from(schema.events)).scalar_one() == 3
