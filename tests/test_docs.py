@@ -124,6 +124,7 @@ MODEL_KEYS = {
     "min", "max",
     "handoff", "teams", "account_owner_first", "default_team", "sla", "capacity_per_week", "team", "owner",
     "hours", "business_hours", "days", "start", "end", "timezone",
+    "accounts", "per_person_cap", "buying_group", "roles", "within_days", "min_engagement",
 }  # fmt: skip
 
 

@@ -480,6 +480,9 @@ def test_accounts_list_their_people_and_pipeline_and_an_account_page_shows_its_l
     page = client.get(f"/app/accounts/{other}").text
     assert "Leads (6)" in page and "D-1" in page and "12,000" in page
     assert "← Accounts" in page and 'data-stage-count="mql"' in page
+    # The default model scores accounts: fit, its people's engagement and its buying group, explained.
+    assert re.search(r"data-account-fit>Fit \d+ \(grade [ABCD]\)", page)
+    assert re.search(r"data-coverage>buying group \d of 4 roles", page) and 'data-role="economic buyer"' in page
     assert re.search(r"week of \d{4}-\d\d-\d\d: [1-9][\d.]* points", page)  # this week's demo requests
     lead = client.get("/app/leads/2").text  # vp1@othercorp.com
     assert f'href="/app/accounts/{other}"' in lead

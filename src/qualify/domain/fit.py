@@ -43,18 +43,23 @@ def profile_values(lead: Lead, account: Account | None) -> dict[str, Any]:
     for key, value in lead.attributes.items():
         values[f"attributes.{key}"] = value
     if account is not None:
-        values.update(
-            {
-                "account.domain": account.domain,
-                "account.name": account.name,
-                "account.industry": account.industry,
-                "account.employees": account.employees,
-                "account.revenue": account.revenue,
-                "account.country": account.country,
-            }
-        )
-        for key, value in account.attributes.items():
-            values[f"account.attributes.{key}"] = value
+        values.update(account_fields(account))
+    return values
+
+
+def account_fields(account: Account) -> dict[str, Any]:
+    """The `account.*` values rules may test: what a lead's fit reads of its account, and all
+    that an account's own fit reads."""
+    values: dict[str, Any] = {
+        "account.domain": account.domain,
+        "account.name": account.name,
+        "account.industry": account.industry,
+        "account.employees": account.employees,
+        "account.revenue": account.revenue,
+        "account.country": account.country,
+    }
+    for key, value in account.attributes.items():
+        values[f"account.attributes.{key}"] = value
     return values
 
 

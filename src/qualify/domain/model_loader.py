@@ -16,7 +16,9 @@ from qualify.domain.errors import ModelError, ModelProblem
 from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, closest, kind_of
 from qualify.domain.scoring_model import (
     GRADES,
+    AccountSpec,
     BusinessHours,
+    BuyingRole,
     DisqualifyRule,
     EngagementRule,
     FastTrack,
@@ -314,18 +316,22 @@ class _Validator:
         self._unique([(r.name, f"{path}[{i}].name") for i, r in enumerate(rules) if r], "rule")
         return kept
 
-    def fit(self, value: Any) -> FitSpec:
-        spec = self._mapping(value, "fit", {"grades", "rules", "personas"}, {"personas"})
-        grades_raw = spec.get("grades", {"A": 75, "B": 50, "C": 25})
-        grades_spec = self._mapping(grades_raw, "fit.grades", {"A", "B", "C"}, {"A", "B", "C"})
+    def grades(self, value: Any, path: str) -> dict[str, float]:
+        """Grade bands `{A: …, B: …, C: …}`, falling (D is everything below C); the defaults when absent."""
+        grades_spec = self._mapping(value, path, {"A", "B", "C"}, {"A", "B", "C"})
         grades: dict[str, float] = {}
         for letter in ("A", "B", "C"):
             if letter in grades_spec:
-                number = self._number(grades_spec[letter], f"fit.grades.{letter}", minimum=0)
+                number = self._number(grades_spec[letter], f"{path}.{letter}", minimum=0)
                 if number is not None:
                     grades[letter] = number
         if len(grades) == 3 and not grades["A"] > grades["B"] > grades["C"]:
-            self.doc.problem("fit.grades", "bands must fall: A > B > C")
+            self.doc.problem(path, "bands must fall: A > B > C")
+        return grades or {"A": 75, "B": 50, "C": 25}
+
+    def fit(self, value: Any) -> FitSpec:
+        spec = self._mapping(value, "fit", {"grades", "rules", "personas"}, {"personas"})
+        grades = self.grades(spec.get("grades", {"A": 75, "B": 50, "C": 25}), "fit.grades")
         personas = []
         for i, item in enumerate(self._list(spec.get("personas"), "fit.personas")):
             path = f"fit.personas[{i}]"
@@ -341,11 +347,62 @@ class _Validator:
         if "personas" in spec and not personas:
             self.doc.problem("fit.personas", "needs at least one persona")
         self._unique([(p.name, f"fit.personas[{i}].name") for i, p in enumerate(personas)], "persona")
-        return FitSpec(
-            grades or {"A": 75, "B": 50, "C": 25},
-            self.fit_rules(spec.get("rules"), "fit.rules"),
-            tuple(personas),
+        return FitSpec(grades, self.fit_rules(spec.get("rules"), "fit.rules"), tuple(personas))
+
+    def accounts(self, value: Any) -> AccountSpec | None:
+        """The `accounts` section: fit on the account's fields, the people's engagement rolled up
+        (each person's held at `per_person_cap`), and the buying group's roles."""
+        spec = self._mapping(value, "accounts", {"fit", "engagement", "buying_group"}, {"fit"})
+        if not spec:
+            return None
+        fit = self._mapping(spec.get("fit"), "accounts.fit", {"grades", "rules"}, {"rules"}) if "fit" in spec else {}
+        grades = self.grades(fit.get("grades", {"A": 75, "B": 50, "C": 25}), "accounts.fit.grades")
+        rules = self.fit_rules(fit.get("rules"), "accounts.fit.rules")
+        raw_rules = self._list(fit.get("rules"), "accounts.fit.rules")
+        for i, rule in enumerate(raw_rules):
+            for field, where in self._fields_of(rule, f"accounts.fit.rules[{i}].when"):
+                if known_field(field) and not field.startswith("account."):
+                    self.doc.problem(where, f"an account's fit tests the account's fields (account.…), not {field!r}")
+        if "fit" in spec and not rules and not raw_rules:
+            self.doc.problem("accounts.fit.rules", "needs at least one rule")
+        engagement = self._mapping(_or_empty(spec, "engagement"), "accounts.engagement", {"per_person_cap"})
+        cap = self._number(
+            engagement.get("per_person_cap"), "accounts.engagement.per_person_cap", minimum=0, exclusive=True,
+            allow_none=True,
+        )  # fmt: skip
+        group = self._mapping(
+            _or_empty(spec, "buying_group"), "accounts.buying_group", {"roles", "within_days", "min_engagement"}
         )
+        within = self._number(
+            group.get("within_days", 90), "accounts.buying_group.within_days", minimum=0, exclusive=True
+        )
+        least = self._number(group.get("min_engagement", 0), "accounts.buying_group.min_engagement", minimum=0)
+        roles: list[tuple[BuyingRole, str]] = []
+        for i, item in enumerate(self._list(group.get("roles"), "accounts.buying_group.roles")):
+            path = f"accounts.buying_group.roles[{i}]"
+            role = self._mapping(item, path, {"name", "when"}, {"name", "when"})
+            if not role:
+                continue
+            for field, where in self._fields_of(role, f"{path}.when"):
+                if field.startswith("account."):
+                    self.doc.problem(where, f"a role tests the person's fields, not the account's ({field!r})")
+            name = self._text(role.get("name"), f"{path}.name")
+            conditions = self.conditions(role.get("when"), f"{path}.when") if "when" in role else ()
+            if name and conditions:
+                roles.append((BuyingRole(name, conditions), f"{path}.name"))
+        self._unique([(r.name, where) for r, where in roles], "role")
+        return AccountSpec(grades, rules, cap, tuple(r for r, _ in roles), within or 90.0, least or 0.0)
+
+    @staticmethod
+    def _fields_of(rule: Any, path: str) -> list[tuple[str, str]]:
+        """The `field` of each condition of a rule's `when` (a mapping or a list), with its path."""
+        when = rule.get("when") if isinstance(rule, dict) else None
+        items = when if isinstance(when, list) else [when]
+        return [
+            (item["field"], f"{path}[{j}].field" if isinstance(when, list) else f"{path}.field")
+            for j, item in enumerate(items)
+            if isinstance(item, dict) and isinstance(item.get("field"), str)
+        ]
 
     def engagement(self, value: Any) -> tuple[tuple[EngagementRule, ...], float | None]:
         spec = self._mapping(value, "engagement", {"half_life_days", "rules"}, {"rules"})
@@ -680,7 +737,7 @@ class _Validator:
         top = self._mapping(
             data,
             "",
-            {"name", "description", "fit", "engagement", "disqualify", "policy", "handoff"},
+            {"name", "description", "fit", "engagement", "disqualify", "policy", "handoff", "accounts"},
             {"name", "fit", "engagement", "policy"},
         )
         if not top:
@@ -693,6 +750,7 @@ class _Validator:
         disqualify = self.disqualify(top.get("disqualify"))
         policy = self.policy(top["policy"]) if "policy" in top else Policy({}, 0.0, (), None, 0.0)
         handoff = self.handoff(top["handoff"]) if top.get("handoff") is not None else None
+        accounts = self.accounts(top["accounts"]) if top.get("accounts") is not None else None
         return ScoringModel(
             name,
             description,
@@ -704,7 +762,14 @@ class _Validator:
             policy,
             self.doc.source,
             handoff,
+            accounts,
         )
+
+
+def _or_empty(spec: dict[str, Any], key: str) -> Any:
+    """A section's optional mapping: absent or null reads as empty, anything else as written."""
+    value = spec.get(key)
+    return {} if value is None else value
 
 
 def _time_of(minutes: int) -> time:

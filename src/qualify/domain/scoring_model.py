@@ -2,7 +2,9 @@
 
 A model is written in YAML (see `docs/scoring-model.md`) and loaded by
 `qualify.domain.model_loader.load_model`; this module holds the validated result.
-The optional `handoff` section (routing to owners, the SLA) is read by `qualify.domain.routing`.
+The optional `handoff` section (routing to owners, the SLA) is read by `qualify.domain.routing`,
+the optional `accounts` section (account fit, engagement and buying group) by
+`qualify.domain.accounts`.
 """
 
 from __future__ import annotations
@@ -173,6 +175,33 @@ class HandoffSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class BuyingRole:
+    """A role of an account's buying group, filled by the people whose fields match."""
+
+    name: str
+    conditions: tuple[Condition, ...]
+
+    def describe(self) -> str:
+        return " and ".join(c.describe() for c in self.conditions)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    """How accounts are qualified (the model's `accounts` section): fit on the account's fields,
+    the engagement of its people rolled up, and which roles of the buying group are engaged."""
+
+    grades: dict[str, float]  # lowest account fit for A, B, C; D is everything below C
+    rules: tuple[FitRule, ...]  # on account.* fields
+    person_cap: float | None  # one person's engagement counts up to this much (None: all of it)
+    roles: tuple[BuyingRole, ...]
+    within_days: float  # a person engaged in a role was active this recently
+    min_engagement: float  # and has at least this much engagement
+
+    def grade(self, score: float) -> str:
+        return FitSpec(self.grades, (), ()).grade(score)
+
+
+@dataclass(frozen=True, slots=True)
 class ScoringModel:
     name: str
     description: str
@@ -184,6 +213,7 @@ class ScoringModel:
     policy: Policy
     source: str = field(default="", repr=False, compare=False)
     handoff: HandoffSpec | None = None  # None: MQLs get no owner and no SLA clock
+    accounts: AccountSpec | None = None  # None: accounts are not scored
     _rules_by_type: dict[str, tuple[EngagementRule, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )

@@ -333,6 +333,38 @@ class LeadProfileOut(BaseModel):
     )
 
 
+class RoleCoverageOut(BaseModel):
+    role: str
+    covered: bool = Field(description="an engaged person fills it")
+    people: list[str] = Field(description="the engaged people who fill it")
+    not_engaged: list[str] = Field(description="who fills it but is not engaged enough, or not lately")
+
+
+class AccountScoresOut(BaseModel):
+    fit: float = Field(description="0-100, from the model's accounts.fit rules on the account's fields")
+    grade: str
+    fit_explanation: list[Contribution]
+    engagement: float = Field(
+        description="its people's engagement summed, each held at accounts.engagement.per_person_cap"
+    )
+    engagement_explanation: list[Contribution] = Field(description="each engaged person's share")
+    coverage: str = Field(description="e.g. '3 of 5 roles: economic buyer, champion, IT'")
+    roles: list[RoleCoverageOut]
+    as_of: datetime
+
+
+class AccountOut(BaseModel):
+    account: dict[str, Any]
+    owner: str | None = Field(default=None, description="the owner of its most recently assigned lead")
+    stages: dict[str, int] = Field(description="its people by stage")
+    scores: AccountScoresOut | None = Field(
+        default=None, description="null where the active scoring model has no accounts section"
+    )
+    leads: list[dict[str, Any]] = Field(description="its people, best first (500 at most)")
+    open_deals: list[dict[str, Any]]
+    weekly_engagement: list[dict[str, Any]] = Field(description="points its people earned each of the last 12 weeks")
+
+
 class StageActionIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"reason": "bad_timing", "note": "call in Q3"}]}

@@ -1,4 +1,4 @@
-"""Commands on leads: import, score, leads, lead, funnel, and people's stage actions."""
+"""Commands on leads: import, score, leads, lead, account, funnel, and people's stage actions."""
 
 import sys
 from datetime import datetime
@@ -325,6 +325,62 @@ def _show_profile(profile: Any, page: int, per_page: int) -> None:
             highlight=False,
             markup=False,
         )
+
+
+@app.command()
+def account(
+    key: Annotated[str, typer.Argument(help="The account's domain, or #id.")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One account: its fit, its people's engagement and its buying group's coverage, explained
+    (where the active model has an `accounts` section), its people and open deals."""
+    from qualify.service.reading.accounts import account_id_of, account_view
+
+    with _workspace(db, reading=True) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
+        view = account_view(uow, account_id_of(uow, key))
+    if as_json:
+        _print_json(view.as_dict())
+        return
+    a = view.account
+    out.print(f"[bold]{a['name'] or a['domain']}[/] ({a['domain']}, #{a['id']})", highlight=False)
+    out.print(
+        f"  {a['industry'] or 'industry ?'} · {a['employees'] or '?'} employees · {a['country'] or '?'}"
+        f" · owner {view.owner or '(none)'}",
+        highlight=False,
+        markup=False,
+    )
+    scores = view.scores
+    if scores is None:
+        out.print("\n  The active scoring model scores no accounts (it has no `accounts` section).")
+    else:
+        out.print(
+            f"\n[bold]Account fit {scores.fit:.0f} (grade {scores.grade})[/]   [bold]Engagement {scores.engagement:.1f}[/]"
+            f" across its people   [bold]Buying group {scores.coverage}[/]",
+            highlight=False,
+        )
+        for title, parts in (("fit", scores.fit_contributions), ("engagement", scores.engagement_contributions)):
+            out.print(f"  why this {title}:")
+            for part in parts:
+                out.print(f"    {part.render()}", highlight=False, markup=False)
+            if not parts:
+                out.print("    (nothing yet)")
+        out.print("  roles:")
+        for role in scores.roles:
+            who = ", ".join(role.people) if role.covered else "nobody engaged"
+            idle = f" (not engaged: {', '.join(role.candidates)})" if role.candidates else ""
+            out.print(f"    {'✓' if role.covered else '·'} {role.role}: {who}{idle}", highlight=False, markup=False)
+    stages = ", ".join(f"{count} {stage}" for stage, count in view.stages.items() if count)
+    out.print(f"\n[bold]People[/] ({stages or 'none'})")
+    for p in view.leads[:20]:
+        out.print(
+            f"  {p['email'] or '#' + str(p['id'])}  {p['title'] or ''}  {p['stage']}  fit {p['fit_score']:.0f}"
+            f"  engagement {p['engagement_score']:.1f}",
+            highlight=False,
+            markup=False,
+        )
+    for deal in view.deals:
+        out.print(f"  open deal {deal['deal_id']} since {deal['opened_at']:%Y-%m-%d}", highlight=False, markup=False)
 
 
 @app.command("funnel")

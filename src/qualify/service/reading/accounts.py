@@ -1,7 +1,7 @@
-"""Accounts as the dashboard shows them: a list with each account's people and pipeline, and one
-account's page (its leads, stages, engagement week by week across its people, open deals).
-
-Account scores come with the accounts issue; the page is laid out so that they slot in.
+"""Accounts as the dashboard, `qualify account` and the API show them: a list with each
+account's people and pipeline, and one account's page (its leads, stages, engagement week by week
+across its people, open deals) with its scores where the active model has an `accounts` section:
+fit, the people's engagement rolled up, and the buying group's coverage, each explained.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, exists, func, select
 
+from qualify.adapters import repository as repo
 from qualify.adapters import schema
+from qualify.domain.accounts import AccountScore, Person, score_account
 from qualify.domain.errors import InvalidInput, NotFound
+from qualify.domain.fit import account_fields, profile_values
 from qualify.domain.lifecycle import Stage
 from qualify.service.reading.lead_list import search_conditions
 from qualify.service.unit_of_work import UnitOfWork, utcnow
@@ -121,6 +124,62 @@ class AccountView:
     deals: list[dict[str, Any]]  # open deals of its leads
     owner: str | None  # the account's rep: the owner of its most recently assigned lead
     owners: list[str] = field(default_factory=list)
+    scores: AccountScore | None = None  # None: the active model scores no accounts
+    as_of: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "owner": self.owner,
+            "stages": self.stages,
+            "scores": None if self.scores is None else {**self.scores.as_dict(), "as_of": self.as_of},
+            "leads": self.leads,
+            "open_deals": self.deals,
+            "weekly_engagement": [{"week": week, "points": points} for week, points in self.weekly],
+        }
+
+
+def account_id_of(uow: UnitOfWork, key: str) -> int:
+    """The account a key names: its domain, or `#<id>`."""
+    key = key.strip()
+    if key.startswith("#") and key[1:].isdigit():
+        found = uow.connection.execute(select(_accounts.c.id).where(_accounts.c.id == int(key[1:]))).scalar()
+    else:
+        found = uow.connection.execute(select(_accounts.c.id).where(_accounts.c.domain == key.lower())).scalar()
+    if found is None:
+        raise NotFound(f"no account {key!r} (give its domain or #id)")
+    return int(found)
+
+
+def account_scores(uow: UnitOfWork, account_id: int, *, now: datetime | None = None) -> AccountScore | None:
+    """The account's scores under the active model as of `now`, from its people as they are;
+    None when the model has no `accounts` section."""
+    spec = uow.active_model().accounts
+    if spec is None:
+        return None
+    now = now or utcnow()
+    conn = uow.connection
+    account = repo.accounts_by_id(conn, [account_id]).get(account_id)
+    if account is None:
+        raise NotFound(f"no account #{account_id}")
+    at = now.timestamp()
+    people = []
+    for row in conn.execute(
+        select(_leads).where(_leads.c.account_id == account_id, _leads.c.erased_at.is_(None)).order_by(_leads.c.id)
+    ):
+        record = repo.lead_from_row(row)
+        assert record.id is not None
+        lead = record.lead
+        people.append(
+            Person(
+                record.id,
+                lead.email or (f"ext:{lead.external_id}" if lead.external_id else f"#{record.id}"),
+                profile_values(lead, account),
+                record.state.engagement_at(at),
+                record.state.last_event,
+            )
+        )
+    return score_account(spec, account_fields(account), people, at)
 
 
 def account_view(uow: UnitOfWork, account_id: int, *, now: datetime | None = None) -> AccountView:
@@ -166,6 +225,8 @@ def account_view(uow: UnitOfWork, account_id: int, *, now: datetime | None = Non
         _open_deals(uow, account_id),
         owner,
         sorted({p["owner"] for p in people if p["owner"]}),
+        account_scores(uow, account_id, now=now),
+        now,
     )
 
 

@@ -28,6 +28,7 @@ from qualify.entrypoints.api.deps import (
 from qualify.entrypoints.api.schemas import (
     MAX_BATCH,
     AccountIn,
+    AccountOut,
     LeadIn,
     LeadPage,
     LeadProfileOut,
@@ -42,6 +43,7 @@ from qualify.entrypoints.ratelimit import RATE_LIMITED, check_ingest
 from qualify.service.lifecycle.lead_admin import erase_lead, export_lead, merge_leads
 from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
 from qualify.service.lifecycle.stages import apply_stage_action
+from qualify.service.reading.accounts import account_id_of, account_view
 from qualify.service.reading.lead_export import COLUMNS, exported_leads
 from qualify.service.reading.lead_list import LeadFilter, list_page
 from qualify.service.reading.queries import lead_profile
@@ -273,6 +275,24 @@ def put_accounts(
     for (index, _), status in zip(accepted, outcome.statuses, strict=True):
         results[index] = UpsertResult(index=index, status=status)
     return _answer([results[i] for i in range(len(items))])
+
+
+@router.get(
+    "/accounts/{key}",
+    response_model=AccountOut,
+    responses={**PROBLEM_RESPONSES, 404: {"description": "No such account"}},
+    openapi_extra=permission_doc(Permission.READ_LEADS),
+)
+def get_account(
+    key: Annotated[str, Path(description="the account's domain, or #id", max_length=254)],
+    workspace: WorkspaceDep,
+    caller: LeadReader,
+) -> AccountOut:
+    """An account with its scores explained (fit, its people's engagement, its buying group's
+    coverage: where the active model has an `accounts` section), its people and open deals."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        view = account_view(uow, account_id_of(uow, key))
+    return AccountOut.model_validate(view.as_dict())
 
 
 def _answer(ordered: list[UpsertResult]) -> UpsertResponse:
