@@ -7,7 +7,7 @@ from typing import Any
 
 from qualify.domain.conditions import all_match
 from qualify.domain.explain import Contribution
-from qualify.domain.records import FREE_MAIL_DOMAINS, Account, Lead, email_domain
+from qualify.domain.records import ACCOUNT_FIELDS, FREE_MAIL_DOMAINS, Account, Lead, email_domain
 from qualify.domain.scoring_model import DisqualifyRule, FitRule, ScoringModel
 
 FIT_MAX = 100.0
@@ -50,14 +50,7 @@ def profile_values(lead: Lead, account: Account | None) -> dict[str, Any]:
 def account_fields(account: Account) -> dict[str, Any]:
     """The `account.*` values rules may test: what a lead's fit reads of its account, and all
     that an account's own fit reads."""
-    values: dict[str, Any] = {
-        "account.domain": account.domain,
-        "account.name": account.name,
-        "account.industry": account.industry,
-        "account.employees": account.employees,
-        "account.revenue": account.revenue,
-        "account.country": account.country,
-    }
+    values: dict[str, Any] = {f"account.{name}": getattr(account, name) for name in ("domain", *ACCOUNT_FIELDS)}
     for key, value in account.attributes.items():
         values[f"account.attributes.{key}"] = value
     return values
