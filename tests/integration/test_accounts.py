@@ -110,5 +110,8 @@ def test_the_api_answers_an_account_with_its_scores(acme: Workspace) -> None:
         assert client.get(f"/v1/accounts/%23{account_id}", headers=reader).json()["account"]["id"] == account_id
         missing = client.get("/v1/accounts/nope.example", headers=reader)
         assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        # An id past the largest the store holds is simply not there (PostgreSQL would refuse to compare it).
+        for path in ("/v1/accounts/%2399999999999999999999", "/v1/leads/%2399999999999999999999"):
+            assert client.get(path, headers=reader).status_code == 404, path
         assert client.get("/v1/accounts/acme.com", headers=ingest).status_code == 403  # an ingest key writes blind
         assert "/v1/accounts/{key}" in client.get("/openapi.json").json()["paths"]

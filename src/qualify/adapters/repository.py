@@ -280,6 +280,8 @@ def find_lead_row(conn: Connection, key: str, *, for_update: bool = False) -> Ro
     """The whole row of the lead `find_lead` finds (every column: its owner, its probability)."""
     leads = schema.leads
     if key.startswith("#") and key[1:].isdigit():
+        if int(key[1:]) > schema.MAX_ID:  # no row has it, and PostgreSQL would refuse to compare it
+            return None
         condition = leads.c.id == int(key[1:])
     elif key.startswith("ext:") and key[4:].strip():
         return find_lead_row(conn, key[4:], for_update=for_update)

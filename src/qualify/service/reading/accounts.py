@@ -143,7 +143,12 @@ def account_id_of(uow: UnitOfWork, key: str) -> int:
     """The account a key names: its domain, or `#<id>`."""
     key = key.strip()
     if key.startswith("#") and key[1:].isdigit():
-        found = uow.connection.execute(select(_accounts.c.id).where(_accounts.c.id == int(key[1:]))).scalar()
+        number = int(key[1:])  # beyond the largest id no row has it, and PostgreSQL would refuse to compare it
+        found = (
+            uow.connection.execute(select(_accounts.c.id).where(_accounts.c.id == number)).scalar()
+            if number <= schema.MAX_ID
+            else None
+        )
     else:
         found = uow.connection.execute(select(_accounts.c.id).where(_accounts.c.domain == key.lower())).scalar()
     if found is None:
