@@ -103,7 +103,9 @@ def test_sign_in_read_the_funnel_accept_and_reject_in_the_queue_and_see_the_funn
     shot(page, "funnel")
 
     page.get_by_role("link", name="Sales queue").click()
+    page.wait_for_url(re.compile(r"/app/queue"))
     rows = page.locator("tr[data-row]")
+    rows.first.wait_for()  # count() does not wait for the page: a CI run counted 0 rows of a queue still loading
     assert rows.count() == 10
     shot(page, "queue")
     first = rows.nth(0)
