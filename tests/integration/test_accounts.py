@@ -16,7 +16,7 @@ from qualify.entrypoints.api import create_app
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
 from qualify.service.lifecycle.scoring_models import activate_model
-from qualify.service.reading.accounts import account_id_of, account_view
+from qualify.service.reading.accounts import account_id_of, account_scores, account_view, scores_of
 from qualify.service.unit_of_work import Workspace
 
 # Now, not a fixed date: the API scores accounts as of the moment it answers.
@@ -78,6 +78,19 @@ def test_an_account_is_scored_from_its_people_in_the_store(acme: Workspace) -> N
     assert scores.coverage == "3 of 4 roles: economic buyer, champion, practitioner"
     evaluator = next(r for r in scores.roles if r.role == "technical evaluator")
     assert evaluator.people == () and evaluator.candidates == ("dev@acme.com",)  # active 210 days ago
+
+
+def test_accounts_scored_together_score_as_each_alone(acme: Workspace) -> None:
+    """The accounts list scores its page of accounts with their people read at once."""
+    with acme.unit_of_work() as uow:
+        upsert_accounts(uow, [Account(domain="tiny.example", industry="mining", employees=12, country="FR")])
+        upsert_leads(uow, [Lead(email="solo@tiny.example", seniority="c_level", department="executive")], now=T0)
+        ids = [account_id_of(uow, "acme.com"), account_id_of(uow, "tiny.example")]
+        together = scores_of(uow, ids, now=NOW)
+        assert together == {i: account_scores(uow, i, now=NOW) for i in ids}
+        tiny = together[ids[1]]
+        assert tiny.fit == 20 and tiny.grade == "D" and tiny.engagement == 0  # served market only; nobody engaged
+        assert tiny.coverage == "0 of 4 roles" and tiny.roles[0].candidates == ("solo@tiny.example",)
 
 
 def test_a_model_without_an_accounts_section_scores_no_account(acme: Workspace) -> None:

@@ -474,6 +474,9 @@ def test_accounts_list_their_people_and_pipeline_and_an_account_page_shows_its_l
     assert total_of(listed) == 3  # the fixture's evil.example too
     rows = dict(re.findall(r'<tr data-account="(\d+)">\s*<td><a href="/app/accounts/\d+">([\w.]+)</a>', listed))
     assert set(rows.values()) == {"bigco.com", "othercorp.com", "evil.example"}
+    # Each account's fit and how many roles of its buying group are engaged (the default model's four).
+    assert len(re.findall(r"<td data-account-fit>\d+ [ABCD]</td>", listed)) == 3
+    assert len(re.findall(r'<td data-coverage title="\d of 4 roles[^"]*">\d of 4</td>', listed)) == 3
     assert total_of(client.get("/app/accounts", params={"q": "OTHER"}).text) == 1
     assert client.get("/app/accounts", params={"sort": "bogus"}).status_code == 200
     other = next(i for i, name in rows.items() if name == "othercorp.com")

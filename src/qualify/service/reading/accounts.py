@@ -7,7 +7,7 @@ fit, the people's engagement rolled up, and the buying group's coverage, each ex
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,6 +42,7 @@ class AccountRow:
     pipeline: int  # leads in SQL or opportunity now
     customers: int
     last_activity: datetime | None
+    scores: AccountScore | None = None  # where the active model scores accounts
 
 
 def _conditions(search: str | None, owner: str | None, dialect: str) -> list[ColumnElement[bool]]:
@@ -112,7 +113,9 @@ def list_accounts(
         .offset(offset)
     ).all()
     total = uow.connection.execute(select(func.count()).select_from(_accounts).where(*where)).scalar() or 0
-    return [AccountRow(*tuple(row)) for row in rows], int(total)
+    found = [AccountRow(*tuple(row)) for row in rows]
+    scores = scores_of(uow, [a.id for a in found])
+    return [replace(a, scores=scores.get(a.id)) for a in found], int(total)
 
 
 @dataclass
@@ -159,32 +162,45 @@ def account_id_of(uow: UnitOfWork, key: str) -> int:
 def account_scores(uow: UnitOfWork, account_id: int, *, now: datetime | None = None) -> AccountScore | None:
     """The account's scores under the active model as of `now`, from its people as they are;
     None when the model has no `accounts` section."""
-    spec = uow.active_model().accounts
-    if spec is None:
+    if uow.active_model().accounts is None:
         return None
+    found = scores_of(uow, [account_id], now=now)
+    if account_id not in found:
+        raise NotFound(f"no account #{account_id}")
+    return found[account_id]
+
+
+def scores_of(uow: UnitOfWork, account_ids: list[int], *, now: datetime | None = None) -> dict[int, AccountScore]:
+    """The scores of several accounts under the active model as of `now`, their people read in one
+    query per chunk of accounts; empty when the model has no `accounts` section."""
+    spec = uow.active_model().accounts
+    if spec is None or not account_ids:
+        return {}
     now = now or utcnow()
     conn = uow.connection
-    account = repo.accounts_by_id(conn, [account_id]).get(account_id)
-    if account is None:
-        raise NotFound(f"no account #{account_id}")
+    accounts = repo.accounts_by_id(conn, account_ids)
+    people: dict[int, list[Person]] = {account_id: [] for account_id in accounts}
     at = now.timestamp()
-    people = []
-    for row in conn.execute(
-        select(_leads).where(_leads.c.account_id == account_id, _leads.c.erased_at.is_(None)).order_by(_leads.c.id)
-    ):
-        record = repo.lead_from_row(row)
-        assert record.id is not None
-        lead = record.lead
-        people.append(
-            Person(
-                record.id,
-                lead.email or (f"ext:{lead.external_id}" if lead.external_id else f"#{record.id}"),
-                profile_values(lead, account),
-                record.state.engagement_at(at),
-                record.state.last_event,
+    for part in repo.chunks(sorted(accounts)):
+        for row in conn.execute(
+            select(_leads).where(_leads.c.account_id.in_(part), _leads.c.erased_at.is_(None)).order_by(_leads.c.id)
+        ):
+            record = repo.lead_from_row(row)
+            assert record.id is not None and record.account_id is not None
+            lead = record.lead
+            people[record.account_id].append(
+                Person(
+                    record.id,
+                    lead.email or (f"ext:{lead.external_id}" if lead.external_id else f"#{record.id}"),
+                    profile_values(lead, accounts[record.account_id]),
+                    record.state.engagement_at(at),
+                    record.state.last_event,
+                )
             )
-        )
-    return score_account(spec, account_fields(account), people, at)
+    return {
+        account_id: score_account(spec, account_fields(account), people[account_id], at)
+        for account_id, account in accounts.items()
+    }
 
 
 def account_view(uow: UnitOfWork, account_id: int, *, now: datetime | None = None) -> AccountView:
