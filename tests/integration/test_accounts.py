@@ -127,4 +127,12 @@ def test_the_api_answers_an_account_with_its_scores(acme: Workspace) -> None:
         for path in ("/v1/accounts/%2399999999999999999999", "/v1/leads/%2399999999999999999999"):
             assert client.get(path, headers=reader).status_code == 404, path
         assert client.get("/v1/accounts/acme.com", headers=ingest).status_code == 403  # an ingest key writes blind
-        assert "/v1/accounts/{key}" in client.get("/openapi.json").json()["paths"]
+        assert {"/v1/accounts", "/v1/accounts/{key}"} <= set(client.get("/openapi.json").json()["paths"])
+        listed = client.get("/v1/accounts", params={"q": "acme", "sort": "leads"}, headers=reader).json()
+        assert listed["total"] == 1 and [a["domain"] for a in listed["items"]] == ["acme.com"]
+        [item] = listed["items"]
+        assert item["leads"] == 4 and item["scores"]["fit"] == 100 and item["scores"]["coverage"].startswith("3 of 4")
+        assert client.get("/v1/accounts", params={"sort": "fit"}, headers=reader).status_code == 422
+        assert client.get("/v1/accounts", params={"q": "nothing-like-it"}, headers=reader).json() == {
+            "items": [], "total": 0,
+        }  # fmt: skip

@@ -353,6 +353,39 @@ class AccountScoresOut(BaseModel):
     as_of: datetime
 
 
+class AccountScoreSummary(BaseModel):
+    fit: float
+    grade: str
+    fit_explanation: list[Contribution]
+    engagement: float
+    engagement_explanation: list[Contribution]
+    coverage: str
+    roles: list[RoleCoverageOut]
+
+
+class AccountSummary(BaseModel):
+    id: int
+    domain: str
+    name: str | None
+    industry: str | None
+    employees: int | None
+    country: str | None
+    leads: int = Field(description="its live people")
+    engaged: float = Field(description="the sum of its people's engagement, as last scored")
+    mqls: int
+    pipeline: int = Field(description="its people in SQL or opportunity")
+    customers: int
+    last_activity: datetime | None
+    scores: AccountScoreSummary | None = Field(
+        default=None, description="as of now, explained; null where the active model has no accounts section"
+    )
+
+
+class AccountPage(BaseModel):
+    items: list[AccountSummary]
+    total: int = Field(description="how many accounts match in all")
+
+
 class AccountOut(BaseModel):
     account: dict[str, Any]
     owner: str | None = Field(default=None, description="the owner of its most recently assigned lead")

@@ -1,4 +1,4 @@
-"""Commands on leads: import, score, leads, lead, account, funnel, and people's stage actions."""
+"""Commands on leads: import, score, leads, lead, accounts, account, funnel, and people's stage actions."""
 
 import sys
 from datetime import datetime
@@ -325,6 +325,61 @@ def _show_profile(profile: Any, page: int, per_page: int) -> None:
             highlight=False,
             markup=False,
         )
+
+
+class AccountSortKey(StrEnum):
+    engagement = "engagement"
+    leads = "leads"
+    activity = "activity"
+    name = "name"
+
+
+@app.command()
+def accounts(
+    search: Annotated[str | None, typer.Option(help="Words to find in the name or domain.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only accounts where this rep owns a lead.")] = None,
+    sort: Annotated[
+        AccountSortKey, typer.Option(help="engagement (its people's, summed), leads, activity (newest event), name.")
+    ] = AccountSortKey.engagement,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List accounts with their people and pipeline and, where the active model scores accounts,
+    their fit and buying-group coverage."""
+    from qualify.service.reading.accounts import list_accounts
+
+    with _workspace(db, reading=True) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
+        rows, total = list_accounts(uow, search=search, owner=owner, sort=sort.value, limit=limit, offset=offset)
+    if as_json:
+        _print_json({"total": total, "items": [row.as_dict() for row in rows]})
+        return
+    cells = [
+        {
+            "account": r.domain,  # what `qualify account` takes: never cut
+            "fit": f"{r.scores.fit:.0f} {r.scores.grade}" if r.scores else "",
+            "roles": f"{len(r.scores.covered)}/{len(r.scores.roles)}" if r.scores else "",
+            "leads": f"{r.leads:,}",
+            "MQLs": str(r.mqls),
+            "pipeline": str(r.pipeline),
+            "engagement": f"{r.engaged:.1f}",
+            "name": r.name or "",
+            "industry": r.industry or "",
+            "employees": f"{r.employees:,}" if r.employees is not None else "",
+        }
+        for r in rows
+    ]
+    table, dropped, _ = _fitting_table(cells, keep=("account", "fit", "roles"), drop=ACCOUNTS_DROPPED_FIRST)
+    out.print(table)
+    shown = f", {offset + 1}-{offset + len(rows)} shown" if rows else ""
+    out.print(f"{total:,} accounts{shown}; roles: of the buying group's, how many have engaged people")
+    if dropped:
+        err.print(f"[dim]Left out to fit the terminal: {', '.join(dropped)} (--json has every field).[/]")
+
+
+# The columns `qualify accounts` leaves out first on a narrow terminal, in this order.
+ACCOUNTS_DROPPED_FIRST = ("employees", "industry", "name", "pipeline", "MQLs")
 
 
 @app.command()

@@ -44,6 +44,11 @@ class AccountRow:
     last_activity: datetime | None
     scores: AccountScore | None = None  # where the active model scores accounts
 
+    def as_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "scores"}
+        out["scores"] = None if self.scores is None else self.scores.as_dict()
+        return out
+
 
 def _conditions(search: str | None, owner: str | None, dialect: str) -> list[ColumnElement[bool]]:
     out: list[ColumnElement[bool]] = []

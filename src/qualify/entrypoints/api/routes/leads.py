@@ -29,6 +29,8 @@ from qualify.entrypoints.api.schemas import (
     MAX_BATCH,
     AccountIn,
     AccountOut,
+    AccountPage,
+    AccountSummary,
     LeadIn,
     LeadPage,
     LeadProfileOut,
@@ -43,7 +45,7 @@ from qualify.entrypoints.ratelimit import RATE_LIMITED, check_ingest
 from qualify.service.lifecycle.lead_admin import erase_lead, export_lead, merge_leads
 from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
 from qualify.service.lifecycle.stages import apply_stage_action
-from qualify.service.reading.accounts import account_id_of, account_view
+from qualify.service.reading.accounts import ACCOUNT_SORTS, account_id_of, account_view, list_accounts
 from qualify.service.reading.lead_export import COLUMNS, exported_leads
 from qualify.service.reading.lead_list import LeadFilter, list_page
 from qualify.service.reading.queries import lead_profile
@@ -70,6 +72,8 @@ class MergeOut(BaseModel):
 KeyPath = Annotated[str, Path(description="the lead's email, external id, or #id", max_length=254)]
 Action = Literal["accept", "reject", "disqualify", "open-opportunity", "win", "lose", "advocate"]
 assert set(Action.__args__) == set(STAGE_ACTIONS)  # type: ignore[attr-defined]
+AccountSort = Literal["engagement", "leads", "activity", "name"]
+assert set(AccountSort.__args__) == set(ACCOUNT_SORTS)  # type: ignore[attr-defined]
 
 
 @router.get(
@@ -275,6 +279,28 @@ def put_accounts(
     for (index, _), status in zip(accepted, outcome.statuses, strict=True):
         results[index] = UpsertResult(index=index, status=status)
     return _answer([results[i] for i in range(len(items))])
+
+
+@router.get(
+    "/accounts",
+    response_model=AccountPage,
+    responses=PROBLEM_RESPONSES,
+    openapi_extra=permission_doc(Permission.READ_LEADS),
+)
+def get_accounts(
+    workspace: WorkspaceDep,
+    caller: LeadReader,
+    q: Annotated[str | None, Query(max_length=200, description="words to find in the name or domain")] = None,
+    owner: Annotated[str | None, Query(max_length=200, description="accounts where this rep owns a lead")] = None,
+    sort: AccountSort = "engagement",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> AccountPage:
+    """Accounts with their people and pipeline counted and, where the active model has an
+    `accounts` section, their scores explained; the most engaged first (or by `sort`)."""
+    with workspace.unit_of_work(read_only=True) as uow:
+        rows, total = list_accounts(uow, search=q, owner=owner, sort=sort, limit=limit, offset=offset)
+    return AccountPage(items=[AccountSummary.model_validate(row.as_dict()) for row in rows], total=total)
 
 
 @router.get(
