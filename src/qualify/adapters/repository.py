@@ -276,13 +276,20 @@ def find_lead(conn: Connection, key: str, *, for_update: bool = False) -> LeadRe
     return lead_from_row(row) if row else None
 
 
+def key_id(key: str) -> int | None:
+    """The id a `#<id>` key names (a lead's, an account's), or None for any other key. An id past
+    the largest the store holds reads as 0, which no row has: SQLite could not bind it."""
+    if not (key.startswith("#") and key[1:].isdigit()):
+        return None
+    number = int(key[1:])
+    return number if number <= schema.MAX_ID else 0
+
+
 def find_lead_row(conn: Connection, key: str, *, for_update: bool = False) -> Row[Any] | None:
     """The whole row of the lead `find_lead` finds (every column: its owner, its probability)."""
     leads = schema.leads
-    if key.startswith("#") and key[1:].isdigit():
-        if int(key[1:]) > schema.MAX_ID:  # no row has it, and PostgreSQL would refuse to compare it
-            return None
-        condition = leads.c.id == int(key[1:])
+    if (number := key_id(key)) is not None:
+        condition = leads.c.id == number
     elif key.startswith("ext:") and key[4:].strip():
         return find_lead_row(conn, key[4:], for_update=for_update)
     else:

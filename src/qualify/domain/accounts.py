@@ -106,11 +106,10 @@ def score_account(spec: AccountSpec, values: dict[str, Any], people: list[Person
             for p in filling
             if p.engagement >= spec.min_engagement and p.last_activity is not None and since <= p.last_activity <= at
         ]
+        ids = {p.lead_id for p in engaged}
         roles.append(
             RoleCoverage(
-                role.name,
-                tuple(p.name for p in engaged),
-                tuple(p.name for p in filling if p not in engaged),
+                role.name, tuple(p.name for p in engaged), tuple(p.name for p in filling if p.lead_id not in ids)
             )
         )
     return AccountScore(

@@ -17,6 +17,14 @@ from qualify.domain.conditions import Condition
 GRADES = ("A", "B", "C", "D")
 
 
+def grade_of(grades: dict[str, float], score: float) -> str:
+    """The grade of `score` by falling bands (the lowest score for A, B, C); D below C."""
+    for letter in ("A", "B", "C"):
+        if score >= grades[letter]:
+            return letter
+    return "D"
+
+
 @dataclass(frozen=True, slots=True)
 class FitRule:
     name: str
@@ -41,10 +49,7 @@ class FitSpec:
     personas: tuple[Persona, ...]
 
     def grade(self, score: float) -> str:
-        for letter in ("A", "B", "C"):
-            if score >= self.grades[letter]:
-                return letter
-        return "D"
+        return grade_of(self.grades, score)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +203,7 @@ class AccountSpec:
     min_engagement: float  # and has at least this much engagement
 
     def grade(self, score: float) -> str:
-        return FitSpec(self.grades, (), ()).grade(score)
+        return grade_of(self.grades, score)
 
 
 @dataclass(frozen=True, slots=True)

@@ -340,7 +340,7 @@ class RoleCoverageOut(BaseModel):
     not_engaged: list[str] = Field(description="who fills it but is not engaged enough, or not lately")
 
 
-class AccountScoresOut(BaseModel):
+class AccountScoreSummary(BaseModel):
     fit: float = Field(description="0-100, from the model's accounts.fit rules on the account's fields")
     grade: str
     fit_explanation: list[Contribution]
@@ -350,17 +350,10 @@ class AccountScoresOut(BaseModel):
     engagement_explanation: list[Contribution] = Field(description="each engaged person's share")
     coverage: str = Field(description="e.g. '3 of 5 roles: economic buyer, champion, IT'")
     roles: list[RoleCoverageOut]
+
+
+class AccountScoresOut(AccountScoreSummary):
     as_of: datetime
-
-
-class AccountScoreSummary(BaseModel):
-    fit: float
-    grade: str
-    fit_explanation: list[Contribution]
-    engagement: float
-    engagement_explanation: list[Contribution]
-    coverage: str
-    roles: list[RoleCoverageOut]
 
 
 class AccountSummary(BaseModel):

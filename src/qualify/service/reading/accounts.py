@@ -150,15 +150,9 @@ class AccountView:
 def account_id_of(uow: UnitOfWork, key: str) -> int:
     """The account a key names: its domain, or `#<id>`."""
     key = key.strip()
-    if key.startswith("#") and key[1:].isdigit():
-        number = int(key[1:])  # beyond the largest id no row has it, and PostgreSQL would refuse to compare it
-        found = (
-            uow.connection.execute(select(_accounts.c.id).where(_accounts.c.id == number)).scalar()
-            if number <= schema.MAX_ID
-            else None
-        )
-    else:
-        found = uow.connection.execute(select(_accounts.c.id).where(_accounts.c.domain == key.lower())).scalar()
+    number = repo.key_id(key)
+    match = _accounts.c.id == number if number is not None else _accounts.c.domain == key.lower()
+    found = uow.connection.execute(select(_accounts.c.id).where(match)).scalar()
     if found is None:
         raise NotFound(f"no account {key!r} (give its domain or #id)")
     return int(found)
@@ -166,13 +160,8 @@ def account_id_of(uow: UnitOfWork, key: str) -> int:
 
 def account_scores(uow: UnitOfWork, account_id: int, *, now: datetime | None = None) -> AccountScore | None:
     """The account's scores under the active model as of `now`, from its people as they are;
-    None when the model has no `accounts` section."""
-    if uow.active_model().accounts is None:
-        return None
-    found = scores_of(uow, [account_id], now=now)
-    if account_id not in found:
-        raise NotFound(f"no account #{account_id}")
-    return found[account_id]
+    None when the model has no `accounts` section (or there is no such account)."""
+    return scores_of(uow, [account_id], now=now).get(account_id)
 
 
 def scores_of(uow: UnitOfWork, account_ids: list[int], *, now: datetime | None = None) -> dict[int, AccountScore]:
