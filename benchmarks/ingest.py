@@ -11,6 +11,9 @@ also ingests the same events into a workspace with three segments and a workflow
 every touched lead online and enrol on an event), and prints that rate against the plain one.
 With --long-history N it gives one lead N page views, then times events of that lead one at a
 time, with and without a segment that counts its page views (no window), and prints both.
+With --accounts it times the service layer with the default model (which scores accounts: the
+pipeline keeps each account's roll-up, scores and stage) and with the same model less its
+`accounts` section, twice each in turn, and prints the best of each and their ratio.
 """
 
 from __future__ import annotations
@@ -49,7 +52,10 @@ def make_world(n_leads: int, n_events: int, seed: int) -> tuple[list[Lead], list
     rng = random.Random(seed)
     leads = [
         Lead(
-            email=f"lead{i}@company{i % 400}.com", seniority=rng.choice(["vp", "manager", "individual"]), created_at=T0
+            email=f"lead{i}@company{i % 400}.com",
+            seniority=rng.choice(["vp", "manager", "individual"]),
+            department=rng.choice(["marketing", "sales", "engineering", "it", "operations", "finance"]),
+            created_at=T0,
         )
         for i in range(n_leads)
     ]
@@ -116,12 +122,25 @@ workflows:
 """
 
 
+def without_accounts(model: str) -> str:
+    """The model less its `accounts` section (the default model's last one)."""
+    head, found, _ = model.partition("\naccounts:")
+    assert found, "the model has no accounts section"
+    return head + "\n"
+
+
 def through_service(
-    path: Path, leads: list[Lead], events: list[Event], batch: int, *, automation: bool = False
+    path: Path,
+    leads: list[Lead],
+    events: list[Event],
+    batch: int,
+    *,
+    automation: bool = False,
+    model: str | None = None,
 ) -> float:
     workspace = open_workspace(Settings(database_url=f"sqlite:///{path}"), create=True)
     with workspace.unit_of_work() as uow:
-        activate_model(uow, default_model_text())
+        activate_model(uow, model or default_model_text())
     if automation:
         from qualify.domain.automation import load_automation
         from qualify.service.automation.definitions import put_segments, put_workflows
@@ -195,6 +214,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--automation", action="store_true", help="also measure with segments and a workflow")
     parser.add_argument("--long-history", type=int, metavar="N", help="only time events of one lead with N page views")
+    parser.add_argument("--accounts", action="store_true", help="only time with and without account scoring")
     args = parser.parse_args()
     if args.long_history:
         with tempfile.TemporaryDirectory() as directory:
@@ -206,6 +226,23 @@ def main() -> None:
         print(f"ratio with / without      : {counted / plain:.2f}")
         return
     leads, events = make_world(args.leads, args.events, args.seed)
+    if args.accounts:
+        times: dict[str, list[float]] = {"with": [], "without": []}
+        with tempfile.TemporaryDirectory() as directory:
+            for round_ in range(2):
+                for name, model in (
+                    ("with", default_model_text()),
+                    ("without", without_accounts(default_model_text())),
+                ):
+                    path = Path(directory) / f"{name}-{round_}.db"
+                    times[name].append(through_service(path, leads, events, args.batch, model=model))
+        best = {name: min(t) for name, t in times.items()}
+        n = len(events)
+        print(f"events: {n:,}  leads: {args.leads:,} at 400 accounts  batch: {args.batch:,}  (best of 2 each)")
+        print(f"without account scoring : {n / best['without']:>10,.0f} events/s ({best['without']:.2f} s)")
+        print(f"with account scoring    : {n / best['with']:>10,.0f} events/s ({best['with']:.2f} s)")
+        print(f"cost with / without     : {best['with'] / best['without'] - 1:+.1%}  (aim: <= +10%)")
+        return
     with tempfile.TemporaryDirectory() as directory:
         raw = raw_sqlite(Path(directory) / "raw.db", events, args.batch)
         service = through_service(Path(directory) / "service.db", leads, events, args.batch)

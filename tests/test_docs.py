@@ -78,9 +78,11 @@ def test_every_command_has_a_heading_in_cli_md(name: str) -> None:
 def test_every_option_is_documented_in_its_commands_section(name: str, flag: str) -> None:
     sections = _sections(_read("docs/cli.md"))
     body = sections.get(name, "")
-    # Options shared by every stage action are documented once, in the `qualify stage` section.
-    if name.startswith("qualify stage "):
-        body += sections.get("qualify stage", "")
+    # Options shared by every stage action are documented once, in the `qualify stage` section
+    # (and those of every account action in `qualify account-stage`).
+    for group in ("qualify stage", "qualify account-stage"):
+        if name.startswith(f"{group} "):
+            body += sections.get(group, "")
     assert re.search(rf"`{re.escape(flag)}[ `/]", body), f"{flag} of `{name}` is not in its docs/cli.md section"
 
 
@@ -124,7 +126,7 @@ MODEL_KEYS = {
     "min", "max",
     "handoff", "teams", "account_owner_first", "default_team", "sla", "capacity_per_week", "team", "owner",
     "hours", "business_hours", "days", "start", "end", "timezone",
-    "accounts", "per_person_cap", "buying_group", "roles", "within_days", "min_engagement",
+    "accounts", "per_person_cap", "buying_group", "roles", "within_days", "min_engagement", "stages", "engaged", "mqa",
 }  # fmt: skip
 
 

@@ -7,12 +7,14 @@ the same reactions in the same order (service/pipeline.py says what a reaction i
 1. `probability`: the active predictive model's probability of the touched leads, and the stage
    policy judged again with it where it has probability thresholds (predictions);
 2. `handoff`: leads that became MQL routed to an owner, their SLA clock started (lifecycle);
-3. `announcements`: stage changes, new MQLs and score crossings into the webhook outbox
-   (integrations);
-4. `segments`: the touched leads tested against every segment, entries and exits recorded
+3. `accounts`: the accounts of the touched leads: their roll-up, scores and stage kept up to
+   date, an account that became MQA routed to its owner (lifecycle);
+4. `announcements`: stage changes, new MQLs, new MQAs and score crossings into the webhook
+   outbox (integrations);
+5. `segments`: the touched leads tested against every segment, entries and exits recorded
    (automation);
-5. `workflows`: leads whose change triggers a workflow enrolled (automation);
-6. `crm`: a push to each connected CRM queued for the touched leads it holds (connectors, crm_outbox).
+6. `workflows`: leads whose change triggers a workflow enrolled (automation);
+7. `crm`: a push to each connected CRM queued for the touched leads it holds (connectors, crm_outbox).
 
 A caller that must not start side effects switches reactions off by name, for one workspace:
 `open_workspace(settings, without=("handoff", "announcements", "workflows"))`, or
@@ -29,7 +31,7 @@ from qualify.service.automation import enrolment, lead_data, segments
 from qualify.service.connectors import crm_outbox
 from qualify.service.email import reading as emails
 from qualify.service.integrations import announcements
-from qualify.service.lifecycle import handoff
+from qualify.service.lifecycle import accounts, handoff
 from qualify.service.pipeline import Keeper, Pipeline, Reaction
 from qualify.service.predictions import behaviour as predictive_behaviour
 from qualify.service.predictions import serving as predictions
@@ -38,7 +40,11 @@ from qualify.service.unit_of_work import open_workspace as open_store
 from qualify.service.web_tracking import visitors
 from qualify.settings import Settings
 
-REACTIONS = ("probability", "handoff", "announcements", "segments", "workflows", "crm")
+REACTIONS = ("probability", "handoff", "accounts", "announcements", "segments", "workflows", "crm")
+
+
+def _account_merge(uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
+    accounts.forget_person(uow, gone, now)  # the kept lead is scored again after, with its account
 
 
 def _email_merge(uow: UnitOfWork, gone: int, kept: int, now: datetime) -> None:
@@ -79,6 +85,7 @@ def default_pipeline() -> Pipeline:
         reactions=(
             Reaction("probability", predictions.react),
             Reaction("handoff", handoff.react),
+            Reaction("accounts", accounts.react),
             Reaction("announcements", announcements.react),
             Reaction("segments", segments.react_segments),
             Reaction("workflows", enrolment.react_workflows),
@@ -90,6 +97,7 @@ def default_pipeline() -> Pipeline:
             Keeper("web visitors", _visitors_merge, _visitors_forget),
             Keeper("crm links", _crm_merge, _crm_forget),
             Keeper("predictive behaviour", predictive_behaviour.merged, predictive_behaviour.forgotten),
+            Keeper("account roll-ups", _account_merge, accounts.forget_person),
         ),
         refreshed=(("segments", segments.refresh_reading),),
     )

@@ -352,6 +352,7 @@ DASHBOARD = {
     ("POST", "/app/leads/{lead_id}/notes"): "signed_in",
     ("GET", "/app/accounts"): "signed_in",
     ("GET", "/app/accounts/{account_id}"): "signed_in",
+    ("POST", "/app/accounts/{account_id}/actions/{action}"): "signed_in",
     ("GET", "/app/predictive"): "manager",
     ("GET", "/app/predictive/{version}"): "manager",
     ("POST", "/app/predictive/{version}/activate"): "admin",

@@ -487,6 +487,12 @@ def test_accounts_list_their_people_and_pipeline_and_an_account_page_shows_its_l
     assert re.search(r"data-account-fit>Fit \d+ \(grade [ABCD]\)", page)
     assert re.search(r"data-coverage>buying group \d of 4 roles", page) and 'data-role="economic buyer"' in page
     assert re.search(r"week of \d{4}-\d\d-\d\d: [1-9][\d.]* points", page)  # this week's demo requests
+    # The account's own stage, kept by the pipeline, with its history; a person's action on it.
+    assert len(re.findall(r"<td data-account-stage>(target|engaged|mqa|opportunity|customer)", listed)) == 3
+    stage = re.search(r"data-account-stage>(\w+)<", page)
+    assert stage is not None
+    refused = client.post(f"/app/accounts/{other}/actions/win", data={"csrf": token(page)})
+    assert refused.status_code == 422 and f"cannot win an account in stage {stage.group(1)}" in refused.text
     lead = client.get("/app/leads/2").text  # vp1@othercorp.com
     assert f'href="/app/accounts/{other}"' in lead
     assert client.get("/app/accounts/999999").status_code == 404

@@ -83,7 +83,9 @@ def side_effects(workspace: Workspace) -> dict[str, Any]:
 def test_the_composition_root_registers_every_reaction_in_the_declared_order() -> None:
     pipeline = default_pipeline()
     assert (
-        pipeline.names == list(REACTIONS) == ["probability", "handoff", "announcements", "segments", "workflows", "crm"]
+        pipeline.names
+        == list(REACTIONS)
+        == ["probability", "handoff", "accounts", "announcements", "segments", "workflows", "crm"]
     )
     assert pipeline.enabled == frozenset(REACTIONS)
     assert {k.name for k in pipeline.keepers} == {
@@ -92,6 +94,7 @@ def test_the_composition_root_registers_every_reaction_in_the_declared_order() -
         "web visitors",
         "crm links",
         "predictive behaviour",
+        "account roll-ups",
     }
 
 

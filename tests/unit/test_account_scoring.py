@@ -8,7 +8,7 @@ import pytest
 from tests.unit.test_model_loader import TINY, line_of, only_problem, problems_of, replace_once
 
 from qualify.domain.accounts import Person, score_account
-from qualify.domain.engagement import DAY
+from qualify.domain.engagement import DAY, NO_DECAY, EngagementState
 from qualify.domain.model_loader import load_default_model, load_model
 
 ACCOUNTS = """\
@@ -43,8 +43,9 @@ NOW = 1_780_000_000.0
 
 
 def person(n: int, engagement: float, days_ago: float | None, **values: object) -> Person:
+    """A person whose engagement stays at `engagement` (no decay), last active `days_ago`."""
     last = None if days_ago is None else NOW - days_ago * DAY
-    return Person(n, f"p{n}@acme.com", dict(values), engagement, last)
+    return Person(n, f"p{n}@acme.com", dict(values), EngagementState({NO_DECAY: [engagement, last or NOW]}), last)
 
 
 def test_the_accounts_section_loads_and_is_optional() -> None:
@@ -118,7 +119,7 @@ def test_engagement_rolls_up_each_person_held_at_the_cap() -> None:
     score = score_account(spec, {}, people, NOW)
     assert score.engagement == pytest.approx(52.5)
     assert [(c.rule, c.points) for c in score.engagement_contributions] == [("p1@acme.com", 40), ("p2@acme.com", 12.5)]
-    assert "held at the cap of 40" in score.engagement_contributions[0].text
+    assert "held by the cap of 40" in score.engagement_contributions[0].text
     assert "cap" not in score.engagement_contributions[1].text
 
 
@@ -137,9 +138,13 @@ def test_coverage_counts_roles_filled_by_people_engaged_lately() -> None:
     roles = {r.role: r for r in score.roles}
     assert roles["champion"].people == () and roles["champion"].candidates == ("p2@acme.com",)
     assert roles["IT"].people == ("p4@acme.com",) and roles["IT"].candidates == ("p3@acme.com",)
-    # An event after the instant scored does not count toward it.
-    later = score_account(spec, {}, [person(1, 30.0, -1, seniority="vp")], NOW)
-    assert later.covered == ()
+    # The engagement a role needs is judged right after the person's latest activity: 10 points
+    # then, with a half-life of 2 days, are below 5 twenty days later, and still count.
+    decayed = Person(
+        5, "p5@acme.com", {"seniority": "vp"}, EngagementState({"2.0": [10.0, NOW - 20 * DAY]}), NOW - 20 * DAY
+    )
+    assert decayed.engagement.value_at(NOW) < 5
+    assert score_account(spec, {}, [decayed], NOW).covered == ("economic buyer",)
     assert score_account(load_model(TINY + ACCOUNTS.split("  engagement:")[0]).accounts, {}, people, NOW).coverage == (  # type: ignore[arg-type]
         "no buying group defined"
     )

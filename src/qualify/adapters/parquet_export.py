@@ -47,12 +47,16 @@ def _arrow_type(column: Any) -> pa.DataType:
         return TEXT_MAP
     if name == "awards":
         return AWARDS
+    if name == "buying_roles":
+        return pa.list_(pa.string())
     python = column.type.python_type if not isinstance(column.type, schema.UTCDateTime) else datetime
     return {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string(), datetime: TIME}.get(
         python, pa.string()
     )
 
 
+# The O(1) states scores are kept with (a lead's accumulators, an account's roll-up): not exported.
+INTERNAL = frozenset({"engagement_state", "rollup"})
 CONVERTED = ("attributes", "properties", "awards")  # the columns `_convert` rewrites; the others go as read
 
 
@@ -82,7 +86,7 @@ def _batches(conn: Connection, table: Table, order: Any) -> Iterator[dict[str, l
 
 
 def _arrow_schema(table: Table, extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
-    fields = [pa.field(c.name, _arrow_type(c)) for c in table.columns if c.name != "engagement_state"]
+    fields = [pa.field(c.name, _arrow_type(c)) for c in table.columns if c.name not in INTERNAL]
     return pa.schema(fields + [pa.field(k, v) for k, v in (extra or {}).items()])
 
 

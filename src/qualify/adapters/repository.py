@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from qualify.adapters import json_codec, schema
+from qualify.domain.accounts import Mark
 from qualify.domain.engagement import EngagementState
 from qualify.domain.evaluator import LeadState
 from qualify.domain.lifecycle import Stage
@@ -41,6 +42,9 @@ class LeadRecord:
     profile_changed: bool = False  # the person's fields changed too: write the whole row
     score_before: float | None = None  # fit + engagement when the use case began (score crossings)
     person_email: str | None = None  # the person's email, on a past journey too (whose `email` is None)
+    # What the lead added to its account's roll-up when the use case began: (account id, mark);
+    # (None, None) for a lead new to the store; None when not known (the account is counted again).
+    account_before: tuple[int | None, Mark | None] | None = None
 
 
 def profile_from_row(row: Row[Any], created_at: datetime) -> Lead:
@@ -61,6 +65,7 @@ def lead_from_row(row: Row[Any]) -> LeadRecord:
         engagement=EngagementState.from_json(m["engagement_state"]),
         last_event=m["last_event_at"].timestamp() if m["last_event_at"] else None,
         probability=m.get("probability"),
+        roles=tuple(m.get("buying_roles") or ()),
     )
     return LeadRecord(
         m["id"], lead, m["account_id"], m["created_at"], state, m["model_version"], person_email=m.get("person_email")
@@ -72,6 +77,7 @@ SCORE_COLUMNS = (
     "stage",
     "stage_entered_at",
     "persona",
+    "buying_roles",
     "fit_score",
     "fit_grade",
     "engagement_score",
@@ -98,6 +104,7 @@ def lead_values(record: LeadRecord, *, scored_at: datetime, now: datetime) -> di
         stage=state.stage.value,
         stage_entered_at=datetime.fromtimestamp(state.stage_entered, scored_at.tzinfo),
         persona=state.persona,
+        buying_roles=list(state.roles),
         fit_score=state.fit,
         fit_grade=state.grade,
         engagement_score=state.engagement_at(scored_at.timestamp()),
@@ -199,6 +206,7 @@ def _scoring_states(conn: Connection, key: str, values: Sequence[Any]) -> list[L
         "last_event_at",
         "model_version",
         "probability",
+        "buying_roles",
     )
     sql = f"SELECT {', '.join(quote(n) for n in names)} FROM leads WHERE {quote(key)} IN ({', '.join([mark] * len(values))})"
     if conn.dialect.name == "postgresql":
@@ -222,6 +230,7 @@ def _scoring_states(conn: Connection, key: str, values: Sequence[Any]) -> list[L
         last,
         version,
         probability,
+        roles,
     ) in conn.exec_driver_sql(sql, tuple(values)):
         created_at = time(created)
         last_event = time(last)
@@ -240,6 +249,7 @@ def _scoring_states(conn: Connection, key: str, values: Sequence[Any]) -> list[L
                     EngagementState.from_json(doc(state)),
                     last_event.timestamp() if last_event else None,
                     probability,
+                    tuple(doc(roles) or ()),
                 ),
                 version,
             )
@@ -351,6 +361,7 @@ def _update_scores(conn: Connection, records: list[LeadRecord], scored_at: datet
                 state.stage.value,
                 time(datetime.fromtimestamp(state.stage_entered, zone)),
                 state.persona,
+                doc(list(state.roles)),
                 state.fit,
                 state.grade,
                 state.engagement.value_at(at),
@@ -369,7 +380,10 @@ def _update_scores(conn: Connection, records: list[LeadRecord], scored_at: datet
 
 
 def account_from_row(row: Row[Any]) -> Account:
-    m = row._mapping
+    return account_from_mapping(row._mapping)
+
+
+def account_from_mapping(m: Mapping[Any, Any]) -> Account:
     return Account(
         domain=m["domain"],
         name=m["name"],

@@ -127,6 +127,42 @@ accounts = Table(
     Column("attributes", JSONDoc(), nullable=False, default=dict),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # The account as a whole (docs/accounts.md), kept by the ingestion pipeline as its people
+    # change: its stage, owner and SLA, and its scores as of `scored_at` with the roll-up of its
+    # people they are counted from (`domain.accounts.Rollup`). Null scores: not scored yet.
+    Column("stage", String(20), nullable=False, server_default="target", index=True),
+    Column("stage_entered_at", UTCDateTime()),
+    Column("requalify_at", UTCDateTime()),  # sent back: not MQA again before this
+    Column("owner", String(200), index=True),
+    Column("owner_assigned_at", UTCDateTime()),
+    Column("sla_due_at", UTCDateTime()),
+    Column("fit_score", Float),
+    Column("fit_grade", String(1)),
+    Column("engagement_score", Float),
+    Column("covered_roles", Integer),
+    Column("rollup", JSONDoc()),
+    Column("scored_at", UTCDateTime()),
+    Column("model_version", String(64)),
+)
+
+# Every stage change of an account, as `stage_history` is for leads.
+account_stage_history = Table(
+    "account_stage_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("from_stage", String(20)),
+    Column("to_stage", String(20), nullable=False),
+    Column("at", UTCDateTime(), nullable=False, index=True),
+    Column("actor", String(20), nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("reason", String(300)),
+    Column("note", Text),
+    Column("fit_score", Float),
+    Column("engagement_score", Float),
+    Column("covered_roles", Integer),
+    Column("roles", JSONDoc()),  # the names of the roles covered then
+    Column("model_version", String(64)),
 )
 
 leads = Table(
@@ -158,6 +194,7 @@ leads = Table(
     Column("stage_entered_at", UTCDateTime(), nullable=False),
     # Scores as of `scored_at`, and the O(1) state that updates them.
     Column("persona", String(200)),
+    Column("buying_roles", JSONDoc()),  # the roles of its account's buying group the person fills
     Column("fit_score", Float, nullable=False, default=0.0),
     Column("fit_grade", String(1), nullable=False, default="D"),
     Column("engagement_score", Float, nullable=False, default=0.0),

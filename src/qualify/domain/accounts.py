@@ -5,15 +5,23 @@ The model's `accounts` section (`scoring_model.AccountSpec`) says how; this modu
 account from its values and its people, as of an instant, and explains every number: the fit's
 contributions add up to the fit, each person's share of the engagement says whether the cap held
 it, and each role names the people who fill it.
+
+Two definitions make an account's scores a sum that the ingestion pipeline keeps up to date in
+O(1) per person changed (`Rollup`), and that a full recount from the people gives again:
+
+- a person's share of the account's engagement is their engagement scaled so that, right after
+  their latest activity, it was at most the cap; it decays with theirs from there;
+- a person covers a role for `within_days` after their latest activity, if they had at least
+  `min_engagement` right after it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from qualify.domain.conditions import all_match
-from qualify.domain.engagement import DAY
+from qualify.domain.engagement import DAY, EngagementState, key_half_life
 from qualify.domain.explain import Contribution
 from qualify.domain.fit import FIT_MAX
 from qualify.domain.scoring_model import AccountSpec
@@ -26,7 +34,7 @@ class Person:
     lead_id: int
     name: str  # how the explanation names them (an email, an external id)
     values: dict[str, Any]  # their profile values, as fit rules read them (`fit.profile_values`)
-    engagement: float  # their engagement at the instant scored
+    engagement: EngagementState
     last_activity: float | None  # their newest event, in seconds since the epoch
 
 
@@ -81,37 +89,142 @@ class AccountScore:
 def score_account(spec: AccountSpec, values: dict[str, Any], people: list[Person], at: float) -> AccountScore:
     """The account's fit from `values` (the `account.*` fields), its people's engagement rolled up
     (each person's held at the spec's cap), and its buying group's coverage, as of `at`."""
-    fit_parts = [
-        Contribution(rule.name, rule.points, f"{rule.name} ({rule.describe()})")
-        for rule in spec.rules
-        if all_match(rule.conditions, values)
-    ]
-    raw = sum(c.points for c in fit_parts)
-    fit = min(max(raw, 0.0), FIT_MAX)
-    if fit != raw:
-        fit_parts.append(Contribution("(bounds)", fit - raw, f"account fit is held between 0 and {FIT_MAX:g}"))
+    fit, fit_parts = account_fit(spec, values)
     shares = []
-    for person in sorted(people, key=lambda p: (-p.engagement, p.lead_id)):
-        if person.engagement <= 0:
+    engagements = {p.lead_id: p.engagement.value_at(at) for p in people}
+    for person in sorted(people, key=lambda p: (-engagements[p.lead_id], p.lead_id)):
+        own = engagements[person.lead_id]
+        if own == 0:
             continue
-        counted = person.engagement if spec.person_cap is None else min(person.engagement, spec.person_cap)
-        held = f", held at the cap of {spec.person_cap:g}" if counted < person.engagement else ""
-        shares.append(Contribution(person.name, counted, f"{person.name}: {person.engagement:.1f}{held}"))
-    since = at - spec.within_days * DAY
+        factor = share_factor(person.engagement, person.last_activity, spec.person_cap)
+        held = f", held by the cap of {spec.person_cap:g} reached on their latest activity" if factor < 1 else ""
+        shares.append(Contribution(person.name, own * factor, f"{person.name}: {own:.1f}{held}"))
     roles = []
     for role in spec.roles:
         filling = [p for p in people if all_match(role.conditions, p.values)]
-        engaged = [
-            p
-            for p in filling
-            if p.engagement >= spec.min_engagement and p.last_activity is not None and since <= p.last_activity <= at
-        ]
+        engaged = [p for p in filling if (until := covers_until(spec, p.engagement, p.last_activity)) and until >= at]
         ids = {p.lead_id for p in engaged}
         roles.append(
             RoleCoverage(
                 role.name, tuple(p.name for p in engaged), tuple(p.name for p in filling if p.lead_id not in ids)
             )
         )
-    return AccountScore(
-        fit, spec.grade(fit), tuple(fit_parts), sum(c.points for c in shares), tuple(shares), tuple(roles)
-    )
+    return AccountScore(fit, spec.grade(fit), fit_parts, sum(c.points for c in shares), tuple(shares), tuple(roles))
+
+
+def account_fit(spec: AccountSpec, values: dict[str, Any]) -> tuple[float, tuple[Contribution, ...]]:
+    """The account's fit from its `account.*` values, and the contributions that add up to it."""
+    parts = [
+        Contribution(rule.name, rule.points, f"{rule.name} ({rule.describe()})")
+        for rule in spec.rules
+        if all_match(rule.conditions, values)
+    ]
+    raw = sum(c.points for c in parts)
+    fit = min(max(raw, 0.0), FIT_MAX)
+    if fit != raw:
+        parts.append(Contribution("(bounds)", fit - raw, f"account fit is held between 0 and {FIT_MAX:g}"))
+    return fit, tuple(parts)
+
+
+def share_factor(state: EngagementState, last_activity: float | None, cap: float | None) -> float:
+    """What a person's engagement is scaled by to count for their account: the cap over their
+    engagement right after their latest activity, where that was above the cap; else 1."""
+    if cap is None or last_activity is None:
+        return 1.0
+    at_last = state.value_at(last_activity)
+    return cap / at_last if at_last > cap else 1.0
+
+
+def covers_until(spec: AccountSpec, state: EngagementState, last_activity: float | None) -> float | None:
+    """Until when a person covers the roles they fill: `within_days` after their latest activity,
+    if they had at least `min_engagement` right after it; None when they cover none."""
+    if last_activity is None or state.value_at(last_activity) < spec.min_engagement:
+        return None
+    return last_activity + spec.within_days * DAY
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What one person adds to their account's roll-up: their share's accumulators (a copy,
+    already scaled), the roles they fill and until when they cover them."""
+
+    lead_id: int
+    share: dict[str, list[float]]
+    roles: tuple[str, ...]
+    until: float | None
+
+    @classmethod
+    def of(
+        cls,
+        spec: AccountSpec,
+        lead_id: int,
+        state: EngagementState,
+        last_activity: float | None,
+        roles: tuple[str, ...],
+    ) -> Mark:
+        factor = share_factor(state, last_activity, spec.person_cap)
+        share = {key: [value * factor, as_of] for key, (value, as_of) in state.accumulators.items()}
+        return cls(lead_id, share, roles, covers_until(spec, state, last_activity))
+
+
+@dataclass(slots=True)
+class Rollup:
+    """An account's people summed: the accumulators of their shares of engagement, and for each
+    role, the person who covers it the longest (`[until, lead_id]`).
+
+    A person's change swaps their old mark for their new one in O(1): the shares are exponential
+    sums, subtracted and added; a role's holder is replaced by anyone covering it longer. Only
+    when the holder itself falls back (leaves the role, or covers it less long) does the roll-up
+    need its people again (`swap` returns False)."""
+
+    share: EngagementState = field(default_factory=EngagementState)
+    holders: dict[str, list[float]] = field(default_factory=dict)
+
+    def engagement_at(self, at: float) -> float:
+        return self.share.value_at(at)
+
+    def covered_at(self, spec: AccountSpec, at: float) -> tuple[str, ...]:
+        """The roles covered at `at`, in the model's order."""
+        return tuple(r.name for r in spec.roles if r.name in self.holders and self.holders[r.name][0] >= at)
+
+    def swap(self, before: Mark | None, after: Mark | None) -> bool:
+        """Replace a person's `before` mark (None: they were not counted) with `after` (None: they
+        are no longer). False: a role's holder fell back, and the account must be counted again."""
+        for mark, sign in ((before, -1.0), (after, 1.0)):
+            if mark is not None:
+                for key, (value, as_of) in mark.share.items():
+                    self.share.add(sign * value, key_half_life(key), as_of)
+        someone = after or before
+        if someone is None:
+            return True
+        person = someone.lead_id
+        for role in dict.fromkeys([*self.holders, *(after.roles if after else ())]):
+            until = after.until if after is not None and role in after.roles else None
+            holder = self.holders.get(role)
+            if holder is not None and int(holder[1]) == person:
+                if until is None or until < holder[0]:
+                    return False
+                holder[0] = until
+            elif until is not None and (holder is None or until > holder[0]):
+                self.holders[role] = [until, person]
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"share": self.share.to_json()["acc"], "holders": {k: list(v) for k, v in self.holders.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Rollup:
+        if not data:
+            return cls()
+        return cls(
+            EngagementState({k: list(v) for k, v in data.get("share", {}).items()}),
+            {k: list(v) for k, v in data.get("holders", {}).items()},
+        )
+
+    @classmethod
+    def of(cls, marks: list[Mark]) -> Rollup:
+        """The roll-up counted from every person's mark."""
+        rollup = cls()
+        for mark in marks:
+            rollup.swap(None, mark)
+        return rollup

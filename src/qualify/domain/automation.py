@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from qualify.domain.account_stages import AccountStage
 from qualify.domain.conditions import Condition
 from qualify.domain.engagement import DAY
 from qualify.domain.errors import ModelError
@@ -49,6 +50,9 @@ STATE_FIELDS = (
     "days_since_created",
     "days_since_last_event",
 )
+# What a segment may test of the lead's account as the ingestion pipeline keeps it
+# (docs/accounts.md): its stage, and how many roles of its buying group are covered.
+ACCOUNT_STATE_FIELDS = ("account.stage", "account.coverage")
 STEP_KINDS = (
     "send_email",
     "wait",
@@ -60,7 +64,7 @@ STEP_KINDS = (
     "bonus",
     "move_to_nurture",
 )
-TRIGGER_KINDS = ("entered_stage", "entered_segment", "left_segment", "score_crossed", "event")
+TRIGGER_KINDS = ("entered_stage", "account_entered_stage", "entered_segment", "left_segment", "score_crossed", "event")
 MAX_BONUS = 100.0
 MAX_WAIT_DAYS = 366.0
 
@@ -496,16 +500,18 @@ class _AutomationLoader(Validator):
                 return None
             return TagTest(tag, key == "tag")
         name = value.get("field")
-        if isinstance(name, str) and name in STATE_FIELDS:
+        if isinstance(name, str) and name in (*STATE_FIELDS, *ACCOUNT_STATE_FIELDS):
             rest = {k: v for k, v in value.items() if k != "field"}
             if name == "stage":
                 self._stages(rest, path)
+            elif name == "account.stage":
+                self._stages(rest, path, {s.value for s in AccountStage}, "account stage")
             condition = self.condition(rest, path, field=name)
         elif isinstance(name, str) and not known_field(name):
             self.doc.problem(
                 f"{path}.field",
                 f"unknown field {name!r}; a segment tests profile fields (as the scoring model does), "
-                f"{', '.join(STATE_FIELDS)}, or uses event/no_event, tag/no_tag",
+                f"{', '.join((*STATE_FIELDS, *ACCOUNT_STATE_FIELDS))}, or uses event/no_event, tag/no_tag",
             )
             return None
         elif "field" not in value:
@@ -515,14 +521,16 @@ class _AutomationLoader(Validator):
             condition = self.condition(value, path)
         return FieldTest(condition) if condition is not None else None
 
-    def _stages(self, spec: dict[str, Any], path: str) -> None:
-        known = {s.value for s in Stage}
+    def _stages(self, spec: dict[str, Any], path: str, known: set[str] | None = None, what: str = "stage") -> None:
+        known = known or {s.value for s in Stage}
         for op, arg in spec.items():
             values = arg if isinstance(arg, list) else [arg]
             if op in ("equals", "not_equals", "in", "not_in"):
                 for v in values:
                     if str(v).strip().casefold() not in known:
-                        self.doc.problem(f"{path}.{op}", f"unknown stage {v!r}; stages are {', '.join(sorted(known))}")
+                        self.doc.problem(
+                            f"{path}.{op}", f"unknown {what} {v!r}; {what}s are {', '.join(sorted(known))}"
+                        )
 
     def event_test(self, value: dict[str, Any], path: str) -> EventTest | None:
         allowed = {"event", "no_event", "where", "within_days", "min_count", "max_count"}
@@ -639,10 +647,11 @@ class _AutomationLoader(Validator):
         arg, at = spec[kind], f"{path}.{kind}"
         if "where" in spec and kind != "event":
             self.doc.problem(f"{path}.where", "only an event trigger takes 'where'")
-        if kind == "entered_stage":
-            stages = {s.value for s in Stage}
+        if kind in ("entered_stage", "account_entered_stage"):
+            what = "stage" if kind == "entered_stage" else "account stage"
+            stages = {s.value for s in Stage} if kind == "entered_stage" else {s.value for s in AccountStage}
             if arg not in stages:
-                self.doc.problem(at, f"unknown stage {arg!r}; stages are {', '.join(sorted(stages))}")
+                self.doc.problem(at, f"unknown {what} {arg!r}; {what}s are {', '.join(sorted(stages))}")
                 return None
             return Trigger(kind, str(arg))
         if kind in ("entered_segment", "left_segment"):

@@ -48,6 +48,11 @@ def half_life_key(half_life_days: float | None) -> str:
     return NO_DECAY if half_life_days is None else repr(float(half_life_days))
 
 
+def key_half_life(key: str) -> float | None:
+    """The half-life an accumulator key names (`half_life_key` read back)."""
+    return None if key == NO_DECAY else float(key)
+
+
 # Accumulator key -> its half-life in seconds (None: no decay); value_at reads it on every call.
 _SPANS: dict[str, float | None] = {}
 _MISSING = -1.0

@@ -34,6 +34,7 @@ class LeadState:
     engagement: EngagementState = field(default_factory=EngagementState)
     last_event: float | None = None
     probability: float | None = None  # the active predictive model's, as last computed
+    roles: tuple[str, ...] = ()  # the roles of its account's buying group it fills (scored with fit)
 
     def engagement_at(self, timestamp: float) -> float:
         return self.engagement.value_at(timestamp)

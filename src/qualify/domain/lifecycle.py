@@ -178,9 +178,16 @@ def check_action(action_name: str, current: Stage, reason: str | None, note: str
         raise IllegalTransition(
             f"cannot {action_name} a lead in stage {current.value}: {action_name} applies to {allowed}"
         )
-    if reason and not action.needs_reason:
+    check_reason(action_name, action.needs_reason, reason, note)
+    return action
+
+
+def check_reason(action_name: str, needs_reason: bool, reason: str | None, note: str | None) -> None:
+    """Refuse a reason code an action takes none of, or a missing, unknown or unexplained one
+    ("other" wants a note) where it needs one."""
+    if reason and not needs_reason:
         raise InvalidInput(f"{action_name} takes no reason code; say why with a note instead", field="reason")
-    if action.needs_reason:
+    if needs_reason:
         if not reason:
             raise InvalidInput(
                 f"{action_name} needs a reason code: one of {', '.join(REASON_CODES)}",
@@ -193,7 +200,6 @@ def check_action(action_name: str, current: Stage, reason: str | None, note: str
             )
         if reason == "other" and not (note and note.strip()):
             raise InvalidInput("reason 'other' needs a note saying why", field="note")
-    return action
 
 
 def check_automatic(current: Stage, target: Stage) -> None:

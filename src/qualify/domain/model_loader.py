@@ -16,6 +16,7 @@ from qualify.domain.errors import ModelError, ModelProblem
 from qualify.domain.located_yaml import LocatedYaml, YamlSyntaxError, closest, kind_of
 from qualify.domain.scoring_model import (
     GRADES,
+    AccountBar,
     AccountSpec,
     BusinessHours,
     BuyingRole,
@@ -352,7 +353,7 @@ class _Validator:
     def accounts(self, value: Any) -> AccountSpec | None:
         """The `accounts` section: fit on the account's fields, the people's engagement rolled up
         (each person's held at `per_person_cap`), and the buying group's roles."""
-        spec = self._mapping(value, "accounts", {"fit", "engagement", "buying_group"}, {"fit"})
+        spec = self._mapping(value, "accounts", {"fit", "engagement", "buying_group", "stages"}, {"fit"})
         if not spec:
             return None
         fit = self._mapping(spec.get("fit"), "accounts.fit", {"grades", "rules"}, {"rules"}) if "fit" in spec else {}
@@ -391,7 +392,44 @@ class _Validator:
             if name and conditions:
                 roles.append((BuyingRole(name, conditions), f"{path}.name"))
         self._unique([(r.name, where) for r, where in roles], "role")
-        return AccountSpec(grades, rules, cap, tuple(r for r, _ in roles), within or 90.0, least or 0.0)
+        stages = self._mapping(_or_empty(spec, "stages"), "accounts.stages", {"engaged", "mqa", "requalify_after_days"})
+        engaged, mqa = (
+            self.account_bar(stages[name], f"accounts.stages.{name}", len(roles))
+            if stages.get(name) is not None
+            else None
+            for name in ("engaged", "mqa")
+        )
+        requalify = self._number(
+            stages.get("requalify_after_days", 30), "accounts.stages.requalify_after_days", minimum=0
+        )
+        return AccountSpec(
+            grades,
+            rules,
+            cap,
+            tuple(r for r, _ in roles),
+            within or 90.0,
+            least or 0.0,
+            engaged,
+            mqa,
+            30.0 if requalify is None else requalify,
+        )
+
+    def account_bar(self, value: Any, path: str, roles: int) -> AccountBar | None:
+        """What an account needs to reach a stage: `{fit, engagement, roles}`, each at least."""
+        bar = self._mapping(value, path, {"fit", "engagement", "roles"})
+        if not bar:
+            if isinstance(value, dict):
+                self.doc.problem(path, "needs at least one of: fit, engagement, roles")
+            return None
+        fit, engagement = (self._number(bar.get(k), f"{path}.{k}", allow_none=True) for k in ("fit", "engagement"))
+        covered = bar.get("roles")
+        if covered is not None and (isinstance(covered, bool) or not isinstance(covered, int) or covered < 1):
+            self.doc.problem(f"{path}.roles", f"must be a whole number of roles ≥ 1, got {covered!r}")
+            covered = None
+        elif covered is not None and covered > roles:
+            self.doc.problem(f"{path}.roles", f"asks for {covered} roles, but the buying group defines {roles}")
+            covered = None
+        return AccountBar(fit, engagement, covered)
 
     @staticmethod
     def _fields_of(rule: Any, path: str) -> list[tuple[str, str]]:

@@ -191,6 +191,31 @@ class BuyingRole:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountBar:
+    """What an account needs to reach a stage (`accounts.stages.engaged` or `.mqa`): each bar
+    given, at least; a bar left out asks nothing."""
+
+    fit: float | None = None  # the account's fit
+    engagement: float | None = None  # its people's engagement rolled up
+    roles: int | None = None  # how many roles of its buying group are covered
+
+    def why(self, fit: float, engagement: float, covered: int) -> str | None:
+        """Why an account with these scores clears the bar (each part it clears), or None."""
+        parts = []
+        for name, bar, value, shown in (
+            ("fit", self.fit, fit, f"{fit:.1f}"),
+            ("engagement", self.engagement, engagement, f"{engagement:.1f}"),
+            ("roles covered", self.roles, covered, str(covered)),
+        ):
+            if bar is None:
+                continue
+            if value < bar:
+                return None
+            parts.append(f"{name} {shown} ≥ {bar:g}")
+        return " and ".join(parts) or None
+
+
+@dataclass(frozen=True, slots=True)
 class AccountSpec:
     """How accounts are qualified (the model's `accounts` section): fit on the account's fields,
     the engagement of its people rolled up, and which roles of the buying group are engaged."""
@@ -200,7 +225,10 @@ class AccountSpec:
     person_cap: float | None  # one person's engagement counts up to this much (None: all of it)
     roles: tuple[BuyingRole, ...]
     within_days: float  # a person engaged in a role was active this recently
-    min_engagement: float  # and has at least this much engagement
+    min_engagement: float  # and had at least this much engagement after their latest activity
+    engaged: AccountBar | None = None  # target → engaged (None: the model moves no account there)
+    mqa: AccountBar | None = None  # → MQA, a marketing-qualified account
+    requalify_after_days: float = 30.0  # an MQA sales rejected is not MQA again before this
 
     def grade(self, score: float) -> str:
         return grade_of(self.grades, score)

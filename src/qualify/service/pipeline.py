@@ -5,7 +5,7 @@ returns a `Changed` record (the leads touched, the stage moves, the events, the 
 use case then hands the record to its workspace's `Pipeline`, which runs the reactions in the
 order they were registered, all in the use case's transaction:
 
-    probability → handoff → announcements → segments → workflows
+    probability → handoff → accounts → announcements → segments → workflows → crm
 
 The reactions live with their capability (predictions, lifecycle, integrations, automation) and
 are put together once, in the composition root (`qualify.bootstrap`). A caller that must not
@@ -55,6 +55,7 @@ class Changed:
 
     `records` are the leads written, in memory, with their scoring state; `lead_ids` names leads
     changed outside a batch (a tag added by a workflow), for the reactions that test leads again.
+    `account_entries` name the people of each account the change moved, with the stage it entered.
     `judge` and `judge_at` say whether and when the stage policy is judged again once a new
     probability is known (not after a person's decision: a lead sent back to nurture must not
     bounce straight back on the number it was sent back with).
@@ -67,6 +68,7 @@ class Changed:
     events: list[dict[str, Any]] = field(default_factory=list)
     scores: list[tuple[int, float | None, float]] = field(default_factory=list)  # lead id, before, after
     lead_ids: list[int] = field(default_factory=list)
+    account_entries: list[tuple[int, str]] = field(default_factory=list)  # (lead id, stage its account entered)
     judge: bool = True
     judge_at: float | None = None
 
@@ -74,6 +76,11 @@ class Changed:
         """Every lead id the change touched, once, in the order first seen."""
         ids = [r.id for r in self.records if r.id is not None]
         return list(dict.fromkeys([*ids, *self.lead_ids]))
+
+    def tested(self) -> list[int]:
+        """The leads segments and workflows test again: those touched, and the people of the
+        accounts the change moved (their account's stage is something they are tested on)."""
+        return list(dict.fromkeys([*self.touched(), *(lead_id for lead_id, _ in self.account_entries)]))
 
     @property
     def stage_entries(self) -> list[tuple[int, str]]:
@@ -91,6 +98,7 @@ class Changed:
         self.events += later.events
         self.scores += later.scores
         self.lead_ids += [i for i in later.lead_ids if i not in self.lead_ids]
+        self.account_entries += later.account_entries
 
 
 class Batch(Protocol):
@@ -178,6 +186,10 @@ class Run:
             return False
         newest = self._newest_dated()
         return lead_id in newest and newest[lead_id] < self.history_before
+
+    def newest(self, lead_id: int) -> datetime | None:
+        """The lead's newest move or event in the change; None when it has none dated."""
+        return self._newest_dated().get(lead_id)
 
     def _newest_dated(self) -> dict[int, datetime]:
         """Each lead's newest move or event in the change, read once (again after a `write_again`)."""

@@ -369,6 +369,8 @@ class AccountSummary(BaseModel):
     pipeline: int = Field(description="its people in SQL or opportunity")
     customers: int
     last_activity: datetime | None
+    stage: str = Field(description="target, engaged, mqa, opportunity or customer")
+    owner: str | None = Field(description="the account's own owner (routed when it became MQA, or who accepted it)")
     scores: AccountScoreSummary | None = Field(
         default=None, description="as of now, explained; null where the active model has no accounts section"
     )
@@ -379,9 +381,31 @@ class AccountPage(BaseModel):
     total: int = Field(description="how many accounts match in all")
 
 
+class AccountLastScored(BaseModel):
+    at: datetime
+    fit: float
+    grade: str
+    engagement: float
+    covered_roles: int
+
+
+class AccountStageOut(BaseModel):
+    stage: str = Field(description="target, engaged, mqa, opportunity or customer")
+    since: datetime | None
+    sla_due_at: datetime | None = Field(description="an MQA must be accepted or rejected by then")
+    requalify_at: datetime | None = Field(description="an account sent back is not MQA again before then")
+    last_scored: AccountLastScored | None = Field(
+        description="its scores as the ingestion pipeline last kept them (the policy's view); null: never scored"
+    )
+    history: list[dict[str, Any]] = Field(description="its stage changes, newest first")
+
+
 class AccountOut(BaseModel):
     account: dict[str, Any]
-    owner: str | None = Field(default=None, description="the owner of its most recently assigned lead")
+    owner: str | None = Field(
+        default=None, description="its own owner, else the owner of its most recently assigned lead"
+    )
+    stage: AccountStageOut
     stages: dict[str, int] = Field(description="its people by stage")
     scores: AccountScoresOut | None = Field(
         default=None, description="null where the active scoring model has no accounts section"
@@ -409,6 +433,19 @@ class StageActionIn(BaseModel):
     @classmethod
     def _storable(cls, text: str | None) -> str | None:
         return _storable_text(text)
+
+
+class AccountStageChangeOut(BaseModel):
+    account: str = Field(description="its domain")
+    action: str
+    from_stage: str = Field(alias="from")
+    to_stage: str = Field(alias="to")
+    at: datetime
+    by: str
+    reason: str | None
+    note: str | None
+
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class StageChangeOut(BaseModel):
@@ -473,7 +510,7 @@ class WebhookIn(BaseModel):
     kinds: list[str] = Field(
         min_length=1,
         max_length=50,
-        description="stage.changed, lead.mql, sla.breached, score.crossed:<N>",
+        description="stage.changed, lead.mql, sla.breached, score.crossed:<N>, workflow.notify, account.stage.changed, account.mqa",
     )
     secret: str | None = Field(
         default=None,

@@ -78,6 +78,10 @@ stage_app = typer.Typer(
     help="Stage actions by people: accept, reject, disqualify, open-opportunity, win, lose, advocate.",
     no_args_is_help=True,
 )
+account_stage_app = typer.Typer(
+    help="Stage actions on accounts by people: accept or reject an MQA, lose or win its opportunity.",
+    no_args_is_help=True,
+)
 report_app = typer.Typer(
     help="Funnel analytics: funnel, velocity, cohorts, sources, content influence, lookalikes.", no_args_is_help=True
 )
@@ -88,6 +92,7 @@ predictive_app = typer.Typer(
 app.add_typer(model_app, name="model")
 app.add_typer(predictive_app, name="models")
 app.add_typer(stage_app, name="stage")
+app.add_typer(account_stage_app, name="account-stage")
 app.add_typer(report_app, name="report")
 
 out = Console()

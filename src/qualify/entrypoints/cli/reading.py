@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from qualify.domain.account_stages import ACCOUNT_ACTIONS
 from qualify.domain.lifecycle import REASON_CODES, STAGE_ACTIONS
 from qualify.entrypoints.cli.base import (
     DbOption,
@@ -20,6 +21,7 @@ from qualify.entrypoints.cli.base import (
     _show_funnel,
     _utc,
     _workspace,
+    account_stage_app,
     app,
     err,
     out,
@@ -332,14 +334,29 @@ class AccountSortKey(StrEnum):
     leads = "leads"
     activity = "activity"
     name = "name"
+    fit = "fit"
+    coverage = "coverage"
+
+
+class AccountStageName(StrEnum):
+    target = "target"
+    engaged = "engaged"
+    mqa = "mqa"
+    opportunity = "opportunity"
+    customer = "customer"
 
 
 @app.command()
 def accounts(
     search: Annotated[str | None, typer.Option(help="Words to find in the name or domain.")] = None,
-    owner: Annotated[str | None, typer.Option(help="Only accounts where this rep owns a lead.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only accounts this rep owns, or where they own a lead.")] = None,
+    stage: Annotated[AccountStageName | None, typer.Option(help="Only accounts in this stage.")] = None,
     sort: Annotated[
-        AccountSortKey, typer.Option(help="engagement (its people's, summed), leads, activity (newest event), name.")
+        AccountSortKey,
+        typer.Option(
+            help="engagement (its people's, summed), leads, activity (newest event), name, fit or coverage"
+            " (as last scored)."
+        ),
     ] = AccountSortKey.engagement,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
     offset: Annotated[int, typer.Option(min=0)] = 0,
@@ -351,13 +368,22 @@ def accounts(
     from qualify.service.reading.accounts import list_accounts
 
     with _workspace(db, reading=True) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
-        rows, total = list_accounts(uow, search=search, owner=owner, sort=sort.value, limit=limit, offset=offset)
+        rows, total = list_accounts(
+            uow,
+            search=search,
+            owner=owner,
+            stage=stage.value if stage else None,
+            sort=sort.value,
+            limit=limit,
+            offset=offset,
+        )
     if as_json:
         _print_json({"total": total, "items": [row.as_dict() for row in rows]})
         return
     cells = [
         {
             "account": r.domain,  # what `qualify account` takes: never cut
+            "stage": r.stage,
             "fit": f"{r.scores.fit:.0f} {r.scores.grade}" if r.scores else "",
             "roles": f"{len(r.scores.covered)}/{len(r.scores.roles)}" if r.scores else "",
             "leads": f"{r.leads:,}",
@@ -367,10 +393,11 @@ def accounts(
             "name": r.name or "",
             "industry": r.industry or "",
             "employees": f"{r.employees:,}" if r.employees is not None else "",
+            "owner": r.owner or "",
         }
         for r in rows
     ]
-    table, dropped, _ = _fitting_table(cells, keep=("account", "fit", "roles"), drop=ACCOUNTS_DROPPED_FIRST)
+    table, dropped, _ = _fitting_table(cells, keep=("account", "stage", "fit", "roles"), drop=ACCOUNTS_DROPPED_FIRST)
     out.print(table)
     shown = f", {offset + 1}-{offset + len(rows)} shown" if rows else ""
     out.print(f"{total:,} accounts{shown}; roles: of the buying group's, how many have engaged people")
@@ -379,7 +406,7 @@ def accounts(
 
 
 # The columns `qualify accounts` leaves out first on a narrow terminal, in this order.
-ACCOUNTS_DROPPED_FIRST = ("employees", "industry", "name", "pipeline", "MQLs")
+ACCOUNTS_DROPPED_FIRST = ("employees", "industry", "owner", "name", "pipeline", "MQLs")
 
 
 @app.command()
@@ -405,6 +432,16 @@ def account(
         highlight=False,
         markup=False,
     )
+    since = f" since {a['stage_entered_at']:%Y-%m-%d %H:%M}" if a["stage_entered_at"] else ""
+    due = f", to accept or reject by {a['sla_due_at']:%Y-%m-%d %H:%M} UTC" if a["sla_due_at"] else ""
+    out.print(f"  stage [bold]{a['stage']}[/]{since}{due}", highlight=False)
+    for h in view.history[:5]:
+        why = f": {h['reason']}" if h["reason"] else ""
+        out.print(
+            f"    {h['at']:%Y-%m-%d %H:%M} {h['from_stage']} → {h['to_stage']} by {h['by']}{why}",
+            highlight=False,
+            markup=False,
+        )
     scores = view.scores
     if scores is None:
         out.print("\n  The active scoring model scores no accounts (it has no `accounts` section).")
@@ -466,6 +503,44 @@ report_app.command(
 )(funnel_)
 
 
+@report_app.command("accounts")
+def report_accounts(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """The account funnel: accounts by stage, conversion with 95% intervals, days per stage, sales'
+    reasons, and the buying-group roles covered when accounts became opportunities, won against lost."""
+    from qualify.service.reading.account_funnel import account_funnel
+
+    with _workspace(db, reading=True) as workspace, workspace.unit_of_work(read_only=True) as uow, _errors():
+        report = account_funnel(uow)
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    out.print(f"[bold]{report.total_accounts:,} accounts[/]")
+    for stage, now_ in report.current.items():
+        days = report.days_in_stage[stage]
+        stay = f"   median {days['median']:.1f} d in it" if days["median"] is not None else ""
+        out.print(f"  {stage:<12} {now_:>6,} now   {report.reached[stage]:>6,} reached{stay}", highlight=False)
+    out.print("[bold]Conversion[/]")
+    for step in report.conversion:
+        rate = "—" if step["rate"] is None else f"{step['rate']:.1%}"
+        low_high = f" (95%: {step['interval_95'][0]:.0%}–{step['interval_95'][1]:.0%})" if step["interval_95"] else ""
+        out.print(
+            f"  {step['from']} → {step['to']}: {step['to_count']:,} of {step['from_count']:,}, {rate}{low_high}",
+            highlight=False,
+        )
+    for move, counts in report.reasons.items():
+        out.print(f"  sent back {move}: " + ", ".join(f"{r} {n}" for r, n in counts.items()), highlight=False)
+    out.print("[bold]Buying group when they became opportunities[/]")
+    for outcome, seen in report.coverage.items():
+        if not seen["accounts"]:
+            continue
+        roles = ", ".join(f"{role} {share['rate']:.0%}" for role, share in seen["roles"].items()) or "none covered"
+        out.print(
+            f"  {outcome}: {seen['accounts']:,} accounts, {seen['mean_roles']:.1f} roles covered on average; {roles}",
+            highlight=False,
+            markup=False,
+        )
+
+
 # --- stage actions ---------------------------------------------------------------------------------
 
 
@@ -501,3 +576,36 @@ def _stage_command(action: str) -> None:
 
 for _action in STAGE_ACTIONS:
     _stage_command(_action)
+
+
+def _account_stage_command(action: str) -> None:
+    spec = ACCOUNT_ACTIONS[action]
+    reason_help = f"Reason code{' (required)' if spec.needs_reason else ''}: {', '.join(REASON_CODES)}."
+
+    def command(
+        key: Annotated[str, typer.Argument(metavar="ACCOUNT", help="The account's domain, or #id.")],
+        by: Annotated[str, typer.Option("--by", help="Who acts (a person's name or user id).")],
+        reason: Annotated[str | None, typer.Option("--reason", help=reason_help)] = None,
+        note: Annotated[str | None, typer.Option("--note", help="Free text kept with the stage change.")] = None,
+        at: Annotated[
+            datetime | None, typer.Option("--at", help="When it happened (default: now). UTC unless a zone is given.")
+        ] = None,
+        db: DbOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        from qualify.service.lifecycle.accounts import act_on_account
+        from qualify.service.reading.accounts import account_id_of
+
+        with _workspace(db) as workspace, _errors(), workspace.unit_of_work() as uow:
+            change = act_on_account(uow, account_id_of(uow, key), action, by=by, reason=reason, note=note, now=_utc(at))
+        if as_json:
+            _print_json(change.as_dict())
+            return
+        out.print(f"{change.account}: {change.from_stage.value} → [bold]{change.to_stage.value}[/] ({action} by {by}).")
+
+    command.__doc__ = f"{spec.summary[0].upper()}{spec.summary[1:]}."
+    account_stage_app.command(action)(command)
+
+
+for _action in ACCOUNT_ACTIONS:
+    _account_stage_command(_action)

@@ -306,7 +306,8 @@ def webhooks_add(
     kind: Annotated[
         list[str],
         typer.Option(
-            "--kind", help="An announcement kind: stage.changed, lead.mql, sla.breached, score.crossed:<N>. Repeatable."
+            "--kind",
+            help="An announcement kind: stage.changed, lead.mql, sla.breached, score.crossed:<N>, workflow.notify, account.stage.changed, account.mqa. Repeatable.",
         ),
     ],
     secret: Annotated[

@@ -751,9 +751,18 @@ def accounts_page(
     )
 
 
+AccountId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
 @router.get("/accounts/{account_id}")
-def account_page(request: Request, account_id: Annotated[int, Path(ge=1, le=MAX_ID)], who: SignedIn) -> HTMLResponse:
-    """One account: its people and their stages, engagement week by week, open deals, owner."""
+def account_page(request: Request, account_id: AccountId, who: SignedIn) -> HTMLResponse:
+    """One account: its stage and history, its scores explained, its people and their stages,
+    engagement week by week, open deals, owner; the actions its owner (or a manager) may take."""
+    return _account(request, who[0], account_id)
+
+
+def _account(request: Request, user: users.User, account_id: int, problem: str | None = None) -> HTMLResponse:
+    from qualify.domain.account_stages import ACCOUNT_ACTIONS, AccountStage
     from qualify.domain.errors import NotFound
     from qualify.service.reading.accounts import account_view
 
@@ -763,7 +772,47 @@ def account_page(request: Request, account_id: Annotated[int, Path(ge=1, le=MAX_
         except NotFound:
             return _page("not_found.html", request, status=404, what=f"account #{account_id}")
     peak = max((points for _, points in view.weekly), default=0.0) or 1.0
-    return _page("account.html", request, view=view, peak=peak)
+    owner = view.account["owner"]
+    may_act = user.sees_every_lead or owner in (None, user.name)
+    stage = AccountStage(view.account["stage"])
+    return _page(
+        "account.html",
+        request,
+        status=422 if problem else 200,
+        view=view,
+        peak=peak,
+        actions=[a for a in ACCOUNT_ACTIONS.values() if stage in a.sources] if may_act else [],
+        reasons=REASON_WORDS,
+        problem=problem,
+    )
+
+
+@router.post("/accounts/{account_id}/actions/{action}")
+def account_action(
+    request: Request,
+    account_id: AccountId,
+    action: Annotated[str, Path(max_length=40)],
+    who: SignedIn,
+    csrf: Annotated[str, Form()] = "",
+    reason: Annotated[str | None, Form(max_length=40)] = None,
+    note: Annotated[str | None, Form(max_length=2000)] = None,
+) -> Response:
+    """A person's action on an account from its page (a rep: on an account they own or nobody does)."""
+    from qualify.domain.errors import NotFound
+    from qualify.service.lifecycle.accounts import act_on_account
+
+    user = _checked(who, csrf)
+    try:
+        with _workspace(request).unit_of_work() as uow:
+            act_on_account(
+                uow, account_id, action, by=user.name, reason=reason or None, note=note or None,
+                owned_by=None if user.sees_every_lead else user.name,
+            )  # fmt: skip
+    except NotFound:
+        return _page("not_found.html", request, status=404, what=f"account #{account_id}")
+    except QualifyError as error:
+        return _account(request, user, account_id, problem=str(error))
+    return RedirectResponse(f"/app/accounts/{account_id}", status_code=303)
 
 
 # --- lead -------------------------------------------------------------------------------------------

@@ -46,6 +46,10 @@ def triggered(
                 for lead_id, stage in stage_entries:
                     if stage == trigger.value:
                         hit(workflow, lead_id, trigger.describe())
+            case "account_entered_stage":
+                for lead_id, stage in changes.account_entries:
+                    if stage == trigger.value:
+                        hit(workflow, lead_id, trigger.describe())
             case "entered_segment" | "left_segment":
                 wanted = "entered" if trigger.kind == "entered_segment" else "left"
                 for segment, lead_id, change in moved:
@@ -148,7 +152,7 @@ def react_workflows(run: Run) -> None:
     if "segments" in run.notes:
         moved, facts = run.notes["segments"]
     else:  # segments switched off: no segment triggers, but the rules still need the facts
-        moved, facts = [], lead_facts(conn, changed.touched(), changed.now, found.needs, known=changed.records)
+        moved, facts = [], lead_facts(conn, changed.tested(), changed.now, found.needs, known=changed.records)
     if run.history_before is not None:  # history enrols nobody: only what is live triggers
         changed = replace(
             changed,

@@ -23,7 +23,7 @@ from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.adapters.json_codec import loads
 from qualify.adapters.repository import LeadRecord
-from qualify.domain.automation import FactNeeds, LeadFacts, SeenEvent, ValueCount
+from qualify.domain.automation import ACCOUNT_STATE_FIELDS, FactNeeds, LeadFacts, SeenEvent, ValueCount
 from qualify.domain.engagement import DAY
 from qualify.domain.fit import profile_values
 from qualify.domain.records import Lead
@@ -70,6 +70,7 @@ def lead_facts(
         if needs.account
         else {}
     )
+    standing = _account_standing(conn, {r.account_id for r, _, _, _ in found}, needs)
     out: dict[int, LeadFacts] = {}
     for record, profile, owner, probability in sorted(found, key=lambda f: f[0].id or 0):
         state = record.state
@@ -89,6 +90,9 @@ def lead_facts(
             days_since_created=(at - record.created_at.timestamp()) / DAY,
             days_since_last_event=(at - state.last_event) / DAY if state.last_event is not None else None,
         )
+        if standing is not None:
+            stage, covered = standing.get(record.account_id, (None, None)) if record.account_id else (None, None)
+            values["account.stage"], values["account.coverage"] = stage, covered
         assert record.id is not None
         out[record.id] = LeadFacts(record.id, values)
     if not out:
@@ -152,6 +156,23 @@ def lead_facts(
         for facts in out.values():
             if not facts.counts:  # no event of any counted kind
                 facts.counts = dict.fromkeys(counts, 0)
+    return out
+
+
+def _account_standing(
+    conn: Connection, account_ids: set[int | None], needs: FactNeeds
+) -> dict[int, tuple[str, int | None]] | None:
+    """Each account's stage and covered roles, as the pipeline keeps them, where a test reads
+    `account.stage` or `account.coverage` (None where none does)."""
+    if not needs.fields & set(ACCOUNT_STATE_FIELDS):
+        return None
+    a = schema.accounts
+    out: dict[int, tuple[str, int | None]] = {}
+    for part in repo.chunks(sorted(i for i in account_ids if i is not None)):
+        for account_id, stage, covered in conn.execute(
+            select(a.c.id, a.c.stage, a.c.covered_roles).where(a.c.id.in_(part))
+        ):
+            out[account_id] = (stage, covered)
     return out
 
 

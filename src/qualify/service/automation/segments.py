@@ -98,7 +98,7 @@ def react_segments(run: Run) -> None:
     if found.empty:
         return
     conn = run.uow.connection
-    ids = changed.touched()
+    ids = changed.tested()
     facts = lead_facts(conn, ids, changed.now, found.needs, known=changed.records)
     run.notes["segments"] = (evaluate_segments(conn, found.segments, ids, facts, changed.now, ONLINE), facts)
 

@@ -7,7 +7,10 @@ its kind; the worker delivers them (qualify.service.integrations.webhooks). Kind
 - `lead.mql`: a lead became MQL (also announced as stage.changed);
 - `sla.breached`: an MQL was neither accepted nor rejected in time;
 - `score.crossed:<N>`: the lead's score (fit + engagement) rose from below N to N or more;
-- `workflow.notify`: a workflow step asks the lead's owner to look at it.
+- `workflow.notify`: a workflow step asks the lead's owner to look at it;
+- `account.stage.changed`: the model or its people moved an account (docs/accounts.md);
+- `account.mqa`: an account became MQA, a marketing-qualified account (also announced as
+  account.stage.changed).
 """
 
 from __future__ import annotations
@@ -22,13 +25,18 @@ from sqlalchemy import Connection, select
 
 from qualify.adapters import schema
 from qualify.adapters.repository import LeadRecord
+from qualify.domain.account_stages import AccountStage
 from qualify.domain.errors import InvalidInput
 from qualify.domain.lifecycle import Stage
+from qualify.service.lifecycle.accounts import ACCOUNT_MOVES
 from qualify.service.pipeline import Run
 
 STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, SCORE_CROSSED = "stage.changed", "lead.mql", "sla.breached", "score.crossed"
 WORKFLOW_NOTIFY = "workflow.notify"
-KINDS = (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, f"{SCORE_CROSSED}:<N>", WORKFLOW_NOTIFY)
+ACCOUNT_STAGE_CHANGED, BECAME_MQA = "account.stage.changed", "account.mqa"
+KINDS = (
+    STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, f"{SCORE_CROSSED}:<N>", WORKFLOW_NOTIFY, ACCOUNT_STAGE_CHANGED, BECAME_MQA,
+)  # fmt: skip
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATUSES = (PENDING, DELIVERED, DEAD)
 
@@ -40,7 +48,7 @@ def normalise_kind(kind: str) -> str:
     threshold written by `format(t, "g")`, and a subscription must match that text exactly.
     """
     kind = kind.strip()
-    if kind in (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, WORKFLOW_NOTIFY):
+    if kind in (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, WORKFLOW_NOTIFY, ACCOUNT_STAGE_CHANGED, BECAME_MQA):
         return kind
     name, _, threshold = kind.partition(":")
     if name == SCORE_CROSSED and threshold:
@@ -139,6 +147,13 @@ def react(run: Run) -> None:
         announcements.append(Announcement(STAGE_CHANGED, payload))
         if values["to_stage"] == Stage.MQL.value:
             announcements.append(Announcement(BECAME_MQL, payload))
+    for row in run.notes.get(ACCOUNT_MOVES, ()):
+        if run.is_history(row["at"]):
+            continue
+        payload = account_move_payload(row)
+        announcements.append(Announcement(ACCOUNT_STAGE_CHANGED, payload))
+        if row["to_stage"] == AccountStage.MQA.value:
+            announcements.append(Announcement(BECAME_MQA, payload))
     if any(sub.thresholds for sub in subscriptions):
         records = {r.id: r for r in changed.records}
         for lead_id, before, after in changed.scores:
@@ -146,6 +161,27 @@ def react(run: Run) -> None:
                 continue
             announcements += score_crossings(subscriptions, _lead_ref(records[lead_id]), before, after, changed.now)
     enqueue(conn, announcements, changed.now, subscriptions)
+
+
+def account_move_payload(row: dict[str, Any]) -> dict[str, Any]:
+    """An account's stage change as announced: the account, the move, and its scores then."""
+    return {
+        "account": {"id": row["account_id"], "domain": row["domain"]},
+        "from": row["from_stage"],
+        "to": row["to_stage"],
+        "at": row["at"].isoformat(),
+        "actor": row["actor"],
+        "by": row["by"],
+        "reason": row["reason"],
+        "note": row["note"],
+        "owner": row.get("owner"),
+        "scores": {
+            "fit": row["fit_score"],
+            "engagement": row["engagement_score"],
+            "covered_roles": row["covered_roles"],
+        },
+        "model_version": row["model_version"],
+    }
 
 
 def _lead_ref(record: LeadRecord) -> dict[str, Any]:

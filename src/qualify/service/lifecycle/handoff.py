@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from qualify.adapters import repository as repo
@@ -78,27 +78,36 @@ def on_qualified(conn: Connection, model: ScoringModel, record: LeadRecord, at: 
     row = conn.execute(select(schema.leads).where(schema.leads.c.id == record.id)).one()
     stored = repo.lead_from_row(row)  # the whole profile: an event batch loads only scoring state
     account = repo.accounts_by_id(conn, [row.account_id]).get(row.account_id) if row.account_id else None
-    account_owner = _account_owner(conn, spec, row.account_id, record.id) if spec.account_owner_first else None
-    route = choose_route(spec, profile_values(stored.lead, account), account_owner=account_owner)
-    assignment = _assign(conn, spec, route, row.owner, at)
+    owner_of_account = account_owner(conn, spec, row.account_id, record.id) if spec.account_owner_first else None
+    route = choose_route(spec, profile_values(stored.lead, account), account_owner=owner_of_account)
+    assignment = assign(conn, spec, route, row.owner, at)
     due = sla_due(at, spec.sla) if spec.sla is not None and record.state.stage is Stage.MQL else None
     _write(conn, record.id, assignment, at, due)
 
 
-def _account_owner(conn: Connection, spec: HandoffSpec, account_id: int | None, lead_id: int) -> str | None:
-    """The owner of the account's most recently assigned other lead who can still own leads."""
+def account_owner(conn: Connection, spec: HandoffSpec, account_id: int | None, lead_id: int | None) -> str | None:
+    """The account's owner, where it has one who can still own leads (an account qualified as a
+    whole is owned by one rep); else the owner of its most recently assigned other lead who can.
+    One statement: the account's row beside its leads' owners."""
     if account_id is None:
         return None
-    leads = schema.leads
-    owners = conn.execute(
-        select(leads.c.owner)
-        .where(leads.c.account_id == account_id, leads.c.id != lead_id, leads.c.owner.is_not(None))
+    accounts, leads = schema.accounts, schema.leads
+    others = and_(leads.c.account_id == accounts.c.id, leads.c.owner.is_not(None))
+    if lead_id is not None:
+        others = and_(others, leads.c.id != lead_id)
+    rows = conn.execute(
+        select(accounts.c.owner, leads.c.owner)
+        .select_from(accounts.outerjoin(leads, others))
+        .where(accounts.c.id == account_id)
         .order_by(leads.c.owner_assigned_at.desc().nulls_last(), leads.c.id.desc())
-    ).scalars()
-    return next((owner for owner in owners if spec.knows_owner(owner)), None)
+    ).all()
+    own = rows[0][0] if rows else None
+    if own is not None and spec.knows_owner(own):
+        return str(own)
+    return next((owner for _, owner in rows if owner is not None and spec.knows_owner(owner)), None)
 
 
-def _assign(conn: Connection, spec: HandoffSpec, route: Route | None, previous: str | None, at: datetime) -> Assignment:
+def assign(conn: Connection, spec: HandoffSpec, route: Route | None, previous: str | None, at: datetime) -> Assignment:
     if route is None:
         return Assignment(None, None, "no owner: no routing rule matched and no default team")
     if route.owner is not None:

@@ -8,6 +8,8 @@ from typing import Any
 
 from qualify.adapters import repository as repo
 from qualify.adapters.repository import LeadRecord
+from qualify.domain.accounts import Mark
+from qualify.domain.conditions import all_match
 from qualify.domain.evaluator import AppliedMove, LeadState, OnlineEvaluator
 from qualify.domain.fit import disqualifying_rule, profile_values, score_fit
 from qualify.domain.lifecycle import Actor, Stage
@@ -84,6 +86,13 @@ class LeadBatch:
     def remember(self, record: LeadRecord) -> None:
         if record.score_before is None and record.id is not None:
             record.score_before = record.state.fit + record.state.engagement_at(self.now.timestamp())
+            spec = self.model.accounts
+            if spec is not None and record.account_before is None:
+                state = record.state
+                mark = None
+                if record.account_id is not None:
+                    mark = Mark.of(spec, record.id, state.engagement, state.last_event, state.roles)
+                record.account_before = (record.account_id, mark)
         if record.lead.email:
             self.by_email[record.lead.email] = record
         if record.lead.external_id:
@@ -133,6 +142,8 @@ class LeadBatch:
         fit = score_fit(self.model, values)
         state = record.state
         state.fit, state.grade, state.persona = fit.score, fit.grade, fit.persona
+        spec = self.model.accounts
+        state.roles = tuple(r.name for r in spec.roles if all_match(r.conditions, values)) if spec else ()
         record.model_version = self.model.version
         record.changed = True
         return disqualifying_rule(self.model, values)
@@ -160,6 +171,7 @@ class LeadBatch:
             created_at=created,
             state=LeadState(stage=Stage.LEAD, stage_entered=created.timestamp()),
             person_email=person_email,
+            account_before=(None, None),
         )
         lead.created_at = created
         rule = self.refit(record)

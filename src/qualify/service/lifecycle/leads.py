@@ -10,6 +10,7 @@ from qualify.adapters import repository as repo
 from qualify.adapters.repository import LeadRecord
 from qualify.domain.errors import InvalidInput
 from qualify.domain.records import ACCOUNT_FIELDS, Account, Lead, merge_into
+from qualify.service.lifecycle.accounts import recount_accounts
 from qualify.service.lifecycle.lead_batch import LeadBatch
 from qualify.service.pipeline import react
 from qualify.service.unit_of_work import UnitOfWork, utcnow
@@ -69,6 +70,8 @@ def upsert_accounts(
     repo.update_accounts(conn, list(to_update.items()), now)
     if to_update:
         _refit_account_leads(uow, list(to_update), now, by)
+    # The account's own fit (and, for one with no people yet, its first scores).
+    recount_accounts(uow, sorted({*inserted.values(), *to_update}), now=now)
     return outcome
 
 

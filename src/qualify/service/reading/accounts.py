@@ -11,10 +11,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
+from qualify.domain.account_stages import AccountStage
 from qualify.domain.accounts import AccountScore, Person, score_account
 from qualify.domain.errors import InvalidInput, NotFound
 from qualify.domain.fit import account_fields, profile_values
@@ -24,7 +25,8 @@ from qualify.service.unit_of_work import UnitOfWork, utcnow
 
 _accounts, _leads = schema.accounts, schema.leads
 _live = and_(_leads.c.account_id == _accounts.c.id, _leads.c.erased_at.is_(None))
-ACCOUNT_SORTS = ("engagement", "leads", "activity", "name")
+ACCOUNT_SORTS = ("engagement", "leads", "activity", "name", "fit", "coverage")
+ACCOUNT_STAGES = tuple(s.value for s in AccountStage)
 WEEKS = 12
 
 
@@ -42,6 +44,8 @@ class AccountRow:
     pipeline: int  # leads in SQL or opportunity now
     customers: int
     last_activity: datetime | None
+    stage: str = AccountStage.TARGET.value
+    owner: str | None = None  # the account's own owner (routed when it became MQA, or who accepted it)
     scores: AccountScore | None = None  # where the active model scores accounts
 
     def as_dict(self) -> dict[str, Any]:
@@ -50,12 +54,18 @@ class AccountRow:
         return out
 
 
-def _conditions(search: str | None, owner: str | None, dialect: str) -> list[ColumnElement[bool]]:
+def _conditions(search: str | None, owner: str | None, stage: str | None, dialect: str) -> list[ColumnElement[bool]]:
     out: list[ColumnElement[bool]] = []
     if search and search.strip():
         out += search_conditions(search, (_accounts.c.name, _accounts.c.domain), dialect)
-    if owner is not None:  # a sales rep: the accounts where they own a lead
-        out.append(exists().where(_live, _leads.c.owner == owner))
+    if owner is not None:  # a sales rep: the accounts they own, or where they own a lead
+        out.append(or_(_accounts.c.owner == owner, exists().where(_live, _leads.c.owner == owner)))
+    if stage is not None:
+        if stage not in ACCOUNT_STAGES:
+            raise InvalidInput(
+                f"unknown account stage {stage!r}; expected one of: {', '.join(ACCOUNT_STAGES)}", field="stage"
+            )
+        out.append(_accounts.c.stage == stage)
     return out
 
 
@@ -64,6 +74,7 @@ def list_accounts(
     *,
     search: str | None = None,
     owner: str | None = None,
+    stage: str | None = None,
     sort: str = "engagement",
     limit: int = 50,
     offset: int = 0,
@@ -89,12 +100,19 @@ def list_accounts(
         .group_by(_leads.c.account_id)
         .subquery()
     )
-    where = _conditions(search, owner, uow.connection.dialect.name)
+    where = _conditions(search, owner, stage, uow.connection.dialect.name)
     order = {
         "engagement": (func.coalesce(counts.c.engaged, 0.0).desc(),),
         "leads": (func.coalesce(counts.c.leads, 0).desc(),),
         "activity": (counts.c.last_activity.is_(None), counts.c.last_activity.desc()),
         "name": (func.lower(func.coalesce(_accounts.c.name, _accounts.c.domain)).asc(),),
+        # as last scored by the ingestion pipeline (`lifecycle.accounts`); never scored last
+        "fit": (_accounts.c.fit_score.is_(None), _accounts.c.fit_score.desc()),
+        "coverage": (
+            _accounts.c.covered_roles.is_(None),
+            _accounts.c.covered_roles.desc(),
+            _accounts.c.engagement_score.desc(),
+        ),
     }[sort]
     rows = uow.connection.execute(
         select(
@@ -110,6 +128,8 @@ def list_accounts(
             func.coalesce(counts.c.pipeline, 0),
             func.coalesce(counts.c.customers, 0),
             counts.c.last_activity,
+            _accounts.c.stage,
+            _accounts.c.owner,
         )
         .select_from(_accounts.outerjoin(counts, counts.c.account_id == _accounts.c.id))
         .where(*where)
@@ -130,21 +150,63 @@ class AccountView:
     stages: dict[str, int]
     weekly: list[tuple[datetime, float]]  # engagement points earned by its people, week by week
     deals: list[dict[str, Any]]  # open deals of its leads
-    owner: str | None  # the account's rep: the owner of its most recently assigned lead
+    owner: str | None  # the account's rep: its own owner, else the owner of its most recently assigned lead
     owners: list[str] = field(default_factory=list)
     scores: AccountScore | None = None  # None: the active model scores no accounts
     as_of: datetime | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # its stage changes, newest first
 
     def as_dict(self) -> dict[str, Any]:
+        a = self.account
         return {
-            "account": self.account,
+            "account": {k: v for k, v in a.items() if k not in _ACCOUNT_STATE},
             "owner": self.owner,
+            "stage": {
+                "stage": a["stage"],
+                "since": a["stage_entered_at"],
+                "sla_due_at": a["sla_due_at"],
+                "requalify_at": a["requalify_at"],
+                "last_scored": None
+                if a["scored_at"] is None
+                else {
+                    "at": a["scored_at"],
+                    "fit": a["fit_score"],
+                    "grade": a["fit_grade"],
+                    "engagement": a["engagement_score"],
+                    "covered_roles": a["covered_roles"],
+                },
+                "history": self.history,
+            },
             "stages": self.stages,
             "scores": None if self.scores is None else {**self.scores.as_dict(), "as_of": self.as_of},
             "leads": self.leads,
             "open_deals": self.deals,
             "weekly_engagement": [{"week": week, "points": points} for week, points in self.weekly],
         }
+
+
+# The account's state as the pipeline keeps it: shown under `stage`, not with its fields.
+_ACCOUNT_STATE = frozenset(
+    {
+        "stage", "stage_entered_at", "requalify_at", "owner", "owner_assigned_at", "sla_due_at", "fit_score",
+        "fit_grade", "engagement_score", "covered_roles", "rollup", "scored_at", "model_version",
+    }
+)  # fmt: skip
+
+
+def account_history(uow: UnitOfWork, account_id: int, limit: int = 100) -> list[dict[str, Any]]:
+    """The account's stage changes, newest first."""
+    h = schema.account_stage_history
+    return [
+        dict(r._mapping)
+        for r in uow.connection.execute(
+            select(h.c.from_stage, h.c.to_stage, h.c.at, h.c.actor, h.c.by, h.c.reason, h.c.note,
+                   h.c.fit_score, h.c.engagement_score, h.c.covered_roles, h.c.roles, h.c.model_version)
+            .where(h.c.account_id == account_id)
+            .order_by(h.c.at.desc(), h.c.id.desc())
+            .limit(limit)
+        )
+    ]  # fmt: skip
 
 
 def account_id_of(uow: UnitOfWork, key: str) -> int:
@@ -187,7 +249,7 @@ def scores_of(uow: UnitOfWork, account_ids: list[int], *, now: datetime | None =
                     record.id,
                     lead.email or (f"ext:{lead.external_id}" if lead.external_id else f"#{record.id}"),
                     profile_values(lead, accounts[record.account_id]),
-                    record.state.engagement_at(at),
+                    record.state.engagement,
                     record.state.last_event,
                 )
             )
@@ -231,7 +293,7 @@ def account_view(uow: UnitOfWork, account_id: int, *, now: datetime | None = Non
     ]
     stages = Counter(p["stage"] for p in people)
     assigned = [p for p in people if p["owner"] and p["owner_assigned_at"]]
-    owner = max(assigned, key=lambda p: p["owner_assigned_at"])["owner"] if assigned else None
+    owner = account["owner"] or (max(assigned, key=lambda p: p["owner_assigned_at"])["owner"] if assigned else None)
     return AccountView(
         account,
         people,
@@ -242,6 +304,7 @@ def account_view(uow: UnitOfWork, account_id: int, *, now: datetime | None = Non
         sorted({p["owner"] for p in people if p["owner"]}),
         account_scores(uow, account_id, now=now),
         now,
+        account_history(uow, account_id),
     )
 
 

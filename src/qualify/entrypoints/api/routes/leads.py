@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from qualify.adapters.row_files import csv_lines, json_lines
 from qualify.domain.access import Permission, Role
+from qualify.domain.account_stages import ACCOUNT_ACTIONS
 from qualify.domain.errors import InvalidInput, NotYourLead
 from qualify.domain.lifecycle import STAGE_ACTIONS
 from qualify.domain.records import Account, Lead, normalise_domain
@@ -30,6 +31,7 @@ from qualify.entrypoints.api.schemas import (
     AccountIn,
     AccountOut,
     AccountPage,
+    AccountStageChangeOut,
     AccountSummary,
     LeadIn,
     LeadPage,
@@ -42,10 +44,17 @@ from qualify.entrypoints.api.schemas import (
 )
 from qualify.entrypoints.problems import PROBLEM_RESPONSES, TooLarge
 from qualify.entrypoints.ratelimit import RATE_LIMITED, check_ingest
+from qualify.service.lifecycle.accounts import act_on_account
 from qualify.service.lifecycle.lead_admin import erase_lead, export_lead, merge_leads
 from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
 from qualify.service.lifecycle.stages import apply_stage_action
-from qualify.service.reading.accounts import ACCOUNT_SORTS, account_id_of, account_view, list_accounts
+from qualify.service.reading.accounts import (
+    ACCOUNT_SORTS,
+    ACCOUNT_STAGES,
+    account_id_of,
+    account_view,
+    list_accounts,
+)
 from qualify.service.reading.lead_export import COLUMNS, exported_leads
 from qualify.service.reading.lead_list import LeadFilter, list_page
 from qualify.service.reading.queries import lead_profile
@@ -72,8 +81,13 @@ class MergeOut(BaseModel):
 KeyPath = Annotated[str, Path(description="the lead's email, external id, or #id", max_length=254)]
 Action = Literal["accept", "reject", "disqualify", "open-opportunity", "win", "lose", "advocate"]
 assert set(Action.__args__) == set(STAGE_ACTIONS)  # type: ignore[attr-defined]
-AccountSort = Literal["engagement", "leads", "activity", "name"]
+AccountSort = Literal["engagement", "leads", "activity", "name", "fit", "coverage"]
 assert set(AccountSort.__args__) == set(ACCOUNT_SORTS)  # type: ignore[attr-defined]
+AccountStageName = Literal["target", "engaged", "mqa", "opportunity", "customer"]
+assert set(AccountStageName.__args__) == set(ACCOUNT_STAGES)  # type: ignore[attr-defined]
+AccountAction = Literal["accept", "reject", "lose", "win"]
+assert set(AccountAction.__args__) == set(ACCOUNT_ACTIONS)  # type: ignore[attr-defined]
+AccountKey = Annotated[str, Path(description="the account's domain, or #id", max_length=254)]
 
 
 @router.get(
@@ -291,7 +305,10 @@ def get_accounts(
     workspace: WorkspaceDep,
     caller: LeadReader,
     q: Annotated[str | None, Query(max_length=200, description="words to find in the name or domain")] = None,
-    owner: Annotated[str | None, Query(max_length=200, description="accounts where this rep owns a lead")] = None,
+    owner: Annotated[
+        str | None, Query(max_length=200, description="accounts this rep owns, or where they own a lead")
+    ] = None,
+    stage: AccountStageName | None = None,
     sort: AccountSort = "engagement",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -299,7 +316,7 @@ def get_accounts(
     """Accounts with their people and pipeline counted and, where the active model has an
     `accounts` section, their scores explained; the most engaged first (or by `sort`)."""
     with workspace.unit_of_work(read_only=True) as uow:
-        rows, total = list_accounts(uow, search=q, owner=owner, sort=sort, limit=limit, offset=offset)
+        rows, total = list_accounts(uow, search=q, owner=owner, stage=stage, sort=sort, limit=limit, offset=offset)
     return AccountPage(items=[AccountSummary.model_validate(row.as_dict()) for row in rows], total=total)
 
 
@@ -309,16 +326,44 @@ def get_accounts(
     responses={**PROBLEM_RESPONSES, 404: {"description": "No such account"}},
     openapi_extra=permission_doc(Permission.READ_LEADS),
 )
-def get_account(
-    key: Annotated[str, Path(description="the account's domain, or #id", max_length=254)],
-    workspace: WorkspaceDep,
-    caller: LeadReader,
-) -> AccountOut:
+def get_account(key: AccountKey, workspace: WorkspaceDep, caller: LeadReader) -> AccountOut:
     """An account with its scores explained (fit, its people's engagement, its buying group's
     coverage: where the active model has an `accounts` section), its people and open deals."""
     with workspace.unit_of_work(read_only=True) as uow:
         view = account_view(uow, account_id_of(uow, key))
     return AccountOut.model_validate(view.as_dict())
+
+
+@router.post(
+    "/accounts/{key}/actions/{action}",
+    response_model=AccountStageChangeOut,
+    response_model_by_alias=True,
+    responses={
+        **PROBLEM_RESPONSES,
+        404: {"description": "No such account"},
+        409: {"description": "The account's stage does not allow it"},
+    },
+    openapi_extra=permission_doc(Permission.STAGE_ACTIONS),
+)
+def post_account_action(
+    key: AccountKey, action: AccountAction, body: StageActionIn, workspace: WorkspaceDep, caller: StageActor
+) -> AccountStageChangeOut:
+    """A person's action on an account (accept or reject an MQA, lose or win its opportunity),
+    with the same rules and errors as `qualify account-stage ACTION`. A sales key acts only on
+    the accounts its user owns, or that nobody owns yet."""
+    by = acting(caller, body.by)
+    if caller.role is Role.SALES and caller.user is None:
+        raise NotYourLead(
+            "this sales key is bound to no user, so it may read but not act; make one that acts for a rep "
+            "with `qualify keys create NAME --role sales --user REP`"
+        )
+    owned_by = caller.user if caller.role is Role.SALES else None
+    with workspace.unit_of_work() as uow:
+        change = act_on_account(
+            uow, account_id_of(uow, key), action, by=by, reason=body.reason, note=body.note, now=body.at,
+            owned_by=owned_by,
+        )  # fmt: skip
+    return AccountStageChangeOut.model_validate(change.as_dict())
 
 
 def _answer(ordered: list[UpsertResult]) -> UpsertResponse:

@@ -1,0 +1,415 @@
+"""Accounts kept up to date as their people change: scores, stage, owner and stage history.
+
+Reaction `accounts` (after `handoff`): for every account whose people the change touched, the
+account's row is locked and its roll-up (`domain.accounts.Rollup`) swaps each changed person's old
+mark for the new one, in O(1) per person. The account's fit, engagement and covered roles are then
+read as of the change, and the stage policy of the model's `accounts.stages` moves it
+(`domain.account_stages`). An account whose roll-up was counted under another model, or whose role
+holder fell back, is counted again from its people (one query for all such accounts).
+
+A move to MQA that is not history gives the account an owner (its own, else the owner of its most
+recently assigned lead, else the handoff's routing on the account's fields) and an SLA clock. The
+moves are left in the run's notes (`ACCOUNT_MOVES`) for the announcements that follow.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
+
+from qualify.adapters import repository as repo
+from qualify.adapters import schema
+from qualify.adapters.repository import LeadRecord
+from qualify.domain.account_stages import (
+    SENT_BACK,
+    AccountMove,
+    AccountStage,
+    check_account_action,
+    decide_account,
+    requalify_at,
+)
+from qualify.domain.accounts import Mark, Rollup, account_fit
+from qualify.domain.engagement import EngagementState
+from qualify.domain.errors import NotFound, NotYourLead
+from qualify.domain.fit import account_fields, profile_values
+from qualify.domain.lifecycle import Actor, Stage
+from qualify.domain.records import Lead
+from qualify.domain.routing import choose_route, sla_due
+from qualify.domain.scoring_model import AccountSpec, ScoringModel
+from qualify.service.lifecycle import handoff
+from qualify.service.pipeline import Run
+from qualify.service.unit_of_work import UnitOfWork, from_ts, utcnow
+
+_accounts, _leads, _history = schema.accounts, schema.leads, schema.account_stage_history
+ACCOUNT_MOVES = "account moves"  # the run's note: the account moves the change made (history rows)
+_PEOPLE_STAGES = frozenset({Stage.OPPORTUNITY, Stage.CUSTOMER, Stage.EVANGELIST})
+
+
+@dataclass(slots=True)
+class _Account:
+    """One account as the reaction changes it."""
+
+    id: int
+    row: dict[str, Any]
+    rollup: Rollup | None  # None: to be counted from its people
+    swaps: list[tuple[Mark | None, Mark | None]] = field(default_factory=list)
+    people: list[Stage] = field(default_factory=list)  # stages its changed people moved to
+    at: datetime | None = None  # its people's newest dated change
+
+
+def react(run: Run) -> None:
+    """Reaction `accounts`: the accounts of the leads the change touched, kept up to date."""
+    model = run.changed.model
+    spec = model.accounts if model is not None else None
+    if model is None or spec is None:
+        return
+    touched: dict[int, list[tuple[LeadRecord, bool]]] = defaultdict(list)  # account -> (record, is its now)
+    for record in run.changed.records:
+        if record.id is None:
+            continue
+        before = record.account_before
+        if record.account_id is not None:
+            touched[record.account_id].append((record, True))
+        if before is not None and before[0] is not None and before[0] != record.account_id:
+            touched[before[0]].append((record, False))
+    if not touched:
+        return
+    uow, now = run.uow, run.changed.now
+    accounts = _lock(uow.connection, model, list(touched))
+    for account_id, records in touched.items():
+        account = accounts.get(account_id)
+        if account is None:
+            continue
+        for record, current in records:
+            assert record.id is not None
+            state = record.state
+            after = Mark.of(spec, record.id, state.engagement, state.last_event, state.roles) if current else None
+            before = record.account_before
+            if before is None:
+                account.rollup = None  # not known what the lead added before: count the account again
+            else:
+                account.swaps.append((before[1] if before[0] == account_id else None, after))
+            newest = run.newest(record.id)
+            if newest is not None and (account.at is None or newest > account.at):
+                account.at = newest
+    for record in run.changed.records:
+        if record.id is not None and record.account_id is not None and record.account_before is not None:
+            state = record.state
+            mark = Mark.of(spec, record.id, state.engagement, state.last_event, state.roles)
+            record.account_before = (record.account_id, mark)  # what the roll-up holds of it from now on
+    for move in run.changed.moves:
+        of_account = accounts.get(move.record.account_id) if move.record.account_id is not None else None
+        stage = Stage(move.to_stage)
+        if of_account is not None and stage in _PEOPLE_STAGES:
+            of_account.people.append(stage)
+    moves = _keep(uow, model, spec, list(accounts.values()), now, run.is_history)
+    if moves:
+        run.notes.setdefault(ACCOUNT_MOVES, []).extend(moves)
+        live = [m for m in moves if not run.is_history(m["at"])]
+        if live and run.configured.automation:  # segments and workflows test its people again
+            run.changed.account_entries += _people_entering(uow.connection, live)
+
+
+def _people_entering(conn: Connection, moves: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """(lead, stage) for each live person of each account moved, with the stage it entered."""
+    entered: dict[int, list[str]] = defaultdict(list)
+    for move in moves:
+        entered[move["account_id"]].append(move["to_stage"])
+    out: list[tuple[int, str]] = []
+    for part in repo.chunks(sorted(entered)):
+        for lead_id, account_id in conn.execute(
+            select(_leads.c.id, _leads.c.account_id)
+            .where(_leads.c.account_id.in_(part), _leads.c.erased_at.is_(None))
+            .order_by(_leads.c.id)
+        ):
+            out += [(lead_id, stage) for stage in entered[account_id]]
+    return out
+
+
+def forget_person(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
+    """Take a lead out of its account's roll-up (it is erased, or merged into another lead):
+    what the lead adds is read from its stored row, before the row changes."""
+    model = uow.active_model()
+    spec = model.accounts
+    if spec is None:
+        return
+    row = uow.connection.execute(
+        select(_leads.c.account_id, _leads.c.engagement_state, _leads.c.last_event_at, _leads.c.buying_roles).where(
+            _leads.c.id == lead_id, _leads.c.erased_at.is_(None)
+        )
+    ).first()
+    if row is None or row.account_id is None:
+        return
+    accounts = _lock(uow.connection, model, [row.account_id])
+    account = accounts.get(row.account_id)
+    if account is None:
+        return
+    last = row.last_event_at.timestamp() if row.last_event_at else None
+    mark = Mark.of(spec, lead_id, EngagementState.from_json(row.engagement_state), last, tuple(row.buying_roles or ()))
+    account.swaps.append((mark, None))
+    _keep(uow, model, spec, [account], now, lambda at: False, leaving=lead_id)
+
+
+def recount_accounts(uow: UnitOfWork, account_ids: list[int] | None = None, *, now: datetime | None = None) -> int:
+    """Count accounts again from their people under the active model (all of them by default),
+    and move them where the policy says; returns how many were counted."""
+    model = uow.active_model()
+    spec = model.accounts
+    if spec is None:
+        return 0
+    conn = uow.connection
+    if account_ids is None:
+        account_ids = list(conn.execute(select(_accounts.c.id).order_by(_accounts.c.id)).scalars())
+    counted = 0
+    for part in repo.chunks(account_ids):
+        accounts = _lock(conn, model, list(part))
+        for account in accounts.values():
+            account.rollup = None
+        _keep(uow, model, spec, list(accounts.values()), now or utcnow(), lambda at: False)
+        counted += len(accounts)
+    return counted
+
+
+def _lock(conn: Connection, model: ScoringModel, ids: list[int]) -> dict[int, _Account]:
+    """The accounts' rows, locked until commit in id order, with their roll-ups where they were
+    counted under this model."""
+    out: dict[int, _Account] = {}
+    for part in repo.chunks(sorted(set(ids))):
+        for row in conn.execute(
+            select(_accounts).where(_accounts.c.id.in_(part)).order_by(_accounts.c.id).with_for_update()
+        ):
+            m = dict(row._mapping)
+            kept = m["rollup"] is not None and m["model_version"] == model.version
+            out[m["id"]] = _Account(m["id"], m, Rollup.from_json(m["rollup"]) if kept else None)
+    return out
+
+
+def _keep(
+    uow: UnitOfWork,
+    model: ScoringModel,
+    spec: AccountSpec,
+    accounts: list[_Account],
+    now: datetime,
+    is_history: Any,
+    *,
+    leaving: int | None = None,
+) -> list[dict[str, Any]]:
+    """Swap the accounts' marks into their roll-ups (or count them again), score them as of their
+    people's change, move them where the policy says, and write them; return the moves."""
+    conn = uow.connection
+    for account in accounts:
+        rollup = account.rollup
+        if rollup is not None and not all(rollup.swap(before, after) for before, after in account.swaps):
+            account.rollup = None
+    recount = [a for a in accounts if a.rollup is None]
+    if recount:
+        marks = _marks(conn, spec, [a.id for a in recount], leaving)
+        for account in recount:
+            account.rollup = Rollup.of(marks.get(account.id, []))
+    moves: list[dict[str, Any]] = []
+    updates = []
+    for account in accounts:
+        rollup = account.rollup
+        assert rollup is not None
+        row = account.row
+        at = min(account.at, now) if account.at is not None else now
+        ts = at.timestamp()
+        fit, _ = account_fit(spec, account_fields(repo.account_from_mapping(row)))
+        engagement = rollup.engagement_at(ts)
+        roles = rollup.covered_at(spec, ts)
+        covered = len(roles)
+        stage = AccountStage(row["stage"])
+        requalify = row["requalify_at"].timestamp() if row["requalify_at"] else None
+        values: dict[str, Any] = {
+            "fit_score": fit,
+            "fit_grade": spec.grade(fit),
+            "engagement_score": engagement,
+            "covered_roles": covered,
+            "rollup": rollup.to_json(),
+            "scored_at": at,
+            "model_version": model.version,
+        }
+        for move in decide_account(
+            spec, stage, fit=fit, engagement=engagement, covered=covered, people=account.people, now=ts,
+            requalify_at=requalify,
+        ):  # fmt: skip
+            moves.append(_history_row(account, stage, move, at, model, fit, engagement, roles))
+            stage = move.to_stage
+            values.update(stage=stage.value, stage_entered_at=at)
+            if stage is AccountStage.MQA and not is_history(at):
+                values.update(_route(conn, model, account, at))
+            moves[-1]["owner"] = values.get("owner", row["owner"])
+        row.update(values)
+        updates.append({"b_id": account.id, **{k: row[k] for k in _SCORED}})
+    if updates:
+        conn.execute(update(_accounts).where(_accounts.c.id == bindparam("b_id")), updates)
+    if moves:
+        conn.execute(_history.insert(), [_stored(m) for m in moves])
+    return moves
+
+
+_SCORED = (
+    "stage",
+    "stage_entered_at",
+    "owner",
+    "owner_assigned_at",
+    "sla_due_at",
+    "fit_score",
+    "fit_grade",
+    "engagement_score",
+    "covered_roles",
+    "rollup",
+    "scored_at",
+    "model_version",
+)
+
+
+def _marks(conn: Connection, spec: AccountSpec, ids: list[int], leaving: int | None) -> dict[int, list[Mark]]:
+    """What each of the accounts' people adds to its roll-up, read from their stored rows."""
+    out: dict[int, list[Mark]] = defaultdict(list)
+    for part in repo.chunks(sorted(ids)):
+        query = select(
+            _leads.c.id, _leads.c.account_id, _leads.c.engagement_state, _leads.c.last_event_at, _leads.c.buying_roles
+        ).where(_leads.c.account_id.in_(part), _leads.c.erased_at.is_(None))
+        if leaving is not None:
+            query = query.where(_leads.c.id != leaving)
+        for lead_id, account_id, state, last, roles in conn.execute(query.order_by(_leads.c.id)):
+            out[account_id].append(
+                Mark.of(
+                    spec,
+                    lead_id,
+                    EngagementState.from_json(state),
+                    last.timestamp() if last else None,
+                    tuple(roles or ()),
+                )
+            )
+    return out
+
+
+def _history_row(
+    account: _Account,
+    from_stage: AccountStage,
+    move: AccountMove,
+    at: datetime,
+    model: ScoringModel,
+    fit: float,
+    engagement: float,
+    roles: tuple[str, ...],
+    *,
+    by: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "account_id": account.id,
+        "domain": account.row["domain"],
+        "from_stage": from_stage.value,
+        "to_stage": move.to_stage.value,
+        "at": at,
+        "actor": move.actor.value,
+        "by": by or (model.version if move.actor is Actor.MODEL else "account roll-up"),
+        "reason": move.reason[:300],
+        "note": note,
+        "fit_score": fit,
+        "engagement_score": engagement,
+        "covered_roles": len(roles),
+        "roles": list(roles),
+        "model_version": model.version,
+    }
+
+
+def _stored(move: dict[str, Any]) -> dict[str, Any]:
+    """A move's history row, without what announcements add (the domain, the owner)."""
+    return {k: v for k, v in move.items() if k in _history.c}
+
+
+def _route(conn: Connection, model: ScoringModel, account: _Account, at: datetime) -> dict[str, Any]:
+    """An account that became MQA: its owner (its own, else its most recently assigned lead's,
+    else the handoff's routing on the account's fields) and its SLA clock."""
+    spec = model.handoff
+    if spec is None:
+        return {}
+    owner = account.row["owner"]
+    if owner is None or not spec.knows_owner(owner):
+        owner = handoff.account_owner(conn, spec, account.id, None)
+    if owner is None:
+        fields = repo.account_from_mapping(account.row)
+        route = choose_route(spec, profile_values(Lead.stored(country=fields.country), fields))
+        owner = handoff.assign(conn, spec, route, None, at).owner
+    due = sla_due(at, spec.sla) if spec.sla is not None else None
+    assigned = at if owner is not None and owner != account.row["owner"] else account.row["owner_assigned_at"]
+    return {"owner": owner, "owner_assigned_at": assigned, "sla_due_at": due}
+
+
+@dataclass(frozen=True, slots=True)
+class AccountChange:
+    """A person's action on an account, as recorded."""
+
+    account: str  # its domain
+    action: str
+    from_stage: AccountStage
+    to_stage: AccountStage
+    at: datetime
+    by: str
+    reason: str | None
+    note: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "action": self.action,
+            "from": self.from_stage.value,
+            "to": self.to_stage.value,
+            "at": self.at,
+            "by": self.by,
+            "reason": self.reason,
+            "note": self.note,
+        }
+
+
+def act_on_account(
+    uow: UnitOfWork,
+    account_id: int,
+    action_name: str,
+    *,
+    by: str,
+    reason: str | None = None,
+    note: str | None = None,
+    now: datetime | None = None,
+    owned_by: str | None = None,
+) -> AccountChange:
+    """A person's action on an account (`accept`, `reject`, `lose`, `win`), recorded in the
+    account's history with its reason code and note. An account sent back (reject, lose) is not
+    MQA again before `requalify_after_days`; one accepted is owned by who accepted it, where it
+    had no owner. With `owned_by` (a sales rep acting), only an account they own, or nobody does."""
+    now = now or utcnow()
+    model = uow.active_model()
+    accounts = _lock(uow.connection, model, [account_id])
+    account = accounts.get(account_id)
+    if account is None:
+        raise NotFound(f"no account #{account_id}")
+    row = account.row
+    if owned_by is not None and row["owner"] not in (None, owned_by):
+        raise NotYourLead(f"account {row['domain']} is owned by {row['owner']}, not {owned_by}")
+    stage = AccountStage(row["stage"])
+    note = note.strip() if note and note.strip() else None
+    action = check_account_action(action_name, stage, reason, note)
+    values: dict[str, Any] = {"stage": action.target.value, "stage_entered_at": now, "sla_due_at": None}
+    if action.name in SENT_BACK and model.accounts is not None:
+        values["requalify_at"] = from_ts(requalify_at(model.accounts, now.timestamp()))
+    if action.name == "accept" and row["owner"] is None:
+        values.update(owner=by, owner_assigned_at=now)
+    uow.connection.execute(update(_accounts).where(_accounts.c.id == account_id).values(**values))
+    move = AccountMove(action.target, Actor.USER, reason or action.name)
+    spec, kept = model.accounts, Rollup.from_json(row["rollup"])
+    roles = kept.covered_at(spec, now.timestamp()) if spec is not None and account.rollup is not None else ()
+    history = _history_row(
+        account, stage, move, now, model, row["fit_score"] or 0.0,
+        kept.engagement_at(now.timestamp()) if account.rollup is not None else row["engagement_score"] or 0.0,
+        roles, by=by, note=note,
+    )  # fmt: skip
+    uow.connection.execute(_history.insert(), [_stored(history)])
+    return AccountChange(row["domain"], action.name, stage, action.target, now, by, reason, note)
