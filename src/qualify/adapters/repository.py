@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -380,10 +380,7 @@ def _update_scores(conn: Connection, records: list[LeadRecord], scored_at: datet
 
 
 def account_from_row(row: Row[Any]) -> Account:
-    return account_from_mapping(row._mapping)
-
-
-def account_from_mapping(m: Mapping[Any, Any]) -> Account:
+    m = row._mapping
     return Account(
         domain=m["domain"],
         name=m["name"],
@@ -529,6 +526,66 @@ def _driver_executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]])
     # SQLAlchemy would rebuild and type-process every parameter set in Python; the values are
     # already converted above, so the DBAPI cursor takes them as they are.
     conn.exec_driver_sql(sql, rows)
+
+
+# What the accounts reaction reads of an account it keeps (the rest is read only to score its fit).
+ACCOUNT_STATE_COLUMNS = (
+    "id", "domain", "stage", "requalify_at", "owner", "owner_assigned_at", "fit_score", "fit_grade",
+    "engagement_score", "covered_roles", "rollup", "model_version",
+)  # fmt: skip
+
+
+def lock_account_states(conn: Connection, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The state of these accounts (`ACCOUNT_STATE_COLUMNS`), their rows locked until commit in id
+    order on PostgreSQL; read through the driver, as the ingestion path reads leads."""
+    quote, mark = conn.dialect.identifier_preparer.quote, _placeholder(conn)
+    time, doc = _driver_readers(conn)
+    out = []
+    for part in chunks(sorted(set(ids))):
+        sql = (
+            f"SELECT {', '.join(quote(n) for n in ACCOUNT_STATE_COLUMNS)} FROM accounts "
+            f"WHERE id IN ({', '.join([mark] * len(part))}) ORDER BY id"
+        )
+        if conn.dialect.name == "postgresql":
+            sql += " FOR UPDATE"
+        for row in conn.exec_driver_sql(sql, tuple(part)):
+            state = dict(zip(ACCOUNT_STATE_COLUMNS, row, strict=True))
+            state["requalify_at"], state["owner_assigned_at"] = (
+                time(state["requalify_at"]),
+                time(state["owner_assigned_at"]),
+            )
+            state["rollup"] = doc(state["rollup"]) if state["rollup"] is not None else None
+            out.append(state)
+    return out
+
+
+ACCOUNT_SCORE_COLUMNS = (
+    "fit_score",
+    "fit_grade",
+    "engagement_score",
+    "covered_roles",
+    "rollup",
+    "scored_at",
+    "model_version",
+)
+
+
+def update_account_scores(
+    conn: Connection, rows: list[tuple[int, float, str, float, int, dict[str, Any], datetime, str]]
+) -> None:
+    """Write the scores of many accounts: (id, then `ACCOUNT_SCORE_COLUMNS` in order), converted
+    straight to driver values (the ingestion path)."""
+    if not rows:
+        return
+    time, doc = _driver_converters(conn)
+    quote, mark = conn.dialect.identifier_preparer.quote, _placeholder(conn)
+    sql = f"UPDATE accounts SET {', '.join(f'{quote(c)} = {mark}' for c in ACCOUNT_SCORE_COLUMNS)} WHERE id = {mark}"
+    _driver_executemany(
+        conn,
+        sql,
+        [(fit, grade, engagement, covered, doc(rollup), time(at), version, account_id)
+         for account_id, fit, grade, engagement, covered, rollup, at, version in rows],
+    )  # fmt: skip
 
 
 def insert_history(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qualify.domain.conditions import all_match
-from qualify.domain.engagement import DAY, EngagementState, key_half_life
+from qualify.domain.engagement import DAY, EngagementState
 from qualify.domain.explain import Contribution
 from qualify.domain.fit import FIT_MAX
 from qualify.domain.scoring_model import AccountSpec
@@ -96,13 +96,15 @@ def score_account(spec: AccountSpec, values: dict[str, Any], people: list[Person
         own = engagements[person.lead_id]
         if own == 0:
             continue
-        factor = share_factor(person.engagement, person.last_activity, spec.person_cap)
+        factor, _ = share_and_cover(spec, person.engagement, person.last_activity)
         held = f", held by the cap of {spec.person_cap:g} reached on their latest activity" if factor < 1 else ""
         shares.append(Contribution(person.name, own * factor, f"{person.name}: {own:.1f}{held}"))
     roles = []
     for role in spec.roles:
         filling = [p for p in people if all_match(role.conditions, p.values)]
-        engaged = [p for p in filling if (until := covers_until(spec, p.engagement, p.last_activity)) and until >= at]
+        engaged = [
+            p for p in filling if (until := share_and_cover(spec, p.engagement, p.last_activity)[1]) and until >= at
+        ]
         ids = {p.lead_id for p in engaged}
         roles.append(
             RoleCoverage(
@@ -126,32 +128,37 @@ def account_fit(spec: AccountSpec, values: dict[str, Any]) -> tuple[float, tuple
     return fit, tuple(parts)
 
 
-def share_factor(state: EngagementState, last_activity: float | None, cap: float | None) -> float:
-    """What a person's engagement is scaled by to count for their account: the cap over their
-    engagement right after their latest activity, where that was above the cap; else 1."""
-    if cap is None or last_activity is None:
-        return 1.0
-    at_last = state.value_at(last_activity)
-    return cap / at_last if at_last > cap else 1.0
+def share_and_cover(
+    spec: AccountSpec, state: EngagementState, last_activity: float | None
+) -> tuple[float, float | None]:
+    """What a person's engagement is scaled by to count for their account (the cap over their
+    engagement right after their latest activity, where that was above the cap; else 1), and until
+    when they cover the roles they fill (`within_days` after their latest activity, if they had at
+    least `min_engagement` right after it; None: they cover none)."""
+    if last_activity is None:
+        return 1.0, None
+    after = state.value_at(last_activity)
+    cap = spec.person_cap
+    factor = cap / after if cap is not None and after > cap else 1.0
+    return factor, (last_activity + spec.within_days * DAY if after >= spec.min_engagement else None)
 
 
-def covers_until(spec: AccountSpec, state: EngagementState, last_activity: float | None) -> float | None:
-    """Until when a person covers the roles they fill: `within_days` after their latest activity,
-    if they had at least `min_engagement` right after it; None when they cover none."""
-    if last_activity is None or state.value_at(last_activity) < spec.min_engagement:
-        return None
-    return last_activity + spec.within_days * DAY
-
-
-@dataclass(frozen=True, slots=True)
 class Mark:
     """What one person adds to their account's roll-up: their share's accumulators (a copy,
-    already scaled), the roles they fill and until when they cover them."""
+    already scaled), the roles they fill and until when they cover them. (A plain class: made
+    twice for every person an event batch changes.)"""
 
-    lead_id: int
-    share: dict[str, list[float]]
-    roles: tuple[str, ...]
-    until: float | None
+    __slots__ = ("lead_id", "roles", "share", "until")
+
+    def __init__(self, lead_id: int, share: dict[str, list[float]], roles: tuple[str, ...], until: float | None):
+        self.lead_id, self.share, self.roles, self.until = lead_id, share, roles, until
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mark) and (self.lead_id, self.share, self.roles, self.until) == (
+            other.lead_id, other.share, other.roles, other.until,
+        )  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]
 
     @classmethod
     def of(
@@ -162,9 +169,12 @@ class Mark:
         last_activity: float | None,
         roles: tuple[str, ...],
     ) -> Mark:
-        factor = share_factor(state, last_activity, spec.person_cap)
-        share = {key: [value * factor, as_of] for key, (value, as_of) in state.accumulators.items()}
-        return cls(lead_id, share, roles, covers_until(spec, state, last_activity))
+        factor, until = share_and_cover(spec, state, last_activity)
+        if factor == 1.0:
+            share = {key: [value, as_of] for key, (value, as_of) in state.accumulators.items()}
+        else:
+            share = {key: [value * factor, as_of] for key, (value, as_of) in state.accumulators.items()}
+        return cls(lead_id, share, roles, until)
 
 
 @dataclass(slots=True)
@@ -193,7 +203,7 @@ class Rollup:
         for mark, sign in ((before, -1.0), (after, 1.0)):
             if mark is not None:
                 for key, (value, as_of) in mark.share.items():
-                    self.share.add(sign * value, key_half_life(key), as_of)
+                    self.share.add_at(key, sign * value, as_of)
         someone = after or before
         if someone is None:
             return True
@@ -210,7 +220,8 @@ class Rollup:
         return True
 
     def to_json(self) -> dict[str, Any]:
-        return {"share": self.share.to_json()["acc"], "holders": {k: list(v) for k, v in self.holders.items()}}
+        """The roll-up as stored: its own lists, not copies (encode it at once)."""
+        return {"share": self.share.accumulators, "holders": self.holders}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Rollup:

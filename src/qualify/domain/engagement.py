@@ -48,11 +48,6 @@ def half_life_key(half_life_days: float | None) -> str:
     return NO_DECAY if half_life_days is None else repr(float(half_life_days))
 
 
-def key_half_life(key: str) -> float | None:
-    """The half-life an accumulator key names (`half_life_key` read back)."""
-    return None if key == NO_DECAY else float(key)
-
-
 # Accumulator key -> its half-life in seconds (None: no decay); value_at reads it on every call.
 _SPANS: dict[str, float | None] = {}
 _MISSING = -1.0
@@ -111,15 +106,23 @@ class EngagementState:
         return total
 
     def add(self, points: float, half_life_days: float | None, timestamp: float) -> None:
-        key = half_life_key(half_life_days)
+        self.add_at(half_life_key(half_life_days), points, timestamp)
+
+    def add_at(self, key: str, points: float, timestamp: float) -> None:
+        """Add `points` earned at `timestamp` to the accumulator `key` names (`half_life_key`): the
+        accumulator decays to the later of the two instants, a late event's points decay forward
+        to the accumulator's (an account's roll-up adds its people's accumulators by key)."""
+        span = _SPANS.get(key, _MISSING)
+        if span is _MISSING:
+            span = _SPANS[key] = None if key == NO_DECAY else float(key) * DAY
         slot = self.accumulators.get(key)
         if slot is None:
             self.accumulators[key] = [points, timestamp]
         elif timestamp >= slot[1]:
-            slot[0] = slot[0] * decay_factor(timestamp - slot[1], half_life_days) + points
+            slot[0] = (slot[0] if span is None else slot[0] * math.pow(2.0, -(timestamp - slot[1]) / span)) + points
             slot[1] = timestamp
-        else:  # a late event: decay its points forward to the accumulator's instant
-            slot[0] += points * decay_factor(slot[1] - timestamp, half_life_days)
+        else:
+            slot[0] += points if span is None else points * math.pow(2.0, -(slot[1] - timestamp) / span)
 
 
 class DayTotals:

@@ -187,10 +187,6 @@ class Run:
         newest = self._newest_dated()
         return lead_id in newest and newest[lead_id] < self.history_before
 
-    def newest(self, lead_id: int) -> datetime | None:
-        """The lead's newest move or event in the change; None when it has none dated."""
-        return self._newest_dated().get(lead_id)
-
     def _newest_dated(self) -> dict[int, datetime]:
         """Each lead's newest move or event in the change, read once (again after a `write_again`)."""
         size = (len(self.changed.moves), len(self.changed.events))

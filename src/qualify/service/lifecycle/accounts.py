@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select, update
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
@@ -58,7 +58,7 @@ class _Account:
     rollup: Rollup | None  # None: to be counted from its people
     swaps: list[tuple[Mark | None, Mark | None]] = field(default_factory=list)
     people: list[Stage] = field(default_factory=list)  # stages its changed people moved to
-    at: datetime | None = None  # its people's newest dated change
+    at: float | None = None  # its people's newest dated change (seconds since the epoch)
 
 
 def react(run: Run) -> None:
@@ -80,27 +80,30 @@ def react(run: Run) -> None:
         return
     uow, now = run.uow, run.changed.now
     accounts = _lock(uow.connection, model, list(touched))
+    held: list[tuple[LeadRecord, int, Mark]] = []  # what each roll-up holds of its people from now on
     for account_id, records in touched.items():
         account = accounts.get(account_id)
         if account is None:
             continue
         for record, current in records:
             assert record.id is not None
-            state = record.state
-            after = Mark.of(spec, record.id, state.engagement, state.last_event, state.roles) if current else None
+            after = None
+            if current:
+                state = record.state
+                after = Mark.of(spec, record.id, state.engagement, state.last_event, state.roles)
+                held.append((record, account_id, after))
             before = record.account_before
             if before is None:
                 account.rollup = None  # not known what the lead added before: count the account again
             else:
                 account.swaps.append((before[1] if before[0] == account_id else None, after))
-            newest = run.newest(record.id)
-            if newest is not None and (account.at is None or newest > account.at):
-                account.at = newest
-    for record in run.changed.records:
-        if record.id is not None and record.account_id is not None and record.account_before is not None:
+            # As of its people's newest change: their latest event or stage move.
             state = record.state
-            mark = Mark.of(spec, record.id, state.engagement, state.last_event, state.roles)
-            record.account_before = (record.account_id, mark)  # what the roll-up holds of it from now on
+            newest = state.stage_entered if state.last_event is None else max(state.last_event, state.stage_entered)
+            if account.at is None or newest > account.at:
+                account.at = newest
+    for record, account_id, mark in held:
+        record.account_before = (account_id, mark)
     for move in run.changed.moves:
         of_account = accounts.get(move.record.account_id) if move.record.account_id is not None else None
         stage = Stage(move.to_stage)
@@ -175,16 +178,12 @@ def recount_accounts(uow: UnitOfWork, account_ids: list[int] | None = None, *, n
 
 
 def _lock(conn: Connection, model: ScoringModel, ids: list[int]) -> dict[int, _Account]:
-    """The accounts' rows, locked until commit in id order, with their roll-ups where they were
-    counted under this model."""
+    """The accounts' state, their rows locked until commit in id order, with their roll-ups where
+    they were counted under this model."""
     out: dict[int, _Account] = {}
-    for part in repo.chunks(sorted(set(ids))):
-        for row in conn.execute(
-            select(_accounts).where(_accounts.c.id.in_(part)).order_by(_accounts.c.id).with_for_update()
-        ):
-            m = dict(row._mapping)
-            kept = m["rollup"] is not None and m["model_version"] == model.version
-            out[m["id"]] = _Account(m["id"], m, Rollup.from_json(m["rollup"]) if kept else None)
+    for row in repo.lock_account_states(conn, ids):
+        kept = row["rollup"] is not None and row["model_version"] == model.version
+        out[row["id"]] = _Account(row["id"], row, Rollup.from_json(row["rollup"]) if kept else None)
     return out
 
 
@@ -210,62 +209,42 @@ def _keep(
         marks = _marks(conn, spec, [a.id for a in recount], leaving)
         for account in recount:
             account.rollup = Rollup.of(marks.get(account.id, []))
+    # An account's fit changes with its fields (an upsert counts it again) or the model: scored
+    # then, kept otherwise.
+    counted = {a.id for a in recount}
+    refit = [a.id for a in accounts if a.id in counted or a.row["fit_score"] is None]
+    fields = repo.accounts_by_id(conn, refit) if refit else {}
     moves: list[dict[str, Any]] = []
-    updates = []
+    scores = []
     for account in accounts:
         rollup = account.rollup
         assert rollup is not None
         row = account.row
-        at = min(account.at, now) if account.at is not None else now
-        ts = at.timestamp()
-        fit, _ = account_fit(spec, account_fields(repo.account_from_mapping(row)))
+        ts = min(account.at, now.timestamp()) if account.at is not None else now.timestamp()
+        at = from_ts(ts)
+        fit = account_fit(spec, account_fields(fields[account.id]))[0] if account.id in fields else row["fit_score"]
         engagement = rollup.engagement_at(ts)
         roles = rollup.covered_at(spec, ts)
-        covered = len(roles)
         stage = AccountStage(row["stage"])
         requalify = row["requalify_at"].timestamp() if row["requalify_at"] else None
-        values: dict[str, Any] = {
-            "fit_score": fit,
-            "fit_grade": spec.grade(fit),
-            "engagement_score": engagement,
-            "covered_roles": covered,
-            "rollup": rollup.to_json(),
-            "scored_at": at,
-            "model_version": model.version,
-        }
+        scores.append((account.id, fit, spec.grade(fit), engagement, len(roles), rollup.to_json(), at, model.version))
+        moved: dict[str, Any] = {}
         for move in decide_account(
-            spec, stage, fit=fit, engagement=engagement, covered=covered, people=account.people, now=ts,
+            spec, stage, fit=fit, engagement=engagement, covered=len(roles), people=account.people, now=ts,
             requalify_at=requalify,
         ):  # fmt: skip
             moves.append(_history_row(account, stage, move, at, model, fit, engagement, roles))
             stage = move.to_stage
-            values.update(stage=stage.value, stage_entered_at=at)
+            moved.update(stage=stage.value, stage_entered_at=at)
             if stage is AccountStage.MQA and not is_history(at):
-                values.update(_route(conn, model, account, at))
-            moves[-1]["owner"] = values.get("owner", row["owner"])
-        row.update(values)
-        updates.append({"b_id": account.id, **{k: row[k] for k in _SCORED}})
-    if updates:
-        conn.execute(update(_accounts).where(_accounts.c.id == bindparam("b_id")), updates)
+                moved.update(_route(conn, model, account, at))
+            moves[-1]["owner"] = moved.get("owner", row["owner"])
+        if moved:
+            conn.execute(update(_accounts).where(_accounts.c.id == account.id).values(**moved))
+    repo.update_account_scores(conn, scores)
     if moves:
         conn.execute(_history.insert(), [_stored(m) for m in moves])
     return moves
-
-
-_SCORED = (
-    "stage",
-    "stage_entered_at",
-    "owner",
-    "owner_assigned_at",
-    "sla_due_at",
-    "fit_score",
-    "fit_grade",
-    "engagement_score",
-    "covered_roles",
-    "rollup",
-    "scored_at",
-    "model_version",
-)
 
 
 def _marks(conn: Connection, spec: AccountSpec, ids: list[int], leaving: int | None) -> dict[int, list[Mark]]:
@@ -336,7 +315,7 @@ def _route(conn: Connection, model: ScoringModel, account: _Account, at: datetim
     if owner is None or not spec.knows_owner(owner):
         owner = handoff.account_owner(conn, spec, account.id, None)
     if owner is None:
-        fields = repo.account_from_mapping(account.row)
+        fields = repo.accounts_by_id(conn, [account.id])[account.id]
         route = choose_route(spec, profile_values(Lead.stored(country=fields.country), fields))
         owner = handoff.assign(conn, spec, route, None, at).owner
     due = sla_due(at, spec.sla) if spec.sla is not None else None
