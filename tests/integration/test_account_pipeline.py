@@ -178,6 +178,24 @@ def test_its_peoples_opportunities_and_wins_move_the_account(acme: Workspace) ->
         assert stored(uow)["stage"] == "customer"
 
 
+def test_when_its_peoples_last_open_opportunity_is_lost_so_is_the_accounts(acme: Workspace) -> None:
+    ingest(acme, events_of("ana", "demo_request", [1.0]) + events_of("vp", "demo_request", [1.0]))
+    with acme.unit_of_work() as uow:
+        for who in ("ana@acme.com", "vp@acme.com"):
+            if _stage_of(uow, who) == "mql":
+                apply_stage_action(uow, who, "accept", by="sam.rivera", now=NOW)
+            apply_stage_action(uow, who, "open-opportunity", by="sam.rivera", now=NOW)
+    with acme.unit_of_work() as uow:
+        apply_stage_action(uow, "ana@acme.com", "lose", by="sam.rivera", reason="price", now=NOW)
+    with acme.unit_of_work() as uow:
+        assert stored(uow)["stage"] == "opportunity"  # the VP's deal is open still
+        apply_stage_action(uow, "vp@acme.com", "lose", by="sam.rivera", reason="no_budget", now=NOW)
+    with acme.unit_of_work() as uow:
+        row = stored(uow)
+        assert row["stage"] == "engaged" and row["requalify_at"] == NOW + timedelta(days=30)
+        assert history(uow)[-1] == ("opportunity", "engaged", "system")
+
+
 def _stage(uow: UnitOfWork) -> str:
     return str(
         uow.connection.execute(select(schema.leads.c.stage).where(schema.leads.c.email == "ana@acme.com")).scalar()

@@ -98,6 +98,9 @@ def test_the_policy_moves_accounts_on_their_scores() -> None:
     assert moves(AccountStage.MQA, 0, 0, 0, people=[Stage.SQL, Stage.CUSTOMER]) == ["customer"]
     assert moves(AccountStage.OPPORTUNITY, 0, 0, 0, people=[Stage.OPPORTUNITY]) == []
     assert moves(AccountStage.CUSTOMER, 0, 0, 0, people=[Stage.EVANGELIST]) == []
+    # Its people's last open opportunity lost: so is the account's (an account in another stage stays).
+    assert moves(AccountStage.OPPORTUNITY, 90, 90, 4, lost=True) == ["engaged"]
+    assert moves(AccountStage.MQA, 90, 90, 4, lost=True) == []
     [move] = decide_account(spec, AccountStage.ENGAGED, fit=50, engagement=60, covered=2, now=at)
     assert move.actor is Actor.MODEL and move.reason.startswith("fit 50.0 ≥ 40")
     # A model without stages moves accounts only on their people.

@@ -2,12 +2,13 @@
 
 target → engaged → mqa → opportunity → customer
 mqa → engaged (sales rejects the account, with a reason code)
-opportunity → engaged (the account's deal is lost, with a reason code)
+opportunity → engaged (the account's deal is lost: a person says why, or its people's last open
+opportunity is lost)
 
 The model moves an account on its scores (`accounts.stages` of the scoring model): to `engaged`
 and to `mqa` (a marketing-qualified account) when it clears the stage's bars. Its people move it
 on: one of them in `opportunity` makes the account an opportunity, one who is a customer makes it
-a customer. People act on it: sales accepts an MQA (it is worked as an opportunity) or rejects it
+a customer, and when the last of their open opportunities is lost, so is the account's. People act on it: sales accepts an MQA (it is worked as an opportunity) or rejects it
 with a reason code; an account sent back is not MQA again before `requalify_after_days`.
 """
 
@@ -113,18 +114,22 @@ def decide_account(
     people: Iterable[Stage] = (),
     now: float,
     requalify_at: float | None = None,
+    lost: bool = False,
 ) -> list[AccountMove]:
     """Where the policy takes an account in `stage` with these scores, as of `now`.
 
     `people` are the stages of the account's people that just changed: one who became a customer
-    makes the account a customer, one in opportunity makes it an opportunity. Otherwise the
-    scores decide: `mqa`'s bars (not before `requalify_at`, for an account sent back), else
+    makes the account a customer, one in opportunity makes it an opportunity; `lost` says the last
+    open opportunity of its people was just lost, which sends an opportunity back to engaged.
+    Otherwise the scores decide: `mqa`'s bars (not before `requalify_at`, for an account sent back), else
     `engaged`'s, for an account still a target."""
     stages = set(people)
     if stages & {Stage.CUSTOMER, Stage.EVANGELIST} and stage is not AccountStage.CUSTOMER:
         return [AccountMove(AccountStage.CUSTOMER, Actor.SYSTEM, "one of its people became a customer")]
     if Stage.OPPORTUNITY in stages and stage in _BEFORE_OPPORTUNITY:
         return [AccountMove(AccountStage.OPPORTUNITY, Actor.SYSTEM, "one of its people has an open opportunity")]
+    if lost and stage is AccountStage.OPPORTUNITY:
+        return [AccountMove(AccountStage.ENGAGED, Actor.SYSTEM, "its people's open opportunities were lost")]
     if stage not in _OPEN:
         return []
     cooling = requalify_at is not None and now < requalify_at

@@ -58,6 +58,7 @@ class _Account:
     rollup: Rollup | None  # None: to be counted from its people
     swaps: list[tuple[Mark | None, Mark | None]] = field(default_factory=list)
     people: list[Stage] = field(default_factory=list)  # stages its changed people moved to
+    lost_deal: bool = False  # one of its people's opportunities was just lost
     at: float | None = None  # its people's newest dated change (seconds since the epoch)
 
 
@@ -109,6 +110,8 @@ def react(run: Run) -> None:
         stage = Stage(move.to_stage)
         if of_account is not None and stage in _PEOPLE_STAGES:
             of_account.people.append(stage)
+        elif of_account is not None and move.values["from_stage"] == Stage.OPPORTUNITY.value:
+            of_account.lost_deal = True
     moves = _keep(uow, model, spec, list(accounts.values()), now, run.is_history)
     if moves:
         run.notes.setdefault(ACCOUNT_MOVES, []).extend(moves)
@@ -214,6 +217,7 @@ def _keep(
     counted = {a.id for a in recount}
     refit = [a.id for a in accounts if a.id in counted or a.row["fit_score"] is None]
     fields = repo.accounts_by_id(conn, refit) if refit else {}
+    dealing = _with_open_deals(conn, [a.id for a in accounts if a.lost_deal and a.row["stage"] == "opportunity"])
     moves: list[dict[str, Any]] = []
     scores = []
     for account in accounts:
@@ -231,9 +235,11 @@ def _keep(
         moved: dict[str, Any] = {}
         for move in decide_account(
             spec, stage, fit=fit, engagement=engagement, covered=len(roles), people=account.people, now=ts,
-            requalify_at=requalify,
+            requalify_at=requalify, lost=account.lost_deal and account.id not in dealing,
         ):  # fmt: skip
             moves.append(_history_row(account, stage, move, at, model, fit, engagement, roles))
+            if stage is AccountStage.OPPORTUNITY and move.to_stage is AccountStage.ENGAGED:
+                moved["requalify_at"] = from_ts(requalify_at(spec, ts))  # lost: waits as a rejected MQA does
             stage = move.to_stage
             moved.update(stage=stage.value, stage_entered_at=at)
             if stage is AccountStage.MQA and not is_history(at):
@@ -245,6 +251,22 @@ def _keep(
     if moves:
         conn.execute(_history.insert(), [_stored(m) for m in moves])
     return moves
+
+
+def _with_open_deals(conn: Connection, ids: list[int]) -> set[int]:
+    """Of these accounts, those with a live person in opportunity still."""
+    out: set[int] = set()
+    for part in repo.chunks(sorted(ids)):
+        out |= set(
+            conn.execute(
+                select(_leads.c.account_id).where(
+                    _leads.c.account_id.in_(part),
+                    _leads.c.stage == Stage.OPPORTUNITY.value,
+                    _leads.c.erased_at.is_(None),
+                )
+            ).scalars()
+        )
+    return out
 
 
 def _marks(conn: Connection, spec: AccountSpec, ids: list[int], leaving: int | None) -> dict[int, list[Mark]]:
