@@ -369,3 +369,27 @@ def test_the_account_funnel_counts_stages_conversion_and_the_roles_of_won_and_lo
 
 def _stage_of(uow: UnitOfWork, email: str) -> str:
     return str(uow.connection.execute(select(schema.leads.c.stage).where(schema.leads.c.email == email)).scalar())
+
+
+def test_rescore_writes_every_accounts_batch_scores_equal_to_the_pipelines(acme: Workspace, tmp_path: Any) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    ingest(acme, MQA_EVENTS)
+    db = acme.settings.database_url
+    target = tmp_path / "accounts.parquet"
+    done = CliRunner().invoke(
+        app, ["rescore", "--db", db, "--as-of", NOW.isoformat(), "--accounts-out", str(target), "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["accounts"] == 1
+    [row] = pq.read_table(target).to_pylist()
+    with acme.unit_of_work() as uow:
+        kept = stored(uow)
+    rollup = Rollup.from_json(kept["rollup"])
+    assert row["domain"] == "acme.com" and (row["fit"], row["grade"]) == (kept["fit_score"], kept["fit_grade"])
+    assert row["engagement"] == pytest.approx(rollup.engagement_at(NOW.timestamp()), rel=1e-9)
+    assert row["roles"] == ["economic buyer", "champion", "practitioner"] and row["covered"] == 3
+    as_csv = tmp_path / "accounts.csv"
+    assert CliRunner().invoke(app, ["rescore", "--db", db, "--accounts-out", str(as_csv)]).exit_code == 0
+    assert pacsv.read_csv(as_csv).to_pylist()[0]["roles"].startswith("economic buyer; champion")

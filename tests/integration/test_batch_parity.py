@@ -17,11 +17,13 @@ from tests.conftest import copy_of_fresh_workspace, fresh_postgres_schema
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.adapters.repository import lead_from_row
-from qualify.analytics.batch_evaluator import Sources, UnsupportedModel, scores_as_of
+from qualify.analytics.batch_evaluator import Sources, UnsupportedModel, account_scores_as_of, scores_as_of
 from qualify.analytics.engines import duckdb_sources
 from qualify.bootstrap import open_workspace
+from qualify.domain.accounts import Rollup
 from qualify.domain.model_loader import default_model_text, load_model
 from qualify.domain.records import Account, Lead, make_event
+from qualify.domain.scoring_model import ScoringModel
 from qualify.service.analytics.export import export_workspace
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.leads import upsert_leads
@@ -110,6 +112,36 @@ def compare(workspace: Workspace, export: Path | Sources, as_of: datetime, toler
             problems.append(f"lead {row['lead_id']}: engagement online {engagement!r} batch {row['engagement']!r}")
         if (state.fit, state.grade, state.persona) != (row["fit"], row["grade"], row["persona"]):
             problems.append(f"lead {row['lead_id']}: fit online {(state.fit, state.grade, state.persona)} batch {row}")
+    return problems + compare_accounts(workspace, model, sources, as_of, tolerance)
+
+
+def compare_accounts(
+    workspace: Workspace, model: ScoringModel, sources: Sources, as_of: datetime, tolerance: float
+) -> list[str]:
+    """Every difference between the accounts as the ingestion pipeline keeps them (their stored
+    fit and roll-up, read at `as_of`) and the batch's account scores."""
+    spec = model.accounts
+    assert spec is not None
+    with workspace.unit_of_work() as uow:
+        a = schema.accounts
+        online = {r.id: r for r in uow.connection.execute(select(a.c.id, a.c.fit_score, a.c.fit_grade, a.c.rollup))}
+    batch = account_scores_as_of(model, sources, as_of).to_pyarrow().to_pylist()
+    assert len(batch) == len(online)
+    at, problems = as_of.timestamp(), []
+    for row in batch:
+        stored = online[row["account_id"]]
+        rollup = Rollup.from_json(stored.rollup)
+        engagement = rollup.engagement_at(at)
+        if abs(engagement - row["engagement"]) > tolerance * max(1.0, abs(engagement)):
+            problems.append(
+                f"account {row['account_id']}: engagement online {engagement!r} batch {row['engagement']!r}"
+            )
+        covered = rollup.covered_at(spec, at)
+        batch_covered = tuple(r.name for i, r in enumerate(spec.roles) if row[f"role_{i}"])
+        if covered != batch_covered or row["covered"] != len(covered):
+            problems.append(f"account {row['account_id']}: roles online {covered} batch {batch_covered}")
+        if (stored.fit_score, stored.fit_grade) != (row["fit"], row["grade"]):
+            problems.append(f"account {row['account_id']}: fit online {stored.fit_score} batch {row['fit']}")
     return problems
 
 

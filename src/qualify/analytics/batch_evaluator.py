@@ -81,14 +81,19 @@ def _profile_text(profile: ir.Table, field: str) -> ir.StringValue:
     return _as_text(profile[field])
 
 
-def profiles(sources: Sources) -> ir.Table:
-    """Leads joined to their accounts, with account columns prefixed `account_`."""
-    leads, accounts = sources.leads, sources.accounts
-    renamed = accounts.select(
+def _account_profile(accounts: ir.Table) -> ir.Table:
+    """Accounts as profiles read them: `account_key` and the columns prefixed `account_`."""
+    return accounts.select(
         account_key=accounts.id,
         **{f"account_{c}": accounts[c] for c in _ACCOUNT_COLUMNS},
         account_attributes=accounts.attributes,
     )
+
+
+def profiles(sources: Sources) -> ir.Table:
+    """Leads joined to their accounts, with account columns prefixed `account_`."""
+    leads = sources.leads
+    renamed = _account_profile(sources.accounts)
     joined = leads.left_join(renamed, leads.account_id == renamed.account_key)
     return joined.select(
         "id", *_LEAD_COLUMNS, "attributes", *(f"account_{c}" for c in _ACCOUNT_COLUMNS), "account_attributes"
@@ -162,11 +167,13 @@ def fit_scores(model: ScoringModel, sources: Sources) -> ir.Table:
         *((scored.chosen == p, persona.name) for p, persona in enumerate(model.fit.personas)),
         else_=ibis.null("string"),
     )
-    bands = model.fit.grades
-    grade = ibis.cases(
-        (scored.best >= bands["A"], "A"), (scored.best >= bands["B"], "B"), (scored.best >= bands["C"], "C"), else_="D"
-    )
+    grade = _grade(model.fit.grades, scored.best)
     return scored.select(lead_id=scored.id, fit=scored.best.cast("float64"), grade=grade, persona=persona)
+
+
+def _grade(bands: dict[str, float], score: ir.FloatingValue) -> ir.StringValue:
+    """A score's grade by falling bands, as `scoring_model.grade_of` gives it."""
+    return ibis.cases((score >= bands["A"], "A"), (score >= bands["B"], "B"), (score >= bands["C"], "C"), else_="D")
 
 
 def fit_explanations(model: ScoringModel, sources: Sources) -> ir.Table:
@@ -378,3 +385,71 @@ def explanations(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.T
         )
     )
     return ibis.union(*parts)
+
+
+def account_scores_as_of(model: ScoringModel, sources: Sources, as_of: datetime) -> ir.Table:
+    """Every account's scores as of `as_of`, as the ingestion pipeline keeps them
+    (`domain.accounts`): account_id, fit and grade on its own fields, engagement (its live people's
+    shares: each one's engagement at `as_of`, scaled by the cap over their engagement right after
+    their latest activity where that was above it), covered (how many roles are covered) and one
+    boolean `role_<i>` per role of the buying group, in the model's order (someone who fills it was
+    active within `within_days` and had at least `min_engagement` right after that activity)."""
+    require_portable(model)
+    spec = model.accounts
+    if spec is None:
+        raise UnsupportedModel(f"model {model.version} scores no accounts (it has no accounts section)")
+    instant = ibis.literal(as_of)
+    leads = sources.leads
+    live = leads.filter(leads.account_id.notnull())
+    if "erased_at" in leads.columns:
+        live = live.filter(live.erased_at.isnull())
+    people = live.select(person=live.id, account_id=live.account_id)
+    events = sources.events.filter(sources.events.occurred_at <= instant)
+    last = events.group_by("lead_id").aggregate(cutoff=events.occurred_at.max())
+    after = engagement_at_cutoffs(model, sources, last).select(after_id="lead_id", after="engagement")
+    now = engagement_scores(model, sources, as_of).select(now_id="lead_id", now="engagement")
+    last = last.select(last_id="lead_id", cutoff="cutoff")
+    profile = profiles(sources)
+    roles = profile.select(
+        role_key=profile.id, **{f"fills_{i}": _all(profile, r.conditions) for i, r in enumerate(spec.roles)}
+    )
+    joined = (
+        people.join(now, people.person == now.now_id)
+        .left_join(last, people.person == last.last_id)
+        .left_join(after, people.person == after.after_id)
+        .join(roles, people.person == roles.role_key)
+    )
+    at_last = joined.after.fill_null(0.0)
+    factor: ir.FloatingValue = _float(1.0)
+    if spec.person_cap is not None:
+        capped = joined.cutoff.notnull() & (at_last > spec.person_cap)
+        factor = ibis.ifelse(capped, _float(spec.person_cap) / at_last, _float(1.0))
+    covers = (
+        joined.cutoff.notnull()
+        & (at_last >= spec.min_engagement)
+        & (joined.cutoff.epoch_seconds() + spec.within_days * DAY_SECONDS >= instant.epoch_seconds())
+    )
+    shares = joined.select(
+        account_id=joined.account_id,
+        share=joined.now * factor,
+        **{f"covers_{i}": (joined[f"fills_{i}"] & covers).ifelse(1, 0) for i in range(len(spec.roles))},
+    )
+    rolled = shares.group_by("account_id").aggregate(
+        engagement=shares.share.sum(), **{f"role_{i}": shares[f"covers_{i}"].max() for i in range(len(spec.roles))}
+    )
+    own = _account_profile(sources.accounts)
+    raw = _sum(
+        [_zero(own.account_key), *(_all(own, r.conditions).ifelse(_float(r.points), _float(0.0)) for r in spec.rules)]
+    )
+    fitted = own.select(own.account_key, fit=raw.clip(lower=0.0, upper=FIT_MAX).cast("float64"))
+    scored = fitted.left_join(rolled, fitted.account_key == rolled.account_id)
+    role_columns = {f"role_{i}": scored[f"role_{i}"].fill_null(0) == 1 for i in range(len(spec.roles))}
+    covered = _sum([_zero(scored.account_key), *(c.ifelse(_float(1.0), _float(0.0)) for c in role_columns.values())])
+    return scored.select(
+        account_id=scored.account_key,
+        fit=scored.fit,
+        grade=_grade(spec.grades, scored.fit),
+        engagement=scored.engagement.fill_null(0.0).cast("float64"),
+        covered=covered.cast("int64"),
+        **role_columns,
+    )

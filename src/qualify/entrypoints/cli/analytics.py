@@ -70,11 +70,19 @@ def rescore(
             "--explain", help="Write every score's contributions (rule by rule) to this .parquet or .csv file."
         ),
     ] = None,
+    accounts_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--accounts-out",
+            help="Write every account's fit, grade, engagement and covered roles (as of --as-of) to this .parquet or .csv file.",
+        ),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score every lead as of any instant with the batch evaluator (the same model, as one query),
-    with the active predictive model's probability as of that instant."""
+    with the active predictive model's probability as of that instant (and every account's scores)."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -89,10 +97,21 @@ def rescore(
             as_of=_utc(as_of) or utcnow(),
             export=export,
             explain=explain_file is not None,
+            accounts=accounts_file is not None,
         )
-    for path, table in ((out_file, result.table), (explain_file, result.explanations)):
+    for path, table in (
+        (out_file, result.table),
+        (explain_file, result.explanations),
+        (accounts_file, result.accounts),
+    ):
         if path is None or table is None:
             continue
+        if path.suffix == ".csv" and "roles" in table.column_names:  # a list: one cell of names
+            table = table.set_column(
+                table.column_names.index("roles"),
+                "roles",
+                pa.array(["; ".join(r or []) for r in table.column("roles").to_pylist()], pa.string()),
+            )
         if path.suffix == ".csv":
             pacsv.write_csv(safe_table(table), path)  # no cell a spreadsheet would run as a formula
         else:
@@ -101,6 +120,7 @@ def rescore(
         result.summary()
         | ({"out": str(out_file)} if out_file else {})
         | ({"explain": str(explain_file), "contributions": result.explanations.num_rows} if result.explanations else {})
+        | ({"accounts_out": str(accounts_file)} if accounts_file else {})
     )
     if as_json:
         _print_json(summary)
@@ -119,6 +139,8 @@ def rescore(
         out.print(f"Scores written to {out_file}.")
     if explain_file:
         out.print(f"{summary['contributions']:,} contributions written to {explain_file}.")
+    if accounts_file:
+        out.print(f"{summary['accounts']:,} accounts' scores written to {accounts_file}.")
 
 
 @app.command()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pyarrow as pa
 
-from qualify.analytics.batch_evaluator import Sources, explanations, scores_as_of
+from qualify.analytics.batch_evaluator import Sources, account_scores_as_of, explanations, scores_as_of
 from qualify.analytics.engines import duckdb_sources, postgres_sources, spark_sources
 from qualify.analytics.reports import cohorts
 from qualify.domain.errors import InvalidInput
@@ -30,6 +30,7 @@ ENGINES: tuple[Engine, ...] = ("duckdb", "postgres", "spark")
 
 
 COLUMNS = ("lead_id", "email", "external_id", "fit", "grade", "persona", "engagement", "probability")
+ACCOUNT_COLUMNS = ("account_id", "domain", "fit", "grade", "engagement", "covered", "roles")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class BatchScores:
     table: pa.Table  # COLUMNS: the lead's keys, its scores and probability as of `as_of`
     explanations: pa.Table | None = None  # lead_id, kind, rule, points, event_id, occurred_at
     predictive_version: str | None = None  # the predictive model that gave the probabilities
+    accounts: pa.Table | None = None  # ACCOUNT_COLUMNS: every account's scores as of `as_of`
 
     def summary(self) -> dict[str, Any]:
         rows = self.table.to_pylist()
@@ -58,21 +60,34 @@ class BatchScores:
             "predictive_model": self.predictive_version,
             "probabilities": len(chances),
             "probability_mean": round(sum(chances) / len(chances), 4) if chances else None,
-        }
+        } | ({"accounts": self.accounts.num_rows} if self.accounts is not None else {})
 
 
 def batch_scores(
-    workspace: Workspace, *, engine: str, as_of: datetime, export: Path | None = None, explain: bool = False
+    workspace: Workspace,
+    *,
+    engine: str,
+    as_of: datetime,
+    export: Path | None = None,
+    explain: bool = False,
+    accounts: bool = False,
 ) -> BatchScores:
     """Score every lead as of `as_of` with the active model, on DuckDB or Spark (over a Parquet
     export, made now unless `export` names one) or on PostgreSQL (the workspace's own tables);
     with `explain`, every score's contributions too (analytics.batch.explanations). With an active
-    predictive model, each lead's probability as of `as_of` too (`batch_probabilities`)."""
+    predictive model, each lead's probability as of `as_of` too (`batch_probabilities`). With
+    `accounts`, every account's scores as of `as_of` too (`account_scores_as_of`: equal to the
+    roll-up the ingestion pipeline keeps; tested)."""
     with workspace.unit_of_work() as uow:
         model = uow.active_model()
         found = active_predictor(uow)
+    if accounts and model.accounts is None:
+        raise InvalidInput(f"model {model.version} scores no accounts (it has no accounts section)", field="accounts")
+    companies: list[pa.Table] = []
 
     def run(sources: Sources) -> tuple[pa.Table, pa.Table | None, dict[int, float]]:
+        if accounts:
+            companies.append(_account_table(model, sources, as_of))
         scores = scores_as_of(model, sources, as_of)
         keys = sources.leads.select(
             key_id=sources.leads.id, email=sources.leads.email, external_id=sources.leads.external_id
@@ -91,7 +106,25 @@ def batch_scores(
     table = table.sort_by("lead_id")
     probability = pa.array([chances.get(i) for i in table.column("lead_id").to_pylist()], pa.float64())
     table = table.append_column("probability", probability).select(list(COLUMNS))
-    return BatchScores(engine, as_of, model.version, table, why, found.version if found is not None else None)
+    return BatchScores(
+        engine, as_of, model.version, table, why, found.version if found is not None else None,
+        companies[0] if companies else None,
+    )  # fmt: skip
+
+
+def _account_table(model: ScoringModel, sources: Sources, as_of: datetime) -> pa.Table:
+    """Every account's scores as of `as_of` with its domain, the covered roles named."""
+    assert model.accounts is not None
+    roles = [r.name for r in model.accounts.roles]
+    scores = account_scores_as_of(model, sources, as_of)
+    keys = sources.accounts.select(key_id=sources.accounts.id, domain=sources.accounts.domain)
+    rows = scores.left_join(keys, scores.account_id == keys.key_id).to_pyarrow().sort_by("account_id").to_pylist()
+    for row in rows:
+        row["roles"] = [name for i, name in enumerate(roles) if row.pop(f"role_{i}")]
+    columns = {name: [row[name] for row in rows] for name in ACCOUNT_COLUMNS}
+    types = {"account_id": pa.int64(), "domain": pa.string(), "fit": pa.float64(), "grade": pa.string(),
+             "engagement": pa.float64(), "covered": pa.int64(), "roles": pa.list_(pa.string())}  # fmt: skip
+    return pa.table({name: pa.array(columns[name], types[name]) for name in ACCOUNT_COLUMNS})
 
 
 def batch_probabilities(found: Predictor, model: ScoringModel, sources: Sources, as_of: datetime) -> dict[int, float]:

@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, func, select, update
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
 from qualify.domain.engagement import DayTotals, EngagementState, apply_event
+from qualify.service.lifecycle.accounts import recount_accounts
 from qualify.service.lifecycle.lead_batch import LeadBatch
 from qualify.service.pipeline import react
 from qualify.service.unit_of_work import UnitOfWork, Workspace, utcnow
@@ -50,6 +51,9 @@ def rescore_all(
         summary.moves += moved
         if progress:
             progress(summary.leads, total)
+    # Accounts with no people the chunks touched are counted again too (their fit under this model).
+    with workspace.unit_of_work() as uow:
+        recount_accounts(uow, now=now)
     return summary
 
 
