@@ -145,20 +145,28 @@ accounts = Table(
     Column("model_version", String(64)),
 )
 
+
+def _move_columns() -> list[Column[Any]]:
+    """What a lead's and an account's stage history record of each move."""
+    return [
+        Column("from_stage", String(20)),
+        Column("to_stage", String(20), nullable=False),
+        Column("at", UTCDateTime(), nullable=False, index=True),
+        Column("actor", String(20), nullable=False),
+        Column("by", String(200), nullable=False),
+        Column("reason", String(300)),
+        Column("note", Text),
+        Column("fit_score", Float),
+    ]
+
+
 # Every stage change of an account, as `stage_history` is for leads.
 account_stage_history = Table(
     "account_stage_history",
     metadata,
     Column("id", Integer, primary_key=True),
     Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
-    Column("from_stage", String(20)),
-    Column("to_stage", String(20), nullable=False),
-    Column("at", UTCDateTime(), nullable=False, index=True),
-    Column("actor", String(20), nullable=False),
-    Column("by", String(200), nullable=False),
-    Column("reason", String(300)),
-    Column("note", Text),
-    Column("fit_score", Float),
+    *_move_columns(),
     Column("engagement_score", Float),
     Column("covered_roles", Integer),
     Column("roles", JSONDoc()),  # the names of the roles covered then
@@ -243,14 +251,7 @@ stage_history = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("lead_id", Integer, ForeignKey("leads.id"), nullable=False, index=True),
-    Column("from_stage", String(20)),
-    Column("to_stage", String(20), nullable=False),
-    Column("at", UTCDateTime(), nullable=False, index=True),
-    Column("actor", String(20), nullable=False),
-    Column("by", String(200), nullable=False),
-    Column("reason", String(300)),
-    Column("note", Text),
-    Column("fit_score", Float),
+    *_move_columns(),
     Column("fit_grade", String(1)),
     Column("engagement_score", Float),
     Column("persona", String(200)),

@@ -544,18 +544,24 @@ def report_accounts(db: DbOption = None, as_json: JsonOption = False) -> None:
 # --- stage actions ---------------------------------------------------------------------------------
 
 
+# The options of every person's action on a lead (`qualify stage`) or an account (`qualify account-stage`).
+ByOption = Annotated[str, typer.Option("--by", help="Who acts (a person's name or user id).")]
+NoteOption = Annotated[str | None, typer.Option("--note", help="Free text kept with the stage change.")]
+AtOption = Annotated[
+    datetime | None, typer.Option("--at", help="When it happened (default: now). UTC unless a zone is given.")
+]
+
+
 def _stage_command(action: str) -> None:
     spec = STAGE_ACTIONS[action]
     reason_help = f"Reason code{' (required)' if spec.needs_reason else ''}: {', '.join(REASON_CODES)}."
 
     def command(
         lead_key: Annotated[str, typer.Argument(metavar="LEAD", help="The lead's email, external id, or #id.")],
-        by: Annotated[str, typer.Option("--by", help="Who acts (a person's name or user id).")],
+        by: ByOption,
         reason: Annotated[str | None, typer.Option("--reason", help=reason_help)] = None,
-        note: Annotated[str | None, typer.Option("--note", help="Free text kept with the stage change.")] = None,
-        at: Annotated[
-            datetime | None, typer.Option("--at", help="When it happened (default: now). UTC unless a zone is given.")
-        ] = None,
+        note: NoteOption = None,
+        at: AtOption = None,
         db: DbOption = None,
         as_json: JsonOption = False,
     ) -> None:
@@ -584,12 +590,10 @@ def _account_stage_command(action: str) -> None:
 
     def command(
         key: Annotated[str, typer.Argument(metavar="ACCOUNT", help="The account's domain, or #id.")],
-        by: Annotated[str, typer.Option("--by", help="Who acts (a person's name or user id).")],
+        by: ByOption,
         reason: Annotated[str | None, typer.Option("--reason", help=reason_help)] = None,
-        note: Annotated[str | None, typer.Option("--note", help="Free text kept with the stage change.")] = None,
-        at: Annotated[
-            datetime | None, typer.Option("--at", help="When it happened (default: now). UTC unless a zone is given.")
-        ] = None,
+        note: NoteOption = None,
+        at: AtOption = None,
         db: DbOption = None,
         as_json: JsonOption = False,
     ) -> None:

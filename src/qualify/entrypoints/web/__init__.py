@@ -752,6 +752,10 @@ def accounts_page(
 
 
 AccountId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# What a person's stage action on a lead or an account sends from its page.
+ActionPath = Annotated[str, Path(max_length=40)]
+ReasonForm = Annotated[str | None, Form(max_length=40)]
+NoteForm = Annotated[str | None, Form(max_length=2000)]
 
 
 @router.get("/accounts/{account_id}")
@@ -791,11 +795,11 @@ def _account(request: Request, user: users.User, account_id: int, problem: str |
 def account_action(
     request: Request,
     account_id: AccountId,
-    action: Annotated[str, Path(max_length=40)],
+    action: ActionPath,
     who: SignedIn,
     csrf: Annotated[str, Form()] = "",
-    reason: Annotated[str | None, Form(max_length=40)] = None,
-    note: Annotated[str | None, Form(max_length=2000)] = None,
+    reason: ReasonForm = None,
+    note: NoteForm = None,
 ) -> Response:
     """A person's action on an account from its page (a rep: on an account they own or nobody does)."""
     from qualify.domain.errors import NotFound
@@ -897,11 +901,11 @@ def _lead_change(request: Request, user: users.User, lead_id: int, change: Calla
 def lead_action(
     request: Request,
     lead_id: LeadId,
-    action: Annotated[str, Path(max_length=40)],
+    action: ActionPath,
     who: SignedIn,
     csrf: Annotated[str, Form()] = "",
-    reason: Annotated[str | None, Form(max_length=40)] = None,
-    note: Annotated[str | None, Form(max_length=2000)] = None,
+    reason: ReasonForm = None,
+    note: NoteForm = None,
 ) -> Response:
     """A stage action from the lead page, with the lifecycle's rules (a rep: on their own leads)."""
     from qualify.service.lifecycle.stages import apply_stage_action

@@ -44,6 +44,7 @@ from qualify.entrypoints.api.schemas import (
 )
 from qualify.entrypoints.problems import PROBLEM_RESPONSES, TooLarge
 from qualify.entrypoints.ratelimit import RATE_LIMITED, check_ingest
+from qualify.service.admin.api_keys import Identity
 from qualify.service.lifecycle.accounts import act_on_account
 from qualify.service.lifecycle.lead_admin import erase_lead, export_lead, merge_leads
 from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
@@ -351,13 +352,7 @@ def post_account_action(
     """A person's action on an account (accept or reject an MQA, lose or win its opportunity),
     with the same rules and errors as `qualify account-stage ACTION`. A sales key acts only on
     the accounts its user owns, or that nobody owns yet."""
-    by = acting(caller, body.by)
-    if caller.role is Role.SALES and caller.user is None:
-        raise NotYourLead(
-            "this sales key is bound to no user, so it may read but not act; make one that acts for a rep "
-            "with `qualify keys create NAME --role sales --user REP`"
-        )
-    owned_by = caller.user if caller.role is Role.SALES else None
+    by, owned_by = _acting_rep(caller, body.by)
     with workspace.unit_of_work() as uow:
         change = act_on_account(
             uow, account_id_of(uow, key), action, by=by, reason=body.reason, note=body.note, now=body.at,
@@ -375,6 +370,17 @@ def _answer(ordered: list[UpsertResult]) -> UpsertResponse:
         rejected=sum(r.status == "rejected" for r in ordered),
         results=ordered,
     )
+
+
+def _acting_rep(caller: Identity, by: str | None) -> tuple[str, str | None]:
+    """Who acts for a key that takes stage actions, and the rep whose leads (and accounts) it may
+    act on: a sales key's user (one bound to nobody may read but not act), None for the others."""
+    if caller.role is Role.SALES and caller.user is None:
+        raise NotYourLead(
+            "this sales key is bound to no user, so it may read but not act; make one that acts for a rep "
+            "with `qualify keys create NAME --role sales --user REP`"
+        )
+    return acting(caller, by), caller.user if caller.role is Role.SALES else None
 
 
 def _account(item: AccountIn) -> Account:
@@ -401,13 +407,7 @@ def post_stage_action(
 
     A key bound to a user acts as that user (`by`, if sent, must name them); a sales key acts
     only on the leads its user owns (403 `not-your-lead` otherwise), as in the dashboard."""
-    by = acting(caller, body.by)
-    if caller.role is Role.SALES and caller.user is None:
-        raise NotYourLead(
-            "this sales key is bound to no user, so it may read but not act; make one that acts for a rep "
-            "with `qualify keys create NAME --role sales --user REP`"
-        )
-    owned_by = caller.user if caller.role is Role.SALES else None
+    by, owned_by = _acting_rep(caller, body.by)
     with workspace.unit_of_work() as uow:
         change = apply_stage_action(
             uow,
