@@ -393,3 +393,29 @@ def test_rescore_writes_every_accounts_batch_scores_equal_to_the_pipelines(acme:
     as_csv = tmp_path / "accounts.csv"
     assert CliRunner().invoke(app, ["rescore", "--db", db, "--accounts-out", str(as_csv)]).exit_code == 0
     assert pacsv.read_csv(as_csv).to_pylist()[0]["roles"].startswith("economic buyer; champion")
+
+
+def test_the_worker_records_and_announces_an_mqa_left_waiting_past_its_sla_once(acme: Workspace) -> None:
+    from qualify.service.worker import record_account_sla_breaches
+
+    with acme.unit_of_work() as uow:
+        add_subscription(uow, "https://crm.example.com/late", ["account.sla.breached"], now=T0)
+    ingest(acme, MQA_EVENTS)
+    with acme.unit_of_work() as uow:
+        due = stored(uow)["sla_due_at"]
+    assert record_account_sla_breaches(acme, due - timedelta(minutes=1)) == 0  # not yet
+    assert record_account_sla_breaches(acme, due + timedelta(hours=1)) == 1
+    assert record_account_sla_breaches(acme, due + timedelta(hours=2)) == 0  # once per clock
+    with acme.unit_of_work() as uow:
+        assert stored(uow)["sla_breached_at"] == due + timedelta(hours=1)
+        d = schema.webhook_deliveries
+        payload = uow.connection.execute(select(d.c.payload).where(d.c.kind == "account.sla.breached")).scalar_one()
+        assert payload["account"]["domain"] == "acme.com" and payload["owner"] == "sam.rivera"
+        a = schema.audit_log
+        assert (
+            uow.connection.execute(select(a.c.target).where(a.c.action == "account.sla.breached")).scalar()
+            == "acme.com"
+        )
+        # Rejected in time for the next clock: the breach is cleared with the clock.
+        act_on_account(uow, account_id_of(uow, "acme.com"), "reject", by="sam.rivera", reason="bad_timing", now=NOW)
+        assert (stored(uow)["sla_due_at"], stored(uow)["sla_breached_at"]) == (None, None)

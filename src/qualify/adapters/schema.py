@@ -136,6 +136,7 @@ accounts = Table(
     Column("owner", String(200), index=True),
     Column("owner_assigned_at", UTCDateTime()),
     Column("sla_due_at", UTCDateTime()),
+    Column("sla_breached_at", UTCDateTime()),
     Column("fit_score", Float),
     Column("fit_grade", String(1)),
     Column("engagement_score", Float),

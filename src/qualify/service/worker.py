@@ -8,7 +8,9 @@ One pass, in this order:
 1. **decay-out**: every MQL whose engagement fell below the floor is moved to nurture at the
    instant it crossed it, with history and announcements, as if a timer had run all along;
 2. **SLA**: every MQL still in `mql` past its `sla_due_at` gets its breach recorded once
-   (`leads.sla_breached_at`, an audit entry `sla.breached`) and announced (`sla.breached`);
+   (`leads.sla_breached_at`, an audit entry `sla.breached`) and announced (`sla.breached`); so
+   does every account still in `mqa` past its own (`accounts.sla_breached_at`, an audit entry
+   `account.sla.breached`, announced as `account.sla.breached`);
 3. **segments**: segments that time alone can change (windows, days in a stage, decaying
    scores) are tested again over every lead when their last refresh is older than an hour
    (qualify.service.automation.segments);
@@ -185,6 +187,50 @@ def record_sla_breaches(workspace: Workspace, now: datetime, *, chunk: int = CHU
             return recorded
 
 
+def record_account_sla_breaches(workspace: Workspace, now: datetime, *, chunk: int = CHUNK) -> int:
+    """Record and announce, once each, the MQAs whose SLA ran out by `now`; return how many."""
+    recorded = 0
+    accounts = schema.accounts
+    while True:
+        with workspace.unit_of_work() as uow:
+            overdue = list(
+                uow.connection.execute(
+                    select(accounts.c.id, accounts.c.domain, accounts.c.owner, accounts.c.stage_entered_at,
+                           accounts.c.sla_due_at)
+                    .where(
+                        accounts.c.stage == "mqa",
+                        accounts.c.sla_due_at <= now,
+                        accounts.c.sla_breached_at.is_(None),
+                    )
+                    .order_by(accounts.c.sla_due_at, accounts.c.id)
+                    .limit(chunk)
+                    .with_for_update(skip_locked=True)
+                )
+            )  # fmt: skip
+            announcements = []
+            for row in overdue:
+                uow.connection.execute(update(accounts).where(accounts.c.id == row.id).values(sla_breached_at=now))
+                details = {"account_id": row.id, "due_at": row.sla_due_at.isoformat(), "owner": row.owner}
+                record_audit(uow, actor=SLA_ACTOR, action="account.sla.breached", target=row.domain, at=now,
+                             details=details)  # fmt: skip
+                announcements.append(
+                    outbox.Announcement(
+                        outbox.ACCOUNT_SLA_BREACHED,
+                        {
+                            "account": {"id": row.id, "domain": row.domain},
+                            "owner": row.owner,
+                            "mqa_at": row.stage_entered_at.isoformat() if row.stage_entered_at else None,
+                            "due_at": row.sla_due_at.isoformat(),
+                            "recorded_at": now.isoformat(),
+                        },
+                    )
+                )
+            outbox.enqueue(uow.connection, announcements, now)
+        recorded += len(overdue)
+        if len(overdue) < chunk:
+            return recorded
+
+
 def _overdue_mqls(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
     leads = schema.leads
     statement = (
@@ -267,7 +313,9 @@ class Worker:
         summary = PassSummary(now)
         summary.rebuilt = _guarded("history rebuild", rebuild_pending, self.workspace, now)
         summary.decayed = sweep_decay(self.workspace, now)
-        summary.sla_breaches = record_sla_breaches(self.workspace, now)
+        summary.sla_breaches = record_sla_breaches(self.workspace, now) + record_account_sla_breaches(
+            self.workspace, now
+        )
         # Each part on its own: a failure in one (a lock conflict, say) must not keep email and
         # webhooks from leaving in this pass. It is logged, and the next pass tries again.
         summary.segment_changes = _guarded(

@@ -510,7 +510,7 @@ class WebhookIn(BaseModel):
     kinds: list[str] = Field(
         min_length=1,
         max_length=50,
-        description="stage.changed, lead.mql, sla.breached, score.crossed:<N>, workflow.notify, account.stage.changed, account.mqa",
+        description="stage.changed, lead.mql, sla.breached, score.crossed:<N>, workflow.notify, account.stage.changed, account.mqa, account.sla.breached",
     )
     secret: str | None = Field(
         default=None,

@@ -307,7 +307,7 @@ def webhooks_add(
         list[str],
         typer.Option(
             "--kind",
-            help="An announcement kind: stage.changed, lead.mql, sla.breached, score.crossed:<N>, workflow.notify, account.stage.changed, account.mqa. Repeatable.",
+            help="An announcement kind: stage.changed, lead.mql, sla.breached, score.crossed:<N>, workflow.notify, account.stage.changed, account.mqa, account.sla.breached. Repeatable.",
         ),
     ],
     secret: Annotated[

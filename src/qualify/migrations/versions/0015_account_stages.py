@@ -33,6 +33,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("owner", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("owner_assigned_at", UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column("sla_due_at", UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column("sla_breached_at", UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column("fit_score", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("fit_grade", sa.String(length=1), nullable=True))
         batch_op.add_column(sa.Column("engagement_score", sa.Float(), nullable=True))
@@ -74,6 +75,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_accounts_stage")
         for name in (
             "model_version", "scored_at", "rollup", "covered_roles", "engagement_score", "fit_grade", "fit_score",
-            "sla_due_at", "owner_assigned_at", "owner", "requalify_at", "stage_entered_at", "stage",
+            "sla_breached_at", "sla_due_at", "owner_assigned_at", "owner", "requalify_at", "stage_entered_at", "stage",
         ):  # fmt: skip
             batch_op.drop_column(name)

@@ -10,7 +10,8 @@ its kind; the worker delivers them (qualify.service.integrations.webhooks). Kind
 - `workflow.notify`: a workflow step asks the lead's owner to look at it;
 - `account.stage.changed`: the model or its people moved an account (docs/accounts.md);
 - `account.mqa`: an account became MQA, a marketing-qualified account (also announced as
-  account.stage.changed).
+  account.stage.changed);
+- `account.sla.breached`: an MQA was neither accepted nor rejected in time.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ from qualify.service.pipeline import Run
 
 STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, SCORE_CROSSED = "stage.changed", "lead.mql", "sla.breached", "score.crossed"
 WORKFLOW_NOTIFY = "workflow.notify"
-ACCOUNT_STAGE_CHANGED, BECAME_MQA = "account.stage.changed", "account.mqa"
-KINDS = (
-    STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, f"{SCORE_CROSSED}:<N>", WORKFLOW_NOTIFY, ACCOUNT_STAGE_CHANGED, BECAME_MQA,
-)  # fmt: skip
+ACCOUNT_STAGE_CHANGED, BECAME_MQA, ACCOUNT_SLA_BREACHED = "account.stage.changed", "account.mqa", "account.sla.breached"
+ACCOUNT_KINDS = (ACCOUNT_STAGE_CHANGED, BECAME_MQA, ACCOUNT_SLA_BREACHED)
+KINDS = (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, f"{SCORE_CROSSED}:<N>", WORKFLOW_NOTIFY, *ACCOUNT_KINDS)
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATUSES = (PENDING, DELIVERED, DEAD)
 
@@ -48,7 +48,7 @@ def normalise_kind(kind: str) -> str:
     threshold written by `format(t, "g")`, and a subscription must match that text exactly.
     """
     kind = kind.strip()
-    if kind in (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, WORKFLOW_NOTIFY, ACCOUNT_STAGE_CHANGED, BECAME_MQA):
+    if kind in (STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, WORKFLOW_NOTIFY, *ACCOUNT_KINDS):
         return kind
     name, _, threshold = kind.partition(":")
     if name == SCORE_CROSSED and threshold:

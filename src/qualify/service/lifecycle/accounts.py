@@ -342,7 +342,7 @@ def _route(conn: Connection, model: ScoringModel, account: _Account, at: datetim
         owner = handoff.assign(conn, spec, route, None, at).owner
     due = sla_due(at, spec.sla) if spec.sla is not None else None
     assigned = at if owner is not None and owner != account.row["owner"] else account.row["owner_assigned_at"]
-    return {"owner": owner, "owner_assigned_at": assigned, "sla_due_at": due}
+    return {"owner": owner, "owner_assigned_at": assigned, "sla_due_at": due, "sla_breached_at": None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,7 +398,9 @@ def act_on_account(
     stage = AccountStage(row["stage"])
     note = note.strip() if note and note.strip() else None
     action = check_account_action(action_name, stage, reason, note)
-    values: dict[str, Any] = {"stage": action.target.value, "stage_entered_at": now, "sla_due_at": None}
+    values: dict[str, Any] = {
+        "stage": action.target.value, "stage_entered_at": now, "sla_due_at": None, "sla_breached_at": None,
+    }  # fmt: skip
     if action.name in SENT_BACK and model.accounts is not None:
         values["requalify_at"] = from_ts(requalify_at(model.accounts, now.timestamp()))
     if action.name == "accept" and row["owner"] is None:
