@@ -22,6 +22,7 @@ from typing import Any
 
 from qualify.domain.conditions import all_match
 from qualify.domain.engagement import DAY, EngagementState
+from qualify.domain.evaluator import LeadState
 from qualify.domain.explain import Contribution
 from qualify.domain.fit import FIT_MAX
 from qualify.domain.scoring_model import AccountSpec
@@ -92,19 +93,18 @@ def score_account(spec: AccountSpec, values: dict[str, Any], people: list[Person
     fit, fit_parts = account_fit(spec, values)
     shares = []
     engagements = {p.lead_id: p.engagement.value_at(at) for p in people}
+    counts = {p.lead_id: share_and_cover(spec, p.engagement, p.last_activity) for p in people}  # (factor, until)
     for person in sorted(people, key=lambda p: (-engagements[p.lead_id], p.lead_id)):
         own = engagements[person.lead_id]
         if own == 0:
             continue
-        factor, _ = share_and_cover(spec, person.engagement, person.last_activity)
+        factor = counts[person.lead_id][0]
         held = f", held by the cap of {spec.person_cap:g} reached on their latest activity" if factor < 1 else ""
         shares.append(Contribution(person.name, own * factor, f"{person.name}: {own:.1f}{held}"))
     roles = []
     for role in spec.roles:
         filling = [p for p in people if all_match(role.conditions, p.values)]
-        engaged = [
-            p for p in filling if (until := share_and_cover(spec, p.engagement, p.last_activity)[1]) and until >= at
-        ]
+        engaged = [p for p in filling if (until := counts[p.lead_id][1]) is not None and until >= at]
         ids = {p.lead_id for p in engaged}
         roles.append(
             RoleCoverage(
@@ -159,6 +159,11 @@ class Mark:
         )  # fmt: skip
 
     __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def of_lead(cls, spec: AccountSpec, lead_id: int, state: LeadState) -> Mark:
+        """What a lead adds as its scoring state stands."""
+        return cls.of(spec, lead_id, state.engagement, state.last_event, state.roles)
 
     @classmethod
     def of(

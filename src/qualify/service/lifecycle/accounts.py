@@ -15,6 +15,7 @@ moves are left in the run's notes (`ACCOUNT_MOVES`) for the announcements that f
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -88,10 +89,10 @@ def react(run: Run) -> None:
             continue
         for record, current in records:
             assert record.id is not None
+            state = record.state
             after = None
             if current:
-                state = record.state
-                after = Mark.of(spec, record.id, state.engagement, state.last_event, state.roles)
+                after = Mark.of_lead(spec, record.id, state)
                 held.append((record, account_id, after))
             before = record.account_before
             if before is None:
@@ -99,7 +100,6 @@ def react(run: Run) -> None:
             else:
                 account.swaps.append((before[1] if before[0] == account_id else None, after))
             # As of its people's newest change: their latest event or stage move.
-            state = record.state
             newest = state.stage_entered if state.last_event is None else max(state.last_event, state.stage_entered)
             if account.at is None or newest > account.at:
                 account.at = newest
@@ -154,9 +154,7 @@ def forget_person(uow: UnitOfWork, lead_id: int, now: datetime) -> None:
     account = accounts.get(row.account_id)
     if account is None:
         return
-    last = row.last_event_at.timestamp() if row.last_event_at else None
-    mark = Mark.of(spec, lead_id, EngagementState.from_json(row.engagement_state), last, tuple(row.buying_roles or ()))
-    account.swaps.append((mark, None))
+    account.swaps.append((_stored_mark(spec, lead_id, row.engagement_state, row.last_event_at, row.buying_roles), None))
     _keep(uow, model, spec, [account], now, lambda at: False, leaving=lead_id)
 
 
@@ -196,7 +194,7 @@ def _keep(
     spec: AccountSpec,
     accounts: list[_Account],
     now: datetime,
-    is_history: Any,
+    is_history: Callable[[datetime], bool],
     *,
     leaving: int | None = None,
 ) -> list[dict[str, Any]]:
@@ -217,7 +215,9 @@ def _keep(
     counted = {a.id for a in recount}
     refit = [a.id for a in accounts if a.id in counted or a.row["fit_score"] is None]
     fields = repo.accounts_by_id(conn, refit) if refit else {}
-    dealing = _with_open_deals(conn, [a.id for a in accounts if a.lost_deal and a.row["stage"] == "opportunity"])
+    dealing = _with_open_deals(
+        conn, [a.id for a in accounts if a.lost_deal and a.row["stage"] == AccountStage.OPPORTUNITY.value]
+    )
     moves: list[dict[str, Any]] = []
     scores = []
     for account in accounts:
@@ -279,16 +279,15 @@ def _marks(conn: Connection, spec: AccountSpec, ids: list[int], leaving: int | N
         if leaving is not None:
             query = query.where(_leads.c.id != leaving)
         for lead_id, account_id, state, last, roles in conn.execute(query.order_by(_leads.c.id)):
-            out[account_id].append(
-                Mark.of(
-                    spec,
-                    lead_id,
-                    EngagementState.from_json(state),
-                    last.timestamp() if last else None,
-                    tuple(roles or ()),
-                )
-            )
+            out[account_id].append(_stored_mark(spec, lead_id, state, last, roles))
     return out
+
+
+def _stored_mark(spec: AccountSpec, lead_id: int, state: Any, last: datetime | None, roles: Any) -> Mark:
+    """What a lead adds to its account's roll-up, from its stored columns (`engagement_state`,
+    `last_event_at`, `buying_roles`)."""
+    last_at = last.timestamp() if last else None
+    return Mark.of(spec, lead_id, EngagementState.from_json(state), last_at, tuple(roles or ()))
 
 
 def _history_row(
@@ -407,12 +406,12 @@ def act_on_account(
         values.update(owner=by, owner_assigned_at=now)
     uow.connection.execute(update(_accounts).where(_accounts.c.id == account_id).values(**values))
     move = AccountMove(action.target, Actor.USER, reason or action.name)
-    spec, kept = model.accounts, Rollup.from_json(row["rollup"])
-    roles = kept.covered_at(spec, now.timestamp()) if spec is not None and account.rollup is not None else ()
+    # Its scores now, from the roll-up where it was counted under this model (else as last kept).
+    rollup, spec, ts = account.rollup, model.accounts, now.timestamp()
+    roles = rollup.covered_at(spec, ts) if rollup is not None and spec is not None else ()
+    engagement = rollup.engagement_at(ts) if rollup is not None else row["engagement_score"] or 0.0
     history = _history_row(
-        account, stage, move, now, model, row["fit_score"] or 0.0,
-        kept.engagement_at(now.timestamp()) if account.rollup is not None else row["engagement_score"] or 0.0,
-        roles, by=by, note=note,
-    )  # fmt: skip
+        account, stage, move, now, model, row["fit_score"] or 0.0, engagement, roles, by=by, note=note
+    )
     uow.connection.execute(_history.insert(), [_stored(history)])
     return AccountChange(row["domain"], action.name, stage, action.target, now, by, reason, note)

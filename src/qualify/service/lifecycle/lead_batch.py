@@ -88,10 +88,7 @@ class LeadBatch:
             record.score_before = record.state.fit + record.state.engagement_at(self.now.timestamp())
             spec = self.model.accounts
             if spec is not None and record.account_before is None:
-                state = record.state
-                mark = None
-                if record.account_id is not None:
-                    mark = Mark.of(spec, record.id, state.engagement, state.last_event, state.roles)
+                mark = Mark.of_lead(spec, record.id, record.state) if record.account_id is not None else None
                 record.account_before = (record.account_id, mark)
         if record.lead.email:
             self.by_email[record.lead.email] = record

@@ -63,7 +63,6 @@ def account_funnel(uow: UnitOfWork) -> AccountFunnel:
     for account_id, history in moves.items():
         entered_at: datetime | None = None
         at_opportunity: list[str] | None = None
-        outcome = "open"
         for move in history:
             reached[move.to_stage].add(account_id)
             if entered_at is not None and move.from_stage is not None:
@@ -72,7 +71,7 @@ def account_funnel(uow: UnitOfWork) -> AccountFunnel:
             if move.actor == "user" and move.reason and move.to_stage == AccountStage.ENGAGED.value:
                 reasons[f"{move.from_stage}->{move.to_stage}"][move.reason] += 1
             if move.to_stage == AccountStage.OPPORTUNITY.value:
-                at_opportunity, outcome = list(move.roles or []), "open"
+                at_opportunity = list(move.roles or [])
             elif at_opportunity is not None and move.from_stage == AccountStage.OPPORTUNITY.value:
                 outcome = "won" if move.to_stage == AccountStage.CUSTOMER.value else "lost"
                 ended[outcome].append(at_opportunity)
