@@ -224,3 +224,23 @@ def test_the_demo_shows_segments_workflows_and_a_webhook_that_send_nothing(sqlit
     assert not workflows["nurture-comeback"].as_dict()["active"]  # the one that emails is paused
     assert workflows["pricing-follow-up"].as_dict()["active"]
     assert hooks == [] and added == 1  # added, then switched off
+
+
+def test_people_of_one_account_engage_together_as_a_buying_group(demo: Demo) -> None:
+    """Accounts whose people look at pricing or product pages in the same fortnight: the groups that
+    `qualify.demo.groups` puts in market together, seen in the events the workspace stored."""
+    workspace, _ = demo
+    leads = {r["id"]: r for r in rows(workspace, schema.leads)}
+    fortnights: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for event in rows(workspace, schema.events):
+        lead = leads[event["lead_id"]]
+        if lead["account_id"] is not None and event["type"] == "page_view":
+            if event["properties"]["url"] in ("/pricing", "/product", "/security", "/integrations"):
+                fortnights[(lead["account_id"], event["occurred_at"].toordinal() // 14)].add(lead["id"])
+    together = {account for (account, _), people in fortnights.items() if len(people) >= 2}
+    assert len(together) >= 5, f"{len(together)} accounts with two people researching in the same fortnight"
+    with workspace.unit_of_work() as uow:
+        roles = uow.connection.execute(
+            select(func.count()).select_from(schema.accounts).where(schema.accounts.c.covered_roles >= 2)
+        ).scalar_one()
+    assert roles > 0  # and the model sees several roles of their group covered

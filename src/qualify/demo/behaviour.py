@@ -15,11 +15,13 @@ import dataclasses
 import heapq
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from qualify.demo import marketing, sales
+from qualify.demo.groups import GroupWindow, role_in_group, roles_needed
 from qualify.demo.marketing import Calendar, EmailSend, Webinar
 from qualify.demo.names import CHANNELS
 from qualify.demo.population import DemoLead
@@ -31,6 +33,8 @@ from qualify.domain.records import FREE_MAIL_DOMAINS, Event, email_domain
 DAY = 86_400
 MINUTE = 60
 OPEN_STAGES = (Stage.LEAD, Stage.NURTURE, Stage.MQL)
+MEMBER_PEAK = 0.6  # a buying group's members research; its contact is the one who asks for the demo
+DEAL_AFTER_WINDOW = 45 * DAY  # a group's deal is still decided by it this long after its window
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +57,17 @@ class LeadTimeline:
 
 
 def simulate_lead(
-    person: DemoLead, *, evaluator: OnlineEvaluator, calendar: Calendar, seed: int, now: datetime
+    person: DemoLead,
+    *,
+    evaluator: OnlineEvaluator,
+    calendar: Calendar,
+    seed: int,
+    now: datetime,
+    groups: Sequence[GroupWindow] = (),
 ) -> LeadTimeline:
-    """Play one lead's life from its creation up to `now`."""
-    life = _Life(person, evaluator, calendar, seed, int(now.timestamp()))
+    """Play one lead's life from its creation up to `now`; `groups` are the windows in which their
+    company was in market and they took part (`qualify.demo.groups`)."""
+    life = _Life(person, evaluator, calendar, seed, int(now.timestamp()), groups)
     life.run()
     return LeadTimeline(person, life.items)
 
@@ -70,8 +81,16 @@ def _poisson(rng: random.Random, mean: float) -> int:
 
 
 class _Life:
-    def __init__(self, person: DemoLead, evaluator: OnlineEvaluator, calendar: Calendar, seed: int, now: int) -> None:
-        self.person, self.evaluator, self.calendar, self.now = person, evaluator, calendar, now
+    def __init__(
+        self,
+        person: DemoLead,
+        evaluator: OnlineEvaluator,
+        calendar: Calendar,
+        seed: int,
+        now: int,
+        groups: Sequence[GroupWindow],
+    ) -> None:
+        self.person, self.evaluator, self.calendar, self.now, self.groups = person, evaluator, calendar, now, groups
         self.rng = random.Random(seed * 1_000_003 + person.index)
         self.key = person.lead.email or ""
         self.event_prefix = f"demo-{seed}-{person.index:06d}-"
@@ -87,6 +106,7 @@ class _Life:
         self.sends = 0
         self.meetings = 0
         self.in_market_at_open = False
+        self.group_at_open = 1.0
         self.quiet_until = 0  # after a rejection or a lost deal, people go quiet for a while
         self.last_setback = -(10**12)
         self.state = self._initial_state()
@@ -111,8 +131,20 @@ class _Life:
         logit = 3.0 * (self.state.fit / 100 - 0.45) + channel_bias + self.rng.gauss(0, 0.8)
         return 1 / (1 + math.exp(-logit))
 
-    def _buying_windows(self) -> list[tuple[int, int]]:
+    def _buying_windows(self) -> list[tuple[int, int, float]]:
+        """(start, end, peak intent): a company's people are in market with their buying group
+        (`qualify.demo.groups`); someone on a personal address, on their own."""
         rng, a = self.rng, self.affinity
+        if self.person.kind == "prospect" and self.person.company is not None:
+            windows = []
+            for group in self.groups:
+                span = group.end - group.start
+                if group.contact == self.person.index:  # asks for the demo once the group has done its reading
+                    windows.append((int(group.start + rng.uniform(0.15, 0.4) * span), group.end, 1.0))
+                else:  # members research first, each from their own day
+                    start = max(group.start, self.created) + rng.uniform(0, 0.25) * span
+                    windows.append((int(start), group.end, MEMBER_PEAK))
+            return windows
         if self.person.kind != "prospect" or rng.random() > 0.06 + 0.5 * a:
             return []
         inbound = marketing_channel_bias(self.person.lead.channel) > 0
@@ -120,11 +152,25 @@ class _Life:
             start = self.created - rng.uniform(0, 10) * DAY  # they found us because they are looking
         else:
             start = self.created + rng.uniform(0, 200) * DAY
-        windows = [(int(start), int(start + rng.uniform(21, 75) * DAY))]
+        windows = [(int(start), int(start + rng.uniform(21, 75) * DAY), 1.0)]
         if rng.random() < 0.15 + 0.2 * a:
             later = windows[0][1] + rng.uniform(40, 120) * DAY
-            windows.append((int(later), int(later + rng.uniform(21, 60) * DAY)))
+            windows.append((int(later), int(later + rng.uniform(21, 60) * DAY), 1.0))
         return windows
+
+    def group(self, ts: int) -> float:
+        """How complete the buying group behind this person is at `ts` (0-1): the roles in market with
+        them over the roles their company's purchase needs. Someone on a personal address buys alone."""
+        account = self.person.account
+        if account is None:
+            return 1.0
+        own = role_in_group(self.person.lead.seniority, self.person.lead.department)
+        roles = {own} - {None}
+        best = min(1.0, len(roles) / roles_needed(account.employees))
+        for window in self.groups:
+            if window.start <= ts < window.end + DEAL_AFTER_WINDOW:
+                best = max(best, min(1.0, len(window.roles | roles) / window.needed))
+        return best
 
     def _bursts(self) -> list[tuple[int, int, float]]:
         out, moment = [], float(self.created)
@@ -136,13 +182,13 @@ class _Life:
 
     # --- intent ----------------------------------------------------------------------------------------------
     def in_market(self, ts: int) -> bool:
-        return any(start <= ts < end for start, end in self.windows)
+        return any(start <= ts < end for start, end, _ in self.windows)
 
     def intent(self, ts: int) -> float:
         level = 0.0
-        for start, end in self.windows:
+        for start, end, peak in self.windows:
             if start <= ts < end:
-                level = max(level, 0.35 + 0.65 * ((ts - start) / (end - start)) ** 1.3)
+                level = max(level, peak * (0.35 + 0.65 * ((ts - start) / (end - start)) ** 1.3))
         for start, end, burst in self.bursts:
             if start <= ts < end:
                 level = max(level, burst)
@@ -390,6 +436,7 @@ class _Life:
             seniority=self.person.lead.seniority,
             employees=account.employees if account else None,
             setback_days=(ts - self.last_setback) / DAY,
+            group=self.group(ts),
         )
 
     def _observe(self, ts: int) -> Stage:
@@ -407,7 +454,7 @@ class _Life:
             self._plan_discovery(ts)
         elif verdict.reason in ("bad_timing", "not_ready") and self.rng.random() < 0.35:
             later = ts + self.rng.uniform(30, 100) * DAY  # "call me next quarter"
-            self.windows.append((int(later), int(later + self.rng.uniform(21, 50) * DAY)))
+            self.windows.append((int(later), int(later + self.rng.uniform(21, 50) * DAY), 1.0))
 
     def _plan_discovery(self, ts: int) -> None:
         rng, offset = self.rng, self.person.utc_offset
@@ -431,6 +478,7 @@ class _Life:
             return
         self._decide(ts, verdict, self.person.ae, Stage.OPPORTUNITY)
         self.in_market_at_open = self.in_market(ts)
+        self.group_at_open = self.group(ts)
         account = self.person.account
         close = ts + int(sales.sales_cycle_days(self.rng, account.employees if account else None) * DAY)
         self._plan_deal(ts, close)
@@ -462,12 +510,12 @@ class _Life:
         if self._observe(ts) is not Stage.OPPORTUNITY:
             return
         seen = self._sighting(ts)
-        seen = dataclasses.replace(seen, in_market=self.in_market_at_open)
+        seen = dataclasses.replace(seen, in_market=self.in_market_at_open, group=self.group_at_open)
         verdict = sales.close_deal(self.rng, seen, self.meetings)
         won = verdict.action == "win"
         self._decide(ts, verdict, self.person.ae, Stage.CUSTOMER if won else Stage.NURTURE)
         if won or verdict.reason != "bad_timing":  # they bought, here or elsewhere: out of market
-            self.windows = [(s, min(e, ts)) for s, e in self.windows]
+            self.windows = [(s, min(e, ts), peak) for s, e, peak in self.windows]
         if won and self.rng.random() < 0.5:
             when = ts + self.rng.uniform(20, 90) * DAY
             self._push(sales.office_hours(self.rng, when, self.person.utc_offset), "advocate")

@@ -32,6 +32,7 @@ class Sighting:
     seniority: str | None
     employees: int | None
     setback_days: float = 1e9  # since the lead was last rejected or lost
+    group: float = 1.0  # how complete the buying group behind the lead is (qualify.demo.groups)
 
 
 def review_mql(rng: random.Random, seen: Sighting) -> Verdict:
@@ -40,7 +41,7 @@ def review_mql(rng: random.Random, seen: Sighting) -> Verdict:
         return Verdict("disqualify", "spam")
     if rng.random() < 0.01:
         return Verdict("disqualify", "duplicate", "same person as an existing contact")
-    chance = 0.1 + 0.45 * seen.in_market + 0.35 * seen.fit / 100 + 0.002 * min(seen.engagement, 100)
+    chance = 0.05 + 0.4 * seen.in_market + 0.35 * seen.fit / 100 + 0.002 * min(seen.engagement, 100) + 0.15 * seen.group
     chance -= 0.15 * seen.free_mail
     if seen.setback_days < 90:  # "we spoke to them last month": a recent no weighs
         chance *= 0.4
@@ -67,15 +68,16 @@ def open_opportunity(rng: random.Random, seen: Sighting) -> Verdict | None:
     """An account executive after discovery: a deal, a loss, or no decision yet (None)."""
     if rng.random() < 0.15:
         return None
-    if rng.random() < 0.25 + 0.55 * seen.in_market + 0.15 * seen.fit / 100:
+    if rng.random() < 0.15 + 0.45 * seen.in_market + 0.15 * seen.fit / 100 + 0.25 * seen.group:
         return Verdict("open-opportunity")
     reason = rng.choices(("no_need", "no_budget", "bad_timing", "not_ready"), weights=(35, 25, 25, 15))[0]
     return Verdict("lose", reason)
 
 
 def close_deal(rng: random.Random, seen: Sighting, meetings: int) -> Verdict:
-    """Won or lost: deals with a real need, a good fit and a few meetings close more often."""
-    chance = 0.15 + 0.3 * seen.in_market + 0.3 * seen.fit / 100 + 0.03 * min(meetings, 4)
+    """Won or lost: deals with a real need, a good fit, a few meetings and the buying group on board
+    close more often; one person alone at a large company seldom buys."""
+    chance = 0.05 + 0.25 * seen.in_market + 0.25 * seen.fit / 100 + 0.03 * min(meetings, 4) + 0.3 * seen.group
     if rng.random() < chance:
         return Verdict("win")
     reason = rng.choices(("lost_to_competitor", "price", "no_need", "bad_timing"), weights=(45, 30, 15, 10))[0]

@@ -1,6 +1,7 @@
 """`qualify demo`: a synthetic B2B world, generated and replayed through Qualify's own service layer.
 
-The world is simulated lead by lead (see `qualify.demo.behaviour`), then replayed day by day
+The world is simulated lead by lead (see `qualify.demo.behaviour`; the buying groups that put a
+company's people in market together are planned first, `qualify.demo.groups`), then replayed day by day
 as a live installation would have seen it: leads created as they arrive, events ingested in
 time order, sales decisions applied with `apply_stage_action` at the moment they were taken.
 Finally every lead is rescored as of `now`. Same seed, size and `now`: the same database.
@@ -24,6 +25,7 @@ from sqlalchemy import func, select
 from qualify.adapters import schema
 from qualify.demo.automation import add_demo_automation
 from qualify.demo.behaviour import Decision, LeadTimeline, simulate_lead
+from qualify.demo.groups import plan_buying_groups
 from qualify.demo.marketing import marketing_calendar
 from qualify.demo.population import DemoLead, generate_population
 from qualify.domain.errors import IllegalTransition, QualifyError
@@ -142,9 +144,13 @@ def _simulate(
         evaluator = OnlineEvaluator(uow.active_model())
     calendar = marketing_calendar(random.Random(seed), start, now)
     people = generate_population(random.Random(seed + 1), size, start, now, calendar)
+    groups = plan_buying_groups(people, evaluator.model, random.Random(seed + 2), int(now.timestamp()))
     timelines = []
     for person in people:
-        timelines.append(simulate_lead(person, evaluator=evaluator, calendar=calendar, seed=seed, now=now))
+        timeline = simulate_lead(
+            person, evaluator=evaluator, calendar=calendar, seed=seed, now=now, groups=groups.get(person.index, ())
+        )
+        timelines.append(timeline)
         if person.index % 100 == 99:
             tracker.advance(100)
     tracker.advance(size % 100)
