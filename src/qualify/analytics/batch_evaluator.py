@@ -10,6 +10,7 @@ Inputs are Ibis tables shaped like the Parquet export (adapters/parquet_export.p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -394,47 +395,90 @@ def account_scores_as_of(model: ScoringModel, sources: Sources, as_of: datetime)
     their latest activity where that was above it), covered (how many roles are covered) and one
     boolean `role_<i>` per role of the buying group, in the model's order (someone who fills it was
     active within `within_days` and had at least `min_engagement` right after that activity)."""
+    return account_scores_at_cutoffs(model, sources, [as_of]).drop("cutoff")
+
+
+def _cutoff_table(cutoffs: Sequence[datetime]) -> ir.Table:
+    import pandas as pd
+
+    instants = pd.to_datetime(list(cutoffs), utc=True).astype("datetime64[us, UTC]")
+    return ibis.memtable(pd.DataFrame({"cutoff_number": range(len(instants)), "cutoff": instants}))
+
+
+def people_at_cutoffs(
+    model: ScoringModel, sources: Sources, cutoffs: Sequence[datetime], *, recent_days: float = 30.0
+) -> ir.Table:
+    """Each live person of an account at each of `cutoffs`, as one query: lead_id, account_id,
+    cutoff, engagement (at the cutoff), last_at (their latest event up to it, null if none), after
+    (their engagement right after that event), recent (their events in the `recent_days` before
+    the cutoff) and `fills_<i>` for each role of the model's buying group. Each (person, cutoff)
+    pair is scored as a lead of its own, on its events up to its cutoff."""
     require_portable(model)
     spec = model.accounts
     if spec is None:
         raise UnsupportedModel(f"model {model.version} scores no accounts (it has no accounts section)")
-    instant = ibis.literal(as_of)
     leads = sources.leads
     live = leads.filter(leads.account_id.notnull())
     if "erased_at" in leads.columns:
         live = live.filter(live.erased_at.isnull())
-    people = live.select(person=live.id, account_id=live.account_id)
-    events = sources.events.filter(sources.events.occurred_at <= instant)
-    last = events.group_by("lead_id").aggregate(cutoff=events.occurred_at.max())
-    after = engagement_at_cutoffs(model, sources, last).select(after_id="lead_id", after="engagement")
-    now = engagement_scores(model, sources, as_of).select(now_id="lead_id", now="engagement")
-    last = last.select(last_id="lead_id", cutoff="cutoff")
+    cut = _cutoff_table(cutoffs)
+    count = max(len(cutoffs), 1)
+    pairs = live.select(person=live.id, account_id=live.account_id).cross_join(cut)
+    pairs = pairs.mutate(pair=pairs.person * count + pairs.cutoff_number)
+    events = sources.events
+    seen = events.join(pairs, events.lead_id == pairs.person).filter(events.occurred_at <= pairs.cutoff)
+    paired = seen.select(*(seen[c] if c != "lead_id" else seen.pair.name("lead_id") for c in events.columns))
+    own = Sources(sources.leads, sources.accounts, paired)
+    now = engagement_at_cutoffs(model, own, pairs.select(lead_id=pairs.pair, cutoff=pairs.cutoff))
+    recent = (seen.occurred_at.epoch_seconds() > seen.cutoff.epoch_seconds() - recent_days * DAY_SECONDS).ifelse(1, 0)
+    last = seen.group_by(last_id=seen.pair).aggregate(last_at=seen.occurred_at.max(), recent=recent.sum())
+    after = engagement_at_cutoffs(model, own, last.select(lead_id=last.last_id, cutoff=last.last_at))
     profile = profiles(sources)
     roles = profile.select(
         role_key=profile.id, **{f"fills_{i}": _all(profile, r.conditions) for i, r in enumerate(spec.roles)}
     )
+    now = now.select(now_id="lead_id", engagement="engagement")
+    after = after.select(after_id="lead_id", after="engagement")
     joined = (
-        people.join(now, people.person == now.now_id)
-        .left_join(last, people.person == last.last_id)
-        .left_join(after, people.person == after.after_id)
-        .join(roles, people.person == roles.role_key)
+        pairs.join(now, pairs.pair == now.now_id)
+        .left_join(last, pairs.pair == last.last_id)
+        .left_join(after, pairs.pair == after.after_id)
+        .join(roles, pairs.person == roles.role_key)
     )
-    at_last = joined.after.fill_null(0.0)
+    return joined.select(
+        lead_id=joined.person,
+        account_id=joined.account_id,
+        cutoff=joined.cutoff,
+        engagement=joined.engagement,
+        last_at=joined.last_at,
+        after=joined.after.fill_null(0.0),
+        recent=joined.recent.fill_null(0),
+        **{f"fills_{i}": joined[f"fills_{i}"] for i in range(len(spec.roles))},
+    )
+
+
+def account_scores_at_cutoffs(model: ScoringModel, sources: Sources, cutoffs: Sequence[datetime]) -> ir.Table:
+    """`account_scores_as_of` at each of `cutoffs` as one query, with a `cutoff` column: every
+    account at every cutoff (its people's shares and roles from `people_at_cutoffs`)."""
+    people = people_at_cutoffs(model, sources, cutoffs)
+    spec = model.accounts
+    assert spec is not None  # people_at_cutoffs refuses a model without accounts
     factor: ir.FloatingValue = _float(1.0)
     if spec.person_cap is not None:
-        capped = joined.cutoff.notnull() & (at_last > spec.person_cap)
-        factor = ibis.ifelse(capped, _float(spec.person_cap) / at_last, _float(1.0))
+        capped = people.last_at.notnull() & (people.after > spec.person_cap)
+        factor = ibis.ifelse(capped, _float(spec.person_cap) / people.after, _float(1.0))
     covers = (
-        joined.cutoff.notnull()
-        & (at_last >= spec.min_engagement)
-        & (joined.cutoff.epoch_seconds() + spec.within_days * DAY_SECONDS >= instant.epoch_seconds())
+        people.last_at.notnull()
+        & (people.after >= spec.min_engagement)
+        & (people.last_at.epoch_seconds() + spec.within_days * DAY_SECONDS >= people.cutoff.epoch_seconds())
     )
-    shares = joined.select(
-        account_id=joined.account_id,
-        share=joined.now * factor,
-        **{f"covers_{i}": (joined[f"fills_{i}"] & covers).ifelse(1, 0) for i in range(len(spec.roles))},
+    shares = people.select(
+        account_id=people.account_id,
+        at=people.cutoff,
+        share=people.engagement * factor,
+        **{f"covers_{i}": (people[f"fills_{i}"] & covers).ifelse(1, 0) for i in range(len(spec.roles))},
     )
-    rolled = shares.group_by("account_id").aggregate(
+    rolled = shares.group_by("account_id", "at").aggregate(
         engagement=shares.share.sum(), **{f"role_{i}": shares[f"covers_{i}"].max() for i in range(len(spec.roles))}
     )
     own = _account_profile(sources.accounts)
@@ -442,11 +486,13 @@ def account_scores_as_of(model: ScoringModel, sources: Sources, as_of: datetime)
         [_zero(own.account_key), *(_all(own, r.conditions).ifelse(_float(r.points), _float(0.0)) for r in spec.rules)]
     )
     fitted = own.select(own.account_key, fit=raw.clip(lower=0.0, upper=FIT_MAX).cast("float64"))
-    scored = fitted.left_join(rolled, fitted.account_key == rolled.account_id)
+    fitted = fitted.cross_join(_cutoff_table(cutoffs).select("cutoff"))
+    scored = fitted.left_join(rolled, (fitted.account_key == rolled.account_id) & (fitted.cutoff == rolled.at))
     role_columns = {f"role_{i}": scored[f"role_{i}"].fill_null(0) == 1 for i in range(len(spec.roles))}
     covered = _sum([_zero(scored.account_key), *(c.ifelse(_float(1.0), _float(0.0)) for c in role_columns.values())])
     return scored.select(
         account_id=scored.account_key,
+        cutoff=scored.cutoff,
         fit=scored.fit,
         grade=_grade(spec.grades, scored.fit),
         engagement=scored.engagement.fill_null(0.0).cast("float64"),

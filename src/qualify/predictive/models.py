@@ -425,6 +425,7 @@ class Trained:
     model: LogisticModel | BoostedModel
     calibrator: Calibrator
     report: dict[str, Any] = field(default_factory=dict)
+    out_of_fold: np.ndarray | None = field(default=None, repr=False)  # cross-validated: each row's probability
 
     @property
     def spec(self) -> FeatureSpec:

@@ -10,7 +10,9 @@ leads that came after the ones it learnt from.
 Rows whose instants say nothing about time (outcomes known without dates: a snapshot export that
 only says who converted) are judged by `train_cross_validated` instead: stratified k-fold
 cross-validation, each candidate fitted on k−1 folds and scored on the one left out; the chosen
-one is then fitted on every row and calibrated on its out-of-fold scores.
+one is then fitted on every row and calibrated on its out-of-fold scores. Rows of accounts at
+several cutoffs (predictive.account_set) are cross-validated by account: all of an account's rows
+fall in one fold, so that each is judged by candidates that never saw that account.
 
 Before that, `leakage` looks for features that almost determine the label on their own (a field
 sales fills in after the first call, say) and names them.
@@ -171,14 +173,23 @@ def _checked(
 Factory = Callable[[], LogisticModel | BoostedModel | NaiveBayesModel]
 
 
-def fold_indices(labels: np.ndarray, folds: int = FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds (shuffled with a fixed seed): (rows to fit on, rows to score) per fold."""
-    from sklearn.model_selection import StratifiedKFold
+def fold_indices(
+    labels: np.ndarray, folds: int = FOLDS, groups: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds (shuffled with a fixed seed): (rows to fit on, rows to score) per fold. With
+    `groups` (an account per row, say) every row of a group falls in the same fold."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     smallest = int(min(labels.sum(), len(labels) - labels.sum()))
     if folds < 2 or smallest < folds:
         raise InvalidInput(f"{folds} folds need at least {max(folds, 2)} rows of each outcome", field="folds")
-    split = StratifiedKFold(folds, shuffle=True, random_state=FOLD_SEED).split(np.zeros(len(labels)), labels)
+    if groups is None:
+        split = StratifiedKFold(folds, shuffle=True, random_state=FOLD_SEED).split(np.zeros(len(labels)), labels)
+    else:
+        if len(np.unique(groups)) < folds:
+            raise InvalidInput(f"{folds} folds need at least {folds} groups", field="folds")
+        grouped = StratifiedGroupKFold(folds, shuffle=True, random_state=FOLD_SEED)
+        split = grouped.split(np.zeros(len(labels)), labels, groups)
     return [(np.asarray(fit), np.asarray(held)) for fit, held in split]
 
 
@@ -227,12 +238,14 @@ def train_cross_validated(
     rule_scores: np.ndarray | None = None,
     exclude_leaks: bool = False,
     folds: int = FOLDS,
+    groups: np.ndarray | None = None,
 ) -> Trained:
     """Fit, choose, calibrate and judge by cross-validation (module doc): for rows whose order in
-    time is unknown. The metrics are out of fold; the model kept is fitted on every row."""
+    time is unknown, or (`groups`) judged on groups held out whole, accounts say. The metrics are
+    out of fold (the probabilities in `Trained.out_of_fold`); the model kept is fitted on every row."""
     labels = np.asarray(labels, dtype=int)
     spec, leaks = _checked(frame, labels, spec, exclude_leaks)
-    parts = fold_indices(labels, folds)
+    parts = fold_indices(labels, folds, groups)
     makers: dict[str, Factory] = {"logistic": lambda: LogisticModel(spec), "boosted": lambda: BoostedModel(spec)}
     raw = {name: out_of_fold(make, frame, labels, parts) for name, make in makers.items()}
     cv = {name: per_fold_auc(labels, values, parts) for name, values in raw.items()}
@@ -241,6 +254,7 @@ def train_cross_validated(
     assert not isinstance(model, NaiveBayesModel)
     trained = Trained(model, Calibrator.fit(raw[chosen], labels))
     probabilities = cross_calibrated(raw[chosen], labels, parts)
+    trained.out_of_fold = probabilities
     naive = out_of_fold(lambda: NaiveBayesModel(spec), frame, labels, parts)
     test = {
         "model": evaluate(labels, probabilities),
@@ -259,7 +273,8 @@ def train_cross_validated(
     trained.report = {
         "rows": len(labels),
         "positives": int(labels.sum()),
-        "validation": {"method": "cross-validation", "folds": folds, "seed": FOLD_SEED},
+        "validation": {"method": "cross-validation", "folds": folds, "seed": FOLD_SEED}
+        | ({"groups": len(np.unique(groups))} if groups is not None else {}),
         "split": {f"fold {i + 1}": len(held) for i, (_, held) in enumerate(parts)},
         "periods": {"all": [_instant(times, everything, min), _instant(times, everything, max)]},
         "features": spec.to_dict(),

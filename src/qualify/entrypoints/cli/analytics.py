@@ -47,6 +47,17 @@ ExportOption = Annotated[
     Path | None,
     typer.Option("--export", help="Read this Parquet export (qualify export parquet) instead of making one."),
 ]
+AccountsOption = Annotated[
+    bool,
+    typer.Option(
+        "--accounts",
+        help="Accounts instead of leads: whether an account opens an opportunity within --within days of "
+        "cutoffs every --every days (docs/accounts.md#predictive-and-backtest).",
+    ),
+]
+EveryOption = Annotated[
+    int, typer.Option("--every", min=1, help="With --accounts: days between the cutoffs the accounts are taken at.")
+]
 
 
 @app.command()
@@ -177,6 +188,18 @@ def backtest(
             "executor reading the workspace's database. The report is the same.",
         ),
     ] = ReplayEngine.local,
+    accounts: Annotated[
+        bool,
+        typer.Option(
+            "--accounts",
+            help="Backtest the models' account policy instead: their MQA bars applied to every account at "
+            "cutoffs every --every days, against the opportunities opened within --within days after.",
+        ),
+    ] = False,
+    within: Annotated[
+        int, typer.Option("--within", min=1, help="With --accounts: days after a cutoff an opportunity counts.")
+    ] = 30,
+    every: EveryOption = 7,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -184,7 +207,8 @@ def backtest(
 
     Each lead's events are applied in the order they arrived and people's actions when they were
     taken; nothing after --to is used. Outcomes (SQL, opportunity, customer) are what really
-    happened after each MQL (docs/batch.md#backtest).
+    happened after each MQL (docs/batch.md#backtest). With --accounts, the account policy
+    (docs/accounts.md#predictive-and-backtest).
     """
     from qualify.service.analytics.backtest import backtest as run_backtest
     from qualify.service.lifecycle.scoring_models import resolve_model
@@ -192,6 +216,11 @@ def backtest(
     with _workspace(db) as workspace, _errors():
         with workspace.unit_of_work(read_only=True) as uow:
             new, old = resolve_model(uow, candidate), resolve_model(uow, against)
+        if accounts:
+            if start is not None:
+                _fail("--from cannot be used with --accounts: the cutoffs start with the first lead")
+            _backtest_accounts(workspace, new, old, within, every, _utc(end), as_json)
+            return
         with _progress("Replaying leads", not as_json) as progress:
             report = run_backtest(
                 workspace, new, old, start=_utc(start), end=_utc(end), changes=changes,
@@ -201,6 +230,35 @@ def backtest(
         _print_json(report.as_dict())
         return
     _show_backtest(report.as_dict())
+
+
+def _backtest_accounts(
+    workspace: Any, new: Any, old: Any, within: int, every: int, end: datetime | None, as_json: bool
+) -> None:
+    from qualify.service.analytics.account_training import backtest_accounts
+
+    with _working("Backtesting accounts", not as_json):
+        report = backtest_accounts(workspace, new, old, within_days=within, every_days=every, end=end)
+    if as_json:
+        _print_json(report)
+        return
+    out.print(
+        f"Account rows: {report['rows']:,} at {report['cutoffs']} cutoffs every {every} days; "
+        f"{report['positives']:,} opened an opportunity within {within} days."
+    )
+    table = Table(
+        "model", "MQA bar", "rows flagged", "accounts", "precision (95%)", "recall", "accounts caught",
+        title="The MQA bar at every cutoff",
+    )  # fmt: skip
+    for role, found in report["models"].items():
+        bar = ", ".join(f"{name} ≥ {value:g}" for name, value in found["bar"].items() if value is not None) or "none"
+        bounds = found["precision_95"]
+        precision = f"{found['precision']:.1%} ({bounds[0]:.0%}–{bounds[1]:.0%})" if bounds else "—"
+        table.add_row(
+            f"{role} {found['version']}", bar, f"{found['flagged']:,}", f"{found['accounts_flagged']:,}", precision,
+            _percent(found["recall"]), f"{found['accounts_caught']:,} of {found['accounts_opened']:,}",
+        )  # fmt: skip
+    out.print(table)
 
 
 def _cores() -> int:
@@ -285,6 +343,8 @@ def train(
             "column, or one key (email, external id, #id) per line. Keys that name no lead are reported.",
         ),
     ] = None,
+    accounts: AccountsOption = False,
+    every: EveryOption = 7,
     engine: EngineOption = BatchEngine.duckdb,
     export: ExportOption = None,
     db: DbOption = None,
@@ -293,10 +353,19 @@ def train(
     """Learn the probability of converting from the history: a point-in-time training set, two
     candidate models chosen and calibrated on later leads, judged on the latest, beside the rule score.
     With --label or --labels, from known outcomes instead (judged by 5-fold cross-validation when
-    they carry no dates)."""
+    they carry no dates). With --accounts, the probability that an account opens an opportunity,
+    judged on held-out accounts beside the account policy and the lead-level scores."""
     import json
 
     from qualify.service.analytics.training import train_model
+
+    if accounts:
+        given = {"--label": label, "--labels": labels, "--without": without, "--exclude": exclude,
+                 "--activate": activate, "--exclude-leaks": exclude_leaks}  # fmt: skip
+        if named := [name for name, value in given.items() if value]:
+            _fail(f"{', '.join(named)} cannot be used with --accounts (docs/accounts.md#predictive-and-backtest)")
+        _train_accounts(within, every, _utc(end), engine, export, db, out_file, as_json)
+        return
 
     with _workspace(db) as workspace, _errors(), _working("Training", not as_json) as step:
         result = train_model(
@@ -385,6 +454,56 @@ def train(
         out.print(f"Model written to {out_file}.")
     if result.refused:
         _fail(f"not activated: {result.refused}. Add --force to activate it anyway.", code=1)
+
+
+def _train_accounts(
+    within: int, every: int, end: datetime | None, engine: BatchEngine, export: Path | None, db: str | None,
+    out_file: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    import json
+
+    from qualify.service.analytics.account_training import train_accounts
+
+    with _workspace(db, reading=True) as workspace, _errors(), _working("Training", not as_json) as step:
+        result = train_accounts(
+            workspace, within_days=within, every_days=every, end=end, engine=engine.value, export=export, progress=step
+        )
+    if out_file is not None:
+        out_file.write_text(json.dumps(result.document, default=str) + "\n", encoding="utf-8")
+    report = result.report
+    if as_json:
+        _print_json(report | ({"out": str(out_file)} if out_file else {}))
+        return
+    rows = report["training_set"]
+    out.print(
+        f"Account rows: {rows['rows']:,} ({rows['accounts']:,} accounts at {rows['cutoffs']} cutoffs every {every} "
+        f"days, {rows['first_cutoff'][:10]} to {rows['last_cutoff'][:10]}); opened an opportunity within "
+        f"{within} days: {rows['positives']:,}; left out {rows['left_out']['in_a_deal']:,} already in a deal."
+    )
+    choice = report["choice"]
+    ranked = ", ".join(f"{name} {auc:.3f}" for name, auc in sorted(choice["auc"].items(), key=lambda item: -item[1]))
+    out.print(
+        f"Chosen: {choice['chosen']} (mean ROC AUC over {report['validation']['folds']} folds of held-out "
+        f"accounts: {ranked}); calibrated with {report['calibration']}."
+    )
+    table = Table("on held-out accounts", "ROC AUC (mean ± sd of folds)", "PR AUC", title="Metrics")
+    for name, metrics in report["test"].items():
+        if "uncalibrated" in name:
+            continue
+        spread = report["cross_validation"][name]
+        table.add_row(name, f"{spread['mean']:.3f} ± {spread['std']:.3f}", _num2(metrics["pr_auc"]))
+    out.print(table)
+    at = report["at_mqa_threshold"]
+    table = Table("flagging", "rows", "opened", "precision (95%)", "recall", title="At the MQA threshold")
+    for name, flag in at.items():
+        if name == "flagged":
+            continue
+        bounds = flag["precision_95"]
+        shown = f"{flag['precision']:.1%} ({bounds[0]:.0%}–{bounds[1]:.0%})" if bounds else "-"
+        table.add_row(name, f"{flag['flagged']:,}", f"{flag['opened']:,}", shown, _percent(flag["recall"]))
+    out.print(table)
+    if out_file:
+        out.print(f"Model written to {out_file} (account models are judged and written, not served yet).")
 
 
 @app.command("learn-points")
