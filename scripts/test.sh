@@ -58,7 +58,8 @@ echo "== pytest"
 workers=${QUALIFY_TEST_WORKERS:-$(( $(nproc) < 2 ? $(nproc) : 2 ))}
 status=0
 # --dist loadgroup: the tests tests/conftest.py puts in one group (a file, the crash tests) share a worker.
-python -m pytest -n "$workers" --dist loadgroup "$@" || status=$?
+# --durations: the slowest tests are listed at the end, to keep the run short.
+python -m pytest -n "$workers" --dist loadgroup --durations=30 "$@" || status=$?
 if [ "$status" -eq 5 ]; then  # no test matched the selection given: nothing failed
   echo "== pytest: no tests were selected"
   status=0

@@ -152,6 +152,14 @@ def test_people_accept_or_reject_an_mqa_and_a_rejected_one_waits(acme: Workspace
         row = stored(uow)
         assert row["stage"] == "engaged" and row["sla_due_at"] is None
         assert row["requalify_at"] == NOW + timedelta(days=30)
+        # Announced as the model's moves are, as the person's.
+        d = schema.webhook_deliveries
+        last = uow.connection.execute(select(d.c.kind, d.c.payload).order_by(d.c.id.desc())).first()
+        assert last is not None and last.kind == "account.stage.changed"
+        assert {k: last.payload[k] for k in ("from", "to", "actor", "by", "reason", "note", "owner")} == {
+            "from": "mqa", "to": "engaged", "actor": "user", "by": "sam.rivera", "reason": "bad_timing",
+            "note": "Q3", "owner": "sam.rivera",
+        }  # fmt: skip
     # More engagement within the 30 days does not make it MQA again.
     ingest(acme, events_of("vp", "pricing_page_view", [0.5]))
     with acme.unit_of_work() as uow:
@@ -324,6 +332,9 @@ def test_segments_test_the_account_and_its_move_to_mqa_enrols_all_its_people(acm
         ).all()
         assert {email for email, _ in enrolled} == everyone
         assert {why for _, why in enrolled} == {"account entered stage mqa"}
+        # A person's action moves the account too: its people are tested again.
+        act_on_account(uow, account_id_of(uow, "acme.com"), "reject", by="sam.rivera", reason="bad_timing", now=NOW)
+        assert segment_members(uow, "buying-accounts") == []
     with pytest.raises(Exception, match="unknown account stage 'won'"):
         load_automation(ACCOUNT_AUTOMATION.replace("account_entered_stage: mqa", "account_entered_stage: won"), "x")
     with pytest.raises(Exception, match="unknown account stage 'won'"):

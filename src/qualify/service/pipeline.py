@@ -55,7 +55,8 @@ class Changed:
 
     `records` are the leads written, in memory, with their scoring state; `lead_ids` names leads
     changed outside a batch (a tag added by a workflow), for the reactions that test leads again.
-    `account_entries` name the people of each account the change moved, with the stage it entered.
+    `account_entries` name the people of each account the change moved, with the stage it entered;
+    `account_moves` are those moves (stage history rows), for the announcements.
     `judge` and `judge_at` say whether and when the stage policy is judged again once a new
     probability is known (not after a person's decision: a lead sent back to nurture must not
     bounce straight back on the number it was sent back with).
@@ -69,6 +70,7 @@ class Changed:
     scores: list[tuple[int, float | None, float]] = field(default_factory=list)  # lead id, before, after
     lead_ids: list[int] = field(default_factory=list)
     account_entries: list[tuple[int, str]] = field(default_factory=list)  # (lead id, stage its account entered)
+    account_moves: list[dict[str, Any]] = field(default_factory=list)  # accounts' stage history rows, to announce
     judge: bool = True
     judge_at: float | None = None
 
@@ -99,6 +101,7 @@ class Changed:
         self.scores += later.scores
         self.lead_ids += [i for i in later.lead_ids if i not in self.lead_ids]
         self.account_entries += later.account_entries
+        self.account_moves += later.account_moves
 
 
 class Batch(Protocol):
@@ -260,7 +263,7 @@ class Pipeline:
 
     def run(self, uow: UnitOfWork, changed: Changed, batch: Batch | None = None) -> Changed:
         """Run the enabled reactions, in order, over `changed`; return it with what they added."""
-        if not changed.touched():
+        if not changed.touched() and not changed.account_moves:
             return changed
         run = Run(uow, changed, batch, self.cutoff(changed.now))
         for reaction in self.reactions:

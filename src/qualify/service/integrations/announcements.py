@@ -8,7 +8,7 @@ its kind; the worker delivers them (qualify.service.integrations.webhooks). Kind
 - `sla.breached`: an MQL was neither accepted nor rejected in time;
 - `score.crossed:<N>`: the lead's score (fit + engagement) rose from below N to N or more;
 - `workflow.notify`: a workflow step asks the lead's owner to look at it;
-- `account.stage.changed`: the model or its people moved an account (docs/accounts.md);
+- `account.stage.changed`: the model, its people's stages or a person's action moved an account (docs/accounts.md);
 - `account.mqa`: an account became MQA, a marketing-qualified account (also announced as
   account.stage.changed);
 - `account.sla.breached`: an MQA was neither accepted nor rejected in time.
@@ -29,7 +29,6 @@ from qualify.adapters.repository import LeadRecord
 from qualify.domain.account_stages import AccountStage
 from qualify.domain.errors import InvalidInput
 from qualify.domain.lifecycle import Stage
-from qualify.service.lifecycle.accounts import ACCOUNT_MOVES
 from qualify.service.pipeline import Run
 
 STAGE_CHANGED, BECAME_MQL, SLA_BREACHED, SCORE_CROSSED = "stage.changed", "lead.mql", "sla.breached", "score.crossed"
@@ -147,7 +146,7 @@ def react(run: Run) -> None:
         announcements.append(Announcement(STAGE_CHANGED, payload))
         if values["to_stage"] == Stage.MQL.value:
             announcements.append(Announcement(BECAME_MQL, payload))
-    for row in run.notes.get(ACCOUNT_MOVES, ()):
+    for row in changed.account_moves:
         if run.is_history(row["at"]):
             continue
         payload = account_move_payload(row)

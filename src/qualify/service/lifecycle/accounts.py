@@ -9,7 +9,9 @@ holder fell back, is counted again from its people (one query for all such accou
 
 A move to MQA that is not history gives the account an owner (its own, else the owner of its most
 recently assigned lead, else the handoff's routing on the account's fields) and an SLA clock. The
-moves are left in the run's notes (`ACCOUNT_MOVES`) for the announcements that follow.
+moves go into the change (`Changed.account_moves`) for the announcements that follow; a person's
+action on an account (`act_on_account`) runs the pipeline with its move, so that it is announced
+and its people are tested again by segments and workflows, as the model's moves are.
 """
 
 from __future__ import annotations
@@ -41,12 +43,12 @@ from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.records import Lead
 from qualify.domain.routing import choose_route, sla_due
 from qualify.domain.scoring_model import AccountSpec, ScoringModel
+from qualify.service import pipeline
 from qualify.service.lifecycle import handoff
-from qualify.service.pipeline import Run
+from qualify.service.pipeline import Changed, Run
 from qualify.service.unit_of_work import UnitOfWork, from_ts, utcnow
 
 _accounts, _leads, _history = schema.accounts, schema.leads, schema.account_stage_history
-ACCOUNT_MOVES = "account moves"  # the run's note: the account moves the change made (history rows)
 _PEOPLE_STAGES = frozenset({Stage.OPPORTUNITY, Stage.CUSTOMER, Stage.EVANGELIST})
 
 
@@ -114,7 +116,7 @@ def react(run: Run) -> None:
             of_account.lost_deal = True
     moves = _keep(uow, model, spec, list(accounts.values()), now, run.is_history)
     if moves:
-        run.notes.setdefault(ACCOUNT_MOVES, []).extend(moves)
+        run.changed.account_moves += moves
         live = [m for m in moves if not run.is_history(m["at"])]
         if live and run.configured.automation:  # segments and workflows test its people again
             run.changed.account_entries += _people_entering(uow.connection, live)
@@ -414,4 +416,7 @@ def act_on_account(
         account, stage, move, now, model, row["fit_score"] or 0.0, engagement, roles, by=by, note=note
     )
     uow.connection.execute(_history.insert(), [_stored(history)])
+    history["owner"] = values.get("owner", row["owner"])
+    entries = _people_entering(uow.connection, [history])
+    pipeline.react(uow, Changed(now, model, account_moves=[history], account_entries=entries))
     return AccountChange(row["domain"], action.name, stage, action.target, now, by, reason, note)
