@@ -320,6 +320,20 @@ def copy_of_postgres_template(copies: _Copies) -> Iterator[str]:
 
 
 @contextmanager
+def postgres_copy(copies: _Copies | None) -> Iterator[str]:
+    """The URL of a migrated PostgreSQL database with the default model active: a copy of the
+    template (`postgres_copies`), or where this role may not create databases a schema of its own,
+    migrated. For property tests, one per example."""
+    if copies is None:
+        with fresh_postgres_schema() as url:
+            _migrate_with_default_model(url)
+            yield url
+        return
+    with copy_of_postgres_template(copies) as url:
+        yield url
+
+
+@contextmanager
 def workspace_on(engine_name: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[Workspace]:
     """A migrated workspace with the default scoring model active on `engine_name` ("sqlite", its
     file in `folder`, or "postgres"): a copy of this process's template, for fixtures of any scope."""
@@ -338,13 +352,7 @@ def _url_of_a_copy(engine_name: str, request: pytest.FixtureRequest, folder: Pat
         shutil.copyfile(_sqlite_template(), path)
         yield f"sqlite:///{path}"
         return
-    copies = request.getfixturevalue("postgres_copies")
-    if copies is None:  # no CREATEDB: a schema of its own, migrated
-        with fresh_postgres_schema() as url:
-            _migrate_with_default_model(url)
-            yield url
-        return
-    with copy_of_postgres_template(copies) as url:
+    with postgres_copy(request.getfixturevalue("postgres_copies")) as url:
         yield url
 
 

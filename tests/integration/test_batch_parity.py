@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
-from tests.conftest import copy_of_fresh_workspace, fresh_postgres_schema
+from tests.conftest import copy_of_fresh_workspace, postgres_copy
 
 from qualify.adapters import repository as repo
 from qualify.adapters import schema
@@ -204,15 +204,13 @@ def test_batch_equals_online_on_random_leads_and_event_streams(people: list[dict
 @given(people=st.lists(profiles, min_size=5, max_size=5), stream=event_streams)
 @pytest.mark.slow
 def test_batch_on_postgresql_equals_online_on_random_leads_and_event_streams(
-    people: list[dict[str, Any]], stream: list[Any]
+    postgres_copies: Any, people: list[dict[str, Any]], stream: list[Any]
 ) -> None:
     from qualify.analytics.engines import postgres_sources
 
-    with fresh_postgres_schema() as url:
-        workspace = open_workspace(Settings(database_url=url), create=True)
+    with postgres_copy(postgres_copies) as url:  # a copy of the migrated template per example
+        workspace = open_workspace(Settings(database_url=url))
         try:
-            with workspace.unit_of_work() as uow:
-                activate_model(uow, default_model_text())
             as_of = build_world(workspace, people, stream)
             assert compare(workspace, postgres_sources(url), as_of) == []
         finally:
