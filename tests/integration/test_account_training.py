@@ -157,10 +157,14 @@ def test_train_and_backtest_accounts_on_the_command_line(world: tuple[Workspace,
     runner = CliRunner()
     written = folder / "account-model.json"
     done = runner.invoke(
-        app, ["train", "--accounts", "--within", str(WITHIN), "--every", str(EVERY), "--db", db, "--out", str(written)]
-    )
+        app,
+        ["train", "--accounts", "--within", str(WITHIN), "--every", str(EVERY), "--db", db, "--out", str(written),
+         "--json"],
+    )  # fmt: skip
     assert done.exit_code == 0, done.output
-    assert "held-out accounts" in done.output and "At the MQA threshold" in done.output
+    printed = json.loads(done.output)  # the words are run by docs/accounts.md's example
+    assert printed["subject"] == "accounts" and printed["out"] == str(written)
+    assert printed["at_mqa_threshold"]["flagged"] == printed["at_mqa_threshold"]["MQA bar"]["flagged"]
     assert json.loads(written.read_text())["report"]["subject"] == "accounts"
     refused = runner.invoke(app, ["train", "--accounts", "--label", "converted", "--db", db])
     assert refused.exit_code != 0 and "--label cannot be used with --accounts" in refused.output
