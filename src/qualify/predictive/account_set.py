@@ -39,8 +39,6 @@ from qualify.predictive.models import FeatureSpec
 TARGET = "opportunity"
 IN_A_DEAL = ("opportunity", "customer", "evangelist")
 RECENT_DAYS = 30
-# The lead-level scores rolled up to the account that the account model is judged beside.
-LEAD_LEVEL = ("best_lead_score", "best_lead_engagement", "people_in_mql")
 SKEWED = ("account_engagement", "engagement_uncapped", "best_lead_engagement", "events_recent", "employees")
 NEVER_ACTIVE_DAYS = 365.0  # days since the last activity of an account whose people never did anything
 

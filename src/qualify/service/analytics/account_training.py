@@ -33,7 +33,7 @@ from qualify.service.analytics.batch_scores import on_engine
 from qualify.service.unit_of_work import Workspace
 
 # What the account model is judged beside, by name: the account policy's own scores, and the
-# lead-level scores rolled up to the account (predictive.account_set.LEAD_LEVEL).
+# lead-level scores rolled up to the account (columns of predictive.account_set's rows).
 RULE_SCORES = {"account engagement": "account_engagement", "account fit": "account_fit"}
 LEAD_SCORES = {
     "best person's score (fit + engagement)": "best_lead_score",
@@ -77,19 +77,13 @@ def train_accounts(
         rows = account_set(model, sources, within_days=within_days, every_days=every_days,
                            end=end or default_end(sources))  # fmt: skip
         step(f"fitting and judging the candidates on {len(rows.frame):,} account rows")
-        trained = train_cross_validated(
-            rows.frame, rows.labels, rows.times, rows.spec,
-            rule_scores=rows.frame["account_engagement"].to_numpy(dtype=float), groups=rows.accounts,
-        )  # fmt: skip
-        return rows, trained
+        return rows, train_cross_validated(rows.frame, rows.labels, rows.times, rows.spec, groups=rows.accounts)
 
     step("reading the history" if export is None and engine != "postgres" else "reading the tables")
     rows, trained = on_engine(workspace, engine, export, build)
     frame, labels, probability = rows.frame, rows.labels, trained.out_of_fold
     assert probability is not None  # cross-validated
-    test = trained.report["test"]
-    del test["rule_score"], trained.report["cross_validation"]["rule_score"]  # named below as what it is
-    folded = trained.report["cross_validation"]
+    test, folded = trained.report["test"], trained.report["cross_validation"]
     parts = fold_indices(labels, FOLDS, rows.accounts)
     mqa = frame["mqa"].to_numpy(dtype=bool)
     for name, column in (RULE_SCORES | LEAD_SCORES | {"MQA bar": "mqa"}).items():
