@@ -66,7 +66,15 @@ class _Account:
 
 
 def react(run: Run) -> None:
-    """Reaction `accounts`: the accounts of the leads the change touched, kept up to date."""
+    """Reaction `accounts`: the accounts of the leads the change touched, kept up to date; the
+    people of every account moved (by them, or by a person's action) are tested again after."""
+    _keep_touched(run)
+    live = [m for m in run.changed.account_moves if not run.is_history(m["at"])]
+    if live and run.configured.automation:  # segments and workflows test its people again
+        run.changed.account_entries += _people_entering(run.uow.connection, live)
+
+
+def _keep_touched(run: Run) -> None:
     model = run.changed.model
     spec = model.accounts if model is not None else None
     if model is None or spec is None:
@@ -114,12 +122,7 @@ def react(run: Run) -> None:
             of_account.people.append(stage)
         elif of_account is not None and move.values["from_stage"] == Stage.OPPORTUNITY.value:
             of_account.lost_deal = True
-    moves = _keep(uow, model, spec, list(accounts.values()), now, run.is_history)
-    if moves:
-        run.changed.account_moves += moves
-        live = [m for m in moves if not run.is_history(m["at"])]
-        if live and run.configured.automation:  # segments and workflows test its people again
-            run.changed.account_entries += _people_entering(uow.connection, live)
+    run.changed.account_moves += _keep(uow, model, spec, list(accounts.values()), now, run.is_history)
 
 
 def _people_entering(conn: Connection, moves: list[dict[str, Any]]) -> list[tuple[int, str]]:
@@ -417,6 +420,5 @@ def act_on_account(
     )
     uow.connection.execute(_history.insert(), [_stored(history)])
     history["owner"] = values.get("owner", row["owner"])
-    entries = _people_entering(uow.connection, [history])
-    pipeline.react(uow, Changed(now, model, account_moves=[history], account_entries=entries))
+    pipeline.react(uow, Changed(now, model, account_moves=[history]))
     return AccountChange(row["domain"], action.name, stage, action.target, now, by, reason, note)
