@@ -531,7 +531,7 @@ def _driver_executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]])
 # What the accounts reaction reads of an account it keeps (the rest is read only to score its fit).
 ACCOUNT_STATE_COLUMNS = (
     "id", "domain", "stage", "requalify_at", "owner", "owner_assigned_at", "fit_score", "fit_grade",
-    "engagement_score", "covered_roles", "rollup", "model_version",
+    "engagement_score", "covered_roles", "rollup", "model_version", "pending_since",
 )  # fmt: skip
 
 
@@ -550,9 +550,10 @@ def lock_account_states(conn: Connection, ids: Sequence[int]) -> list[dict[str, 
             sql += " FOR UPDATE"
         for row in conn.exec_driver_sql(sql, tuple(part)):
             state = dict(zip(ACCOUNT_STATE_COLUMNS, row, strict=True))
-            state["requalify_at"], state["owner_assigned_at"] = (
+            state["requalify_at"], state["owner_assigned_at"], state["pending_since"] = (
                 time(state["requalify_at"]),
                 time(state["owner_assigned_at"]),
+                time(state["pending_since"]),
             )
             state["rollup"] = doc(state["rollup"]) if state["rollup"] is not None else None
             out.append(state)
@@ -574,18 +575,39 @@ def update_account_scores(
     conn: Connection, rows: list[tuple[int, float, str, float, int, dict[str, Any], datetime, str]]
 ) -> None:
     """Write the scores of many accounts: (id, then `ACCOUNT_SCORE_COLUMNS` in order), converted
-    straight to driver values (the ingestion path)."""
+    straight to driver values (the ingestion path). Kept, an account is no longer pending."""
     if not rows:
         return
     time, doc = _driver_converters(conn)
     quote, mark = conn.dialect.identifier_preparer.quote, _placeholder(conn)
-    sql = f"UPDATE accounts SET {', '.join(f'{quote(c)} = {mark}' for c in ACCOUNT_SCORE_COLUMNS)} WHERE id = {mark}"
+    sets = ", ".join(f"{quote(c)} = {mark}" for c in ACCOUNT_SCORE_COLUMNS)
+    sql = f"UPDATE accounts SET {sets}, pending_since = NULL WHERE id = {mark}"
     _driver_executemany(
         conn,
         sql,
         [(fit, grade, engagement, covered, doc(rollup), time(at), version, account_id)
          for account_id, fit, grade, engagement, covered, rollup, at, version in rows],
     )  # fmt: skip
+
+
+def mark_accounts_pending(conn: Connection, ids: Sequence[int], now: datetime) -> None:
+    """Leave these accounts to the worker (`pending_since`, kept where it was set already: an
+    account pending already is not written again). Through the driver, as the ingestion path."""
+    time, _ = _driver_converters(conn)
+    mark = _placeholder(conn)
+    for part in chunks(sorted(set(ids))):
+        conn.exec_driver_sql(
+            f"UPDATE accounts SET pending_since = {mark} WHERE pending_since IS NULL"
+            f" AND id IN ({', '.join([mark] * len(part))})",
+            (time(now), *part),
+        )
+
+
+def pending_accounts(conn: Connection, limit: int) -> list[int]:
+    """Up to `limit` accounts left to the worker, those waiting longest first."""
+    a = schema.accounts
+    query = select(a.c.id).where(a.c.pending_since.is_not(None)).order_by(a.c.pending_since, a.c.id).limit(limit)
+    return list(conn.execute(query).scalars())
 
 
 def insert_history(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -144,6 +144,9 @@ accounts = Table(
     Column("rollup", JSONDoc()),
     Column("scored_at", UTCDateTime()),
     Column("model_version", String(64)),
+    # Its people changed since it was kept, by an ingestion that left it to the worker
+    # (`service.lifecycle.accounts.keep_pending`): its roll-up is counted again from them.
+    Column("pending_since", UTCDateTime(), index=True),
 )
 
 

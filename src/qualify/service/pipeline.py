@@ -71,6 +71,7 @@ class Changed:
     lead_ids: list[int] = field(default_factory=list)
     account_entries: list[tuple[int, str]] = field(default_factory=list)  # (lead id, stage its account entered)
     account_moves: list[dict[str, Any]] = field(default_factory=list)  # accounts' stage history rows, to announce
+    accounts_later: bool = False  # the touched accounts left to the worker (`accounts.keep_pending`)
     judge: bool = True
     judge_at: float | None = None
 

@@ -7,6 +7,9 @@ One pass, in this order:
    (qualify.service.lifecycle.stage_facts), with the history cutoff they were queued with;
 1. **decay-out**: every MQL whose engagement fell below the floor is moved to nurture at the
    instant it crossed it, with history and announcements, as if a timer had run all along;
+   **accounts**: every account an ingestion left to the worker (the HTTP API's, the event
+   streams') is counted again from its people, scored and moved, its moves announced
+   (qualify.service.lifecycle.accounts.keep_pending), up to 5,000 accounts a pass;
 2. **SLA**: every MQL still in `mql` past its `sla_due_at` gets its breach recorded once
    (`leads.sla_breached_at`, an audit entry `sla.breached`) and announced (`sla.breached`); so
    does every account still in `mqa` past its own (`accounts.sla_breached_at`, an audit entry
@@ -58,6 +61,7 @@ from qualify.service.connectors import crm
 from qualify.service.email import sending as email
 from qualify.service.integrations import announcements as outbox
 from qualify.service.integrations import webhooks
+from qualify.service.lifecycle import accounts
 from qualify.service.lifecycle.lead_batch import LeadBatch
 from qualify.service.lifecycle.stage_facts import rebuild_pending
 from qualify.service.pipeline import react
@@ -86,6 +90,7 @@ class PassSummary:
     retrying: int = 0
     dead: int = 0
     crm_records: int = 0  # written to Qualify or to a CRM by the sync
+    accounts_kept: int = 0  # accounts an ingestion left to the worker, kept
     seconds: float = 0.0  # how long the pass took
 
     @property
@@ -102,11 +107,28 @@ class PassSummary:
                 self.retrying,
                 self.dead,
                 self.crm_records,
+                self.accounts_kept,
             )
         )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# --- accounts left to the worker -----------------------------------------------------------------------
+
+
+def keep_pending_accounts(workspace: Workspace, now: datetime, *, chunk: int = CHUNK) -> int:
+    """Keep the accounts ingestion left to the worker, `chunk` at a time, each chunk in its own
+    unit of work, at most `accounts.PENDING_PER_PASS` a pass; return how many were kept."""
+    kept = 0
+    while kept < accounts.PENDING_PER_PASS:
+        with workspace.unit_of_work() as uow:
+            done = accounts.keep_pending(uow, now, limit=min(chunk, accounts.PENDING_PER_PASS - kept))
+        kept += done
+        if done < chunk:
+            return kept
+    return kept
 
 
 # --- decay-out ---------------------------------------------------------------------------------------
@@ -313,6 +335,7 @@ class Worker:
         summary = PassSummary(now)
         summary.rebuilt = _guarded("history rebuild", rebuild_pending, self.workspace, now)
         summary.decayed = sweep_decay(self.workspace, now)
+        summary.accounts_kept = _guarded("account upkeep", keep_pending_accounts, self.workspace, now)
         summary.sla_breaches = record_sla_breaches(self.workspace, now) + record_account_sla_breaches(
             self.workspace, now
         )

@@ -246,7 +246,8 @@ def worker(
         if summary.busy or once:
             out.print(
                 f"{summary.at:%Y-%m-%d %H:%M:%S} rebuilt {summary.rebuilt}, "
-                f"decayed out {summary.decayed}, SLA breaches {summary.sla_breaches}, "
+                f"decayed out {summary.decayed}, accounts kept {summary.accounts_kept}, "
+                f"SLA breaches {summary.sla_breaches}, "
                 f"segment changes {summary.segment_changes}, workflow steps {summary.workflow_steps}, "
                 f"emails sent {summary.emails_sent}, "
                 f"delivered {summary.delivered}, retrying {summary.retrying}, dead {summary.dead}",

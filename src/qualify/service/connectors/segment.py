@@ -323,7 +323,9 @@ def apply_messages(
 
     def flush() -> None:
         if run:
-            results = ingest_events(uow, [e for _, e in run], create_unknown=create_unknown, now=now, by=by)
+            results = ingest_events(
+                uow, [e for _, e in run], create_unknown=create_unknown, now=now, by=by, accounts_later=True
+            )
             for (message, event), result in zip(run, results, strict=True):
                 outcomes.append(Outcome(message.index, event.event_id, result.status, result.reason, result.field))
             run.clear()

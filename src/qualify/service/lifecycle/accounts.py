@@ -7,6 +7,13 @@ read as of the change, and the stage policy of the model's `accounts.stages` mov
 (`domain.account_stages`). An account whose roll-up was counted under another model, or whose role
 holder fell back, is counted again from its people (one query for all such accounts).
 
+An ingestion that leaves account upkeep to the worker (`Changed.accounts_later`: the HTTP API's
+and the event streams') only marks the accounts it touched pending (`accounts.pending_since`);
+the worker's pass keeps them (`keep_pending`): each counted again from its people once, however
+many batches touched it meanwhile, scored as of their newest change, and moved, its moves
+announced. An account whose people moved stage (into a deal, or out of one) is kept at once even
+then, as is every account of an import of history.
+
 A move to MQA that is not history gives the account an owner (its own, else the owner of its most
 recently assigned lead, else the handoff's routing on the account's fields) and an SLA clock. The
 moves go into the change (`Changed.account_moves`) for the announcements that follow; a person's
@@ -50,6 +57,7 @@ from qualify.service.unit_of_work import UnitOfWork, from_ts, utcnow
 
 _accounts, _leads, _history = schema.accounts, schema.leads, schema.account_stage_history
 _PEOPLE_STAGES = frozenset({Stage.OPPORTUNITY, Stage.CUSTOMER, Stage.EVANGELIST})
+PENDING_PER_PASS = 5000  # pending accounts one worker pass keeps at most, so a pass stays short
 
 
 @dataclass(slots=True)
@@ -88,6 +96,8 @@ def _keep_touched(run: Run) -> None:
             touched[record.account_id].append((record, True))
         if before is not None and before[0] is not None and before[0] != record.account_id:
             touched[before[0]].append((record, False))
+    if run.changed.accounts_later and run.history_before is None:
+        _leave_to_worker(run, touched)
     if not touched:
         return
     uow, now = run.uow, run.changed.now
@@ -123,6 +133,42 @@ def _keep_touched(run: Run) -> None:
         elif of_account is not None and move.values["from_stage"] == Stage.OPPORTUNITY.value:
             of_account.lost_deal = True
     run.changed.account_moves += _keep(uow, model, spec, list(accounts.values()), now, run.is_history)
+
+
+def _leave_to_worker(run: Run, touched: dict[int, list[tuple[LeadRecord, bool]]]) -> None:
+    """Mark the touched accounts pending, and take them out of `touched`; keep those whose people
+    moved into a deal or out of one (the policy reads those moves, which the worker cannot)."""
+    now_too = set()
+    for move in run.changed.moves:
+        if move.record.account_id is not None and (
+            Stage(move.to_stage) in _PEOPLE_STAGES or move.values["from_stage"] == Stage.OPPORTUNITY.value
+        ):
+            now_too.add(move.record.account_id)
+    later = [account_id for account_id in touched if account_id not in now_too]
+    repo.mark_accounts_pending(run.uow.connection, later, run.changed.now)
+    for account_id in later:
+        del touched[account_id]
+
+
+def keep_pending(uow: UnitOfWork, now: datetime, *, limit: int = PENDING_PER_PASS) -> int:
+    """Keep up to `limit` accounts an ingestion left to the worker, those waiting longest first:
+    each counted again from its people, scored as of their newest change, moved where the policy
+    says; the moves announced (webhooks, segments, workflows, CRM). Returns how many were kept."""
+    conn = uow.connection
+    ids = repo.pending_accounts(conn, limit)
+    if not ids:
+        return 0
+    model = uow.active_model()
+    spec = model.accounts
+    if spec is None:  # the model scores accounts no more: nothing to keep
+        conn.execute(update(_accounts).where(_accounts.c.id.in_(ids)).values(pending_since=None))
+        return len(ids)
+    # Locked, then read again: a transaction that kept one meanwhile has committed by now.
+    accounts = [a for a in _lock(conn, model, ids).values() if a.row["pending_since"] is not None]
+    moves = _keep(uow, model, spec, accounts, now, lambda at: False, as_of_people=True)
+    if moves:
+        pipeline.react(uow, Changed(now, model, account_moves=moves))
+    return len(accounts)
 
 
 def _people_entering(conn: Connection, moves: list[dict[str, Any]]) -> list[tuple[int, str]]:
@@ -188,7 +234,7 @@ def _lock(conn: Connection, model: ScoringModel, ids: list[int]) -> dict[int, _A
     they were counted under this model."""
     out: dict[int, _Account] = {}
     for row in repo.lock_account_states(conn, ids):
-        kept = row["rollup"] is not None and row["model_version"] == model.version
+        kept = row["rollup"] is not None and row["model_version"] == model.version and row["pending_since"] is None
         out[row["id"]] = _Account(row["id"], row, Rollup.from_json(row["rollup"]) if kept else None)
     return out
 
@@ -202,9 +248,11 @@ def _keep(
     is_history: Callable[[datetime], bool],
     *,
     leaving: int | None = None,
+    as_of_people: bool = False,
 ) -> list[dict[str, Any]]:
     """Swap the accounts' marks into their roll-ups (or count them again), score them as of their
-    people's change, move them where the policy says, and write them; return the moves."""
+    people's change (with `as_of_people`, an account counted again: as of its people's newest),
+    move them where the policy says, and write them; return the moves."""
     conn = uow.connection
     for account in accounts:
         rollup = account.rollup
@@ -212,9 +260,11 @@ def _keep(
             account.rollup = None
     recount = [a for a in accounts if a.rollup is None]
     if recount:
-        marks = _marks(conn, spec, [a.id for a in recount], leaving)
+        marks, newest = _marks(conn, spec, [a.id for a in recount], leaving)
         for account in recount:
             account.rollup = Rollup.of(marks.get(account.id, []))
+            if as_of_people and account.at is None:
+                account.at = newest.get(account.id)
     # An account's fit changes with its fields (an upsert counts it again) or the model: scored
     # then, kept otherwise.
     counted = {a.id for a in recount}
@@ -274,18 +324,25 @@ def _with_open_deals(conn: Connection, ids: list[int]) -> set[int]:
     return out
 
 
-def _marks(conn: Connection, spec: AccountSpec, ids: list[int], leaving: int | None) -> dict[int, list[Mark]]:
-    """What each of the accounts' people adds to its roll-up, read from their stored rows."""
+def _marks(
+    conn: Connection, spec: AccountSpec, ids: list[int], leaving: int | None
+) -> tuple[dict[int, list[Mark]], dict[int, float]]:
+    """What each of the accounts' people adds to its roll-up, read from their stored rows, and
+    each account's people's newest change (latest event or stage move, seconds since the epoch)."""
     out: dict[int, list[Mark]] = defaultdict(list)
+    newest: dict[int, float] = {}
     for part in repo.chunks(sorted(ids)):
         query = select(
-            _leads.c.id, _leads.c.account_id, _leads.c.engagement_state, _leads.c.last_event_at, _leads.c.buying_roles
-        ).where(_leads.c.account_id.in_(part), _leads.c.erased_at.is_(None))
+            _leads.c.id, _leads.c.account_id, _leads.c.engagement_state, _leads.c.last_event_at,
+            _leads.c.buying_roles, _leads.c.stage_entered_at,
+        ).where(_leads.c.account_id.in_(part), _leads.c.erased_at.is_(None))  # fmt: skip
         if leaving is not None:
             query = query.where(_leads.c.id != leaving)
-        for lead_id, account_id, state, last, roles in conn.execute(query.order_by(_leads.c.id)):
+        for lead_id, account_id, state, last, roles, entered in conn.execute(query.order_by(_leads.c.id)):
             out[account_id].append(_stored_mark(spec, lead_id, state, last, roles))
-    return out
+            changed = max(entered, last).timestamp() if last is not None else entered.timestamp()
+            newest[account_id] = max(newest.get(account_id, changed), changed)
+    return out, newest
 
 
 def _stored_mark(spec: AccountSpec, lead_id: int, state: Any, last: datetime | None, roles: Any) -> Mark:

@@ -56,6 +56,7 @@ def ingest_events(
     by: str = "event",
     defer_late: bool = False,
     create_from_external_id: bool = True,
+    accounts_later: bool = False,
 ) -> list[EventOutcome]:
     """Apply `events` in order; return one outcome per event, in the same order.
 
@@ -66,12 +67,16 @@ def ingest_events(
     before its lead's newest event or stage change is stored without being scored, and its lead
     queued to be rebuilt in time order (`stage_facts.rebuild_pending`), as are the later events
     of a lead already queued: scoring them one by one out of order would be undone anyway.
+    With `accounts_later` (the HTTP API's and the event streams' ingestion), the accounts of the
+    leads the events change are left to the worker (`accounts.keep_pending`), not kept in this
+    transaction: a batch costs as much as without account scoring, and an account touched by
+    many batches between two passes is counted once.
 
     Four steps, each once per batch: load what the batch names, evaluate every event in
     memory through the domain, write, and run the after-change pipeline's reactions.
     """
     now = now or utcnow()
-    batch = LeadBatch(uow, uow.active_model(), now)
+    batch = LeadBatch(uow, uow.active_model(), now, accounts_later=accounts_later)
     stored = _load(batch, events, create_unknown, by, create_from_external_id)
     queued: set[int] | None = None
     if defer_late:

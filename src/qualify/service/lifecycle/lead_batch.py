@@ -22,8 +22,9 @@ from qualify.service.unit_of_work import UnitOfWork, from_ts
 class LeadBatch:
     """Leads loaded for one use case, changed in memory and written back by `write`."""
 
-    def __init__(self, uow: UnitOfWork, model: ScoringModel, now: datetime) -> None:
+    def __init__(self, uow: UnitOfWork, model: ScoringModel, now: datetime, *, accounts_later: bool = False) -> None:
         self.conn = uow.connection
+        self.accounts_later = accounts_later  # accounts left to the worker: no marks to swap
         self.model = model
         self.evaluator = OnlineEvaluator(model)
         self.now = now
@@ -87,7 +88,7 @@ class LeadBatch:
         if record.score_before is None and record.id is not None:
             record.score_before = record.state.fit + record.state.engagement_at(self.now.timestamp())
             spec = self.model.accounts
-            if spec is not None and record.account_before is None:
+            if spec is not None and record.account_before is None and not self.accounts_later:
                 mark = Mark.of_lead(spec, record.id, record.state) if record.account_id is not None else None
                 record.account_before = (record.account_id, mark)
         if record.lead.email:
@@ -262,4 +263,7 @@ class LeadBatch:
                 scores.append((record.id, record.score_before, after))
             record.score_before = after  # a second write in the same use case reports only new moves
         moves, self.history = self.history, []
-        return Changed(self.now, self.model, records=touched, moves=moves, events=rows, scores=scores)
+        return Changed(
+            self.now, self.model, records=touched, moves=moves, events=rows, scores=scores,
+            accounts_later=self.accounts_later,
+        )  # fmt: skip

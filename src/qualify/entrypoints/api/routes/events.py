@@ -113,6 +113,7 @@ def _ingest(workspace: Workspace, items: list[Any], caller: Identity) -> IngestR
                 create_unknown=workspace.settings.create_unknown_leads,
                 create_from_external_id=workspace.settings.create_leads_from_external_ids,
                 by=f"api:{caller.name}",
+                accounts_later=True,  # the worker keeps the accounts: docs/accounts.md
             ),
             size=len(valid),
         )
