@@ -560,6 +560,33 @@ def lock_account_states(conn: Connection, ids: Sequence[int]) -> list[dict[str, 
     return out
 
 
+def account_people(
+    conn: Connection, ids: Sequence[int], leaving: int | None = None
+) -> Iterator[tuple[int, int, dict[str, Any] | None, datetime | None, list[str] | None, datetime]]:
+    """The live people of these accounts as their roll-ups count them, through the driver:
+    (lead id, account id, engagement state, last event at, buying roles, stage entered at), in
+    lead id order within each chunk of accounts; without the lead `leaving`."""
+    mark = _placeholder(conn)
+    time, doc = _driver_readers(conn)
+    for part in chunks(sorted(set(ids))):
+        sql = (
+            "SELECT id, account_id, engagement_state, last_event_at, buying_roles, stage_entered_at FROM leads"
+            f" WHERE account_id IN ({', '.join([mark] * len(part))}) AND erased_at IS NULL"
+        )
+        params: tuple[Any, ...] = tuple(part)
+        if leaving is not None:
+            sql, params = sql + f" AND id <> {mark}", (*params, leaving)
+        for lead_id, account_id, state, last, roles, entered in conn.exec_driver_sql(sql + " ORDER BY id", params):
+            yield (
+                lead_id,
+                account_id,
+                doc(state) if state is not None else None,
+                time(last),
+                doc(roles) if roles is not None else None,
+                time(entered),
+            )
+
+
 ACCOUNT_SCORE_COLUMNS = (
     "fit_score",
     "fit_grade",

@@ -266,9 +266,16 @@ def _keep(
             if as_of_people and account.at is None:
                 account.at = newest.get(account.id)
     # An account's fit changes with its fields (an upsert counts it again) or the model: scored
-    # then, kept otherwise.
+    # then, kept otherwise. Counted again because its people changed (`as_of_people`), its fields
+    # did not.
     counted = {a.id for a in recount}
-    refit = [a.id for a in accounts if a.id in counted or a.row["fit_score"] is None]
+    refit = [
+        a.id
+        for a in accounts
+        if (a.id in counted and not as_of_people)
+        or a.row["fit_score"] is None
+        or a.row["model_version"] != model.version
+    ]
     fields = repo.accounts_by_id(conn, refit) if refit else {}
     dealing = _with_open_deals(
         conn, [a.id for a in accounts if a.lost_deal and a.row["stage"] == AccountStage.OPPORTUNITY.value]
@@ -331,17 +338,10 @@ def _marks(
     each account's people's newest change (latest event or stage move, seconds since the epoch)."""
     out: dict[int, list[Mark]] = defaultdict(list)
     newest: dict[int, float] = {}
-    for part in repo.chunks(sorted(ids)):
-        query = select(
-            _leads.c.id, _leads.c.account_id, _leads.c.engagement_state, _leads.c.last_event_at,
-            _leads.c.buying_roles, _leads.c.stage_entered_at,
-        ).where(_leads.c.account_id.in_(part), _leads.c.erased_at.is_(None))  # fmt: skip
-        if leaving is not None:
-            query = query.where(_leads.c.id != leaving)
-        for lead_id, account_id, state, last, roles, entered in conn.execute(query.order_by(_leads.c.id)):
-            out[account_id].append(_stored_mark(spec, lead_id, state, last, roles))
-            changed = max(entered, last).timestamp() if last is not None else entered.timestamp()
-            newest[account_id] = max(newest.get(account_id, changed), changed)
+    for lead_id, account_id, state, last, roles, entered in repo.account_people(conn, ids, leaving):
+        out[account_id].append(_stored_mark(spec, lead_id, state, last, roles))
+        changed = max(entered, last).timestamp() if last is not None else entered.timestamp()
+        newest[account_id] = max(newest.get(account_id, changed), changed)
     return out, newest
 
 
