@@ -1,5 +1,5 @@
 """Accounts left to the worker, on each engine: an ingestion with `accounts_later` (the HTTP API's,
-the event streams') only marks the accounts it touched pending; the worker's pass keeps them,
+the event streams', the web tracker's) only marks the accounts it touched pending; the worker's pass keeps them,
 counted from their people, scored, moved, routed and announced, as the ingestion would have, once
 however many batches touched them; an account pending when a change keeps it at once is counted
 again, not swapped on a stale roll-up."""
@@ -32,6 +32,7 @@ from qualify.service.lifecycle.lead_batch import LeadBatch
 from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
 from qualify.service.pipeline import react
 from qualify.service.unit_of_work import Workspace
+from qualify.service.web_tracking import visitors as tracking
 from qualify.service.worker import Worker, keep_pending_accounts
 
 __all__ = ["acme"]  # the fixture, shared with test_account_pipeline
@@ -183,3 +184,25 @@ def test_an_account_whose_people_move_into_a_deal_is_kept_at_once_even_left_to_t
         assert row["stage"] == "opportunity" and row["pending_since"] is None
         assert row["covered_roles"] == 1  # counted from its people: the practitioner's download too
     assert keep_pending_accounts(acme, NOW) == 0
+
+
+def test_the_web_tracker_leaves_its_visitors_accounts_to_the_worker(acme: Workspace) -> None:
+    site = "https://www.example.com"
+    with acme.unit_of_work() as uow:
+        tracking.record_page_view(
+            uow, tracking.page_view("visitor-1234567890", "pv-000001", site + "/pricing"), now=NOW
+        )
+    with acme.unit_of_work() as uow:
+        who = tracking.identification("visitor-1234567890", "submit-0001", "fan@acme.com", url=site + "/contact")
+        assert tracking.identify(uow, who, now=NOW).status == "identified"
+    keep_pending_accounts(acme, NOW)
+    with acme.unit_of_work() as uow:
+        before = stored(uow)["engagement_score"]
+        assert before > 0  # the stitched page view and the form
+        tracking.record_page_view(uow, tracking.page_view("visitor-1234567890", "pv-000002", site + "/docs"), now=NOW)
+        row = stored(uow)
+        assert row["engagement_score"] == before and row["pending_since"] == NOW
+    assert keep_pending_accounts(acme, NOW) == 1
+    with acme.unit_of_work() as uow:
+        row = stored(uow)
+        assert row["pending_since"] is None and row["engagement_score"] > before

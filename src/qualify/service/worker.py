@@ -8,7 +8,7 @@ One pass, in this order:
 1. **decay-out**: every MQL whose engagement fell below the floor is moved to nurture at the
    instant it crossed it, with history and announcements, as if a timer had run all along;
    **accounts**: every account an ingestion left to the worker (the HTTP API's, the event
-   streams') is counted again from its people, scored and moved, its moves announced
+   streams', the web tracker's) is counted again from its people, scored and moved, its moves announced
    (qualify.service.lifecycle.accounts.keep_pending), up to 5,000 accounts a pass;
 2. **SLA**: every MQL still in `mql` past its `sla_due_at` gets its breach recorded once
    (`leads.sla_breached_at`, an audit entry `sla.breached`) and announced (`sla.breached`); so

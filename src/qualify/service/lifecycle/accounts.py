@@ -7,8 +7,8 @@ read as of the change, and the stage policy of the model's `accounts.stages` mov
 (`domain.account_stages`). An account whose roll-up was counted under another model, or whose role
 holder fell back, is counted again from its people (one query for all such accounts).
 
-An ingestion that leaves account upkeep to the worker (`Changed.accounts_later`: the HTTP API's
-and the event streams') only marks the accounts it touched pending (`accounts.pending_since`);
+An ingestion that leaves account upkeep to the worker (`Changed.accounts_later`: the HTTP API's,
+the event streams' and the web tracker's) only marks the accounts it touched pending (`accounts.pending_since`);
 the worker's pass keeps them (`keep_pending`): each counted again from its people once, however
 many batches touched it meanwhile, scored as of their newest change, and moved, its moves
 announced. An account whose people moved stage (into a deal, or out of one) is kept at once even

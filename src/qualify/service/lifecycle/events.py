@@ -67,10 +67,10 @@ def ingest_events(
     before its lead's newest event or stage change is stored without being scored, and its lead
     queued to be rebuilt in time order (`stage_facts.rebuild_pending`), as are the later events
     of a lead already queued: scoring them one by one out of order would be undone anyway.
-    With `accounts_later` (the HTTP API's and the event streams' ingestion), the accounts of the
-    leads the events change are left to the worker (`accounts.keep_pending`), not kept in this
-    transaction: a batch costs as much as without account scoring, and an account touched by
-    many batches between two passes is counted once.
+    With `accounts_later` (the HTTP API's, the event streams' and the web tracker's ingestion),
+    the accounts of the leads the events change are left to the worker (`accounts.keep_pending`),
+    not kept in this transaction: a batch costs about what it costs without account scoring, and
+    an account touched by many batches between two passes is counted once.
 
     Four steps, each once per batch: load what the batch names, evaluate every event in
     memory through the domain, write, and run the after-change pipeline's reactions.

@@ -250,7 +250,7 @@ def record_visitor_event(
             # Its lead was erased: the person's traces are gone, and later visits are not collected.
             return PageViewOutcome("dropped", "the visitor's lead was erased")
         event = Event(prefix + event_id, type, occurred_at, *lead, properties=properties)
-        [outcome] = ingest_events(uow, [event], create_unknown=create_unknown, now=now, by=by)
+        [outcome] = ingest_events(uow, [event], create_unknown=create_unknown, now=now, by=by, accounts_later=True)
         if outcome.status == ACCEPTED:
             return PageViewOutcome("ingested")
         return PageViewOutcome("duplicate" if outcome.status == DUPLICATE else "dropped", outcome.reason)
@@ -336,7 +336,7 @@ def _stitch(
         Event(prefix + row.event_id, row.type, row.occurred_at, *lead, properties=dict(row.properties))
         for row in waiting
     ]
-    outcomes = ingest_events(uow, [*events, *also], create_unknown=create_unknown, now=now, by=by)
+    outcomes = ingest_events(uow, [*events, *also], create_unknown=create_unknown, now=now, by=by, accounts_later=True)
     record = repo.lead_by_key(conn, *lead)  # after ingestion: it may have just been created
     if record is None or record.id is None:
         return IdentifyOutcome("unknown_lead", None, 0), waiting, None
