@@ -6,6 +6,8 @@ again, not swapped on a stale roll-up."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +21,7 @@ from tests.integration.test_account_pipeline import MQA_EVENTS, acme, events_of,
 from tests.integration.test_accounts import NOW, PEOPLE, T0
 
 from qualify.adapters import schema
+from qualify.bootstrap import open_workspace
 from qualify.domain.accounts import Rollup
 from qualify.domain.evaluator import AppliedMove
 from qualify.domain.lifecycle import Actor, Stage
@@ -34,6 +37,7 @@ from qualify.service.pipeline import react
 from qualify.service.unit_of_work import Workspace
 from qualify.service.web_tracking import visitors as tracking
 from qualify.service.worker import Worker, keep_pending_accounts
+from qualify.settings import Settings
 
 __all__ = ["acme"]  # the fixture, shared with test_account_pipeline
 
@@ -206,3 +210,41 @@ def test_the_web_tracker_leaves_its_visitors_accounts_to_the_worker(acme: Worksp
     with acme.unit_of_work() as uow:
         row = stored(uow)
         assert row["pending_since"] is None and row["engagement_score"] > before
+
+
+@pytest.mark.parametrize("engine_name", ["postgres"])
+def test_a_worker_keeping_an_account_waits_for_a_change_that_marked_it(acme: Workspace) -> None:
+    """On PostgreSQL a change marks its accounts with their rows locked, pending already or not: a
+    worker keeping one meanwhile waits for the change to commit, then counts its people with it
+    (had it read them before, it would clear the mark without the change)."""
+    ingest(acme, events_of("fan", "content_download", [5.0]), later=True)  # pending already
+    marked, go = threading.Event(), threading.Event()
+    kept: list[int] = []
+
+    def change() -> None:
+        with acme.unit_of_work() as uow:
+            ingest_events(uow, events_of("vp", "webinar_attended", [2.0]), now=NOW, accounts_later=True)
+            marked.set()
+            assert go.wait(10)
+
+    def worker() -> None:  # another process's, as far as locks go: its own workspace
+        assert marked.wait(10)
+        other = open_workspace(Settings(database_url=acme.settings.database_url))
+        try:
+            kept.append(keep_pending_accounts(other, NOW))
+        finally:
+            other.close()
+
+    threads = [threading.Thread(target=change), threading.Thread(target=worker)]
+    for thread in threads:
+        thread.start()
+    assert marked.wait(10)
+    time.sleep(0.5)
+    assert not kept  # the worker waits on the account's row
+    go.set()
+    for thread in threads:
+        thread.join(20)
+    assert kept == [1]
+    with acme.unit_of_work() as uow:
+        row = stored(uow)
+        assert row["pending_since"] is None and row["covered_roles"] == 2  # the practitioner and the buyer

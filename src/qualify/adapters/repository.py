@@ -619,13 +619,20 @@ def update_account_scores(
 
 def mark_accounts_pending(conn: Connection, ids: Sequence[int], now: datetime) -> None:
     """Leave these accounts to the worker (`pending_since`, kept where it was set already: an
-    account pending already is not written again). Through the driver, as the ingestion path."""
+    account pending already is not written again). Through the driver, as the ingestion path.
+
+    On PostgreSQL every one of them is locked first, in id order, pending or not: a worker keeping
+    one then waits for this change to commit before it reads the account's people (else it could
+    read them without this change and clear the mark this change relied on); on SQLite a writing
+    transaction holds the whole database already."""
     time, _ = _driver_converters(conn)
     mark = _placeholder(conn)
     for part in chunks(sorted(set(ids))):
+        within = f"id IN ({', '.join([mark] * len(part))})"
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT id FROM accounts WHERE {within} ORDER BY id FOR UPDATE", tuple(part))
         conn.exec_driver_sql(
-            f"UPDATE accounts SET pending_since = {mark} WHERE pending_since IS NULL"
-            f" AND id IN ({', '.join([mark] * len(part))})",
+            f"UPDATE accounts SET pending_since = {mark} WHERE pending_since IS NULL AND {within}",
             (time(now), *part),
         )
 

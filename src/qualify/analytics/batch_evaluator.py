@@ -457,10 +457,13 @@ def people_at_cutoffs(
     )
 
 
-def account_scores_at_cutoffs(model: ScoringModel, sources: Sources, cutoffs: Sequence[datetime]) -> ir.Table:
+def account_scores_at_cutoffs(
+    model: ScoringModel, sources: Sources, cutoffs: Sequence[datetime], *, people: ir.Table | None = None
+) -> ir.Table:
     """`account_scores_as_of` at each of `cutoffs` as one query, with a `cutoff` column: every
-    account at every cutoff (its people's shares and roles from `people_at_cutoffs`)."""
-    people = people_at_cutoffs(model, sources, cutoffs)
+    account at every cutoff (its people's shares and roles from `people_at_cutoffs`, or `people`:
+    its result at the same cutoffs, where the caller has it already)."""
+    people = people if people is not None else people_at_cutoffs(model, sources, cutoffs)
     spec = model.accounts
     assert spec is not None  # people_at_cutoffs refuses a model without accounts
     factor: ir.FloatingValue = _float(1.0)

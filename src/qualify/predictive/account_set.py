@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import ibis
 import numpy as np
 import pandas as pd
 
@@ -118,11 +119,12 @@ def account_set(
     persons = people_at_cutoffs(model, sources, cutoffs, recent_days=RECENT_DAYS).to_pandas()
     persons["cutoff"] = pd.to_datetime(persons["cutoff"], utc=True)
     persons["last_at"] = pd.to_datetime(persons["last_at"], utc=True)
+    # The accounts' scores from the same rows, not from the people's query run again.
+    scores = account_scores_at_cutoffs(model, sources, cutoffs, people=ibis.memtable(persons)).to_pandas()
+    scores["cutoff"] = pd.to_datetime(scores["cutoff"], utc=True)
     fits = fit_scores(model, sources).select("lead_id", "fit").to_pandas()
     persons = persons.merge(fits, on="lead_id", how="left").fillna({"fit": 0.0})
     persons = persons.merge(people[["lead_id", "created_at"]], on="lead_id", how="left")
-    scores = account_scores_at_cutoffs(model, sources, cutoffs).to_pandas()
-    scores["cutoff"] = pd.to_datetime(scores["cutoff"], utc=True)
     frames, left_out = [], 0
     for cutoff in cutoffs:
         at = pd.Timestamp(cutoff).tz_convert("UTC")

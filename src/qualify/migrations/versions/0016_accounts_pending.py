@@ -1,5 +1,6 @@
 """Accounts left to the worker: when their people changed in an ingestion that leaves account
-upkeep to the worker (the HTTP API's, the event streams'), and the index the worker scans
+upkeep to the worker (the HTTP API's, the event streams', the web tracker's), and the index the
+worker scans
 
 Revision ID: 0016
 Revises: 0015

@@ -8,10 +8,10 @@ read as of the change, and the stage policy of the model's `accounts.stages` mov
 holder fell back, is counted again from its people (one query for all such accounts).
 
 An ingestion that leaves account upkeep to the worker (`Changed.accounts_later`: the HTTP API's,
-the event streams' and the web tracker's) only marks the accounts it touched pending (`accounts.pending_since`);
-the worker's pass keeps them (`keep_pending`): each counted again from its people once, however
-many batches touched it meanwhile, scored as of their newest change, and moved, its moves
-announced. An account whose people moved stage (into a deal, or out of one) is kept at once even
+the event streams' and the web tracker's) only marks the accounts it touched pending
+(`accounts.pending_since`); the worker's pass keeps them (`keep_pending`): each counted again
+from its people once, however many batches touched it meanwhile, scored as of their newest
+change, and moved, its moves announced. An account whose people moved stage (into a deal, or out of one) is kept at once even
 then, as is every account of an import of history.
 
 A move to MQA that is not history gives the account an owner (its own, else the owner of its most
