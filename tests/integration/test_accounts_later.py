@@ -151,6 +151,7 @@ def test_the_worker_pass_keeps_pending_accounts_within_its_bound(
 def test_events_posted_to_the_api_leave_their_accounts_to_the_worker(acme: Workspace) -> None:
     with acme.unit_of_work() as uow:
         headers = {"Authorization": f"Bearer {key_for(uow, 'ingest')}"}
+        reader = {"Authorization": f"Bearer {key_for(uow, 'marketing', 'reader')}"}
     body = [
         {"event_id": e.event_id, "type": e.type, "occurred_at": e.occurred_at.isoformat(), "email": e.email}
         for e in sorted(MQA_EVENTS, key=lambda e: e.occurred_at)
@@ -158,11 +159,18 @@ def test_events_posted_to_the_api_leave_their_accounts_to_the_worker(acme: Works
     with TestClient(create_app(workspace=acme)) as client:
         response = client.post("/v1/events", json=body, headers=headers)
         assert response.status_code == 200, response.text
+        # The account says so: pending since the request, its stage as it was.
+        view = client.get("/v1/accounts/acme.com", headers=reader).json()
+        assert view["stage"]["stage"] == "target" and view["stage"]["pending_since"] is not None
+        assert "pending_since" not in view["account"]
     with acme.unit_of_work() as uow:
         row = stored(uow)
         assert row["stage"] == "target" and row["pending_since"] is not None
     with Worker(acme) as worker:
         assert worker.run_once(NOW).accounts_kept == 1
+    with TestClient(create_app(workspace=acme)) as client:
+        view = client.get("/v1/accounts/acme.com", headers=reader).json()
+        assert view["stage"]["stage"] == "mqa" and view["stage"]["pending_since"] is None
     with acme.unit_of_work() as uow:
         row = stored(uow)
         assert row["stage"] == "mqa" and row["pending_since"] is None and row["covered_roles"] == 3

@@ -496,6 +496,14 @@ def test_accounts_list_their_people_and_pipeline_and_an_account_page_shows_its_l
     lead = client.get("/app/leads/2").text  # vp1@othercorp.com
     assert f'href="/app/accounts/{other}"' in lead
     assert client.get("/app/accounts/999999").status_code == 404
+    # An account whose people changed through the API says the worker has yet to keep it.
+    from qualify.adapters.repository import mark_accounts_pending
+
+    assert "data-account-pending" not in page
+    with workspace.unit_of_work() as uow:
+        mark_accounts_pending(uow.connection, [int(other)], now)
+    pending = client.get(f"/app/accounts/{other}").text
+    assert re.search(r"data-account-pending>Its people changed since [\d-]+ [\d:]+ UTC: the worker", pending)
     client.cookies.clear()
     sign_in(client, "sam.rivera")
     with workspace.unit_of_work(read_only=True) as uow:

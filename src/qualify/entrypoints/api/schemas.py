@@ -394,6 +394,11 @@ class AccountStageOut(BaseModel):
     since: datetime | None
     sla_due_at: datetime | None = Field(description="an MQA must be accepted or rejected by then")
     requalify_at: datetime | None = Field(description="an account sent back is not MQA again before then")
+    pending_since: datetime | None = Field(
+        default=None,
+        description="its people changed through the API, a stream or the tracker since then; the worker's next"
+        " pass keeps it (scores, stage); null: up to date",
+    )
     last_scored: AccountLastScored | None = Field(
         description="its scores as the ingestion pipeline last kept them (the policy's view); null: never scored"
     )

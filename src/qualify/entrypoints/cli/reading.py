@@ -435,6 +435,11 @@ def account(
     since = f" since {a['stage_entered_at']:%Y-%m-%d %H:%M}" if a["stage_entered_at"] else ""
     due = f", to accept or reject by {a['sla_due_at']:%Y-%m-%d %H:%M} UTC" if a["sla_due_at"] else ""
     out.print(f"  stage [bold]{a['stage']}[/]{since}{due}", highlight=False)
+    if a["pending_since"] is not None:
+        out.print(
+            f"  its people changed since {a['pending_since']:%Y-%m-%d %H:%M} UTC: the worker's next pass keeps it",
+            highlight=False,
+        )
     for h in view.history[:5]:
         why = f": {h['reason']}" if h["reason"] else ""
         out.print(

@@ -166,6 +166,7 @@ class AccountView:
                 "since": a["stage_entered_at"],
                 "sla_due_at": a["sla_due_at"],
                 "requalify_at": a["requalify_at"],
+                "pending_since": a["pending_since"],
                 "last_scored": None
                 if a["scored_at"] is None
                 else {
@@ -189,7 +190,7 @@ class AccountView:
 _ACCOUNT_STATE = frozenset(
     {
         "stage", "stage_entered_at", "requalify_at", "owner", "owner_assigned_at", "sla_due_at", "fit_score",
-        "fit_grade", "engagement_score", "covered_roles", "rollup", "scored_at", "model_version",
+        "fit_grade", "engagement_score", "covered_roles", "rollup", "scored_at", "model_version", "pending_since",
     }
 )  # fmt: skip
 
