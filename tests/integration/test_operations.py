@@ -70,6 +70,9 @@ def test_metrics_count_the_events_and_read_the_queues_from_the_store(
     assert after[("qualify_webhook_dead_letters", ())] == now.webhook_dead
     assert after[("qualify_email_queue", ())] == now.email_queue
     assert after[("qualify_sla_overdue_mqls", ())] == now.sla_overdue
+    # The event's account waits for the worker: counted, and how long it has waited.
+    assert after[("qualify_accounts_pending", ())] == now.accounts_pending == 1
+    assert 0 <= after[("qualify_accounts_pending_oldest_seconds", ())] < 60
     # Only a key that may read metrics: a monitor key reads nothing else.
     assert http.get("/metrics").status_code == 401
     assert http.get("/metrics", headers=keys["sales"]).status_code == 403

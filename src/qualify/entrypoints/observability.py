@@ -63,6 +63,12 @@ class StoreCollector(Collector):
             ("qualify_email_queue", "Emails waiting to be sent", now.email_queue),
             ("qualify_email_failed", "Emails that could not be sent", now.email_failed),
             ("qualify_sla_overdue_mqls", "MQLs still waiting for sales past their SLA due time", now.sla_overdue),
+            ("qualify_accounts_pending", "Accounts left to the worker, not kept yet", now.accounts_pending),
+            (
+                "qualify_accounts_pending_oldest_seconds",
+                "How long the oldest account left to the worker has waited",
+                now.accounts_pending_seconds,
+            ),
         )
         for name, documentation, value in gauges:
             yield GaugeMetricFamily(name, documentation, value=value)

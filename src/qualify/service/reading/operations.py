@@ -4,7 +4,7 @@ whether the database answers at all (`/metrics` and `/readyz`, docs/operations.m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -22,12 +22,14 @@ class Backlog:
     email_failed: int  # emails that could not be sent
     sla_overdue: int  # MQLs still waiting for sales past their SLA due time
     leads_by_stage: dict[str, int]
+    accounts_pending: int = 0  # accounts left to the worker, not kept yet
+    accounts_pending_seconds: float = 0.0  # how long the oldest of them has waited (0: none)
 
 
 def backlog(uow: UnitOfWork, now: datetime) -> Backlog:
     """The queues and counts now: one small query each, on indexed columns."""
     conn = uow.connection
-    w, e, leads = schema.webhook_deliveries, schema.emails, schema.leads
+    w, e, leads, a = schema.webhook_deliveries, schema.emails, schema.leads, schema.accounts
 
     def count(table: Any, *conditions: Any) -> int:
         return int(conn.execute(select(func.count()).select_from(table).where(*conditions)).scalar_one())
@@ -35,6 +37,9 @@ def backlog(uow: UnitOfWork, now: datetime) -> Backlog:
     stages: dict[str, int] = {
         stage: int(n) for stage, n in conn.execute(select(leads.c.stage, func.count()).group_by(leads.c.stage))
     }
+    oldest = conn.execute(select(func.min(a.c.pending_since))).scalar_one()
+    if isinstance(oldest, str):  # SQLite's min() answers the stored text
+        oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
     return Backlog(
         webhook_outbox=count(w, w.c.status == "pending"),
         webhook_dead=count(w, w.c.status == "dead"),
@@ -42,6 +47,8 @@ def backlog(uow: UnitOfWork, now: datetime) -> Backlog:
         email_failed=count(e, e.c.status == "failed"),
         sla_overdue=count(leads, leads.c.stage == Stage.MQL.value, leads.c.sla_due_at < now),
         leads_by_stage={s.value: int(stages.get(s.value, 0)) for s in Stage},
+        accounts_pending=count(a, a.c.pending_since.is_not(None)),
+        accounts_pending_seconds=max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0,
     )
 
 
