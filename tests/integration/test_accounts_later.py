@@ -25,6 +25,7 @@ from qualify.bootstrap import open_workspace
 from qualify.domain.accounts import Rollup
 from qualify.domain.evaluator import AppliedMove
 from qualify.domain.lifecycle import Actor, Stage
+from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import Account, make_event
 from qualify.entrypoints.api import create_app
 from qualify.service.integrations.webhooks import add_subscription
@@ -33,6 +34,7 @@ from qualify.service.lifecycle.accounts import recount_accounts
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.lead_batch import LeadBatch
 from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
+from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.pipeline import react
 from qualify.service.unit_of_work import Workspace
 from qualify.service.web_tracking import visitors as tracking
@@ -256,3 +258,13 @@ def test_a_worker_keeping_an_account_waits_for_a_change_that_marked_it(acme: Wor
     with acme.unit_of_work() as uow:
         row = stored(uow)
         assert row["pending_since"] is None and row["covered_roles"] == 2  # the practitioner and the buyer
+
+
+def test_pending_accounts_are_let_go_when_the_model_scores_accounts_no_more(acme: Workspace) -> None:
+    ingest(acme, events_of("fan", "content_download", [5.0]), later=True)
+    with acme.unit_of_work() as uow:
+        activate_model(uow, default_model_text().split("\naccounts:")[0] + "\n")
+    assert keep_pending_accounts(acme, NOW) == 1
+    with acme.unit_of_work() as uow:
+        row = stored(uow)
+        assert row["pending_since"] is None and row["stage"] == "target" and history(uow) == []

@@ -1,5 +1,5 @@
-"""The background worker: decay-out sweeps, SLA timers, segments, workflows, email and webhook
-delivery, in passes.
+"""The background worker: decay-out sweeps, accounts left to it, SLA timers, segments, workflows,
+email and webhook delivery, in passes.
 
 One pass, in this order:
 
@@ -7,20 +7,20 @@ One pass, in this order:
    (qualify.service.lifecycle.stage_facts), with the history cutoff they were queued with;
 1. **decay-out**: every MQL whose engagement fell below the floor is moved to nurture at the
    instant it crossed it, with history and announcements, as if a timer had run all along;
-   **accounts**: every account an ingestion left to the worker (the HTTP API's, the event
-   streams', the web tracker's) is counted again from its people, scored and moved, its moves announced
-   (qualify.service.lifecycle.accounts.keep_pending), up to 5,000 accounts a pass;
-2. **SLA**: every MQL still in `mql` past its `sla_due_at` gets its breach recorded once
+2. **accounts**: every account an ingestion left to the worker (the HTTP API's, the event
+   streams', the web tracker's) is counted again from its people, scored and moved, its moves
+   announced (qualify.service.lifecycle.accounts.keep_pending), up to 5,000 accounts a pass;
+3. **SLA**: every MQL still in `mql` past its `sla_due_at` gets its breach recorded once
    (`leads.sla_breached_at`, an audit entry `sla.breached`) and announced (`sla.breached`); so
    does every account still in `mqa` past its own (`accounts.sla_breached_at`, an audit entry
    `account.sla.breached`, announced as `account.sla.breached`);
-3. **segments**: segments that time alone can change (windows, days in a stage, decaying
+4. **segments**: segments that time alone can change (windows, days in a stage, decaying
    scores) are tested again over every lead when their last refresh is older than an hour
    (qualify.service.automation.segments);
-4. **workflows**: every due step runs, one transaction each (qualify.service.automation.runs);
-5. **email**: every email due is sent through SMTP (qualify.service.email.sending);
-6. **webhooks**: every delivery due is sent, retried later, or given up as dead;
-7. **CRM**: each connected CRM's due pushes are written, and its changes pulled once the last
+5. **workflows**: every due step runs, one transaction each (qualify.service.automation.runs);
+6. **email**: every email due is sent through SMTP (qualify.service.email.sending);
+7. **webhooks**: every delivery due is sent, retried later, or given up as dead;
+8. **CRM**: each connected CRM's due pushes are written, and its changes pulled once the last
    pull is older than `QUALIFY_CRM_SYNC_INTERVAL` (qualify.service.connectors.crm).
 
 Decay-out comes first so that an MQL that had decayed out before its due time is not counted
@@ -328,8 +328,8 @@ class Worker:
         self.clock = clock
 
     def run_once(self, now: datetime | None = None) -> PassSummary:
-        """One pass at `now` (default: the clock): history rebuilds, decay-out, SLA, segments, workflows,
-        email, webhooks."""
+        """One pass at `now` (default: the clock): history rebuilds, decay-out, accounts left to the
+        worker, SLA, segments, workflows, email, webhooks, CRM."""
         now = now or self.clock()
         started = time.perf_counter()
         summary = PassSummary(now)
