@@ -19,6 +19,18 @@ ROOT = Path(__file__).resolve().parents[2]
     [
         ["benchmarks/ingest.py", "--events", "600", "--leads", "50", "--batch", "200", "--automation"],
         ["benchmarks/ingest.py", "--long-history", "300"],
+        [
+            "benchmarks/ingest.py",
+            "--accounts",
+            "--events",
+            "600",
+            "--leads",
+            "50",
+            "--batch",
+            "200",
+            "--pass-every",
+            "1",
+        ],
         ["benchmarks/batch_scoring.py", "--leads", "300", "--events", "3000"],
         # The smallest demo world that `train` takes with room to spare: 327 rows, 38 positive
         # (400 leads give exactly the 200 rows it needs at least).
@@ -31,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ids=[
         "ingest",
         "ingest_long_history",
+        "ingest_accounts",
         "batch_scoring",
         "predictive_demo",
         "predictive_ingest",
