@@ -74,6 +74,11 @@ MQA_EVENTS = (
 def acme(workspace: Workspace) -> Workspace:
     """Acme (software, 800 people, US) and its four people of `test_accounts`, with a webhook
     for account moves; no events yet."""
+    return furnish_acme(workspace)
+
+
+def furnish_acme(workspace: Workspace) -> Workspace:
+    """Give `workspace` what the `acme` fixture holds."""
     with workspace.unit_of_work() as uow:
         add_subscription(
             uow, "https://crm.example.com/hook", ["account.mqa", "account.stage.changed"], now=T0 - timedelta(days=1)

@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests.conftest import key_for, workspace_on
-from tests.integration.test_account_pipeline import MQA_EVENTS, acme, events_of, history, stored
-from tests.integration.test_accounts import NOW, PEOPLE, T0
+from tests.integration.test_account_pipeline import MQA_EVENTS, acme, events_of, furnish_acme, history, stored
+from tests.integration.test_accounts import NOW, T0
 
 from qualify.adapters import schema
 from qualify.bootstrap import open_workspace
@@ -28,12 +28,11 @@ from qualify.domain.lifecycle import Actor, Stage
 from qualify.domain.model_loader import default_model_text
 from qualify.domain.records import Account, make_event
 from qualify.entrypoints.api import create_app
-from qualify.service.integrations.webhooks import add_subscription
 from qualify.service.lifecycle import accounts
 from qualify.service.lifecycle.accounts import recount_accounts
 from qualify.service.lifecycle.events import ingest_events
 from qualify.service.lifecycle.lead_batch import LeadBatch
-from qualify.service.lifecycle.leads import upsert_accounts, upsert_leads
+from qualify.service.lifecycle.leads import upsert_accounts
 from qualify.service.lifecycle.scoring_models import activate_model
 from qualify.service.pipeline import react
 from qualify.service.unit_of_work import Workspace
@@ -62,18 +61,7 @@ def twin(engine_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> It
     folder = tmp_path / "twin"
     folder.mkdir()
     with workspace_on(engine_name, request, folder) as ws:
-        with ws.unit_of_work() as uow:
-            add_subscription(
-                uow,
-                "https://crm.example.com/hook",
-                ["account.mqa", "account.stage.changed"],
-                now=T0 - timedelta(days=1),
-            )
-            upsert_accounts(
-                uow, [Account(domain="acme.com", name="Acme", industry="software", employees=800, country="US")], now=T0
-            )
-            upsert_leads(uow, PEOPLE, now=T0)
-        yield ws
+        yield furnish_acme(ws)
 
 
 def test_ingestion_marks_the_account_pending_and_the_worker_keeps_it_as_the_batch_would(

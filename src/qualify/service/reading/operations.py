@@ -4,7 +4,7 @@ whether the database answers at all (`/metrics` and `/readyz`, docs/operations.m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -38,8 +38,6 @@ def backlog(uow: UnitOfWork, now: datetime) -> Backlog:
         stage: int(n) for stage, n in conn.execute(select(leads.c.stage, func.count()).group_by(leads.c.stage))
     }
     oldest = conn.execute(select(func.min(a.c.pending_since))).scalar_one()
-    if isinstance(oldest, str):  # SQLite's min() answers the stored text
-        oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
     return Backlog(
         webhook_outbox=count(w, w.c.status == "pending"),
         webhook_dead=count(w, w.c.status == "dead"),
